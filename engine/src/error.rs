@@ -1,0 +1,82 @@
+//! The store's one error type.
+
+use crate::event::UndecodableEvent;
+use crate::id::{JobId, TaskId};
+use crate::state::{TaskState, UnknownState};
+use crate::task::FoldError;
+
+/// Everything a store operation can report. Database text stays inside
+/// `Database`; callers map variants to protocol errors and never show it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    #[error("task {task}: {source}")]
+    Rejected {
+        task: TaskId,
+        #[source]
+        source: FoldError,
+    },
+    /// The fencing check failed: the job is no longer leased under this
+    /// token (it expired and was re-claimed, or was released). The caller
+    /// must stop working on it; nothing it tried to write was written.
+    #[error("lease on job {0} was lost")]
+    LeaseLost(JobId),
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    #[error("job {job} is {state}; only dead jobs can be requeued")]
+    JobNotDead { job: JobId, state: String },
+    #[error("invalid schema name {0:?}: use lower-case letters, digits and underscores")]
+    InvalidSchema(String),
+    #[error("stored data does not decode: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (a lost connection, a pool
+    /// timeout, a serialization failure), as opposed to a verdict.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(db) => {
+                    // 40001 serialization_failure, 40P01 deadlock_detected,
+                    // class 08 connection exceptions, 57P01 admin_shutdown.
+                    db.code().is_some_and(|c| c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01")
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The state a refused change found the task in, when that is the reason.
+    pub fn terminal_state(&self) -> Option<TaskState> {
+        match self {
+            StoreError::Rejected { source: FoldError::Terminal(state), .. } => Some(*state),
+            _ => None,
+        }
+    }
+}
+
+impl From<UndecodableEvent> for StoreError {
+    fn from(e: UndecodableEvent) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl From<UnknownState> for StoreError {
+    fn from(e: UnknownState) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}

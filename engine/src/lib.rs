@@ -1,0 +1,39 @@
+//! Switchyard's engine: the domain and the durable store.
+//!
+//! Layout, in the order data flows through it:
+//!
+//! - [`id`]: newtypes for task and job ids, and the [`Caller`] every
+//!   caller-facing query is scoped to.
+//! - [`state`]: the A2A task states and the one table of legal transitions.
+//! - [`event`]: the events a task's append-only log holds.
+//! - [`task`]: the task snapshot and the fold that builds it from events.
+//! - [`retry`]: the pure delay function behind durable retries.
+//! - [`store`]: PostgreSQL — submit, append-and-fold, cancel, and the job
+//!   queue (claim, lease, heartbeat, complete, retry, dead-letter, rescue,
+//!   requeue). All SQL in Switchyard lives here.
+//! - [`notify`]: LISTEN/NOTIFY wake-ups with reconnects.
+//! - [`error`]: the store's error type.
+//!
+//! This crate has no HTTP server and no HTTP client; `api` and `worker`
+//! build on it and meet only through the database.
+
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod notify;
+pub mod retry;
+pub mod state;
+pub mod store;
+pub mod task;
+
+pub use error::StoreError;
+pub use event::{ArtifactUpdate, StoredEvent, TaskEvent};
+pub use id::{Caller, JobId, TaskId};
+pub use notify::{Channels, Listener, Wake};
+pub use retry::RetryPolicy;
+pub use state::TaskState;
+pub use store::{ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, NewTask, Rescued, Store, StoreConfig, Submission};
+pub use task::{FoldError, TaskRecord};
+
+/// Re-exported so dependants name the same A2A types the store speaks.
+pub use a2a;

@@ -1,0 +1,468 @@
+//! The job queue: claim with leases, heartbeat, and fenced completion.
+//!
+//! Every transition out of `leased` is guarded by the fencing token
+//! (`lease_token`): zero rows changed means the lease was lost, and the
+//! caller hears `LeaseLost` instead of silently overwriting a newer holder.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+
+use super::{notify, Store};
+use crate::error::StoreError;
+use crate::event::TaskEvent;
+use crate::id::{JobId, TaskId};
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: Value,
+    pub priority: i16,
+    pub max_attempts: i32,
+    /// Not before this instant; `None` for now.
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    /// A job of `kind` with defaults: no payload, priority 0, ready now.
+    pub fn new(kind: impl Into<String>, max_attempts: i32) -> Self {
+        NewJob { kind: kind.into(), payload: Value::Object(Default::default()), priority: 0, max_attempts, run_at: None }
+    }
+}
+
+/// Proof of holding a job: the fencing token the claim handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: JobId,
+    pub task_id: TaskId,
+    pub token: i64,
+    /// This attempt's number, 1-based.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A job handed to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub lease: Lease,
+    pub kind: String,
+    pub payload: Value,
+}
+
+/// What became of a job that failed an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobFate {
+    /// Ready again at this instant.
+    RetryAt(DateTime<Utc>),
+    /// Out of attempts: dead-lettered until an operator requeues it.
+    Dead,
+}
+
+/// A job's place in its lifecycle (`jobs.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Ready,
+    Leased,
+    Done,
+    Dead,
+}
+
+impl JobState {
+    /// The name stored in `jobs.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Ready => "ready",
+            JobState::Leased => "leased",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "ready" => Ok(JobState::Ready),
+            "leased" => Ok(JobState::Leased),
+            "done" => Ok(JobState::Done),
+            "dead" => Ok(JobState::Dead),
+            other => Err(StoreError::Corrupt(format!("unknown job state {other:?}"))),
+        }
+    }
+}
+
+/// A job as an operator sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub task_id: TaskId,
+    pub kind: String,
+    pub state: JobState,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_token: i64,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What one sweep of expired leases did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rescued {
+    /// Made ready again for another worker.
+    pub requeued: Vec<JobId>,
+    /// Out of attempts (the lost leases counted): dead-lettered.
+    pub dead: Vec<JobId>,
+}
+
+/// A `jobs` row.
+struct JobRow {
+    id: i64,
+    task_id: uuid::Uuid,
+    kind: String,
+    state: String,
+    priority: i16,
+    attempt: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    lease_owner: Option<String>,
+    lease_token: i64,
+    lease_expires_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<JobRow> for JobRecord {
+    type Error = StoreError;
+
+    fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        Ok(JobRecord {
+            id: JobId(r.id),
+            task_id: TaskId(r.task_id),
+            kind: r.kind,
+            state: r.state.parse()?,
+            priority: r.priority,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            run_at: r.run_at,
+            lease_owner: r.lease_owner,
+            lease_token: r.lease_token,
+            lease_expires_at: r.lease_expires_at,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+impl Lease {
+    /// Locks the job row if, and only if, this lease still holds it.
+    pub(super) async fn check(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        let held = sqlx::query_scalar!(
+            r#"SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'leased' FOR UPDATE"#,
+            self.job_id.0,
+            self.token,
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        held.map(|_| ()).ok_or(StoreError::LeaseLost(self.job_id))
+    }
+}
+
+pub(super) async fn insert_job(tx: &mut Transaction<'_, Postgres>, task_id: TaskId, job: &NewJob) -> Result<JobId, StoreError> {
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
+           VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
+           RETURNING id"#,
+        task_id.0,
+        job.kind,
+        job.payload,
+        job.priority,
+        job.max_attempts,
+        job.run_at,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(JobId(id))
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Store {
+    /// Enqueues a job on an existing task.
+    pub async fn job_enqueue(&self, task_id: TaskId, job: &NewJob) -> Result<JobId, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_job(&mut tx, task_id, job).await?;
+        notify(&mut tx, &self.channels.jobs, &job.kind).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Claims up to `limit` ready jobs in one statement, highest priority and
+    /// oldest first, each under a fresh fencing token and a lease of `lease_for`.
+    /// `SKIP LOCKED` lets concurrent claimers pass each other without waiting,
+    /// and no job is ever handed to two of them.
+    pub async fn job_claim(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
+        let rows = sqlx::query!(
+            r#"UPDATE jobs SET state = 'leased',
+                              attempt = attempt + 1,
+                              lease_owner = $1,
+                              lease_token = lease_token + 1,
+                              lease_expires_at = now() + make_interval(secs => $3)
+               WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE state = 'ready' AND run_at <= now()
+                   ORDER BY priority DESC, run_at, id
+                   LIMIT $2
+                   FOR UPDATE SKIP LOCKED
+               )
+               RETURNING id, task_id, kind, payload, attempt, max_attempts, lease_token,
+                         lease_expires_at AS "lease_expires_at!""#,
+            owner,
+            limit,
+            seconds(lease_for),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs: Vec<ClaimedJob> = rows
+            .into_iter()
+            .map(|r| ClaimedJob {
+                lease: Lease {
+                    job_id: JobId(r.id),
+                    task_id: TaskId(r.task_id),
+                    token: r.lease_token,
+                    attempt: r.attempt,
+                    max_attempts: r.max_attempts,
+                    owner: owner.to_owned(),
+                    expires_at: r.lease_expires_at,
+                },
+                kind: r.kind,
+                payload: r.payload,
+            })
+            .collect();
+        // UPDATE .. RETURNING does not keep the subquery's order.
+        jobs.sort_by_key(|j| j.lease.job_id);
+        Ok(jobs)
+    }
+
+    /// Extends the given leases; returns the ids of those still held (a
+    /// lease missing from the answer was lost and its work must stop).
+    pub async fn job_heartbeat(&self, leases: &[&Lease], lease_for: Duration) -> Result<Vec<JobId>, StoreError> {
+        let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        let held = sqlx::query_scalar!(
+            r#"UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+               FROM UNNEST($1::bigint[], $2::bigint[]) AS h(id, token)
+               WHERE jobs.id = h.id AND jobs.lease_token = h.token AND jobs.state = 'leased'
+               RETURNING jobs.id"#,
+            &ids,
+            &tokens,
+            seconds(lease_for),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(held.into_iter().map(JobId).collect())
+    }
+
+    /// Marks a job done, first appending `events` to its task, all in one
+    /// transaction and only while the lease holds.
+    pub async fn job_complete(&self, lease: &Lease, events: &[TaskEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lease.check(&mut tx).await?;
+        if !events.is_empty() {
+            self.append_in_tx(&mut tx, lease.task_id, events).await?;
+        }
+        sqlx::query!(
+            r#"UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+               WHERE id = $1 AND lease_token = $2"#,
+            lease.job_id.0,
+            lease.token,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt. With attempts left the job is ready again
+    /// after `delay`; otherwise it is dead-lettered and `on_dead` (the task's
+    /// failure) is appended, unless the task already ended some other way.
+    pub async fn job_retry(&self, lease: &Lease, error: &str, delay: Duration, on_dead: &[TaskEvent]) -> Result<JobFate, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lease.check(&mut tx).await?;
+        let row = sqlx::query!(
+            r#"UPDATE jobs SET
+                   state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
+                   run_at = CASE WHEN attempt >= max_attempts THEN run_at
+                                 ELSE now() + make_interval(secs => $3) END,
+                   finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
+                   lease_owner = NULL, lease_expires_at = NULL, last_error = $4
+               WHERE id = $1 AND lease_token = $2
+               RETURNING state, run_at"#,
+            lease.job_id.0,
+            lease.token,
+            seconds(delay),
+            error,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let fate = if row.state == "dead" {
+            self.fail_task_quietly(&mut tx, lease.task_id, on_dead).await?;
+            JobFate::Dead
+        } else {
+            notify(&mut tx, &self.channels.jobs, "retry").await?;
+            JobFate::RetryAt(row.run_at)
+        };
+        tx.commit().await?;
+        Ok(fate)
+    }
+
+    /// Gives a job back without spending its attempt (graceful shutdown):
+    /// ready at once for another worker.
+    pub async fn job_release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let released = sqlx::query!(
+            r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now(),
+                              lease_owner = NULL, lease_expires_at = NULL
+               WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+            lease.job_id.0,
+            lease.token,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if released.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost(lease.job_id));
+        }
+        notify(&mut tx, &self.channels.jobs, "released").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sweeps leases that expired with their worker: each job is ready again
+    /// for another worker (the lost attempt counts), or dead-lettered, with
+    /// its task failed, when that was its last attempt.
+    pub async fn job_rescue_expired(&self, limit: i64, on_dead: &[TaskEvent]) -> Result<Rescued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query!(
+            r#"UPDATE jobs SET
+                   state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
+                   finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
+                   run_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+                   last_error = 'lease expired: the worker holding it stopped heartbeating'
+               WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE state = 'leased' AND lease_expires_at < now()
+                   ORDER BY lease_expires_at
+                   LIMIT $1
+                   FOR UPDATE SKIP LOCKED
+               )
+               RETURNING id, task_id, state"#,
+            limit,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut rescued = Rescued::default();
+        for row in rows {
+            if row.state == "dead" {
+                self.fail_task_quietly(&mut tx, TaskId(row.task_id), on_dead).await?;
+                rescued.dead.push(JobId(row.id));
+            } else {
+                rescued.requeued.push(JobId(row.id));
+            }
+        }
+        if !rescued.requeued.is_empty() {
+            notify(&mut tx, &self.channels.jobs, "rescued").await?;
+        }
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    /// Puts a dead job back in the queue with a fresh set of attempts.
+    pub async fn job_requeue(&self, job_id: JobId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let state = sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::JobNotFound(job_id))?;
+        if state != "dead" {
+            return Err(StoreError::JobNotDead { job: job_id, state });
+        }
+        sqlx::query!(
+            r#"UPDATE jobs SET state = 'ready', attempt = 0, run_at = now(), finished_at = NULL
+               WHERE id = $1"#,
+            job_id.0,
+        )
+        .execute(&mut *tx)
+        .await?;
+        notify(&mut tx, &self.channels.jobs, "requeued").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Dead-lettered jobs, most recent first.
+    pub async fn jobs_dead(&self, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = sqlx::query_as!(
+            JobRow,
+            r#"SELECT id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner,
+                      lease_token, lease_expires_at, last_error, created_at, finished_at
+               FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC LIMIT $1"#,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Every job of a task, oldest first.
+    pub async fn task_jobs(&self, task_id: TaskId) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = sqlx::query_as!(
+            JobRow,
+            r#"SELECT id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner,
+                      lease_token, lease_expires_at, last_error, created_at, finished_at
+               FROM jobs WHERE task_id = $1 ORDER BY id"#,
+            task_id.0,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Appends a dead job's failure to its task, unless the task already
+    /// ended (a cancel or a completion won the race): then there is nothing
+    /// to fail and the log stays as it is.
+    async fn fail_task_quietly(&self, tx: &mut Transaction<'_, Postgres>, task_id: TaskId, events: &[TaskEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // A savepoint, so a refused fold does not abort the whole transaction.
+        let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
+        match self.append_in_tx(&mut sp, task_id, events).await {
+            Ok(_) => sp.commit().await?,
+            Err(e) if e.terminal_state().is_some() => sp.rollback().await?,
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}

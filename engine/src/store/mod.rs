@@ -1,0 +1,152 @@
+//! The PostgreSQL store: the only place in Switchyard that speaks SQL.
+//!
+//! Every statement runs with `search_path` set to the store's own schema,
+//! so names in SQL are unqualified and one database can hold several
+//! isolated deployments side by side (each test run gets its own).
+
+mod job;
+mod row;
+mod task;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres, Transaction};
+
+pub use job::{ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, Rescued};
+pub use task::{NewTask, Submission};
+
+use crate::error::StoreError;
+use crate::notify::Channels;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// How to reach the database and which schema is ours.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub schema: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// The defaults for a database URL: schema `switchyard`, a small pool
+    /// (PostgreSQL peaks at a few concurrent clients per core).
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            schema: "switchyard".into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A handle on the store; cheap to clone (it shares one pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+    schema: Arc<str>,
+    channels: Channels,
+}
+
+impl Store {
+    /// Connects lazily: no connection is made until the first query, so a
+    /// process can start (and report unreadiness) while the database is down.
+    pub fn connect_lazy(config: &StoreConfig) -> Result<Store, StoreError> {
+        let schema = validate_schema(&config.schema)?;
+        let options = PgConnectOptions::from_str(&config.url)?.options([("search_path", schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Store { pool, schema: schema.into(), channels: Channels::for_schema(schema) })
+    }
+
+    /// Connects and checks the database answers.
+    pub async fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
+        let store = Store::connect_lazy(config)?;
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// Creates the schema if needed and applies every pending migration.
+    /// Safe to run from several processes at once (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        // The identifier was validated, so quoting it is enough.
+        let create = format!(r#"CREATE SCHEMA IF NOT EXISTS "{}""#, self.schema);
+        self.pool.execute(sqlx::AssertSqlSafe(create)).await?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Reverts migrations down to (not including) `target` version; 0 reverts all.
+    pub async fn migrate_undo(&self, target: i64) -> Result<(), StoreError> {
+        MIGRATOR.undo(&self.pool, target).await?;
+        Ok(())
+    }
+
+    /// Round-trips to the database (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The schema this store lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The NOTIFY channels this store signals on.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// The underlying pool, for listeners and for tests that inspect rows.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Schema names go into `search_path` and one `CREATE SCHEMA`, so they are
+/// restricted to plain lower-case identifiers.
+fn validate_schema(schema: &str) -> Result<&str, StoreError> {
+    let mut chars = schema.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= 63 {
+        Ok(schema)
+    } else {
+        Err(StoreError::InvalidSchema(schema.to_owned()))
+    }
+}
+
+/// Sends a NOTIFY inside the caller's transaction, so it is delivered on
+/// COMMIT and never for work that rolled back. (`pg_notify` returns `void`,
+/// which the compile-time macros cannot type, hence the plain query.)
+async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, payload: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut **tx).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_schema;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(validate_schema("switchyard").is_ok());
+        assert!(validate_schema("t_1700000000_ab12").is_ok());
+        for bad in ["", "1abc", "Switchyard", "a-b", "a\"; DROP TABLE x; --", &"a".repeat(64)] {
+            assert!(validate_schema(bad).is_err(), "{bad:?}");
+        }
+    }
+}

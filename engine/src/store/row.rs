@@ -1,0 +1,66 @@
+//! Row shapes as SQL returns them, and their conversion to domain types.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::id::TaskId;
+use crate::task::TaskRecord;
+
+/// A `tasks` row.
+#[derive(Debug)]
+pub(super) struct TaskRow {
+    pub id: Uuid,
+    pub tenant: String,
+    pub owner: String,
+    pub context_id: String,
+    pub parent_id: Option<Uuid>,
+    pub state: String,
+    pub status: Value,
+    pub artifacts: Value,
+    pub metadata: Option<Value>,
+    pub trace_context: Option<Value>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub status_at: DateTime<Utc>,
+}
+
+impl TryFrom<TaskRow> for TaskRecord {
+    type Error = StoreError;
+
+    fn try_from(row: TaskRow) -> Result<Self, StoreError> {
+        Ok(TaskRecord {
+            id: TaskId(row.id),
+            tenant: row.tenant,
+            owner: row.owner,
+            context_id: row.context_id,
+            parent_id: row.parent_id.map(TaskId),
+            state: row.state.parse()?,
+            status: serde_json::from_value(row.status)?,
+            artifacts: serde_json::from_value(row.artifacts)?,
+            metadata: row.metadata.map(serde_json::from_value).transpose()?,
+            trace_context: row.trace_context,
+            version: row.version,
+            created_at: row.created_at,
+            status_at: row.status_at,
+        })
+    }
+}
+
+/// The snapshot columns written after a fold.
+pub(super) struct Snapshot {
+    pub state: &'static str,
+    pub status: Value,
+    pub artifacts: Value,
+}
+
+impl Snapshot {
+    pub(super) fn of(task: &TaskRecord) -> Result<Self, StoreError> {
+        Ok(Snapshot {
+            state: task.state.as_str(),
+            status: serde_json::to_value(&task.status)?,
+            artifacts: serde_json::to_value(&task.artifacts)?,
+        })
+    }
+}

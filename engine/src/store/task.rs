@@ -1,0 +1,320 @@
+//! Task operations: submit (idempotent), append-and-fold, cancel, reads.
+
+use std::collections::HashMap;
+
+use a2a::Message;
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::job::{insert_job, Lease, NewJob};
+use super::row::{Snapshot, TaskRow};
+use super::{notify, Store};
+use crate::error::StoreError;
+use crate::event::{StoredEvent, TaskEvent};
+use crate::id::{Caller, TaskId};
+use crate::state::TaskState;
+use crate::task::TaskRecord;
+
+/// A task to create, with the message that asks for it.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub caller: Caller,
+    /// The client's context, or `None` for a fresh one.
+    pub context_id: Option<String>,
+    /// Deduplicates retried submits per caller: the message's `messageId`
+    /// or an `Idempotency-Key` header.
+    pub idempotency_key: String,
+    pub message: Message,
+    pub metadata: Option<HashMap<String, Value>>,
+    pub trace_context: Option<Value>,
+    pub parent_id: Option<TaskId>,
+    /// The first job, written in the same transaction (none for a task
+    /// rejected at creation).
+    pub job: Option<NewJob>,
+    /// Reject the task at creation with this reason (no route, say).
+    pub reject_reason: Option<String>,
+}
+
+/// What a submit produced.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub task: TaskRecord,
+    /// False when the idempotency key was seen before and `task` is the
+    /// task the earlier submit created.
+    pub created: bool,
+}
+
+impl Store {
+    /// Creates a task, its first events and its first job in ONE transaction,
+    /// or returns the task an earlier submit with the same key created. Only
+    /// after COMMIT does this return, so an acknowledged task is on disk.
+    pub async fn task_submit(&self, new: NewTask) -> Result<Submission, StoreError> {
+        // Two loops at most: a concurrent submit of the same key that rolls
+        // back after we saw its key leaves the key free for us.
+        for _ in 0..3 {
+            let mut tx = self.pool.begin().await?;
+            let id = TaskId::new();
+            let claimed = sqlx::query_scalar!(
+                r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
+                   VALUES ($1, $2, $3, $4)
+                   ON CONFLICT DO NOTHING
+                   RETURNING task_id"#,
+                new.caller.tenant,
+                new.caller.principal,
+                new.idempotency_key,
+                id.0,
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            if claimed.is_none() {
+                tx.rollback().await?;
+                let existing = sqlx::query_scalar!(
+                    "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
+                    new.caller.tenant,
+                    new.caller.principal,
+                    new.idempotency_key,
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                match existing {
+                    Some(task_id) => {
+                        let task = self.task_load(TaskId(task_id)).await?;
+                        return Ok(Submission { task, created: false });
+                    }
+                    None => continue,
+                }
+            }
+            let task = self.insert_task(&mut tx, id, &new).await?;
+            tx.commit().await?;
+            return Ok(Submission { task, created: true });
+        }
+        Err(StoreError::Corrupt(format!("idempotency key {:?} kept changing hands", new.idempotency_key)))
+    }
+
+    async fn insert_task(&self, tx: &mut Transaction<'_, Postgres>, id: TaskId, new: &NewTask) -> Result<TaskRecord, StoreError> {
+        let now = Utc::now();
+        let context_id = new.context_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+        let mut message = new.message.clone();
+        message.task_id = Some(id.to_string());
+        message.context_id = Some(context_id.clone());
+        let mut events = vec![TaskEvent::status(TaskState::Submitted, None), TaskEvent::Message(message)];
+        if let Some(reason) = &new.reject_reason {
+            events.push(TaskEvent::status_with_text(TaskState::Rejected, reason.clone()));
+        }
+
+        let mut task = TaskRecord::genesis(id, &new.caller, context_id, now);
+        task.parent_id = new.parent_id;
+        task.metadata = new.metadata.clone();
+        task.trace_context = new.trace_context.clone();
+        for event in &events {
+            task.apply(event).map_err(|source| StoreError::Rejected { task: id, source })?;
+        }
+
+        let snapshot = Snapshot::of(&task)?;
+        let metadata = task.metadata.as_ref().map(serde_json::to_value).transpose()?;
+        sqlx::query!(
+            r#"INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                                  metadata, trace_context, version, created_at, status_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+            id.0,
+            task.tenant,
+            task.owner,
+            task.context_id,
+            task.parent_id.map(|p| p.0),
+            snapshot.state,
+            snapshot.status,
+            snapshot.artifacts,
+            metadata,
+            task.trace_context,
+            task.version,
+            task.created_at,
+            task.status_at,
+        )
+        .execute(&mut **tx)
+        .await?;
+        insert_events(tx, id, 1, &events).await?;
+        if let (Some(job), false) = (&new.job, task.state.is_terminal()) {
+            insert_job(tx, id, job).await?;
+            notify(tx, &self.channels.jobs, &job.kind).await?;
+        }
+        notify(tx, &self.channels.events, &format!("{id}:{}", task.version)).await?;
+        Ok(task)
+    }
+
+    /// Appends events to a task's log and folds them into its snapshot, in
+    /// one transaction. With `fence`, the write happens only while that lease
+    /// is still held (`LeaseLost` otherwise): a stale worker changes nothing.
+    pub async fn task_append(&self, task_id: TaskId, events: &[TaskEvent], fence: Option<&Lease>) -> Result<TaskRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(lease) = fence {
+            lease.check(&mut tx).await?;
+        }
+        let task = self.append_in_tx(&mut tx, task_id, events).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    /// The append itself; the caller owns the transaction (and any fencing).
+    pub(super) async fn append_in_tx(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        task_id: TaskId,
+        events: &[TaskEvent],
+    ) -> Result<TaskRecord, StoreError> {
+        let row = lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?;
+        let mut task = TaskRecord::try_from(row)?;
+        let before = task.version;
+        for event in events {
+            task.apply(event).map_err(|source| StoreError::Rejected { task: task_id, source })?;
+        }
+        if events.is_empty() {
+            return Ok(task);
+        }
+        insert_events(tx, task_id, before + 1, events).await?;
+        let snapshot = Snapshot::of(&task)?;
+        // The row is locked, so the version guard cannot fail; it is the
+        // compare-and-set that keeps this write correct even if that changes.
+        let updated = sqlx::query!(
+            r#"UPDATE tasks SET state = $2, status = $3, artifacts = $4, version = $5, status_at = $6
+               WHERE id = $1 AND version = $7"#,
+            task_id.0,
+            snapshot.state,
+            snapshot.status,
+            snapshot.artifacts,
+            task.version,
+            task.status_at,
+            before,
+        )
+        .execute(&mut **tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
+        }
+        notify(tx, &self.channels.events, &format!("{task_id}:{}", task.version)).await?;
+        Ok(task)
+    }
+
+    /// Cancels a caller's task. Canceling a canceled task returns it
+    /// unchanged (cancel is idempotent); any other terminal state refuses.
+    /// Jobs still waiting to run for the task are retired with it.
+    pub async fn task_cancel(&self, caller: &Caller, task_id: TaskId, reason: Option<Message>) -> Result<TaskRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = lock_task(&mut tx, task_id).await?.filter(|row| visible_to(row, caller));
+        let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
+        if task.state == TaskState::Canceled {
+            return Ok(task);
+        }
+        let task = self.append_in_tx(&mut tx, task_id, &[TaskEvent::status(TaskState::Canceled, reason)]).await?;
+        sqlx::query!(
+            r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task canceled'
+               WHERE task_id = $1 AND state = 'ready'"#,
+            task_id.0,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    /// A caller's task; invisible tasks are reported as not found.
+    pub async fn task_get(&self, caller: &Caller, task_id: TaskId) -> Result<TaskRecord, StoreError> {
+        let row = sqlx::query_as!(
+            TaskRow,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                      metadata, trace_context, version, created_at, status_at
+               FROM tasks WHERE id = $1 AND tenant = $2 AND owner = $3"#,
+            task_id.0,
+            caller.tenant,
+            caller.principal,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
+    }
+
+    /// Any task, whoever owns it: for workers and operators, never for callers.
+    pub async fn task_load(&self, task_id: TaskId) -> Result<TaskRecord, StoreError> {
+        let row = sqlx::query_as!(
+            TaskRow,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                      metadata, trace_context, version, created_at, status_at
+               FROM tasks WHERE id = $1"#,
+            task_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
+    }
+
+    /// A task's events after `after_seq`, in log order, at most `limit`.
+    pub async fn task_events(&self, task_id: TaskId, after_seq: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT seq, kind, payload, created_at FROM task_events
+               WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
+            task_id.0,
+            after_seq,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredEvent { task_id, seq: r.seq, event: TaskEvent::from_row(&r.kind, r.payload)?, created_at: r.created_at })
+            })
+            .collect()
+    }
+
+    /// The last `limit` messages of a task's conversation, oldest first.
+    pub async fn task_history(&self, task_id: TaskId, limit: i64) -> Result<Vec<Message>, StoreError> {
+        let payloads = sqlx::query_scalar!(
+            r#"SELECT payload AS "payload!" FROM (
+                   SELECT seq, payload FROM task_events
+                   WHERE task_id = $1 AND kind = 'message' ORDER BY seq DESC LIMIT $2
+               ) recent ORDER BY seq"#,
+            task_id.0,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        payloads.into_iter().map(|p| serde_json::from_value(p).map_err(StoreError::from)).collect()
+    }
+}
+
+/// Locks a task row for the rest of the transaction. Lock order everywhere
+/// is job row first, then task row, so fenced writers and cancels cannot deadlock.
+async fn lock_task(tx: &mut Transaction<'_, Postgres>, task_id: TaskId) -> Result<Option<TaskRow>, StoreError> {
+    Ok(sqlx::query_as!(
+        TaskRow,
+        r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                  metadata, trace_context, version, created_at, status_at
+           FROM tasks WHERE id = $1 FOR UPDATE"#,
+        task_id.0,
+    )
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+fn visible_to(row: &TaskRow, caller: &Caller) -> bool {
+    row.tenant == caller.tenant && row.owner == caller.principal
+}
+
+/// Writes events with consecutive sequence numbers starting at `first_seq`,
+/// in one statement.
+async fn insert_events(tx: &mut Transaction<'_, Postgres>, task_id: TaskId, first_seq: i64, events: &[TaskEvent]) -> Result<(), StoreError> {
+    let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
+    let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
+    let payloads: Vec<Value> = events.iter().map(TaskEvent::to_payload).collect();
+    sqlx::query!(
+        r#"INSERT INTO task_events (task_id, seq, kind, payload)
+           SELECT $1, seq, kind, payload FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) AS e(seq, kind, payload)"#,
+        task_id.0,
+        &seqs,
+        &kinds,
+        &payloads,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

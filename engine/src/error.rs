@@ -46,7 +46,9 @@ impl StoreError {
                 sqlx::Error::Database(db) => {
                     // 40001 serialization_failure, 40P01 deadlock_detected,
                     // class 08 connection exceptions, 57P01 admin_shutdown.
-                    db.code().is_some_and(|c| c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01")
+                    db.code().is_some_and(|c| {
+                        c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01"
+                    })
                 }
                 _ => false,
             },
@@ -57,7 +59,10 @@ impl StoreError {
     /// The state a refused change found the task in, when that is the reason.
     pub fn terminal_state(&self) -> Option<TaskState> {
         match self {
-            StoreError::Rejected { source: FoldError::Terminal(state), .. } => Some(*state),
+            StoreError::Rejected {
+                source: FoldError::Terminal(state),
+                ..
+            } => Some(*state),
             _ => None,
         }
     }

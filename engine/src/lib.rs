@@ -32,7 +32,10 @@ pub use id::{Caller, JobId, TaskId};
 pub use notify::{Channels, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
-pub use store::{ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, NewTask, Rescued, Store, StoreConfig, Submission};
+pub use store::{
+    ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, NewTask, Rescued, Store, StoreConfig,
+    Submission,
+};
 pub use task::{FoldError, TaskRecord};
 
 /// Re-exported so dependants name the same A2A types the store speaks.

@@ -1,1 +1,12 @@
+//! Whole-system tests: a real PostgreSQL (`DATABASE_URL`, or a container
+//! started by testcontainers), real processes and real sockets. Each test
+//! gets a schema of its own, so they run in parallel.
 
+mod harness;
+
+mod listener;
+mod processes;
+mod queue;
+mod races;
+mod store;
+mod worker;

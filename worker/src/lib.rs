@@ -1,1 +1,21 @@
+//! Switchyard's workers: claim jobs, carry them out, keep their leases alive.
+//!
+//! Layout:
+//!
+//! - [`config`]: the worker's validated settings.
+//! - [`handler`]: the [`Handler`] trait a job kind implements, what it may
+//!   answer ([`Outcome`]), and the fenced [`JobContext`] it writes through.
+//! - [`runtime`]: the loop — woken by NOTIFY (polling as the fallback), it
+//!   claims batches, runs them with bounded concurrency, heartbeats their
+//!   leases, rescues leases other workers lost, and drains on shutdown.
+//! - [`dispatch`]: the built-in handler that routes each job kind.
 
+pub mod config;
+pub mod dispatch;
+pub mod handler;
+pub mod runtime;
+
+pub use config::{ConfigError, WorkerConfig};
+pub use dispatch::Dispatcher;
+pub use handler::{Handler, JobContext, Outcome};
+pub use runtime::{Worker, WorkerError};

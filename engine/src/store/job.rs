@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
-use super::{notify, Store};
+use super::{Store, notify};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::{JobId, TaskId};
@@ -31,7 +31,13 @@ pub struct NewJob {
 impl NewJob {
     /// A job of `kind` with defaults: no payload, priority 0, ready now.
     pub fn new(kind: impl Into<String>, max_attempts: i32) -> Self {
-        NewJob { kind: kind.into(), payload: Value::Object(Default::default()), priority: 0, max_attempts, run_at: None }
+        NewJob {
+            kind: kind.into(),
+            payload: Value::Object(Default::default()),
+            priority: 0,
+            max_attempts,
+            run_at: None,
+        }
     }
 }
 
@@ -176,8 +182,15 @@ impl TryFrom<JobRow> for JobRecord {
 }
 
 impl Lease {
-    /// Locks the job row if, and only if, this lease still holds it.
-    pub(super) async fn check(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    /// Confirms, at the end of a transaction, that this lease still holds
+    /// the job, and locks the row until COMMIT so no claim can slip in
+    /// between. Checking last (rather than first) means a writer waiting on
+    /// a task lock never holds its job row meanwhile; if the lease changed
+    /// hands while it waited, the whole transaction rolls back.
+    pub(super) async fn confirm(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), StoreError> {
         let held = sqlx::query_scalar!(
             r#"SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'leased' FOR UPDATE"#,
             self.job_id.0,
@@ -189,7 +202,11 @@ impl Lease {
     }
 }
 
-pub(super) async fn insert_job(tx: &mut Transaction<'_, Postgres>, task_id: TaskId, job: &NewJob) -> Result<JobId, StoreError> {
+pub(super) async fn insert_job(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: TaskId,
+    job: &NewJob,
+) -> Result<JobId, StoreError> {
     let id = sqlx::query_scalar!(
         r#"INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
            VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
@@ -224,7 +241,12 @@ impl Store {
     /// oldest first, each under a fresh fencing token and a lease of `lease_for`.
     /// `SKIP LOCKED` lets concurrent claimers pass each other without waiting,
     /// and no job is ever handed to two of them.
-    pub async fn job_claim(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
+    pub async fn job_claim(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease_for: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         let rows = sqlx::query!(
             r#"UPDATE jobs SET state = 'leased',
                               attempt = attempt + 1,
@@ -269,7 +291,11 @@ impl Store {
 
     /// Extends the given leases; returns the ids of those still held (a
     /// lease missing from the answer was lost and its work must stop).
-    pub async fn job_heartbeat(&self, leases: &[&Lease], lease_for: Duration) -> Result<Vec<JobId>, StoreError> {
+    pub async fn job_heartbeat(
+        &self,
+        leases: &[&Lease],
+        lease_for: Duration,
+    ) -> Result<Vec<JobId>, StoreError> {
         let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let held = sqlx::query_scalar!(
@@ -286,22 +312,29 @@ impl Store {
         Ok(held.into_iter().map(JobId).collect())
     }
 
-    /// Marks a job done, first appending `events` to its task, all in one
-    /// transaction and only while the lease holds.
-    pub async fn job_complete(&self, lease: &Lease, events: &[TaskEvent]) -> Result<(), StoreError> {
+    /// Marks a job done, appending `events` to its task in the same
+    /// transaction; nothing is written unless the lease still holds at COMMIT.
+    pub async fn job_complete(
+        &self,
+        lease: &Lease,
+        events: &[TaskEvent],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        lease.check(&mut tx).await?;
         if !events.is_empty() {
             self.append_in_tx(&mut tx, lease.task_id, events).await?;
         }
-        sqlx::query!(
+        let done = sqlx::query!(
             r#"UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-               WHERE id = $1 AND lease_token = $2"#,
+               WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
             lease.job_id.0,
             lease.token,
         )
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            // Dropping `tx` rolls the events back with it.
+            return Err(StoreError::LeaseLost(lease.job_id));
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -309,9 +342,14 @@ impl Store {
     /// Records a failed attempt. With attempts left the job is ready again
     /// after `delay`; otherwise it is dead-lettered and `on_dead` (the task's
     /// failure) is appended, unless the task already ended some other way.
-    pub async fn job_retry(&self, lease: &Lease, error: &str, delay: Duration, on_dead: &[TaskEvent]) -> Result<JobFate, StoreError> {
+    pub async fn job_retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        delay: Duration,
+        on_dead: &[TaskEvent],
+    ) -> Result<JobFate, StoreError> {
         let mut tx = self.pool.begin().await?;
-        lease.check(&mut tx).await?;
         let row = sqlx::query!(
             r#"UPDATE jobs SET
                    state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
@@ -319,17 +357,19 @@ impl Store {
                                  ELSE now() + make_interval(secs => $3) END,
                    finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
                    lease_owner = NULL, lease_expires_at = NULL, last_error = $4
-               WHERE id = $1 AND lease_token = $2
+               WHERE id = $1 AND lease_token = $2 AND state = 'leased'
                RETURNING state, run_at"#,
             lease.job_id.0,
             lease.token,
             seconds(delay),
             error,
         )
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::LeaseLost(lease.job_id))?;
         let fate = if row.state == "dead" {
-            self.fail_task_quietly(&mut tx, lease.task_id, on_dead).await?;
+            self.fail_task_quietly(&mut tx, lease.task_id, on_dead)
+                .await?;
             JobFate::Dead
         } else {
             notify(&mut tx, &self.channels.jobs, "retry").await?;
@@ -363,7 +403,11 @@ impl Store {
     /// Sweeps leases that expired with their worker: each job is ready again
     /// for another worker (the lost attempt counts), or dead-lettered, with
     /// its task failed, when that was its last attempt.
-    pub async fn job_rescue_expired(&self, limit: i64, on_dead: &[TaskEvent]) -> Result<Rescued, StoreError> {
+    pub async fn job_rescue_expired(
+        &self,
+        limit: i64,
+        on_dead: &[TaskEvent],
+    ) -> Result<Rescued, StoreError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query!(
             r#"UPDATE jobs SET
@@ -386,7 +430,8 @@ impl Store {
         let mut rescued = Rescued::default();
         for row in rows {
             if row.state == "dead" {
-                self.fail_task_quietly(&mut tx, TaskId(row.task_id), on_dead).await?;
+                self.fail_task_quietly(&mut tx, TaskId(row.task_id), on_dead)
+                    .await?;
                 rescued.dead.push(JobId(row.id));
             } else {
                 rescued.requeued.push(JobId(row.id));
@@ -402,10 +447,11 @@ impl Store {
     /// Puts a dead job back in the queue with a fresh set of attempts.
     pub async fn job_requeue(&self, job_id: JobId) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let state = sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::JobNotFound(job_id))?;
+        let state =
+            sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::JobNotFound(job_id))?;
         if state != "dead" {
             return Err(StoreError::JobNotDead { job: job_id, state });
         }
@@ -452,7 +498,12 @@ impl Store {
     /// Appends a dead job's failure to its task, unless the task already
     /// ended (a cancel or a completion won the race): then there is nothing
     /// to fail and the log stays as it is.
-    async fn fail_task_quietly(&self, tx: &mut Transaction<'_, Postgres>, task_id: TaskId, events: &[TaskEvent]) -> Result<(), StoreError> {
+    async fn fail_task_quietly(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        task_id: TaskId,
+        events: &[TaskEvent],
+    ) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }

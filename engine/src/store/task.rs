@@ -8,9 +8,9 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::job::{insert_job, Lease, NewJob};
+use super::job::{Lease, NewJob, insert_job};
 use super::row::{Snapshot, TaskRow};
-use super::{notify, Store};
+use super::{Store, notify};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
 use crate::id::{Caller, TaskId};
@@ -81,27 +81,50 @@ impl Store {
                 match existing {
                     Some(task_id) => {
                         let task = self.task_load(TaskId(task_id)).await?;
-                        return Ok(Submission { task, created: false });
+                        return Ok(Submission {
+                            task,
+                            created: false,
+                        });
                     }
                     None => continue,
                 }
             }
             let task = self.insert_task(&mut tx, id, &new).await?;
             tx.commit().await?;
-            return Ok(Submission { task, created: true });
+            return Ok(Submission {
+                task,
+                created: true,
+            });
         }
-        Err(StoreError::Corrupt(format!("idempotency key {:?} kept changing hands", new.idempotency_key)))
+        Err(StoreError::Corrupt(format!(
+            "idempotency key {:?} kept changing hands",
+            new.idempotency_key
+        )))
     }
 
-    async fn insert_task(&self, tx: &mut Transaction<'_, Postgres>, id: TaskId, new: &NewTask) -> Result<TaskRecord, StoreError> {
+    async fn insert_task(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: TaskId,
+        new: &NewTask,
+    ) -> Result<TaskRecord, StoreError> {
         let now = Utc::now();
-        let context_id = new.context_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+        let context_id = new
+            .context_id
+            .clone()
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
         let mut message = new.message.clone();
         message.task_id = Some(id.to_string());
         message.context_id = Some(context_id.clone());
-        let mut events = vec![TaskEvent::status(TaskState::Submitted, None), TaskEvent::Message(message)];
+        let mut events = vec![
+            TaskEvent::status(TaskState::Submitted, None),
+            TaskEvent::Message(message),
+        ];
         if let Some(reason) = &new.reject_reason {
-            events.push(TaskEvent::status_with_text(TaskState::Rejected, reason.clone()));
+            events.push(TaskEvent::status_with_text(
+                TaskState::Rejected,
+                reason.clone(),
+            ));
         }
 
         let mut task = TaskRecord::genesis(id, &new.caller, context_id, now);
@@ -109,11 +132,16 @@ impl Store {
         task.metadata = new.metadata.clone();
         task.trace_context = new.trace_context.clone();
         for event in &events {
-            task.apply(event).map_err(|source| StoreError::Rejected { task: id, source })?;
+            task.apply(event)
+                .map_err(|source| StoreError::Rejected { task: id, source })?;
         }
 
         let snapshot = Snapshot::of(&task)?;
-        let metadata = task.metadata.as_ref().map(serde_json::to_value).transpose()?;
+        let metadata = task
+            .metadata
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()?;
         sqlx::query!(
             r#"INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifacts,
                                   metadata, trace_context, version, created_at, status_at)
@@ -146,12 +174,17 @@ impl Store {
     /// Appends events to a task's log and folds them into its snapshot, in
     /// one transaction. With `fence`, the write happens only while that lease
     /// is still held (`LeaseLost` otherwise): a stale worker changes nothing.
-    pub async fn task_append(&self, task_id: TaskId, events: &[TaskEvent], fence: Option<&Lease>) -> Result<TaskRecord, StoreError> {
+    pub async fn task_append(
+        &self,
+        task_id: TaskId,
+        events: &[TaskEvent],
+        fence: Option<&Lease>,
+    ) -> Result<TaskRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if let Some(lease) = fence {
-            lease.check(&mut tx).await?;
-        }
         let task = self.append_in_tx(&mut tx, task_id, events).await?;
+        if let Some(lease) = fence {
+            lease.confirm(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(task)
     }
@@ -163,11 +196,16 @@ impl Store {
         task_id: TaskId,
         events: &[TaskEvent],
     ) -> Result<TaskRecord, StoreError> {
-        let row = lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?;
+        let row = lock_task(tx, task_id)
+            .await?
+            .ok_or(StoreError::TaskNotFound(task_id))?;
         let mut task = TaskRecord::try_from(row)?;
         let before = task.version;
         for event in events {
-            task.apply(event).map_err(|source| StoreError::Rejected { task: task_id, source })?;
+            task.apply(event).map_err(|source| StoreError::Rejected {
+                task: task_id,
+                source,
+            })?;
         }
         if events.is_empty() {
             return Ok(task);
@@ -190,23 +228,43 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         if updated.rows_affected() != 1 {
-            return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
+            return Err(StoreError::Corrupt(format!(
+                "task {task_id} changed under its row lock"
+            )));
         }
-        notify(tx, &self.channels.events, &format!("{task_id}:{}", task.version)).await?;
+        notify(
+            tx,
+            &self.channels.events,
+            &format!("{task_id}:{}", task.version),
+        )
+        .await?;
         Ok(task)
     }
 
     /// Cancels a caller's task. Canceling a canceled task returns it
     /// unchanged (cancel is idempotent); any other terminal state refuses.
     /// Jobs still waiting to run for the task are retired with it.
-    pub async fn task_cancel(&self, caller: &Caller, task_id: TaskId, reason: Option<Message>) -> Result<TaskRecord, StoreError> {
+    pub async fn task_cancel(
+        &self,
+        caller: &Caller,
+        task_id: TaskId,
+        reason: Option<Message>,
+    ) -> Result<TaskRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = lock_task(&mut tx, task_id).await?.filter(|row| visible_to(row, caller));
+        let row = lock_task(&mut tx, task_id)
+            .await?
+            .filter(|row| visible_to(row, caller));
         let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
         if task.state == TaskState::Canceled {
             return Ok(task);
         }
-        let task = self.append_in_tx(&mut tx, task_id, &[TaskEvent::status(TaskState::Canceled, reason)]).await?;
+        let task = self
+            .append_in_tx(
+                &mut tx,
+                task_id,
+                &[TaskEvent::status(TaskState::Canceled, reason)],
+            )
+            .await?;
         sqlx::query!(
             r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task canceled'
                WHERE task_id = $1 AND state = 'ready'"#,
@@ -219,7 +277,11 @@ impl Store {
     }
 
     /// A caller's task; invisible tasks are reported as not found.
-    pub async fn task_get(&self, caller: &Caller, task_id: TaskId) -> Result<TaskRecord, StoreError> {
+    pub async fn task_get(
+        &self,
+        caller: &Caller,
+        task_id: TaskId,
+    ) -> Result<TaskRecord, StoreError> {
         let row = sqlx::query_as!(
             TaskRow,
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
@@ -249,7 +311,12 @@ impl Store {
     }
 
     /// A task's events after `after_seq`, in log order, at most `limit`.
-    pub async fn task_events(&self, task_id: TaskId, after_seq: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn task_events(
+        &self,
+        task_id: TaskId,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query!(
             r#"SELECT seq, kind, payload, created_at FROM task_events
                WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
@@ -261,13 +328,22 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|r| {
-                Ok(StoredEvent { task_id, seq: r.seq, event: TaskEvent::from_row(&r.kind, r.payload)?, created_at: r.created_at })
+                Ok(StoredEvent {
+                    task_id,
+                    seq: r.seq,
+                    event: TaskEvent::from_row(&r.kind, r.payload)?,
+                    created_at: r.created_at,
+                })
             })
             .collect()
     }
 
     /// The last `limit` messages of a task's conversation, oldest first.
-    pub async fn task_history(&self, task_id: TaskId, limit: i64) -> Result<Vec<Message>, StoreError> {
+    pub async fn task_history(
+        &self,
+        task_id: TaskId,
+        limit: i64,
+    ) -> Result<Vec<Message>, StoreError> {
         let payloads = sqlx::query_scalar!(
             r#"SELECT payload AS "payload!" FROM (
                    SELECT seq, payload FROM task_events
@@ -278,13 +354,22 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        payloads.into_iter().map(|p| serde_json::from_value(p).map_err(StoreError::from)).collect()
+        payloads
+            .into_iter()
+            .map(|p| serde_json::from_value(p).map_err(StoreError::from))
+            .collect()
     }
 }
 
-/// Locks a task row for the rest of the transaction. Lock order everywhere
-/// is job row first, then task row, so fenced writers and cancels cannot deadlock.
-async fn lock_task(tx: &mut Transaction<'_, Postgres>, task_id: TaskId) -> Result<Option<TaskRow>, StoreError> {
+/// Locks a task row for the rest of the transaction. Fenced writers lock the
+/// task first and confirm their job last; the rare path that goes the other
+/// way (dead-lettering an expired lease) can at worst deadlock with a stale
+/// writer, which PostgreSQL breaks by aborting one (a transient error that
+/// the caller retries), never by letting both write.
+async fn lock_task(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: TaskId,
+) -> Result<Option<TaskRow>, StoreError> {
     Ok(sqlx::query_as!(
         TaskRow,
         r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
@@ -302,9 +387,17 @@ fn visible_to(row: &TaskRow, caller: &Caller) -> bool {
 
 /// Writes events with consecutive sequence numbers starting at `first_seq`,
 /// in one statement.
-async fn insert_events(tx: &mut Transaction<'_, Postgres>, task_id: TaskId, first_seq: i64, events: &[TaskEvent]) -> Result<(), StoreError> {
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: TaskId,
+    first_seq: i64,
+    events: &[TaskEvent],
+) -> Result<(), StoreError> {
     let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
-    let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| e.kind().as_str().to_owned())
+        .collect();
     let payloads: Vec<Value> = events.iter().map(TaskEvent::to_payload).collect();
     sqlx::query!(
         r#"INSERT INTO task_events (task_id, seq, kind, payload)

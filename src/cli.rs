@@ -1,0 +1,177 @@
+//! The command line: every flag has an environment fallback, and each
+//! process's settings become one validated config struct.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchyard_engine::{RetryPolicy, StoreConfig};
+use switchyard_worker::WorkerConfig;
+
+/// Switchyard: a durable task broker for the A2A protocol.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or upgrade the database schema (or revert it with --undo).
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Revert every migration instead of applying them.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Serve the HTTP API.
+    Serve {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Claim and run jobs.
+    Worker {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Migrate, then run the API and a worker in one process.
+    Dev {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Inspect and requeue jobs.
+    Jobs {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// List dead-lettered jobs, newest first.
+    Dead {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Put a dead job back in the queue with a fresh set of attempts.
+    Requeue { job_id: i64 },
+}
+
+/// Where the database is.
+#[derive(Debug, Args)]
+pub(crate) struct DatabaseArgs {
+    /// PostgreSQL URL. Its `sslmode` decides TLS; on loopback,
+    /// `sslmode=disable` saves a TLS handshake and encryption per round trip.
+    #[arg(long, env = "DATABASE_URL")]
+    pub(crate) database_url: String,
+    /// The schema Switchyard's tables live in.
+    #[arg(long, env = "SWITCHYARD_SCHEMA", default_value = "switchyard")]
+    pub(crate) schema: String,
+    /// Connections in this process's pool.
+    #[arg(long, env = "SWITCHYARD_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub(crate) db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    pub(crate) fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            max_connections: self.db_max_connections.max(2),
+            schema: self.schema.clone(),
+            ..StoreConfig::new(self.database_url.clone())
+        }
+    }
+}
+
+/// The HTTP listener.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// host:port to listen on.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+    /// On shutdown, how long open requests may finish.
+    #[arg(long, env = "SWITCHYARD_HTTP_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) http_drain_timeout: Duration,
+}
+
+/// How the worker claims and holds jobs.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Shown as the lease owner (default: host, pid and a random suffix).
+    #[arg(long, env = "SWITCHYARD_WORKER_ID")]
+    pub(crate) worker_id: Option<String>,
+    /// Jobs run at once, at most.
+    #[arg(long, env = "SWITCHYARD_WORKER_CONCURRENCY", default_value_t = 16)]
+    pub(crate) concurrency: usize,
+    /// Jobs claimed per statement, at most.
+    #[arg(long, env = "SWITCHYARD_WORKER_BATCH", default_value_t = 16)]
+    pub(crate) batch: usize,
+    /// How long a claim holds a job without a heartbeat.
+    #[arg(long, env = "SWITCHYARD_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) lease: Duration,
+    /// How often leases are renewed (default: a third of the lease).
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT", value_parser = humantime::parse_duration)]
+    pub(crate) heartbeat: Option<Duration>,
+    /// Fallback polling (and expired-lease sweep) interval.
+    #[arg(long, env = "SWITCHYARD_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) poll_interval: Duration,
+    /// On shutdown, how long in-flight jobs may finish before their leases are released.
+    #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub(crate) drain_timeout: Duration,
+    /// Attempts per job before it is dead-lettered.
+    #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 8)]
+    pub(crate) max_attempts: u32,
+    /// Delay before the first retry; it doubles per attempt.
+    #[arg(long, env = "SWITCHYARD_RETRY_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) retry_base: Duration,
+    /// Longest delay between retries.
+    #[arg(long, env = "SWITCHYARD_RETRY_CAP", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub(crate) retry_cap: Duration,
+}
+
+impl WorkerArgs {
+    pub(crate) fn worker_config(&self) -> WorkerConfig {
+        let id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        WorkerConfig {
+            concurrency: self.concurrency,
+            batch: self.batch,
+            lease: self.lease,
+            heartbeat: self.heartbeat.unwrap_or(self.lease / 3),
+            poll_interval: self.poll_interval,
+            drain_timeout: self.drain_timeout,
+            retry: RetryPolicy {
+                base: self.retry_base,
+                cap: self.retry_cap,
+                max_attempts: self.max_attempts,
+                ..RetryPolicy::default()
+            },
+            ..WorkerConfig::new(id)
+        }
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &suffix[..8])
+}

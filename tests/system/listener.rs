@@ -1,0 +1,89 @@
+//! LISTEN/NOTIFY wake-ups and what happens when the connection drops.
+
+use std::time::Duration;
+
+use switchyard_engine::{Listener, Wake};
+
+use crate::harness::{TestDb, submit};
+
+async fn next(listener: &mut Listener) -> Wake {
+    tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a wake-up within 10s")
+}
+
+#[tokio::test]
+async fn submits_wake_job_and_event_listeners_after_commit() {
+    let db = TestDb::new().await;
+    let channels = db.store.channels().clone();
+    let mut listener = Listener::connect(&db.store, &[&channels.jobs, &channels.events])
+        .await
+        .expect("listen");
+    let id = submit(&db.store, "x").await;
+    let mut wakes = vec![next(&mut listener).await, next(&mut listener).await];
+    wakes.sort_by_key(|w| format!("{w:?}"));
+    assert!(
+        wakes.contains(&Wake::Notified {
+            channel: channels.jobs.clone(),
+            payload: "delegate".into()
+        }),
+        "{wakes:?}"
+    );
+    assert!(
+        wakes.contains(&Wake::Notified {
+            channel: channels.events.clone(),
+            payload: format!("{id}:2")
+        }),
+        "{wakes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_reported_as_resync_and_listening_resumes() {
+    let db = TestDb::new().await;
+    let channels = db.store.channels().clone();
+    let mut listener = Listener::connect(&db.store, &[&channels.jobs])
+        .await
+        .expect("listen");
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
+    )
+    .bind(&db.schema)
+    .fetch_one(db.pool())
+    .await
+    .expect("terminate");
+    assert_eq!(killed, 1, "exactly our listener's backend");
+    assert_eq!(next(&mut listener).await, Wake::Resync);
+    submit(&db.store, "after the reconnect").await;
+    assert_eq!(
+        next(&mut listener).await,
+        Wake::Notified {
+            channel: channels.jobs.clone(),
+            payload: "delegate".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn schemas_sharing_a_database_do_not_wake_each_other() {
+    let a = TestDb::new().await;
+    let b = TestDb::new().await;
+    let mut listener = Listener::connect(&a.store, &[&a.store.channels().jobs])
+        .await
+        .expect("listen");
+    submit(&b.store, "for b").await;
+    submit(&a.store, "for a").await;
+    assert_eq!(
+        next(&mut listener).await,
+        Wake::Notified {
+            channel: a.store.channels().jobs.clone(),
+            payload: "delegate".into()
+        }
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), listener.recv())
+            .await
+            .is_err(),
+        "nothing from b"
+    );
+}

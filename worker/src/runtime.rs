@@ -1,0 +1,340 @@
+//! The worker loop: claim, run, heartbeat, rescue, drain.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use backon::{ExponentialBuilder, Retryable};
+use switchyard_engine::{
+    ClaimedJob, JobId, Lease, Listener, Store, StoreError, TaskEvent, TaskState,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, WorkerConfig};
+use crate::handler::{Handler, JobContext, Outcome};
+
+/// Why a worker could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A job this process is running, as the heartbeat and the drain see it.
+#[derive(Debug)]
+struct Slot {
+    lease: Lease,
+    /// Fires to abandon the attempt.
+    cancel: CancellationToken,
+    /// Set when the heartbeat found the lease gone: abandon, don't release.
+    lost: Arc<AtomicBool>,
+}
+
+type InFlight = Arc<Mutex<HashMap<JobId, Slot>>>;
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<JobId, Slot>> {
+    // A panic while holding this lock cannot leave the map half-updated
+    // (every critical section is one insert, remove or read).
+    in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One worker process's job loop.
+#[derive(Debug)]
+pub struct Worker<H> {
+    store: Store,
+    config: WorkerConfig,
+    handler: Arc<H>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// A worker over `store`, after checking `config`.
+    pub fn new(store: Store, config: WorkerConfig, handler: H) -> Result<Self, WorkerError> {
+        config.validate()?;
+        Ok(Worker {
+            store,
+            config,
+            handler: Arc::new(handler),
+        })
+    }
+
+    /// Runs until `shutdown` fires, then stops claiming, lets in-flight jobs
+    /// finish for up to `drain_timeout`, and releases the rest of the leases
+    /// (without spending their attempts) so other workers take them at once.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let config = &self.config;
+        let in_flight: InFlight = Arc::default();
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let mut runners = JoinSet::new();
+        let background = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.store.clone(),
+            in_flight.clone(),
+            config.clone(),
+            background.clone(),
+        ));
+
+        let mut listener =
+            match Listener::connect(&self.store, &[&self.store.channels().jobs]).await {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot LISTEN for new jobs; polling only");
+                    None
+                }
+            };
+        let mut poll = tokio::time::interval(config.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker started");
+
+        while !shutdown.is_cancelled() {
+            let free = slots.available_permits();
+            let mut more_waiting = false;
+            if free > 0 {
+                let want = free.min(config.batch);
+                match self
+                    .store
+                    .job_claim(&config.id, want as i64, config.lease)
+                    .await
+                {
+                    Ok(jobs) => {
+                        // A full batch suggests more is ready: claim again
+                        // before waiting, while slots remain.
+                        more_waiting = jobs.len() == want;
+                        for job in jobs {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                                // Cannot happen (we claimed at most `free`);
+                                // give the job back rather than overrun.
+                                let _ = self.store.job_release(&job.lease).await;
+                                continue;
+                            };
+                            self.start(job, permit, &in_flight, &mut runners);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "claim failed; will retry"),
+                }
+            }
+            if more_waiting && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = next_wake(&mut listener) => {}
+                _ = poll.tick() => self.rescue_expired().await,
+                Some(_) = runners.join_next(), if !runners.is_empty() => {}
+            }
+        }
+
+        tracing::info!(in_flight = runners.len(), "draining");
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            while runners.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!(
+                abandoning = lock(&in_flight).len(),
+                "drain timeout reached; releasing leases"
+            );
+            for slot in lock(&in_flight).values() {
+                slot.cancel.cancel();
+            }
+            while runners.join_next().await.is_some() {}
+        }
+        background.cancel();
+        let _ = heartbeat.await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        job: ClaimedJob,
+        permit: OwnedSemaphorePermit,
+        in_flight: &InFlight,
+        runners: &mut JoinSet<()>,
+    ) {
+        let cancel = CancellationToken::new();
+        let lost = Arc::new(AtomicBool::new(false));
+        lock(in_flight).insert(
+            job.lease.job_id,
+            Slot {
+                lease: job.lease.clone(),
+                cancel: cancel.clone(),
+                lost: lost.clone(),
+            },
+        );
+        let run = JobRun {
+            store: self.store.clone(),
+            handler: self.handler.clone(),
+            config: self.config.clone(),
+            cancel,
+            lost,
+        };
+        let in_flight = in_flight.clone();
+        runners.spawn(async move {
+            let job_id = job.lease.job_id;
+            run.run(job).await;
+            lock(&in_flight).remove(&job_id);
+            drop(permit);
+        });
+    }
+
+    async fn rescue_expired(&self) {
+        let on_dead = [TaskEvent::status_with_text(
+            TaskState::Failed,
+            "gave up: every attempt's worker stopped before finishing",
+        )];
+        match self.store.job_rescue_expired(500, &on_dead).await {
+            Ok(r) if !r.requeued.is_empty() || !r.dead.is_empty() => {
+                tracing::warn!(requeued = ?r.requeued, dead = ?r.dead, "rescued jobs whose leases expired");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "lease rescue failed; will retry"),
+        }
+    }
+}
+
+/// Waits for a NOTIFY (or forever, when there is no listener).
+async fn next_wake(listener: &mut Option<Listener>) {
+    match listener {
+        Some(l) => {
+            l.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Everything one attempt needs.
+struct JobRun<H> {
+    store: Store,
+    handler: Arc<H>,
+    config: WorkerConfig,
+    cancel: CancellationToken,
+    lost: Arc<AtomicBool>,
+}
+
+impl<H: Handler> JobRun<H> {
+    async fn run(self, job: ClaimedJob) {
+        let lease = job.lease.clone();
+        let ctx = JobContext::new(self.store.clone(), lease.clone(), self.cancel.clone());
+        let handler = self.handler.clone();
+        // Its own task, so a panicking handler costs one attempt, not the worker.
+        let attempt = tokio::spawn(async move { handler.handle(job, ctx).await });
+        let abort = attempt.abort_handle();
+        let outcome = tokio::select! {
+            joined = attempt => match joined {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Retry { error: format!("the job handler crashed: {e}"), retry_after: None },
+            },
+            () = self.cancel.cancelled() => {
+                abort.abort();
+                if self.lost.load(Ordering::SeqCst) {
+                    tracing::warn!(job = %lease.job_id, "lease lost; attempt abandoned");
+                } else {
+                    match self.store.job_release(&lease).await {
+                        Ok(()) => tracing::info!(job = %lease.job_id, "lease released for another worker"),
+                        Err(error) => tracing::warn!(job = %lease.job_id, %error, "could not release lease; it will expire"),
+                    }
+                }
+                return;
+            }
+        };
+        let settle = || self.settle(&lease, outcome.clone());
+        let settled = settle
+            .retry(
+                ExponentialBuilder::default()
+                    .with_max_times(4)
+                    .with_jitter(),
+            )
+            .when(StoreError::is_transient)
+            .await;
+        match settled {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost(job)) => {
+                tracing::warn!(%job, "lease lost before the outcome was recorded")
+            }
+            // The lease will expire and another worker repeats the attempt.
+            Err(error) => {
+                tracing::error!(job = %lease.job_id, %error, "could not record the outcome")
+            }
+        }
+    }
+
+    async fn settle(&self, lease: &Lease, outcome: Outcome) -> Result<(), StoreError> {
+        match outcome {
+            Outcome::Done(events) => complete(&self.store, lease, &events).await,
+            Outcome::Fail { reason } => {
+                tracing::warn!(job = %lease.job_id, %reason, "job failed permanently");
+                complete(
+                    &self.store,
+                    lease,
+                    &[TaskEvent::status_with_text(TaskState::Failed, reason)],
+                )
+                .await
+            }
+            Outcome::Retry { error, retry_after } => {
+                let attempt = u32::try_from(lease.attempt).unwrap_or(1);
+                let delay = self
+                    .config
+                    .retry
+                    .delay_with_random_jitter(attempt, retry_after);
+                let on_dead = [TaskEvent::status_with_text(
+                    TaskState::Failed,
+                    format!("gave up after {} attempts: {error}", lease.attempt),
+                )];
+                let fate = self.store.job_retry(lease, &error, delay, &on_dead).await?;
+                tracing::warn!(job = %lease.job_id, attempt, %error, ?fate, "attempt failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes a job with its closing events; if the task already ended
+/// (canceled while we worked), the job completes without them.
+async fn complete(store: &Store, lease: &Lease, events: &[TaskEvent]) -> Result<(), StoreError> {
+    match store.job_complete(lease, events).await {
+        Err(e) if e.terminal_state().is_some() => {
+            tracing::info!(job = %lease.job_id, task = %lease.task_id, "task already ended; job closed without changes");
+            store.job_complete(lease, &[]).await
+        }
+        other => other,
+    }
+}
+
+async fn heartbeat_loop(
+    store: Store,
+    in_flight: InFlight,
+    config: WorkerConfig,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(config.heartbeat) => {}
+        }
+        let leases: Vec<Lease> = lock(&in_flight).values().map(|s| s.lease.clone()).collect();
+        if leases.is_empty() {
+            continue;
+        }
+        let refs: Vec<&Lease> = leases.iter().collect();
+        match store.job_heartbeat(&refs, config.lease).await {
+            Ok(held) => {
+                let map = lock(&in_flight);
+                for lease in leases.iter().filter(|l| !held.contains(&l.job_id)) {
+                    // Gone from the map means it finished meanwhile: not lost.
+                    if let Some(slot) = map.get(&lease.job_id) {
+                        slot.lost.store(true, Ordering::SeqCst);
+                        slot.cancel.cancel();
+                    }
+                }
+            }
+            // The lease has room for another beat; a longer outage loses it,
+            // and the fenced writes then refuse whatever this worker tries.
+            Err(error) => tracing::warn!(%error, "heartbeat failed"),
+        }
+    }
+}

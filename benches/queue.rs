@@ -1,1 +1,157 @@
-fn main() {}
+//! Queue throughput: claim + complete, in jobs per second, at claim batch
+//! sizes 1, 16 and 128 with 1 and 8 concurrent workers.
+//!
+//! Run with `cargo bench --bench queue` and `DATABASE_URL` pointing at a
+//! PostgreSQL you can create schemas in. Each run uses a fresh schema,
+//! prefilled with finished history so the planner and the indexes see a
+//! realistically sized table, not an empty one. Knobs (environment):
+//! `BENCH_JOBS` (jobs per measurement, default 20000) and `BENCH_HISTORY`
+//! (finished jobs prefilled, default 200000).
+
+// A benchmark reports on stdout; that is its output, not stray logging.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use switchyard_engine::{Store, StoreConfig};
+use uuid::Uuid;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    let url = std::env::var("DATABASE_URL")
+        .context("set DATABASE_URL to a PostgreSQL to benchmark against")?;
+    let jobs = env_usize("BENCH_JOBS", 20_000);
+    let history = env_usize("BENCH_HISTORY", 200_000);
+    let schema = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let store = Store::connect(&StoreConfig {
+        schema: schema.clone(),
+        max_connections: 10,
+        ..StoreConfig::new(url.clone())
+    })
+    .await?;
+    store.migrate().await?;
+
+    eprintln!("schema {schema}: prefilling {history} finished jobs");
+    fill(&store, history, "done").await?;
+    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    print_claim_plan(&store).await?;
+
+    println!("| completion | workers | claim batch | jobs | seconds | jobs/s |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for completion in [Completion::PerJob, Completion::PerBatch] {
+        for workers in [1usize, 8] {
+            for batch in [1i64, 16, 128] {
+                fill(&store, jobs, "ready").await?;
+                let started = Instant::now();
+                let done = drain(&store, workers, batch, completion).await?;
+                let secs = started.elapsed().as_secs_f64();
+                anyhow::ensure!(done == jobs, "drained {done} of {jobs} jobs");
+                let rate = jobs as f64 / secs;
+                println!(
+                    "| {completion:?} | {workers} | {batch} | {jobs} | {secs:.2} | {rate:.0} |"
+                );
+            }
+        }
+    }
+
+    let drop = format!(r#"DROP SCHEMA "{schema}" CASCADE"#);
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Inserts `n` tasks with one job each, in `state`, in bulk.
+async fn fill(store: &Store, n: usize, state: &str) -> anyhow::Result<()> {
+    let finished = if state == "done" { "now()" } else { "NULL" };
+    let sql = format!(
+        r#"WITH t AS (
+               INSERT INTO tasks (id, tenant, owner, context_id, state, status, version)
+               SELECT gen_random_uuid(), 'bench', 'bench', 'ctx', 'submitted',
+                      '{{"state":"TASK_STATE_SUBMITTED"}}', 1
+               FROM generate_series(1, $1)
+               RETURNING id)
+           INSERT INTO jobs (task_id, kind, state, max_attempts, attempt, finished_at)
+           SELECT id, 'bench', '{state}', 3, CASE WHEN '{state}' = 'done' THEN 1 ELSE 0 END, {finished} FROM t"#
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(n as i64)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// How a worker records finished jobs.
+#[derive(Debug, Clone, Copy)]
+enum Completion {
+    /// One fenced statement per job, as the worker does when a job's
+    /// completion carries events for its task.
+    PerJob,
+    /// One fenced statement per claimed batch (`job_complete_many`).
+    PerBatch,
+}
+
+/// Runs `workers` claim/complete loops until the queue is empty.
+async fn drain(
+    store: &Store,
+    workers: usize,
+    batch: i64,
+    completion: Completion,
+) -> anyhow::Result<usize> {
+    let store = Arc::new(store.clone());
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let owner = format!("bench-{w}");
+            let mut done = 0usize;
+            loop {
+                let claimed = store.job_claim(&owner, batch, LEASE).await?;
+                if claimed.is_empty() {
+                    return anyhow::Ok(done);
+                }
+                match completion {
+                    Completion::PerJob => {
+                        for job in &claimed {
+                            store.job_complete(&job.lease, &[]).await?;
+                        }
+                    }
+                    Completion::PerBatch => {
+                        let leases: Vec<_> = claimed.iter().map(|j| &j.lease).collect();
+                        let completed = store.job_complete_many(&leases).await?;
+                        anyhow::ensure!(completed.len() == claimed.len(), "lost a lease");
+                    }
+                }
+                done += claimed.len();
+            }
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await??;
+    }
+    Ok(total)
+}
+
+async fn print_claim_plan(store: &Store) -> anyhow::Result<()> {
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM jobs WHERE state = 'ready' AND run_at <= now() \
+         ORDER BY priority DESC, run_at, id LIMIT 16 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    eprintln!("claim plan:\n  {}", plan.join("\n  "));
+    Ok(())
+}

@@ -17,6 +17,14 @@ pub enum StoreError {
         #[source]
         source: FoldError,
     },
+    #[error("task {task} belongs to context {actual}, not {given}")]
+    ContextMismatch {
+        task: TaskId,
+        actual: String,
+        given: String,
+    },
+    #[error("task {task} is {state}; it takes new messages only while it waits for input")]
+    NotInterrupted { task: TaskId, state: TaskState },
     /// The fencing check failed: the job is no longer leased under this
     /// token (it expired and was re-claimed, or was released). The caller
     /// must stop working on it; nothing it tried to write was written.

@@ -178,6 +178,7 @@ pub(crate) fn new_task(text: &str) -> NewTask {
         parent_id: None,
         job: Some(NewJob::new("delegate", 3)),
         reject_reason: None,
+        push_config: None,
     }
 }
 

@@ -316,3 +316,27 @@ async fn fenced_appends_stop_when_the_lease_is_gone() {
         "nothing from the stale holder"
     );
 }
+
+#[tokio::test]
+async fn batch_completion_closes_only_the_jobs_whose_leases_still_hold() {
+    let db = TestDb::new().await;
+    for i in 0..3 {
+        submit(&db.store, &format!("{i}")).await;
+    }
+    let jobs = db.store.job_claim("w", 3, LEASE).await.expect("claim");
+    expire_lease(&db, jobs[1].lease.job_id).await;
+    db.store.job_rescue_expired(10, &[]).await.expect("rescue");
+    let leases: Vec<_> = jobs.iter().map(|j| &j.lease).collect();
+    let done = db.store.job_complete_many(&leases).await.expect("complete");
+    let mut done_sorted = done.clone();
+    done_sorted.sort();
+    assert_eq!(
+        done_sorted,
+        vec![jobs[0].lease.job_id, jobs[2].lease.job_id]
+    );
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM jobs ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .expect("states");
+    assert_eq!(states, ["done", "ready", "done"]);
+}

@@ -5,6 +5,8 @@
 //! isolated deployments side by side (each test run gets its own).
 
 mod job;
+mod list;
+mod push;
 mod row;
 mod task;
 
@@ -16,7 +18,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 
 pub use job::{ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, Rescued};
-pub use task::{NewTask, Submission};
+pub use list::{Cursor, TaskFilter, TaskPage};
+pub use push::PushConfig;
+pub use task::{FollowUp, NewTask, Submission};
 
 use crate::error::StoreError;
 use crate::notify::Channels;

@@ -9,6 +9,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::job::{Lease, NewJob, insert_job};
+use super::push::PushConfig;
 use super::row::{Snapshot, TaskRow};
 use super::{Store, notify};
 use crate::error::StoreError;
@@ -35,6 +36,24 @@ pub struct NewTask {
     pub job: Option<NewJob>,
     /// Reject the task at creation with this reason (no route, say).
     pub reject_reason: Option<String>,
+    /// A webhook to register with the task, in the same transaction
+    /// (its `task_id` is filled in).
+    pub push_config: Option<PushConfig>,
+}
+
+/// A client's message continuing an existing task (the answer to an
+/// `INPUT_REQUIRED` or `AUTH_REQUIRED` question).
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    pub caller: Caller,
+    pub task_id: TaskId,
+    /// The context the client named, if any; it must be the task's own.
+    pub context_id: Option<String>,
+    pub idempotency_key: String,
+    pub message: Message,
+    /// The job that carries the answer onward.
+    pub job: NewJob,
+    pub push_config: Option<PushConfig>,
 }
 
 /// What a submit produced.
@@ -167,8 +186,93 @@ impl Store {
             insert_job(tx, id, job).await?;
             notify(tx, &self.channels.jobs, &job.kind).await?;
         }
+        if let Some(push) = &new.push_config {
+            insert_push_config(tx, id, push).await?;
+        }
         notify(tx, &self.channels.events, &format!("{id}:{}", task.version)).await?;
         Ok(task)
+    }
+
+    /// Adds a client's message to a task that waits for input, and enqueues
+    /// the job that carries it onward, in one transaction. Idempotent on the
+    /// key like a submit: a retried follow-up returns the task unchanged.
+    pub async fn task_continue(&self, follow_up: FollowUp) -> Result<Submission, StoreError> {
+        let FollowUp {
+            caller,
+            task_id,
+            context_id,
+            idempotency_key,
+            mut message,
+            job,
+            push_config,
+        } = follow_up;
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query_scalar!(
+            r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT DO NOTHING
+               RETURNING task_id"#,
+            caller.tenant,
+            caller.principal,
+            idempotency_key,
+            task_id.0,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            tx.rollback().await?;
+            let seen = sqlx::query_scalar!(
+                "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
+                caller.tenant,
+                caller.principal,
+                idempotency_key,
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            let task = self.task_get(&caller, TaskId(seen)).await?;
+            return Ok(Submission {
+                task,
+                created: false,
+            });
+        }
+        let row = lock_task(&mut tx, task_id)
+            .await?
+            .filter(|row| visible_to(row, &caller));
+        let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
+        if let Some(given) = context_id.filter(|c| *c != task.context_id) {
+            return Err(StoreError::ContextMismatch {
+                task: task_id,
+                actual: task.context_id,
+                given,
+            });
+        }
+        if task.state.is_terminal() {
+            return Err(StoreError::Rejected {
+                task: task_id,
+                source: crate::task::FoldError::Terminal(task.state),
+            });
+        }
+        if !task.state.is_interrupted() {
+            return Err(StoreError::NotInterrupted {
+                task: task_id,
+                state: task.state,
+            });
+        }
+        message.task_id = Some(task_id.to_string());
+        message.context_id = Some(task.context_id.clone());
+        let task = self
+            .append_in_tx(&mut tx, task_id, &[TaskEvent::Message(message)])
+            .await?;
+        insert_job(&mut tx, task_id, &job).await?;
+        notify(&mut tx, &self.channels.jobs, &job.kind).await?;
+        if let Some(push) = &push_config {
+            insert_push_config(&mut tx, task_id, push).await?;
+        }
+        tx.commit().await?;
+        Ok(Submission {
+            task,
+            created: true,
+        })
     }
 
     /// Appends events to a task's log and folds them into its snapshot, in
@@ -379,6 +483,26 @@ async fn lock_task(
     )
     .fetch_optional(&mut **tx)
     .await?)
+}
+
+async fn insert_push_config(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: TaskId,
+    push: &PushConfig,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        r#"INSERT INTO push_configs (task_id, id, url, token, authentication) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (task_id, id) DO UPDATE
+               SET url = EXCLUDED.url, token = EXCLUDED.token, authentication = EXCLUDED.authentication"#,
+        task_id.0,
+        push.id,
+        push.url,
+        push.token,
+        push.authentication,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn visible_to(row: &TaskRow, caller: &Caller) -> bool {

@@ -1,0 +1,102 @@
+//! ListTasks: a caller's tasks, filtered, newest status first, keyset-paginated.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Store;
+use super::row::TaskRow;
+use crate::error::StoreError;
+use crate::id::{Caller, TaskId};
+use crate::state::TaskState;
+use crate::task::TaskRecord;
+
+/// Filters that combine with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub context_id: Option<String>,
+    pub state: Option<TaskState>,
+    /// Keep tasks whose status changed at or after this instant.
+    pub status_after: Option<DateTime<Utc>>,
+}
+
+/// Where a page starts: just after this (status time, id) in the ordering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub status_at: DateTime<Utc>,
+    pub id: TaskId,
+}
+
+/// One page of tasks.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    /// Tasks matching the filter, across all pages.
+    pub total: i64,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+impl Store {
+    /// A page of at most `page_size` of the caller's tasks, newest status first.
+    pub async fn task_list(
+        &self,
+        caller: &Caller,
+        filter: &TaskFilter,
+        page_size: i64,
+        after: Option<Cursor>,
+    ) -> Result<TaskPage, StoreError> {
+        let state = filter.state.map(TaskState::as_str);
+        // One more row than asked tells whether another page exists.
+        let rows = sqlx::query_as!(
+            TaskRow,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                      metadata, trace_context, version, created_at, status_at
+               FROM tasks
+               WHERE tenant = $1 AND owner = $2
+                 AND ($3::text IS NULL OR context_id = $3)
+                 AND ($4::text IS NULL OR state = $4)
+                 AND ($5::timestamptz IS NULL OR status_at >= $5)
+                 AND ($6::timestamptz IS NULL OR (status_at, id) < ($6, $7))
+               ORDER BY status_at DESC, id DESC
+               LIMIT $8"#,
+            caller.tenant,
+            caller.principal,
+            filter.context_id,
+            state,
+            filter.status_after,
+            after.map(|c| c.status_at),
+            after.map(|c| c.id.0).unwrap_or(Uuid::nil()),
+            page_size + 1,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM tasks
+               WHERE tenant = $1 AND owner = $2
+                 AND ($3::text IS NULL OR context_id = $3)
+                 AND ($4::text IS NULL OR state = $4)
+                 AND ($5::timestamptz IS NULL OR status_at >= $5)"#,
+            caller.tenant,
+            caller.principal,
+            filter.context_id,
+            state,
+            filter.status_after,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let mut tasks = rows
+            .into_iter()
+            .map(TaskRecord::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if tasks.len() as i64 > page_size {
+            tasks.truncate(page_size as usize);
+            tasks.last().map(|t| Cursor {
+                status_at: t.status_at,
+                id: t.id,
+            })
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, total, next })
+    }
+}

@@ -263,7 +263,14 @@ async fn a_worker_that_loses_its_lease_stops_and_writes_nothing() {
     let db = TestDb::new().await;
     let task = submit(&db.store, "x").await;
     let gate = Gate::default();
-    let (shutdown, worker) = spawn(&db, config("slow"), gate.clone());
+    // One slot, held by the running attempt until a heartbeat finds the lease
+    // gone, so this worker cannot re-claim the job ahead of the thief.
+    let one_slot = WorkerConfig {
+        concurrency: 1,
+        batch: 1,
+        ..config("slow")
+    };
+    let (shutdown, worker) = spawn(&db, one_slot, gate.clone());
     eventually(WAIT, "the attempt running", || async {
         gate.started.load(Ordering::SeqCst) == 1
     })

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchyard_api::ApiConfig;
 use switchyard_engine::{RetryPolicy, StoreConfig};
 use switchyard_worker::WorkerConfig;
 
@@ -112,6 +113,35 @@ pub(crate) struct ServeArgs {
     /// On shutdown, how long open requests may finish.
     #[arg(long, env = "SWITCHYARD_HTTP_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) http_drain_timeout: Duration,
+    /// The URL clients reach this server at, as the agent card advertises it
+    /// (default: http://<listen address>).
+    #[arg(long, env = "SWITCHYARD_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
+    /// How long a blocking SendMessage waits for the task to finish or ask
+    /// for input before answering with the task as it is.
+    #[arg(long, env = "SWITCHYARD_BLOCKING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) blocking_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub(crate) max_body_bytes: usize,
+    /// Attempts a task's delegation gets before it is dead-lettered.
+    #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 8)]
+    pub(crate) max_attempts: u32,
+}
+
+impl ServeArgs {
+    pub(crate) fn api_config(&self, bound: SocketAddr) -> ApiConfig {
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"));
+        ApiConfig {
+            blocking_timeout: self.blocking_timeout,
+            max_body_bytes: self.max_body_bytes,
+            max_attempts: i32::try_from(self.max_attempts.max(1)).unwrap_or(i32::MAX),
+            ..ApiConfig::new(public_url)
+        }
+    }
 }
 
 /// How the worker claims and holds jobs.
@@ -138,9 +168,6 @@ pub(crate) struct WorkerArgs {
     /// On shutdown, how long in-flight jobs may finish before their leases are released.
     #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub(crate) drain_timeout: Duration,
-    /// Attempts per job before it is dead-lettered.
-    #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 8)]
-    pub(crate) max_attempts: u32,
     /// Delay before the first retry; it doubles per attempt.
     #[arg(long, env = "SWITCHYARD_RETRY_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub(crate) retry_base: Duration,
@@ -162,7 +189,6 @@ impl WorkerArgs {
             retry: RetryPolicy {
                 base: self.retry_base,
                 cap: self.retry_cap,
-                max_attempts: self.max_attempts,
                 ..RetryPolicy::default()
             },
             ..WorkerConfig::new(id)

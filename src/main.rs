@@ -82,14 +82,11 @@ async fn serve(store: Store, args: &ServeArgs, shutdown: CancellationToken) -> a
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "serving");
-    switchyard_api::serve(
-        listener,
-        AppState { store },
-        shutdown,
-        args.http_drain_timeout,
-    )
-    .await?;
+    let bound = listener.local_addr()?;
+    let config = args.api_config(bound);
+    tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
+    let state = AppState::new(store, config, shutdown.clone());
+    switchyard_api::serve(listener, state, shutdown, args.http_drain_timeout).await?;
     Ok(())
 }
 

@@ -1,16 +1,35 @@
-//! Switchyard's HTTP face.
+//! Switchyard's HTTP face: to any A2A client, one well-behaved A2A v1.0 agent.
 //!
-//! Layout:
+//! Layout, from the wire inwards:
 //!
-//! - [`health`]: `GET /healthz` (the process is up) and `GET /readyz` (the
-//!   database answers).
-//! - [`server`]: the router and the server loop with graceful shutdown.
-//!
-//! The A2A bindings (JSON-RPC, HTTP+JSON, SSE) and the admin API mount on
-//! the same router as they land; they reach the engine only through
-//! [`switchyard_engine::Store`].
+//! - [`server`]: the router (JSON-RPC at `/`, HTTP+JSON routes at the root
+//!   and under `/{tenant}`, the agent card, health) and the server loop.
+//! - [`jsonrpc`], [`rest`]: the two bindings, each a thin decode → call →
+//!   encode layer over the one [`handler`]; [`compat`] translates v0.3
+//!   JSON-RPC in front of the same handler; [`version`] negotiates.
+//! - [`handler`]: one method per A2A operation, over the engine's store.
+//! - [`validate`], [`page`]: input checks and opaque page tokens.
+//! - [`events`], [`sse`], [`hub`]: task streams read from the event log,
+//!   framed as SSE, woken by this process's single LISTEN connection.
+//! - [`card`]: the agent card. [`health`]: liveness and readiness.
+//! - [`error`]: the one error type and its mapping to A2A codes and HTTP.
 
+pub mod card;
+pub mod compat;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod handler;
 pub mod health;
+pub mod hub;
+pub mod jsonrpc;
+pub mod page;
+pub mod rest;
 pub mod server;
+pub mod sse;
+pub mod validate;
+pub mod version;
 
+pub use config::ApiConfig;
+pub use error::ApiError;
 pub use server::{AppState, app, serve};

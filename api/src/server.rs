@@ -1,40 +1,71 @@
 //! The router and the server loop.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
 use switchyard_engine::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::health;
+use crate::card::CardDocument;
+use crate::config::ApiConfig;
+use crate::error::ApiError;
+use crate::handler::A2aHandler;
+use crate::hub::EventHub;
+use crate::{health, jsonrpc, rest};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    pub handler: A2aHandler,
+    pub card: Arc<CardDocument>,
+}
+
+impl AppState {
+    /// Wires the handler, the event hub (one LISTEN connection for this
+    /// process, stopped by `shutdown`) and the agent card.
+    pub fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Self {
+        let hub = EventHub::start(store.clone(), shutdown);
+        let card = Arc::new(CardDocument::build(&config));
+        let handler = A2aHandler::new(store.clone(), hub, Arc::new(config));
+        AppState {
+            store,
+            handler,
+            card,
+        }
+    }
+}
+
+async fn card(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    state.card.respond(&headers)
 }
 
 /// The whole HTTP surface, ready for `oneshot` in tests or a listener in `serve`.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/", post(jsonrpc::endpoint))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/.well-known/agent-card.json", get(card))
+        .route("/.well-known/agent.json", get(card))
+        .merge(rest::routes())
+        .nest("/{tenant}", rest::routes())
         .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(json!({ "error": "no such endpoint" })),
-            )
+            let e = ApiError::MethodNotFound("no such endpoint".into());
+            (e.classify().http, axum::Json(e.to_rest()))
         })
         .with_state(state)
 }
 
 /// Serves until `shutdown` fires, then stops accepting and lets open
-/// requests finish for up to `drain_timeout`.
+/// requests finish for up to `drain_timeout` (open streams are cut then).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,

@@ -33,8 +33,8 @@ pub use notify::{Channels, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, NewTask, Rescued, Store, StoreConfig,
-    Submission,
+    ClaimedJob, Cursor, FollowUp, JobFate, JobRecord, JobState, Lease, NewJob, NewTask, PushConfig,
+    Rescued, Store, StoreConfig, Submission, TaskFilter, TaskPage,
 };
 pub use task::{FoldError, TaskRecord};
 

@@ -2,7 +2,13 @@
 //! started by testcontainers), real processes and real sockets. Each test
 //! gets a schema of its own, so they run in parallel.
 
+mod api;
 mod harness;
+
+mod a2a_compat;
+mod a2a_jsonrpc;
+mod a2a_rest;
+mod a2a_stream;
 
 mod listener;
 mod processes;

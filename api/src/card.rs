@@ -1,0 +1,155 @@
+//! Switchyard's own Agent Card, served at the well-known paths.
+
+use a2a::{AgentCapabilities, AgentCard, AgentInterface, AgentSkill};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::config::ApiConfig;
+
+/// The card as served: its JSON and an ETag derived from it.
+#[derive(Debug, Clone)]
+pub struct CardDocument {
+    body: String,
+    etag: String,
+}
+
+impl CardDocument {
+    /// Builds the card for this deployment.
+    pub fn build(config: &ApiConfig) -> Self {
+        let body = card_json(config).to_string();
+        // FNV-1a of the body: the same card gives the same tag on every replica.
+        let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        CardDocument {
+            body,
+            etag: format!("\"{hash:016x}\""),
+        }
+    }
+
+    /// The card's JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The HTTP answer, honouring `If-None-Match`.
+    pub fn respond(&self, headers: &HeaderMap) -> Response {
+        let fresh = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|tags| {
+                tags.split(',')
+                    .any(|t| t.trim() == self.etag || t.trim() == "*")
+            });
+        let mut response = if fresh {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                self.body.clone(),
+            )
+                .into_response()
+        };
+        let h = response.headers_mut();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        if let Ok(tag) = HeaderValue::from_str(&self.etag) {
+            h.insert(header::ETAG, tag);
+        }
+        response
+    }
+}
+
+fn interface(url: &str, binding: &str, version: &str) -> Value {
+    json!({ "url": url, "protocolBinding": binding, "protocolVersion": version })
+}
+
+/// The v1 card, plus the top-level fields a v0.3 client reads (v1 clients
+/// ignore them): one card both generations can use.
+fn card_json(config: &ApiConfig) -> Value {
+    let url = &config.public_url;
+    let card = AgentCard {
+        name: "Switchyard".into(),
+        description:
+            "A durable A2A task broker: every task is checkpointed before it is acknowledged and \
+                      carried to a remote agent, surviving crashes of the broker's own processes."
+                .into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        supported_interfaces: Vec::<AgentInterface>::new(),
+        capabilities: AgentCapabilities {
+            streaming: Some(true),
+            push_notifications: Some(true),
+            extensions: None,
+            extended_agent_card: Some(false),
+        },
+        default_input_modes: vec!["text/plain".into(), "application/json".into()],
+        default_output_modes: vec!["text/plain".into(), "application/json".into()],
+        skills: vec![AgentSkill {
+            id: "route".into(),
+            name: "Route to a remote agent".into(),
+            description: "Delegates the task to a registered A2A agent chosen by skill or by name \
+                          (message metadata `switchyard.agent` / `switchyard.skill`)."
+                .into(),
+            tags: vec!["broker".into(), "delegation".into()],
+            examples: None,
+            input_modes: None,
+            output_modes: None,
+            security_requirements: None,
+        }],
+        provider: None,
+        documentation_url: None,
+        icon_url: None,
+        security_schemes: None,
+        security_requirements: None,
+        signatures: None,
+    };
+    let mut value = serde_json::to_value(card).unwrap_or_else(|_| json!({}));
+    value["supportedInterfaces"] = json!([
+        interface(url, "JSONRPC", "1.0"),
+        interface(url, "HTTP+JSON", "1.0"),
+        interface(url, "JSONRPC", "0.3"),
+    ]);
+    // v0.3 fields, derived from the 0.3 interface.
+    value["url"] = json!(url);
+    value["protocolVersion"] = json!("0.3.0");
+    value["preferredTransport"] = json!("JSONRPC");
+    value["additionalInterfaces"] = json!([{ "url": url, "transport": "JSONRPC" }]);
+    value["supportsAuthenticatedExtendedCard"] = json!(false);
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_card_parses_as_a_v1_card_and_declares_every_interface() {
+        let doc = CardDocument::build(&ApiConfig::new("http://broker.example:8080/"));
+        let card: AgentCard = serde_json::from_value(doc.json()).expect("a v1 card");
+        assert_eq!(card.supported_interfaces.len(), 3);
+        assert!(
+            card.supported_interfaces
+                .iter()
+                .all(|i| i.url == "http://broker.example:8080")
+        );
+        assert_eq!(card.capabilities.streaming, Some(true));
+        assert!(!card.skills.is_empty());
+    }
+
+    #[test]
+    fn a_matching_etag_gets_not_modified() {
+        let doc = CardDocument::build(&ApiConfig::new("http://x"));
+        let mut headers = HeaderMap::new();
+        let first = doc.respond(&headers);
+        let tag = first.headers().get(header::ETAG).cloned().expect("etag");
+        headers.insert(header::IF_NONE_MATCH, tag);
+        assert_eq!(doc.respond(&headers).status(), StatusCode::NOT_MODIFIED);
+    }
+}

@@ -1,0 +1,30 @@
+//! The API's settings.
+
+use std::time::Duration;
+
+/// How the API serves requests.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The base URL clients reach this server at, as the agent card
+    /// advertises it (no trailing slash).
+    pub public_url: String,
+    /// How long a blocking `SendMessage` waits for the task to finish or ask
+    /// for input before answering with the task as it is.
+    pub blocking_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Attempts a delegation gets before it is dead-lettered.
+    pub max_attempts: i32,
+}
+
+impl ApiConfig {
+    /// Defaults for a server reachable at `public_url`.
+    pub fn new(public_url: impl Into<String>) -> Self {
+        ApiConfig {
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            blocking_timeout: Duration::from_secs(30),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_attempts: 8,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A task's log as a stream of A2A `StreamResponse`s: the snapshot first,
+//! then every update in log order, ending at a terminal or interrupted state.
+
+use std::time::Duration;
+
+use a2a::{StreamResponse, TaskArtifactUpdateEvent, TaskStatusUpdateEvent};
+use switchyard_engine::{Store, StoredEvent, TaskEvent, TaskRecord, TaskState};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::hub::{EventHub, Subscription};
+
+/// One item of a stream: the log position (the SSE `id`) and the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamItem {
+    pub seq: i64,
+    pub event: Result<StreamResponse, ApiError>,
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With a snapshot of the task as it is, then what follows it.
+    Snapshot,
+    /// Resuming a stream: every event after this sequence number, no snapshot.
+    After(i64),
+}
+
+/// Events read per round trip while catching up.
+const PAGE: i64 = 200;
+/// How long a stream waits for a wake-up before re-reading anyway.
+const IDLE_REREAD: Duration = Duration::from_secs(30);
+/// Items buffered per subscriber; a slow client slows only its own reader.
+const BUFFER: usize = 64;
+
+/// Streams a task. The producer is a task of its own that ends when the
+/// client goes away (its channel closes) or the task reaches a stop state.
+pub fn stream_task(
+    store: Store,
+    hub: &EventHub,
+    task: TaskRecord,
+    history: Vec<a2a::Message>,
+    start: Start,
+) -> ReceiverStream<StreamItem> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let subscription = hub.subscribe();
+    tokio::spawn(async move {
+        if let Err(error) = produce(&store, subscription, task, history, start, &tx).await {
+            let _ = tx
+                .send(StreamItem {
+                    seq: 0,
+                    event: Err(error),
+                })
+                .await;
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn produce(
+    store: &Store,
+    mut subscription: Subscription,
+    task: TaskRecord,
+    history: Vec<a2a::Message>,
+    start: Start,
+    tx: &mpsc::Sender<StreamItem>,
+) -> Result<(), ApiError> {
+    let id = task.id;
+    let context_id = task.context_id.clone();
+    let mut last = match start {
+        Start::Snapshot => {
+            let snapshot = task.to_a2a((!history.is_empty()).then_some(history));
+            if tx
+                .send(StreamItem {
+                    seq: task.version,
+                    event: Ok(StreamResponse::Task(snapshot)),
+                })
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            if task.state.is_terminal() {
+                return Ok(());
+            }
+            task.version
+        }
+        Start::After(seq) => seq,
+    };
+    loop {
+        let events = store.task_events(id, last, PAGE).await?;
+        let full = events.len() as i64 == PAGE;
+        for stored in events {
+            last = stored.seq;
+            let stop = ends_stream(&stored.event);
+            if let Some(response) = to_stream_response(&stored, &context_id)
+                && tx
+                    .send(StreamItem {
+                        seq: stored.seq,
+                        event: Ok(response),
+                    })
+                    .await
+                    .is_err()
+            {
+                return Ok(());
+            }
+            if stop {
+                return Ok(());
+            }
+        }
+        if !full {
+            // The wake-up may also be a timeout: re-reading is always safe.
+            tokio::select! {
+                _ = subscription.changed(id, IDLE_REREAD) => {}
+                () = tx.closed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A stream closes after a terminal state, and after an interrupted one:
+/// the client must answer (a new request) before anything else happens.
+fn ends_stream(event: &TaskEvent) -> bool {
+    match event {
+        TaskEvent::Status(status) => TaskState::from_a2a(&status.state)
+            .is_some_and(|s| s.is_terminal() || s.is_interrupted()),
+        _ => false,
+    }
+}
+
+/// The wire form of a log event. Messages are history, not stream events:
+/// a client sees the agent's words in the status that carries them.
+pub fn to_stream_response(stored: &StoredEvent, context_id: &str) -> Option<StreamResponse> {
+    let task_id = stored.task_id.to_string();
+    match &stored.event {
+        TaskEvent::Status(status) => Some(StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
+            task_id,
+            context_id: context_id.to_owned(),
+            status: status.clone(),
+            metadata: None,
+        })),
+        TaskEvent::Artifact(update) => {
+            Some(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
+                task_id,
+                context_id: context_id.to_owned(),
+                artifact: update.artifact.clone(),
+                append: update.append.then_some(true),
+                last_chunk: update.last_chunk.then_some(true),
+                metadata: None,
+            }))
+        }
+        TaskEvent::Message(_) => None,
+    }
+}
+
+/// Waits (bounded) until the task reaches a terminal state, or an interrupted
+/// one newer than `baseline`, and returns it as it then is.
+pub async fn wait_until_settled(
+    store: &Store,
+    hub: &EventHub,
+    task: TaskRecord,
+    timeout: Duration,
+) -> Result<TaskRecord, ApiError> {
+    let baseline = task.status_at;
+    let settled = |t: &TaskRecord| {
+        t.state.is_terminal() || (t.state.is_interrupted() && t.status_at > baseline)
+    };
+    if task.state.is_terminal() {
+        return Ok(task);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut subscription = hub.subscribe();
+    let mut current = store.task_load(task.id).await?;
+    while !settled(&current) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        subscription.changed(task.id, left).await;
+        current = store.task_load(task.id).await?;
+    }
+    Ok(current)
+}

@@ -1,0 +1,270 @@
+//! The JSON-RPC 2.0 binding: `POST /`, decode → call → encode.
+
+use a2a::{
+    CancelTaskRequest, DeleteTaskPushNotificationConfigRequest,
+    GetTaskPushNotificationConfigRequest, GetTaskRequest, ListTaskPushNotificationConfigsRequest,
+    ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig,
+};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::compat;
+use crate::error::ApiError;
+use crate::events::StreamItem;
+use crate::handler::{A2aHandler, caller};
+use crate::server::AppState;
+use crate::sse;
+use crate::validate::{self, decode};
+use crate::version::{self, Version};
+
+/// What a method answers: one result, or a stream of them.
+#[derive(Debug)]
+pub enum Reply {
+    Value(Value),
+    Stream(ReceiverStream<StreamItem>),
+}
+
+const V1_METHODS: [&str; 11] = [
+    "SendMessage",
+    "SendStreamingMessage",
+    "GetTask",
+    "ListTasks",
+    "CancelTask",
+    "SubscribeToTask",
+    "CreateTaskPushNotificationConfig",
+    "GetTaskPushNotificationConfig",
+    "ListTaskPushNotificationConfigs",
+    "DeleteTaskPushNotificationConfig",
+    "GetExtendedAgentCard",
+];
+
+fn value<T: serde::Serialize>(result: Result<T, ApiError>) -> Result<Reply, ApiError> {
+    result.map(|r| Reply::Value(serde_json::to_value(r).unwrap_or(Value::Null)))
+}
+
+/// `POST /`.
+pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = state.handler.config().max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => return error(Value::Null, &ApiError::PayloadTooLarge(limit), Version::V1),
+    };
+    let envelope: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(e) => return error(Value::Null, &ApiError::Parse(e.to_string()), Version::V1),
+    };
+    let (id, method, params) = match read_envelope(envelope) {
+        Ok(call) => call,
+        Err((id, e)) => return error(id, &e, Version::V1),
+    };
+    let version = match version::requested(&parts.headers, parts.uri.query()) {
+        Ok(Some(v)) => v,
+        // No header means v0.3 (spec); a v1 method name without one is a
+        // v1 client that forgot the header, and is served as v1.
+        Ok(None) if compat::is_v03_method(&method) => Version::V03,
+        Ok(None) if V1_METHODS.contains(&method.as_str()) => {
+            tracing::debug!(%method, "v1 method without A2A-Version; serving as 1.0");
+            Version::V1
+        }
+        Ok(None) => Version::V03,
+        Err(e) => return error(id, &e, Version::V1),
+    };
+    let tenant = params
+        .get("tenant")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let caller = caller(tenant.as_deref());
+    let key = idempotency_key(&parts.headers);
+    let reply = match version {
+        Version::V1 => {
+            dispatch(
+                &state.handler,
+                &caller,
+                &method,
+                params,
+                key,
+                &parts.headers,
+            )
+            .await
+        }
+        Version::V03 => compat::dispatch(&state.handler, &caller, &method, params, key).await,
+    };
+    match reply {
+        Ok(Reply::Value(result)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+        )
+            .into_response(),
+        Ok(Reply::Stream(items)) => sse::respond(items, move |item| frame(&id, version, item)),
+        Err(e) => error(id, &e, version),
+    }
+}
+
+/// One SSE `data:` payload: a complete JSON-RPC response.
+fn frame(id: &Value, version: Version, item: StreamItem) -> Value {
+    let outcome = match version {
+        Version::V1 => item
+            .event
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
+        Version::V03 => compat::stream_item_to_v03(&item),
+    };
+    match outcome {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": render_error(&e, version)}),
+    }
+}
+
+fn render_error(e: &ApiError, version: Version) -> Value {
+    match version {
+        Version::V1 => e.to_jsonrpc(),
+        Version::V03 => compat::error_to_v03(e),
+    }
+}
+
+/// JSON-RPC errors travel with HTTP 200 (the binding leaves the status
+/// open); only a body too large to read gets its own status.
+fn error(id: Value, e: &ApiError, version: Version) -> Response {
+    let status = if matches!(e, ApiError::PayloadTooLarge(_)) {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": render_error(e, version)});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Checks the envelope; on failure, the id if it could be read.
+fn read_envelope(envelope: Value) -> Result<(Value, String, Value), (Value, ApiError)> {
+    let Value::Object(mut call) = envelope else {
+        let why = if envelope.is_array() {
+            "batches are not supported"
+        } else {
+            "the request must be a JSON object"
+        };
+        return Err((Value::Null, ApiError::InvalidRequest(why.into())));
+    };
+    let id = match call.remove("id") {
+        Some(id @ (Value::String(_) | Value::Number(_))) => id,
+        _ => {
+            return Err((
+                Value::Null,
+                ApiError::InvalidRequest("`id` must be a string or a number".into()),
+            ));
+        }
+    };
+    if call.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err((
+            id,
+            ApiError::InvalidRequest("`jsonrpc` must be \"2.0\"".into()),
+        ));
+    }
+    let method = match call.remove("method") {
+        Some(Value::String(m)) if !m.is_empty() => m,
+        _ => {
+            return Err((
+                id,
+                ApiError::InvalidRequest("`method` must be a non-empty string".into()),
+            ));
+        }
+    };
+    let params = match call.remove("params") {
+        None | Some(Value::Null) => json!({}),
+        Some(p @ Value::Object(_)) => p,
+        Some(_) => return Err((id, ApiError::invalid_field("params", "must be an object"))),
+    };
+    Ok((id, method, params))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+}
+
+async fn dispatch(
+    handler: &A2aHandler,
+    caller: &switchyard_engine::Caller,
+    method: &str,
+    params: Value,
+    key: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Reply, ApiError> {
+    match method {
+        "SendMessage" => value(
+            handler
+                .send_message(caller, validate::send_request(params)?, key)
+                .await,
+        ),
+        "SendStreamingMessage" => Ok(Reply::Stream(
+            handler
+                .send_streaming_message(caller, validate::send_request(params)?, key)
+                .await?,
+        )),
+        "GetTask" => value(
+            handler
+                .get_task(caller, decode::<GetTaskRequest>(params, "params")?)
+                .await,
+        ),
+        "ListTasks" => value(
+            handler
+                .list_tasks(caller, decode::<ListTasksRequest>(params, "params")?)
+                .await,
+        ),
+        "CancelTask" => value(
+            handler
+                .cancel_task(caller, decode::<CancelTaskRequest>(params, "params")?)
+                .await,
+        ),
+        "SubscribeToTask" => {
+            let request = decode::<SubscribeToTaskRequest>(params, "params")?;
+            Ok(Reply::Stream(
+                handler
+                    .subscribe(caller, request, sse::last_event_id(headers))
+                    .await?,
+            ))
+        }
+        "CreateTaskPushNotificationConfig" => value(
+            handler
+                .create_push_config(
+                    caller,
+                    decode::<TaskPushNotificationConfig>(params, "params")?,
+                )
+                .await,
+        ),
+        "GetTaskPushNotificationConfig" => {
+            let r = decode::<GetTaskPushNotificationConfigRequest>(params, "params")?;
+            value(handler.get_push_config(caller, &r.task_id, &r.id).await)
+        }
+        "ListTaskPushNotificationConfigs" => {
+            let r = decode::<ListTaskPushNotificationConfigsRequest>(params, "params")?;
+            value(
+                handler
+                    .list_push_configs(caller, &r.task_id, r.page_size, r.page_token.as_deref())
+                    .await,
+            )
+        }
+        "DeleteTaskPushNotificationConfig" => {
+            let r = decode::<DeleteTaskPushNotificationConfigRequest>(params, "params")?;
+            handler
+                .delete_push_config(caller, &r.task_id, &r.id)
+                .await?;
+            Ok(Reply::Value(json!({})))
+        }
+        "GetExtendedAgentCard" => value(handler.extended_card(caller).await),
+        other => Err(ApiError::MethodNotFound(other.to_owned())),
+    }
+}

@@ -1,0 +1,393 @@
+//! The HTTP+JSON binding: routes → handler, with `google.rpc.Status` errors.
+
+use std::collections::HashMap;
+
+use a2a::{
+    CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest,
+    TaskPushNotificationConfig,
+};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::handler::caller;
+use crate::server::AppState;
+use crate::sse;
+use crate::validate::{self, decode};
+use crate::version;
+
+const CONTENT_TYPE: &str = "application/a2a+json";
+
+/// The routes, mounted at the root and again under `/{tenant}`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/message:send", post(send))
+        .route("/message:stream", post(stream))
+        .route("/tasks", get(list))
+        .route(
+            "/tasks/{task}",
+            get(get_or_subscribe).post(cancel_or_subscribe),
+        )
+        .route(
+            "/tasks/{task}/pushNotificationConfigs",
+            post(create_push).get(list_push),
+        )
+        .route(
+            "/tasks/{task}/pushNotificationConfigs/{config}",
+            get(get_push).delete(delete_push),
+        )
+        .route("/extendedAgentCard", get(extended_card))
+}
+
+type Params = Path<HashMap<String, String>>;
+
+fn ok(value: impl serde::Serialize) -> Response {
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        serde_json::to_string(&value).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn fail(e: &ApiError) -> Response {
+    (
+        e.classify().http,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        e.to_rest().to_string(),
+    )
+        .into_response()
+}
+
+/// REST has no v0.3 here (v0.3 REST lived under `/v1`): a missing header is
+/// served as 1.0, an unknown version refused.
+fn check_version(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+    version::requested(headers, query).map(|_| ())
+}
+
+fn tenant(params: &HashMap<String, String>) -> switchyard_engine::Caller {
+    caller(params.get("tenant").map(String::as_str))
+}
+
+async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
+    let limit = state.handler.config().max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    if bytes.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Parse(e.to_string()))
+}
+
+fn into_response(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| fail(&e))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+}
+
+fn rest_frame(item: crate::events::StreamItem) -> Value {
+    match item.event {
+        Ok(event) => serde_json::to_value(event).unwrap_or(Value::Null),
+        Err(e) => e.to_rest(),
+    }
+}
+
+async fn send(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
+    let (parts, body) = request.into_parts();
+    into_response(
+        async {
+            check_version(&parts.headers, parts.uri.query())?;
+            let request = validate::send_request(body_json(&state, body).await?)?;
+            let response = state
+                .handler
+                .send_message(&tenant(&p), request, idempotency_key(&parts.headers))
+                .await?;
+            Ok(ok(response))
+        }
+        .await,
+    )
+}
+
+async fn stream(
+    State(state): State<AppState>,
+    Path(p): Params,
+    request: Request<Body>,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    into_response(
+        async {
+            check_version(&parts.headers, parts.uri.query())?;
+            let request = validate::send_request(body_json(&state, body).await?)?;
+            let items = state
+                .handler
+                .send_streaming_message(&tenant(&p), request, idempotency_key(&parts.headers))
+                .await?;
+            Ok(sse::respond(items, rest_frame))
+        }
+        .await,
+    )
+}
+
+fn query_i32(q: &HashMap<String, String>, field: &str) -> Result<Option<i32>, ApiError> {
+    q.get(field)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| ApiError::invalid_field(field, "must be an integer"))
+        })
+        .transpose()
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    into_response(
+        async {
+            check_version(&headers, None)?;
+            let status = q
+                .get("status")
+                .map(|s| {
+                    serde_json::from_value(Value::String(s.clone())).map_err(|_| {
+                        ApiError::invalid_field("status", "must be a TASK_STATE_* name")
+                    })
+                })
+                .transpose()?;
+            let status_timestamp_after = q
+                .get("statusTimestampAfter")
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|_| {
+                            ApiError::invalid_field(
+                                "statusTimestampAfter",
+                                "must be an ISO 8601 timestamp",
+                            )
+                        })
+                })
+                .transpose()?;
+            let include_artifacts = q
+                .get("includeArtifacts")
+                .map(|b| {
+                    b.parse::<bool>().map_err(|_| {
+                        ApiError::invalid_field("includeArtifacts", "must be true or false")
+                    })
+                })
+                .transpose()?;
+            let request = ListTasksRequest {
+                context_id: q.get("contextId").cloned(),
+                status,
+                page_size: query_i32(&q, "pageSize")?,
+                page_token: q.get("pageToken").cloned(),
+                history_length: query_i32(&q, "historyLength")?,
+                status_timestamp_after,
+                include_artifacts,
+                tenant: None,
+            };
+            Ok(ok(state.handler.list_tasks(&tenant(&p), request).await?))
+        }
+        .await,
+    )
+}
+
+/// `{task}` is a bare id, or `id:cancel` / `id:subscribe` (one path segment).
+fn split_action(segment: &str) -> (&str, Option<&str>) {
+    match segment.rsplit_once(':') {
+        Some((id, action)) => (id, Some(action)),
+        None => (segment, None),
+    }
+}
+
+async fn get_or_subscribe(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    into_response(
+        async {
+            check_version(&headers, None)?;
+            let segment = p.get("task").cloned().unwrap_or_default();
+            match split_action(&segment) {
+                (id, None) => {
+                    let request = GetTaskRequest {
+                        id: id.to_owned(),
+                        history_length: query_i32(&q, "historyLength")?,
+                        tenant: None,
+                    };
+                    Ok(ok(state.handler.get_task(&tenant(&p), request).await?))
+                }
+                (id, Some("subscribe")) => subscribe(&state, &p, id, &headers).await,
+                (_, Some(action)) => Err(ApiError::MethodNotFound(format!("GET :{action}"))),
+            }
+        }
+        .await,
+    )
+}
+
+async fn cancel_or_subscribe(
+    State(state): State<AppState>,
+    Path(p): Params,
+    request: Request<Body>,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    into_response(
+        async {
+            check_version(&parts.headers, parts.uri.query())?;
+            let segment = p.get("task").cloned().unwrap_or_default();
+            match split_action(&segment) {
+                (id, Some("cancel")) => {
+                    let body = body_json(&state, body).await?;
+                    let metadata = body
+                        .get("metadata")
+                        .and_then(|m| serde_json::from_value(m.clone()).ok());
+                    let request = CancelTaskRequest {
+                        id: id.to_owned(),
+                        metadata,
+                        tenant: None,
+                    };
+                    Ok(ok(state.handler.cancel_task(&tenant(&p), request).await?))
+                }
+                (id, Some("subscribe")) => subscribe(&state, &p, id, &parts.headers).await,
+                _ => Err(ApiError::MethodNotFound(format!("POST /tasks/{segment}"))),
+            }
+        }
+        .await,
+    )
+}
+
+async fn subscribe(
+    state: &AppState,
+    p: &HashMap<String, String>,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = SubscribeToTaskRequest {
+        id: id.to_owned(),
+        tenant: None,
+    };
+    let items = state
+        .handler
+        .subscribe(&tenant(p), request, sse::last_event_id(headers))
+        .await?;
+    Ok(sse::respond(items, rest_frame))
+}
+
+async fn create_push(
+    State(state): State<AppState>,
+    Path(p): Params,
+    request: Request<Body>,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    into_response(
+        async {
+            check_version(&parts.headers, parts.uri.query())?;
+            let task = p.get("task").cloned().unwrap_or_default();
+            let mut config: TaskPushNotificationConfig =
+                decode(body_json(&state, body).await?, "body")?;
+            if !config.task_id.is_empty() && config.task_id != task {
+                return Err(ApiError::invalid_field(
+                    "taskId",
+                    "differs from the task in the path",
+                ));
+            }
+            config.task_id = task;
+            Ok(ok(state
+                .handler
+                .create_push_config(&tenant(&p), config)
+                .await?))
+        }
+        .await,
+    )
+}
+
+async fn list_push(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    into_response(
+        async {
+            check_version(&headers, None)?;
+            let task = p.get("task").cloned().unwrap_or_default();
+            let page_size = query_i32(&q, "pageSize")?;
+            Ok(ok(state
+                .handler
+                .list_push_configs(
+                    &tenant(&p),
+                    &task,
+                    page_size,
+                    q.get("pageToken").map(String::as_str),
+                )
+                .await?))
+        }
+        .await,
+    )
+}
+
+async fn get_push(State(state): State<AppState>, Path(p): Params, headers: HeaderMap) -> Response {
+    into_response(
+        async {
+            check_version(&headers, None)?;
+            let (task, config) = (
+                p.get("task").cloned().unwrap_or_default(),
+                p.get("config").cloned().unwrap_or_default(),
+            );
+            Ok(ok(state
+                .handler
+                .get_push_config(&tenant(&p), &task, &config)
+                .await?))
+        }
+        .await,
+    )
+}
+
+async fn delete_push(
+    State(state): State<AppState>,
+    Path(p): Params,
+    headers: HeaderMap,
+) -> Response {
+    into_response(
+        async {
+            check_version(&headers, None)?;
+            let (task, config) = (
+                p.get("task").cloned().unwrap_or_default(),
+                p.get("config").cloned().unwrap_or_default(),
+            );
+            state
+                .handler
+                .delete_push_config(&tenant(&p), &task, &config)
+                .await?;
+            Ok(ok(serde_json::json!({})))
+        }
+        .await,
+    )
+}
+
+async fn extended_card(
+    State(state): State<AppState>,
+    Path(p): Params,
+    headers: HeaderMap,
+) -> Response {
+    into_response(
+        async {
+            check_version(&headers, None)?;
+            Ok(ok(state.handler.extended_card(&tenant(&p)).await?))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,144 @@
+//! Input validation: every request is checked before it reaches the store,
+//! and every failure names the field at fault.
+
+use a2a::{Role, SendMessageRequest};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use switchyard_engine::TaskId;
+
+use crate::error::ApiError;
+
+/// Histories are capped so one call cannot ask for an unbounded read.
+pub const MAX_HISTORY: i64 = 1000;
+
+/// Decodes a request object, turning serde's complaint into a field error.
+pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::invalid_field(what, "must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid_field(what, e.to_string()))
+}
+
+/// Checks the raw `SendMessageRequest` (what serde would let through, such
+/// as a part with two content members or an empty `messageId`), then decodes it.
+pub fn send_request(raw: Value) -> Result<SendMessageRequest, ApiError> {
+    let message = raw
+        .get("message")
+        .ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
+    if !message.is_object() {
+        return Err(ApiError::invalid_field("message", "must be an object"));
+    }
+    match message.get("messageId") {
+        Some(Value::String(id)) if !id.trim().is_empty() => {}
+        _ => {
+            return Err(ApiError::invalid_field(
+                "message.messageId",
+                "is required and must be a non-empty string",
+            ));
+        }
+    }
+    let parts = match message.get("parts") {
+        Some(Value::Array(parts)) if !parts.is_empty() => parts,
+        _ => {
+            return Err(ApiError::invalid_field(
+                "message.parts",
+                "is required and must be a non-empty array",
+            ));
+        }
+    };
+    for (i, part) in parts.iter().enumerate() {
+        let members = ["text", "raw", "url", "data"]
+            .iter()
+            .filter(|m| part.get(**m).is_some())
+            .count();
+        if members != 1 {
+            return Err(ApiError::invalid_field(
+                &format!("message.parts[{i}]"),
+                "must have exactly one of text, raw, url, data",
+            ));
+        }
+    }
+    let request: SendMessageRequest = decode(raw, "params")?;
+    if request.message.role != Role::User {
+        return Err(ApiError::invalid_field("message.role", "must be ROLE_USER"));
+    }
+    if let Some(config) = &request.configuration {
+        history_length(config.history_length, "configuration.historyLength")?;
+    }
+    Ok(request)
+}
+
+/// `historyLength`: unset means the server default, 0 none, n the last n.
+pub fn history_length(value: Option<i32>, field: &str) -> Result<i64, ApiError> {
+    match value {
+        None => Ok(MAX_HISTORY),
+        Some(n) if n < 0 => Err(ApiError::invalid_field(field, "must not be negative")),
+        Some(n) => Ok(i64::from(n).min(MAX_HISTORY)),
+    }
+}
+
+/// A task id from a client: ours are UUIDs, so anything else names no task.
+pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::TaskNotFound(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok_message() -> Value {
+        json!({"message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}]}})
+    }
+
+    #[test]
+    fn a_well_formed_request_passes() {
+        assert!(send_request(ok_message()).is_ok());
+    }
+
+    #[test]
+    fn each_malformation_names_its_field() {
+        let cases = [
+            (json!({}), "message"),
+            (
+                json!({"message": {"role": "ROLE_USER", "parts": [{"text": "x"}]}}),
+                "message.messageId",
+            ),
+            (
+                json!({"message": {"messageId": " ", "role": "ROLE_USER", "parts": [{"text": "x"}]}}),
+                "message.messageId",
+            ),
+            (
+                json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": []}}),
+                "message.parts",
+            ),
+            (
+                json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "a", "url": "b"}]}}),
+                "message.parts[0]",
+            ),
+            (
+                json!({"message": {"messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "a"}]}}),
+                "message.role",
+            ),
+            (
+                json!({"message": {"messageId": "m", "role": "ROLE_UNSPECIFIED", "parts": [{"text": "a"}]}}),
+                "message.role",
+            ),
+        ];
+        for (raw, field) in cases {
+            match send_request(raw.clone()) {
+                Err(ApiError::InvalidParams { field: Some(f), .. }) => {
+                    assert_eq!(f, field, "{raw}")
+                }
+                other => panic!("{raw}: expected an error on {field}, got {other:?}"),
+            }
+        }
+        let mut negative = ok_message();
+        negative["configuration"] = json!({"historyLength": -1});
+        assert!(matches!(
+            send_request(negative),
+            Err(ApiError::InvalidParams { .. })
+        ));
+    }
+}

@@ -4,6 +4,7 @@
 
 mod api;
 mod harness;
+mod interop;
 
 mod a2a_compat;
 mod a2a_jsonrpc;

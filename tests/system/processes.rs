@@ -13,7 +13,7 @@ use crate::harness::{TestDb, eventually, status_trail, submit};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn switchyard(db: &TestDb, args: &[&str]) -> Command {
+pub(crate) fn switchyard(db: &TestDb, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     cmd.args(args)
         .env("DATABASE_URL", &db.url)
@@ -92,7 +92,7 @@ async fn lock_tasks(db: &TestDb, tasks: &[TaskId]) -> sqlx::Transaction<'static,
     tx
 }
 
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -109,7 +109,7 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

@@ -1,0 +1,168 @@
+//! Interoperability with an independent implementation: the official A2A
+//! Python SDK's client against a running `switchyard serve`, over JSON-RPC
+//! and HTTP+JSON in v1.0, and JSON-RPC in v0.3.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_engine::{TaskEvent, TaskId, TaskState};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::harness::{TestDb, eventually};
+use crate::processes::{free_port, http_get, switchyard};
+
+/// The SDK version the interop tests pin.
+const A2A_SDK: &str = "a2a-sdk[http-server]==1.3.0";
+
+/// One virtualenv for the whole run, created on first use and kept under
+/// `target/` so later runs reuse it.
+static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn python_sdk() -> PathBuf {
+    let mut venv = VENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(python) = venv.as_ref() {
+        return python.clone();
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
+    let python = dir.join("bin/python");
+    let marker = dir.join(".installed");
+    let pinned = std::fs::read_to_string(&marker).unwrap_or_default();
+    if pinned != A2A_SDK {
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().expect("run python");
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir));
+        run(std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet", A2A_SDK]));
+        std::fs::write(&marker, A2A_SDK).expect("marker");
+    }
+    *venv = Some(python.clone());
+    python
+}
+
+/// Runs the SDK client script in one mode; drives the streamed task to
+/// completion when the script says it is listening; returns its report.
+async fn run_client(db: &TestDb, base: &str, binding: &str, version: &str) -> Vec<Value> {
+    let python = tokio::task::spawn_blocking(python_sdk).await.expect("venv");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_client.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .args([base, binding, version])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the python client");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut report = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await
+    {
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if event["step"] == "streaming" {
+            let id: TaskId = event["task_id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid");
+            for events in [
+                vec![TaskEvent::status(TaskState::Working, None)],
+                vec![TaskEvent::status_with_text(TaskState::Completed, "done")],
+            ] {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                db.store
+                    .task_append(id, &events, None)
+                    .await
+                    .expect("drive");
+            }
+        }
+        report.push(event);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exit")
+        .expect("wait");
+    assert!(
+        status.success(),
+        "the python client failed in {binding} {version}: {report:?}"
+    );
+    report
+}
+
+fn step<'a>(report: &'a [Value], name: &str) -> &'a Value {
+    report
+        .iter()
+        .find(|e| e["step"] == name)
+        .unwrap_or_else(|| panic!("no {name} step in {report:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_client_works_in_every_mode() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _server = switchyard(&db, &["serve", "--listen", &listen])
+        .spawn()
+        .expect("serve");
+    eventually(Duration::from_secs(30), "the server up", || async {
+        http_get(port, "/readyz").await.is_some()
+    })
+    .await;
+    let base = format!("http://{listen}");
+
+    for (binding, version) in [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3")] {
+        let report = run_client(&db, &base, binding, version).await;
+        let mode = format!("{binding} {version}");
+        assert_eq!(step(&report, "card")["streaming"], true, "{mode}");
+        let sent = step(&report, "send");
+        assert_eq!(sent["state"], "TASK_STATE_SUBMITTED", "{mode}");
+        let got = step(&report, "get");
+        assert_eq!(
+            (got["task_id"].clone(), got["history"].clone()),
+            (sent["task_id"].clone(), 1.into()),
+            "{mode}"
+        );
+        if version == "1.0" {
+            let ids = step(&report, "list")["ids"]
+                .as_array()
+                .expect("ids")
+                .clone();
+            assert!(
+                ids.contains(&sent["task_id"]),
+                "{mode}: the new task is listed"
+            );
+        }
+        assert_eq!(
+            step(&report, "cancel")["state"],
+            "TASK_STATE_CANCELED",
+            "{mode}"
+        );
+        let streamed: Vec<&str> = step(&report, "stream_done")["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            streamed,
+            [
+                "task",
+                "status_update:TASK_STATE_WORKING",
+                "status_update:TASK_STATE_COMPLETED"
+            ],
+            "{mode}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
+use super::in_tx;
 use super::{Store, notify};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
@@ -249,11 +250,11 @@ fn seconds(d: Duration) -> f64 {
 impl Store {
     /// Enqueues a job on an existing task.
     pub async fn job_enqueue(&self, task_id: TaskId, job: &NewJob) -> Result<JobId, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let id = insert_job(&mut tx, task_id, job).await?;
-        notify(&mut tx, &self.channels.jobs, &job.kind).await?;
-        tx.commit().await?;
-        Ok(id)
+        in_tx!(self, |tx| {
+            let id = insert_job(tx, task_id, job).await?;
+            notify(tx, &self.channels.jobs, &job.kind).await?;
+            Ok(id)
+        })
     }
 
     /// Claims up to `limit` ready jobs in one statement, highest priority and
@@ -343,12 +344,12 @@ impl Store {
             // instead of three on the queue's hottest path.
             return mark_done(&self.pool, lease).await;
         }
-        let mut tx = self.pool.begin().await?;
-        self.append_in_tx(&mut tx, lease.task_id, events).await?;
-        // On `LeaseLost`, dropping `tx` rolls the events back with it.
-        mark_done(&mut *tx, lease).await?;
-        tx.commit().await?;
-        Ok(())
+        in_tx!(self, |tx| {
+            self.append_in_tx(tx, lease.task_id, events).await?;
+            // On `LeaseLost`, dropping `tx` rolls the events back with it.
+            mark_done(&mut **tx, lease).await?;
+            Ok(())
+        })
     }
 
     /// Marks many jobs done in one statement, each only while its lease
@@ -380,55 +381,54 @@ impl Store {
         delay: Duration,
         on_dead: &[TaskEvent],
     ) -> Result<JobFate, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query!(
-            r#"UPDATE jobs SET
-                   state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
-                   run_at = CASE WHEN attempt >= max_attempts THEN run_at
-                                 ELSE now() + make_interval(secs => $3) END,
-                   finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
-                   lease_owner = NULL, lease_expires_at = NULL, last_error = $4
-               WHERE id = $1 AND lease_token = $2 AND state = 'leased'
-               RETURNING state, run_at"#,
-            lease.job_id.0,
-            lease.token,
-            seconds(delay),
-            error,
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::LeaseLost(lease.job_id))?;
-        let fate = if row.state == "dead" {
-            self.fail_task_quietly(&mut tx, lease.task_id, on_dead)
-                .await?;
-            JobFate::Dead
-        } else {
-            notify(&mut tx, &self.channels.jobs, "retry").await?;
-            JobFate::RetryAt(row.run_at)
-        };
-        tx.commit().await?;
-        Ok(fate)
+        in_tx!(self, |tx| {
+            let row = sqlx::query!(
+                r#"UPDATE jobs SET
+                       state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
+                       run_at = CASE WHEN attempt >= max_attempts THEN run_at
+                                     ELSE now() + make_interval(secs => $3) END,
+                       finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
+                       lease_owner = NULL, lease_expires_at = NULL, last_error = $4
+                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+                   RETURNING state, run_at"#,
+                lease.job_id.0,
+                lease.token,
+                seconds(delay),
+                error,
+            )
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::LeaseLost(lease.job_id))?;
+            let fate = if row.state == "dead" {
+                self.fail_task_quietly(tx, lease.task_id, on_dead).await?;
+                JobFate::Dead
+            } else {
+                notify(tx, &self.channels.jobs, "retry").await?;
+                JobFate::RetryAt(row.run_at)
+            };
+            Ok(fate)
+        })
     }
 
     /// Gives a job back without spending its attempt (graceful shutdown):
     /// ready at once for another worker.
     pub async fn job_release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let released = sqlx::query!(
-            r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now(),
-                              lease_owner = NULL, lease_expires_at = NULL
-               WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-            lease.job_id.0,
-            lease.token,
-        )
-        .execute(&mut *tx)
-        .await?;
-        if released.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost(lease.job_id));
-        }
-        notify(&mut tx, &self.channels.jobs, "released").await?;
-        tx.commit().await?;
-        Ok(())
+        in_tx!(self, |tx| {
+            let released = sqlx::query!(
+                r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now(),
+                                  lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+                lease.job_id.0,
+                lease.token,
+            )
+            .execute(&mut **tx)
+            .await?;
+            if released.rows_affected() == 0 {
+                return Err(StoreError::LeaseLost(lease.job_id));
+            }
+            notify(tx, &self.channels.jobs, "released").await?;
+            Ok(())
+        })
     }
 
     /// Sweeps leases that expired with their worker: each job is ready again
@@ -439,63 +439,63 @@ impl Store {
         limit: i64,
         on_dead: &[TaskEvent],
     ) -> Result<Rescued, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query!(
-            r#"UPDATE jobs SET
-                   state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
-                   finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
-                   run_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-                   last_error = 'lease expired: the worker holding it stopped heartbeating'
-               WHERE id IN (
-                   SELECT id FROM jobs
-                   WHERE state = 'leased' AND lease_expires_at < now()
-                   ORDER BY lease_expires_at
-                   LIMIT $1
-                   FOR UPDATE SKIP LOCKED
-               )
-               RETURNING id, task_id, state"#,
-            limit,
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut rescued = Rescued::default();
-        for row in rows {
-            if row.state == "dead" {
-                self.fail_task_quietly(&mut tx, TaskId(row.task_id), on_dead)
-                    .await?;
-                rescued.dead.push(JobId(row.id));
-            } else {
-                rescued.requeued.push(JobId(row.id));
+        in_tx!(self, |tx| {
+            let rows = sqlx::query!(
+                r#"UPDATE jobs SET
+                       state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
+                       finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
+                       run_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+                       last_error = 'lease expired: the worker holding it stopped heartbeating'
+                   WHERE id IN (
+                       SELECT id FROM jobs
+                       WHERE state = 'leased' AND lease_expires_at < now()
+                       ORDER BY lease_expires_at
+                       LIMIT $1
+                       FOR UPDATE SKIP LOCKED
+                   )
+                   RETURNING id, task_id, state"#,
+                limit,
+            )
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut rescued = Rescued::default();
+            for row in rows {
+                if row.state == "dead" {
+                    self.fail_task_quietly(tx, TaskId(row.task_id), on_dead)
+                        .await?;
+                    rescued.dead.push(JobId(row.id));
+                } else {
+                    rescued.requeued.push(JobId(row.id));
+                }
             }
-        }
-        if !rescued.requeued.is_empty() {
-            notify(&mut tx, &self.channels.jobs, "rescued").await?;
-        }
-        tx.commit().await?;
-        Ok(rescued)
+            if !rescued.requeued.is_empty() {
+                notify(tx, &self.channels.jobs, "rescued").await?;
+            }
+            Ok(rescued)
+        })
     }
 
     /// Puts a dead job back in the queue with a fresh set of attempts.
     pub async fn job_requeue(&self, job_id: JobId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let state =
-            sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::JobNotFound(job_id))?;
-        if state != "dead" {
-            return Err(StoreError::JobNotDead { job: job_id, state });
-        }
-        sqlx::query!(
-            r#"UPDATE jobs SET state = 'ready', attempt = 0, run_at = now(), finished_at = NULL
-               WHERE id = $1"#,
-            job_id.0,
-        )
-        .execute(&mut *tx)
-        .await?;
-        notify(&mut tx, &self.channels.jobs, "requeued").await?;
-        tx.commit().await?;
-        Ok(())
+        in_tx!(self, |tx| {
+            let state =
+                sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::JobNotFound(job_id))?;
+            if state != "dead" {
+                return Err(StoreError::JobNotDead { job: job_id, state });
+            }
+            sqlx::query!(
+                r#"UPDATE jobs SET state = 'ready', attempt = 0, run_at = now(), finished_at = NULL
+                   WHERE id = $1"#,
+                job_id.0,
+            )
+            .execute(&mut **tx)
+            .await?;
+            notify(tx, &self.channels.jobs, "requeued").await?;
+            Ok(())
+        })
     }
 
     /// Dead-lettered jobs, most recent first.

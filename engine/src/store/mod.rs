@@ -126,6 +126,44 @@ impl Store {
     }
 }
 
+/// Runs `body` in a transaction bound to `$tx`: COMMIT when it succeeds,
+/// an explicit ROLLBACK when it fails. Merely dropping a failed transaction
+/// would leave the rollback queued until the connection's next use, and the
+/// row locks it holds meanwhile would make `SKIP LOCKED` claimers pass over
+/// rows that are in fact free. (A macro rather than a function taking an
+/// async closure: such closures are not yet `Send` when spawned.)
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $body:block) => {{
+        let mut transaction = $store.pool.begin().await?;
+        let result: Result<_, $crate::error::StoreError> = async {
+            let $tx = &mut transaction;
+            $body
+        }
+        .await;
+        $crate::store::finish(transaction, result).await
+    }};
+}
+pub(crate) use in_tx;
+
+/// Ends a transaction according to `result` (see [`in_tx`]).
+pub(crate) async fn finish<T>(
+    tx: Transaction<'static, Postgres>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "rollback failed; the connection is discarded");
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Schema names go into `search_path` and one `CREATE SCHEMA`, so they are
 /// restricted to plain lower-case identifiers.
 fn validate_schema(schema: &str) -> Result<&str, StoreError> {

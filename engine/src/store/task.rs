@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use super::in_tx;
 use super::job::{Lease, NewJob, insert_job};
 use super::push::PushConfig;
 use super::row::{Snapshot, TaskRow};
@@ -73,47 +74,46 @@ impl Store {
         // Two loops at most: a concurrent submit of the same key that rolls
         // back after we saw its key leaves the key free for us.
         for _ in 0..3 {
-            let mut tx = self.pool.begin().await?;
             let id = TaskId::new();
-            let claimed = sqlx::query_scalar!(
-                r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
-                   VALUES ($1, $2, $3, $4)
-                   ON CONFLICT DO NOTHING
-                   RETURNING task_id"#,
-                new.caller.tenant,
-                new.caller.principal,
-                new.idempotency_key,
-                id.0,
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            if claimed.is_none() {
-                tx.rollback().await?;
-                let existing = sqlx::query_scalar!(
-                    "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
+            let created = in_tx!(self, |tx| {
+                let claimed = sqlx::query_scalar!(
+                    r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
+                           VALUES ($1, $2, $3, $4)
+                           ON CONFLICT DO NOTHING
+                           RETURNING task_id"#,
                     new.caller.tenant,
                     new.caller.principal,
                     new.idempotency_key,
+                    id.0,
                 )
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut **tx)
                 .await?;
-                match existing {
-                    Some(task_id) => {
-                        let task = self.task_load(TaskId(task_id)).await?;
-                        return Ok(Submission {
-                            task,
-                            created: false,
-                        });
-                    }
-                    None => continue,
+                match claimed {
+                    Some(_) => Ok(Some(self.insert_task(tx, id, &new).await?)),
+                    None => Ok(None),
                 }
+            })?;
+            if let Some(task) = created {
+                return Ok(Submission {
+                    task,
+                    created: true,
+                });
             }
-            let task = self.insert_task(&mut tx, id, &new).await?;
-            tx.commit().await?;
-            return Ok(Submission {
-                task,
-                created: true,
-            });
+            let existing = sqlx::query_scalar!(
+                "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
+                new.caller.tenant,
+                new.caller.principal,
+                new.idempotency_key,
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(task_id) = existing {
+                let task = self.task_load(TaskId(task_id)).await?;
+                return Ok(Submission {
+                    task,
+                    created: false,
+                });
+            }
         }
         Err(StoreError::Corrupt(format!(
             "idempotency key {:?} kept changing hands",
@@ -206,72 +206,76 @@ impl Store {
             job,
             push_config,
         } = follow_up;
-        let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query_scalar!(
-            r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
-               VALUES ($1, $2, $3, $4)
-               ON CONFLICT DO NOTHING
-               RETURNING task_id"#,
-            caller.tenant,
-            caller.principal,
-            idempotency_key,
-            task_id.0,
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if claimed.is_none() {
-            tx.rollback().await?;
-            let seen = sqlx::query_scalar!(
-                "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
+        let continued = in_tx!(self, |tx| {
+            let claimed = sqlx::query_scalar!(
+                r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
+                       VALUES ($1, $2, $3, $4)
+                       ON CONFLICT DO NOTHING
+                       RETURNING task_id"#,
                 caller.tenant,
                 caller.principal,
                 idempotency_key,
+                task_id.0,
             )
-            .fetch_one(&self.pool)
+            .fetch_optional(&mut **tx)
             .await?;
-            let task = self.task_get(&caller, TaskId(seen)).await?;
+            if claimed.is_none() {
+                return Ok(None);
+            }
+            let row = lock_task(tx, task_id)
+                .await?
+                .filter(|row| visible_to(row, &caller));
+            let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
+            if let Some(given) = context_id.filter(|c| *c != task.context_id) {
+                return Err(StoreError::ContextMismatch {
+                    task: task_id,
+                    actual: task.context_id,
+                    given,
+                });
+            }
+            if task.state.is_terminal() {
+                return Err(StoreError::Rejected {
+                    task: task_id,
+                    source: crate::task::FoldError::Terminal(task.state),
+                });
+            }
+            if !task.state.is_interrupted() {
+                return Err(StoreError::NotInterrupted {
+                    task: task_id,
+                    state: task.state,
+                });
+            }
+            message.task_id = Some(task_id.to_string());
+            message.context_id = Some(task.context_id.clone());
+            let task = self
+                .append_in_tx(tx, task_id, &[TaskEvent::Message(message)])
+                .await?;
+            insert_job(tx, task_id, &job).await?;
+            notify(tx, &self.channels.jobs, &job.kind).await?;
+            if let Some(push) = &push_config {
+                insert_push_config(tx, task_id, push).await?;
+            }
+            Ok(Some(task))
+        })?;
+        if let Some(task) = continued {
             return Ok(Submission {
                 task,
-                created: false,
+                created: true,
             });
         }
-        let row = lock_task(&mut tx, task_id)
-            .await?
-            .filter(|row| visible_to(row, &caller));
-        let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
-        if let Some(given) = context_id.filter(|c| *c != task.context_id) {
-            return Err(StoreError::ContextMismatch {
-                task: task_id,
-                actual: task.context_id,
-                given,
-            });
-        }
-        if task.state.is_terminal() {
-            return Err(StoreError::Rejected {
-                task: task_id,
-                source: crate::task::FoldError::Terminal(task.state),
-            });
-        }
-        if !task.state.is_interrupted() {
-            return Err(StoreError::NotInterrupted {
-                task: task_id,
-                state: task.state,
-            });
-        }
-        message.task_id = Some(task_id.to_string());
-        message.context_id = Some(task.context_id.clone());
-        let task = self
-            .append_in_tx(&mut tx, task_id, &[TaskEvent::Message(message)])
-            .await?;
-        insert_job(&mut tx, task_id, &job).await?;
-        notify(&mut tx, &self.channels.jobs, &job.kind).await?;
-        if let Some(push) = &push_config {
-            insert_push_config(&mut tx, task_id, push).await?;
-        }
-        tx.commit().await?;
+        // The key was used before: answer with the task it went to.
+        let seen = sqlx::query_scalar!(
+            "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
+            caller.tenant,
+            caller.principal,
+            idempotency_key,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let task = self.task_get(&caller, TaskId(seen)).await?;
         Ok(Submission {
             task,
-            created: true,
+            created: false,
         })
     }
 
@@ -284,13 +288,13 @@ impl Store {
         events: &[TaskEvent],
         fence: Option<&Lease>,
     ) -> Result<TaskRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let task = self.append_in_tx(&mut tx, task_id, events).await?;
-        if let Some(lease) = fence {
-            lease.confirm(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(task)
+        in_tx!(self, |tx| {
+            let task = self.append_in_tx(tx, task_id, events).await?;
+            if let Some(lease) = fence {
+                lease.confirm(tx).await?;
+            }
+            Ok(task)
+        })
     }
 
     /// The append itself; the caller owns the transaction (and any fencing).
@@ -354,30 +358,30 @@ impl Store {
         task_id: TaskId,
         reason: Option<Message>,
     ) -> Result<TaskRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = lock_task(&mut tx, task_id)
-            .await?
-            .filter(|row| visible_to(row, caller));
-        let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
-        if task.state == TaskState::Canceled {
-            return Ok(task);
-        }
-        let task = self
-            .append_in_tx(
-                &mut tx,
-                task_id,
-                &[TaskEvent::status(TaskState::Canceled, reason)],
+        in_tx!(self, |tx| {
+            let row = lock_task(tx, task_id)
+                .await?
+                .filter(|row| visible_to(row, caller));
+            let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
+            if task.state == TaskState::Canceled {
+                return Ok(task);
+            }
+            let task = self
+                .append_in_tx(
+                    tx,
+                    task_id,
+                    &[TaskEvent::status(TaskState::Canceled, reason)],
+                )
+                .await?;
+            sqlx::query!(
+                r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task canceled'
+                   WHERE task_id = $1 AND state = 'ready'"#,
+                task_id.0,
             )
+            .execute(&mut **tx)
             .await?;
-        sqlx::query!(
-            r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task canceled'
-               WHERE task_id = $1 AND state = 'ready'"#,
-            task_id.0,
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(task)
+            Ok(task)
+        })
     }
 
     /// A caller's task; invisible tasks are reported as not found.

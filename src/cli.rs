@@ -41,12 +41,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
+        file: ConfigArgs,
+        #[command(flatten)]
         serve: ServeArgs,
     },
     /// Claim and run jobs.
     Worker {
         #[command(flatten)]
         db: DatabaseArgs,
+        #[command(flatten)]
+        file: ConfigArgs,
         #[command(flatten)]
         worker: WorkerArgs,
     },
@@ -55,9 +59,24 @@ pub(crate) enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
+        file: ConfigArgs,
+        #[command(flatten)]
         serve: ServeArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+    },
+    /// Run the scriptable demo A2A agent (see `src/demo_agent.rs` for its commands).
+    DemoAgent {
+        /// host:port to listen on.
+        #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+    },
+    /// Register, list and remove remote agents.
+    Agents {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: AgentsCommand,
     },
     /// Inspect and requeue jobs.
     Jobs {
@@ -77,6 +96,24 @@ pub(crate) enum JobsCommand {
     },
     /// Put a dead job back in the queue with a fresh set of attempts.
     Requeue { job_id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentsCommand {
+    /// Register an agent (its Agent Card is fetched and checked first).
+    Add { name: String, url: String },
+    /// List registered agents.
+    List,
+    /// Unregister an agent.
+    Remove { name: String },
+}
+
+/// The configuration file.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArgs {
+    /// TOML file with `[[agents]]`, `[[routes]]` and `default_agent`.
+    #[arg(long = "config", env = "SWITCHYARD_CONFIG")]
+    pub(crate) path: Option<std::path::PathBuf>,
 }
 
 /// Where the database is.
@@ -168,6 +205,9 @@ pub(crate) struct WorkerArgs {
     /// On shutdown, how long in-flight jobs may finish before their leases are released.
     #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub(crate) drain_timeout: Duration,
+    /// How long a remote agent may stay silent on one call.
+    #[arg(long, env = "SWITCHYARD_REMOTE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) remote_timeout: Duration,
     /// Delay before the first retry; it doubles per attempt.
     #[arg(long, env = "SWITCHYARD_RETRY_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub(crate) retry_base: Duration,

@@ -1,6 +1,8 @@
 //! The `switchyard` binary: `migrate`, `serve`, `worker`, `dev`, `jobs`.
 
 mod cli;
+mod config_file;
+mod demo_agent;
 
 use std::io::Write;
 
@@ -12,7 +14,10 @@ use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, DatabaseArgs, JobsCommand, LogFormat, ServeArgs, WorkerArgs};
+use cli::{
+    AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, LogFormat, ServeArgs, WorkerArgs,
+};
+use config_file::FileConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,29 +25,53 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Migrate { db, undo } => migrate(&db, undo).await,
-        Command::Serve { db, serve: args } => {
-            let shutdown = shutdown_on_signal();
-            serve(open(&db).await?, &args, shutdown).await
+        Command::Serve {
+            db,
+            file,
+            serve: args,
+        } => {
+            let file = FileConfig::load(file.path.as_deref())?;
+            let store = open(&db).await?;
+            file.register(&store).await?;
+            serve(store, &file, &args, shutdown_on_signal()).await
         }
-        Command::Worker { db, worker: args } => {
-            let shutdown = shutdown_on_signal();
-            work(open(&db).await?, &args, shutdown).await
+        Command::Worker {
+            db,
+            file,
+            worker: args,
+        } => {
+            let file = FileConfig::load(file.path.as_deref())?;
+            let store = open(&db).await?;
+            file.register(&store).await?;
+            work(store, &args, shutdown_on_signal()).await
         }
         Command::Dev {
             db,
+            file,
             serve: serve_args,
             worker: worker_args,
         } => {
+            let file = FileConfig::load(file.path.as_deref())?;
             let store = open(&db).await?;
             store.migrate().await.context("migrating the database")?;
+            file.register(&store).await?;
             let shutdown = shutdown_on_signal();
             let (api, worker) = tokio::join!(
-                serve(store.clone(), &serve_args, shutdown.clone()),
+                serve(store.clone(), &file, &serve_args, shutdown.clone()),
                 work(store.clone(), &worker_args, shutdown.clone())
             );
             api.and(worker)
         }
+        Command::Agents { db, command } => agents(open(&db).await?, command).await,
         Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
+        Command::DemoAgent { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            tracing::info!(listen = %listener.local_addr()?, "demo agent serving");
+            demo_agent::serve(listener, shutdown_on_signal()).await?;
+            Ok(())
+        }
     }
 }
 
@@ -78,12 +107,20 @@ async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(store: Store, args: &ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve(
+    store: Store,
+    file: &FileConfig,
+    args: &ServeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
-    let config = args.api_config(bound);
+    let config = switchyard_api::ApiConfig {
+        routing: file.routing(),
+        ..args.api_config(bound)
+    };
     tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
     let state = AppState::new(store, config, shutdown.clone());
     switchyard_api::serve(listener, state, shutdown, args.http_drain_timeout).await?;
@@ -91,8 +128,65 @@ async fn serve(store: Store, args: &ServeArgs, shutdown: CancellationToken) -> a
 }
 
 async fn work(store: Store, args: &WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let worker = Worker::new(store, args.worker_config(), Dispatcher::new())?;
+    let worker = Worker::new(
+        store,
+        args.worker_config(),
+        Dispatcher::new(args.remote_timeout),
+    )?;
     worker.run(shutdown).await?;
+    Ok(())
+}
+
+async fn agents(store: Store, command: AgentsCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        AgentsCommand::Add { name, url } => {
+            let card = switchyard_worker::delegate::fetch_card(&url)
+                .await
+                .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
+            store.agent_upsert(&name, &url).await?;
+            store.agent_set_card(&name, &card).await?;
+            writeln!(
+                out,
+                "agent {name} registered ({})",
+                card["name"].as_str().unwrap_or("unnamed")
+            )?;
+        }
+        AgentsCommand::List => {
+            writeln!(
+                out,
+                "{:<20} {:<40} {:>8}  SKILLS",
+                "NAME", "URL", "FAILURES"
+            )?;
+            for agent in store.agents_list().await? {
+                let skills: Vec<String> = agent
+                    .card
+                    .as_ref()
+                    .and_then(|c| c["skills"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|s| s["id"].as_str().map(str::to_owned))
+                    .collect();
+                let skills = if agent.card.is_none() {
+                    "(card not fetched yet)".to_owned()
+                } else {
+                    skills.join(",")
+                };
+                writeln!(
+                    out,
+                    "{:<20} {:<40} {:>8}  {skills}",
+                    agent.name, agent.url, agent.consecutive_failures
+                )?;
+            }
+        }
+        AgentsCommand::Remove { name } => {
+            anyhow::ensure!(
+                store.agent_remove(&name).await?,
+                "no agent named {name:?} is registered"
+            );
+            writeln!(out, "agent {name} removed")?;
+        }
+    }
     Ok(())
 }
 

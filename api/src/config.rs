@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use switchyard_engine::route::RoutingRules;
+
 /// How the API serves requests.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -15,6 +17,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Attempts a delegation gets before it is dead-lettered.
     pub max_attempts: i32,
+    /// How messages are routed to registered agents.
+    pub routing: RoutingRules,
 }
 
 impl ApiConfig {
@@ -25,6 +29,7 @@ impl ApiConfig {
             blocking_timeout: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
             max_attempts: 8,
+            routing: RoutingRules::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use a2a::{
     SendMessageResponse, SubscribeToTaskRequest, Task, TaskPushNotificationConfig,
 };
 use serde_json::json;
+use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
     Caller, FollowUp, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId,
     TaskRecord, TaskState,
@@ -143,6 +144,21 @@ impl A2aHandler {
                 Ok(self.store.task_continue(follow_up).await?.task)
             }
             None => {
+                // Route now, so a message nobody can take is rejected at once
+                // with the reason, and the job names its agent.
+                let agents = self.store.agents_list().await?;
+                let target = Target::from_metadata(message.metadata.as_ref());
+                let (job, reject_reason) =
+                    match route::choose(&target, &agents, &self.config.routing) {
+                        Ok(agent) => (
+                            Some(NewJob {
+                                payload: json!({ "agent": agent }),
+                                ..job
+                            }),
+                            None,
+                        ),
+                        Err(no_route) => (None, Some(no_route.to_string())),
+                    };
                 // The id is filled in by the store; validate the rest now.
                 let push_config = push_config
                     .map(|p| push_config_from(TaskId(uuid::Uuid::nil()), p))
@@ -155,8 +171,8 @@ impl A2aHandler {
                     metadata,
                     trace_context: None,
                     parent_id: None,
-                    job: Some(job),
-                    reject_reason: None,
+                    job,
+                    reject_reason,
                     push_config,
                 };
                 Ok(self.store.task_submit(new).await?.task)

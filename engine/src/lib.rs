@@ -8,6 +8,7 @@
 //! - [`event`]: the events a task's append-only log holds.
 //! - [`task`]: the task snapshot and the fold that builds it from events.
 //! - [`retry`]: the pure delay function behind durable retries.
+//! - [`route`]: which registered agent a message goes to.
 //! - [`store`]: PostgreSQL — submit, append-and-fold, cancel, and the job
 //!   queue (claim, lease, heartbeat, complete, retry, dead-letter, rescue,
 //!   requeue). All SQL in Switchyard lives here.
@@ -22,6 +23,7 @@ pub mod event;
 pub mod id;
 pub mod notify;
 pub mod retry;
+pub mod route;
 pub mod state;
 pub mod store;
 pub mod task;
@@ -33,8 +35,8 @@ pub use notify::{Channels, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    ClaimedJob, Cursor, FollowUp, JobFate, JobRecord, JobState, Lease, NewJob, NewTask, PushConfig,
-    Rescued, Store, StoreConfig, Submission, TaskFilter, TaskPage,
+    AgentRecord, ClaimedJob, Cursor, Delegation, FollowUp, JobFate, JobRecord, JobState, Lease,
+    NewJob, NewTask, PushConfig, Rescued, Store, StoreConfig, Submission, TaskFilter, TaskPage,
 };
 pub use task::{FoldError, TaskRecord};
 

@@ -7,6 +7,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use switchyard_api::{ApiConfig, AppState};
 use switchyard_engine::Store;
+use switchyard_engine::route::RoutingRules;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::TestDb;
@@ -34,8 +35,19 @@ impl Api {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        // Messages route to a registered agent no worker ever calls here, so
+        // tasks stay where the tests put them.
+        store
+            .agent_upsert("stub", "http://127.0.0.1:9")
+            .await
+            .expect("register the stub agent");
+        let routing = RoutingRules {
+            default_agent: Some("stub".into()),
+            ..RoutingRules::default()
+        };
         let config = tweak(ApiConfig {
             blocking_timeout: Duration::from_secs(5),
+            routing,
             ..ApiConfig::new(base.clone())
         });
         let shutdown = CancellationToken::new();

@@ -113,7 +113,13 @@ async fn the_official_python_client_works_in_every_mode() {
     let db = TestDb::new().await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _server = switchyard(&db, &["serve", "--listen", &listen])
+    // A default agent that no worker calls: tasks stay where the test puts them.
+    let config = std::env::temp_dir().join(format!("{}-interop.toml", db.schema));
+    let toml =
+        "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n";
+    std::fs::write(&config, toml).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let _server = switchyard(&db, &["serve", "--listen", &listen, "--config", &config])
         .spawn()
         .expect("serve");
     eventually(Duration::from_secs(30), "the server up", || async {

@@ -9,8 +9,12 @@
 //!   claims batches, runs them with bounded concurrency, heartbeats their
 //!   leases, rescues leases other workers lost, and drains on shutdown.
 //! - [`dispatch`]: the built-in handler that routes each job kind.
+//! - [`delegate`]: carries a task to its remote agent (streaming, blocking
+//!   or polling, as the agent's card allows), checkpoints the remote ids,
+//!   folds the agent's events into the task, and resumes after a crash.
 
 pub mod config;
+pub mod delegate;
 pub mod dispatch;
 pub mod handler;
 pub mod runtime;

@@ -4,6 +4,7 @@
 //! so names in SQL are unqualified and one database can hold several
 //! isolated deployments side by side (each test run gets its own).
 
+mod agent;
 mod job;
 mod list;
 mod push;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 
+pub use agent::{AgentRecord, Delegation};
 pub use job::{ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use push::PushConfig;

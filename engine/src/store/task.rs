@@ -380,6 +380,17 @@ impl Store {
             )
             .execute(&mut **tx)
             .await?;
+            // The remote agent's task is canceled too, by a worker (the api
+            // makes no outbound calls).
+            sqlx::query!(
+                r#"INSERT INTO jobs (task_id, kind, max_attempts)
+                   SELECT task_id, 'cancel_remote', 5 FROM delegations
+                   WHERE task_id = $1 AND remote_task_id IS NOT NULL"#,
+                task_id.0,
+            )
+            .execute(&mut **tx)
+            .await?;
+            notify(tx, &self.channels.jobs, "cancel_remote").await?;
             Ok(task)
         })
     }

@@ -1,0 +1,150 @@
+//! Remote agents and delegations: who a task went to, under which remote ids.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::Store;
+use crate::error::StoreError;
+use crate::id::TaskId;
+
+/// A registered remote A2A agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub name: String,
+    pub url: String,
+    /// Its Agent Card as last fetched (JSON), if it has been.
+    pub card: Option<Value>,
+    pub card_fetched_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: i32,
+}
+
+impl AgentRecord {
+    /// Whether the stored card lists a skill with this id.
+    pub fn offers_skill(&self, skill: &str) -> bool {
+        self.card
+            .as_ref()
+            .and_then(|c| c.get("skills"))
+            .and_then(Value::as_array)
+            .is_some_and(|skills| {
+                skills
+                    .iter()
+                    .any(|s| s.get("id").and_then(Value::as_str) == Some(skill))
+            })
+    }
+}
+
+/// A task's delegation checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delegation {
+    pub agent: String,
+    pub remote_task_id: Option<String>,
+    pub remote_context_id: Option<String>,
+    pub forwarded_message_id: Option<String>,
+}
+
+impl Store {
+    /// Registers an agent, or updates its URL (keeping its card if the URL is unchanged).
+    pub async fn agent_upsert(&self, name: &str, url: &str) -> Result<(), StoreError> {
+        sqlx::query!(
+            r#"INSERT INTO agents (name, url) VALUES ($1, $2)
+               ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url,
+                   card = CASE WHEN agents.url = EXCLUDED.url THEN agents.card END,
+                   card_fetched_at = CASE WHEN agents.url = EXCLUDED.url THEN agents.card_fetched_at END"#,
+            name,
+            url,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a freshly fetched card.
+    pub async fn agent_set_card(&self, name: &str, card: &Value) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE agents SET card = $2, card_fetched_at = now() WHERE name = $1",
+            name,
+            card
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the outcome of a call: failures count up, a success resets.
+    pub async fn agent_record_call(&self, name: &str, ok: bool) -> Result<(), StoreError> {
+        sqlx::query!(
+            r#"UPDATE agents SET consecutive_failures = CASE WHEN $2 THEN 0 ELSE consecutive_failures + 1 END
+               WHERE name = $1"#,
+            name,
+            ok,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes an agent; true when one was removed.
+    pub async fn agent_remove(&self, name: &str) -> Result<bool, StoreError> {
+        let removed = sqlx::query!("DELETE FROM agents WHERE name = $1", name)
+            .execute(&self.pool)
+            .await?;
+        Ok(removed.rows_affected() > 0)
+    }
+
+    /// One agent by name.
+    pub async fn agent_get(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query_as!(
+            AgentRecord,
+            "SELECT name, url, card, card_fetched_at, consecutive_failures FROM agents WHERE name = $1",
+            name
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// Every agent, by name.
+    pub async fn agents_list(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        Ok(sqlx::query_as!(
+            AgentRecord,
+            "SELECT name, url, card, card_fetched_at, consecutive_failures FROM agents ORDER BY name"
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A task's delegation checkpoint, if it has one.
+    pub async fn delegation_get(&self, task_id: TaskId) -> Result<Option<Delegation>, StoreError> {
+        let row = sqlx::query_as!(
+            Delegation,
+            "SELECT agent, remote_task_id, remote_context_id, forwarded_message_id FROM delegations WHERE task_id = $1",
+            task_id.0
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// Checkpoints a delegation (remote ids as soon as they are known).
+    pub async fn delegation_put(
+        &self,
+        task_id: TaskId,
+        delegation: &Delegation,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            r#"INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
+                   remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
+                   forwarded_message_id = EXCLUDED.forwarded_message_id, updated_at = now()"#,
+            task_id.0,
+            delegation.agent,
+            delegation.remote_task_id,
+            delegation.remote_context_id,
+            delegation.forwarded_message_id,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS delegations;
+DROP TABLE IF EXISTS agents;

@@ -1,0 +1,105 @@
+//! The TOML configuration file (`--config`): remote agents and routes.
+//!
+//! ```toml
+//! default_agent = "echo"
+//!
+//! [[agents]]
+//! name = "echo"
+//! url = "http://127.0.0.1:9090"
+//!
+//! [[routes]]
+//! skill = "translate"
+//! agent = "translator"
+//! ```
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+use switchyard_engine::Store;
+use switchyard_engine::route::RoutingRules;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    #[serde(default)]
+    agents: Vec<AgentEntry>,
+    #[serde(default)]
+    routes: Vec<RouteEntry>,
+    default_agent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentEntry {
+    name: String,
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteEntry {
+    skill: String,
+    agent: String,
+}
+
+impl FileConfig {
+    /// Reads and checks the file; no file means no agents and no routes.
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: FileConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for agent in &config.agents {
+            anyhow::ensure!(
+                agent.url.starts_with("http://") || agent.url.starts_with("https://"),
+                "agent {:?}: url must be http(s), got {:?}",
+                agent.name,
+                agent.url
+            );
+        }
+        let known = |name: &str| config.agents.iter().any(|a| a.name == name);
+        for route in &config.routes {
+            anyhow::ensure!(
+                known(&route.agent),
+                "route for skill {:?} names unknown agent {:?}",
+                route.skill,
+                route.agent
+            );
+        }
+        if let Some(name) = &config.default_agent {
+            anyhow::ensure!(
+                known(name),
+                "default_agent {name:?} is not among [[agents]]"
+            );
+        }
+        Ok(config)
+    }
+
+    /// The routing rules the file configures.
+    pub(crate) fn routing(&self) -> RoutingRules {
+        RoutingRules {
+            skills: self
+                .routes
+                .iter()
+                .map(|r| (r.skill.clone(), r.agent.clone()))
+                .collect(),
+            default_agent: self.default_agent.clone(),
+        }
+    }
+
+    /// Registers the file's agents (adding or updating; agents added with
+    /// `switchyard agents add` are left alone).
+    pub(crate) async fn register(&self, store: &Store) -> anyhow::Result<()> {
+        for agent in &self.agents {
+            store
+                .agent_upsert(&agent.name, &agent.url)
+                .await
+                .with_context(|| format!("registering {}", agent.name))?;
+        }
+        Ok(())
+    }
+}

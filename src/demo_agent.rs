@@ -1,0 +1,486 @@
+//! `switchyard demo-agent`: a real A2A v1.0 agent (JSON-RPC, with SSE) whose
+//! behaviour the message chooses, for tests, benchmarks and the walkthrough.
+//!
+//! The first text part of a message is a command:
+//!
+//! | command | behaviour |
+//! | --- | --- |
+//! | `echo TEXT` | completes with an artifact holding TEXT |
+//! | `stream N` | works, then sends N artifact chunks, then completes |
+//! | `sleep MS` | completes after MS milliseconds |
+//! | `ask` | asks for input; the answer completes it (artifact `answer: …`) |
+//! | `fail N REST` | answers HTTP 503 to the first N deliveries of this messageId, then runs REST |
+//! | `reject` | rejects the task |
+//! | `message TEXT` | answers with a Message, no task |
+//! | `hang` | works forever (until canceled) |
+//!
+//! `GET /received` reports how many times each messageId arrived, so tests
+//! can check what a broker delivered.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use a2a::{
+    Artifact, Message, Part, Role, SendMessageRequest, StreamResponse, Task,
+    TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent,
+};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Inner {
+    tasks: HashMap<String, AgentTask>,
+    received: HashMap<String, u32>,
+}
+
+struct AgentTask {
+    context_id: String,
+    events: Vec<StreamResponse>,
+    changed: watch::Sender<usize>,
+}
+
+#[derive(Clone, Default)]
+struct Agent {
+    inner: Arc<Mutex<Inner>>,
+    url: Arc<String>,
+}
+
+impl Agent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, task_id: &str, event: StreamResponse) {
+        let mut inner = self.lock();
+        if let Some(task) = inner.tasks.get_mut(task_id) {
+            task.events.push(event);
+            let n = task.events.len();
+            task.changed.send_replace(n);
+        }
+    }
+
+    fn status(&self, task_id: &str, state: TaskState, text: Option<&str>) {
+        let context_id = self
+            .lock()
+            .tasks
+            .get(task_id)
+            .map(|t| t.context_id.clone())
+            .unwrap_or_default();
+        let message = text.map(|t| {
+            let mut m = Message::new(Role::Agent, vec![Part::text(t)]);
+            m.context_id = Some(context_id.clone());
+            m.task_id = Some(task_id.to_owned());
+            m
+        });
+        self.push(
+            task_id,
+            StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
+                task_id: task_id.to_owned(),
+                context_id,
+                status: TaskStatus {
+                    state,
+                    message,
+                    timestamp: Some(chrono::Utc::now()),
+                },
+                metadata: None,
+            }),
+        );
+    }
+
+    fn artifact(&self, task_id: &str, text: &str, append: bool, last: bool) {
+        let context_id = self
+            .lock()
+            .tasks
+            .get(task_id)
+            .map(|t| t.context_id.clone())
+            .unwrap_or_default();
+        self.push(
+            task_id,
+            StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
+                task_id: task_id.to_owned(),
+                context_id,
+                artifact: Artifact {
+                    artifact_id: "result".into(),
+                    name: Some("result".into()),
+                    description: None,
+                    parts: vec![Part::text(text)],
+                    metadata: None,
+                    extensions: None,
+                },
+                append: append.then_some(true),
+                last_chunk: last.then_some(true),
+                metadata: None,
+            }),
+        );
+    }
+
+    /// The task as folded from its events.
+    fn snapshot(&self, task_id: &str) -> Option<Task> {
+        let inner = self.lock();
+        let task = inner.tasks.get(task_id)?;
+        let mut snapshot = Task {
+            id: task_id.to_owned(),
+            context_id: task.context_id.clone(),
+            status: TaskStatus {
+                state: TaskState::Submitted,
+                message: None,
+                timestamp: Some(chrono::Utc::now()),
+            },
+            artifacts: None,
+            history: None,
+            metadata: None,
+        };
+        for event in &task.events {
+            match event {
+                StreamResponse::StatusUpdate(s) => snapshot.status = s.status.clone(),
+                StreamResponse::ArtifactUpdate(a) => {
+                    let artifacts = snapshot.artifacts.get_or_insert_with(Vec::new);
+                    match artifacts
+                        .iter_mut()
+                        .find(|x| x.artifact_id == a.artifact.artifact_id)
+                    {
+                        Some(existing) if a.append == Some(true) => {
+                            existing.parts.extend(a.artifact.parts.clone())
+                        }
+                        Some(existing) => *existing = a.artifact.clone(),
+                        None => artifacts.push(a.artifact.clone()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(snapshot)
+    }
+
+    fn settled(&self, task_id: &str) -> bool {
+        self.snapshot(task_id).is_some_and(|t| {
+            t.status.state.is_terminal() || t.status.state == TaskState::InputRequired
+        })
+    }
+
+    /// Runs a command on a task, pushing its events over time.
+    async fn run(self, task_id: String, command: String) {
+        let mut words = command.split_whitespace();
+        let verb = words.next().unwrap_or("echo").to_owned();
+        let rest: Vec<&str> = words.collect();
+        let pause = Duration::from_millis(20);
+        match verb.as_str() {
+            "stream" => {
+                let n: usize = rest.first().and_then(|n| n.parse().ok()).unwrap_or(3);
+                self.status(&task_id, TaskState::Working, None);
+                for i in 0..n {
+                    tokio::time::sleep(pause).await;
+                    self.artifact(&task_id, &format!("chunk {i};"), i > 0, i + 1 == n);
+                }
+                self.status(&task_id, TaskState::Completed, Some("streamed"));
+            }
+            "sleep" => {
+                let ms: u64 = rest.first().and_then(|n| n.parse().ok()).unwrap_or(100);
+                self.status(&task_id, TaskState::Working, None);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.artifact(&task_id, "slept", false, true);
+                self.status(&task_id, TaskState::Completed, None);
+            }
+            "ask" => self.status(
+                &task_id,
+                TaskState::InputRequired,
+                Some("what is your answer?"),
+            ),
+            "reject" => self.status(&task_id, TaskState::Rejected, Some("I do not do that")),
+            "hang" => self.status(&task_id, TaskState::Working, None),
+            _ => {
+                let text = if verb == "echo" {
+                    rest.join(" ")
+                } else {
+                    command.clone()
+                };
+                self.status(&task_id, TaskState::Working, None);
+                tokio::time::sleep(pause).await;
+                self.artifact(&task_id, &text, false, true);
+                self.status(&task_id, TaskState::Completed, None);
+            }
+        }
+    }
+
+    /// Accepts a message: a new task, an answer to a question, or a Message reply.
+    fn accept(&self, request: &SendMessageRequest) -> Result<Accepted, (StatusCode, Value)> {
+        let message = &request.message;
+        let text = message.text().unwrap_or("").trim().to_owned();
+        let mut command = text.clone();
+        // `fail N REST`: refuse the first N deliveries of this messageId.
+        let seen = {
+            let mut inner = self.lock();
+            let n = inner
+                .received
+                .entry(message.message_id.clone())
+                .or_insert(0);
+            *n += 1;
+            *n
+        };
+        if let Some(rest) = text.strip_prefix("fail ") {
+            let mut words = rest.splitn(2, ' ');
+            let n: u32 = words.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            if seen <= n {
+                return Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "try again"}),
+                ));
+            }
+            command = words.next().unwrap_or("echo recovered").to_owned();
+        }
+        if let Some(reply) = command.strip_prefix("message ") {
+            let mut m = Message::new(Role::Agent, vec![Part::text(reply)]);
+            m.context_id = message
+                .context_id
+                .clone()
+                .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
+            return Ok(Accepted::Message(m));
+        }
+        if let Some(task_id) = message.task_id.clone() {
+            let known = self.lock().tasks.contains_key(&task_id);
+            if !known {
+                return Err((
+                    StatusCode::OK,
+                    json!({"code": -32001, "message": "task not found"}),
+                ));
+            }
+            let answer = text.clone();
+            let agent = self.clone();
+            let id = task_id.clone();
+            tokio::spawn(async move {
+                agent.status(&id, TaskState::Working, None);
+                agent.artifact(&id, &format!("answer: {answer}"), false, true);
+                agent.status(&id, TaskState::Completed, None);
+            });
+            return Ok(Accepted::Task(task_id));
+        }
+        let task_id = uuid::Uuid::new_v4().to_string();
+        let context_id = message
+            .context_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (changed, _) = watch::channel(0);
+        self.lock().tasks.insert(
+            task_id.clone(),
+            AgentTask {
+                context_id,
+                events: Vec::new(),
+                changed,
+            },
+        );
+        tokio::spawn(self.clone().run(task_id.clone(), command));
+        Ok(Accepted::Task(task_id))
+    }
+
+    /// The task's events from index `from` on, until it settles.
+    fn follow(
+        &self,
+        task_id: String,
+        mut from: usize,
+    ) -> impl tokio_stream::Stream<Item = StreamResponse> + use<> {
+        let agent = self.clone();
+        async_stream_like(move |tx| async move {
+            let Some(mut rx) = agent
+                .lock()
+                .tasks
+                .get(&task_id)
+                .map(|t| t.changed.subscribe())
+            else {
+                return;
+            };
+            loop {
+                let batch: Vec<StreamResponse> = agent
+                    .lock()
+                    .tasks
+                    .get(&task_id)
+                    .map(|t| t.events[from..].to_vec())
+                    .unwrap_or_default();
+                for event in batch {
+                    from += 1;
+                    let stop = match &event {
+                        StreamResponse::StatusUpdate(s) => {
+                            s.status.state.is_terminal()
+                                || s.status.state == TaskState::InputRequired
+                        }
+                        _ => false,
+                    };
+                    if tx.send(event).await.is_err() || stop {
+                        return;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+enum Accepted {
+    Task(String),
+    Message(Message),
+}
+
+/// A stream fed by a producer task through a channel.
+fn async_stream_like<F, Fut>(producer: F) -> tokio_stream::wrappers::ReceiverStream<StreamResponse>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<StreamResponse>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(producer(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn rpc_result(id: &Value, result: Value) -> Response {
+    Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+}
+
+fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
+    Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
+        .into_response()
+}
+
+async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Response {
+    let id = call.get("id").cloned().unwrap_or(Value::Null);
+    let params = call.get("params").cloned().unwrap_or(json!({}));
+    let method = call.get("method").and_then(Value::as_str).unwrap_or("");
+    match method {
+        "SendMessage" | "SendStreamingMessage" => {
+            let Ok(request) = serde_json::from_value::<SendMessageRequest>(params) else {
+                return rpc_error(&id, -32602, "invalid params");
+            };
+            let accepted = match agent.accept(&request) {
+                Ok(a) => a,
+                Err((StatusCode::OK, e)) => {
+                    return Json(json!({"jsonrpc": "2.0", "id": id, "error": e})).into_response();
+                }
+                Err((status, body)) => return (status, Json(body)).into_response(),
+            };
+            let task_id = match accepted {
+                Accepted::Message(m) => {
+                    let wrapped =
+                        serde_json::to_value(StreamResponse::Message(m)).unwrap_or(Value::Null);
+                    if method == "SendMessage" {
+                        return rpc_result(&id, wrapped);
+                    }
+                    let event = Event::default()
+                        .data(json!({"jsonrpc": "2.0", "id": id, "result": wrapped}).to_string());
+                    return Sse::new(tokio_stream::once(Ok::<_, Infallible>(event)))
+                        .into_response();
+                }
+                Accepted::Task(task_id) => task_id,
+            };
+            if method == "SendMessage" {
+                let blocking = !request
+                    .configuration
+                    .and_then(|c| c.return_immediately)
+                    .unwrap_or(false);
+                while blocking && !agent.settled(&task_id) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return rpc_result(&id, json!({ "task": agent.snapshot(&task_id) }));
+            }
+            stream(&agent, id, task_id, true)
+        }
+        "GetTask" => match params
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|t| agent.snapshot(t))
+        {
+            Some(task) => rpc_result(&id, serde_json::to_value(task).unwrap_or(Value::Null)),
+            None => rpc_error(&id, -32001, "task not found"),
+        },
+        "SubscribeToTask" => match params.get("id").and_then(Value::as_str) {
+            Some(t) if agent.snapshot(t).is_some() => stream(&agent, id, t.to_owned(), true),
+            _ => rpc_error(&id, -32001, "task not found"),
+        },
+        "CancelTask" => match params.get("id").and_then(Value::as_str) {
+            Some(t)
+                if agent
+                    .snapshot(t)
+                    .is_some_and(|s| !s.status.state.is_terminal()) =>
+            {
+                agent.status(t, TaskState::Canceled, Some("canceled"));
+                rpc_result(
+                    &id,
+                    serde_json::to_value(agent.snapshot(t)).unwrap_or(Value::Null),
+                )
+            }
+            Some(t) if agent.snapshot(t).is_some() => rpc_error(&id, -32002, "task not cancelable"),
+            _ => rpc_error(&id, -32001, "task not found"),
+        },
+        _ => rpc_error(&id, -32601, "method not found"),
+    }
+}
+
+/// SSE: the task snapshot first, then its events until it settles.
+fn stream(agent: &Agent, id: Value, task_id: String, snapshot_first: bool) -> Response {
+    use tokio_stream::StreamExt;
+    let first = snapshot_first
+        .then(|| agent.snapshot(&task_id))
+        .flatten()
+        .map(StreamResponse::Task);
+    let already = agent
+        .lock()
+        .tasks
+        .get(&task_id)
+        .map(|t| t.events.len())
+        .unwrap_or(0);
+    let settled = agent.settled(&task_id);
+    let rest = agent.follow(task_id, already);
+    let events = tokio_stream::iter(first).chain(rest.take_while(move |_| !settled));
+    let frames = events.map(move |event| {
+        let data = json!({"jsonrpc": "2.0", "id": id, "result": serde_json::to_value(event).unwrap_or(Value::Null)});
+        Ok::<_, Infallible>(Event::default().data(data.to_string()))
+    });
+    Sse::new(frames).into_response()
+}
+
+async fn card(State(agent): State<Agent>) -> Json<Value> {
+    Json(json!({
+        "name": "Switchyard demo agent",
+        "description": "A scriptable A2A agent: the message text chooses its behaviour.",
+        "version": env!("CARGO_PKG_VERSION"),
+        "supportedInterfaces": [{"url": agent.url.as_str(), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+        "capabilities": {"streaming": true, "pushNotifications": false},
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [{"id": "echo", "name": "Echo", "description": "Repeats, streams, asks, fails on command.", "tags": ["demo"]}],
+    }))
+}
+
+async fn received(State(agent): State<Agent>) -> Json<HashMap<String, u32>> {
+    Json(agent.lock().received.clone())
+}
+
+/// Serves the demo agent until `shutdown`.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let url = format!("http://{}", listener.local_addr()?);
+    let agent = Agent {
+        inner: Arc::default(),
+        url: Arc::new(url),
+    };
+    let app = Router::new()
+        .route("/", post(jsonrpc))
+        .route("/.well-known/agent-card.json", get(card))
+        .route("/received", get(received))
+        .with_state(agent);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,524 @@
+//! Delegation: carry a task to its remote agent and fold what the agent
+//! says back into the task's log, resuming from the checkpoint after a crash.
+
+use std::time::Duration;
+
+use a2a::{
+    A2AError, AgentCard, Message, Role, SendMessageConfiguration, SendMessageRequest,
+    SendMessageResponse, StreamResponse, SubscribeToTaskRequest, TaskState as WireState,
+    error_code,
+};
+use a2a_client::agent_card::AgentCardResolver;
+use a2a_client::{A2AClient, A2AClientFactory, Transport};
+use switchyard_engine::{
+    AgentRecord, ArtifactUpdate, ClaimedJob, Delegation, StoreError, TaskEvent, TaskRecord,
+    TaskState,
+};
+use tokio_stream::StreamExt;
+
+use crate::handler::{JobContext, Outcome};
+
+type Client = A2AClient<Box<dyn Transport>>;
+type Events =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamResponse, A2AError>> + Send>>;
+
+/// Fetches and parses an agent's card (for registering it).
+pub async fn fetch_card(url: &str) -> Result<serde_json::Value, String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let card = AgentCardResolver::new(Some(http))
+        .resolve(url)
+        .await
+        .map_err(|e| e.message)?;
+    if card.supported_interfaces.is_empty() {
+        return Err("the card declares no interfaces".into());
+    }
+    serde_json::to_value(card).map_err(|e| e.to_string())
+}
+
+/// Calls remote agents over one shared HTTP client.
+#[derive(Debug, Clone)]
+pub struct Delegator {
+    http: reqwest::Client,
+}
+
+/// Why an attempt stopped early.
+enum Stop {
+    Outcome(Outcome),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Outcome(match e {
+            // Canceled (or otherwise ended) while we worked: nothing more to do.
+            e if e.terminal_state().is_some() => Outcome::Done(Vec::new()),
+            e => Outcome::Retry {
+                error: format!("store: {e}"),
+                retry_after: None,
+            },
+        })
+    }
+}
+
+/// Retry or not, from what the remote agent (or the way to it) said.
+fn classify(agent: &str, e: &A2AError) -> Outcome {
+    use error_code::*;
+    match e.code {
+        TASK_NOT_FOUND
+        | TASK_NOT_CANCELABLE
+        | PUSH_NOTIFICATION_NOT_SUPPORTED
+        | UNSUPPORTED_OPERATION
+        | CONTENT_TYPE_NOT_SUPPORTED
+        | INVALID_AGENT_RESPONSE
+        | EXTENDED_CARD_NOT_CONFIGURED
+        | EXTENSION_SUPPORT_REQUIRED
+        | VERSION_NOT_SUPPORTED
+        | INVALID_PARAMS
+        | INVALID_REQUEST
+        | METHOD_NOT_FOUND
+        | PARSE_ERROR => Outcome::Fail {
+            reason: format!("agent {agent} refused the task: {}", e.message),
+        },
+        // The client reports transport failures (refused connections,
+        // timeouts, HTTP 5xx/429) as internal errors: worth another try.
+        _ => Outcome::Retry {
+            error: format!("agent {agent}: {}", e.message),
+            retry_after: None,
+        },
+    }
+}
+
+impl Delegator {
+    /// A delegator whose remote calls time out after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Delegator { http }
+    }
+
+    /// The agent's card: stored, or fetched now and stored.
+    async fn card(&self, ctx: &JobContext, agent: &AgentRecord) -> Result<AgentCard, Stop> {
+        if let Some(card) = agent
+            .card
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok())
+        {
+            return Ok(card);
+        }
+        let card = AgentCardResolver::new(Some(self.http.clone()))
+            .resolve(&agent.url)
+            .await
+            .map_err(|e| {
+                Stop::Outcome(Outcome::Retry {
+                    error: format!("fetching the card of {}: {}", agent.name, e.message),
+                    retry_after: None,
+                })
+            })?;
+        let json = serde_json::to_value(&card).unwrap_or_default();
+        ctx.store().agent_set_card(&agent.name, &json).await?;
+        Ok(card)
+    }
+
+    async fn client(&self, card: &AgentCard) -> Result<Client, A2AError> {
+        A2AClientFactory::builder()
+            .no_defaults()
+            .register(std::sync::Arc::new(
+                a2a_client::jsonrpc::JsonRpcTransportFactory::new(Some(self.http.clone())),
+            ))
+            .register(std::sync::Arc::new(
+                a2a_client::rest::RestTransportFactory::new(Some(self.http.clone())),
+            ))
+            .build()
+            .create_from_card(card)
+            .await
+    }
+
+    /// One attempt at a `cancel_remote` job: cancel the remote task of a
+    /// task canceled here. Already finished over there is fine too.
+    pub async fn cancel_remote(&self, job: &ClaimedJob, ctx: &JobContext) -> Outcome {
+        let store = ctx.store();
+        let attempt = async {
+            let Some(delegation) = store.delegation_get(job.lease.task_id).await? else {
+                return Ok(Outcome::Done(Vec::new()));
+            };
+            let (Some(remote), Some(agent)) = (
+                delegation.remote_task_id,
+                store.agent_get(&delegation.agent).await?,
+            ) else {
+                return Ok(Outcome::Done(Vec::new()));
+            };
+            let card = self.card(ctx, &agent).await?;
+            let client = match self.client(&card).await {
+                Ok(client) => client,
+                Err(e) => return Ok(classify(&agent.name, &e)),
+            };
+            let request = a2a::CancelTaskRequest {
+                id: remote,
+                metadata: None,
+                tenant: None,
+            };
+            Ok(match client.cancel_task(&request).await {
+                Ok(_) => Outcome::Done(Vec::new()),
+                Err(e)
+                    if e.code == error_code::TASK_NOT_CANCELABLE
+                        || e.code == error_code::TASK_NOT_FOUND =>
+                {
+                    Outcome::Done(Vec::new())
+                }
+                Err(e) => classify(&agent.name, &e),
+            })
+        };
+        match attempt.await {
+            Ok(outcome) | Err(Stop::Outcome(outcome)) => outcome,
+        }
+    }
+
+    /// One attempt at a `delegate` job.
+    pub async fn delegate(&self, job: &ClaimedJob, ctx: &JobContext) -> Outcome {
+        match self.try_delegate(job, ctx).await {
+            Ok(outcome) | Err(Stop::Outcome(outcome)) => outcome,
+        }
+    }
+
+    async fn try_delegate(&self, job: &ClaimedJob, ctx: &JobContext) -> Result<Outcome, Stop> {
+        let store = ctx.store();
+        let task = store.task_load(job.lease.task_id).await?;
+        if task.state.is_terminal() {
+            return Ok(Outcome::Done(Vec::new()));
+        }
+        let existing = store.delegation_get(task.id).await?;
+        // A follow-up goes to the agent that holds the task already.
+        let chosen = existing.as_ref().map(|d| d.agent.clone()).or_else(|| {
+            job.payload
+                .get("agent")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        });
+        let Some(name) = chosen.as_deref() else {
+            return Ok(Outcome::Done(vec![TaskEvent::status_with_text(
+                TaskState::Rejected,
+                "no remote agent was chosen for this task",
+            )]));
+        };
+        let Some(agent) = store.agent_get(name).await? else {
+            return Ok(Outcome::Fail {
+                reason: format!("agent {name} is no longer registered"),
+            });
+        };
+        let card = self.card(ctx, &agent).await?;
+        let client = match self.client(&card).await {
+            Ok(client) => client,
+            Err(e) => return Ok(classify(name, &e)),
+        };
+        let mut delegation = existing.unwrap_or_else(|| Delegation {
+            agent: name.to_owned(),
+            ..Delegation::default()
+        });
+        let latest = store.task_history(task.id, 1).await?.pop();
+        let Some(latest) = latest else {
+            return Ok(Outcome::Fail {
+                reason: "the task has no message to delegate".into(),
+            });
+        };
+        let streaming = card.capabilities.streaming == Some(true);
+        let mut run = Run {
+            ctx,
+            task,
+            delegation: &mut delegation,
+        };
+
+        if run.delegation.forwarded_message_id.as_deref() == Some(latest.message_id.as_str())
+            && let Some(remote) = run.delegation.remote_task_id.clone()
+        {
+            // Sent before this attempt: re-attach rather than send again.
+            let result = if streaming {
+                match client
+                    .subscribe_to_task(&SubscribeToTaskRequest {
+                        id: remote.clone(),
+                        tenant: None,
+                    })
+                    .await
+                {
+                    Ok(events) => run.follow(events).await,
+                    Err(e) if e.code == error_code::UNSUPPORTED_OPERATION => {
+                        run.poll(&client, &remote).await
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            } else {
+                run.poll(&client, &remote).await
+            };
+            return self.conclude(ctx, name, result).await;
+        }
+
+        run.begin().await?;
+        let mut message = Message {
+            message_id: latest.message_id.clone(),
+            context_id: run.delegation.remote_context_id.clone(),
+            // A follow-up answers the remote task's question.
+            task_id: run.delegation.remote_task_id.clone(),
+            role: Role::User,
+            parts: latest.parts.clone(),
+            metadata: latest.metadata.clone(),
+            extensions: latest.extensions.clone(),
+            reference_task_ids: None,
+        };
+        if message.task_id.is_none() {
+            message.context_id = None;
+        }
+        let request = SendMessageRequest {
+            message,
+            configuration: Some(SendMessageConfiguration {
+                accepted_output_modes: None,
+                task_push_notification_config: None,
+                history_length: Some(0),
+                return_immediately: None,
+            }),
+            metadata: None,
+            tenant: None,
+        };
+        run.delegation.forwarded_message_id = Some(latest.message_id.clone());
+        let result = if streaming {
+            match client.send_streaming_message(&request).await {
+                Ok(events) => run.follow(events).await,
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            match client.send_message(&request).await {
+                Ok(SendMessageResponse::Task(t)) => run
+                    .fold(StreamResponse::Task(t))
+                    .await
+                    .map(|settled| if settled { Settled::Yes } else { Settled::No }),
+                Ok(SendMessageResponse::Message(m)) => run
+                    .fold(StreamResponse::Message(m))
+                    .await
+                    .map(|_| Settled::Yes),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let result = match result {
+            Ok(Settled::No) => match run.delegation.remote_task_id.clone() {
+                Some(remote) => run.poll(&client, &remote).await,
+                None => Ok(Settled::No),
+            },
+            other => other,
+        };
+        self.conclude(ctx, name, result).await
+    }
+
+    async fn conclude(
+        &self,
+        ctx: &JobContext,
+        agent: &str,
+        result: Result<Settled, RunError>,
+    ) -> Result<Outcome, Stop> {
+        let store = ctx.store();
+        match result {
+            Ok(Settled::Yes) => {
+                store.agent_record_call(agent, true).await?;
+                Ok(Outcome::Done(Vec::new()))
+            }
+            Ok(Settled::No) => Ok(Outcome::Retry {
+                error: format!("agent {agent} ended the exchange before the task settled"),
+                retry_after: None,
+            }),
+            Err(RunError::Store(e)) => Err(Stop::from(e)),
+            Err(RunError::Remote(e)) => {
+                store.agent_record_call(agent, false).await?;
+                Ok(classify(agent, &e))
+            }
+        }
+    }
+}
+
+/// What can interrupt a run: the remote side, or our own store.
+enum RunError {
+    Remote(A2AError),
+    Store(StoreError),
+}
+
+impl From<A2AError> for RunError {
+    fn from(e: A2AError) -> Self {
+        RunError::Remote(e)
+    }
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        RunError::Store(e)
+    }
+}
+
+/// Whether the remote task reached a terminal or interrupted state.
+enum Settled {
+    Yes,
+    No,
+}
+
+/// One attempt's state: our task and its delegation checkpoint.
+struct Run<'a> {
+    ctx: &'a JobContext,
+    task: TaskRecord,
+    delegation: &'a mut Delegation,
+}
+
+/// How long polling waits at most between two looks at a remote task.
+const POLL_CAP: Duration = Duration::from_secs(5);
+/// How long one attempt polls before giving the lease back for later.
+const POLL_BUDGET: Duration = Duration::from_secs(60);
+
+impl Run<'_> {
+    /// Marks our task as working (it is being carried out now).
+    async fn begin(&mut self) -> Result<(), Stop> {
+        if self.task.state != TaskState::Working {
+            self.task = self
+                .ctx
+                .append(&[TaskEvent::status(TaskState::Working, None)])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, events: &[TaskEvent]) -> Result<(), RunError> {
+        self.task = self.ctx.append(events).await?;
+        Ok(())
+    }
+
+    async fn checkpoint(
+        &mut self,
+        remote_task: &str,
+        remote_context: &str,
+    ) -> Result<(), RunError> {
+        if self.delegation.remote_task_id.as_deref() == Some(remote_task)
+            && self.delegation.remote_context_id.as_deref() == Some(remote_context)
+            && self.delegation.forwarded_message_id.is_some()
+        {
+            return Ok(());
+        }
+        self.delegation.remote_task_id = Some(remote_task.to_owned());
+        self.delegation.remote_context_id = Some(remote_context.to_owned());
+        Ok(self
+            .ctx
+            .store()
+            .delegation_put(self.task.id, self.delegation)
+            .await?)
+    }
+
+    /// Our copy of an agent message: same words, our ids.
+    fn ours(&self, mut message: Message) -> Message {
+        message.task_id = Some(self.task.id.to_string());
+        message.context_id = Some(self.task.context_id.clone());
+        message
+    }
+
+    /// Folds one remote event into our log; true once the task settled.
+    async fn fold(&mut self, event: StreamResponse) -> Result<bool, RunError> {
+        match event {
+            StreamResponse::Task(remote) => {
+                self.checkpoint(&remote.id, &remote.context_id).await?;
+                let mut events: Vec<TaskEvent> = remote
+                    .artifacts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|artifact| {
+                        TaskEvent::Artifact(ArtifactUpdate {
+                            artifact,
+                            append: false,
+                            last_chunk: true,
+                        })
+                    })
+                    .collect();
+                let settles = self.status_event(remote.status, &mut events);
+                if !events.is_empty() {
+                    self.append(&events).await?;
+                }
+                Ok(settles)
+            }
+            StreamResponse::StatusUpdate(update) => {
+                self.checkpoint(&update.task_id, &update.context_id).await?;
+                let mut events = Vec::new();
+                let settles = self.status_event(update.status, &mut events);
+                if !events.is_empty() {
+                    self.append(&events).await?;
+                }
+                Ok(settles)
+            }
+            StreamResponse::ArtifactUpdate(update) => {
+                self.checkpoint(&update.task_id, &update.context_id).await?;
+                let event = TaskEvent::Artifact(ArtifactUpdate {
+                    artifact: update.artifact,
+                    append: update.append.unwrap_or(false),
+                    last_chunk: update.last_chunk.unwrap_or(false),
+                });
+                self.append(&[event]).await?;
+                Ok(false)
+            }
+            StreamResponse::Message(reply) => {
+                // A direct answer, no remote task: it completes ours.
+                let reply = self.ours(reply);
+                self.append(&[TaskEvent::status(TaskState::Completed, Some(reply))])
+                    .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The status event (if any) a remote status becomes; true if it settles the task.
+    fn status_event(&self, status: a2a::TaskStatus, events: &mut Vec<TaskEvent>) -> bool {
+        let Some(state) = TaskState::from_a2a(&status.state) else {
+            return false;
+        };
+        if state == TaskState::Submitted {
+            return false; // we are already past that
+        }
+        if state != self.task.state || status.message.is_some() {
+            let message = status.message.map(|m| self.ours(m));
+            events.push(TaskEvent::status(state, message));
+        }
+        state.is_terminal() || state.is_interrupted()
+    }
+
+    async fn follow(&mut self, mut events: Events) -> Result<Settled, RunError> {
+        while let Some(event) = events.next().await {
+            if self.fold(event?).await? {
+                return Ok(Settled::Yes);
+            }
+        }
+        Ok(Settled::No)
+    }
+
+    /// Polls the remote task with growing intervals until it settles, or
+    /// until this attempt's budget is spent (then the job is retried later).
+    async fn poll(&mut self, client: &Client, remote: &str) -> Result<Settled, RunError> {
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let task = client
+                .get_task(&a2a::GetTaskRequest {
+                    id: remote.to_owned(),
+                    history_length: Some(0),
+                    tenant: None,
+                })
+                .await?;
+            let settled = task.status.state.is_terminal()
+                || task.status.state == WireState::InputRequired
+                || task.status.state == WireState::AuthRequired;
+            if self.fold(StreamResponse::Task(task)).await? || settled {
+                return Ok(Settled::Yes);
+            }
+            if started.elapsed() > POLL_BUDGET {
+                return Ok(Settled::No);
+            }
+            tokio::select! {
+                () = self.ctx.cancelled() => return Ok(Settled::No),
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(POLL_CAP);
+        }
+    }
+}

@@ -255,11 +255,13 @@ impl Agent {
                     json!({"code": -32001, "message": "task not found"}),
                 ));
             }
+            // Working before the answer is acknowledged, so nobody sees the
+            // old question as the reply to the answer.
+            self.status(&task_id, TaskState::Working, None);
             let answer = text.clone();
             let agent = self.clone();
             let id = task_id.clone();
             tokio::spawn(async move {
-                agent.status(&id, TaskState::Working, None);
                 agent.artifact(&id, &format!("answer: {answer}"), false, true);
                 agent.status(&id, TaskState::Completed, None);
             });

@@ -1,0 +1,412 @@
+//! Delegation end to end, with real processes on loopback: `switchyard
+//! serve`, `switchyard worker` and `switchyard demo-agent`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::Child;
+
+use crate::api::message;
+use crate::harness::{TestDb, eventually};
+use crate::processes::{free_port, http_get, switchyard};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Stack {
+    db: TestDb,
+    base: String,
+    agent_url: String,
+    config: PathBuf,
+    http: reqwest::Client,
+    _serve: Child,
+    _agent: Child,
+    worker: Option<Child>,
+}
+
+impl Stack {
+    async fn start(serve_args: &[&str]) -> Stack {
+        let db = TestDb::new().await;
+        let agent_port = free_port();
+        let agent_listen = format!("127.0.0.1:{agent_port}");
+        let agent = switchyard(&db, &["demo-agent", "--listen", &agent_listen])
+            .spawn()
+            .expect("demo agent");
+        let agent_url = format!("http://{agent_listen}");
+        let config = std::env::temp_dir().join(format!("{}-stack.toml", db.schema));
+        std::fs::write(
+            &config,
+            format!(
+                "default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"{agent_url}\"\n"
+            ),
+        )
+        .expect("config");
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let config_arg = config.to_string_lossy().into_owned();
+        let mut args = vec!["serve", "--listen", &listen, "--config", &config_arg];
+        args.extend_from_slice(serve_args);
+        let serve = switchyard(&db, &args).spawn().expect("serve");
+        eventually(WAIT, "api and agent up", || async {
+            http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
+                && http_get(agent_port, "/.well-known/agent-card.json")
+                    .await
+                    .is_some()
+        })
+        .await;
+        let mut stack = Stack {
+            db,
+            base: format!("http://{listen}"),
+            agent_url,
+            config,
+            http: reqwest::Client::builder()
+                .timeout(WAIT)
+                .build()
+                .expect("client"),
+            _serve: serve,
+            _agent: agent,
+            worker: None,
+        };
+        stack.worker = Some(stack.spawn_worker("w1"));
+        stack
+    }
+
+    fn spawn_worker(&self, id: &str) -> Child {
+        let config = self.config.to_string_lossy().into_owned();
+        switchyard(
+            &self.db,
+            &[
+                "worker",
+                "--config",
+                &config,
+                "--worker-id",
+                id,
+                "--lease",
+                "2s",
+                "--heartbeat",
+                "500ms",
+                "--poll-interval",
+                "200ms",
+                "--retry-base",
+                "100ms",
+                "--retry-cap",
+                "300ms",
+            ],
+        )
+        .spawn()
+        .expect("worker")
+    }
+
+    async fn rpc(&self, url: &str, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let response = self
+            .http
+            .post(url)
+            .header("A2A-Version", "1.0")
+            .json(&body)
+            .send()
+            .await
+            .expect("rpc");
+        response.json().await.expect("json")
+    }
+
+    async fn send(&self, text: &str) -> Value {
+        self.send_message(message(text)).await
+    }
+
+    async fn send_message(&self, message: Value) -> Value {
+        let answer = self
+            .rpc(&self.base, "SendMessage", json!({"message": message}))
+            .await;
+        answer["result"]["task"].clone()
+    }
+
+    async fn task(&self, id: &str) -> Value {
+        self.rpc(&self.base, "GetTask", json!({"id": id})).await["result"].clone()
+    }
+
+    async fn settled(&self, id: &str) -> Value {
+        let mut task = self.task(id).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !matches!(
+            task["status"]["state"].as_str(),
+            Some(
+                "TASK_STATE_COMPLETED"
+                    | "TASK_STATE_FAILED"
+                    | "TASK_STATE_REJECTED"
+                    | "TASK_STATE_CANCELED"
+                    | "TASK_STATE_INPUT_REQUIRED"
+            )
+        ) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} did not settle: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            task = self.task(id).await;
+        }
+        task
+    }
+
+    async fn received(&self, message_id: &str) -> u64 {
+        let counts: Value = self
+            .http
+            .get(format!("{}/received", self.agent_url))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        counts[message_id].as_u64().unwrap_or(0)
+    }
+
+    async fn remote_task(&self, id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT remote_task_id FROM delegations WHERE task_id = $1::uuid")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await
+            .expect("delegation")
+            .flatten()
+    }
+}
+
+fn state(task: &Value) -> &str {
+    task["status"]["state"].as_str().unwrap_or("")
+}
+
+fn status_text(task: &Value) -> String {
+    task["status"]["message"]["parts"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_carried_out_by_the_remote_agent() {
+    let stack = Stack::start(&[]).await;
+
+    let echoed = stack.send("echo hello there").await;
+    assert_eq!(state(&echoed), "TASK_STATE_COMPLETED", "{echoed}");
+    assert_eq!(echoed["artifacts"][0]["parts"][0]["text"], "hello there");
+
+    let streamed = stack.send("stream 3").await;
+    assert_eq!(state(&streamed), "TASK_STATE_COMPLETED");
+    let chunks: Vec<&str> = streamed["artifacts"][0]["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .filter_map(|p| p["text"].as_str())
+        .collect();
+    assert_eq!(
+        chunks,
+        ["chunk 0;", "chunk 1;", "chunk 2;"],
+        "chunks appended in order"
+    );
+
+    let replied = stack.send("message hi yourself").await;
+    assert_eq!(
+        (state(&replied), status_text(&replied).as_str()),
+        ("TASK_STATE_COMPLETED", "hi yourself")
+    );
+
+    let rejected = stack.send("reject").await;
+    assert_eq!(
+        (state(&rejected), status_text(&rejected).as_str()),
+        ("TASK_STATE_REJECTED", "I do not do that")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_question_becomes_ours_and_the_answer_goes_back() {
+    let stack = Stack::start(&[]).await;
+    let asked = stack.send("ask").await;
+    assert_eq!(
+        (state(&asked), status_text(&asked).as_str()),
+        ("TASK_STATE_INPUT_REQUIRED", "what is your answer?")
+    );
+    let id = asked["id"].as_str().expect("id");
+    let remote = stack.remote_task(id).await.expect("remote id checkpointed");
+
+    let mut answer = message("forty-two");
+    answer["taskId"] = json!(id);
+    let answered = stack.send_message(answer).await;
+    assert_eq!(state(&answered), "TASK_STATE_COMPLETED", "{answered}");
+    assert_eq!(
+        answered["artifacts"][0]["parts"][0]["text"],
+        "answer: forty-two"
+    );
+    assert_eq!(
+        stack.remote_task(id).await,
+        Some(remote),
+        "the answer went to the same remote task"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_a_task_cancels_its_remote_task() {
+    let stack = Stack::start(&[]).await;
+    let msg = message("hang");
+    let sent = stack
+        .rpc(
+            &stack.base,
+            "SendMessage",
+            json!({"message": msg, "configuration": {"returnImmediately": true}}),
+        )
+        .await;
+    let id = sent["result"]["task"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    eventually(WAIT, "the remote task known", || async {
+        stack.remote_task(&id).await.is_some()
+    })
+    .await;
+    let remote = stack.remote_task(&id).await.expect("remote");
+
+    let canceled = stack
+        .rpc(&stack.base, "CancelTask", json!({"id": id}))
+        .await;
+    assert_eq!(canceled["result"]["status"]["state"], "TASK_STATE_CANCELED");
+    let agent_url = stack.agent_url.clone();
+    eventually(WAIT, "the remote task canceled", || async {
+        let remote_task = stack
+            .rpc(&agent_url, "GetTask", json!({"id": remote}))
+            .await;
+        remote_task["result"]["status"]["state"] == "TASK_STATE_CANCELED"
+    })
+    .await;
+    assert_eq!(
+        state(&stack.task(&id).await),
+        "TASK_STATE_CANCELED",
+        "ours stays canceled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_with_the_same_message_id() {
+    let stack = Stack::start(&[]).await;
+    let msg = message("fail 2 echo recovered");
+    let message_id = msg["messageId"].as_str().expect("id").to_owned();
+    let task = stack.send_message(msg).await;
+    let task = stack.settled(task["id"].as_str().expect("id")).await;
+    assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
+    assert_eq!(task["artifacts"][0]["parts"][0]["text"], "recovered");
+    assert_eq!(
+        stack.received(&message_id).await,
+        3,
+        "the same message, delivered three times"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_dead_letter_the_job_and_fail_the_task() {
+    let stack = Stack::start(&["--max-attempts", "2"]).await;
+    let task = stack.send("fail 99 never").await;
+    let task = stack.settled(task["id"].as_str().expect("id")).await;
+    assert_eq!(state(&task), "TASK_STATE_FAILED", "{task}");
+    assert!(
+        status_text(&task).contains("gave up after 2 attempts"),
+        "{task}"
+    );
+    let dead = switchyard(&stack.db, &["jobs", "dead"])
+        .output()
+        .await
+        .expect("jobs dead");
+    assert!(String::from_utf8_lossy(&dead.stdout).contains(task["id"].as_str().expect("id")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_by_name_and_skill_and_rejection_without_a_route() {
+    let stack = Stack::start(&[]).await;
+    let mut to_nobody = message("echo x");
+    to_nobody["metadata"] = json!({"switchyard": {"agent": "nobody"}});
+    let rejected = stack.send_message(to_nobody).await;
+    assert_eq!(state(&rejected), "TASK_STATE_REJECTED");
+    assert!(
+        status_text(&rejected).contains("nobody"),
+        "the reason names the missing agent: {rejected}"
+    );
+
+    let mut unknown_skill = message("echo x");
+    unknown_skill["metadata"] = json!({"switchyard": {"skill": "juggling"}});
+    assert_eq!(
+        state(&stack.send_message(unknown_skill).await),
+        "TASK_STATE_REJECTED"
+    );
+
+    // Registering with the CLI fetches the card, so its skills route.
+    let added = switchyard(&stack.db, &["agents", "add", "second", &stack.agent_url])
+        .output()
+        .await
+        .expect("add");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let listed = switchyard(&stack.db, &["agents", "list"])
+        .output()
+        .await
+        .expect("list");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("second"));
+    let mut by_skill = message("echo via skill");
+    by_skill["metadata"] = json!({"switchyard": {"skill": "echo"}});
+    let routed = stack.send_message(by_skill).await;
+    assert_eq!(state(&routed), "TASK_STATE_COMPLETED", "{routed}");
+    let bad = switchyard(
+        &stack.db,
+        &["agents", "add", "broken", "http://127.0.0.1:9"],
+    )
+    .output()
+    .await
+    .expect("add");
+    assert!(!bad.status.success(), "an agent without a card is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_delegation_is_resumed_without_sending_again() {
+    let mut stack = Stack::start(&[]).await;
+    let msg = message("sleep 2500");
+    let message_id = msg["messageId"].as_str().expect("id").to_owned();
+    let sent = stack
+        .rpc(
+            &stack.base,
+            "SendMessage",
+            json!({"message": msg, "configuration": {"returnImmediately": true}}),
+        )
+        .await;
+    let id = sent["result"]["task"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    eventually(WAIT, "the remote task checkpointed", || async {
+        stack.remote_task(&id).await.is_some()
+    })
+    .await;
+
+    let mut doomed = stack.worker.take().expect("worker");
+    doomed.start_kill().expect("SIGKILL");
+    doomed.wait().await.expect("reaped");
+    stack.worker = Some(stack.spawn_worker("w2"));
+
+    let task = stack.settled(&id).await;
+    assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
+    assert_eq!(task["artifacts"][0]["parts"][0]["text"], "slept");
+    assert_eq!(
+        stack.received(&message_id).await,
+        1,
+        "re-attached to the remote task, not sent again"
+    );
+    let jobs: Vec<(String, i32)> =
+        sqlx::query_as("SELECT state, attempt FROM jobs WHERE task_id = $1::uuid")
+            .bind(&id)
+            .fetch_all(stack.db.pool())
+            .await
+            .expect("jobs");
+    assert_eq!(
+        jobs,
+        [("done".to_owned(), 2)],
+        "the second worker finished the same job"
+    );
+}

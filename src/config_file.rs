@@ -103,3 +103,28 @@ impl FileConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads_and_bad_references_are_refused() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("switchyard.example.toml");
+        let config = FileConfig::load(Some(&example)).expect("the shipped example is valid");
+        assert_eq!(config.routing().default_agent.as_deref(), Some("demo"));
+
+        let dir = std::env::temp_dir().join(format!("switchyard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "default_agent = \"ghost\"\n").expect("write");
+        assert!(FileConfig::load(Some(&bad)).is_err());
+        std::fs::write(&bad, "[[agents]]\nname = \"a\"\nurl = \"ftp://x\"\n").expect("write");
+        assert!(FileConfig::load(Some(&bad)).is_err());
+        std::fs::write(&bad, "[[agent]]\nname = \"typo\"\n").expect("write");
+        assert!(
+            FileConfig::load(Some(&bad)).is_err(),
+            "unknown keys are errors, not silence"
+        );
+    }
+}

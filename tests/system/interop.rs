@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::harness::{TestDb, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 
-/// The SDK version the interop tests pin.
-const A2A_SDK: &str = "a2a-sdk[http-server]==1.3.0";
+/// What the interop virtualenv holds: the SDK, and a server to run its agent.
+const PACKAGES: [&str; 2] = ["a2a-sdk[http-server]==1.3.0", "uvicorn==0.54.0"];
 
 /// One virtualenv for the whole run, created on first use and kept under
 /// `target/` so later runs reuse it.
@@ -31,8 +31,9 @@ fn python_sdk() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
     let python = dir.join("bin/python");
     let marker = dir.join(".installed");
+    let wanted = PACKAGES.join(" ");
     let pinned = std::fs::read_to_string(&marker).unwrap_or_default();
-    if pinned != A2A_SDK {
+    if pinned != wanted {
         let run = |cmd: &mut std::process::Command| {
             let out = cmd.output().expect("run python");
             assert!(
@@ -44,8 +45,10 @@ fn python_sdk() -> PathBuf {
         run(std::process::Command::new("python3")
             .args(["-m", "venv"])
             .arg(&dir));
-        run(std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet", A2A_SDK]));
-        std::fs::write(&marker, A2A_SDK).expect("marker");
+        run(std::process::Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(PACKAGES));
+        std::fs::write(&marker, wanted).expect("marker");
     }
     *venv = Some(python.clone());
     python
@@ -171,4 +174,99 @@ async fn the_official_python_client_works_in_every_mode() {
             "{mode}"
         );
     }
+}
+
+/// Delegation to an agent built on the official Python SDK: a plain answer,
+/// and the input-required round trip, through real serve and worker processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_delegated_to_an_agent_on_the_official_python_sdk() {
+    let db = TestDb::new().await;
+    let python = tokio::task::spawn_blocking(python_sdk).await.expect("venv");
+    let agent_port = free_port();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_agent.py");
+    let _agent = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(agent_port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python agent");
+    let config = std::env::temp_dir().join(format!("{}-py.toml", db.schema));
+    let toml = format!(
+        "default_agent = \"py\"\n[[agents]]\nname = \"py\"\nurl = \"http://127.0.0.1:{agent_port}\"\n"
+    );
+    std::fs::write(&config, toml).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config])
+        .spawn()
+        .expect("serve");
+    let _worker = switchyard(
+        &db,
+        &["worker", "--config", &config, "--poll-interval", "200ms"],
+    )
+    .spawn()
+    .expect("worker");
+    eventually(
+        Duration::from_secs(60),
+        "api and python agent up",
+        || async {
+            http_get(port, "/readyz").await.is_some()
+                && http_get(agent_port, "/.well-known/agent-card.json")
+                    .await
+                    .is_some()
+        },
+    )
+    .await;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let send = |message: Value| {
+        let http = http.clone();
+        let url = format!("http://{listen}/");
+        async move {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}});
+            let answer: Value = http
+                .post(url)
+                .header("A2A-Version", "1.0")
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+                .json()
+                .await
+                .expect("json");
+            answer["result"]["task"].clone()
+        }
+    };
+
+    let done = send(crate::api::message("hello")).await;
+    assert_eq!(done["status"]["state"], "TASK_STATE_COMPLETED", "{done}");
+    assert_eq!(
+        done["artifacts"][0]["parts"][0]["text"],
+        "python says: hello"
+    );
+
+    let asked = send(crate::api::message("ask")).await;
+    assert_eq!(
+        asked["status"]["state"], "TASK_STATE_INPUT_REQUIRED",
+        "{asked}"
+    );
+    assert_eq!(
+        asked["status"]["message"]["parts"][0]["text"],
+        "what shall I say?"
+    );
+    let mut answer = crate::api::message("bonjour");
+    answer["taskId"] = asked["id"].clone();
+    let answered = send(answer).await;
+    assert_eq!(
+        answered["status"]["state"], "TASK_STATE_COMPLETED",
+        "{answered}"
+    );
+    assert_eq!(
+        answered["artifacts"][0]["parts"][0]["text"],
+        "python says: bonjour"
+    );
 }

@@ -21,26 +21,19 @@ use uuid::Uuid;
 const LEASE: Duration = Duration::from_secs(60);
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let url = std::env::var("DATABASE_URL")
-        .context("set DATABASE_URL to a PostgreSQL to benchmark against")?;
+    let url = std::env::var("DATABASE_URL").context("set DATABASE_URL to a PostgreSQL to benchmark against")?;
     let jobs = env_usize("BENCH_JOBS", 20_000);
     let history = env_usize("BENCH_HISTORY", 200_000);
     let schema = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let store = Store::connect(&StoreConfig {
-        schema: schema.clone(),
-        max_connections: 10,
-        ..StoreConfig::new(url.clone())
-    })
-    .await?;
+    let store =
+        Store::connect(&StoreConfig { schema: schema.clone(), max_connections: 10, ..StoreConfig::new(url.clone()) })
+            .await?;
     store.migrate().await?;
 
     eprintln!("schema {schema}: prefilling {history} finished jobs");
@@ -59,17 +52,13 @@ async fn main() -> anyhow::Result<()> {
                 let secs = started.elapsed().as_secs_f64();
                 anyhow::ensure!(done == jobs, "drained {done} of {jobs} jobs");
                 let rate = jobs as f64 / secs;
-                println!(
-                    "| {completion:?} | {workers} | {batch} | {jobs} | {secs:.2} | {rate:.0} |"
-                );
+                println!("| {completion:?} | {workers} | {batch} | {jobs} | {secs:.2} | {rate:.0} |");
             }
         }
     }
 
     let drop = format!(r#"DROP SCHEMA "{schema}" CASCADE"#);
-    sqlx::query(sqlx::AssertSqlSafe(drop))
-        .execute(store.pool())
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(drop)).execute(store.pool()).await?;
     Ok(())
 }
 
@@ -86,10 +75,7 @@ async fn fill(store: &Store, n: usize, state: &str) -> anyhow::Result<()> {
            INSERT INTO jobs (task_id, kind, state, max_attempts, attempt, finished_at)
            SELECT id, 'bench', '{state}', 3, CASE WHEN '{state}' = 'done' THEN 1 ELSE 0 END, {finished} FROM t"#
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(n as i64)
-        .execute(store.pool())
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(n as i64).execute(store.pool()).await?;
     Ok(())
 }
 
@@ -104,12 +90,7 @@ enum Completion {
 }
 
 /// Runs `workers` claim/complete loops until the queue is empty.
-async fn drain(
-    store: &Store,
-    workers: usize,
-    batch: i64,
-    completion: Completion,
-) -> anyhow::Result<usize> {
+async fn drain(store: &Store, workers: usize, batch: i64, completion: Completion) -> anyhow::Result<usize> {
     let store = Arc::new(store.clone());
     let mut handles = Vec::new();
     for w in 0..workers {

@@ -168,10 +168,7 @@ pub(crate) struct ServeArgs {
 
 impl ServeArgs {
     pub(crate) fn api_config(&self, bound: SocketAddr) -> ApiConfig {
-        let public_url = self
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{bound}"));
+        let public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         ApiConfig {
             blocking_timeout: self.blocking_timeout,
             max_body_bytes: self.max_body_bytes,
@@ -226,11 +223,7 @@ impl WorkerArgs {
             heartbeat: self.heartbeat.unwrap_or(self.lease / 3),
             poll_interval: self.poll_interval,
             drain_timeout: self.drain_timeout,
-            retry: RetryPolicy {
-                base: self.retry_base,
-                cap: self.retry_cap,
-                ..RetryPolicy::default()
-            },
+            retry: RetryPolicy { base: self.retry_base, cap: self.retry_cap, ..RetryPolicy::default() },
             ..WorkerConfig::new(id)
         }
     }

@@ -49,10 +49,8 @@ impl FileConfig {
         let Some(path) = path else {
             return Ok(FileConfig::default());
         };
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: FileConfig =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: FileConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         for agent in &config.agents {
             anyhow::ensure!(
                 agent.url.starts_with("http://") || agent.url.starts_with("https://"),
@@ -71,10 +69,7 @@ impl FileConfig {
             );
         }
         if let Some(name) = &config.default_agent {
-            anyhow::ensure!(
-                known(name),
-                "default_agent {name:?} is not among [[agents]]"
-            );
+            anyhow::ensure!(known(name), "default_agent {name:?} is not among [[agents]]");
         }
         Ok(config)
     }
@@ -82,11 +77,7 @@ impl FileConfig {
     /// The routing rules the file configures.
     pub(crate) fn routing(&self) -> RoutingRules {
         RoutingRules {
-            skills: self
-                .routes
-                .iter()
-                .map(|r| (r.skill.clone(), r.agent.clone()))
-                .collect(),
+            skills: self.routes.iter().map(|r| (r.skill.clone(), r.agent.clone())).collect(),
             default_agent: self.default_agent.clone(),
         }
     }
@@ -95,10 +86,7 @@ impl FileConfig {
     /// `switchyard agents add` are left alone).
     pub(crate) async fn register(&self, store: &Store) -> anyhow::Result<()> {
         for agent in &self.agents {
-            store
-                .agent_upsert(&agent.name, &agent.url)
-                .await
-                .with_context(|| format!("registering {}", agent.name))?;
+            store.agent_upsert(&agent.name, &agent.url).await.with_context(|| format!("registering {}", agent.name))?;
         }
         Ok(())
     }
@@ -122,9 +110,6 @@ mod tests {
         std::fs::write(&bad, "[[agents]]\nname = \"a\"\nurl = \"ftp://x\"\n").expect("write");
         assert!(FileConfig::load(Some(&bad)).is_err());
         std::fs::write(&bad, "[[agent]]\nname = \"typo\"\n").expect("write");
-        assert!(
-            FileConfig::load(Some(&bad)).is_err(),
-            "unknown keys are errors, not silence"
-        );
+        assert!(FileConfig::load(Some(&bad)).is_err(), "unknown keys are errors, not silence");
     }
 }

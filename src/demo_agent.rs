@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use a2a::{
-    Artifact, Message, Part, Role, SendMessageRequest, StreamResponse, Task,
-    TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent,
+    Artifact, Message, Part, Role, SendMessageRequest, StreamResponse, Task, TaskArtifactUpdateEvent, TaskState,
+    TaskStatus, TaskStatusUpdateEvent,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -56,9 +56,7 @@ struct Agent {
 
 impl Agent {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn push(&self, task_id: &str, event: StreamResponse) {
@@ -71,12 +69,7 @@ impl Agent {
     }
 
     fn status(&self, task_id: &str, state: TaskState, text: Option<&str>) {
-        let context_id = self
-            .lock()
-            .tasks
-            .get(task_id)
-            .map(|t| t.context_id.clone())
-            .unwrap_or_default();
+        let context_id = self.lock().tasks.get(task_id).map(|t| t.context_id.clone()).unwrap_or_default();
         let message = text.map(|t| {
             let mut m = Message::new(Role::Agent, vec![Part::text(t)]);
             m.context_id = Some(context_id.clone());
@@ -88,23 +81,14 @@ impl Agent {
             StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
                 task_id: task_id.to_owned(),
                 context_id,
-                status: TaskStatus {
-                    state,
-                    message,
-                    timestamp: Some(chrono::Utc::now()),
-                },
+                status: TaskStatus { state, message, timestamp: Some(chrono::Utc::now()) },
                 metadata: None,
             }),
         );
     }
 
     fn artifact(&self, task_id: &str, text: &str, append: bool, last: bool) {
-        let context_id = self
-            .lock()
-            .tasks
-            .get(task_id)
-            .map(|t| t.context_id.clone())
-            .unwrap_or_default();
+        let context_id = self.lock().tasks.get(task_id).map(|t| t.context_id.clone()).unwrap_or_default();
         self.push(
             task_id,
             StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
@@ -132,11 +116,7 @@ impl Agent {
         let mut snapshot = Task {
             id: task_id.to_owned(),
             context_id: task.context_id.clone(),
-            status: TaskStatus {
-                state: TaskState::Submitted,
-                message: None,
-                timestamp: Some(chrono::Utc::now()),
-            },
+            status: TaskStatus { state: TaskState::Submitted, message: None, timestamp: Some(chrono::Utc::now()) },
             artifacts: None,
             history: None,
             metadata: None,
@@ -146,13 +126,8 @@ impl Agent {
                 StreamResponse::StatusUpdate(s) => snapshot.status = s.status.clone(),
                 StreamResponse::ArtifactUpdate(a) => {
                     let artifacts = snapshot.artifacts.get_or_insert_with(Vec::new);
-                    match artifacts
-                        .iter_mut()
-                        .find(|x| x.artifact_id == a.artifact.artifact_id)
-                    {
-                        Some(existing) if a.append == Some(true) => {
-                            existing.parts.extend(a.artifact.parts.clone())
-                        }
+                    match artifacts.iter_mut().find(|x| x.artifact_id == a.artifact.artifact_id) {
+                        Some(existing) if a.append == Some(true) => existing.parts.extend(a.artifact.parts.clone()),
                         Some(existing) => *existing = a.artifact.clone(),
                         None => artifacts.push(a.artifact.clone()),
                     }
@@ -164,9 +139,8 @@ impl Agent {
     }
 
     fn settled(&self, task_id: &str) -> bool {
-        self.snapshot(task_id).is_some_and(|t| {
-            t.status.state.is_terminal() || t.status.state == TaskState::InputRequired
-        })
+        self.snapshot(task_id)
+            .is_some_and(|t| t.status.state.is_terminal() || t.status.state == TaskState::InputRequired)
     }
 
     /// Runs a command on a task, pushing its events over time.
@@ -192,19 +166,11 @@ impl Agent {
                 self.artifact(&task_id, "slept", false, true);
                 self.status(&task_id, TaskState::Completed, None);
             }
-            "ask" => self.status(
-                &task_id,
-                TaskState::InputRequired,
-                Some("what is your answer?"),
-            ),
+            "ask" => self.status(&task_id, TaskState::InputRequired, Some("what is your answer?")),
             "reject" => self.status(&task_id, TaskState::Rejected, Some("I do not do that")),
             "hang" => self.status(&task_id, TaskState::Working, None),
             _ => {
-                let text = if verb == "echo" {
-                    rest.join(" ")
-                } else {
-                    command.clone()
-                };
+                let text = if verb == "echo" { rest.join(" ") } else { command.clone() };
                 self.status(&task_id, TaskState::Working, None);
                 tokio::time::sleep(pause).await;
                 self.artifact(&task_id, &text, false, true);
@@ -221,10 +187,7 @@ impl Agent {
         // `fail N REST`: refuse the first N deliveries of this messageId.
         let seen = {
             let mut inner = self.lock();
-            let n = inner
-                .received
-                .entry(message.message_id.clone())
-                .or_insert(0);
+            let n = inner.received.entry(message.message_id.clone()).or_insert(0);
             *n += 1;
             *n
         };
@@ -232,28 +195,19 @@ impl Agent {
             let mut words = rest.splitn(2, ' ');
             let n: u32 = words.next().and_then(|n| n.parse().ok()).unwrap_or(1);
             if seen <= n {
-                return Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "try again"}),
-                ));
+                return Err((StatusCode::SERVICE_UNAVAILABLE, json!({"error": "try again"})));
             }
             command = words.next().unwrap_or("echo recovered").to_owned();
         }
         if let Some(reply) = command.strip_prefix("message ") {
             let mut m = Message::new(Role::Agent, vec![Part::text(reply)]);
-            m.context_id = message
-                .context_id
-                .clone()
-                .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
+            m.context_id = message.context_id.clone().or_else(|| Some(uuid::Uuid::new_v4().to_string()));
             return Ok(Accepted::Message(m));
         }
         if let Some(task_id) = message.task_id.clone() {
             let known = self.lock().tasks.contains_key(&task_id);
             if !known {
-                return Err((
-                    StatusCode::OK,
-                    json!({"code": -32001, "message": "task not found"}),
-                ));
+                return Err((StatusCode::OK, json!({"code": -32001, "message": "task not found"})));
             }
             // Working before the answer is acknowledged, so nobody sees the
             // old question as the reply to the answer.
@@ -268,52 +222,28 @@ impl Agent {
             return Ok(Accepted::Task(task_id));
         }
         let task_id = uuid::Uuid::new_v4().to_string();
-        let context_id = message
-            .context_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let context_id = message.context_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let (changed, _) = watch::channel(0);
-        self.lock().tasks.insert(
-            task_id.clone(),
-            AgentTask {
-                context_id,
-                events: Vec::new(),
-                changed,
-            },
-        );
+        self.lock().tasks.insert(task_id.clone(), AgentTask { context_id, events: Vec::new(), changed });
         tokio::spawn(self.clone().run(task_id.clone(), command));
         Ok(Accepted::Task(task_id))
     }
 
     /// The task's events from index `from` on, until it settles.
-    fn follow(
-        &self,
-        task_id: String,
-        mut from: usize,
-    ) -> impl tokio_stream::Stream<Item = StreamResponse> + use<> {
+    fn follow(&self, task_id: String, mut from: usize) -> impl tokio_stream::Stream<Item = StreamResponse> + use<> {
         let agent = self.clone();
         async_stream_like(move |tx| async move {
-            let Some(mut rx) = agent
-                .lock()
-                .tasks
-                .get(&task_id)
-                .map(|t| t.changed.subscribe())
-            else {
+            let Some(mut rx) = agent.lock().tasks.get(&task_id).map(|t| t.changed.subscribe()) else {
                 return;
             };
             loop {
-                let batch: Vec<StreamResponse> = agent
-                    .lock()
-                    .tasks
-                    .get(&task_id)
-                    .map(|t| t.events[from..].to_vec())
-                    .unwrap_or_default();
+                let batch: Vec<StreamResponse> =
+                    agent.lock().tasks.get(&task_id).map(|t| t.events[from..].to_vec()).unwrap_or_default();
                 for event in batch {
                     from += 1;
                     let stop = match &event {
                         StreamResponse::StatusUpdate(s) => {
-                            s.status.state.is_terminal()
-                                || s.status.state == TaskState::InputRequired
+                            s.status.state.is_terminal() || s.status.state == TaskState::InputRequired
                         }
                         _ => false,
                     };
@@ -350,8 +280,7 @@ fn rpc_result(id: &Value, result: Value) -> Response {
 }
 
 fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
-    Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
-        .into_response()
+    Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
 }
 
 async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Response {
@@ -372,23 +301,18 @@ async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Respons
             };
             let task_id = match accepted {
                 Accepted::Message(m) => {
-                    let wrapped =
-                        serde_json::to_value(StreamResponse::Message(m)).unwrap_or(Value::Null);
+                    let wrapped = serde_json::to_value(StreamResponse::Message(m)).unwrap_or(Value::Null);
                     if method == "SendMessage" {
                         return rpc_result(&id, wrapped);
                     }
-                    let event = Event::default()
-                        .data(json!({"jsonrpc": "2.0", "id": id, "result": wrapped}).to_string());
-                    return Sse::new(tokio_stream::once(Ok::<_, Infallible>(event)))
-                        .into_response();
+                    let event =
+                        Event::default().data(json!({"jsonrpc": "2.0", "id": id, "result": wrapped}).to_string());
+                    return Sse::new(tokio_stream::once(Ok::<_, Infallible>(event))).into_response();
                 }
                 Accepted::Task(task_id) => task_id,
             };
             if method == "SendMessage" {
-                let blocking = !request
-                    .configuration
-                    .and_then(|c| c.return_immediately)
-                    .unwrap_or(false);
+                let blocking = !request.configuration.and_then(|c| c.return_immediately).unwrap_or(false);
                 while blocking && !agent.settled(&task_id) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -396,11 +320,7 @@ async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Respons
             }
             stream(&agent, id, task_id, true)
         }
-        "GetTask" => match params
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|t| agent.snapshot(t))
-        {
+        "GetTask" => match params.get("id").and_then(Value::as_str).and_then(|t| agent.snapshot(t)) {
             Some(task) => rpc_result(&id, serde_json::to_value(task).unwrap_or(Value::Null)),
             None => rpc_error(&id, -32001, "task not found"),
         },
@@ -409,16 +329,9 @@ async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Respons
             _ => rpc_error(&id, -32001, "task not found"),
         },
         "CancelTask" => match params.get("id").and_then(Value::as_str) {
-            Some(t)
-                if agent
-                    .snapshot(t)
-                    .is_some_and(|s| !s.status.state.is_terminal()) =>
-            {
+            Some(t) if agent.snapshot(t).is_some_and(|s| !s.status.state.is_terminal()) => {
                 agent.status(t, TaskState::Canceled, Some("canceled"));
-                rpc_result(
-                    &id,
-                    serde_json::to_value(agent.snapshot(t)).unwrap_or(Value::Null),
-                )
+                rpc_result(&id, serde_json::to_value(agent.snapshot(t)).unwrap_or(Value::Null))
             }
             Some(t) if agent.snapshot(t).is_some() => rpc_error(&id, -32002, "task not cancelable"),
             _ => rpc_error(&id, -32001, "task not found"),
@@ -430,16 +343,8 @@ async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Respons
 /// SSE: the task snapshot first, then its events until it settles.
 fn stream(agent: &Agent, id: Value, task_id: String, snapshot_first: bool) -> Response {
     use tokio_stream::StreamExt;
-    let first = snapshot_first
-        .then(|| agent.snapshot(&task_id))
-        .flatten()
-        .map(StreamResponse::Task);
-    let already = agent
-        .lock()
-        .tasks
-        .get(&task_id)
-        .map(|t| t.events.len())
-        .unwrap_or(0);
+    let first = snapshot_first.then(|| agent.snapshot(&task_id)).flatten().map(StreamResponse::Task);
+    let already = agent.lock().tasks.get(&task_id).map(|t| t.events.len()).unwrap_or(0);
     let settled = agent.settled(&task_id);
     let rest = agent.follow(task_id, already);
     let events = tokio_stream::iter(first).chain(rest.take_while(move |_| !settled));
@@ -468,21 +373,13 @@ async fn received(State(agent): State<Agent>) -> Json<HashMap<String, u32>> {
 }
 
 /// Serves the demo agent until `shutdown`.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
-    let agent = Agent {
-        inner: Arc::default(),
-        url: Arc::new(url),
-    };
+    let agent = Agent { inner: Arc::default(), url: Arc::new(url) };
     let app = Router::new()
         .route("/", post(jsonrpc))
         .route("/.well-known/agent-card.json", get(card))
         .route("/received", get(received))
         .with_state(agent);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

@@ -14,9 +14,7 @@ use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use cli::{
-    AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, LogFormat, ServeArgs, WorkerArgs,
-};
+use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, LogFormat, ServeArgs, WorkerArgs};
 use config_file::FileConfig;
 
 #[tokio::main]
@@ -25,32 +23,19 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Migrate { db, undo } => migrate(&db, undo).await,
-        Command::Serve {
-            db,
-            file,
-            serve: args,
-        } => {
+        Command::Serve { db, file, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let store = open(&db).await?;
             file.register(&store).await?;
             serve(store, &file, &args, shutdown_on_signal()).await
         }
-        Command::Worker {
-            db,
-            file,
-            worker: args,
-        } => {
+        Command::Worker { db, file, worker: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let store = open(&db).await?;
             file.register(&store).await?;
             work(store, &args, shutdown_on_signal()).await
         }
-        Command::Dev {
-            db,
-            file,
-            serve: serve_args,
-            worker: worker_args,
-        } => {
+        Command::Dev { db, file, serve: serve_args, worker: worker_args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let store = open(&db).await?;
             store.migrate().await.context("migrating the database")?;
@@ -65,9 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Agents { db, command } => agents(open(&db).await?, command).await,
         Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
         Command::DemoAgent { listen } => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(listen = %listener.local_addr()?, "demo agent serving");
             demo_agent::serve(listener, shutdown_on_signal()).await?;
             Ok(())
@@ -77,9 +60,7 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -87,18 +68,13 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn open(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    Store::connect(&db.store_config())
-        .await
-        .context("connecting to PostgreSQL")
+    Store::connect(&db.store_config()).await.context("connecting to PostgreSQL")
 }
 
 async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {
     let store = open(db).await?;
     if undo {
-        store
-            .migrate_undo(0)
-            .await
-            .context("reverting migrations")?;
+        store.migrate_undo(0).await.context("reverting migrations")?;
         tracing::info!(schema = store.schema(), "migrations reverted");
     } else {
         store.migrate().await.context("applying migrations")?;
@@ -107,20 +83,11 @@ async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(
-    store: Store,
-    file: &FileConfig,
-    args: &ServeArgs,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
-    let config = switchyard_api::ApiConfig {
-        routing: file.routing(),
-        ..args.api_config(bound)
-    };
+    let config = switchyard_api::ApiConfig { routing: file.routing(), ..args.api_config(bound) };
     tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
     let state = AppState::new(store, config, shutdown.clone());
     switchyard_api::serve(listener, state, shutdown, args.http_drain_timeout).await?;
@@ -128,11 +95,7 @@ async fn serve(
 }
 
 async fn work(store: Store, args: &WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let worker = Worker::new(
-        store,
-        args.worker_config(),
-        Dispatcher::new(args.remote_timeout),
-    )?;
+    let worker = Worker::new(store, args.worker_config(), Dispatcher::new(args.remote_timeout))?;
     worker.run(shutdown).await?;
     Ok(())
 }
@@ -146,18 +109,10 @@ async fn agents(store: Store, command: AgentsCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
             store.agent_upsert(&name, &url).await?;
             store.agent_set_card(&name, &card).await?;
-            writeln!(
-                out,
-                "agent {name} registered ({})",
-                card["name"].as_str().unwrap_or("unnamed")
-            )?;
+            writeln!(out, "agent {name} registered ({})", card["name"].as_str().unwrap_or("unnamed"))?;
         }
         AgentsCommand::List => {
-            writeln!(
-                out,
-                "{:<20} {:<40} {:>8}  SKILLS",
-                "NAME", "URL", "FAILURES"
-            )?;
+            writeln!(out, "{:<20} {:<40} {:>8}  SKILLS", "NAME", "URL", "FAILURES")?;
             for agent in store.agents_list().await? {
                 let skills: Vec<String> = agent
                     .card
@@ -167,23 +122,12 @@ async fn agents(store: Store, command: AgentsCommand) -> anyhow::Result<()> {
                     .iter()
                     .filter_map(|s| s["id"].as_str().map(str::to_owned))
                     .collect();
-                let skills = if agent.card.is_none() {
-                    "(card not fetched yet)".to_owned()
-                } else {
-                    skills.join(",")
-                };
-                writeln!(
-                    out,
-                    "{:<20} {:<40} {:>8}  {skills}",
-                    agent.name, agent.url, agent.consecutive_failures
-                )?;
+                let skills = if agent.card.is_none() { "(card not fetched yet)".to_owned() } else { skills.join(",") };
+                writeln!(out, "{:<20} {:<40} {:>8}  {skills}", agent.name, agent.url, agent.consecutive_failures)?;
             }
         }
         AgentsCommand::Remove { name } => {
-            anyhow::ensure!(
-                store.agent_remove(&name).await?,
-                "no agent named {name:?} is registered"
-            );
+            anyhow::ensure!(store.agent_remove(&name).await?, "no agent named {name:?} is registered");
             writeln!(out, "agent {name} removed")?;
         }
     }
@@ -201,10 +145,7 @@ async fn jobs(store: Store, command: JobsCommand) -> anyhow::Result<()> {
                 "JOB", "TASK", "KIND", "ATTEMPTS", "DIED AT"
             )?;
             for job in dead {
-                let died = job
-                    .finished_at
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_default();
+                let died = job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
                 writeln!(
                     out,
                     "{:<10} {:<38} {:<10} {:>8}  {:<25} {}",

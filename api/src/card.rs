@@ -19,13 +19,8 @@ impl CardDocument {
     pub fn build(config: &ApiConfig) -> Self {
         let body = card_json(config).to_string();
         // FNV-1a of the body: the same card gives the same tag on every replica.
-        let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        CardDocument {
-            body,
-            etag: format!("\"{hash:016x}\""),
-        }
+        let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        CardDocument { body, etag: format!("\"{hash:016x}\"") }
     }
 
     /// The card's JSON.
@@ -38,28 +33,15 @@ impl CardDocument {
         let fresh = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|tags| {
-                tags.split(',')
-                    .any(|t| t.trim() == self.etag || t.trim() == "*")
-            });
+            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == self.etag || t.trim() == "*"));
         let mut response = if fresh {
             StatusCode::NOT_MODIFIED.into_response()
         } else {
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                self.body.clone(),
-            )
-                .into_response()
+            ([(header::CONTENT_TYPE, "application/json")], self.body.clone()).into_response()
         };
         let h = response.headers_mut();
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         if let Ok(tag) = HeaderValue::from_str(&self.etag) {
             h.insert(header::ETAG, tag);
         }
@@ -77,10 +59,9 @@ fn card_json(config: &ApiConfig) -> Value {
     let url = &config.public_url;
     let card = AgentCard {
         name: "Switchyard".into(),
-        description:
-            "A durable A2A task broker: every task is checkpointed before it is acknowledged and \
+        description: "A durable A2A task broker: every task is checkpointed before it is acknowledged and \
                       carried to a remote agent, surviving crashes of the broker's own processes."
-                .into(),
+            .into(),
         version: env!("CARGO_PKG_VERSION").into(),
         supported_interfaces: Vec::<AgentInterface>::new(),
         capabilities: AgentCapabilities {
@@ -111,11 +92,10 @@ fn card_json(config: &ApiConfig) -> Value {
         signatures: None,
     };
     let mut value = serde_json::to_value(card).unwrap_or_else(|_| json!({}));
-    value["supportedInterfaces"] = json!([
-        interface(url, "JSONRPC", "1.0"),
-        interface(url, "HTTP+JSON", "1.0"),
-        interface(url, "JSONRPC", "0.3"),
-    ]);
+    value["supportedInterfaces"] =
+        json!(
+            [interface(url, "JSONRPC", "1.0"), interface(url, "HTTP+JSON", "1.0"), interface(url, "JSONRPC", "0.3"),]
+        );
     // v0.3 fields, derived from the 0.3 interface.
     value["url"] = json!(url);
     value["protocolVersion"] = json!("0.3.0");
@@ -134,11 +114,7 @@ mod tests {
         let doc = CardDocument::build(&ApiConfig::new("http://broker.example:8080/"));
         let card: AgentCard = serde_json::from_value(doc.json()).expect("a v1 card");
         assert_eq!(card.supported_interfaces.len(), 3);
-        assert!(
-            card.supported_interfaces
-                .iter()
-                .all(|i| i.url == "http://broker.example:8080")
-        );
+        assert!(card.supported_interfaces.iter().all(|i| i.url == "http://broker.example:8080"));
         assert_eq!(card.capabilities.streaming, Some(true));
         assert!(!card.skills.is_empty());
     }

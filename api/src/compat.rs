@@ -2,10 +2,7 @@
 //! translated to v1 in front of the same handler, and results back, so a
 //! v0.3 client sees only v0.3 and the handler only v1 (PROTOCOL.md §15).
 
-use a2a::{
-    CancelTaskRequest, GetTaskRequest, StreamResponse, SubscribeToTaskRequest,
-    TaskPushNotificationConfig,
-};
+use a2a::{CancelTaskRequest, GetTaskRequest, StreamResponse, SubscribeToTaskRequest, TaskPushNotificationConfig};
 use serde_json::{Map, Value, json};
 use switchyard_engine::Caller;
 
@@ -31,9 +28,7 @@ pub async fn dispatch(
     match method {
         "message/send" => {
             let request = validate::send_request(send_params(&params)?)?;
-            let response = handler
-                .send_message(caller, request, idempotency_key)
-                .await?;
+            let response = handler.send_message(caller, request, idempotency_key).await?;
             let v1 = serde_json::to_value(response).unwrap_or(Value::Null);
             Ok(Reply::Value(match (v1.get("task"), v1.get("message")) {
                 (Some(task), _) => task_to_v03(task),
@@ -43,11 +38,7 @@ pub async fn dispatch(
         }
         "message/stream" => {
             let request = validate::send_request(send_params(&params)?)?;
-            Ok(Reply::Stream(
-                handler
-                    .send_streaming_message(caller, request, idempotency_key)
-                    .await?,
-            ))
+            Ok(Reply::Stream(handler.send_streaming_message(caller, request, idempotency_key).await?))
         }
         "tasks/get" => {
             let request = GetTaskRequest {
@@ -56,29 +47,16 @@ pub async fn dispatch(
                 tenant: None,
             };
             let task = handler.get_task(caller, request).await?;
-            Ok(Reply::Value(task_to_v03(
-                &serde_json::to_value(task).unwrap_or(Value::Null),
-            )))
+            Ok(Reply::Value(task_to_v03(&serde_json::to_value(task).unwrap_or(Value::Null))))
         }
         "tasks/cancel" => {
-            let request = CancelTaskRequest {
-                id: string_field(&params, "id")?,
-                metadata: None,
-                tenant: None,
-            };
+            let request = CancelTaskRequest { id: string_field(&params, "id")?, metadata: None, tenant: None };
             let task = handler.cancel_task(caller, request).await?;
-            Ok(Reply::Value(task_to_v03(
-                &serde_json::to_value(task).unwrap_or(Value::Null),
-            )))
+            Ok(Reply::Value(task_to_v03(&serde_json::to_value(task).unwrap_or(Value::Null))))
         }
         "tasks/resubscribe" => {
-            let request = SubscribeToTaskRequest {
-                id: string_field(&params, "id")?,
-                tenant: None,
-            };
-            Ok(Reply::Stream(
-                handler.subscribe(caller, request, None).await?,
-            ))
+            let request = SubscribeToTaskRequest { id: string_field(&params, "id")?, tenant: None };
+            Ok(Reply::Stream(handler.subscribe(caller, request, None).await?))
         }
         "tasks/pushNotificationConfig/set" => {
             let task_id = string_field(&params, "taskId")?;
@@ -91,10 +69,7 @@ pub async fn dispatch(
         }
         "tasks/pushNotificationConfig/get" => {
             let task_id = string_field(&params, "id")?;
-            let config = match params
-                .get("pushNotificationConfigId")
-                .and_then(Value::as_str)
-            {
+            let config = match params.get("pushNotificationConfigId").and_then(Value::as_str) {
                 Some(id) => handler.get_push_config(caller, &task_id, id).await?,
                 // v0.3 allowed asking for "the" config of a task.
                 None => handler
@@ -103,21 +78,14 @@ pub async fn dispatch(
                     .configs
                     .into_iter()
                     .next()
-                    .ok_or_else(|| ApiError::PushConfigNotFound {
-                        task: task_id.clone(),
-                        config: String::new(),
-                    })?,
+                    .ok_or_else(|| ApiError::PushConfigNotFound { task: task_id.clone(), config: String::new() })?,
             };
             Ok(Reply::Value(push_config_to_v03(&config)))
         }
         "tasks/pushNotificationConfig/list" => {
             let task_id = string_field(&params, "id")?;
-            let list = handler
-                .list_push_configs(caller, &task_id, None, None)
-                .await?;
-            Ok(Reply::Value(Value::Array(
-                list.configs.iter().map(push_config_to_v03).collect(),
-            )))
+            let list = handler.list_push_configs(caller, &task_id, None, None).await?;
+            Ok(Reply::Value(Value::Array(list.configs.iter().map(push_config_to_v03).collect())))
         }
         "tasks/pushNotificationConfig/delete" => {
             let task_id = string_field(&params, "id")?;
@@ -125,11 +93,9 @@ pub async fn dispatch(
             handler.delete_push_config(caller, &task_id, &id).await?;
             Ok(Reply::Value(Value::Null))
         }
-        "agent/getAuthenticatedExtendedCard" => Err(handler
-            .extended_card(caller)
-            .await
-            .err()
-            .unwrap_or(ApiError::Internal)),
+        "agent/getAuthenticatedExtendedCard" => {
+            Err(handler.extended_card(caller).await.err().unwrap_or(ApiError::Internal))
+        }
         other => Err(ApiError::MethodNotFound(other.to_owned())),
     }
 }
@@ -182,10 +148,7 @@ pub fn stream_item_to_v03(item: &StreamItem) -> Result<Value, ApiError> {
 fn string_field(params: &Value, field: &str) -> Result<String, ApiError> {
     match params.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        _ => Err(ApiError::invalid_field(
-            field,
-            "is required and must be a non-empty string",
-        )),
+        _ => Err(ApiError::invalid_field(field, "is required and must be a non-empty string")),
     }
 }
 
@@ -202,9 +165,7 @@ fn optional_i32(params: &Value, field: &str) -> Result<Option<i32>, ApiError> {
 
 /// `MessageSendParams` (v0.3) → `SendMessageRequest` (v1), as JSON.
 fn send_params(params: &Value) -> Result<Value, ApiError> {
-    let message = params
-        .get("message")
-        .ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
+    let message = params.get("message").ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
     let mut request = json!({ "message": message_from_v03(message)? });
     if let Some(config) = params.get("configuration").filter(|c| c.is_object()) {
         let mut v1 = Map::new();
@@ -217,15 +178,9 @@ fn send_params(params: &Value) -> Result<Value, ApiError> {
         if let Some(blocking) = config.get("blocking").and_then(Value::as_bool) {
             v1.insert("returnImmediately".into(), json!(!blocking));
         }
-        if let Some(push) = config
-            .get("pushNotificationConfig")
-            .filter(|p| p.is_object())
-        {
+        if let Some(push) = config.get("pushNotificationConfig").filter(|p| p.is_object()) {
             let flat = push_config_from_v03("", push)?;
-            v1.insert(
-                "taskPushNotificationConfig".into(),
-                serde_json::to_value(flat).unwrap_or(Value::Null),
-            );
+            v1.insert("taskPushNotificationConfig".into(), serde_json::to_value(flat).unwrap_or(Value::Null));
         }
         request["configuration"] = Value::Object(v1);
     }
@@ -237,14 +192,7 @@ fn send_params(params: &Value) -> Result<Value, ApiError> {
 
 fn message_from_v03(message: &Value) -> Result<Value, ApiError> {
     let mut v1 = Map::new();
-    for key in [
-        "messageId",
-        "contextId",
-        "taskId",
-        "metadata",
-        "extensions",
-        "referenceTaskIds",
-    ] {
+    for key in ["messageId", "contextId", "taskId", "metadata", "extensions", "referenceTaskIds"] {
         if let Some(value) = message.get(key) {
             v1.insert(key.into(), value.clone());
         }
@@ -258,14 +206,8 @@ fn message_from_v03(message: &Value) -> Result<Value, ApiError> {
     let parts = message
         .get("parts")
         .and_then(Value::as_array)
-        .ok_or_else(|| {
-            ApiError::invalid_field("message.parts", "is required and must be an array")
-        })?;
-    let parts = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| part_from_v03(i, p))
-        .collect::<Result<Vec<_>, _>>()?;
+        .ok_or_else(|| ApiError::invalid_field("message.parts", "is required and must be an array"))?;
+    let parts = parts.iter().enumerate().map(|(i, p)| part_from_v03(i, p)).collect::<Result<Vec<_>, _>>()?;
     v1.insert("parts".into(), Value::Array(parts));
     Ok(Value::Object(v1))
 }
@@ -276,17 +218,12 @@ fn part_from_v03(index: usize, part: &Value) -> Result<Value, ApiError> {
         Some("text") => json!({ "text": part.get("text").cloned().unwrap_or(Value::Null) }),
         Some("data") => json!({ "data": part.get("data").cloned().unwrap_or(Value::Null) }),
         Some("file") => {
-            let file = part
-                .get("file")
-                .ok_or_else(|| ApiError::invalid_field(&field, "a file part needs `file`"))?;
+            let file = part.get("file").ok_or_else(|| ApiError::invalid_field(&field, "a file part needs `file`"))?;
             let mut v1 = match (file.get("bytes"), file.get("uri")) {
                 (Some(bytes), None) => json!({ "raw": bytes }),
                 (None, Some(uri)) => json!({ "url": uri }),
                 _ => {
-                    return Err(ApiError::invalid_field(
-                        &field,
-                        "a file needs exactly one of bytes, uri",
-                    ));
+                    return Err(ApiError::invalid_field(&field, "a file needs exactly one of bytes, uri"));
                 }
             };
             if let Some(name) = file.get("name") {
@@ -298,10 +235,7 @@ fn part_from_v03(index: usize, part: &Value) -> Result<Value, ApiError> {
             v1
         }
         _ => {
-            return Err(ApiError::invalid_field(
-                &field,
-                "kind must be text, file or data",
-            ));
+            return Err(ApiError::invalid_field(&field, "kind must be text, file or data"));
         }
     };
     if let Some(metadata) = part.get("metadata") {
@@ -315,11 +249,7 @@ fn part_to_v03(part: &Value) -> Value {
         json!({ "kind": "text", "text": text })
     } else if let Some(data) = part.get("data") {
         // v0.3 data parts held objects only.
-        let data = if data.is_object() {
-            data.clone()
-        } else {
-            json!({ "value": data })
-        };
+        let data = if data.is_object() { data.clone() } else { json!({ "value": data }) };
         json!({ "kind": "data", "data": data })
     } else {
         let mut file = Map::new();
@@ -344,31 +274,19 @@ fn part_to_v03(part: &Value) -> Value {
 }
 
 fn parts_to_v03(parts: &Value) -> Value {
-    Value::Array(
-        parts
-            .as_array()
-            .map(|p| p.iter().map(part_to_v03).collect())
-            .unwrap_or_default(),
-    )
+    Value::Array(parts.as_array().map(|p| p.iter().map(part_to_v03).collect()).unwrap_or_default())
 }
 
 fn message_to_v03(message: &Value) -> Value {
     let mut v03 = message.clone();
     v03["kind"] = json!("message");
-    v03["role"] = json!(if message["role"] == "ROLE_AGENT" {
-        "agent"
-    } else {
-        "user"
-    });
+    v03["role"] = json!(if message["role"] == "ROLE_AGENT" { "agent" } else { "user" });
     v03["parts"] = parts_to_v03(&message["parts"]);
     v03
 }
 
 fn state_to_v03(state: &Value) -> Value {
-    let name = state
-        .as_str()
-        .unwrap_or("")
-        .trim_start_matches("TASK_STATE_");
+    let name = state.as_str().unwrap_or("").trim_start_matches("TASK_STATE_");
     json!(if name.is_empty() || name == "UNSPECIFIED" {
         "unknown".to_owned()
     } else {
@@ -406,10 +324,7 @@ fn task_to_v03(task: &Value) -> Value {
     v03
 }
 
-fn push_config_from_v03(
-    task_id: &str,
-    nested: &Value,
-) -> Result<TaskPushNotificationConfig, ApiError> {
+fn push_config_from_v03(task_id: &str, nested: &Value) -> Result<TaskPushNotificationConfig, ApiError> {
     let url = nested
         .get("url")
         .and_then(Value::as_str)
@@ -418,20 +333,14 @@ fn push_config_from_v03(
         let scheme = a.get("schemes")?.as_array()?.first()?.as_str()?.to_owned();
         Some(a2a::AuthenticationInfo {
             scheme,
-            credentials: a
-                .get("credentials")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            credentials: a.get("credentials").and_then(Value::as_str).map(str::to_owned),
         })
     });
     Ok(TaskPushNotificationConfig {
         url: url.to_owned(),
         id: nested.get("id").and_then(Value::as_str).map(str::to_owned),
         task_id: task_id.to_owned(),
-        token: nested
-            .get("token")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        token: nested.get("token").and_then(Value::as_str).map(str::to_owned),
         authentication,
         tenant: None,
     })
@@ -443,8 +352,7 @@ fn push_config_to_v03(config: &TaskPushNotificationConfig) -> Value {
         nested["token"] = json!(token);
     }
     if let Some(auth) = &config.authentication {
-        nested["authentication"] =
-            json!({ "schemes": [auth.scheme], "credentials": auth.credentials });
+        nested["authentication"] = json!({ "schemes": [auth.scheme], "credentials": auth.credentials });
     }
     json!({ "taskId": config.task_id, "pushNotificationConfig": nested })
 }
@@ -462,10 +370,7 @@ mod tests {
         ]});
         let v1 = message_from_v03(&v03).expect("translates");
         assert_eq!(v1["role"], "ROLE_USER");
-        assert_eq!(
-            v1["parts"][1],
-            json!({"url": "https://x/y.png", "mediaType": "image/png", "filename": "y.png"})
-        );
+        assert_eq!(v1["parts"][1], json!({"url": "https://x/y.png", "mediaType": "image/png", "filename": "y.png"}));
         let parsed: a2a::Message = serde_json::from_value(v1).expect("a v1 message");
         assert_eq!(parsed.parts.len(), 3);
 
@@ -475,10 +380,7 @@ mod tests {
         assert_eq!(back["kind"], "task");
         assert_eq!(back["status"]["state"], "input-required");
         assert_eq!(back["history"][0]["role"], "agent");
-        assert_eq!(
-            back["history"][0]["parts"][0],
-            json!({"kind": "text", "text": "?"})
-        );
+        assert_eq!(back["history"][0]["parts"][0], json!({"kind": "text", "text": "?"}));
     }
 
     #[test]
@@ -492,13 +394,7 @@ mod tests {
 
     #[test]
     fn v1_only_error_codes_are_not_sent_to_v03_clients() {
-        assert_eq!(
-            error_to_v03(&ApiError::VersionNotSupported("9".into()))["code"],
-            -32004
-        );
-        assert_eq!(
-            error_to_v03(&ApiError::TaskNotFound("t".into()))["code"],
-            -32001
-        );
+        assert_eq!(error_to_v03(&ApiError::VersionNotSupported("9".into()))["code"], -32004);
+        assert_eq!(error_to_v03(&ApiError::TaskNotFound("t".into()))["code"], -32001);
     }
 }

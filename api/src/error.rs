@@ -18,10 +18,7 @@ pub enum ApiError {
     #[error("method {0:?} does not exist")]
     MethodNotFound(String),
     #[error("invalid parameters: {message}")]
-    InvalidParams {
-        message: String,
-        field: Option<String>,
-    },
+    InvalidParams { message: String, field: Option<String> },
     #[error("task {0} not found")]
     TaskNotFound(String),
     #[error("task {task} is {state} and cannot be canceled")]
@@ -58,104 +55,39 @@ pub struct Classification {
 impl ApiError {
     /// A validation failure naming the offending field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
-        ApiError::InvalidParams {
-            message: format!("{field}: {}", message.into()),
-            field: Some(field.to_owned()),
-        }
+        ApiError::InvalidParams { message: format!("{field}: {}", message.into()), field: Some(field.to_owned()) }
     }
 
     /// THE table (PROTOCOL.md §6): code, HTTP status, gRPC status, reason.
     pub fn classify(&self) -> Classification {
         use ApiError::*;
         let (code, http, grpc, reason) = match self {
-            Parse(_) => (
-                -32700,
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "PARSE_ERROR",
-            ),
-            InvalidRequest(_) => (
-                -32600,
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "INVALID_REQUEST",
-            ),
-            PayloadTooLarge(_) => (
-                -32600,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RESOURCE_EXHAUSTED",
-                "INVALID_REQUEST",
-            ),
-            MethodNotFound(_) => (
-                -32601,
-                StatusCode::NOT_FOUND,
-                "UNIMPLEMENTED",
-                "METHOD_NOT_FOUND",
-            ),
-            InvalidParams { .. } => (
-                -32602,
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "INVALID_PARAMS",
-            ),
+            Parse(_) => (-32700, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "PARSE_ERROR"),
+            InvalidRequest(_) => (-32600, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "INVALID_REQUEST"),
+            PayloadTooLarge(_) => (-32600, StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_EXHAUSTED", "INVALID_REQUEST"),
+            MethodNotFound(_) => (-32601, StatusCode::NOT_FOUND, "UNIMPLEMENTED", "METHOD_NOT_FOUND"),
+            InvalidParams { .. } => (-32602, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "INVALID_PARAMS"),
             TaskNotFound(_) | PushConfigNotFound { .. } => {
                 (-32001, StatusCode::NOT_FOUND, "NOT_FOUND", "TASK_NOT_FOUND")
             }
-            TaskNotCancelable { .. } => (
-                -32002,
-                StatusCode::BAD_REQUEST,
-                "FAILED_PRECONDITION",
-                "TASK_NOT_CANCELABLE",
-            ),
-            PushNotSupported => (
-                -32003,
-                StatusCode::BAD_REQUEST,
-                "FAILED_PRECONDITION",
-                "PUSH_NOTIFICATION_NOT_SUPPORTED",
-            ),
-            UnsupportedOperation(_) => (
-                -32004,
-                StatusCode::BAD_REQUEST,
-                "FAILED_PRECONDITION",
-                "UNSUPPORTED_OPERATION",
-            ),
-            ContentTypeNotSupported(_) => (
-                -32005,
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "CONTENT_TYPE_NOT_SUPPORTED",
-            ),
-            ExtendedCardNotConfigured => (
-                -32007,
-                StatusCode::BAD_REQUEST,
-                "FAILED_PRECONDITION",
-                "EXTENDED_AGENT_CARD_NOT_CONFIGURED",
-            ),
-            VersionNotSupported(_) => (
-                -32009,
-                StatusCode::BAD_REQUEST,
-                "FAILED_PRECONDITION",
-                "VERSION_NOT_SUPPORTED",
-            ),
-            Unavailable => (
-                -32603,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "UNAVAILABLE",
-            ),
-            Internal => (
-                -32603,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "INTERNAL_ERROR",
-            ),
+            TaskNotCancelable { .. } => (-32002, StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "TASK_NOT_CANCELABLE"),
+            PushNotSupported => {
+                (-32003, StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "PUSH_NOTIFICATION_NOT_SUPPORTED")
+            }
+            UnsupportedOperation(_) => {
+                (-32004, StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "UNSUPPORTED_OPERATION")
+            }
+            ContentTypeNotSupported(_) => {
+                (-32005, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "CONTENT_TYPE_NOT_SUPPORTED")
+            }
+            ExtendedCardNotConfigured => {
+                (-32007, StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "EXTENDED_AGENT_CARD_NOT_CONFIGURED")
+            }
+            VersionNotSupported(_) => (-32009, StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "VERSION_NOT_SUPPORTED"),
+            Unavailable => (-32603, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "UNAVAILABLE"),
+            Internal => (-32603, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL_ERROR"),
         };
-        Classification {
-            code,
-            http,
-            grpc,
-            reason,
-        }
+        Classification { code, http, grpc, reason }
     }
 
     /// The typed details both bindings carry: an `ErrorInfo` always, and a
@@ -182,11 +114,7 @@ impl ApiError {
             "domain": DOMAIN,
             "metadata": metadata,
         })];
-        if let ApiError::InvalidParams {
-            message,
-            field: Some(field),
-        } = self
-        {
+        if let ApiError::InvalidParams { message, field: Some(field) } = self {
             details.push(json!({
                 "@type": "type.googleapis.com/google.rpc.BadRequest",
                 "fieldViolations": [{ "field": field, "description": message }],
@@ -226,11 +154,9 @@ impl From<StoreError> for ApiError {
                 "task {task} is {state}; it accepts new messages only while it waits for input"
             )),
             StoreError::Rejected { task, source } => match source {
-                switchyard_engine::FoldError::Terminal(state) => {
-                    ApiError::UnsupportedOperation(format!(
-                        "task {task} is {state}; a terminal task takes no more messages (start a new task in the same context)"
-                    ))
-                }
+                switchyard_engine::FoldError::Terminal(state) => ApiError::UnsupportedOperation(format!(
+                    "task {task} is {state}; a terminal task takes no more messages (start a new task in the same context)"
+                )),
                 other => {
                     tracing::error!(%task, error = %other, "a request produced an illegal event");
                     ApiError::Internal
@@ -269,10 +195,7 @@ mod tests {
     fn invalid_params_name_the_field() {
         let e = ApiError::invalid_field("message.parts", "must not be empty");
         assert_eq!(e.classify().code, -32602);
-        assert_eq!(
-            e.details()[1]["fieldViolations"][0]["field"],
-            "message.parts"
-        );
+        assert_eq!(e.details()[1]["fieldViolations"][0]["field"], "message.parts");
     }
 
     #[test]

@@ -47,12 +47,7 @@ pub fn stream_task(
     let subscription = hub.subscribe();
     tokio::spawn(async move {
         if let Err(error) = produce(&store, subscription, task, history, start, &tx).await {
-            let _ = tx
-                .send(StreamItem {
-                    seq: 0,
-                    event: Err(error),
-                })
-                .await;
+            let _ = tx.send(StreamItem { seq: 0, event: Err(error) }).await;
         }
     });
     ReceiverStream::new(rx)
@@ -71,14 +66,7 @@ async fn produce(
     let mut last = match start {
         Start::Snapshot => {
             let snapshot = task.to_a2a((!history.is_empty()).then_some(history));
-            if tx
-                .send(StreamItem {
-                    seq: task.version,
-                    event: Ok(StreamResponse::Task(snapshot)),
-                })
-                .await
-                .is_err()
-            {
+            if tx.send(StreamItem { seq: task.version, event: Ok(StreamResponse::Task(snapshot)) }).await.is_err() {
                 return Ok(());
             }
             if task.state.is_terminal() {
@@ -95,13 +83,7 @@ async fn produce(
             last = stored.seq;
             let stop = ends_stream(&stored.event);
             if let Some(response) = to_stream_response(&stored, &context_id)
-                && tx
-                    .send(StreamItem {
-                        seq: stored.seq,
-                        event: Ok(response),
-                    })
-                    .await
-                    .is_err()
+                && tx.send(StreamItem { seq: stored.seq, event: Ok(response) }).await.is_err()
             {
                 return Ok(());
             }
@@ -123,8 +105,9 @@ async fn produce(
 /// the client must answer (a new request) before anything else happens.
 fn ends_stream(event: &TaskEvent) -> bool {
     match event {
-        TaskEvent::Status(status) => TaskState::from_a2a(&status.state)
-            .is_some_and(|s| s.is_terminal() || s.is_interrupted()),
+        TaskEvent::Status(status) => {
+            TaskState::from_a2a(&status.state).is_some_and(|s| s.is_terminal() || s.is_interrupted())
+        }
         _ => false,
     }
 }
@@ -140,16 +123,14 @@ pub fn to_stream_response(stored: &StoredEvent, context_id: &str) -> Option<Stre
             status: status.clone(),
             metadata: None,
         })),
-        TaskEvent::Artifact(update) => {
-            Some(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
-                task_id,
-                context_id: context_id.to_owned(),
-                artifact: update.artifact.clone(),
-                append: update.append.then_some(true),
-                last_chunk: update.last_chunk.then_some(true),
-                metadata: None,
-            }))
-        }
+        TaskEvent::Artifact(update) => Some(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
+            task_id,
+            context_id: context_id.to_owned(),
+            artifact: update.artifact.clone(),
+            append: update.append.then_some(true),
+            last_chunk: update.last_chunk.then_some(true),
+            metadata: None,
+        })),
         TaskEvent::Message(_) => None,
     }
 }
@@ -163,9 +144,7 @@ pub async fn wait_until_settled(
     timeout: Duration,
 ) -> Result<TaskRecord, ApiError> {
     let baseline = task.status_at;
-    let settled = |t: &TaskRecord| {
-        t.state.is_terminal() || (t.state.is_interrupted() && t.status_at > baseline)
-    };
+    let settled = |t: &TaskRecord| t.state.is_terminal() || (t.state.is_interrupted() && t.status_at > baseline);
     if task.state.is_terminal() {
         return Ok(task);
     }

@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use a2a::{
-    CancelTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, SendMessageRequest,
-    SendMessageResponse, SubscribeToTaskRequest, Task, TaskPushNotificationConfig,
+    CancelTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, SendMessageRequest, SendMessageResponse,
+    SubscribeToTaskRequest, Task, TaskPushNotificationConfig,
 };
 use serde_json::json;
 use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
-    Caller, FollowUp, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId,
-    TaskRecord, TaskState,
+    Caller, FollowUp, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId, TaskRecord, TaskState,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -41,10 +40,7 @@ pub struct A2aHandler {
 /// Who the caller is. Until authentication lands every request is the
 /// anonymous principal of the tenant it names (or of `default`).
 pub fn caller(tenant: Option<&str>) -> Caller {
-    let tenant = tenant
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .unwrap_or("default");
+    let tenant = tenant.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("default");
     Caller::new(tenant, "anonymous")
 }
 
@@ -66,10 +62,7 @@ impl A2aHandler {
         idempotency_key: Option<String>,
     ) -> Result<SendMessageResponse, ApiError> {
         let config = request.configuration.as_ref();
-        let history = history_length(
-            config.and_then(|c| c.history_length),
-            "configuration.historyLength",
-        )?;
+        let history = history_length(config.and_then(|c| c.history_length), "configuration.historyLength")?;
         let return_immediately = config.and_then(|c| c.return_immediately).unwrap_or(false);
         let task = self.accept(caller, request, idempotency_key).await?;
         let task = if return_immediately {
@@ -77,9 +70,7 @@ impl A2aHandler {
         } else {
             wait_until_settled(&self.store, &self.hub, task, self.config.blocking_timeout).await?
         };
-        Ok(SendMessageResponse::Task(
-            self.render(&task, history).await?,
-        ))
+        Ok(SendMessageResponse::Task(self.render(&task, history).await?))
     }
 
     /// `SendStreamingMessage`: accept, then stream the task from its snapshot.
@@ -90,21 +81,12 @@ impl A2aHandler {
         idempotency_key: Option<String>,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
         let history = history_length(
-            request
-                .configuration
-                .as_ref()
-                .and_then(|c| c.history_length),
+            request.configuration.as_ref().and_then(|c| c.history_length),
             "configuration.historyLength",
         )?;
         let task = self.accept(caller, request, idempotency_key).await?;
         let messages = self.history(&task, history).await?;
-        Ok(stream_task(
-            self.store.clone(),
-            &self.hub,
-            task,
-            messages,
-            Start::Snapshot,
-        ))
+        Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot))
     }
 
     /// Creates a task, or continues the one the message names, durably.
@@ -114,24 +96,14 @@ impl A2aHandler {
         request: SendMessageRequest,
         idempotency_key: Option<String>,
     ) -> Result<TaskRecord, ApiError> {
-        let SendMessageRequest {
-            message,
-            configuration,
-            metadata,
-            ..
-        } = request;
+        let SendMessageRequest { message, configuration, metadata, .. } = request;
         let key = idempotency_key.unwrap_or_else(|| message.message_id.clone());
         let push_config = configuration.and_then(|c| c.task_push_notification_config);
-        let job = NewJob {
-            payload: json!({}),
-            ..NewJob::new(DELEGATE, self.config.max_attempts)
-        };
+        let job = NewJob { payload: json!({}), ..NewJob::new(DELEGATE, self.config.max_attempts) };
         match message.task_id.as_deref().filter(|id| !id.is_empty()) {
             Some(raw) => {
                 let task_id = validate::task_id(raw)?;
-                let push_config = push_config
-                    .map(|p| push_config_from(task_id, p))
-                    .transpose()?;
+                let push_config = push_config.map(|p| push_config_from(task_id, p)).transpose()?;
                 let follow_up = FollowUp {
                     caller: caller.clone(),
                     task_id,
@@ -148,21 +120,12 @@ impl A2aHandler {
                 // with the reason, and the job names its agent.
                 let agents = self.store.agents_list().await?;
                 let target = Target::from_metadata(message.metadata.as_ref());
-                let (job, reject_reason) =
-                    match route::choose(&target, &agents, &self.config.routing) {
-                        Ok(agent) => (
-                            Some(NewJob {
-                                payload: json!({ "agent": agent }),
-                                ..job
-                            }),
-                            None,
-                        ),
-                        Err(no_route) => (None, Some(no_route.to_string())),
-                    };
+                let (job, reject_reason) = match route::choose(&target, &agents, &self.config.routing) {
+                    Ok(agent) => (Some(NewJob { payload: json!({ "agent": agent }), ..job }), None),
+                    Err(no_route) => (None, Some(no_route.to_string())),
+                };
                 // The id is filled in by the store; validate the rest now.
-                let push_config = push_config
-                    .map(|p| push_config_from(TaskId(uuid::Uuid::nil()), p))
-                    .transpose()?;
+                let push_config = push_config.map(|p| push_config_from(TaskId(uuid::Uuid::nil()), p)).transpose()?;
                 let new = NewTask {
                     caller: caller.clone(),
                     context_id: message.context_id.clone().filter(|c| !c.is_empty()),
@@ -181,31 +144,17 @@ impl A2aHandler {
     }
 
     /// `GetTask`.
-    pub async fn get_task(
-        &self,
-        caller: &Caller,
-        request: GetTaskRequest,
-    ) -> Result<Task, ApiError> {
+    pub async fn get_task(&self, caller: &Caller, request: GetTaskRequest) -> Result<Task, ApiError> {
         let history = history_length(request.history_length, "historyLength")?;
-        let task = self
-            .store
-            .task_get(caller, validate::task_id(&request.id)?)
-            .await?;
+        let task = self.store.task_get(caller, validate::task_id(&request.id)?).await?;
         self.render(&task, history).await
     }
 
     /// `ListTasks`: the caller's tasks, newest status first.
-    pub async fn list_tasks(
-        &self,
-        caller: &Caller,
-        request: ListTasksRequest,
-    ) -> Result<ListTasksResponse, ApiError> {
+    pub async fn list_tasks(&self, caller: &Caller, request: ListTasksRequest) -> Result<ListTasksResponse, ApiError> {
         let page_size = request.page_size.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&page_size) {
-            return Err(ApiError::invalid_field(
-                "pageSize",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
+            return Err(ApiError::invalid_field("pageSize", format!("must be between 1 and {MAX_PAGE}")));
         }
         // Lists carry no history unless asked: it costs a read per task.
         let history = match request.history_length {
@@ -215,8 +164,7 @@ impl A2aHandler {
         let state = match &request.status {
             None => None,
             Some(s) => Some(
-                TaskState::from_a2a(s)
-                    .ok_or_else(|| ApiError::invalid_field("status", "must name a task state"))?,
+                TaskState::from_a2a(s).ok_or_else(|| ApiError::invalid_field("status", "must name a task state"))?,
             ),
         };
         let filter = TaskFilter {
@@ -225,10 +173,7 @@ impl A2aHandler {
             status_after: request.status_timestamp_after,
         };
         let after = page::decode(request.page_token.as_deref().unwrap_or(""), &filter)?;
-        let page = self
-            .store
-            .task_list(caller, &filter, i64::from(page_size), after)
-            .await?;
+        let page = self.store.task_list(caller, &filter, i64::from(page_size), after).await?;
         let mut tasks = Vec::with_capacity(page.tasks.len());
         for record in &page.tasks {
             let mut task = self.render(record, history).await?;
@@ -241,32 +186,19 @@ impl A2aHandler {
         }
         Ok(ListTasksResponse {
             tasks,
-            next_page_token: page
-                .next
-                .map(|c| page::encode(c, &filter))
-                .unwrap_or_default(),
+            next_page_token: page.next.map(|c| page::encode(c, &filter)).unwrap_or_default(),
             page_size,
             total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
         })
     }
 
     /// `CancelTask`: idempotent on a canceled task, refused on other terminal ones.
-    pub async fn cancel_task(
-        &self,
-        caller: &Caller,
-        request: CancelTaskRequest,
-    ) -> Result<Task, ApiError> {
+    pub async fn cancel_task(&self, caller: &Caller, request: CancelTaskRequest) -> Result<Task, ApiError> {
         let task_id = validate::task_id(&request.id)?;
         let task = match self.store.task_cancel(caller, task_id, None).await {
             Ok(task) => task,
-            Err(StoreError::Rejected {
-                source: switchyard_engine::FoldError::Terminal(state),
-                ..
-            }) => {
-                return Err(ApiError::TaskNotCancelable {
-                    task: request.id,
-                    state,
-                });
+            Err(StoreError::Rejected { source: switchyard_engine::FoldError::Terminal(state), .. }) => {
+                return Err(ApiError::TaskNotCancelable { task: request.id, state });
             }
             Err(e) => return Err(e.into()),
         };
@@ -281,10 +213,7 @@ impl A2aHandler {
         request: SubscribeToTaskRequest,
         resume_after: Option<i64>,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
-        let task = self
-            .store
-            .task_get(caller, validate::task_id(&request.id)?)
-            .await?;
+        let task = self.store.task_get(caller, validate::task_id(&request.id)?).await?;
         let start = match resume_after {
             Some(seq) => Start::After(seq),
             None if task.state.is_terminal() => {
@@ -299,13 +228,7 @@ impl A2aHandler {
             Start::Snapshot => self.history(&task, validate::MAX_HISTORY).await?,
             Start::After(_) => Vec::new(),
         };
-        Ok(stream_task(
-            self.store.clone(),
-            &self.hub,
-            task,
-            messages,
-            start,
-        ))
+        Ok(stream_task(self.store.clone(), &self.hub, task, messages, start))
     }
 
     /// `CreateTaskPushNotificationConfig` (replaces a config with the same id).
@@ -315,21 +238,12 @@ impl A2aHandler {
         config: TaskPushNotificationConfig,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
         let task_id = validate::task_id(&config.task_id)?;
-        let existing = self
-            .store
-            .push_config_list(caller, task_id, MAX_PUSH_CONFIGS, None)
-            .await?;
+        let existing = self.store.push_config_list(caller, task_id, MAX_PUSH_CONFIGS, None).await?;
         let config = push_config_from(task_id, config)?;
-        if existing.len() as i64 >= MAX_PUSH_CONFIGS && !existing.iter().any(|c| c.id == config.id)
-        {
-            return Err(ApiError::invalid_field(
-                "id",
-                format!("a task takes at most {MAX_PUSH_CONFIGS} configs"),
-            ));
+        if existing.len() as i64 >= MAX_PUSH_CONFIGS && !existing.iter().any(|c| c.id == config.id) {
+            return Err(ApiError::invalid_field("id", format!("a task takes at most {MAX_PUSH_CONFIGS} configs")));
         }
-        Ok(push_config_to(
-            self.store.push_config_put(caller, &config).await?,
-        ))
+        Ok(push_config_to(self.store.push_config_put(caller, &config).await?))
     }
 
     /// `GetTaskPushNotificationConfig`.
@@ -344,10 +258,7 @@ impl A2aHandler {
             .push_config_get(caller, task, id)
             .await?
             .map(push_config_to)
-            .ok_or_else(|| ApiError::PushConfigNotFound {
-                task: task_id.to_owned(),
-                config: id.to_owned(),
-            })
+            .ok_or_else(|| ApiError::PushConfigNotFound { task: task_id.to_owned(), config: id.to_owned() })
     }
 
     /// `ListTaskPushNotificationConfigs`: pages in id order; the token is the
@@ -362,16 +273,10 @@ impl A2aHandler {
         let task = validate::task_id(task_id)?;
         let size = i64::from(page_size.unwrap_or(MAX_PUSH_CONFIGS as i32));
         if !(1..=MAX_PUSH_CONFIGS).contains(&size) {
-            return Err(ApiError::invalid_field(
-                "pageSize",
-                format!("must be between 1 and {MAX_PUSH_CONFIGS}"),
-            ));
+            return Err(ApiError::invalid_field("pageSize", format!("must be between 1 and {MAX_PUSH_CONFIGS}")));
         }
         let after = page_token.filter(|t| !t.is_empty());
-        let mut configs = self
-            .store
-            .push_config_list(caller, task, size + 1, after)
-            .await?;
+        let mut configs = self.store.push_config_list(caller, task, size + 1, after).await?;
         let next = if configs.len() as i64 > size {
             configs.truncate(size as usize);
             configs.last().map(|c| c.id.clone())
@@ -385,23 +290,14 @@ impl A2aHandler {
     }
 
     /// `DeleteTaskPushNotificationConfig`: idempotent.
-    pub async fn delete_push_config(
-        &self,
-        caller: &Caller,
-        task_id: &str,
-        id: &str,
-    ) -> Result<(), ApiError> {
-        self.store
-            .push_config_delete(caller, validate::task_id(task_id)?, id)
-            .await?;
+    pub async fn delete_push_config(&self, caller: &Caller, task_id: &str, id: &str) -> Result<(), ApiError> {
+        self.store.push_config_delete(caller, validate::task_id(task_id)?, id).await?;
         Ok(())
     }
 
     /// `GetExtendedAgentCard`: not offered (the public card says so).
     pub async fn extended_card(&self, _caller: &Caller) -> Result<a2a::AgentCard, ApiError> {
-        Err(ApiError::UnsupportedOperation(
-            "this agent offers no extended agent card".into(),
-        ))
+        Err(ApiError::UnsupportedOperation("this agent offers no extended agent card".into()))
     }
 
     async fn history(&self, task: &TaskRecord, length: i64) -> Result<Vec<a2a::Message>, ApiError> {
@@ -418,53 +314,33 @@ impl A2aHandler {
 }
 
 /// Validates a client's webhook and gives it an id if it has none.
-fn push_config_from(
-    task_id: TaskId,
-    config: TaskPushNotificationConfig,
-) -> Result<PushConfig, ApiError> {
+fn push_config_from(task_id: TaskId, config: TaskPushNotificationConfig) -> Result<PushConfig, ApiError> {
     let url = config.url.trim();
     let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
     if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
-        return Err(ApiError::invalid_field(
-            "url",
-            "must be an absolute http(s) URL of at most 2048 characters",
-        ));
+        return Err(ApiError::invalid_field("url", "must be an absolute http(s) URL of at most 2048 characters"));
     }
     let header_safe = |s: &str| !s.contains(['\r', '\n']);
     if !config.token.as_deref().is_none_or(header_safe) {
-        return Err(ApiError::invalid_field(
-            "token",
-            "must not contain line breaks",
-        ));
+        return Err(ApiError::invalid_field("token", "must not contain line breaks"));
     }
     if let Some(auth) = &config.authentication
         && (auth.scheme.trim().is_empty()
             || !header_safe(&auth.scheme)
             || !auth.credentials.as_deref().is_none_or(header_safe))
     {
-        return Err(ApiError::invalid_field(
-            "authentication",
-            "needs a scheme, and no line breaks",
-        ));
+        return Err(ApiError::invalid_field("authentication", "needs a scheme, and no line breaks"));
     }
-    let id = config
-        .id
-        .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = config.id.filter(|id| !id.is_empty()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     if id.len() > 256 {
-        return Err(ApiError::invalid_field(
-            "id",
-            "must be at most 256 characters",
-        ));
+        return Err(ApiError::invalid_field("id", "must be at most 256 characters"));
     }
     Ok(PushConfig {
         task_id,
         id,
         url: url.to_owned(),
         token: config.token,
-        authentication: config
-            .authentication
-            .map(|a| json!({ "scheme": a.scheme, "credentials": a.credentials })),
+        authentication: config.authentication.map(|a| json!({ "scheme": a.scheme, "credentials": a.credentials })),
     })
 }
 
@@ -474,9 +350,7 @@ fn push_config_to(config: PushConfig) -> TaskPushNotificationConfig {
         id: Some(config.id),
         task_id: config.task_id.to_string(),
         token: config.token,
-        authentication: config
-            .authentication
-            .and_then(|a| serde_json::from_value(a).ok()),
+        authentication: config.authentication.and_then(|a| serde_json::from_value(a).ok()),
         tenant: None,
     }
 }

@@ -74,9 +74,7 @@ impl EventHub {
     /// A receiver of every wake-up from now on. Subscribe before reading
     /// the state you will watch, so nothing falls between the two.
     pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            rx: self.tx.subscribe(),
-        }
+        Subscription { rx: self.tx.subscribe() }
     }
 
     /// Subscribers right now (for metrics).

@@ -1,9 +1,8 @@
 //! The JSON-RPC 2.0 binding: `POST /`, decode → call → encode.
 
 use a2a::{
-    CancelTaskRequest, DeleteTaskPushNotificationConfigRequest,
-    GetTaskPushNotificationConfigRequest, GetTaskRequest, ListTaskPushNotificationConfigsRequest,
-    ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig,
+    CancelTaskRequest, DeleteTaskPushNotificationConfigRequest, GetTaskPushNotificationConfigRequest, GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest, ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig,
 };
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -74,24 +73,11 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
         Ok(None) => Version::V03,
         Err(e) => return error(id, &e, Version::V1),
     };
-    let tenant = params
-        .get("tenant")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let tenant = params.get("tenant").and_then(Value::as_str).map(str::to_owned);
     let caller = caller(tenant.as_deref());
     let key = idempotency_key(&parts.headers);
     let reply = match version {
-        Version::V1 => {
-            dispatch(
-                &state.handler,
-                &caller,
-                &method,
-                params,
-                key,
-                &parts.headers,
-            )
-            .await
-        }
+        Version::V1 => dispatch(&state.handler, &caller, &method, params, key, &parts.headers).await,
         Version::V03 => compat::dispatch(&state.handler, &caller, &method, params, key).await,
     };
     match reply {
@@ -109,9 +95,7 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
 /// One SSE `data:` payload: a complete JSON-RPC response.
 fn frame(id: &Value, version: Version, item: StreamItem) -> Value {
     let outcome = match version {
-        Version::V1 => item
-            .event
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
+        Version::V1 => item.event.map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
         Version::V03 => compat::stream_item_to_v03(&item),
     };
     match outcome {
@@ -130,52 +114,30 @@ fn render_error(e: &ApiError, version: Version) -> Value {
 /// JSON-RPC errors travel with HTTP 200 (the binding leaves the status
 /// open); only a body too large to read gets its own status.
 fn error(id: Value, e: &ApiError, version: Version) -> Response {
-    let status = if matches!(e, ApiError::PayloadTooLarge(_)) {
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else {
-        StatusCode::OK
-    };
+    let status = if matches!(e, ApiError::PayloadTooLarge(_)) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::OK };
     let body = json!({"jsonrpc": "2.0", "id": id, "error": render_error(e, version)});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// Checks the envelope; on failure, the id if it could be read.
 fn read_envelope(envelope: Value) -> Result<(Value, String, Value), (Value, ApiError)> {
     let Value::Object(mut call) = envelope else {
-        let why = if envelope.is_array() {
-            "batches are not supported"
-        } else {
-            "the request must be a JSON object"
-        };
+        let why = if envelope.is_array() { "batches are not supported" } else { "the request must be a JSON object" };
         return Err((Value::Null, ApiError::InvalidRequest(why.into())));
     };
     let id = match call.remove("id") {
         Some(id @ (Value::String(_) | Value::Number(_))) => id,
         _ => {
-            return Err((
-                Value::Null,
-                ApiError::InvalidRequest("`id` must be a string or a number".into()),
-            ));
+            return Err((Value::Null, ApiError::InvalidRequest("`id` must be a string or a number".into())));
         }
     };
     if call.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err((
-            id,
-            ApiError::InvalidRequest("`jsonrpc` must be \"2.0\"".into()),
-        ));
+        return Err((id, ApiError::InvalidRequest("`jsonrpc` must be \"2.0\"".into())));
     }
     let method = match call.remove("method") {
         Some(Value::String(m)) if !m.is_empty() => m,
         _ => {
-            return Err((
-                id,
-                ApiError::InvalidRequest("`method` must be a non-empty string".into()),
-            ));
+            return Err((id, ApiError::InvalidRequest("`method` must be a non-empty string".into())));
         }
     };
     let params = match call.remove("params") {
@@ -204,64 +166,31 @@ async fn dispatch(
     headers: &HeaderMap,
 ) -> Result<Reply, ApiError> {
     match method {
-        "SendMessage" => value(
-            handler
-                .send_message(caller, validate::send_request(params)?, key)
-                .await,
-        ),
-        "SendStreamingMessage" => Ok(Reply::Stream(
-            handler
-                .send_streaming_message(caller, validate::send_request(params)?, key)
-                .await?,
-        )),
-        "GetTask" => value(
-            handler
-                .get_task(caller, decode::<GetTaskRequest>(params, "params")?)
-                .await,
-        ),
-        "ListTasks" => value(
-            handler
-                .list_tasks(caller, decode::<ListTasksRequest>(params, "params")?)
-                .await,
-        ),
-        "CancelTask" => value(
-            handler
-                .cancel_task(caller, decode::<CancelTaskRequest>(params, "params")?)
-                .await,
-        ),
+        "SendMessage" => value(handler.send_message(caller, validate::send_request(params)?, key).await),
+        "SendStreamingMessage" => {
+            Ok(Reply::Stream(handler.send_streaming_message(caller, validate::send_request(params)?, key).await?))
+        }
+        "GetTask" => value(handler.get_task(caller, decode::<GetTaskRequest>(params, "params")?).await),
+        "ListTasks" => value(handler.list_tasks(caller, decode::<ListTasksRequest>(params, "params")?).await),
+        "CancelTask" => value(handler.cancel_task(caller, decode::<CancelTaskRequest>(params, "params")?).await),
         "SubscribeToTask" => {
             let request = decode::<SubscribeToTaskRequest>(params, "params")?;
-            Ok(Reply::Stream(
-                handler
-                    .subscribe(caller, request, sse::last_event_id(headers))
-                    .await?,
-            ))
+            Ok(Reply::Stream(handler.subscribe(caller, request, sse::last_event_id(headers)).await?))
         }
-        "CreateTaskPushNotificationConfig" => value(
-            handler
-                .create_push_config(
-                    caller,
-                    decode::<TaskPushNotificationConfig>(params, "params")?,
-                )
-                .await,
-        ),
+        "CreateTaskPushNotificationConfig" => {
+            value(handler.create_push_config(caller, decode::<TaskPushNotificationConfig>(params, "params")?).await)
+        }
         "GetTaskPushNotificationConfig" => {
             let r = decode::<GetTaskPushNotificationConfigRequest>(params, "params")?;
             value(handler.get_push_config(caller, &r.task_id, &r.id).await)
         }
         "ListTaskPushNotificationConfigs" => {
             let r = decode::<ListTaskPushNotificationConfigsRequest>(params, "params")?;
-            value(
-                handler
-                    .list_push_configs(caller, &r.task_id, r.page_size, r.page_token.as_deref())
-                    .await,
-            )
+            value(handler.list_push_configs(caller, &r.task_id, r.page_size, r.page_token.as_deref()).await)
         }
         "DeleteTaskPushNotificationConfig" => {
             let r = decode::<DeleteTaskPushNotificationConfigRequest>(params, "params")?;
-            handler
-                .delete_push_config(caller, &r.task_id, &r.id)
-                .await?;
+            handler.delete_push_config(caller, &r.task_id, &r.id).await?;
             Ok(Reply::Value(json!({})))
         }
         "GetExtendedAgentCard" => value(handler.extended_card(caller).await),

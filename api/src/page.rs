@@ -27,19 +27,13 @@ fn fingerprint(filter: &TaskFilter) -> String {
         filter.state.map(|s| s.as_str()),
         filter.status_after.map(|t| t.to_rfc3339())
     );
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{hash:016x}")
 }
 
 /// Encodes where the next page starts.
 pub fn encode(cursor: Cursor, filter: &TaskFilter) -> String {
-    let token = Token {
-        t: cursor.status_at,
-        i: cursor.id.0,
-        f: fingerprint(filter),
-    };
+    let token = Token { t: cursor.status_at, i: cursor.id.0, f: fingerprint(filter) };
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
@@ -48,21 +42,13 @@ pub fn decode(token: &str, filter: &TaskFilter) -> Result<Option<Cursor>, ApiErr
     if token.is_empty() {
         return Ok(None);
     }
-    let invalid = || {
-        ApiError::invalid_field(
-            "pageToken",
-            "is not a token this server issued for these filters",
-        )
-    };
+    let invalid = || ApiError::invalid_field("pageToken", "is not a token this server issued for these filters");
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let token: Token = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     if token.f != fingerprint(filter) {
         return Err(invalid());
     }
-    Ok(Some(Cursor {
-        status_at: token.t,
-        id: TaskId(token.i),
-    }))
+    Ok(Some(Cursor { status_at: token.t, id: TaskId(token.i) }))
 }
 
 #[cfg(test)]
@@ -71,14 +57,8 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_refuse_other_filters_and_garbage() {
-        let filter = TaskFilter {
-            context_id: Some("c".into()),
-            ..TaskFilter::default()
-        };
-        let cursor = Cursor {
-            status_at: Utc::now(),
-            id: TaskId::new(),
-        };
+        let filter = TaskFilter { context_id: Some("c".into()), ..TaskFilter::default() };
+        let cursor = Cursor { status_at: Utc::now(), id: TaskId::new() };
         let token = encode(cursor, &filter);
         assert_eq!(decode(&token, &filter).ok().flatten(), Some(cursor));
         assert!(decode(&token, &TaskFilter::default()).is_err());

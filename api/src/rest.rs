@@ -2,10 +2,7 @@
 
 use std::collections::HashMap;
 
-use a2a::{
-    CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest,
-    TaskPushNotificationConfig,
-};
+use a2a::{CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -29,38 +26,20 @@ pub fn routes() -> Router<AppState> {
         .route("/message:send", post(send))
         .route("/message:stream", post(stream))
         .route("/tasks", get(list))
-        .route(
-            "/tasks/{task}",
-            get(get_or_subscribe).post(cancel_or_subscribe),
-        )
-        .route(
-            "/tasks/{task}/pushNotificationConfigs",
-            post(create_push).get(list_push),
-        )
-        .route(
-            "/tasks/{task}/pushNotificationConfigs/{config}",
-            get(get_push).delete(delete_push),
-        )
+        .route("/tasks/{task}", get(get_or_subscribe).post(cancel_or_subscribe))
+        .route("/tasks/{task}/pushNotificationConfigs", post(create_push).get(list_push))
+        .route("/tasks/{task}/pushNotificationConfigs/{config}", get(get_push).delete(delete_push))
         .route("/extendedAgentCard", get(extended_card))
 }
 
 type Params = Path<HashMap<String, String>>;
 
 fn ok(value: impl serde::Serialize) -> Response {
-    (
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        serde_json::to_string(&value).unwrap_or_default(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], serde_json::to_string(&value).unwrap_or_default()).into_response()
 }
 
 fn fail(e: &ApiError) -> Response {
-    (
-        e.classify().http,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        e.to_rest().to_string(),
-    )
-        .into_response()
+    (e.classify().http, [(header::CONTENT_TYPE, CONTENT_TYPE)], e.to_rest().to_string()).into_response()
 }
 
 /// REST has no v0.3 here (v0.3 REST lived under `/v1`): a missing header is
@@ -75,9 +54,7 @@ fn tenant(params: &HashMap<String, String>) -> switchyard_engine::Caller {
 
 async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
     let limit = state.handler.config().max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
     if bytes.is_empty() {
         return Ok(Value::Object(Default::default()));
     }
@@ -110,30 +87,21 @@ async fn send(State(state): State<AppState>, Path(p): Params, request: Request<B
         async {
             check_version(&parts.headers, parts.uri.query())?;
             let request = validate::send_request(body_json(&state, body).await?)?;
-            let response = state
-                .handler
-                .send_message(&tenant(&p), request, idempotency_key(&parts.headers))
-                .await?;
+            let response = state.handler.send_message(&tenant(&p), request, idempotency_key(&parts.headers)).await?;
             Ok(ok(response))
         }
         .await,
     )
 }
 
-async fn stream(
-    State(state): State<AppState>,
-    Path(p): Params,
-    request: Request<Body>,
-) -> Response {
+async fn stream(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     into_response(
         async {
             check_version(&parts.headers, parts.uri.query())?;
             let request = validate::send_request(body_json(&state, body).await?)?;
-            let items = state
-                .handler
-                .send_streaming_message(&tenant(&p), request, idempotency_key(&parts.headers))
-                .await?;
+            let items =
+                state.handler.send_streaming_message(&tenant(&p), request, idempotency_key(&parts.headers)).await?;
             Ok(sse::respond(items, rest_frame))
         }
         .await,
@@ -141,12 +109,7 @@ async fn stream(
 }
 
 fn query_i32(q: &HashMap<String, String>, field: &str) -> Result<Option<i32>, ApiError> {
-    q.get(field)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| ApiError::invalid_field(field, "must be an integer"))
-        })
-        .transpose()
+    q.get(field).map(|v| v.parse().map_err(|_| ApiError::invalid_field(field, "must be an integer"))).transpose()
 }
 
 async fn list(
@@ -161,9 +124,8 @@ async fn list(
             let status = q
                 .get("status")
                 .map(|s| {
-                    serde_json::from_value(Value::String(s.clone())).map_err(|_| {
-                        ApiError::invalid_field("status", "must be a TASK_STATE_* name")
-                    })
+                    serde_json::from_value(Value::String(s.clone()))
+                        .map_err(|_| ApiError::invalid_field("status", "must be a TASK_STATE_* name"))
                 })
                 .transpose()?;
             let status_timestamp_after = q
@@ -171,20 +133,13 @@ async fn list(
                 .map(|t| {
                     chrono::DateTime::parse_from_rfc3339(t)
                         .map(|t| t.with_timezone(&chrono::Utc))
-                        .map_err(|_| {
-                            ApiError::invalid_field(
-                                "statusTimestampAfter",
-                                "must be an ISO 8601 timestamp",
-                            )
-                        })
+                        .map_err(|_| ApiError::invalid_field("statusTimestampAfter", "must be an ISO 8601 timestamp"))
                 })
                 .transpose()?;
             let include_artifacts = q
                 .get("includeArtifacts")
                 .map(|b| {
-                    b.parse::<bool>().map_err(|_| {
-                        ApiError::invalid_field("includeArtifacts", "must be true or false")
-                    })
+                    b.parse::<bool>().map_err(|_| ApiError::invalid_field("includeArtifacts", "must be true or false"))
                 })
                 .transpose()?;
             let request = ListTasksRequest {
@@ -238,11 +193,7 @@ async fn get_or_subscribe(
     )
 }
 
-async fn cancel_or_subscribe(
-    State(state): State<AppState>,
-    Path(p): Params,
-    request: Request<Body>,
-) -> Response {
+async fn cancel_or_subscribe(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     into_response(
         async {
@@ -251,14 +202,8 @@ async fn cancel_or_subscribe(
             match split_action(&segment) {
                 (id, Some("cancel")) => {
                     let body = body_json(&state, body).await?;
-                    let metadata = body
-                        .get("metadata")
-                        .and_then(|m| serde_json::from_value(m.clone()).ok());
-                    let request = CancelTaskRequest {
-                        id: id.to_owned(),
-                        metadata,
-                        tenant: None,
-                    };
+                    let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
+                    let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
                     Ok(ok(state.handler.cancel_task(&tenant(&p), request).await?))
                 }
                 (id, Some("subscribe")) => subscribe(&state, &p, id, &parts.headers).await,
@@ -275,40 +220,23 @@ async fn subscribe(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = SubscribeToTaskRequest {
-        id: id.to_owned(),
-        tenant: None,
-    };
-    let items = state
-        .handler
-        .subscribe(&tenant(p), request, sse::last_event_id(headers))
-        .await?;
+    let request = SubscribeToTaskRequest { id: id.to_owned(), tenant: None };
+    let items = state.handler.subscribe(&tenant(p), request, sse::last_event_id(headers)).await?;
     Ok(sse::respond(items, rest_frame))
 }
 
-async fn create_push(
-    State(state): State<AppState>,
-    Path(p): Params,
-    request: Request<Body>,
-) -> Response {
+async fn create_push(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     into_response(
         async {
             check_version(&parts.headers, parts.uri.query())?;
             let task = p.get("task").cloned().unwrap_or_default();
-            let mut config: TaskPushNotificationConfig =
-                decode(body_json(&state, body).await?, "body")?;
+            let mut config: TaskPushNotificationConfig = decode(body_json(&state, body).await?, "body")?;
             if !config.task_id.is_empty() && config.task_id != task {
-                return Err(ApiError::invalid_field(
-                    "taskId",
-                    "differs from the task in the path",
-                ));
+                return Err(ApiError::invalid_field("taskId", "differs from the task in the path"));
             }
             config.task_id = task;
-            Ok(ok(state
-                .handler
-                .create_push_config(&tenant(&p), config)
-                .await?))
+            Ok(ok(state.handler.create_push_config(&tenant(&p), config).await?))
         }
         .await,
     )
@@ -327,12 +255,7 @@ async fn list_push(
             let page_size = query_i32(&q, "pageSize")?;
             Ok(ok(state
                 .handler
-                .list_push_configs(
-                    &tenant(&p),
-                    &task,
-                    page_size,
-                    q.get("pageToken").map(String::as_str),
-                )
+                .list_push_configs(&tenant(&p), &task, page_size, q.get("pageToken").map(String::as_str))
                 .await?))
         }
         .await,
@@ -343,46 +266,28 @@ async fn get_push(State(state): State<AppState>, Path(p): Params, headers: Heade
     into_response(
         async {
             check_version(&headers, None)?;
-            let (task, config) = (
-                p.get("task").cloned().unwrap_or_default(),
-                p.get("config").cloned().unwrap_or_default(),
-            );
-            Ok(ok(state
-                .handler
-                .get_push_config(&tenant(&p), &task, &config)
-                .await?))
+            let (task, config) =
+                (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
+            Ok(ok(state.handler.get_push_config(&tenant(&p), &task, &config).await?))
         }
         .await,
     )
 }
 
-async fn delete_push(
-    State(state): State<AppState>,
-    Path(p): Params,
-    headers: HeaderMap,
-) -> Response {
+async fn delete_push(State(state): State<AppState>, Path(p): Params, headers: HeaderMap) -> Response {
     into_response(
         async {
             check_version(&headers, None)?;
-            let (task, config) = (
-                p.get("task").cloned().unwrap_or_default(),
-                p.get("config").cloned().unwrap_or_default(),
-            );
-            state
-                .handler
-                .delete_push_config(&tenant(&p), &task, &config)
-                .await?;
+            let (task, config) =
+                (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
+            state.handler.delete_push_config(&tenant(&p), &task, &config).await?;
             Ok(ok(serde_json::json!({})))
         }
         .await,
     )
 }
 
-async fn extended_card(
-    State(state): State<AppState>,
-    Path(p): Params,
-    headers: HeaderMap,
-) -> Response {
+async fn extended_card(State(state): State<AppState>, Path(p): Params, headers: HeaderMap) -> Response {
     into_response(
         async {
             check_version(&headers, None)?;

@@ -35,11 +35,7 @@ impl AppState {
         let hub = EventHub::start(store.clone(), shutdown);
         let card = Arc::new(CardDocument::build(&config));
         let handler = A2aHandler::new(store.clone(), hub, Arc::new(config));
-        AppState {
-            store,
-            handler,
-            card,
-        }
+        AppState { store, handler, card }
     }
 }
 
@@ -73,8 +69,7 @@ pub async fn serve(
     drain_timeout: Duration,
 ) -> io::Result<()> {
     let graceful = shutdown.clone();
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { graceful.cancelled().await });
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move { graceful.cancelled().await });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => result,

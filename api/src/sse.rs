@@ -22,15 +22,9 @@ where
         let seq = item.seq;
         let data = frame(item).to_string();
         let event = Event::default().data(data);
-        Ok::<_, Infallible>(if seq > 0 {
-            event.id(seq.to_string())
-        } else {
-            event
-        })
+        Ok::<_, Infallible>(if seq > 0 { event.id(seq.to_string()) } else { event })
     });
-    let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
+    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells reverse proxies (nginx) not to buffer the stream.
@@ -40,9 +34,5 @@ where
 
 /// The sequence number an SSE client last saw, from `Last-Event-ID`.
 pub fn last_event_id(headers: &axum::http::HeaderMap) -> Option<i64> {
-    headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|n| *n >= 0)
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).filter(|n| *n >= 0)
 }

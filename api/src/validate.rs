@@ -22,35 +22,24 @@ pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiErr
 /// Checks the raw `SendMessageRequest` (what serde would let through, such
 /// as a part with two content members or an empty `messageId`), then decodes it.
 pub fn send_request(raw: Value) -> Result<SendMessageRequest, ApiError> {
-    let message = raw
-        .get("message")
-        .ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
+    let message = raw.get("message").ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
     if !message.is_object() {
         return Err(ApiError::invalid_field("message", "must be an object"));
     }
     match message.get("messageId") {
         Some(Value::String(id)) if !id.trim().is_empty() => {}
         _ => {
-            return Err(ApiError::invalid_field(
-                "message.messageId",
-                "is required and must be a non-empty string",
-            ));
+            return Err(ApiError::invalid_field("message.messageId", "is required and must be a non-empty string"));
         }
     }
     let parts = match message.get("parts") {
         Some(Value::Array(parts)) if !parts.is_empty() => parts,
         _ => {
-            return Err(ApiError::invalid_field(
-                "message.parts",
-                "is required and must be a non-empty array",
-            ));
+            return Err(ApiError::invalid_field("message.parts", "is required and must be a non-empty array"));
         }
     };
     for (i, part) in parts.iter().enumerate() {
-        let members = ["text", "raw", "url", "data"]
-            .iter()
-            .filter(|m| part.get(**m).is_some())
-            .count();
+        let members = ["text", "raw", "url", "data"].iter().filter(|m| part.get(**m).is_some()).count();
         if members != 1 {
             return Err(ApiError::invalid_field(
                 &format!("message.parts[{i}]"),
@@ -79,8 +68,7 @@ pub fn history_length(value: Option<i32>, field: &str) -> Result<i64, ApiError> 
 
 /// A task id from a client: ours are UUIDs, so anything else names no task.
 pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::TaskNotFound(raw.to_owned()))
+    raw.parse().map_err(|_| ApiError::TaskNotFound(raw.to_owned()))
 }
 
 #[cfg(test)]
@@ -101,26 +89,17 @@ mod tests {
     fn each_malformation_names_its_field() {
         let cases = [
             (json!({}), "message"),
-            (
-                json!({"message": {"role": "ROLE_USER", "parts": [{"text": "x"}]}}),
-                "message.messageId",
-            ),
+            (json!({"message": {"role": "ROLE_USER", "parts": [{"text": "x"}]}}), "message.messageId"),
             (
                 json!({"message": {"messageId": " ", "role": "ROLE_USER", "parts": [{"text": "x"}]}}),
                 "message.messageId",
             ),
-            (
-                json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": []}}),
-                "message.parts",
-            ),
+            (json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": []}}), "message.parts"),
             (
                 json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "a", "url": "b"}]}}),
                 "message.parts[0]",
             ),
-            (
-                json!({"message": {"messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "a"}]}}),
-                "message.role",
-            ),
+            (json!({"message": {"messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "a"}]}}), "message.role"),
             (
                 json!({"message": {"messageId": "m", "role": "ROLE_UNSPECIFIED", "parts": [{"text": "a"}]}}),
                 "message.role",
@@ -136,9 +115,6 @@ mod tests {
         }
         let mut negative = ok_message();
         negative["configuration"] = json!({"historyLength": -1});
-        assert!(matches!(
-            send_request(negative),
-            Err(ApiError::InvalidParams { .. })
-        ));
+        assert!(matches!(send_request(negative), Err(ApiError::InvalidParams { .. })));
     }
 }

@@ -18,11 +18,7 @@ pub enum StoreError {
         source: FoldError,
     },
     #[error("task {task} belongs to context {actual}, not {given}")]
-    ContextMismatch {
-        task: TaskId,
-        actual: String,
-        given: String,
-    },
+    ContextMismatch { task: TaskId, actual: String, given: String },
     #[error("task {task} is {state}; it takes new messages only while it waits for input")]
     NotInterrupted { task: TaskId, state: TaskState },
     /// The fencing check failed: the job is no longer leased under this
@@ -54,9 +50,7 @@ impl StoreError {
                 sqlx::Error::Database(db) => {
                     // 40001 serialization_failure, 40P01 deadlock_detected,
                     // class 08 connection exceptions, 57P01 admin_shutdown.
-                    db.code().is_some_and(|c| {
-                        c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01"
-                    })
+                    db.code().is_some_and(|c| c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01")
                 }
                 _ => false,
             },
@@ -67,10 +61,7 @@ impl StoreError {
     /// The state a refused change found the task in, when that is the reason.
     pub fn terminal_state(&self) -> Option<TaskState> {
         match self {
-            StoreError::Rejected {
-                source: FoldError::Terminal(state),
-                ..
-            } => Some(*state),
+            StoreError::Rejected { source: FoldError::Terminal(state), .. } => Some(*state),
             _ => None,
         }
     }

@@ -61,11 +61,7 @@ pub struct UndecodableEvent {
 impl TaskEvent {
     /// A status event stamped now, with an optional agent message.
     pub fn status(state: TaskState, message: Option<Message>) -> Self {
-        TaskEvent::Status(TaskStatus {
-            state: state.to_a2a(),
-            message,
-            timestamp: Some(Utc::now()),
-        })
+        TaskEvent::Status(TaskStatus { state: state.to_a2a(), message, timestamp: Some(Utc::now()) })
     }
 
     /// A status event whose message is the given agent text; used for the
@@ -98,24 +94,12 @@ impl TaskEvent {
 
     /// Reads a log row back.
     pub fn from_row(kind: &str, payload: Value) -> Result<Self, UndecodableEvent> {
-        let fail = |e: serde_json::Error| UndecodableEvent {
-            kind: kind.to_owned(),
-            reason: e.to_string(),
-        };
+        let fail = |e: serde_json::Error| UndecodableEvent { kind: kind.to_owned(), reason: e.to_string() };
         match kind {
-            "message" => serde_json::from_value(payload)
-                .map(TaskEvent::Message)
-                .map_err(fail),
-            "status" => serde_json::from_value(payload)
-                .map(TaskEvent::Status)
-                .map_err(fail),
-            "artifact" => serde_json::from_value(payload)
-                .map(TaskEvent::Artifact)
-                .map_err(fail),
-            other => Err(UndecodableEvent {
-                kind: other.to_owned(),
-                reason: "unknown kind".into(),
-            }),
+            "message" => serde_json::from_value(payload).map(TaskEvent::Message).map_err(fail),
+            "status" => serde_json::from_value(payload).map(TaskEvent::Status).map_err(fail),
+            "artifact" => serde_json::from_value(payload).map(TaskEvent::Artifact).map_err(fail),
+            other => Err(UndecodableEvent { kind: other.to_owned(), reason: "unknown kind".into() }),
         }
     }
 }

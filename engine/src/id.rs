@@ -68,9 +68,6 @@ pub struct Caller {
 impl Caller {
     /// A caller in the given tenant.
     pub fn new(tenant: impl Into<String>, principal: impl Into<String>) -> Self {
-        Caller {
-            tenant: tenant.into(),
-            principal: principal.into(),
-        }
+        Caller { tenant: tenant.into(), principal: principal.into() }
     }
 }

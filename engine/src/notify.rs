@@ -26,10 +26,7 @@ pub struct Channels {
 impl Channels {
     /// The channels of the store in `schema`.
     pub fn for_schema(schema: &str) -> Self {
-        Channels {
-            jobs: format!("{schema}.jobs"),
-            events: format!("{schema}.events"),
-        }
+        Channels { jobs: format!("{schema}.jobs"), events: format!("{schema}.events") }
     }
 }
 
@@ -62,21 +59,14 @@ impl Listener {
             .with_max_delay(Duration::from_secs(5))
             .with_jitter()
             .without_max_times();
-        Ok(Listener {
-            inner,
-            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
-            backoff,
-        })
+        Ok(Listener { inner, channels: channels.iter().map(|c| (*c).to_owned()).collect(), backoff })
     }
 
     /// The next wake-up. Cancel-safe: dropping the future loses nothing
     /// that the tables do not still hold.
     pub async fn recv(&mut self) -> Wake {
         match self.inner.try_recv().await {
-            Ok(Some(n)) => Wake::Notified {
-                channel: n.channel().to_owned(),
-                payload: n.payload().to_owned(),
-            },
+            Ok(Some(n)) => Wake::Notified { channel: n.channel().to_owned(), payload: n.payload().to_owned() },
             // The connection dropped and sqlx re-established it (eager
             // reconnect, LISTENs re-issued); whatever was sent meanwhile is lost.
             Ok(None) => Wake::Resync,
@@ -94,11 +84,7 @@ impl Listener {
         loop {
             let delay = delays.next().unwrap_or(Duration::from_secs(5));
             tokio::time::sleep(delay).await;
-            match self
-                .inner
-                .listen_all(self.channels.iter().map(String::as_str))
-                .await
-            {
+            match self.inner.listen_all(self.channels.iter().map(String::as_str)).await {
                 Ok(()) => return,
                 Err(error) => tracing::warn!(%error, ?delay, "LISTEN reconnect failed; retrying"),
             }

@@ -46,16 +46,8 @@ impl RetryPolicy {
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
         let exponent = attempt.saturating_sub(1).min(31);
         // Saturating arithmetic: attempt 200 must give `cap`, not an overflow.
-        let nominal = self
-            .base
-            .checked_mul(1u32 << exponent)
-            .unwrap_or(Duration::MAX)
-            .min(self.cap);
-        let jitter = if jitter.is_finite() {
-            jitter.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let nominal = self.base.checked_mul(1u32 << exponent).unwrap_or(Duration::MAX).min(self.cap);
+        let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
         let half = nominal / 2;
         let ours = half + half.mul_f64(jitter);
         match retry_after {
@@ -65,11 +57,7 @@ impl RetryPolicy {
     }
 
     /// `delay` with jitter drawn from the thread's random generator.
-    pub fn delay_with_random_jitter(
-        &self,
-        attempt: u32,
-        retry_after: Option<Duration>,
-    ) -> Duration {
+    pub fn delay_with_random_jitter(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         self.delay(attempt, retry_after, rand::random::<f64>())
     }
 
@@ -116,18 +104,9 @@ mod tests {
     #[test]
     fn retry_after_lengthens_but_never_shortens_and_is_bounded() {
         let p = policy();
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(30)), 0.0),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            p.delay(4, Some(Duration::ZERO), 1.0),
-            Duration::from_secs(4)
-        );
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(86_400)), 0.0),
-            Duration::from_secs(600)
-        );
+        assert_eq!(p.delay(1, Some(Duration::from_secs(30)), 0.0), Duration::from_secs(30));
+        assert_eq!(p.delay(4, Some(Duration::ZERO), 1.0), Duration::from_secs(4));
+        assert_eq!(p.delay(1, Some(Duration::from_secs(86_400)), 0.0), Duration::from_secs(600));
     }
 
     #[test]

@@ -30,26 +30,15 @@ impl Target {
     /// Reads the target from a message's metadata.
     pub fn from_metadata(metadata: Option<&std::collections::HashMap<String, Value>>) -> Target {
         let hint = metadata.and_then(|m| m.get("switchyard"));
-        let field = |key: &str| {
-            hint.and_then(|h| h.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        Target {
-            agent: field("agent"),
-            skill: field("skill"),
-        }
+        let field = |key: &str| hint.and_then(|h| h.get(key)).and_then(Value::as_str).map(str::to_owned);
+        Target { agent: field("agent"), skill: field("skill") }
     }
 }
 
 /// Picks the agent: the one named; else one offering the skill (configured
 /// routes first, then agents' cards, fewest recent failures first); else
 /// the default agent.
-pub fn choose(
-    target: &Target,
-    agents: &[AgentRecord],
-    rules: &RoutingRules,
-) -> Result<String, NoRoute> {
+pub fn choose(target: &Target, agents: &[AgentRecord], rules: &RoutingRules) -> Result<String, NoRoute> {
     let registered = |name: &str| agents.iter().any(|a| a.name == name);
     if let Some(name) = &target.agent {
         return if registered(name) {
@@ -59,11 +48,7 @@ pub fn choose(
         };
     }
     if let Some(skill) = &target.skill {
-        if let Some((_, agent)) = rules
-            .skills
-            .iter()
-            .find(|(s, a)| s == skill && registered(a))
-        {
+        if let Some((_, agent)) = rules.skills.iter().find(|(s, a)| s == skill && registered(a)) {
             return Ok(agent.clone());
         }
         return agents
@@ -93,9 +78,7 @@ mod tests {
         AgentRecord {
             name: name.into(),
             url: format!("http://{name}"),
-            card: Some(
-                json!({"skills": skills.iter().map(|s| json!({"id": s})).collect::<Vec<_>>()}),
-            ),
+            card: Some(json!({"skills": skills.iter().map(|s| json!({"id": s})).collect::<Vec<_>>()})),
             card_fetched_at: None,
             consecutive_failures: failures,
         }
@@ -103,37 +86,15 @@ mod tests {
 
     #[test]
     fn routes_by_name_then_skill_then_default() {
-        let agents = [
-            agent("a", &["sum"], 3),
-            agent("b", &["sum", "tr"], 0),
-            agent("c", &[], 0),
-        ];
-        let rules = RoutingRules {
-            skills: vec![("tr".into(), "c".into())],
-            default_agent: Some("a".into()),
-        };
+        let agents = [agent("a", &["sum"], 3), agent("b", &["sum", "tr"], 0), agent("c", &[], 0)];
+        let rules = RoutingRules { skills: vec![("tr".into(), "c".into())], default_agent: Some("a".into()) };
         let by = |agent: Option<&str>, skill: Option<&str>| {
-            choose(
-                &Target {
-                    agent: agent.map(Into::into),
-                    skill: skill.map(Into::into),
-                },
-                &agents,
-                &rules,
-            )
+            choose(&Target { agent: agent.map(Into::into), skill: skill.map(Into::into) }, &agents, &rules)
         };
         assert_eq!(by(Some("c"), None), Ok("c".into()));
         assert!(by(Some("zz"), None).is_err());
-        assert_eq!(
-            by(None, Some("sum")),
-            Ok("b".into()),
-            "the healthier of two"
-        );
-        assert_eq!(
-            by(None, Some("tr")),
-            Ok("c".into()),
-            "a configured route wins over cards"
-        );
+        assert_eq!(by(None, Some("sum")), Ok("b".into()), "the healthier of two");
+        assert_eq!(by(None, Some("tr")), Ok("c".into()), "a configured route wins over cards");
         assert!(by(None, Some("nope")).is_err());
         assert_eq!(by(None, None), Ok("a".into()));
         assert!(choose(&Target::default(), &agents, &RoutingRules::default()).is_err());
@@ -143,13 +104,7 @@ mod tests {
     fn the_target_comes_from_message_metadata() {
         let metadata: std::collections::HashMap<String, Value> =
             [("switchyard".to_owned(), json!({"agent": "x", "skill": "y"}))].into();
-        assert_eq!(
-            Target::from_metadata(Some(&metadata)),
-            Target {
-                agent: Some("x".into()),
-                skill: Some("y".into())
-            }
-        );
+        assert_eq!(Target::from_metadata(Some(&metadata)), Target { agent: Some("x".into()), skill: Some("y".into()) });
         assert_eq!(Target::from_metadata(None), Target::default());
     }
 }

@@ -54,11 +54,7 @@ impl TaskRecord {
             context_id,
             parent_id: None,
             state: TaskState::Submitted,
-            status: TaskStatus {
-                state: a2a::TaskState::Submitted,
-                message: None,
-                timestamp: Some(now),
-            },
+            status: TaskStatus { state: a2a::TaskState::Submitted, message: None, timestamp: Some(now) },
             artifacts: Vec::new(),
             metadata: None,
             trace_context: None,
@@ -80,23 +76,13 @@ impl TaskRecord {
                 let to = TaskState::from_a2a(&status.state).ok_or(FoldError::UnspecifiedState)?;
                 // The genesis record is `Submitted` at version 0; its first
                 // status event may also reject the task outright.
-                let legal = if self.version == 0 {
-                    to.is_initial()
-                } else {
-                    self.state.can_transition_to(to)
-                };
+                let legal = if self.version == 0 { to.is_initial() } else { self.state.can_transition_to(to) };
                 if !legal {
-                    return Err(FoldError::InvalidTransition {
-                        from: self.state,
-                        to,
-                    });
+                    return Err(FoldError::InvalidTransition { from: self.state, to });
                 }
                 let at = status.timestamp.unwrap_or_else(Utc::now);
                 self.state = to;
-                self.status = TaskStatus {
-                    timestamp: Some(at),
-                    ..status.clone()
-                };
+                self.status = TaskStatus { timestamp: Some(at), ..status.clone() };
                 self.status_at = at;
             }
             TaskEvent::Artifact(update) => self.fold_artifact(update)?,
@@ -107,16 +93,11 @@ impl TaskRecord {
 
     fn fold_artifact(&mut self, update: &ArtifactUpdate) -> Result<(), FoldError> {
         let incoming = &update.artifact;
-        let existing = self
-            .artifacts
-            .iter_mut()
-            .find(|a| a.artifact_id == incoming.artifact_id);
+        let existing = self.artifacts.iter_mut().find(|a| a.artifact_id == incoming.artifact_id);
         match (existing, update.append) {
             (Some(artifact), true) => artifact.parts.extend(incoming.parts.iter().cloned()),
             (None, true) => {
-                return Err(FoldError::AppendToMissingArtifact(
-                    incoming.artifact_id.clone(),
-                ));
+                return Err(FoldError::AppendToMissingArtifact(incoming.artifact_id.clone()));
             }
             (Some(artifact), false) => *artifact = incoming.clone(),
             (None, false) => self.artifacts.push(incoming.clone()),
@@ -143,14 +124,8 @@ mod tests {
     use a2a::{Part, Role};
 
     fn record() -> TaskRecord {
-        let mut task = TaskRecord::genesis(
-            TaskId::new(),
-            &Caller::new("t", "p"),
-            "ctx".into(),
-            Utc::now(),
-        );
-        task.apply(&TaskEvent::status(TaskState::Submitted, None))
-            .expect("genesis status");
+        let mut task = TaskRecord::genesis(TaskId::new(), &Caller::new("t", "p"), "ctx".into(), Utc::now());
+        task.apply(&TaskEvent::status(TaskState::Submitted, None)).expect("genesis status");
         task
     }
 
@@ -168,52 +143,29 @@ mod tests {
     #[test]
     fn status_events_move_the_state_and_bump_the_version() {
         let mut task = record();
-        task.apply(&TaskEvent::status(TaskState::Working, None))
-            .expect("working");
-        task.apply(&TaskEvent::status_with_text(TaskState::Completed, "done"))
-            .expect("completed");
+        task.apply(&TaskEvent::status(TaskState::Working, None)).expect("working");
+        task.apply(&TaskEvent::status_with_text(TaskState::Completed, "done")).expect("completed");
         assert_eq!(task.state, TaskState::Completed);
         assert_eq!(task.version, 3);
-        assert_eq!(
-            task.status.message.as_ref().and_then(Message::text),
-            Some("done")
-        );
+        assert_eq!(task.status.message.as_ref().and_then(Message::text), Some("done"));
     }
 
     #[test]
     fn a_terminal_task_refuses_every_event_and_stays_unchanged() {
         let mut task = record();
-        task.apply(&TaskEvent::status(TaskState::Canceled, None))
-            .expect("cancel");
+        task.apply(&TaskEvent::status(TaskState::Canceled, None)).expect("cancel");
         let before = task.clone();
         let message = Message::new(Role::User, vec![Part::text("late")]);
-        for event in [
-            TaskEvent::status(TaskState::Completed, None),
-            TaskEvent::Message(message),
-        ] {
-            assert_eq!(
-                task.apply(&event),
-                Err(FoldError::Terminal(TaskState::Canceled))
-            );
+        for event in [TaskEvent::status(TaskState::Completed, None), TaskEvent::Message(message)] {
+            assert_eq!(task.apply(&event), Err(FoldError::Terminal(TaskState::Canceled)));
         }
         assert_eq!(task, before);
     }
 
     #[test]
     fn genesis_accepts_only_initial_states() {
-        let fresh = || {
-            TaskRecord::genesis(
-                TaskId::new(),
-                &Caller::new("t", "p"),
-                "c".into(),
-                Utc::now(),
-            )
-        };
-        assert!(
-            fresh()
-                .apply(&TaskEvent::status(TaskState::Rejected, None))
-                .is_ok()
-        );
+        let fresh = || TaskRecord::genesis(TaskId::new(), &Caller::new("t", "p"), "c".into(), Utc::now());
+        assert!(fresh().apply(&TaskEvent::status(TaskState::Rejected, None)).is_ok());
         assert!(matches!(
             fresh().apply(&TaskEvent::status(TaskState::Canceled, None)),
             Err(FoldError::InvalidTransition { .. })
@@ -224,25 +176,15 @@ mod tests {
     fn artifact_chunks_append_and_redefinitions_replace() {
         let mut task = record();
         let chunk = |text: &str, append| {
-            TaskEvent::Artifact(ArtifactUpdate {
-                artifact: artifact("a", text),
-                append,
-                last_chunk: false,
-            })
+            TaskEvent::Artifact(ArtifactUpdate { artifact: artifact("a", text), append, last_chunk: false })
         };
         task.apply(&chunk("one", false)).expect("define");
         task.apply(&chunk("two", true)).expect("append");
         assert_eq!(task.artifacts[0].parts.len(), 2);
         task.apply(&chunk("fresh", false)).expect("redefine");
         assert_eq!(task.artifacts[0].parts.len(), 1);
-        let orphan = TaskEvent::Artifact(ArtifactUpdate {
-            artifact: artifact("b", "x"),
-            append: true,
-            last_chunk: true,
-        });
-        assert_eq!(
-            task.apply(&orphan),
-            Err(FoldError::AppendToMissingArtifact("b".into()))
-        );
+        let orphan =
+            TaskEvent::Artifact(ArtifactUpdate { artifact: artifact("b", "x"), append: true, last_chunk: true });
+        assert_eq!(task.apply(&orphan), Err(FoldError::AppendToMissingArtifact("b".into())));
     }
 }

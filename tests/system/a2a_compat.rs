@@ -19,17 +19,10 @@ async fn a_v03_client_sees_only_v03_shapes() {
     let db = TestDb::new().await;
     let api = Api::start(&db).await;
     let sent = api
-        .rpc_with(
-            "message/send",
-            json!({"message": v03_message("hi"), "configuration": {"blocking": false}}),
-            &[],
-        )
+        .rpc_with("message/send", json!({"message": v03_message("hi"), "configuration": {"blocking": false}}), &[])
         .await;
     let task = &sent["result"];
-    assert_eq!(
-        task["kind"], "task",
-        "a bare task, not {{\"task\": …}}: {sent}"
-    );
+    assert_eq!(task["kind"], "task", "a bare task, not {{\"task\": …}}: {sent}");
     assert_eq!(task["status"]["state"], "submitted");
     assert_eq!(task["history"][0]["role"], "user");
     assert_eq!(task["history"][0]["parts"][0]["kind"], "text");
@@ -38,30 +31,12 @@ async fn a_v03_client_sees_only_v03_shapes() {
     let got = api.rpc_with("tasks/get", json!({"id": id}), &[]).await;
     assert_eq!(got["result"]["id"], id.as_str());
 
-    let body =
-        json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/resubscribe", "params": {"id": id}});
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/resubscribe", "params": {"id": id}});
     let mut sse = api.sse("/", Some(body), &[]).await;
-    assert_eq!(
-        sse.next().await.expect("task").data["result"]["kind"],
-        "task"
-    );
+    assert_eq!(sse.next().await.expect("task").data["result"]["kind"], "task");
     let task_id = id.parse().expect("uuid");
-    db.store
-        .task_append(
-            task_id,
-            &[TaskEvent::status(TaskState::Working, None)],
-            None,
-        )
-        .await
-        .expect("working");
-    db.store
-        .task_append(
-            task_id,
-            &[TaskEvent::status(TaskState::Completed, None)],
-            None,
-        )
-        .await
-        .expect("done");
+    db.store.task_append(task_id, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
+    db.store.task_append(task_id, &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("done");
     let rest = sse.rest().await;
     let updates: Vec<(&str, &str, bool)> = rest
         .iter()
@@ -74,13 +49,7 @@ async fn a_v03_client_sees_only_v03_shapes() {
             )
         })
         .collect();
-    assert_eq!(
-        updates,
-        [
-            ("status-update", "working", false),
-            ("status-update", "completed", true)
-        ]
-    );
+    assert_eq!(updates, [("status-update", "working", false), ("status-update", "completed", true)]);
 
     let set = api
         .rpc_with(
@@ -90,37 +59,13 @@ async fn a_v03_client_sees_only_v03_shapes() {
             &[],
         )
         .await;
-    assert_eq!(
-        set["result"]["pushNotificationConfig"]["authentication"]["schemes"][0],
-        "Bearer"
-    );
-    let listed = api
-        .rpc_with("tasks/pushNotificationConfig/list", json!({"id": id}), &[])
-        .await;
-    assert_eq!(
-        listed["result"].as_array().map(Vec::len),
-        Some(1),
-        "a bare array"
-    );
+    assert_eq!(set["result"]["pushNotificationConfig"]["authentication"]["schemes"][0], "Bearer");
+    let listed = api.rpc_with("tasks/pushNotificationConfig/list", json!({"id": id}), &[]).await;
+    assert_eq!(listed["result"].as_array().map(Vec::len), Some(1), "a bare array");
 
-    assert_eq!(
-        error_code(&api.rpc_with("tasks/cancel", json!({"id": id}), &[]).await),
-        -32002
-    );
-    assert_eq!(
-        error_code(
-            &api.rpc_with("tasks/get", json!({"id": uuid::Uuid::new_v4()}), &[])
-                .await
-        ),
-        -32001
-    );
-    assert_eq!(
-        error_code(
-            &api.rpc_with("agent/getAuthenticatedExtendedCard", json!({}), &[])
-                .await
-        ),
-        -32004
-    );
+    assert_eq!(error_code(&api.rpc_with("tasks/cancel", json!({"id": id}), &[]).await), -32002);
+    assert_eq!(error_code(&api.rpc_with("tasks/get", json!({"id": uuid::Uuid::new_v4()}), &[]).await), -32001);
+    assert_eq!(error_code(&api.rpc_with("agent/getAuthenticatedExtendedCard", json!({}), &[]).await), -32004);
 }
 
 #[tokio::test]
@@ -128,17 +73,9 @@ async fn a_v1_method_without_the_header_is_served_as_v1() {
     let db = TestDb::new().await;
     let api = Api::start(&db).await;
     let msg = json!({"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "hi"}]});
-    let sent = api
-        .rpc_with(
-            "SendMessage",
-            json!({"message": msg, "configuration": {"returnImmediately": true}}),
-            &[],
-        )
-        .await;
-    assert_eq!(
-        sent["result"]["task"]["status"]["state"],
-        "TASK_STATE_SUBMITTED"
-    );
+    let sent =
+        api.rpc_with("SendMessage", json!({"message": msg, "configuration": {"returnImmediately": true}}), &[]).await;
+    assert_eq!(sent["result"]["task"]["status"]["state"], "TASK_STATE_SUBMITTED");
 }
 
 fn arbitrary_json() -> impl Strategy<Value = Value> {
@@ -206,17 +143,9 @@ fn random_json_rpc_bodies_get_well_formed_answers() {
             blocking_timeout: std::time::Duration::from_millis(10),
             ..switchyard_api::ApiConfig::new("http://fuzz")
         };
-        switchyard_api::app(switchyard_api::AppState::new(
-            db.store.clone(),
-            config,
-            shutdown.clone(),
-        ))
+        switchyard_api::app(switchyard_api::AppState::new(db.store.clone(), config, shutdown.clone()))
     });
-    let config = ProptestConfig {
-        cases: 300,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+    let config = ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() };
     proptest!(config, |(method in method_names(), params in arbitrary_json(), raw in arbitrary_json(), shape in 0u8..3, v1 in any::<bool>())| {
         let body = match shape {
             0 => json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string(),

@@ -14,12 +14,8 @@ fn task_id(task: &Value) -> TaskId {
 }
 
 async fn submit(api: &Api, text: &str) -> Value {
-    let response = api
-        .rpc(
-            "SendMessage",
-            json!({"message": message(text), "configuration": {"returnImmediately": true}}),
-        )
-        .await;
+    let response =
+        api.rpc("SendMessage", json!({"message": message(text), "configuration": {"returnImmediately": true}})).await;
     result(&response)["task"].clone()
 }
 
@@ -47,10 +43,7 @@ async fn send_message_acknowledges_a_durable_task_and_is_idempotent() {
     let first = api.rpc("SendMessage", params.clone()).await;
     let task = &result(&first)["task"];
     assert_eq!(task["status"]["state"], "TASK_STATE_SUBMITTED");
-    assert!(
-        task["contextId"].as_str().is_some_and(|c| !c.is_empty()),
-        "the server always sets a context"
-    );
+    assert!(task["contextId"].as_str().is_some_and(|c| !c.is_empty()), "the server always sets a context");
     assert_eq!(task["history"][0]["messageId"], msg["messageId"]);
 
     // On disk before the answer: the store has it, with its job.
@@ -58,20 +51,11 @@ async fn send_message_acknowledges_a_durable_task_and_is_idempotent() {
     assert_eq!(db.store.task_jobs(id).await.expect("jobs").len(), 1);
 
     let again = api.rpc("SendMessage", params).await;
-    assert_eq!(
-        result(&again)["task"]["id"],
-        task["id"],
-        "a resend is the same task"
-    );
+    assert_eq!(result(&again)["task"]["id"], task["id"], "a resend is the same task");
 
-    let got = api
-        .rpc("GetTask", json!({"id": task["id"], "historyLength": 0}))
-        .await;
+    let got = api.rpc("GetTask", json!({"id": task["id"], "historyLength": 0})).await;
     assert_eq!(result(&got)["id"], task["id"]);
-    assert!(
-        result(&got).get("history").is_none(),
-        "historyLength 0 omits history"
-    );
+    assert!(result(&got).get("history").is_none(), "historyLength 0 omits history");
 }
 
 #[tokio::test]
@@ -84,30 +68,19 @@ async fn a_blocking_send_waits_for_the_end_and_a_timeout_answers_with_the_task_a
     let worker = tokio::spawn(async move {
         // Play the worker: find the task, then finish it.
         let id = loop {
-            let found: Option<uuid::Uuid> =
-                sqlx::query_scalar("SELECT task_id FROM idempotency_keys WHERE key = $1")
-                    .bind(&message_id)
-                    .fetch_optional(store.pool())
-                    .await
-                    .expect("lookup");
+            let found: Option<uuid::Uuid> = sqlx::query_scalar("SELECT task_id FROM idempotency_keys WHERE key = $1")
+                .bind(&message_id)
+                .fetch_optional(store.pool())
+                .await
+                .expect("lookup");
             if let Some(id) = found {
                 break TaskId(id);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        store.task_append(id, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
         store
-            .task_append(id, &[TaskEvent::status(TaskState::Working, None)], None)
-            .await
-            .expect("working");
-        store
-            .task_append(
-                id,
-                &[
-                    artifact("42"),
-                    TaskEvent::status(TaskState::Completed, None),
-                ],
-                None,
-            )
+            .task_append(id, &[artifact("42"), TaskEvent::status(TaskState::Completed, None)], None)
             .await
             .expect("done");
     });
@@ -122,16 +95,8 @@ async fn a_blocking_send_waits_for_the_end_and_a_timeout_answers_with_the_task_a
         ..c
     })
     .await;
-    let response = impatient
-        .rpc(
-            "SendMessage",
-            json!({"message": message("nobody works on this")}),
-        )
-        .await;
-    assert_eq!(
-        result(&response)["task"]["status"]["state"],
-        "TASK_STATE_SUBMITTED"
-    );
+    let response = impatient.rpc("SendMessage", json!({"message": message("nobody works on this")})).await;
+    assert_eq!(result(&response)["task"]["status"]["state"], "TASK_STATE_SUBMITTED");
 }
 
 #[tokio::test]
@@ -143,41 +108,22 @@ async fn follow_ups_continue_interrupted_tasks_and_are_refused_otherwise() {
 
     let mut answer = message("to Lisbon");
     answer["taskId"] = task["id"].clone();
-    let working = api
-        .rpc(
-            "SendMessage",
-            json!({"message": answer.clone(), "configuration": {"returnImmediately": true}}),
-        )
-        .await;
+    let working =
+        api.rpc("SendMessage", json!({"message": answer.clone(), "configuration": {"returnImmediately": true}})).await;
     assert_eq!(error_code(&working), -32004, "not waiting for input yet");
 
     db.store
-        .task_append(
-            id,
-            &[TaskEvent::status_with_text(
-                TaskState::InputRequired,
-                "where to?",
-            )],
-            None,
-        )
+        .task_append(id, &[TaskEvent::status_with_text(TaskState::InputRequired, "where to?")], None)
         .await
         .expect("ask");
     let mut wrong_context = answer.clone();
     wrong_context["contextId"] = json!("another-context");
-    let mismatch = api
-        .rpc(
-            "SendMessage",
-            json!({"message": wrong_context, "configuration": {"returnImmediately": true}}),
-        )
-        .await;
+    let mismatch =
+        api.rpc("SendMessage", json!({"message": wrong_context, "configuration": {"returnImmediately": true}})).await;
     assert_eq!(error_code(&mismatch), -32602);
 
-    let accepted = api
-        .rpc(
-            "SendMessage",
-            json!({"message": answer, "configuration": {"returnImmediately": true}}),
-        )
-        .await;
+    let accepted =
+        api.rpc("SendMessage", json!({"message": answer, "configuration": {"returnImmediately": true}})).await;
     let continued = &result(&accepted)["task"];
     assert_eq!(continued["id"], task["id"]);
     let texts: Vec<&str> = continued["history"]
@@ -187,30 +133,16 @@ async fn follow_ups_continue_interrupted_tasks_and_are_refused_otherwise() {
         .filter_map(|m| m["parts"][0]["text"].as_str())
         .collect();
     assert_eq!(texts, ["book a flight", "to Lisbon"]);
-    assert_eq!(
-        db.store.task_jobs(id).await.expect("jobs").len(),
-        2,
-        "a resume job carries the answer"
-    );
+    assert_eq!(db.store.task_jobs(id).await.expect("jobs").len(), 2, "a resume job carries the answer");
 
-    db.store
-        .task_append(id, &[TaskEvent::status(TaskState::Completed, None)], None)
-        .await
-        .expect("done");
+    db.store.task_append(id, &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("done");
     let mut late = message("one more thing");
     late["taskId"] = task["id"].clone();
-    assert_eq!(
-        error_code(&api.rpc("SendMessage", json!({"message": late})).await),
-        -32004,
-        "terminal"
-    );
+    assert_eq!(error_code(&api.rpc("SendMessage", json!({"message": late})).await), -32004, "terminal");
 
     let mut unknown = message("?");
     unknown["taskId"] = json!(uuid::Uuid::new_v4().to_string());
-    assert_eq!(
-        error_code(&api.rpc("SendMessage", json!({"message": unknown})).await),
-        -32001
-    );
+    assert_eq!(error_code(&api.rpc("SendMessage", json!({"message": unknown})).await), -32001);
 }
 
 #[tokio::test]
@@ -223,20 +155,14 @@ async fn list_tasks_filters_and_pages_newest_first_without_gaps_or_repeats() {
     }
     let done = task_id(&submit(&api, "done").await);
     db.store
-        .task_append(
-            done,
-            &[artifact("x"), TaskEvent::status(TaskState::Completed, None)],
-            None,
-        )
+        .task_append(done, &[artifact("x"), TaskEvent::status(TaskState::Completed, None)], None)
         .await
         .expect("done");
 
     let mut seen = Vec::new();
     let mut token = json!("");
     loop {
-        let page = api
-            .rpc("ListTasks", json!({"pageSize": 3, "pageToken": token}))
-            .await;
+        let page = api.rpc("ListTasks", json!({"pageSize": 3, "pageToken": token})).await;
         let page = result(&page);
         assert_eq!(page["totalSize"], 8);
         assert_eq!(page["pageSize"], 3);
@@ -255,18 +181,10 @@ async fn list_tasks_filters_and_pages_newest_first_without_gaps_or_repeats() {
     seen.dedup();
     assert_eq!(seen.len(), 8, "no task twice");
 
-    let completed = api
-        .rpc(
-            "ListTasks",
-            json!({"status": "TASK_STATE_COMPLETED", "includeArtifacts": true}),
-        )
-        .await;
+    let completed = api.rpc("ListTasks", json!({"status": "TASK_STATE_COMPLETED", "includeArtifacts": true})).await;
     let completed = result(&completed);
     assert_eq!(completed["tasks"].as_array().map(Vec::len), Some(1));
-    assert_eq!(
-        completed["tasks"][0]["artifacts"][0]["artifactId"],
-        "answer"
-    );
+    assert_eq!(completed["tasks"][0]["artifacts"][0]["artifactId"], "answer");
 
     for bad in [
         json!({"pageSize": 0}),
@@ -274,20 +192,10 @@ async fn list_tasks_filters_and_pages_newest_first_without_gaps_or_repeats() {
         json!({"historyLength": -1}),
         json!({"pageToken": "garbage"}),
     ] {
-        assert_eq!(
-            error_code(&api.rpc("ListTasks", bad.clone()).await),
-            -32602,
-            "{bad}"
-        );
+        assert_eq!(error_code(&api.rpc("ListTasks", bad.clone()).await), -32602, "{bad}");
     }
-    let other_tenant = api
-        .rpc("ListTasks", json!({"tenant": "someone-else"}))
-        .await;
-    assert_eq!(
-        result(&other_tenant)["totalSize"],
-        0,
-        "tenants see only their own tasks"
-    );
+    let other_tenant = api.rpc("ListTasks", json!({"tenant": "someone-else"})).await;
+    assert_eq!(result(&other_tenant)["totalSize"], 0, "tenants see only their own tasks");
 }
 
 #[tokio::test]
@@ -301,21 +209,11 @@ async fn cancel_is_idempotent_and_refused_on_finished_tasks() {
     assert_eq!(result(&again)["status"]["state"], "TASK_STATE_CANCELED");
 
     let done = submit(&api, "y").await;
-    db.store
-        .task_append(
-            task_id(&done),
-            &[TaskEvent::status(TaskState::Completed, None)],
-            None,
-        )
-        .await
-        .expect("done");
+    db.store.task_append(task_id(&done), &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("done");
     let refused = api.rpc("CancelTask", json!({"id": done["id"]})).await;
     assert_eq!(error_code(&refused), -32002);
     assert_eq!(refused["error"]["data"][0]["reason"], "TASK_NOT_CANCELABLE");
-    assert_eq!(
-        error_code(&api.rpc("CancelTask", json!({"id": "not-a-task"})).await),
-        -32001
-    );
+    assert_eq!(error_code(&api.rpc("CancelTask", json!({"id": "not-a-task"})).await), -32001);
 }
 
 #[tokio::test]
@@ -331,56 +229,24 @@ async fn push_notification_configs_have_full_crud() {
         )
         .await;
     let config = result(&created).clone();
-    let config_id = config["id"]
-        .as_str()
-        .expect("a server-assigned id")
-        .to_owned();
+    let config_id = config["id"].as_str().expect("a server-assigned id").to_owned();
     assert_eq!(config["taskId"], task["id"]);
 
-    let got = api
-        .rpc(
-            "GetTaskPushNotificationConfig",
-            json!({"taskId": task["id"], "id": config_id}),
-        )
-        .await;
+    let got = api.rpc("GetTaskPushNotificationConfig", json!({"taskId": task["id"], "id": config_id})).await;
     assert_eq!(result(&got)["url"], "https://hooks.example/a2a");
-    let listed = api
-        .rpc(
-            "ListTaskPushNotificationConfigs",
-            json!({"taskId": task["id"]}),
-        )
-        .await;
+    let listed = api.rpc("ListTaskPushNotificationConfigs", json!({"taskId": task["id"]})).await;
     assert_eq!(result(&listed)["configs"].as_array().map(Vec::len), Some(1));
 
     for _ in 0..2 {
-        let deleted = api
-            .rpc(
-                "DeleteTaskPushNotificationConfig",
-                json!({"taskId": task["id"], "id": config_id}),
-            )
-            .await;
+        let deleted = api.rpc("DeleteTaskPushNotificationConfig", json!({"taskId": task["id"], "id": config_id})).await;
         assert_eq!(result(&deleted), &json!({}), "delete is idempotent");
     }
-    let gone = api
-        .rpc(
-            "GetTaskPushNotificationConfig",
-            json!({"taskId": task["id"], "id": config_id}),
-        )
-        .await;
+    let gone = api.rpc("GetTaskPushNotificationConfig", json!({"taskId": task["id"], "id": config_id})).await;
     assert_eq!(error_code(&gone), -32001);
-    let bad_url = api
-        .rpc(
-            "CreateTaskPushNotificationConfig",
-            json!({"taskId": task["id"], "url": "ftp://x"}),
-        )
-        .await;
+    let bad_url = api.rpc("CreateTaskPushNotificationConfig", json!({"taskId": task["id"], "url": "ftp://x"})).await;
     assert_eq!(error_code(&bad_url), -32602);
-    let no_task = api
-        .rpc(
-            "CreateTaskPushNotificationConfig",
-            json!({"taskId": uuid::Uuid::new_v4(), "url": "https://x"}),
-        )
-        .await;
+    let no_task =
+        api.rpc("CreateTaskPushNotificationConfig", json!({"taskId": uuid::Uuid::new_v4(), "url": "https://x"})).await;
     assert_eq!(error_code(&no_task), -32001);
 
     // A config given with the message is stored with the new task.
@@ -392,12 +258,7 @@ async fn push_notification_configs_have_full_crud() {
         )
         .await;
     let new_task = &result(&with_push)["task"];
-    let stored = api
-        .rpc(
-            "GetTaskPushNotificationConfig",
-            json!({"taskId": new_task["id"], "id": "mine"}),
-        )
-        .await;
+    let stored = api.rpc("GetTaskPushNotificationConfig", json!({"taskId": new_task["id"], "id": "mine"})).await;
     assert_eq!(result(&stored)["url"], "https://hooks.example/b");
 }
 
@@ -410,69 +271,25 @@ async fn malformed_requests_get_the_right_json_rpc_errors() {
     assert_eq!(error_code(&raw("{not json").await.1), -32700);
     assert_eq!(raw("{not json").await.1["id"], Value::Null);
     assert_eq!(error_code(&raw("[]").await.1), -32600);
-    assert_eq!(
-        error_code(
-            &raw(r#"{"jsonrpc":"2.0","method":"GetTask","params":{}}"#)
-                .await
-                .1
-        ),
-        -32600
-    );
-    assert_eq!(
-        error_code(
-            &raw(r#"{"jsonrpc":"1.0","id":1,"method":"GetTask"}"#)
-                .await
-                .1
-        ),
-        -32600
-    );
-    assert_eq!(
-        error_code(
-            &raw(r#"{"jsonrpc":"2.0","id":1,"method":"GetTask","params":[1]}"#)
-                .await
-                .1
-        ),
-        -32602
-    );
-    assert_eq!(
-        error_code(&api.rpc("NoSuchMethod", json!({})).await),
-        -32601
-    );
-    assert_eq!(
-        error_code(&api.rpc("GetTask", json!({"id": 5})).await),
-        -32602
-    );
-    let missing_parts = api
-        .rpc(
-            "SendMessage",
-            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": []}}),
-        )
-        .await;
+    assert_eq!(error_code(&raw(r#"{"jsonrpc":"2.0","method":"GetTask","params":{}}"#).await.1), -32600);
+    assert_eq!(error_code(&raw(r#"{"jsonrpc":"1.0","id":1,"method":"GetTask"}"#).await.1), -32600);
+    assert_eq!(error_code(&raw(r#"{"jsonrpc":"2.0","id":1,"method":"GetTask","params":[1]}"#).await.1), -32602);
+    assert_eq!(error_code(&api.rpc("NoSuchMethod", json!({})).await), -32601);
+    assert_eq!(error_code(&api.rpc("GetTask", json!({"id": 5})).await), -32602);
+    let missing_parts =
+        api.rpc("SendMessage", json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": []}})).await;
     assert_eq!(error_code(&missing_parts), -32602);
-    assert_eq!(
-        missing_parts["error"]["data"][1]["fieldViolations"][0]["field"],
-        "message.parts"
-    );
-    let wrong_version = api
-        .rpc_with("GetTask", json!({"id": "x"}), &[("A2A-Version", "2.0")])
-        .await;
+    assert_eq!(missing_parts["error"]["data"][1]["fieldViolations"][0]["field"], "message.parts");
+    let wrong_version = api.rpc_with("GetTask", json!({"id": "x"}), &[("A2A-Version", "2.0")]).await;
     assert_eq!(error_code(&wrong_version), -32009);
     assert_eq!(wrong_version["id"], 1);
-    let huge = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{{"pad":"{}"}}}}"#,
-        "x".repeat(5 << 20)
-    );
+    let huge =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{{"pad":"{}"}}}}"#, "x".repeat(5 << 20));
     let (status, body) = raw(&huge).await;
     assert_eq!((status, error_code(&body)), (413, -32600));
-    assert_eq!(
-        error_code(&api.rpc("GetExtendedAgentCard", json!({})).await),
-        -32004
-    );
+    assert_eq!(error_code(&api.rpc("GetExtendedAgentCard", json!({})).await), -32004);
     let text = serde_json::to_string(&missing_parts).expect("json");
-    assert!(
-        !text.to_lowercase().contains("sql"),
-        "no internals in errors"
-    );
+    assert!(!text.to_lowercase().contains("sql"), "no internals in errors");
 }
 
 #[tokio::test]
@@ -487,27 +304,14 @@ async fn the_agent_card_is_served_cached_and_truthful() {
         .as_array()
         .expect("interfaces")
         .iter()
-        .map(|i| {
-            (
-                i["protocolBinding"].as_str().unwrap_or(""),
-                i["protocolVersion"].as_str().unwrap_or(""),
-            )
-        })
+        .map(|i| (i["protocolBinding"].as_str().unwrap_or(""), i["protocolVersion"].as_str().unwrap_or("")))
         .collect();
-    assert_eq!(
-        bindings,
-        [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3")]
-    );
+    assert_eq!(bindings, [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3")]);
     assert_eq!(card["supportedInterfaces"][0]["url"], api.base.as_str());
     let (legacy_status, _, legacy) = api.get("/.well-known/agent.json").await;
     assert_eq!((legacy_status, &legacy), (200, &card));
 
-    let etag = headers
-        .get("etag")
-        .expect("etag")
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let etag = headers.get("etag").expect("etag").to_str().expect("ascii").to_owned();
     let revalidated = api
         .http
         .get(format!("{}/.well-known/agent-card.json", api.base))

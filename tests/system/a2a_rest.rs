@@ -21,84 +21,28 @@ async fn every_operation_has_its_route() {
     assert_eq!(status, 200, "{sent}");
     let id = sent["task"]["id"].as_str().expect("id").to_owned();
 
-    let (status, task) = api
-        .rest(Method::GET, &format!("/tasks/{id}?historyLength=1"), None)
-        .await;
-    assert_eq!(
-        (status, task["history"].as_array().map(Vec::len)),
-        (200, Some(1))
-    );
+    let (status, task) = api.rest(Method::GET, &format!("/tasks/{id}?historyLength=1"), None).await;
+    assert_eq!((status, task["history"].as_array().map(Vec::len)), (200, Some(1)));
 
-    let (status, list) = api
-        .rest(
-            Method::GET,
-            "/tasks?pageSize=10&status=TASK_STATE_SUBMITTED",
-            None,
-        )
-        .await;
+    let (status, list) = api.rest(Method::GET, "/tasks?pageSize=10&status=TASK_STATE_SUBMITTED", None).await;
     assert_eq!((status, list["totalSize"].as_i64()), (200, Some(1)));
     assert_eq!(list["nextPageToken"], "");
 
     let push = json!({"url": "https://hooks.example/x", "id": "cfg"});
-    let (status, config) = api
-        .rest(
-            Method::POST,
-            &format!("/tasks/{id}/pushNotificationConfigs"),
-            Some(push),
-        )
-        .await;
-    assert_eq!(
-        (status, config["taskId"].as_str()),
-        (200, Some(id.as_str()))
-    );
-    let (status, listed) = api
-        .rest(
-            Method::GET,
-            &format!("/tasks/{id}/pushNotificationConfigs"),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, listed["configs"].as_array().map(Vec::len)),
-        (200, Some(1))
-    );
-    let (status, _) = api
-        .rest(
-            Method::GET,
-            &format!("/tasks/{id}/pushNotificationConfigs/cfg"),
-            None,
-        )
-        .await;
+    let (status, config) = api.rest(Method::POST, &format!("/tasks/{id}/pushNotificationConfigs"), Some(push)).await;
+    assert_eq!((status, config["taskId"].as_str()), (200, Some(id.as_str())));
+    let (status, listed) = api.rest(Method::GET, &format!("/tasks/{id}/pushNotificationConfigs"), None).await;
+    assert_eq!((status, listed["configs"].as_array().map(Vec::len)), (200, Some(1)));
+    let (status, _) = api.rest(Method::GET, &format!("/tasks/{id}/pushNotificationConfigs/cfg"), None).await;
     assert_eq!(status, 200);
-    let (status, _) = api
-        .rest(
-            Method::DELETE,
-            &format!("/tasks/{id}/pushNotificationConfigs/cfg"),
-            None,
-        )
-        .await;
+    let (status, _) = api.rest(Method::DELETE, &format!("/tasks/{id}/pushNotificationConfigs/cfg"), None).await;
     assert_eq!(status, 200);
     let conflicting = json!({"url": "https://hooks.example/x", "taskId": uuid::Uuid::new_v4()});
-    let (status, _) = api
-        .rest(
-            Method::POST,
-            &format!("/tasks/{id}/pushNotificationConfigs"),
-            Some(conflicting),
-        )
-        .await;
+    let (status, _) = api.rest(Method::POST, &format!("/tasks/{id}/pushNotificationConfigs"), Some(conflicting)).await;
     assert_eq!(status, 400, "a body taskId must match the path");
 
-    let (status, canceled) = api
-        .rest(
-            Method::POST,
-            &format!("/tasks/{id}:cancel"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(
-        (status, canceled["status"]["state"].as_str()),
-        (200, Some("TASK_STATE_CANCELED"))
-    );
+    let (status, canceled) = api.rest(Method::POST, &format!("/tasks/{id}:cancel"), Some(json!({}))).await;
+    assert_eq!((status, canceled["status"]["state"].as_str()), (200, Some("TASK_STATE_CANCELED")));
     let (status, _) = api.rest(Method::GET, "/extendedAgentCard", None).await;
     assert_eq!(status, 400);
 }
@@ -107,40 +51,20 @@ async fn every_operation_has_its_route() {
 async fn errors_are_google_rpc_status_with_the_right_http_status() {
     let db = TestDb::new().await;
     let api = Api::start(&db).await;
-    let (status, body) = api
-        .rest(
-            Method::GET,
-            &format!("/tasks/{}", uuid::Uuid::new_v4()),
-            None,
-        )
-        .await;
+    let (status, body) = api.rest(Method::GET, &format!("/tasks/{}", uuid::Uuid::new_v4()), None).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["status"], "NOT_FOUND");
     assert_eq!(body["error"]["details"][0]["reason"], "TASK_NOT_FOUND");
     assert_eq!(body["error"]["details"][0]["domain"], "a2a-protocol.org");
 
-    let (status, body) = api
-        .rest(
-            Method::POST,
-            "/message:send",
-            Some(json!({"message": {"role": "ROLE_USER"}})),
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"]["status"].as_str()),
-        (400, Some("INVALID_ARGUMENT"))
-    );
+    let (status, body) = api.rest(Method::POST, "/message:send", Some(json!({"message": {"role": "ROLE_USER"}}))).await;
+    assert_eq!((status, body["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
     let (status, _) = api.rest(Method::GET, "/tasks?pageSize=abc", None).await;
     assert_eq!(status, 400);
-    let (status, _) = api
-        .rest(Method::GET, "/tasks?status=TASK_STATE_BOGUS", None)
-        .await;
+    let (status, _) = api.rest(Method::GET, "/tasks?status=TASK_STATE_BOGUS", None).await;
     assert_eq!(status, 400);
     let (status, body) = api.post_raw("/message:send", "{oops".into(), &[]).await;
-    assert_eq!(
-        (status, body["error"]["details"][0]["reason"].as_str()),
-        (400, Some("PARSE_ERROR"))
-    );
+    assert_eq!((status, body["error"]["details"][0]["reason"].as_str()), (400, Some("PARSE_ERROR")));
 
     let done = api
         .rest(
@@ -154,20 +78,11 @@ async fn errors_are_google_rpc_status_with_the_right_http_status() {
         .expect("id")
         .to_owned();
     db.store
-        .task_append(
-            done.parse().expect("uuid"),
-            &[TaskEvent::status(TaskState::Failed, None)],
-            None,
-        )
+        .task_append(done.parse().expect("uuid"), &[TaskEvent::status(TaskState::Failed, None)], None)
         .await
         .expect("fail");
-    let (status, body) = api
-        .rest(Method::POST, &format!("/tasks/{done}:cancel"), None)
-        .await;
-    assert_eq!(
-        (status, body["error"]["details"][0]["reason"].as_str()),
-        (400, Some("TASK_NOT_CANCELABLE"))
-    );
+    let (status, body) = api.rest(Method::POST, &format!("/tasks/{done}:cancel"), None).await;
+    assert_eq!((status, body["error"]["details"][0]["reason"].as_str()), (400, Some("TASK_NOT_CANCELABLE")));
     let (status, body) = api.rest(Method::GET, "/nowhere/at/all/really", None).await;
     assert_eq!((status, body["error"]["code"].as_i64()), (404, Some(404)));
 }
@@ -184,33 +99,10 @@ async fn tenant_prefixed_routes_scope_every_task() {
         )
         .await;
     let id = sent["task"]["id"].as_str().expect("id").to_owned();
-    assert_eq!(
-        api.rest(Method::GET, &format!("/acme/tasks/{id}"), None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        api.rest(Method::GET, &format!("/tasks/{id}"), None).await.0,
-        404,
-        "invisible outside its tenant"
-    );
-    assert_eq!(
-        api.rest(Method::GET, &format!("/globex/tasks/{id}"), None)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        api.rest(Method::GET, "/acme/tasks", None).await.1["totalSize"],
-        1
-    );
-    let rpc = api
-        .rpc("GetTask", json!({"id": id, "tenant": "acme"}))
-        .await;
-    assert_eq!(
-        rpc["result"]["id"],
-        id.as_str(),
-        "the JSON-RPC tenant is the same tenant"
-    );
+    assert_eq!(api.rest(Method::GET, &format!("/acme/tasks/{id}"), None).await.0, 200);
+    assert_eq!(api.rest(Method::GET, &format!("/tasks/{id}"), None).await.0, 404, "invisible outside its tenant");
+    assert_eq!(api.rest(Method::GET, &format!("/globex/tasks/{id}"), None).await.0, 404);
+    assert_eq!(api.rest(Method::GET, "/acme/tasks", None).await.1["totalSize"], 1);
+    let rpc = api.rpc("GetTask", json!({"id": id, "tenant": "acme"})).await;
+    assert_eq!(rpc["result"]["id"], id.as_str(), "the JSON-RPC tenant is the same tenant");
 }

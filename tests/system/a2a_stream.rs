@@ -25,18 +25,10 @@ fn chunk(text: &str, append: bool, last: bool) -> TaskEvent {
     })
 }
 
-fn kinds(
-    events: &[crate::api::SseEvent],
-    unwrap: impl Fn(&serde_json::Value) -> serde_json::Value,
-) -> Vec<String> {
+fn kinds(events: &[crate::api::SseEvent], unwrap: impl Fn(&serde_json::Value) -> serde_json::Value) -> Vec<String> {
     events
         .iter()
-        .map(|e| {
-            unwrap(&e.data)
-                .as_object()
-                .and_then(|o| o.keys().next().cloned())
-                .unwrap_or_default()
-        })
+        .map(|e| unwrap(&e.data).as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default())
         .collect()
 }
 
@@ -44,46 +36,26 @@ fn kinds(
 async fn a_streaming_send_yields_the_task_then_every_update_then_closes() {
     let db = TestDb::new().await;
     let api = Api::start(&db).await;
-    let body = json!({"jsonrpc": "2.0", "id": "s1", "method": "SendStreamingMessage", "params": {"message": message("hi")}});
+    let body =
+        json!({"jsonrpc": "2.0", "id": "s1", "method": "SendStreamingMessage", "params": {"message": message("hi")}});
     let mut sse = api.sse("/", Some(body), &[("A2A-Version", "1.0")]).await;
     assert_eq!(sse.status, 200);
     assert!(sse.content_type.starts_with("text/event-stream"));
     let first = sse.next().await.expect("the task first");
-    assert_eq!(
-        first.data["id"], "s1",
-        "every frame is a JSON-RPC response to our id"
-    );
-    let id: TaskId = first.data["result"]["task"]["id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
+    assert_eq!(first.data["id"], "s1", "every frame is a JSON-RPC response to our id");
+    let id: TaskId = first.data["result"]["task"]["id"].as_str().expect("id").parse().expect("uuid");
     let store = db.another_store().await;
     tokio::spawn(async move { play_store(&store, id).await });
     let rest = sse.rest().await;
-    let all: Vec<_> = std::iter::once(first.clone())
-        .chain(rest.iter().cloned())
-        .collect();
+    let all: Vec<_> = std::iter::once(first.clone()).chain(rest.iter().cloned()).collect();
     assert_eq!(
         kinds(&all, |d| d["result"].clone()),
-        [
-            "task",
-            "statusUpdate",
-            "artifactUpdate",
-            "artifactUpdate",
-            "statusUpdate"
-        ]
+        ["task", "statusUpdate", "artifactUpdate", "artifactUpdate", "statusUpdate"]
     );
-    assert_eq!(
-        rest.last().expect("last").data["result"]["statusUpdate"]["status"]["state"],
-        "TASK_STATE_COMPLETED"
-    );
+    assert_eq!(rest.last().expect("last").data["result"]["statusUpdate"]["status"]["state"], "TASK_STATE_COMPLETED");
     assert_eq!(rest[2].data["result"]["artifactUpdate"]["append"], true);
     let ids: Vec<i64> = all.iter().filter_map(|e| e.id).collect();
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids follow the log: {ids:?}"
-    );
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow the log: {ids:?}");
 }
 
 /// Drives a task the way a worker would, with pauses so events arrive live.
@@ -104,126 +76,56 @@ async fn play_store(store: &switchyard_engine::Store, id: TaskId) {
 async fn rest_streams_carry_bare_stream_responses_and_end_on_input_required() {
     let db = TestDb::new().await;
     let api = Api::start(&db).await;
-    let mut sse = api
-        .sse(
-            "/message:stream",
-            Some(json!({"message": message("hi")})),
-            &[("A2A-Version", "1.0")],
-        )
-        .await;
+    let mut sse = api.sse("/message:stream", Some(json!({"message": message("hi")})), &[("A2A-Version", "1.0")]).await;
     let first = sse.next().await.expect("task");
-    let id: TaskId = first.data["task"]["id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
+    let id: TaskId = first.data["task"]["id"].as_str().expect("id").parse().expect("uuid");
     db.store
-        .task_append(
-            id,
-            &[TaskEvent::status_with_text(
-                TaskState::InputRequired,
-                "which one?",
-            )],
-            None,
-        )
+        .task_append(id, &[TaskEvent::status_with_text(TaskState::InputRequired, "which one?")], None)
         .await
         .expect("ask");
     let rest = sse.rest().await;
     assert_eq!(rest.len(), 1, "the stream closes at the question");
-    assert_eq!(
-        rest[0].data["statusUpdate"]["status"]["state"],
-        "TASK_STATE_INPUT_REQUIRED"
-    );
+    assert_eq!(rest[0].data["statusUpdate"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_replays_after_last_event_id_with_no_gap_and_no_duplicate() {
     let db = TestDb::new().await;
     let api = Api::start(&db).await;
-    let sent = api
-        .rpc(
-            "SendMessage",
-            json!({"message": message("x"), "configuration": {"returnImmediately": true}}),
-        )
-        .await;
-    let id_text = sent["result"]["task"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let sent =
+        api.rpc("SendMessage", json!({"message": message("x"), "configuration": {"returnImmediately": true}})).await;
+    let id_text = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
     let id: TaskId = id_text.parse().expect("uuid");
     db.store
-        .task_append(
-            id,
-            &[
-                TaskEvent::status(TaskState::Working, None),
-                chunk("a", false, false),
-            ],
-            None,
-        )
+        .task_append(id, &[TaskEvent::status(TaskState::Working, None), chunk("a", false, false)], None)
         .await
         .expect("a");
 
     // Subscribe, read the snapshot and one update, then drop the connection.
-    let mut first = api
-        .sse(
-            &format!("/tasks/{id_text}:subscribe"),
-            None,
-            &[("A2A-Version", "1.0")],
-        )
-        .await;
+    let mut first = api.sse(&format!("/tasks/{id_text}:subscribe"), None, &[("A2A-Version", "1.0")]).await;
     let snapshot = first.next().await.expect("snapshot");
-    assert_eq!(
-        snapshot.data["task"]["status"]["state"],
-        "TASK_STATE_WORKING"
-    );
+    assert_eq!(snapshot.data["task"]["status"]["state"], "TASK_STATE_WORKING");
     let seen = snapshot.id.expect("snapshot id");
     drop(first);
 
     // Meanwhile the task moves on and finishes.
+    db.store.task_append(id, &[chunk("b", true, false)], None).await.expect("b");
     db.store
-        .task_append(id, &[chunk("b", true, false)], None)
-        .await
-        .expect("b");
-    db.store
-        .task_append(
-            id,
-            &[
-                chunk("c", true, true),
-                TaskEvent::status(TaskState::Completed, None),
-            ],
-            None,
-        )
+        .task_append(id, &[chunk("c", true, true), TaskEvent::status(TaskState::Completed, None)], None)
         .await
         .expect("c");
 
     let last = seen.to_string();
     let mut resumed = api
-        .sse(
-            &format!("/tasks/{id_text}:subscribe"),
-            None,
-            &[("A2A-Version", "1.0"), ("Last-Event-ID", &last)],
-        )
+        .sse(&format!("/tasks/{id_text}:subscribe"), None, &[("A2A-Version", "1.0"), ("Last-Event-ID", &last)])
         .await;
     let replay = resumed.rest().await;
     let ids: Vec<i64> = replay.iter().filter_map(|e| e.id).collect();
-    assert_eq!(
-        ids,
-        ((seen + 1)..=(seen + 3)).collect::<Vec<_>>(),
-        "exactly the events after {seen}"
-    );
-    assert_eq!(
-        kinds(&replay, Clone::clone),
-        ["artifactUpdate", "artifactUpdate", "statusUpdate"]
-    );
+    assert_eq!(ids, ((seen + 1)..=(seen + 3)).collect::<Vec<_>>(), "exactly the events after {seen}");
+    assert_eq!(kinds(&replay, Clone::clone), ["artifactUpdate", "artifactUpdate", "statusUpdate"]);
 
     // A fresh subscription to a finished task is refused, before any stream starts.
-    let refused = api
-        .sse(
-            &format!("/tasks/{id_text}:subscribe"),
-            None,
-            &[("A2A-Version", "1.0")],
-        )
-        .await;
+    let refused = api.sse(&format!("/tasks/{id_text}:subscribe"), None, &[("A2A-Version", "1.0")]).await;
     assert_eq!(refused.status, 400);
     let rpc = api.rpc("SubscribeToTask", json!({"id": id_text})).await;
     assert_eq!(rpc["error"]["code"], -32004);
@@ -234,34 +136,18 @@ async fn a_second_replica_serves_a_stream_for_a_task_the_first_accepted() {
     let db = TestDb::new().await;
     let a = Api::start(&db).await;
     let b = Api::start(&db).await;
-    let sent = a
-        .rpc(
-            "SendMessage",
-            json!({"message": message("x"), "configuration": {"returnImmediately": true}}),
-        )
-        .await;
-    let id_text = sent["result"]["task"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let sent =
+        a.rpc("SendMessage", json!({"message": message("x"), "configuration": {"returnImmediately": true}})).await;
+    let id_text = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
     let id: TaskId = id_text.parse().expect("uuid");
-    let body =
-        json!({"jsonrpc": "2.0", "id": 9, "method": "SubscribeToTask", "params": {"id": id_text}});
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "SubscribeToTask", "params": {"id": id_text}});
     let mut on_b = b.sse("/", Some(body), &[("A2A-Version", "1.0")]).await;
-    assert_eq!(
-        on_b.next().await.expect("snapshot").data["result"]["task"]["id"],
-        id_text.as_str()
-    );
+    assert_eq!(on_b.next().await.expect("snapshot").data["result"]["task"]["id"], id_text.as_str());
     // The writes come through the other replica's store connection.
     play_store(&db.store, id).await;
     let updates = on_b.rest().await;
     assert_eq!(
         kinds(&updates, |d| d["result"].clone()),
-        [
-            "statusUpdate",
-            "artifactUpdate",
-            "artifactUpdate",
-            "statusUpdate"
-        ]
+        ["statusUpdate", "artifactUpdate", "artifactUpdate", "statusUpdate"]
     );
 }

@@ -31,69 +31,35 @@ impl Api {
     }
 
     pub(crate) async fn start_on(store: Store, tweak: impl FnOnce(ApiConfig) -> ApiConfig) -> Api {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         // Messages route to a registered agent no worker ever calls here, so
         // tasks stay where the tests put them.
-        store
-            .agent_upsert("stub", "http://127.0.0.1:9")
-            .await
-            .expect("register the stub agent");
-        let routing = RoutingRules {
-            default_agent: Some("stub".into()),
-            ..RoutingRules::default()
-        };
-        let config = tweak(ApiConfig {
-            blocking_timeout: Duration::from_secs(5),
-            routing,
-            ..ApiConfig::new(base.clone())
-        });
+        store.agent_upsert("stub", "http://127.0.0.1:9").await.expect("register the stub agent");
+        let routing = RoutingRules { default_agent: Some("stub".into()), ..RoutingRules::default() };
+        let config =
+            tweak(ApiConfig { blocking_timeout: Duration::from_secs(5), routing, ..ApiConfig::new(base.clone()) });
         let shutdown = CancellationToken::new();
         let state = AppState::new(store, config, shutdown.clone());
         let token = shutdown.clone();
-        tokio::spawn(async move {
-            switchyard_api::serve(listener, state, token, Duration::from_secs(1)).await
-        });
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        Api {
-            base,
-            http,
-            shutdown,
-        }
+        tokio::spawn(async move { switchyard_api::serve(listener, state, token, Duration::from_secs(1)).await });
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Api { base, http, shutdown }
     }
 
     /// A v1 JSON-RPC call; returns the whole response envelope.
     pub(crate) async fn rpc(&self, method: &str, params: Value) -> Value {
-        self.rpc_with(method, params, &[("A2A-Version", "1.0")])
-            .await
+        self.rpc_with(method, params, &[("A2A-Version", "1.0")]).await
     }
 
-    pub(crate) async fn rpc_with(
-        &self,
-        method: &str,
-        params: Value,
-        headers: &[(&str, &str)],
-    ) -> Value {
+    pub(crate) async fn rpc_with(&self, method: &str, params: Value, headers: &[(&str, &str)]) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         self.post_raw("/", body.to_string(), headers).await.1
     }
 
-    pub(crate) async fn post_raw(
-        &self,
-        path: &str,
-        body: String,
-        headers: &[(&str, &str)],
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .body(body)
-            .header("content-type", "application/json");
+    pub(crate) async fn post_raw(&self, path: &str, body: String, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request =
+            self.http.post(format!("{}{path}", self.base)).body(body).header("content-type", "application/json");
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
@@ -103,36 +69,17 @@ impl Api {
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, HeaderMap, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("A2A-Version", "1.0")
-            .send()
-            .await
-            .expect("get");
+        let response =
+            self.http.get(format!("{}{path}", self.base)).header("A2A-Version", "1.0").send().await.expect("get");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        (
-            status,
-            headers,
-            response.json().await.unwrap_or(Value::Null),
-        )
+        (status, headers, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub(crate) async fn rest(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("A2A-Version", "1.0");
+    pub(crate) async fn rest(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).header("A2A-Version", "1.0");
         if let Some(body) = body {
-            request = request
-                .header("content-type", "application/a2a+json")
-                .body(body.to_string());
+            request = request.header("content-type", "application/a2a+json").body(body.to_string());
         }
         let response = request.send().await.expect("rest");
         let status = response.status().as_u16();
@@ -140,19 +87,10 @@ impl Api {
     }
 
     /// Opens an SSE stream (POST with a body, or GET without).
-    pub(crate) async fn sse(
-        &self,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Sse {
+    pub(crate) async fn sse(&self, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Sse {
         let url = format!("{}{path}", self.base);
         let mut request = match &body {
-            Some(b) => self
-                .http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(b.to_string()),
+            Some(b) => self.http.post(url).header("content-type", "application/json").body(b.to_string()),
             None => self.http.get(url),
         };
         request = request.header("accept", "text/event-stream");
@@ -170,11 +108,7 @@ impl Api {
 }
 
 fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+    headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
 /// A client-side SSE reader.
@@ -210,15 +144,11 @@ impl Sse {
                 if data.is_empty() {
                     continue; // a keep-alive comment
                 }
-                return Some(SseEvent {
-                    id,
-                    data: serde_json::from_str(&data).expect("data is JSON"),
-                });
+                return Some(SseEvent { id, data: serde_json::from_str(&data).expect("data is JSON") });
             }
             let response = self.response.as_mut()?;
-            let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
-                .await
-                .expect("an event within 20s");
+            let chunk =
+                tokio::time::timeout(Duration::from_secs(20), response.chunk()).await.expect("an event within 20s");
             match chunk {
                 Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
                 _ => {
@@ -247,17 +177,12 @@ pub(crate) fn message(text: &str) -> Value {
 /// The `result` of a JSON-RPC response, or a panic showing the error.
 #[track_caller]
 pub(crate) fn result(response: &Value) -> &Value {
-    assert!(
-        response.get("error").is_none(),
-        "unexpected error: {response}"
-    );
+    assert!(response.get("error").is_none(), "unexpected error: {response}");
     &response["result"]
 }
 
 /// The JSON-RPC error code of a response.
 #[track_caller]
 pub(crate) fn error_code(response: &Value) -> i64 {
-    response["error"]["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("expected an error: {response}"))
+    response["error"]["code"].as_i64().unwrap_or_else(|| panic!("expected an error: {response}"))
 }

@@ -29,16 +29,12 @@ impl Stack {
         let db = TestDb::new().await;
         let agent_port = free_port();
         let agent_listen = format!("127.0.0.1:{agent_port}");
-        let agent = switchyard(&db, &["demo-agent", "--listen", &agent_listen])
-            .spawn()
-            .expect("demo agent");
+        let agent = switchyard(&db, &["demo-agent", "--listen", &agent_listen]).spawn().expect("demo agent");
         let agent_url = format!("http://{agent_listen}");
         let config = std::env::temp_dir().join(format!("{}-stack.toml", db.schema));
         std::fs::write(
             &config,
-            format!(
-                "default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"{agent_url}\"\n"
-            ),
+            format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"{agent_url}\"\n"),
         )
         .expect("config");
         let port = free_port();
@@ -49,9 +45,7 @@ impl Stack {
         let serve = switchyard(&db, &args).spawn().expect("serve");
         eventually(WAIT, "api and agent up", || async {
             http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
-                && http_get(agent_port, "/.well-known/agent-card.json")
-                    .await
-                    .is_some()
+                && http_get(agent_port, "/.well-known/agent-card.json").await.is_some()
         })
         .await;
         let mut stack = Stack {
@@ -59,10 +53,7 @@ impl Stack {
             base: format!("http://{listen}"),
             agent_url,
             config,
-            http: reqwest::Client::builder()
-                .timeout(WAIT)
-                .build()
-                .expect("client"),
+            http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
             _serve: serve,
             _agent: agent,
             worker: None,
@@ -99,14 +90,7 @@ impl Stack {
 
     async fn rpc(&self, url: &str, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response = self
-            .http
-            .post(url)
-            .header("A2A-Version", "1.0")
-            .json(&body)
-            .send()
-            .await
-            .expect("rpc");
+        let response = self.http.post(url).header("A2A-Version", "1.0").json(&body).send().await.expect("rpc");
         response.json().await.expect("json")
     }
 
@@ -115,9 +99,7 @@ impl Stack {
     }
 
     async fn send_message(&self, message: Value) -> Value {
-        let answer = self
-            .rpc(&self.base, "SendMessage", json!({"message": message}))
-            .await;
+        let answer = self.rpc(&self.base, "SendMessage", json!({"message": message})).await;
         answer["result"]["task"].clone()
     }
 
@@ -138,10 +120,7 @@ impl Stack {
                     | "TASK_STATE_INPUT_REQUIRED"
             )
         ) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "task {id} did not settle: {task}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "task {id} did not settle: {task}");
             tokio::time::sleep(Duration::from_millis(100)).await;
             task = self.task(id).await;
         }
@@ -176,10 +155,7 @@ fn state(task: &Value) -> &str {
 }
 
 fn status_text(task: &Value) -> String {
-    task["status"]["message"]["parts"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,33 +174,20 @@ async fn tasks_are_carried_out_by_the_remote_agent() {
         .iter()
         .filter_map(|p| p["text"].as_str())
         .collect();
-    assert_eq!(
-        chunks,
-        ["chunk 0;", "chunk 1;", "chunk 2;"],
-        "chunks appended in order"
-    );
+    assert_eq!(chunks, ["chunk 0;", "chunk 1;", "chunk 2;"], "chunks appended in order");
 
     let replied = stack.send("message hi yourself").await;
-    assert_eq!(
-        (state(&replied), status_text(&replied).as_str()),
-        ("TASK_STATE_COMPLETED", "hi yourself")
-    );
+    assert_eq!((state(&replied), status_text(&replied).as_str()), ("TASK_STATE_COMPLETED", "hi yourself"));
 
     let rejected = stack.send("reject").await;
-    assert_eq!(
-        (state(&rejected), status_text(&rejected).as_str()),
-        ("TASK_STATE_REJECTED", "I do not do that")
-    );
+    assert_eq!((state(&rejected), status_text(&rejected).as_str()), ("TASK_STATE_REJECTED", "I do not do that"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_question_becomes_ours_and_the_answer_goes_back() {
     let stack = Stack::start(&[]).await;
     let asked = stack.send("ask").await;
-    assert_eq!(
-        (state(&asked), status_text(&asked).as_str()),
-        ("TASK_STATE_INPUT_REQUIRED", "what is your answer?")
-    );
+    assert_eq!((state(&asked), status_text(&asked).as_str()), ("TASK_STATE_INPUT_REQUIRED", "what is your answer?"));
     let id = asked["id"].as_str().expect("id");
     let remote = stack.remote_task(id).await.expect("remote id checkpointed");
 
@@ -232,15 +195,8 @@ async fn a_remote_question_becomes_ours_and_the_answer_goes_back() {
     answer["taskId"] = json!(id);
     let answered = stack.send_message(answer).await;
     assert_eq!(state(&answered), "TASK_STATE_COMPLETED", "{answered}");
-    assert_eq!(
-        answered["artifacts"][0]["parts"][0]["text"],
-        "answer: forty-two"
-    );
-    assert_eq!(
-        stack.remote_task(id).await,
-        Some(remote),
-        "the answer went to the same remote task"
-    );
+    assert_eq!(answered["artifacts"][0]["parts"][0]["text"], "answer: forty-two");
+    assert_eq!(stack.remote_task(id).await, Some(remote), "the answer went to the same remote task");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,39 +204,21 @@ async fn canceling_a_task_cancels_its_remote_task() {
     let stack = Stack::start(&[]).await;
     let msg = message("hang");
     let sent = stack
-        .rpc(
-            &stack.base,
-            "SendMessage",
-            json!({"message": msg, "configuration": {"returnImmediately": true}}),
-        )
+        .rpc(&stack.base, "SendMessage", json!({"message": msg, "configuration": {"returnImmediately": true}}))
         .await;
-    let id = sent["result"]["task"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    eventually(WAIT, "the remote task known", || async {
-        stack.remote_task(&id).await.is_some()
-    })
-    .await;
+    let id = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
+    eventually(WAIT, "the remote task known", || async { stack.remote_task(&id).await.is_some() }).await;
     let remote = stack.remote_task(&id).await.expect("remote");
 
-    let canceled = stack
-        .rpc(&stack.base, "CancelTask", json!({"id": id}))
-        .await;
+    let canceled = stack.rpc(&stack.base, "CancelTask", json!({"id": id})).await;
     assert_eq!(canceled["result"]["status"]["state"], "TASK_STATE_CANCELED");
     let agent_url = stack.agent_url.clone();
     eventually(WAIT, "the remote task canceled", || async {
-        let remote_task = stack
-            .rpc(&agent_url, "GetTask", json!({"id": remote}))
-            .await;
+        let remote_task = stack.rpc(&agent_url, "GetTask", json!({"id": remote})).await;
         remote_task["result"]["status"]["state"] == "TASK_STATE_CANCELED"
     })
     .await;
-    assert_eq!(
-        state(&stack.task(&id).await),
-        "TASK_STATE_CANCELED",
-        "ours stays canceled"
-    );
+    assert_eq!(state(&stack.task(&id).await), "TASK_STATE_CANCELED", "ours stays canceled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,11 +230,7 @@ async fn transient_failures_are_retried_with_the_same_message_id() {
     let task = stack.settled(task["id"].as_str().expect("id")).await;
     assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
     assert_eq!(task["artifacts"][0]["parts"][0]["text"], "recovered");
-    assert_eq!(
-        stack.received(&message_id).await,
-        3,
-        "the same message, delivered three times"
-    );
+    assert_eq!(stack.received(&message_id).await, 3, "the same message, delivered three times");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,14 +239,8 @@ async fn exhausted_retries_dead_letter_the_job_and_fail_the_task() {
     let task = stack.send("fail 99 never").await;
     let task = stack.settled(task["id"].as_str().expect("id")).await;
     assert_eq!(state(&task), "TASK_STATE_FAILED", "{task}");
-    assert!(
-        status_text(&task).contains("gave up after 2 attempts"),
-        "{task}"
-    );
-    let dead = switchyard(&stack.db, &["jobs", "dead"])
-        .output()
-        .await
-        .expect("jobs dead");
+    assert!(status_text(&task).contains("gave up after 2 attempts"), "{task}");
+    let dead = switchyard(&stack.db, &["jobs", "dead"]).output().await.expect("jobs dead");
     assert!(String::from_utf8_lossy(&dead.stdout).contains(task["id"].as_str().expect("id")));
 }
 
@@ -323,44 +251,22 @@ async fn routing_by_name_and_skill_and_rejection_without_a_route() {
     to_nobody["metadata"] = json!({"switchyard": {"agent": "nobody"}});
     let rejected = stack.send_message(to_nobody).await;
     assert_eq!(state(&rejected), "TASK_STATE_REJECTED");
-    assert!(
-        status_text(&rejected).contains("nobody"),
-        "the reason names the missing agent: {rejected}"
-    );
+    assert!(status_text(&rejected).contains("nobody"), "the reason names the missing agent: {rejected}");
 
     let mut unknown_skill = message("echo x");
     unknown_skill["metadata"] = json!({"switchyard": {"skill": "juggling"}});
-    assert_eq!(
-        state(&stack.send_message(unknown_skill).await),
-        "TASK_STATE_REJECTED"
-    );
+    assert_eq!(state(&stack.send_message(unknown_skill).await), "TASK_STATE_REJECTED");
 
     // Registering with the CLI fetches the card, so its skills route.
-    let added = switchyard(&stack.db, &["agents", "add", "second", &stack.agent_url])
-        .output()
-        .await
-        .expect("add");
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    let listed = switchyard(&stack.db, &["agents", "list"])
-        .output()
-        .await
-        .expect("list");
+    let added = switchyard(&stack.db, &["agents", "add", "second", &stack.agent_url]).output().await.expect("add");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let listed = switchyard(&stack.db, &["agents", "list"]).output().await.expect("list");
     assert!(String::from_utf8_lossy(&listed.stdout).contains("second"));
     let mut by_skill = message("echo via skill");
     by_skill["metadata"] = json!({"switchyard": {"skill": "echo"}});
     let routed = stack.send_message(by_skill).await;
     assert_eq!(state(&routed), "TASK_STATE_COMPLETED", "{routed}");
-    let bad = switchyard(
-        &stack.db,
-        &["agents", "add", "broken", "http://127.0.0.1:9"],
-    )
-    .output()
-    .await
-    .expect("add");
+    let bad = switchyard(&stack.db, &["agents", "add", "broken", "http://127.0.0.1:9"]).output().await.expect("add");
     assert!(!bad.status.success(), "an agent without a card is refused");
 }
 
@@ -370,20 +276,10 @@ async fn a_worker_killed_mid_delegation_is_resumed_without_sending_again() {
     let msg = message("sleep 2500");
     let message_id = msg["messageId"].as_str().expect("id").to_owned();
     let sent = stack
-        .rpc(
-            &stack.base,
-            "SendMessage",
-            json!({"message": msg, "configuration": {"returnImmediately": true}}),
-        )
+        .rpc(&stack.base, "SendMessage", json!({"message": msg, "configuration": {"returnImmediately": true}}))
         .await;
-    let id = sent["result"]["task"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    eventually(WAIT, "the remote task checkpointed", || async {
-        stack.remote_task(&id).await.is_some()
-    })
-    .await;
+    let id = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
+    eventually(WAIT, "the remote task checkpointed", || async { stack.remote_task(&id).await.is_some() }).await;
 
     let mut doomed = stack.worker.take().expect("worker");
     doomed.start_kill().expect("SIGKILL");
@@ -393,20 +289,11 @@ async fn a_worker_killed_mid_delegation_is_resumed_without_sending_again() {
     let task = stack.settled(&id).await;
     assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
     assert_eq!(task["artifacts"][0]["parts"][0]["text"], "slept");
-    assert_eq!(
-        stack.received(&message_id).await,
-        1,
-        "re-attached to the remote task, not sent again"
-    );
-    let jobs: Vec<(String, i32)> =
-        sqlx::query_as("SELECT state, attempt FROM jobs WHERE task_id = $1::uuid")
-            .bind(&id)
-            .fetch_all(stack.db.pool())
-            .await
-            .expect("jobs");
-    assert_eq!(
-        jobs,
-        [("done".to_owned(), 2)],
-        "the second worker finished the same job"
-    );
+    assert_eq!(stack.received(&message_id).await, 1, "re-attached to the remote task, not sent again");
+    let jobs: Vec<(String, i32)> = sqlx::query_as("SELECT state, attempt FROM jobs WHERE task_id = $1::uuid")
+        .bind(&id)
+        .fetch_all(stack.db.pool())
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, [("done".to_owned(), 2)], "the second worker finished the same job");
 }

@@ -15,21 +15,15 @@ static SERVER: OnceCell<Server> = OnceCell::const_new();
 struct Server {
     url: String,
     // Held for the life of the process; dropping it would stop the container.
-    _container: Option<
-        testcontainers_modules::testcontainers::ContainerAsync<
-            testcontainers_modules::postgres::Postgres,
-        >,
-    >,
+    _container:
+        Option<testcontainers_modules::testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>>,
 }
 
 async fn server() -> &'static Server {
     SERVER
         .get_or_init(|| async {
             let server = match std::env::var("DATABASE_URL") {
-                Ok(url) if !url.is_empty() => Server {
-                    url,
-                    _container: None,
-                },
+                Ok(url) if !url.is_empty() => Server { url, _container: None },
                 _ => start_container().await,
             };
             drop_stale_schemas(&server.url).await;
@@ -44,14 +38,8 @@ async fn start_container() -> Server {
         .start()
         .await
         .expect("DATABASE_URL is unset and no PostgreSQL container could be started (is Docker running?)");
-    let port = container
-        .get_host_port_ipv4(5432)
-        .await
-        .expect("container port");
-    Server {
-        url: format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"),
-        _container: Some(container),
-    }
+    let port = container.get_host_port_ipv4(5432).await.expect("container port");
+    Server { url: format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"), _container: Some(container) }
 }
 
 /// Test schemas are named `t_<unix seconds>_<random>`; ones older than an
@@ -61,29 +49,23 @@ async fn drop_stale_schemas(url: &str) {
         return;
     };
     let cutoff = unix_now().saturating_sub(3600);
-    let schemas: Vec<String> =
-        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'")
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
+    let schemas: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
     for schema in schemas {
         let born = schema.split('_').nth(1).and_then(|s| s.parse::<u64>().ok());
         if born.is_some_and(|b| b < cutoff) {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#
-            )))
-            .execute(&pool)
-            .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#)))
+                .execute(&pool)
+                .await;
         }
     }
     pool.close().await;
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A migrated schema of one's own, dropped when the test ends.
@@ -96,34 +78,18 @@ pub(crate) struct TestDb {
 impl TestDb {
     pub(crate) async fn new() -> TestDb {
         let server = server().await;
-        let schema = format!(
-            "t_{}_{}",
-            unix_now(),
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let config = StoreConfig {
-            schema: schema.clone(),
-            max_connections: 16,
-            ..StoreConfig::new(server.url.clone())
-        };
-        let store = Store::connect(&config)
-            .await
-            .expect("connect to the test database");
+        let schema = format!("t_{}_{}", unix_now(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let config =
+            StoreConfig { schema: schema.clone(), max_connections: 16, ..StoreConfig::new(server.url.clone()) };
+        let store = Store::connect(&config).await.expect("connect to the test database");
         store.migrate().await.expect("migrate the test schema");
-        TestDb {
-            store,
-            url: server.url.clone(),
-            schema,
-        }
+        TestDb { store, url: server.url.clone(), schema }
     }
 
     /// A second, independent handle on the same schema (another "process").
     pub(crate) async fn another_store(&self) -> Store {
-        let config = StoreConfig {
-            schema: self.schema.clone(),
-            max_connections: 16,
-            ..StoreConfig::new(self.url.clone())
-        };
+        let config =
+            StoreConfig { schema: self.schema.clone(), max_connections: 16, ..StoreConfig::new(self.url.clone()) };
         Store::connect(&config).await.expect("second store")
     }
 
@@ -139,17 +105,14 @@ impl Drop for TestDb {
         let url = self.url.clone();
         let schema = self.schema.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
                     if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#
-                        )))
-                        .execute(&pool)
-                        .await;
+                        let _ =
+                            sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#)))
+                                .execute(&pool)
+                                .await;
                     }
                 });
             }
@@ -183,12 +146,7 @@ pub(crate) fn new_task(text: &str) -> NewTask {
 }
 
 pub(crate) async fn submit(store: &Store, text: &str) -> TaskId {
-    store
-        .task_submit(new_task(text))
-        .await
-        .expect("submit")
-        .task
-        .id
+    store.task_submit(new_task(text)).await.expect("submit").task.id
 }
 
 /// Status events in a task's log, in order, as state names.
@@ -199,9 +157,7 @@ pub(crate) async fn status_trail(store: &Store, task: TaskId) -> Vec<String> {
         .expect("events")
         .into_iter()
         .filter_map(|e| match e.event {
-            TaskEvent::Status(s) => {
-                switchyard_engine::TaskState::from_a2a(&s.state).map(|st| st.to_string())
-            }
+            TaskEvent::Status(s) => switchyard_engine::TaskState::from_a2a(&s.state).map(|st| st.to_string()),
             _ => None,
         })
         .collect()
@@ -209,11 +165,7 @@ pub(crate) async fn status_trail(store: &Store, task: TaskId) -> Vec<String> {
 
 /// Waits for `check` to hold, polling; panics with `what` after `limit`.
 #[track_caller]
-pub(crate) fn eventually<'a, F, Fut>(
-    limit: Duration,
-    what: &'a str,
-    mut check: F,
-) -> impl Future<Output = ()> + 'a
+pub(crate) fn eventually<'a, F, Fut>(limit: Duration, what: &'a str, mut check: F) -> impl Future<Output = ()> + 'a
 where
     F: FnMut() -> Fut + 'a,
     Fut: Future<Output = bool> + 'a,

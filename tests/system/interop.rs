@@ -22,9 +22,7 @@ const PACKAGES: [&str; 2] = ["a2a-sdk[http-server]==1.3.0", "uvicorn==0.54.0"];
 static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 fn python_sdk() -> PathBuf {
-    let mut venv = VENV
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut venv = VENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(python) = venv.as_ref() {
         return python.clone();
     }
@@ -36,18 +34,10 @@ fn python_sdk() -> PathBuf {
     if pinned != wanted {
         let run = |cmd: &mut std::process::Command| {
             let out = cmd.output().expect("run python");
-            assert!(
-                out.status.success(),
-                "{cmd:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         };
-        run(std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir));
-        run(std::process::Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(PACKAGES));
+        run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&dir));
+        run(std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(PACKAGES));
         std::fs::write(&marker, wanted).expect("marker");
     }
     *venv = Some(python.clone());
@@ -69,46 +59,27 @@ async fn run_client(db: &TestDb, base: &str, binding: &str, version: &str) -> Ve
         .expect("spawn the python client");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut report = Vec::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await
-    {
-        let event: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         if event["step"] == "streaming" {
-            let id: TaskId = event["task_id"]
-                .as_str()
-                .expect("id")
-                .parse()
-                .expect("uuid");
+            let id: TaskId = event["task_id"].as_str().expect("id").parse().expect("uuid");
             for events in [
                 vec![TaskEvent::status(TaskState::Working, None)],
                 vec![TaskEvent::status_with_text(TaskState::Completed, "done")],
             ] {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                db.store
-                    .task_append(id, &events, None)
-                    .await
-                    .expect("drive");
+                db.store.task_append(id, &events, None).await.expect("drive");
             }
         }
         report.push(event);
     }
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exit")
-        .expect("wait");
-    assert!(
-        status.success(),
-        "the python client failed in {binding} {version}: {report:?}"
-    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exit").expect("wait");
+    assert!(status.success(), "the python client failed in {binding} {version}: {report:?}");
     report
 }
 
 fn step<'a>(report: &'a [Value], name: &str) -> &'a Value {
-    report
-        .iter()
-        .find(|e| e["step"] == name)
-        .unwrap_or_else(|| panic!("no {name} step in {report:?}"))
+    report.iter().find(|e| e["step"] == name).unwrap_or_else(|| panic!("no {name} step in {report:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,17 +89,11 @@ async fn the_official_python_client_works_in_every_mode() {
     let listen = format!("127.0.0.1:{port}");
     // A default agent that no worker calls: tasks stay where the test puts them.
     let config = std::env::temp_dir().join(format!("{}-interop.toml", db.schema));
-    let toml =
-        "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n";
+    let toml = "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n";
     std::fs::write(&config, toml).expect("config");
     let config = config.to_string_lossy().into_owned();
-    let _server = switchyard(&db, &["serve", "--listen", &listen, "--config", &config])
-        .spawn()
-        .expect("serve");
-    eventually(Duration::from_secs(30), "the server up", || async {
-        http_get(port, "/readyz").await.is_some()
-    })
-    .await;
+    let _server = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+    eventually(Duration::from_secs(30), "the server up", || async { http_get(port, "/readyz").await.is_some() }).await;
     let base = format!("http://{listen}");
 
     for (binding, version) in [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3")] {
@@ -138,26 +103,12 @@ async fn the_official_python_client_works_in_every_mode() {
         let sent = step(&report, "send");
         assert_eq!(sent["state"], "TASK_STATE_SUBMITTED", "{mode}");
         let got = step(&report, "get");
-        assert_eq!(
-            (got["task_id"].clone(), got["history"].clone()),
-            (sent["task_id"].clone(), 1.into()),
-            "{mode}"
-        );
+        assert_eq!((got["task_id"].clone(), got["history"].clone()), (sent["task_id"].clone(), 1.into()), "{mode}");
         if version == "1.0" {
-            let ids = step(&report, "list")["ids"]
-                .as_array()
-                .expect("ids")
-                .clone();
-            assert!(
-                ids.contains(&sent["task_id"]),
-                "{mode}: the new task is listed"
-            );
+            let ids = step(&report, "list")["ids"].as_array().expect("ids").clone();
+            assert!(ids.contains(&sent["task_id"]), "{mode}: the new task is listed");
         }
-        assert_eq!(
-            step(&report, "cancel")["state"],
-            "TASK_STATE_CANCELED",
-            "{mode}"
-        );
+        assert_eq!(step(&report, "cancel")["state"], "TASK_STATE_CANCELED", "{mode}");
         let streamed: Vec<&str> = step(&report, "stream_done")["events"]
             .as_array()
             .expect("events")
@@ -166,11 +117,7 @@ async fn the_official_python_client_works_in_every_mode() {
             .collect();
         assert_eq!(
             streamed,
-            [
-                "task",
-                "status_update:TASK_STATE_WORKING",
-                "status_update:TASK_STATE_COMPLETED"
-            ],
+            ["task", "status_update:TASK_STATE_WORKING", "status_update:TASK_STATE_COMPLETED"],
             "{mode}"
         );
     }
@@ -191,43 +138,27 @@ async fn tasks_are_delegated_to_an_agent_on_the_official_python_sdk() {
         .spawn()
         .expect("python agent");
     let config = std::env::temp_dir().join(format!("{}-py.toml", db.schema));
-    let toml = format!(
-        "default_agent = \"py\"\n[[agents]]\nname = \"py\"\nurl = \"http://127.0.0.1:{agent_port}\"\n"
-    );
+    let toml = format!("default_agent = \"py\"\n[[agents]]\nname = \"py\"\nurl = \"http://127.0.0.1:{agent_port}\"\n");
     std::fs::write(&config, toml).expect("config");
     let config = config.to_string_lossy().into_owned();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config])
-        .spawn()
-        .expect("serve");
-    let _worker = switchyard(
-        &db,
-        &["worker", "--config", &config, "--poll-interval", "200ms"],
-    )
-    .spawn()
-    .expect("worker");
-    eventually(
-        Duration::from_secs(60),
-        "api and python agent up",
-        || async {
-            http_get(port, "/readyz").await.is_some()
-                && http_get(agent_port, "/.well-known/agent-card.json")
-                    .await
-                    .is_some()
-        },
-    )
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+    let _worker =
+        switchyard(&db, &["worker", "--config", &config, "--poll-interval", "200ms"]).spawn().expect("worker");
+    eventually(Duration::from_secs(60), "api and python agent up", || async {
+        http_get(port, "/readyz").await.is_some()
+            && http_get(agent_port, "/.well-known/agent-card.json").await.is_some()
+    })
     .await;
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
     let send = |message: Value| {
         let http = http.clone();
         let url = format!("http://{listen}/");
         async move {
-            let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}});
+            let body =
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}});
             let answer: Value = http
                 .post(url)
                 .header("A2A-Version", "1.0")
@@ -244,29 +175,14 @@ async fn tasks_are_delegated_to_an_agent_on_the_official_python_sdk() {
 
     let done = send(crate::api::message("hello")).await;
     assert_eq!(done["status"]["state"], "TASK_STATE_COMPLETED", "{done}");
-    assert_eq!(
-        done["artifacts"][0]["parts"][0]["text"],
-        "python says: hello"
-    );
+    assert_eq!(done["artifacts"][0]["parts"][0]["text"], "python says: hello");
 
     let asked = send(crate::api::message("ask")).await;
-    assert_eq!(
-        asked["status"]["state"], "TASK_STATE_INPUT_REQUIRED",
-        "{asked}"
-    );
-    assert_eq!(
-        asked["status"]["message"]["parts"][0]["text"],
-        "what shall I say?"
-    );
+    assert_eq!(asked["status"]["state"], "TASK_STATE_INPUT_REQUIRED", "{asked}");
+    assert_eq!(asked["status"]["message"]["parts"][0]["text"], "what shall I say?");
     let mut answer = crate::api::message("bonjour");
     answer["taskId"] = asked["id"].clone();
     let answered = send(answer).await;
-    assert_eq!(
-        answered["status"]["state"], "TASK_STATE_COMPLETED",
-        "{answered}"
-    );
-    assert_eq!(
-        answered["artifacts"][0]["parts"][0]["text"],
-        "python says: bonjour"
-    );
+    assert_eq!(answered["status"]["state"], "TASK_STATE_COMPLETED", "{answered}");
+    assert_eq!(answered["artifacts"][0]["parts"][0]["text"], "python says: bonjour");
 }

@@ -7,33 +7,23 @@ use switchyard_engine::{Listener, Wake};
 use crate::harness::{TestDb, submit};
 
 async fn next(listener: &mut Listener) -> Wake {
-    tokio::time::timeout(Duration::from_secs(10), listener.recv())
-        .await
-        .expect("a wake-up within 10s")
+    tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a wake-up within 10s")
 }
 
 #[tokio::test]
 async fn submits_wake_job_and_event_listeners_after_commit() {
     let db = TestDb::new().await;
     let channels = db.store.channels().clone();
-    let mut listener = Listener::connect(&db.store, &[&channels.jobs, &channels.events])
-        .await
-        .expect("listen");
+    let mut listener = Listener::connect(&db.store, &[&channels.jobs, &channels.events]).await.expect("listen");
     let id = submit(&db.store, "x").await;
     let mut wakes = vec![next(&mut listener).await, next(&mut listener).await];
     wakes.sort_by_key(|w| format!("{w:?}"));
     assert!(
-        wakes.contains(&Wake::Notified {
-            channel: channels.jobs.clone(),
-            payload: "delegate".into()
-        }),
+        wakes.contains(&Wake::Notified { channel: channels.jobs.clone(), payload: "delegate".into() }),
         "{wakes:?}"
     );
     assert!(
-        wakes.contains(&Wake::Notified {
-            channel: channels.events.clone(),
-            payload: format!("{id}:2")
-        }),
+        wakes.contains(&Wake::Notified { channel: channels.events.clone(), payload: format!("{id}:2") }),
         "{wakes:?}"
     );
 }
@@ -42,9 +32,7 @@ async fn submits_wake_job_and_event_listeners_after_commit() {
 async fn a_dropped_connection_is_reported_as_resync_and_listening_resumes() {
     let db = TestDb::new().await;
     let channels = db.store.channels().clone();
-    let mut listener = Listener::connect(&db.store, &[&channels.jobs])
-        .await
-        .expect("listen");
+    let mut listener = Listener::connect(&db.store, &[&channels.jobs]).await.expect("listen");
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
     )
@@ -57,10 +45,7 @@ async fn a_dropped_connection_is_reported_as_resync_and_listening_resumes() {
     submit(&db.store, "after the reconnect").await;
     assert_eq!(
         next(&mut listener).await,
-        Wake::Notified {
-            channel: channels.jobs.clone(),
-            payload: "delegate".into()
-        }
+        Wake::Notified { channel: channels.jobs.clone(), payload: "delegate".into() }
     );
 }
 
@@ -68,22 +53,12 @@ async fn a_dropped_connection_is_reported_as_resync_and_listening_resumes() {
 async fn schemas_sharing_a_database_do_not_wake_each_other() {
     let a = TestDb::new().await;
     let b = TestDb::new().await;
-    let mut listener = Listener::connect(&a.store, &[&a.store.channels().jobs])
-        .await
-        .expect("listen");
+    let mut listener = Listener::connect(&a.store, &[&a.store.channels().jobs]).await.expect("listen");
     submit(&b.store, "for b").await;
     submit(&a.store, "for a").await;
     assert_eq!(
         next(&mut listener).await,
-        Wake::Notified {
-            channel: a.store.channels().jobs.clone(),
-            payload: "delegate".into()
-        }
+        Wake::Notified { channel: a.store.channels().jobs.clone(), payload: "delegate".into() }
     );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), listener.recv())
-            .await
-            .is_err(),
-        "nothing from b"
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(200), listener.recv()).await.is_err(), "nothing from b");
 }

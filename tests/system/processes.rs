@@ -18,10 +18,7 @@ pub(crate) fn switchyard(db: &TestDb, args: &[&str]) -> Command {
     cmd.args(args)
         .env("DATABASE_URL", &db.url)
         .env("SWITCHYARD_SCHEMA", &db.schema)
-        .env(
-            "RUST_LOG",
-            std::env::var("SWITCHYARD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", std::env::var("SWITCHYARD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -61,22 +58,17 @@ fn signal(child: &Child, sig: Signal) {
 }
 
 async fn exits_with(child: &mut Child) -> i32 {
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("exit in time")
-        .expect("wait");
+    let status = tokio::time::timeout(WAIT, child.wait()).await.expect("exit in time").expect("wait");
     status.code().unwrap_or(-1)
 }
 
 async fn count_jobs(db: &TestDb, state: &str, owner: Option<&str>) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE state = $1 AND ($2::text IS NULL OR lease_owner = $2)",
-    )
-    .bind(state)
-    .bind(owner)
-    .fetch_one(db.pool())
-    .await
-    .expect("count")
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = $1 AND ($2::text IS NULL OR lease_owner = $2)")
+        .bind(state)
+        .bind(owner)
+        .fetch_one(db.pool())
+        .await
+        .expect("count")
 }
 
 /// Holds row locks on these tasks until rolled back, so a worker finishing
@@ -84,37 +76,23 @@ async fn count_jobs(db: &TestDb, state: &str, owner: Option<&str>) -> i64 {
 async fn lock_tasks(db: &TestDb, tasks: &[TaskId]) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = db.pool().begin().await.expect("begin");
     let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.0).collect();
-    sqlx::query("SELECT id FROM tasks WHERE id = ANY($1) FOR UPDATE")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
+    sqlx::query("SELECT id FROM tasks WHERE id = ANY($1) FOR UPDATE").bind(&ids).execute(&mut *tx).await.expect("lock");
     tx
 }
 
 pub(crate) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     Some((status, body))
 }
 
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 #[tokio::test]
@@ -122,13 +100,8 @@ async fn serve_answers_health_and_readiness_and_stops_on_sigterm() {
     let db = TestDb::new().await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut server = switchyard(&db, &["serve", "--listen", &listen])
-        .spawn()
-        .expect("spawn serve");
-    eventually(WAIT, "the server to answer /healthz", || async {
-        http_get(port, "/healthz").await.is_some()
-    })
-    .await;
+    let mut server = switchyard(&db, &["serve", "--listen", &listen]).spawn().expect("spawn serve");
+    eventually(WAIT, "the server to answer /healthz", || async { http_get(port, "/healthz").await.is_some() }).await;
     assert_eq!(http_get(port, "/healthz").await.map(|r| r.0), Some(200));
     let (status, body) = http_get(port, "/readyz").await.expect("readyz");
     assert_eq!(status, 200, "{body}");
@@ -140,10 +113,7 @@ async fn serve_answers_health_and_readiness_and_stops_on_sigterm() {
 #[tokio::test]
 async fn migrate_is_idempotent_and_bad_settings_fail_clearly() {
     let db = TestDb::new().await;
-    let out = switchyard(&db, &["migrate"])
-        .output()
-        .await
-        .expect("migrate");
+    let out = switchyard(&db, &["migrate"]).output().await.expect("migrate");
     assert!(out.status.success());
     let bad = switchyard(&db, &["worker", "--lease", "1s", "--heartbeat", "900ms"])
         .stderr(Stdio::piped())
@@ -151,10 +121,7 @@ async fn migrate_is_idempotent_and_bad_settings_fail_clearly() {
         .await
         .expect("worker");
     assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("heartbeat"),
-        "the error names the bad setting"
-    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("heartbeat"), "the error names the bad setting");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,25 +135,18 @@ async fn a_worker_killed_while_holding_leases_loses_nothing_and_repeats_nothing(
     // finishes 20 and is stuck holding the next 4 when it dies.
     let lock = lock_tasks(&db, &tasks[20..]).await;
     let mut doomed = spawn_worker(&db, "doomed", "20s");
-    eventually(
-        WAIT,
-        "20 jobs done and 4 held by the doomed worker",
-        || async {
-            count_jobs(&db, "done", None).await == 20
-                && count_jobs(&db, "leased", Some("doomed")).await == 4
-        },
-    )
+    eventually(WAIT, "20 jobs done and 4 held by the doomed worker", || async {
+        count_jobs(&db, "done", None).await == 20 && count_jobs(&db, "leased", Some("doomed")).await == 4
+    })
     .await;
     doomed.start_kill().expect("SIGKILL");
     doomed.wait().await.expect("reaped");
     lock.rollback().await.expect("unlock");
 
     let mut survivor = spawn_worker(&db, "survivor", "20s");
-    eventually(
-        WAIT,
-        "every job done after the lost leases expire",
-        || async { count_jobs(&db, "done", None).await == 40 },
-    )
+    eventually(WAIT, "every job done after the lost leases expire", || async {
+        count_jobs(&db, "done", None).await == 40
+    })
     .await;
     signal(&survivor, Signal::SIGTERM);
     assert_eq!(exits_with(&mut survivor).await, 0);
@@ -200,10 +160,7 @@ async fn a_worker_killed_while_holding_leases_loses_nothing_and_repeats_nothing(
         let job = &db.store.task_jobs(*task).await.expect("jobs")[0];
         assert_eq!(job.state, JobState::Done);
         let expected_attempts = if (20..24).contains(&i) { 2 } else { 1 };
-        assert_eq!(
-            job.attempt, expected_attempts,
-            "task {i}: only the four lost leases ran twice"
-        );
+        assert_eq!(job.attempt, expected_attempts, "task {i}: only the four lost leases ran twice");
     }
 }
 
@@ -218,10 +175,7 @@ async fn sigterm_stops_claiming_and_exits_cleanly_with_no_lease_left_behind() {
     // the task rows) when SIGTERM arrives; the other two must stay unclaimed.
     let lock = lock_tasks(&db, &tasks).await;
     let mut worker = spawn_worker(&db, "draining", "300ms");
-    eventually(WAIT, "4 jobs held", || async {
-        count_jobs(&db, "leased", Some("draining")).await == 4
-    })
-    .await;
+    eventually(WAIT, "4 jobs held", || async { count_jobs(&db, "leased", Some("draining")).await == 4 }).await;
     signal(&worker, Signal::SIGTERM);
     // A delay, not an assertion: let the worker see the signal and stop
     // claiming before the database moves again.
@@ -229,24 +183,12 @@ async fn sigterm_stops_claiming_and_exits_cleanly_with_no_lease_left_behind() {
     lock.rollback().await.expect("unlock");
     assert_eq!(exits_with(&mut worker).await, 0);
 
-    let states: Vec<(String, i32)> = sqlx::query_as("SELECT state, attempt FROM jobs ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .expect("states");
-    let expected: Vec<(String, i32)> = [
-        ("done", 1),
-        ("done", 1),
-        ("done", 1),
-        ("done", 1),
-        ("ready", 0),
-        ("ready", 0),
-    ]
-    .map(|(s, a)| (s.to_owned(), a))
-    .into();
-    assert_eq!(
-        states, expected,
-        "finished outcomes recorded, nothing claimed after the signal, no lease left"
-    );
+    let states: Vec<(String, i32)> =
+        sqlx::query_as("SELECT state, attempt FROM jobs ORDER BY id").fetch_all(db.pool()).await.expect("states");
+    let expected: Vec<(String, i32)> = [("done", 1), ("done", 1), ("done", 1), ("done", 1), ("ready", 0), ("ready", 0)]
+        .map(|(s, a)| (s.to_owned(), a))
+        .into();
+    assert_eq!(states, expected, "finished outcomes recorded, nothing claimed after the signal, no lease left");
 }
 
 #[tokio::test]
@@ -254,39 +196,20 @@ async fn operators_list_and_requeue_dead_jobs_from_the_cli() {
     let db = TestDb::new().await;
     let task = submit(&db.store, "x").await;
     for _ in 0..3 {
-        let job = db
-            .store
-            .job_claim("w", 1, Duration::from_secs(30))
-            .await
-            .expect("claim")
-            .remove(0);
-        db.store
-            .job_retry(&job.lease, "agent unreachable", Duration::ZERO, &[])
-            .await
-            .expect("retry");
+        let job = db.store.job_claim("w", 1, Duration::from_secs(30)).await.expect("claim").remove(0);
+        db.store.job_retry(&job.lease, "agent unreachable", Duration::ZERO, &[]).await.expect("retry");
     }
     let job_id = db.store.task_jobs(task).await.expect("jobs")[0].id;
-    let listed = switchyard(&db, &["jobs", "dead"])
-        .output()
-        .await
-        .expect("jobs dead");
+    let listed = switchyard(&db, &["jobs", "dead"]).output().await.expect("jobs dead");
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(
-        listed.contains(&task.to_string())
-            && listed.contains("agent unreachable")
-            && listed.contains("3/3"),
+        listed.contains(&task.to_string()) && listed.contains("agent unreachable") && listed.contains("3/3"),
         "{listed}"
     );
 
-    let requeued = switchyard(&db, &["jobs", "requeue", &job_id.to_string()])
-        .output()
-        .await
-        .expect("requeue");
+    let requeued = switchyard(&db, &["jobs", "requeue", &job_id.to_string()]).output().await.expect("requeue");
     assert!(requeued.status.success());
-    assert_eq!(
-        db.store.task_jobs(task).await.expect("jobs")[0].state,
-        JobState::Ready
-    );
+    assert_eq!(db.store.task_jobs(task).await.expect("jobs")[0].state, JobState::Ready);
     let again = switchyard(&db, &["jobs", "requeue", &job_id.to_string()])
         .stderr(Stdio::piped())
         .output()

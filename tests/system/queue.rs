@@ -34,53 +34,23 @@ async fn claims_take_ready_jobs_in_priority_then_age_order() {
     let first = db.store.job_claim("w1", 1, LEASE).await.expect("claim");
     assert_eq!(first[0].lease.task_id, urgent);
     let rest = db.store.job_claim("w1", 10, LEASE).await.expect("claim");
-    assert_eq!(
-        rest.iter().map(|j| j.lease.task_id).collect::<Vec<_>>(),
-        vec![a, b],
-        "not-yet-due jobs wait"
-    );
+    assert_eq!(rest.iter().map(|j| j.lease.task_id).collect::<Vec<_>>(), vec![a, b], "not-yet-due jobs wait");
     let lease = &rest[0].lease;
-    assert_eq!(
-        (lease.attempt, lease.token, lease.owner.as_str()),
-        (1, 1, "w1")
-    );
-    assert!(
-        db.store
-            .job_claim("w2", 10, LEASE)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert_eq!((lease.attempt, lease.token, lease.owner.as_str()), (1, 1, "w1"));
+    assert!(db.store.job_claim("w2", 10, LEASE).await.expect("claim").is_empty());
 }
 
 #[tokio::test]
 async fn complete_appends_its_events_and_closes_the_job() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "x").await;
-    let job = db
-        .store
-        .job_claim("w", 1, LEASE)
-        .await
-        .expect("claim")
-        .remove(0);
-    db.store
-        .job_complete(&job.lease, &[TaskEvent::status(TaskState::Completed, None)])
-        .await
-        .expect("complete");
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    db.store.job_complete(&job.lease, &[TaskEvent::status(TaskState::Completed, None)]).await.expect("complete");
     let jobs = db.store.task_jobs(id).await.expect("jobs");
     assert_eq!(jobs[0].state, JobState::Done);
     assert!(jobs[0].lease_owner.is_none() && jobs[0].finished_at.is_some());
-    assert_eq!(
-        status_trail(&db.store, id).await,
-        ["submitted", "completed"]
-    );
-    assert!(
-        matches!(
-            db.store.job_complete(&job.lease, &[]).await,
-            Err(StoreError::LeaseLost(_))
-        ),
-        "only once"
-    );
+    assert_eq!(status_trail(&db.store, id).await, ["submitted", "completed"]);
+    assert!(matches!(db.store.job_complete(&job.lease, &[]).await, Err(StoreError::LeaseLost(_))), "only once");
 }
 
 #[tokio::test]
@@ -88,19 +58,11 @@ async fn heartbeats_extend_held_leases_and_report_lost_ones() {
     let db = TestDb::new().await;
     submit(&db.store, "a").await;
     submit(&db.store, "b").await;
-    let jobs = db
-        .store
-        .job_claim("w", 2, Duration::from_secs(5))
-        .await
-        .expect("claim");
+    let jobs = db.store.job_claim("w", 2, Duration::from_secs(5)).await.expect("claim");
     let (a, b) = (&jobs[0].lease, &jobs[1].lease);
     expire_lease(&db, b.job_id).await;
     db.store.job_rescue_expired(10, &[]).await.expect("rescue");
-    let held = db
-        .store
-        .job_heartbeat(&[a, b], Duration::from_secs(60))
-        .await
-        .expect("beat");
+    let held = db.store.job_heartbeat(&[a, b], Duration::from_secs(60)).await.expect("beat");
     assert_eq!(held, vec![a.job_id]);
     let row = &db.store.task_jobs(a.task_id).await.expect("jobs")[0];
     assert!(row.lease_expires_at.expect("leased") > a.expires_at + chrono::Duration::seconds(30));
@@ -111,85 +73,33 @@ async fn retries_back_off_then_dead_letter_fails_the_task_and_requeue_revives_th
     let db = TestDb::new().await;
     let id = submit(&db.store, "flaky").await; // max_attempts = 3
     for attempt in 1..=2 {
-        let job = db
-            .store
-            .job_claim("w", 1, LEASE)
-            .await
-            .expect("claim")
-            .remove(0);
+        let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
         assert_eq!(job.lease.attempt, attempt);
-        let fate = db
-            .store
-            .job_retry(
-                &job.lease,
-                "agent down",
-                Duration::from_secs(3600),
-                &failed("x"),
-            )
-            .await
-            .expect("retry");
-        assert!(
-            matches!(fate, JobFate::RetryAt(at) if at > chrono::Utc::now() + chrono::Duration::minutes(59))
-        );
-        assert!(
-            db.store
-                .job_claim("w", 1, LEASE)
-                .await
-                .expect("claim")
-                .is_empty(),
-            "not before run_at"
-        );
+        let fate =
+            db.store.job_retry(&job.lease, "agent down", Duration::from_secs(3600), &failed("x")).await.expect("retry");
+        assert!(matches!(fate, JobFate::RetryAt(at) if at > chrono::Utc::now() + chrono::Duration::minutes(59)));
+        assert!(db.store.job_claim("w", 1, LEASE).await.expect("claim").is_empty(), "not before run_at");
         sqlx::query("UPDATE jobs SET run_at = now() WHERE task_id = $1")
             .bind(id.0)
             .execute(db.pool())
             .await
             .expect("due");
     }
-    let job = db
-        .store
-        .job_claim("w", 1, LEASE)
-        .await
-        .expect("claim")
-        .remove(0);
-    let fate = db
-        .store
-        .job_retry(
-            &job.lease,
-            "agent down",
-            Duration::from_secs(1),
-            &failed("gave up"),
-        )
-        .await
-        .expect("last");
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    let fate =
+        db.store.job_retry(&job.lease, "agent down", Duration::from_secs(1), &failed("gave up")).await.expect("last");
     assert_eq!(fate, JobFate::Dead);
     assert_eq!(status_trail(&db.store, id).await, ["submitted", "failed"]);
 
     let dead = db.store.jobs_dead(10).await.expect("dead");
     assert_eq!(dead.len(), 1);
-    assert_eq!(
-        (dead[0].attempt, dead[0].last_error.as_deref()),
-        (3, Some("agent down"))
-    );
+    assert_eq!((dead[0].attempt, dead[0].last_error.as_deref()), (3, Some("agent down")));
 
     db.store.job_requeue(dead[0].id).await.expect("requeue");
-    assert!(matches!(
-        db.store.job_requeue(dead[0].id).await,
-        Err(StoreError::JobNotDead { .. })
-    ));
-    let again = db
-        .store
-        .job_claim("w", 1, LEASE)
-        .await
-        .expect("claim")
-        .remove(0);
-    assert_eq!(
-        again.lease.attempt, 1,
-        "a requeued job gets a fresh set of attempts"
-    );
-    assert!(
-        again.lease.token > job.lease.token,
-        "fencing tokens never repeat"
-    );
+    assert!(matches!(db.store.job_requeue(dead[0].id).await, Err(StoreError::JobNotDead { .. })));
+    let again = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    assert_eq!(again.lease.attempt, 1, "a requeued job gets a fresh set of attempts");
+    assert!(again.lease.token > job.lease.token, "fencing tokens never repeat");
 }
 
 #[tokio::test]
@@ -201,26 +111,9 @@ async fn dead_lettering_a_task_that_already_ended_leaves_it_alone() {
         .execute(db.pool())
         .await
         .expect("one");
-    let job = db
-        .store
-        .job_claim("w", 1, LEASE)
-        .await
-        .expect("claim")
-        .remove(0);
-    db.store
-        .task_cancel(&crate::harness::caller(), id, None)
-        .await
-        .expect("cancel");
-    let fate = db
-        .store
-        .job_retry(
-            &job.lease,
-            "boom",
-            Duration::from_secs(1),
-            &failed("gave up"),
-        )
-        .await
-        .expect("retry");
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    db.store.task_cancel(&crate::harness::caller(), id, None).await.expect("cancel");
+    let fate = db.store.job_retry(&job.lease, "boom", Duration::from_secs(1), &failed("gave up")).await.expect("retry");
     assert_eq!(fate, JobFate::Dead);
     assert_eq!(status_trail(&db.store, id).await, ["submitted", "canceled"]);
 }
@@ -229,24 +122,11 @@ async fn dead_lettering_a_task_that_already_ended_leaves_it_alone() {
 async fn release_gives_the_job_back_without_spending_the_attempt() {
     let db = TestDb::new().await;
     submit(&db.store, "x").await;
-    let job = db
-        .store
-        .job_claim("w1", 1, LEASE)
-        .await
-        .expect("claim")
-        .remove(0);
+    let job = db.store.job_claim("w1", 1, LEASE).await.expect("claim").remove(0);
     db.store.job_release(&job.lease).await.expect("release");
-    let again = db
-        .store
-        .job_claim("w2", 1, LEASE)
-        .await
-        .expect("claim")
-        .remove(0);
+    let again = db.store.job_claim("w2", 1, LEASE).await.expect("claim").remove(0);
     assert_eq!(again.lease.attempt, 1);
-    assert!(matches!(
-        db.store.job_release(&job.lease).await,
-        Err(StoreError::LeaseLost(_))
-    ));
+    assert!(matches!(db.store.job_release(&job.lease).await, Err(StoreError::LeaseLost(_))));
 }
 
 #[tokio::test]
@@ -254,18 +134,9 @@ async fn expired_leases_are_rescued_and_the_last_attempt_is_dead_lettered() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "x").await; // 3 attempts
     for round in 1..=3 {
-        let job = db
-            .store
-            .job_claim("doomed", 1, LEASE)
-            .await
-            .expect("claim")
-            .remove(0);
+        let job = db.store.job_claim("doomed", 1, LEASE).await.expect("claim").remove(0);
         expire_lease(&db, job.lease.job_id).await;
-        let rescued = db
-            .store
-            .job_rescue_expired(10, &failed("lost its workers"))
-            .await
-            .expect("rescue");
+        let rescued = db.store.job_rescue_expired(10, &failed("lost its workers")).await.expect("rescue");
         if round < 3 {
             assert_eq!(rescued.requeued, vec![job.lease.job_id]);
         } else {
@@ -273,11 +144,7 @@ async fn expired_leases_are_rescued_and_the_last_attempt_is_dead_lettered() {
         }
     }
     assert_eq!(status_trail(&db.store, id).await, ["submitted", "failed"]);
-    let leased_now = db
-        .store
-        .job_rescue_expired(10, &[])
-        .await
-        .expect("nothing left");
+    let leased_now = db.store.job_rescue_expired(10, &[]).await.expect("nothing left");
     assert!(leased_now.requeued.is_empty() && leased_now.dead.is_empty());
 }
 
@@ -285,36 +152,13 @@ async fn expired_leases_are_rescued_and_the_last_attempt_is_dead_lettered() {
 async fn fenced_appends_stop_when_the_lease_is_gone() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "x").await;
-    let job = db
-        .store
-        .job_claim("w", 1, LEASE)
-        .await
-        .expect("claim")
-        .remove(0);
-    db.store
-        .task_append(
-            id,
-            &[TaskEvent::status(TaskState::Working, None)],
-            Some(&job.lease),
-        )
-        .await
-        .expect("held");
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    db.store.task_append(id, &[TaskEvent::status(TaskState::Working, None)], Some(&job.lease)).await.expect("held");
     expire_lease(&db, job.lease.job_id).await;
     db.store.job_rescue_expired(10, &[]).await.expect("rescue");
-    let err = db
-        .store
-        .task_append(
-            id,
-            &[TaskEvent::status(TaskState::Completed, None)],
-            Some(&job.lease),
-        )
-        .await;
+    let err = db.store.task_append(id, &[TaskEvent::status(TaskState::Completed, None)], Some(&job.lease)).await;
     assert!(matches!(err, Err(StoreError::LeaseLost(_))));
-    assert_eq!(
-        status_trail(&db.store, id).await,
-        ["submitted", "working"],
-        "nothing from the stale holder"
-    );
+    assert_eq!(status_trail(&db.store, id).await, ["submitted", "working"], "nothing from the stale holder");
 }
 
 #[tokio::test]
@@ -330,13 +174,8 @@ async fn batch_completion_closes_only_the_jobs_whose_leases_still_hold() {
     let done = db.store.job_complete_many(&leases).await.expect("complete");
     let mut done_sorted = done.clone();
     done_sorted.sort();
-    assert_eq!(
-        done_sorted,
-        vec![jobs[0].lease.job_id, jobs[2].lease.job_id]
-    );
-    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM jobs ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .expect("states");
+    assert_eq!(done_sorted, vec![jobs[0].lease.job_id, jobs[2].lease.job_id]);
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM jobs ORDER BY id").fetch_all(db.pool()).await.expect("states");
     assert_eq!(states, ["done", "ready", "done"]);
 }

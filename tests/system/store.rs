@@ -20,14 +20,9 @@ async fn submit_writes_task_log_and_job_in_one_go() {
 
     let events = db.store.task_events(task.id, 0, 100).await.expect("events");
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
-    let TaskEvent::Message(stored) = &events[1].event else {
-        panic!("second event is the message")
-    };
+    let TaskEvent::Message(stored) = &events[1].event else { panic!("second event is the message") };
     assert_eq!(stored.message_id, new.message.message_id);
-    assert_eq!(
-        stored.task_id.as_deref(),
-        Some(task.id.to_string().as_str())
-    );
+    assert_eq!(stored.task_id.as_deref(), Some(task.id.to_string().as_str()));
     assert_eq!(stored.context_id.as_deref(), Some("ctx-1"));
 
     let jobs = db.store.task_jobs(task.id).await.expect("jobs");
@@ -35,10 +30,7 @@ async fn submit_writes_task_log_and_job_in_one_go() {
     assert_eq!(jobs[0].kind, "delegate");
 
     let again = db.store.task_submit(new).await.expect("resubmit");
-    assert!(
-        !again.created,
-        "the same messageId from the same caller is the same task"
-    );
+    assert!(!again.created, "the same messageId from the same caller is the same task");
     assert_eq!(again.task.id, task.id);
     assert_eq!(db.store.task_jobs(task.id).await.expect("jobs").len(), 1);
 }
@@ -63,10 +55,7 @@ async fn a_task_rejected_at_creation_gets_no_job() {
     let task = db.store.task_submit(new).await.expect("submit").task;
     assert_eq!(task.state, TaskState::Rejected);
     assert!(db.store.task_jobs(task.id).await.expect("jobs").is_empty());
-    assert_eq!(
-        status_trail(&db.store, task.id).await,
-        ["submitted", "rejected"]
-    );
+    assert_eq!(status_trail(&db.store, task.id).await, ["submitted", "rejected"]);
 }
 
 #[tokio::test]
@@ -81,24 +70,13 @@ async fn appends_fold_into_the_snapshot_in_log_order() {
         metadata: None,
         extensions: None,
     };
-    db.store
-        .task_append(id, &[TaskEvent::status(TaskState::Working, None)], None)
-        .await
-        .expect("working");
+    db.store.task_append(id, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
     db.store
         .task_append(
             id,
             &[
-                TaskEvent::Artifact(ArtifactUpdate {
-                    artifact: artifact("a"),
-                    append: false,
-                    last_chunk: false,
-                }),
-                TaskEvent::Artifact(ArtifactUpdate {
-                    artifact: artifact("b"),
-                    append: true,
-                    last_chunk: true,
-                }),
+                TaskEvent::Artifact(ArtifactUpdate { artifact: artifact("a"), append: false, last_chunk: false }),
+                TaskEvent::Artifact(ArtifactUpdate { artifact: artifact("b"), append: true, last_chunk: true }),
                 TaskEvent::status_with_text(TaskState::Completed, "done"),
             ],
             None,
@@ -111,54 +89,24 @@ async fn appends_fold_into_the_snapshot_in_log_order() {
     assert_eq!(task.version, 6);
     assert_eq!(task.artifacts.len(), 1);
     assert_eq!(task.artifacts[0].parts.len(), 2);
-    let seqs: Vec<i64> = db
-        .store
-        .task_events(id, 0, 100)
-        .await
-        .expect("events")
-        .iter()
-        .map(|e| e.seq)
-        .collect();
+    let seqs: Vec<i64> = db.store.task_events(id, 0, 100).await.expect("events").iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
-    assert_eq!(
-        db.store.task_events(id, 4, 100).await.expect("tail").len(),
-        2,
-        "reads resume after a seq"
-    );
-    assert_eq!(
-        status_trail(&db.store, id).await,
-        ["submitted", "working", "completed"]
-    );
+    assert_eq!(db.store.task_events(id, 4, 100).await.expect("tail").len(), 2, "reads resume after a seq");
+    assert_eq!(status_trail(&db.store, id).await, ["submitted", "working", "completed"]);
 }
 
 #[tokio::test]
 async fn illegal_transitions_and_terminal_writes_are_refused_and_change_nothing() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "x").await;
-    let err = db
-        .store
-        .task_append(id, &[TaskEvent::status(TaskState::Completed, None)], None)
-        .await;
+    let err = db.store.task_append(id, &[TaskEvent::status(TaskState::Completed, None)], None).await;
     assert!(err.is_ok());
     let before = db.store.task_load(id).await.expect("load");
 
-    for event in [
-        TaskEvent::status(TaskState::Working, None),
-        TaskEvent::Message(user_message("late")),
-    ] {
-        let err = db
-            .store
-            .task_append(id, &[event], None)
-            .await
-            .expect_err("terminal");
+    for event in [TaskEvent::status(TaskState::Working, None), TaskEvent::Message(user_message("late"))] {
+        let err = db.store.task_append(id, &[event], None).await.expect_err("terminal");
         assert!(
-            matches!(
-                err,
-                StoreError::Rejected {
-                    source: FoldError::Terminal(TaskState::Completed),
-                    ..
-                }
-            ),
+            matches!(err, StoreError::Rejected { source: FoldError::Terminal(TaskState::Completed), .. }),
             "{err:?}"
         );
     }
@@ -170,53 +118,26 @@ async fn illegal_transitions_and_terminal_writes_are_refused_and_change_nothing(
         .store
         .task_append(
             other,
-            &[
-                TaskEvent::status(TaskState::Working, None),
-                TaskEvent::status(TaskState::Submitted, None),
-            ],
+            &[TaskEvent::status(TaskState::Working, None), TaskEvent::status(TaskState::Submitted, None)],
             None,
         )
         .await
         .expect_err("back to submitted");
-    assert!(matches!(
-        err,
-        StoreError::Rejected {
-            source: FoldError::InvalidTransition { .. },
-            ..
-        }
-    ));
-    assert_eq!(
-        db.store
-            .task_events(other, 0, 100)
-            .await
-            .expect("events")
-            .len(),
-        2
-    );
+    assert!(matches!(err, StoreError::Rejected { source: FoldError::InvalidTransition { .. }, .. }));
+    assert_eq!(db.store.task_events(other, 0, 100).await.expect("events").len(), 2);
 }
 
 #[tokio::test]
 async fn the_database_itself_refuses_to_reopen_a_terminal_task_or_edit_the_log() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "x").await;
-    db.store
-        .task_append(id, &[TaskEvent::status(TaskState::Failed, None)], None)
-        .await
-        .expect("fail");
-    let reopen = sqlx::query("UPDATE tasks SET state = 'working' WHERE id = $1")
-        .bind(id.0)
-        .execute(db.pool())
-        .await;
+    db.store.task_append(id, &[TaskEvent::status(TaskState::Failed, None)], None).await.expect("fail");
+    let reopen = sqlx::query("UPDATE tasks SET state = 'working' WHERE id = $1").bind(id.0).execute(db.pool()).await;
     assert!(reopen.is_err(), "the trigger must refuse");
-    let edit = sqlx::query("UPDATE task_events SET kind = 'status' WHERE task_id = $1")
-        .bind(id.0)
-        .execute(db.pool())
-        .await;
+    let edit =
+        sqlx::query("UPDATE task_events SET kind = 'status' WHERE task_id = $1").bind(id.0).execute(db.pool()).await;
     assert!(edit.is_err(), "the log is append-only");
-    let bogus = sqlx::query("UPDATE tasks SET state = 'paused' WHERE id = $1")
-        .bind(id.0)
-        .execute(db.pool())
-        .await;
+    let bogus = sqlx::query("UPDATE tasks SET state = 'paused' WHERE id = $1").bind(id.0).execute(db.pool()).await;
     assert!(bogus.is_err());
 }
 
@@ -224,61 +145,27 @@ async fn the_database_itself_refuses_to_reopen_a_terminal_task_or_edit_the_log()
 async fn callers_see_only_their_own_tasks() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "private").await;
-    for stranger in [
-        Caller::new("acme", "mallory"),
-        Caller::new("other-tenant", "alice"),
-    ] {
-        assert!(matches!(
-            db.store.task_get(&stranger, id).await,
-            Err(StoreError::TaskNotFound(_))
-        ));
-        assert!(matches!(
-            db.store.task_cancel(&stranger, id, None).await,
-            Err(StoreError::TaskNotFound(_))
-        ));
+    for stranger in [Caller::new("acme", "mallory"), Caller::new("other-tenant", "alice")] {
+        assert!(matches!(db.store.task_get(&stranger, id).await, Err(StoreError::TaskNotFound(_))));
+        assert!(matches!(db.store.task_cancel(&stranger, id, None).await, Err(StoreError::TaskNotFound(_))));
     }
-    assert_eq!(
-        db.store.task_get(&caller(), id).await.expect("owner").state,
-        TaskState::Submitted
-    );
+    assert_eq!(db.store.task_get(&caller(), id).await.expect("owner").state, TaskState::Submitted);
 }
 
 #[tokio::test]
 async fn cancel_is_idempotent_and_refused_on_other_terminal_states() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "x").await;
-    let canceled = db
-        .store
-        .task_cancel(&caller(), id, None)
-        .await
-        .expect("cancel");
+    let canceled = db.store.task_cancel(&caller(), id, None).await.expect("cancel");
     assert_eq!(canceled.state, TaskState::Canceled);
-    let again = db
-        .store
-        .task_cancel(&caller(), id, None)
-        .await
-        .expect("re-cancel");
-    assert_eq!(
-        again.version, canceled.version,
-        "a repeat cancel writes nothing"
-    );
+    let again = db.store.task_cancel(&caller(), id, None).await.expect("re-cancel");
+    assert_eq!(again.version, canceled.version, "a repeat cancel writes nothing");
     let jobs = db.store.task_jobs(id).await.expect("jobs");
-    assert!(
-        jobs.iter()
-            .all(|j| j.state == switchyard_engine::JobState::Done),
-        "waiting jobs retire with the task"
-    );
+    assert!(jobs.iter().all(|j| j.state == switchyard_engine::JobState::Done), "waiting jobs retire with the task");
 
     let done = submit(&db.store, "y").await;
-    db.store
-        .task_append(done, &[TaskEvent::status(TaskState::Completed, None)], None)
-        .await
-        .expect("complete");
-    let err = db
-        .store
-        .task_cancel(&caller(), done, None)
-        .await
-        .expect_err("completed");
+    db.store.task_append(done, &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("complete");
+    let err = db.store.task_cancel(&caller(), done, None).await.expect_err("completed");
     assert_eq!(err.terminal_state(), Some(TaskState::Completed));
 }
 
@@ -287,24 +174,12 @@ async fn history_returns_the_latest_messages_oldest_first() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "first").await;
     for text in ["second", "third"] {
-        db.store
-            .task_append(id, &[TaskEvent::Message(user_message(text))], None)
-            .await
-            .expect("message");
+        db.store.task_append(id, &[TaskEvent::Message(user_message(text))], None).await.expect("message");
     }
-    let texts = |msgs: Vec<a2a::Message>| {
-        msgs.iter()
-            .map(|m| m.text().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        texts(db.store.task_history(id, 10).await.expect("all")),
-        ["first", "second", "third"]
-    );
-    assert_eq!(
-        texts(db.store.task_history(id, 2).await.expect("two")),
-        ["second", "third"]
-    );
+    let texts =
+        |msgs: Vec<a2a::Message>| msgs.iter().map(|m| m.text().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+    assert_eq!(texts(db.store.task_history(id, 10).await.expect("all")), ["first", "second", "third"]);
+    assert_eq!(texts(db.store.task_history(id, 2).await.expect("two")), ["second", "third"]);
     assert!(db.store.task_history(id, 0).await.expect("none").is_empty());
 }
 
@@ -312,13 +187,12 @@ async fn history_returns_the_latest_messages_oldest_first() {
 async fn migrations_revert_and_reapply() {
     let db = TestDb::new().await;
     db.store.migrate_undo(0).await.expect("undo");
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename <> '_sqlx_migrations'",
-    )
-    .bind(&db.schema)
-    .fetch_one(db.pool())
-    .await
-    .expect("count");
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename <> '_sqlx_migrations'")
+            .bind(&db.schema)
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
     assert_eq!(tables, 0);
     db.store.migrate().await.expect("redo");
     submit(&db.store, "works again").await;

@@ -76,17 +76,11 @@ fn spawn<H: Handler>(
     let shutdown = CancellationToken::new();
     let worker = Worker::new(db.store.clone(), config, handler).expect("valid config");
     let token = shutdown.clone();
-    (
-        shutdown,
-        tokio::spawn(async move { worker.run(token).await.expect("worker") }),
-    )
+    (shutdown, tokio::spawn(async move { worker.run(token).await.expect("worker") }))
 }
 
 async fn job_states(db: &TestDb) -> Vec<(String, i32)> {
-    sqlx::query_as("SELECT state, attempt FROM jobs ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .expect("states")
+    sqlx::query_as("SELECT state, attempt FROM jobs ORDER BY id").fetch_all(db.pool()).await.expect("states")
 }
 
 #[tokio::test]
@@ -97,17 +91,11 @@ async fn shutdown_releases_unfinished_work_without_spending_attempts() {
     }
     let gate = Gate::default();
     let (shutdown, worker) = spawn(&db, config("w"), gate.clone());
-    eventually(WAIT, "four attempts running", || async {
-        gate.started.load(Ordering::SeqCst) == 4
-    })
-    .await;
+    eventually(WAIT, "four attempts running", || async { gate.started.load(Ordering::SeqCst) == 4 }).await;
     shutdown.cancel();
     worker.await.expect("stopped");
     let states = job_states(&db).await;
-    assert!(
-        states.iter().all(|s| *s == ("ready".to_owned(), 0)),
-        "all ready, attempts refunded: {states:?}"
-    );
+    assert!(states.iter().all(|s| *s == ("ready".to_owned(), 0)), "all ready, attempts refunded: {states:?}");
 }
 
 #[tokio::test]
@@ -115,39 +103,19 @@ async fn shutdown_lets_work_that_finishes_within_the_drain_timeout_finish() {
     let db = TestDb::new().await;
     let task = submit(&db.store, "x").await;
     let gate = Gate::default();
-    let (shutdown, worker) = spawn(
-        &db,
-        WorkerConfig {
-            drain_timeout: WAIT,
-            ..config("w")
-        },
-        gate.clone(),
-    );
-    eventually(WAIT, "the attempt running", || async {
-        gate.started.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let (shutdown, worker) = spawn(&db, WorkerConfig { drain_timeout: WAIT, ..config("w") }, gate.clone());
+    eventually(WAIT, "the attempt running", || async { gate.started.load(Ordering::SeqCst) == 1 }).await;
     shutdown.cancel();
     gate.open.notify_waiters();
     worker.await.expect("stopped");
-    assert_eq!(
-        status_trail(&db.store, task).await,
-        ["submitted", "completed"]
-    );
+    assert_eq!(status_trail(&db.store, task).await, ["submitted", "completed"]);
 }
 
 #[tokio::test]
 async fn a_new_job_is_picked_up_by_notify_not_by_polling() {
     let db = TestDb::new().await;
-    let slow_poll = WorkerConfig {
-        poll_interval: Duration::from_secs(3600),
-        ..config("w")
-    };
-    let (shutdown, worker) = spawn(
-        &db,
-        slow_poll,
-        Script(vec![|| Outcome::Done(vec![])], AtomicUsize::new(0)),
-    );
+    let slow_poll = WorkerConfig { poll_interval: Duration::from_secs(3600), ..config("w") };
+    let (shutdown, worker) = spawn(&db, slow_poll, Script(vec![|| Outcome::Done(vec![])], AtomicUsize::new(0)));
     // Let the first (immediate) poll find nothing, so only a NOTIFY can wake it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let task = submit(&db.store, "wake up").await;
@@ -165,14 +133,8 @@ async fn transient_failures_retry_until_success() {
     let task = submit(&db.store, "x").await; // 3 attempts
     let flaky = Script(
         vec![
-            || Outcome::Retry {
-                error: "503".into(),
-                retry_after: None,
-            },
-            || Outcome::Retry {
-                error: "timeout".into(),
-                retry_after: None,
-            },
+            || Outcome::Retry { error: "503".into(), retry_after: None },
+            || Outcome::Retry { error: "timeout".into(), retry_after: None },
             || Outcome::Done(vec![TaskEvent::status(TaskState::Completed, None)]),
         ],
         AtomicUsize::new(0),
@@ -185,27 +147,16 @@ async fn transient_failures_retry_until_success() {
     shutdown.cancel();
     worker.await.expect("stopped");
     let job = &db.store.task_jobs(task).await.expect("jobs")[0];
-    assert_eq!(
-        (job.attempt, job.last_error.as_deref()),
-        (3, Some("timeout"))
-    );
-    assert_eq!(
-        status_trail(&db.store, task).await,
-        ["submitted", "completed"]
-    );
+    assert_eq!((job.attempt, job.last_error.as_deref()), (3, Some("timeout")));
+    assert_eq!(status_trail(&db.store, task).await, ["submitted", "completed"]);
 }
 
 #[tokio::test]
 async fn exhausted_retries_dead_letter_the_job_and_fail_the_task_with_the_reason() {
     let db = TestDb::new().await;
     let task = submit(&db.store, "x").await;
-    let down = Script(
-        vec![|| Outcome::Retry {
-            error: "connection refused".into(),
-            retry_after: None,
-        }],
-        AtomicUsize::new(0),
-    );
+    let down =
+        Script(vec![|| Outcome::Retry { error: "connection refused".into(), retry_after: None }], AtomicUsize::new(0));
     let (shutdown, worker) = spawn(&db, config("w"), down);
     eventually(WAIT, "dead-lettered", || async {
         db.store.task_jobs(task).await.expect("jobs")[0].state == JobState::Dead
@@ -215,17 +166,8 @@ async fn exhausted_retries_dead_letter_the_job_and_fail_the_task_with_the_reason
     worker.await.expect("stopped");
     let failed = db.store.task_load(task).await.expect("task");
     assert_eq!(failed.state, TaskState::Failed);
-    let reason = failed
-        .status
-        .message
-        .as_ref()
-        .and_then(|m| m.text())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        reason.contains("3 attempts") && reason.contains("connection refused"),
-        "{reason}"
-    );
+    let reason = failed.status.message.as_ref().and_then(|m| m.text()).unwrap_or_default().to_owned();
+    assert!(reason.contains("3 attempts") && reason.contains("connection refused"), "{reason}");
 }
 
 #[tokio::test]
@@ -233,28 +175,17 @@ async fn permanent_failures_and_panics_are_told_apart() {
     let db = TestDb::new().await;
     let task = submit(&db.store, "x").await;
     let script = Script(
-        vec![|| panic!("handler bug"), || Outcome::Fail {
-            reason: "agent said 400".into(),
-        }],
+        vec![|| panic!("handler bug"), || Outcome::Fail { reason: "agent said 400".into() }],
         AtomicUsize::new(0),
     );
     let (shutdown, worker) = spawn(&db, config("w"), script);
-    eventually(WAIT, "finished", || async {
-        db.store.task_jobs(task).await.expect("jobs")[0].state == JobState::Done
-    })
-    .await;
+    eventually(WAIT, "finished", || async { db.store.task_jobs(task).await.expect("jobs")[0].state == JobState::Done })
+        .await;
     shutdown.cancel();
-    worker
-        .await
-        .expect("the worker survives a panicking handler");
+    worker.await.expect("the worker survives a panicking handler");
     let job = &db.store.task_jobs(task).await.expect("jobs")[0];
     assert_eq!(job.attempt, 2, "the panic cost one attempt");
-    assert!(
-        job.last_error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("crashed")
-    );
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("crashed"));
     assert_eq!(status_trail(&db.store, task).await, ["submitted", "failed"]);
 }
 
@@ -265,25 +196,14 @@ async fn a_worker_that_loses_its_lease_stops_and_writes_nothing() {
     let gate = Gate::default();
     // One slot, held by the running attempt until a heartbeat finds the lease
     // gone, so this worker cannot re-claim the job ahead of the thief.
-    let one_slot = WorkerConfig {
-        concurrency: 1,
-        batch: 1,
-        ..config("slow")
-    };
+    let one_slot = WorkerConfig { concurrency: 1, batch: 1, ..config("slow") };
     let (shutdown, worker) = spawn(&db, one_slot, gate.clone());
-    eventually(WAIT, "the attempt running", || async {
-        gate.started.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    eventually(WAIT, "the attempt running", || async { gate.started.load(Ordering::SeqCst) == 1 }).await;
     // Another worker's rescue takes the job while this one still runs it.
     let job = db.store.task_jobs(task).await.expect("jobs")[0].id;
     expire_lease(&db, job).await;
     db.store.job_rescue_expired(10, &[]).await.expect("rescue");
-    let thief = db
-        .store
-        .job_claim("thief", 1, Duration::from_secs(60))
-        .await
-        .expect("claim");
+    let thief = db.store.job_claim("thief", 1, Duration::from_secs(60)).await.expect("claim");
     assert_eq!(thief.len(), 1);
     // The slow worker's next heartbeat notices, and the attempt is abandoned.
     eventually(WAIT, "the gate's attempt cancelled", || async {
@@ -296,14 +216,6 @@ async fn a_worker_that_loses_its_lease_stops_and_writes_nothing() {
     shutdown.cancel();
     worker.await.expect("stopped");
     let j = &db.store.task_jobs(task).await.expect("jobs")[0];
-    assert_eq!(
-        (j.state, j.lease_owner.as_deref()),
-        (JobState::Leased, Some("thief")),
-        "the thief still holds it"
-    );
-    assert_eq!(
-        status_trail(&db.store, task).await,
-        ["submitted"],
-        "the stale worker wrote nothing"
-    );
+    assert_eq!((j.state, j.lease_owner.as_deref()), (JobState::Leased, Some("thief")), "the thief still holds it");
+    assert_eq!(status_trail(&db.store, task).await, ["submitted"], "the stale worker wrote nothing");
 }

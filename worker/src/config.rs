@@ -66,10 +66,7 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() {
             return fail("the poll interval must be positive");
         }
-        if self.retry.max_attempts == 0
-            || self.retry.base.is_zero()
-            || self.retry.cap < self.retry.base
-        {
+        if self.retry.max_attempts == 0 || self.retry.base.is_zero() || self.retry.cap < self.retry.base {
             return fail("retries need at least one attempt and 0 < base <= cap");
         }
         Ok(())

@@ -4,34 +4,25 @@
 use std::time::Duration;
 
 use a2a::{
-    A2AError, AgentCard, Message, Role, SendMessageConfiguration, SendMessageRequest,
-    SendMessageResponse, StreamResponse, SubscribeToTaskRequest, TaskState as WireState,
-    error_code,
+    A2AError, AgentCard, Message, Role, SendMessageConfiguration, SendMessageRequest, SendMessageResponse,
+    StreamResponse, SubscribeToTaskRequest, TaskState as WireState, error_code,
 };
 use a2a_client::agent_card::AgentCardResolver;
 use a2a_client::{A2AClient, A2AClientFactory, Transport};
 use switchyard_engine::{
-    AgentRecord, ArtifactUpdate, ClaimedJob, Delegation, StoreError, TaskEvent, TaskRecord,
-    TaskState,
+    AgentRecord, ArtifactUpdate, ClaimedJob, Delegation, StoreError, TaskEvent, TaskRecord, TaskState,
 };
 use tokio_stream::StreamExt;
 
 use crate::handler::{JobContext, Outcome};
 
 type Client = A2AClient<Box<dyn Transport>>;
-type Events =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamResponse, A2AError>> + Send>>;
+type Events = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamResponse, A2AError>> + Send>>;
 
 /// Fetches and parses an agent's card (for registering it).
 pub async fn fetch_card(url: &str) -> Result<serde_json::Value, String> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default();
-    let card = AgentCardResolver::new(Some(http))
-        .resolve(url)
-        .await
-        .map_err(|e| e.message)?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+    let card = AgentCardResolver::new(Some(http)).resolve(url).await.map_err(|e| e.message)?;
     if card.supported_interfaces.is_empty() {
         return Err("the card declares no interfaces".into());
     }
@@ -54,10 +45,7 @@ impl From<StoreError> for Stop {
         Stop::Outcome(match e {
             // Canceled (or otherwise ended) while we worked: nothing more to do.
             e if e.terminal_state().is_some() => Outcome::Done(Vec::new()),
-            e => Outcome::Retry {
-                error: format!("store: {e}"),
-                retry_after: None,
-            },
+            e => Outcome::Retry { error: format!("store: {e}"), retry_after: None },
         })
     }
 }
@@ -78,15 +66,10 @@ fn classify(agent: &str, e: &A2AError) -> Outcome {
         | INVALID_PARAMS
         | INVALID_REQUEST
         | METHOD_NOT_FOUND
-        | PARSE_ERROR => Outcome::Fail {
-            reason: format!("agent {agent} refused the task: {}", e.message),
-        },
+        | PARSE_ERROR => Outcome::Fail { reason: format!("agent {agent} refused the task: {}", e.message) },
         // The client reports transport failures (refused connections,
         // timeouts, HTTP 5xx/429) as internal errors: worth another try.
-        _ => Outcome::Retry {
-            error: format!("agent {agent}: {}", e.message),
-            retry_after: None,
-        },
+        _ => Outcome::Retry { error: format!("agent {agent}: {}", e.message), retry_after: None },
     }
 }
 
@@ -103,22 +86,15 @@ impl Delegator {
 
     /// The agent's card: stored, or fetched now and stored.
     async fn card(&self, ctx: &JobContext, agent: &AgentRecord) -> Result<AgentCard, Stop> {
-        if let Some(card) = agent
-            .card
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok())
-        {
+        if let Some(card) = agent.card.clone().and_then(|c| serde_json::from_value(c).ok()) {
             return Ok(card);
         }
-        let card = AgentCardResolver::new(Some(self.http.clone()))
-            .resolve(&agent.url)
-            .await
-            .map_err(|e| {
-                Stop::Outcome(Outcome::Retry {
-                    error: format!("fetching the card of {}: {}", agent.name, e.message),
-                    retry_after: None,
-                })
-            })?;
+        let card = AgentCardResolver::new(Some(self.http.clone())).resolve(&agent.url).await.map_err(|e| {
+            Stop::Outcome(Outcome::Retry {
+                error: format!("fetching the card of {}: {}", agent.name, e.message),
+                retry_after: None,
+            })
+        })?;
         let json = serde_json::to_value(&card).unwrap_or_default();
         ctx.store().agent_set_card(&agent.name, &json).await?;
         Ok(card)
@@ -127,12 +103,8 @@ impl Delegator {
     async fn client(&self, card: &AgentCard) -> Result<Client, A2AError> {
         A2AClientFactory::builder()
             .no_defaults()
-            .register(std::sync::Arc::new(
-                a2a_client::jsonrpc::JsonRpcTransportFactory::new(Some(self.http.clone())),
-            ))
-            .register(std::sync::Arc::new(
-                a2a_client::rest::RestTransportFactory::new(Some(self.http.clone())),
-            ))
+            .register(std::sync::Arc::new(a2a_client::jsonrpc::JsonRpcTransportFactory::new(Some(self.http.clone()))))
+            .register(std::sync::Arc::new(a2a_client::rest::RestTransportFactory::new(Some(self.http.clone()))))
             .build()
             .create_from_card(card)
             .await
@@ -146,10 +118,8 @@ impl Delegator {
             let Some(delegation) = store.delegation_get(job.lease.task_id).await? else {
                 return Ok(Outcome::Done(Vec::new()));
             };
-            let (Some(remote), Some(agent)) = (
-                delegation.remote_task_id,
-                store.agent_get(&delegation.agent).await?,
-            ) else {
+            let (Some(remote), Some(agent)) = (delegation.remote_task_id, store.agent_get(&delegation.agent).await?)
+            else {
                 return Ok(Outcome::Done(Vec::new()));
             };
             let card = self.card(ctx, &agent).await?;
@@ -157,17 +127,10 @@ impl Delegator {
                 Ok(client) => client,
                 Err(e) => return Ok(classify(&agent.name, &e)),
             };
-            let request = a2a::CancelTaskRequest {
-                id: remote,
-                metadata: None,
-                tenant: None,
-            };
+            let request = a2a::CancelTaskRequest { id: remote, metadata: None, tenant: None };
             Ok(match client.cancel_task(&request).await {
                 Ok(_) => Outcome::Done(Vec::new()),
-                Err(e)
-                    if e.code == error_code::TASK_NOT_CANCELABLE
-                        || e.code == error_code::TASK_NOT_FOUND =>
-                {
+                Err(e) if e.code == error_code::TASK_NOT_CANCELABLE || e.code == error_code::TASK_NOT_FOUND => {
                     Outcome::Done(Vec::new())
                 }
                 Err(e) => classify(&agent.name, &e),
@@ -193,12 +156,10 @@ impl Delegator {
         }
         let existing = store.delegation_get(task.id).await?;
         // A follow-up goes to the agent that holds the task already.
-        let chosen = existing.as_ref().map(|d| d.agent.clone()).or_else(|| {
-            job.payload
-                .get("agent")
-                .and_then(|a| a.as_str())
-                .map(str::to_owned)
-        });
+        let chosen = existing
+            .as_ref()
+            .map(|d| d.agent.clone())
+            .or_else(|| job.payload.get("agent").and_then(|a| a.as_str()).map(str::to_owned));
         let Some(name) = chosen.as_deref() else {
             return Ok(Outcome::Done(vec![TaskEvent::status_with_text(
                 TaskState::Rejected,
@@ -206,48 +167,29 @@ impl Delegator {
             )]));
         };
         let Some(agent) = store.agent_get(name).await? else {
-            return Ok(Outcome::Fail {
-                reason: format!("agent {name} is no longer registered"),
-            });
+            return Ok(Outcome::Fail { reason: format!("agent {name} is no longer registered") });
         };
         let card = self.card(ctx, &agent).await?;
         let client = match self.client(&card).await {
             Ok(client) => client,
             Err(e) => return Ok(classify(name, &e)),
         };
-        let mut delegation = existing.unwrap_or_else(|| Delegation {
-            agent: name.to_owned(),
-            ..Delegation::default()
-        });
+        let mut delegation = existing.unwrap_or_else(|| Delegation { agent: name.to_owned(), ..Delegation::default() });
         let latest = store.task_history(task.id, 1).await?.pop();
         let Some(latest) = latest else {
-            return Ok(Outcome::Fail {
-                reason: "the task has no message to delegate".into(),
-            });
+            return Ok(Outcome::Fail { reason: "the task has no message to delegate".into() });
         };
         let streaming = card.capabilities.streaming == Some(true);
-        let mut run = Run {
-            ctx,
-            task,
-            delegation: &mut delegation,
-        };
+        let mut run = Run { ctx, task, delegation: &mut delegation };
 
         if run.delegation.forwarded_message_id.as_deref() == Some(latest.message_id.as_str())
             && let Some(remote) = run.delegation.remote_task_id.clone()
         {
             // Sent before this attempt: re-attach rather than send again.
             let result = if streaming {
-                match client
-                    .subscribe_to_task(&SubscribeToTaskRequest {
-                        id: remote.clone(),
-                        tenant: None,
-                    })
-                    .await
-                {
+                match client.subscribe_to_task(&SubscribeToTaskRequest { id: remote.clone(), tenant: None }).await {
                     Ok(events) => run.follow(events).await,
-                    Err(e) if e.code == error_code::UNSUPPORTED_OPERATION => {
-                        run.poll(&client, &remote).await
-                    }
+                    Err(e) if e.code == error_code::UNSUPPORTED_OPERATION => run.poll(&client, &remote).await,
                     Err(e) => Err(e.into()),
                 }
             } else {
@@ -294,10 +236,7 @@ impl Delegator {
                     .fold(StreamResponse::Task(t))
                     .await
                     .map(|settled| if settled { Settled::Yes } else { Settled::No }),
-                Ok(SendMessageResponse::Message(m)) => run
-                    .fold(StreamResponse::Message(m))
-                    .await
-                    .map(|_| Settled::Yes),
+                Ok(SendMessageResponse::Message(m)) => run.fold(StreamResponse::Message(m)).await.map(|_| Settled::Yes),
                 Err(e) => Err(e.into()),
             }
         };
@@ -376,10 +315,7 @@ impl Run<'_> {
     /// Marks our task as working (it is being carried out now).
     async fn begin(&mut self) -> Result<(), Stop> {
         if self.task.state != TaskState::Working {
-            self.task = self
-                .ctx
-                .append(&[TaskEvent::status(TaskState::Working, None)])
-                .await?;
+            self.task = self.ctx.append(&[TaskEvent::status(TaskState::Working, None)]).await?;
         }
         Ok(())
     }
@@ -389,11 +325,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn checkpoint(
-        &mut self,
-        remote_task: &str,
-        remote_context: &str,
-    ) -> Result<(), RunError> {
+    async fn checkpoint(&mut self, remote_task: &str, remote_context: &str) -> Result<(), RunError> {
         if self.delegation.remote_task_id.as_deref() == Some(remote_task)
             && self.delegation.remote_context_id.as_deref() == Some(remote_context)
             && self.delegation.forwarded_message_id.is_some()
@@ -402,11 +334,7 @@ impl Run<'_> {
         }
         self.delegation.remote_task_id = Some(remote_task.to_owned());
         self.delegation.remote_context_id = Some(remote_context.to_owned());
-        Ok(self
-            .ctx
-            .store()
-            .delegation_put(self.task.id, self.delegation)
-            .await?)
+        Ok(self.ctx.store().delegation_put(self.task.id, self.delegation).await?)
     }
 
     /// Our copy of an agent message: same words, our ids.
@@ -425,13 +353,7 @@ impl Run<'_> {
                     .artifacts
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|artifact| {
-                        TaskEvent::Artifact(ArtifactUpdate {
-                            artifact,
-                            append: false,
-                            last_chunk: true,
-                        })
-                    })
+                    .map(|artifact| TaskEvent::Artifact(ArtifactUpdate { artifact, append: false, last_chunk: true }))
                     .collect();
                 let settles = self.status_event(remote.status, &mut events);
                 if !events.is_empty() {
@@ -461,8 +383,7 @@ impl Run<'_> {
             StreamResponse::Message(reply) => {
                 // A direct answer, no remote task: it completes ours.
                 let reply = self.ours(reply);
-                self.append(&[TaskEvent::status(TaskState::Completed, Some(reply))])
-                    .await?;
+                self.append(&[TaskEvent::status(TaskState::Completed, Some(reply))]).await?;
                 Ok(true)
             }
         }
@@ -499,11 +420,7 @@ impl Run<'_> {
         let mut wait = Duration::from_millis(100);
         loop {
             let task = client
-                .get_task(&a2a::GetTaskRequest {
-                    id: remote.to_owned(),
-                    history_length: Some(0),
-                    tenant: None,
-                })
+                .get_task(&a2a::GetTaskRequest { id: remote.to_owned(), history_length: Some(0), tenant: None })
                 .await?;
             let settled = task.status.state.is_terminal()
                 || task.status.state == WireState::InputRequired

@@ -21,9 +21,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher whose remote calls time out after `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        Dispatcher {
-            delegator: Delegator::new(timeout),
-        }
+        Dispatcher { delegator: Delegator::new(timeout) }
     }
 }
 
@@ -32,9 +30,7 @@ impl Handler for Dispatcher {
         match job.kind.as_str() {
             DELEGATE => self.delegator.delegate(&job, &ctx).await,
             CANCEL_REMOTE => self.delegator.cancel_remote(&job, &ctx).await,
-            other => Outcome::Fail {
-                reason: format!("this worker does not know job kind {other:?}"),
-            },
+            other => Outcome::Fail { reason: format!("this worker does not know job kind {other:?}") },
         }
     }
 }

@@ -12,10 +12,7 @@ pub enum Outcome {
     /// The job is finished; these events (possibly none) close it out on the task.
     Done(Vec<TaskEvent>),
     /// A transient failure: try again later (honouring a remote `Retry-After`).
-    Retry {
-        error: String,
-        retry_after: Option<Duration>,
-    },
+    Retry { error: String, retry_after: Option<Duration> },
     /// A permanent failure: the task fails with this reason, no retry.
     Fail { reason: String },
 }
@@ -40,11 +37,7 @@ pub struct JobContext {
 
 impl JobContext {
     pub(crate) fn new(store: Store, lease: Lease, cancel: CancellationToken) -> Self {
-        JobContext {
-            store,
-            lease,
-            cancel,
-        }
+        JobContext { store, lease, cancel }
     }
 
     /// The lease this attempt runs under.
@@ -64,8 +57,6 @@ impl JobContext {
 
     /// Appends events to the job's task, only while the lease holds.
     pub async fn append(&self, events: &[TaskEvent]) -> Result<TaskRecord, StoreError> {
-        self.store
-            .task_append(self.lease.task_id, events, Some(&self.lease))
-            .await
+        self.store.task_append(self.lease.task_id, events, Some(&self.lease)).await
     }
 }

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use backon::{ExponentialBuilder, Retryable};
-use switchyard_engine::{
-    ClaimedJob, JobId, Lease, Listener, Store, StoreError, TaskEvent, TaskState,
-};
+use switchyard_engine::{ClaimedJob, JobId, Lease, Listener, Store, StoreError, TaskEvent, TaskState};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -55,11 +53,7 @@ impl<H: Handler> Worker<H> {
     /// A worker over `store`, after checking `config`.
     pub fn new(store: Store, config: WorkerConfig, handler: H) -> Result<Self, WorkerError> {
         config.validate()?;
-        Ok(Worker {
-            store,
-            config,
-            handler: Arc::new(handler),
-        })
+        Ok(Worker { store, config, handler: Arc::new(handler) })
     }
 
     /// Runs until `shutdown` fires, then stops claiming, lets in-flight jobs
@@ -71,21 +65,16 @@ impl<H: Handler> Worker<H> {
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut runners = JoinSet::new();
         let background = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            self.store.clone(),
-            in_flight.clone(),
-            config.clone(),
-            background.clone(),
-        ));
+        let heartbeat =
+            tokio::spawn(heartbeat_loop(self.store.clone(), in_flight.clone(), config.clone(), background.clone()));
 
-        let mut listener =
-            match Listener::connect(&self.store, &[&self.store.channels().jobs]).await {
-                Ok(listener) => Some(listener),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot LISTEN for new jobs; polling only");
-                    None
-                }
-            };
+        let mut listener = match Listener::connect(&self.store, &[&self.store.channels().jobs]).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for new jobs; polling only");
+                None
+            }
+        };
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker started");
@@ -95,11 +84,7 @@ impl<H: Handler> Worker<H> {
             let mut more_waiting = false;
             if free > 0 {
                 let want = free.min(config.batch);
-                match self
-                    .store
-                    .job_claim(&config.id, want as i64, config.lease)
-                    .await
-                {
+                match self.store.job_claim(&config.id, want as i64, config.lease).await {
                     Ok(jobs) => {
                         // A full batch suggests more is ready: claim again
                         // before waiting, while slots remain.
@@ -129,15 +114,10 @@ impl<H: Handler> Worker<H> {
         }
 
         tracing::info!(in_flight = runners.len(), "draining");
-        let drained = tokio::time::timeout(config.drain_timeout, async {
-            while runners.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(config.drain_timeout, async { while runners.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::info!(
-                abandoning = lock(&in_flight).len(),
-                "drain timeout reached; releasing leases"
-            );
+            tracing::info!(abandoning = lock(&in_flight).len(), "drain timeout reached; releasing leases");
             for slot in lock(&in_flight).values() {
                 slot.cancel.cancel();
             }
@@ -149,23 +129,11 @@ impl<H: Handler> Worker<H> {
         Ok(())
     }
 
-    fn start(
-        &self,
-        job: ClaimedJob,
-        permit: OwnedSemaphorePermit,
-        in_flight: &InFlight,
-        runners: &mut JoinSet<()>,
-    ) {
+    fn start(&self, job: ClaimedJob, permit: OwnedSemaphorePermit, in_flight: &InFlight, runners: &mut JoinSet<()>) {
         let cancel = CancellationToken::new();
         let lost = Arc::new(AtomicBool::new(false));
-        lock(in_flight).insert(
-            job.lease.job_id,
-            Slot {
-                lease: job.lease.clone(),
-                cancel: cancel.clone(),
-                lost: lost.clone(),
-            },
-        );
+        lock(in_flight)
+            .insert(job.lease.job_id, Slot { lease: job.lease.clone(), cancel: cancel.clone(), lost: lost.clone() });
         let run = JobRun {
             store: self.store.clone(),
             handler: self.handler.clone(),
@@ -244,11 +212,7 @@ impl<H: Handler> JobRun<H> {
         };
         let settle = || self.settle(&lease, outcome.clone());
         let settled = settle
-            .retry(
-                ExponentialBuilder::default()
-                    .with_max_times(4)
-                    .with_jitter(),
-            )
+            .retry(ExponentialBuilder::default().with_max_times(4).with_jitter())
             .when(StoreError::is_transient)
             .await;
         match settled {
@@ -268,19 +232,11 @@ impl<H: Handler> JobRun<H> {
             Outcome::Done(events) => complete(&self.store, lease, &events).await,
             Outcome::Fail { reason } => {
                 tracing::warn!(job = %lease.job_id, %reason, "job failed permanently");
-                complete(
-                    &self.store,
-                    lease,
-                    &[TaskEvent::status_with_text(TaskState::Failed, reason)],
-                )
-                .await
+                complete(&self.store, lease, &[TaskEvent::status_with_text(TaskState::Failed, reason)]).await
             }
             Outcome::Retry { error, retry_after } => {
                 let attempt = u32::try_from(lease.attempt).unwrap_or(1);
-                let delay = self
-                    .config
-                    .retry
-                    .delay_with_random_jitter(attempt, retry_after);
+                let delay = self.config.retry.delay_with_random_jitter(attempt, retry_after);
                 let on_dead = [TaskEvent::status_with_text(
                     TaskState::Failed,
                     format!("gave up after {} attempts: {error}", lease.attempt),
@@ -305,12 +261,7 @@ async fn complete(store: &Store, lease: &Lease, events: &[TaskEvent]) -> Result<
     }
 }
 
-async fn heartbeat_loop(
-    store: Store,
-    in_flight: InFlight,
-    config: WorkerConfig,
-    stop: CancellationToken,
-) {
+async fn heartbeat_loop(store: Store, in_flight: InFlight, config: WorkerConfig, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

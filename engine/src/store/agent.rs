@@ -25,11 +25,7 @@ impl AgentRecord {
             .as_ref()
             .and_then(|c| c.get("skills"))
             .and_then(Value::as_array)
-            .is_some_and(|skills| {
-                skills
-                    .iter()
-                    .any(|s| s.get("id").and_then(Value::as_str) == Some(skill))
-            })
+            .is_some_and(|skills| skills.iter().any(|s| s.get("id").and_then(Value::as_str) == Some(skill)))
     }
 }
 
@@ -60,13 +56,9 @@ impl Store {
 
     /// Stores a freshly fetched card.
     pub async fn agent_set_card(&self, name: &str, card: &Value) -> Result<(), StoreError> {
-        sqlx::query!(
-            "UPDATE agents SET card = $2, card_fetched_at = now() WHERE name = $1",
-            name,
-            card
-        )
-        .execute(&self.pool)
-        .await?;
+        sqlx::query!("UPDATE agents SET card = $2, card_fetched_at = now() WHERE name = $1", name, card)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -85,9 +77,7 @@ impl Store {
 
     /// Removes an agent; true when one was removed.
     pub async fn agent_remove(&self, name: &str) -> Result<bool, StoreError> {
-        let removed = sqlx::query!("DELETE FROM agents WHERE name = $1", name)
-            .execute(&self.pool)
-            .await?;
+        let removed = sqlx::query!("DELETE FROM agents WHERE name = $1", name).execute(&self.pool).await?;
         Ok(removed.rows_affected() > 0)
     }
 
@@ -126,11 +116,7 @@ impl Store {
     }
 
     /// Checkpoints a delegation (remote ids as soon as they are known).
-    pub async fn delegation_put(
-        &self,
-        task_id: TaskId,
-        delegation: &Delegation,
-    ) -> Result<(), StoreError> {
+    pub async fn delegation_put(&self, task_id: TaskId, delegation: &Delegation) -> Result<(), StoreError> {
         sqlx::query!(
             r#"INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id)
                VALUES ($1, $2, $3, $4, $5)

@@ -188,10 +188,7 @@ impl Lease {
     /// between. Checking last (rather than first) means a writer waiting on
     /// a task lock never holds its job row meanwhile; if the lease changed
     /// hands while it waited, the whole transaction rolls back.
-    pub(super) async fn confirm(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn confirm(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
         let held = sqlx::query_scalar!(
             r#"SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'leased' FOR UPDATE"#,
             self.job_id.0,
@@ -225,10 +222,7 @@ pub(super) async fn insert_job(
 }
 
 /// The fenced `leased -> done` transition.
-async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(
-    executor: E,
-    lease: &Lease,
-) -> Result<(), StoreError> {
+async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &Lease) -> Result<(), StoreError> {
     let done = sqlx::query!(
         r#"UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
            WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
@@ -261,12 +255,7 @@ impl Store {
     /// oldest first, each under a fresh fencing token and a lease of `lease_for`.
     /// `SKIP LOCKED` lets concurrent claimers pass each other without waiting,
     /// and no job is ever handed to two of them.
-    pub async fn job_claim(
-        &self,
-        owner: &str,
-        limit: i64,
-        lease_for: Duration,
-    ) -> Result<Vec<ClaimedJob>, StoreError> {
+    pub async fn job_claim(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
         let rows = sqlx::query!(
             r#"UPDATE jobs SET state = 'leased',
                               attempt = attempt + 1,
@@ -311,11 +300,7 @@ impl Store {
 
     /// Extends the given leases; returns the ids of those still held (a
     /// lease missing from the answer was lost and its work must stop).
-    pub async fn job_heartbeat(
-        &self,
-        leases: &[&Lease],
-        lease_for: Duration,
-    ) -> Result<Vec<JobId>, StoreError> {
+    pub async fn job_heartbeat(&self, leases: &[&Lease], lease_for: Duration) -> Result<Vec<JobId>, StoreError> {
         let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let held = sqlx::query_scalar!(
@@ -334,11 +319,7 @@ impl Store {
 
     /// Marks a job done, appending `events` to its task in the same
     /// transaction; nothing is written unless the lease still holds at COMMIT.
-    pub async fn job_complete(
-        &self,
-        lease: &Lease,
-        events: &[TaskEvent],
-    ) -> Result<(), StoreError> {
+    pub async fn job_complete(&self, lease: &Lease, events: &[TaskEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             // One statement needs no explicit transaction: one round trip
             // instead of three on the queue's hottest path.
@@ -434,11 +415,7 @@ impl Store {
     /// Sweeps leases that expired with their worker: each job is ready again
     /// for another worker (the lost attempt counts), or dead-lettered, with
     /// its task failed, when that was its last attempt.
-    pub async fn job_rescue_expired(
-        &self,
-        limit: i64,
-        on_dead: &[TaskEvent],
-    ) -> Result<Rescued, StoreError> {
+    pub async fn job_rescue_expired(&self, limit: i64, on_dead: &[TaskEvent]) -> Result<Rescued, StoreError> {
         in_tx!(self, |tx| {
             let rows = sqlx::query!(
                 r#"UPDATE jobs SET
@@ -461,8 +438,7 @@ impl Store {
             let mut rescued = Rescued::default();
             for row in rows {
                 if row.state == "dead" {
-                    self.fail_task_quietly(tx, TaskId(row.task_id), on_dead)
-                        .await?;
+                    self.fail_task_quietly(tx, TaskId(row.task_id), on_dead).await?;
                     rescued.dead.push(JobId(row.id));
                 } else {
                     rescued.requeued.push(JobId(row.id));
@@ -478,11 +454,10 @@ impl Store {
     /// Puts a dead job back in the queue with a fresh set of attempts.
     pub async fn job_requeue(&self, job_id: JobId) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
-            let state =
-                sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .ok_or(StoreError::JobNotFound(job_id))?;
+            let state = sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or(StoreError::JobNotFound(job_id))?;
             if state != "dead" {
                 return Err(StoreError::JobNotDead { job: job_id, state });
             }

@@ -84,16 +84,10 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?;
-        let mut tasks = rows
-            .into_iter()
-            .map(TaskRecord::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut tasks = rows.into_iter().map(TaskRecord::try_from).collect::<Result<Vec<_>, _>>()?;
         let next = if tasks.len() as i64 > page_size {
             tasks.truncate(page_size as usize);
-            tasks.last().map(|t| Cursor {
-                status_at: t.status_at,
-                id: t.id,
-            })
+            tasks.last().map(|t| Cursor { status_at: t.status_at, id: t.id })
         } else {
             None
         };

@@ -69,11 +69,7 @@ impl Store {
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Store {
-            pool,
-            schema: schema.into(),
-            channels: Channels::for_schema(schema),
-        })
+        Ok(Store { pool, schema: schema.into(), channels: Channels::for_schema(schema) })
     }
 
     /// Connects and checks the database answers.
@@ -101,9 +97,7 @@ impl Store {
 
     /// Round-trips to the database (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query_scalar!("SELECT 1 AS \"one!\"")
-            .fetch_one(&self.pool)
-            .await?;
+        sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&self.pool).await?;
         Ok(())
     }
 
@@ -170,9 +164,7 @@ pub(crate) async fn finish<T>(
 /// restricted to plain lower-case identifiers.
 fn validate_schema(schema: &str) -> Result<&str, StoreError> {
     let mut chars = schema.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if first_ok && rest_ok && schema.len() <= 63 {
         Ok(schema)
@@ -184,16 +176,8 @@ fn validate_schema(schema: &str) -> Result<&str, StoreError> {
 /// Sends a NOTIFY inside the caller's transaction, so it is delivered on
 /// COMMIT and never for work that rolled back. (`pg_notify` returns `void`,
 /// which the compile-time macros cannot type, hence the plain query.)
-async fn notify(
-    tx: &mut Transaction<'_, Postgres>,
-    channel: &str,
-    payload: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
+async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, payload: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -205,14 +189,7 @@ mod tests {
     fn schema_names_are_plain_identifiers() {
         assert!(validate_schema("switchyard").is_ok());
         assert!(validate_schema("t_1700000000_ab12").is_ok());
-        for bad in [
-            "",
-            "1abc",
-            "Switchyard",
-            "a-b",
-            "a\"; DROP TABLE x; --",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "1abc", "Switchyard", "a-b", "a\"; DROP TABLE x; --", &"a".repeat(64)] {
             assert!(validate_schema(bad).is_err(), "{bad:?}");
         }
     }

@@ -19,11 +19,7 @@ pub struct PushConfig {
 
 impl Store {
     /// Creates or replaces (same id) a webhook on a caller's task.
-    pub async fn push_config_put(
-        &self,
-        caller: &Caller,
-        config: &PushConfig,
-    ) -> Result<PushConfig, StoreError> {
+    pub async fn push_config_put(&self, caller: &Caller, config: &PushConfig) -> Result<PushConfig, StoreError> {
         let stored = sqlx::query!(
             r#"INSERT INTO push_configs (task_id, id, url, token, authentication)
                SELECT t.id, $4, $5, $6, $7 FROM tasks t
@@ -41,9 +37,7 @@ impl Store {
         )
         .fetch_optional(&self.pool)
         .await?;
-        stored
-            .map(|_| config.clone())
-            .ok_or(StoreError::TaskNotFound(config.task_id))
+        stored.map(|_| config.clone()).ok_or(StoreError::TaskNotFound(config.task_id))
     }
 
     /// One webhook of a caller's task; `None` when the task is visible but
@@ -92,31 +86,16 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| PushConfig {
-                task_id,
-                id: r.id,
-                url: r.url,
-                token: r.token,
-                authentication: r.authentication,
-            })
+            .map(|r| PushConfig { task_id, id: r.id, url: r.url, token: r.token, authentication: r.authentication })
             .collect())
     }
 
     /// Deletes a webhook; true when one was deleted.
-    pub async fn push_config_delete(
-        &self,
-        caller: &Caller,
-        task_id: TaskId,
-        id: &str,
-    ) -> Result<bool, StoreError> {
+    pub async fn push_config_delete(&self, caller: &Caller, task_id: TaskId, id: &str) -> Result<bool, StoreError> {
         self.task_get(caller, task_id).await?;
-        let deleted = sqlx::query!(
-            "DELETE FROM push_configs WHERE task_id = $1 AND id = $2",
-            task_id.0,
-            id
-        )
-        .execute(&self.pool)
-        .await?;
+        let deleted = sqlx::query!("DELETE FROM push_configs WHERE task_id = $1 AND id = $2", task_id.0, id)
+            .execute(&self.pool)
+            .await?;
         Ok(deleted.rows_affected() > 0)
     }
 }

@@ -94,10 +94,7 @@ impl Store {
                 }
             })?;
             if let Some(task) = created {
-                return Ok(Submission {
-                    task,
-                    created: true,
-                });
+                return Ok(Submission { task, created: true });
             }
             let existing = sqlx::query_scalar!(
                 "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
@@ -109,16 +106,10 @@ impl Store {
             .await?;
             if let Some(task_id) = existing {
                 let task = self.task_load(TaskId(task_id)).await?;
-                return Ok(Submission {
-                    task,
-                    created: false,
-                });
+                return Ok(Submission { task, created: false });
             }
         }
-        Err(StoreError::Corrupt(format!(
-            "idempotency key {:?} kept changing hands",
-            new.idempotency_key
-        )))
+        Err(StoreError::Corrupt(format!("idempotency key {:?} kept changing hands", new.idempotency_key)))
     }
 
     async fn insert_task(
@@ -128,22 +119,13 @@ impl Store {
         new: &NewTask,
     ) -> Result<TaskRecord, StoreError> {
         let now = Utc::now();
-        let context_id = new
-            .context_id
-            .clone()
-            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        let context_id = new.context_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
         let mut message = new.message.clone();
         message.task_id = Some(id.to_string());
         message.context_id = Some(context_id.clone());
-        let mut events = vec![
-            TaskEvent::status(TaskState::Submitted, None),
-            TaskEvent::Message(message),
-        ];
+        let mut events = vec![TaskEvent::status(TaskState::Submitted, None), TaskEvent::Message(message)];
         if let Some(reason) = &new.reject_reason {
-            events.push(TaskEvent::status_with_text(
-                TaskState::Rejected,
-                reason.clone(),
-            ));
+            events.push(TaskEvent::status_with_text(TaskState::Rejected, reason.clone()));
         }
 
         let mut task = TaskRecord::genesis(id, &new.caller, context_id, now);
@@ -151,16 +133,11 @@ impl Store {
         task.metadata = new.metadata.clone();
         task.trace_context = new.trace_context.clone();
         for event in &events {
-            task.apply(event)
-                .map_err(|source| StoreError::Rejected { task: id, source })?;
+            task.apply(event).map_err(|source| StoreError::Rejected { task: id, source })?;
         }
 
         let snapshot = Snapshot::of(&task)?;
-        let metadata = task
-            .metadata
-            .as_ref()
-            .map(serde_json::to_value)
-            .transpose()?;
+        let metadata = task.metadata.as_ref().map(serde_json::to_value).transpose()?;
         sqlx::query!(
             r#"INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifacts,
                                   metadata, trace_context, version, created_at, status_at)
@@ -197,15 +174,7 @@ impl Store {
     /// the job that carries it onward, in one transaction. Idempotent on the
     /// key like a submit: a retried follow-up returns the task unchanged.
     pub async fn task_continue(&self, follow_up: FollowUp) -> Result<Submission, StoreError> {
-        let FollowUp {
-            caller,
-            task_id,
-            context_id,
-            idempotency_key,
-            mut message,
-            job,
-            push_config,
-        } = follow_up;
+        let FollowUp { caller, task_id, context_id, idempotency_key, mut message, job, push_config } = follow_up;
         let continued = in_tx!(self, |tx| {
             let claimed = sqlx::query_scalar!(
                 r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
@@ -222,16 +191,10 @@ impl Store {
             if claimed.is_none() {
                 return Ok(None);
             }
-            let row = lock_task(tx, task_id)
-                .await?
-                .filter(|row| visible_to(row, &caller));
+            let row = lock_task(tx, task_id).await?.filter(|row| visible_to(row, &caller));
             let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
             if let Some(given) = context_id.filter(|c| *c != task.context_id) {
-                return Err(StoreError::ContextMismatch {
-                    task: task_id,
-                    actual: task.context_id,
-                    given,
-                });
+                return Err(StoreError::ContextMismatch { task: task_id, actual: task.context_id, given });
             }
             if task.state.is_terminal() {
                 return Err(StoreError::Rejected {
@@ -240,16 +203,11 @@ impl Store {
                 });
             }
             if !task.state.is_interrupted() {
-                return Err(StoreError::NotInterrupted {
-                    task: task_id,
-                    state: task.state,
-                });
+                return Err(StoreError::NotInterrupted { task: task_id, state: task.state });
             }
             message.task_id = Some(task_id.to_string());
             message.context_id = Some(task.context_id.clone());
-            let task = self
-                .append_in_tx(tx, task_id, &[TaskEvent::Message(message)])
-                .await?;
+            let task = self.append_in_tx(tx, task_id, &[TaskEvent::Message(message)]).await?;
             insert_job(tx, task_id, &job).await?;
             notify(tx, &self.channels.jobs, &job.kind).await?;
             if let Some(push) = &push_config {
@@ -258,10 +216,7 @@ impl Store {
             Ok(Some(task))
         })?;
         if let Some(task) = continued {
-            return Ok(Submission {
-                task,
-                created: true,
-            });
+            return Ok(Submission { task, created: true });
         }
         // The key was used before: answer with the task it went to.
         let seen = sqlx::query_scalar!(
@@ -273,10 +228,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         let task = self.task_get(&caller, TaskId(seen)).await?;
-        Ok(Submission {
-            task,
-            created: false,
-        })
+        Ok(Submission { task, created: false })
     }
 
     /// Appends events to a task's log and folds them into its snapshot, in
@@ -304,16 +256,11 @@ impl Store {
         task_id: TaskId,
         events: &[TaskEvent],
     ) -> Result<TaskRecord, StoreError> {
-        let row = lock_task(tx, task_id)
-            .await?
-            .ok_or(StoreError::TaskNotFound(task_id))?;
+        let row = lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?;
         let mut task = TaskRecord::try_from(row)?;
         let before = task.version;
         for event in events {
-            task.apply(event).map_err(|source| StoreError::Rejected {
-                task: task_id,
-                source,
-            })?;
+            task.apply(event).map_err(|source| StoreError::Rejected { task: task_id, source })?;
         }
         if events.is_empty() {
             return Ok(task);
@@ -336,16 +283,9 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         if updated.rows_affected() != 1 {
-            return Err(StoreError::Corrupt(format!(
-                "task {task_id} changed under its row lock"
-            )));
+            return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
         }
-        notify(
-            tx,
-            &self.channels.events,
-            &format!("{task_id}:{}", task.version),
-        )
-        .await?;
+        notify(tx, &self.channels.events, &format!("{task_id}:{}", task.version)).await?;
         Ok(task)
     }
 
@@ -359,20 +299,12 @@ impl Store {
         reason: Option<Message>,
     ) -> Result<TaskRecord, StoreError> {
         in_tx!(self, |tx| {
-            let row = lock_task(tx, task_id)
-                .await?
-                .filter(|row| visible_to(row, caller));
+            let row = lock_task(tx, task_id).await?.filter(|row| visible_to(row, caller));
             let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
             if task.state == TaskState::Canceled {
                 return Ok(task);
             }
-            let task = self
-                .append_in_tx(
-                    tx,
-                    task_id,
-                    &[TaskEvent::status(TaskState::Canceled, reason)],
-                )
-                .await?;
+            let task = self.append_in_tx(tx, task_id, &[TaskEvent::status(TaskState::Canceled, reason)]).await?;
             sqlx::query!(
                 r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task canceled'
                    WHERE task_id = $1 AND state = 'ready'"#,
@@ -396,11 +328,7 @@ impl Store {
     }
 
     /// A caller's task; invisible tasks are reported as not found.
-    pub async fn task_get(
-        &self,
-        caller: &Caller,
-        task_id: TaskId,
-    ) -> Result<TaskRecord, StoreError> {
+    pub async fn task_get(&self, caller: &Caller, task_id: TaskId) -> Result<TaskRecord, StoreError> {
         let row = sqlx::query_as!(
             TaskRow,
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
@@ -458,11 +386,7 @@ impl Store {
     }
 
     /// The last `limit` messages of a task's conversation, oldest first.
-    pub async fn task_history(
-        &self,
-        task_id: TaskId,
-        limit: i64,
-    ) -> Result<Vec<Message>, StoreError> {
+    pub async fn task_history(&self, task_id: TaskId, limit: i64) -> Result<Vec<Message>, StoreError> {
         let payloads = sqlx::query_scalar!(
             r#"SELECT payload AS "payload!" FROM (
                    SELECT seq, payload FROM task_events
@@ -473,10 +397,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        payloads
-            .into_iter()
-            .map(|p| serde_json::from_value(p).map_err(StoreError::from))
-            .collect()
+        payloads.into_iter().map(|p| serde_json::from_value(p).map_err(StoreError::from)).collect()
     }
 }
 
@@ -485,10 +406,7 @@ impl Store {
 /// way (dead-lettering an expired lease) can at worst deadlock with a stale
 /// writer, which PostgreSQL breaks by aborting one (a transient error that
 /// the caller retries), never by letting both write.
-async fn lock_task(
-    tx: &mut Transaction<'_, Postgres>,
-    task_id: TaskId,
-) -> Result<Option<TaskRow>, StoreError> {
+async fn lock_task(tx: &mut Transaction<'_, Postgres>, task_id: TaskId) -> Result<Option<TaskRow>, StoreError> {
     Ok(sqlx::query_as!(
         TaskRow,
         r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
@@ -533,10 +451,7 @@ async fn insert_events(
     events: &[TaskEvent],
 ) -> Result<(), StoreError> {
     let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
-    let kinds: Vec<String> = events
-        .iter()
-        .map(|e| e.kind().as_str().to_owned())
-        .collect();
+    let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
     let payloads: Vec<Value> = events.iter().map(TaskEvent::to_payload).collect();
     sqlx::query!(
         r#"INSERT INTO task_events (task_id, seq, kind, payload)

@@ -164,6 +164,10 @@ pub(crate) struct ServeArgs {
     /// Attempts a task's delegation gets before it is dead-lettered.
     #[arg(long, env = "SWITCHYARD_MAX_ATTEMPTS", default_value_t = 8)]
     pub(crate) max_attempts: u32,
+    /// Deadline for tasks whose message sets none (metadata
+    /// switchyard.deadline or switchyard.timeoutSeconds); unset for none.
+    #[arg(long, env = "SWITCHYARD_TASK_TTL", value_parser = humantime::parse_duration)]
+    pub(crate) task_ttl: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -173,6 +177,7 @@ impl ServeArgs {
             blocking_timeout: self.blocking_timeout,
             max_body_bytes: self.max_body_bytes,
             max_attempts: i32::try_from(self.max_attempts.max(1)).unwrap_or(i32::MAX),
+            default_ttl: self.task_ttl,
             ..ApiConfig::new(public_url)
         }
     }
@@ -205,6 +210,16 @@ pub(crate) struct WorkerArgs {
     /// How long a remote agent may stay silent on one call.
     #[arg(long, env = "SWITCHYARD_REMOTE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) remote_timeout: Duration,
+    /// Consecutive failures that open an agent's circuit breaker.
+    #[arg(long, env = "SWITCHYARD_BREAKER_FAILURES", default_value_t = 5)]
+    pub(crate) breaker_failures: u32,
+    /// How long an open circuit breaker keeps work away from its agent.
+    #[arg(long, env = "SWITCHYARD_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) breaker_cooldown: Duration,
+    /// How long one attempt follows a remote task before parking the job
+    /// (releasing its lease) and looking again later.
+    #[arg(long, env = "SWITCHYARD_ATTACH_BUDGET", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub(crate) attach_budget: Duration,
     /// Delay before the first retry; it doubles per attempt.
     #[arg(long, env = "SWITCHYARD_RETRY_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub(crate) retry_base: Duration,
@@ -214,6 +229,15 @@ pub(crate) struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    pub(crate) fn delegation(&self) -> switchyard_worker::delegate::DelegationSettings {
+        switchyard_worker::delegate::DelegationSettings {
+            timeout: self.remote_timeout,
+            breaker_failures: i32::try_from(self.breaker_failures.max(1)).unwrap_or(i32::MAX),
+            breaker_cooldown: self.breaker_cooldown,
+            attach_budget: self.attach_budget,
+        }
+    }
+
     pub(crate) fn worker_config(&self) -> WorkerConfig {
         let id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         WorkerConfig {

@@ -95,7 +95,7 @@ async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: Canc
 }
 
 async fn work(store: Store, args: &WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let worker = Worker::new(store, args.worker_config(), Dispatcher::new(args.remote_timeout))?;
+    let worker = Worker::new(store, args.worker_config(), Dispatcher::new(args.delegation()))?;
     worker.run(shutdown).await?;
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct ApiConfig {
     pub max_attempts: i32,
     /// How messages are routed to registered agents.
     pub routing: RoutingRules,
+    /// Deadline for tasks whose message sets none; `None` for no limit.
+    pub default_ttl: Option<Duration>,
 }
 
 impl ApiConfig {
@@ -30,6 +32,7 @@ impl ApiConfig {
             max_body_bytes: 4 * 1024 * 1024,
             max_attempts: 8,
             routing: RoutingRules::default(),
+            default_ttl: None,
         }
     }
 }

@@ -118,6 +118,7 @@ impl A2aHandler {
             None => {
                 // Route now, so a message nobody can take is rejected at once
                 // with the reason, and the job names its agent.
+                let deadline = deadline(message.metadata.as_ref(), self.config.default_ttl)?;
                 let agents = self.store.agents_list().await?;
                 let target = Target::from_metadata(message.metadata.as_ref());
                 let (job, reject_reason) = match route::choose(&target, &agents, &self.config.routing) {
@@ -137,6 +138,7 @@ impl A2aHandler {
                     job,
                     reject_reason,
                     push_config,
+                    deadline,
                 };
                 Ok(self.store.task_submit(new).await?.task)
             }
@@ -311,6 +313,30 @@ impl A2aHandler {
         let messages = self.history(task, history).await?;
         Ok(task.to_a2a((!messages.is_empty()).then_some(messages)))
     }
+}
+
+/// The task's deadline: message metadata `switchyard.deadline` (RFC 3339)
+/// or `switchyard.timeoutSeconds`, else the configured default, else none.
+fn deadline(
+    metadata: Option<&std::collections::HashMap<String, serde_json::Value>>,
+    default_ttl: Option<std::time::Duration>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    let hint = metadata.and_then(|m| m.get("switchyard"));
+    if let Some(at) = hint.and_then(|h| h.get("deadline")) {
+        let parsed = at.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let at = parsed.ok_or_else(|| {
+            ApiError::invalid_field("message.metadata.switchyard.deadline", "must be an RFC 3339 timestamp")
+        })?;
+        return Ok(Some(at.with_timezone(&chrono::Utc)));
+    }
+    if let Some(secs) = hint.and_then(|h| h.get("timeoutSeconds")) {
+        let secs = secs.as_f64().filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9).ok_or_else(|| {
+            ApiError::invalid_field("message.metadata.switchyard.timeoutSeconds", "must be a positive number")
+        })?;
+        let ttl = chrono::Duration::milliseconds((secs * 1000.0) as i64);
+        return Ok(Some(chrono::Utc::now() + ttl));
+    }
+    Ok(default_ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).map(|ttl| chrono::Utc::now() + ttl))
 }
 
 /// Validates a client's webhook and gives it an id if it has none.

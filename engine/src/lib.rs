@@ -35,7 +35,7 @@ pub use notify::{Channels, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    AgentRecord, ClaimedJob, Cursor, Delegation, FollowUp, JobFate, JobRecord, JobState, Lease, NewJob, NewTask,
+    AgentRecord, ClaimedJob, Cursor, Delegation, FollowUp, Gate, JobFate, JobRecord, JobState, Lease, NewJob, NewTask,
     PushConfig, Rescued, Store, StoreConfig, Submission, TaskFilter, TaskPage,
 };
 pub use task::{FoldError, TaskRecord};

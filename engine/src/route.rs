@@ -81,6 +81,7 @@ mod tests {
             card: Some(json!({"skills": skills.iter().map(|s| json!({"id": s})).collect::<Vec<_>>()})),
             card_fetched_at: None,
             consecutive_failures: failures,
+            breaker_open_until: None,
         }
     }
 

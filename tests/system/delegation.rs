@@ -22,10 +22,15 @@ struct Stack {
     _serve: Child,
     _agent: Child,
     worker: Option<Child>,
+    worker_args: Vec<String>,
 }
 
 impl Stack {
     async fn start(serve_args: &[&str]) -> Stack {
+        Stack::start_with(serve_args, &[]).await
+    }
+
+    async fn start_with(serve_args: &[&str], worker_args: &[&str]) -> Stack {
         let db = TestDb::new().await;
         let agent_port = free_port();
         let agent_listen = format!("127.0.0.1:{agent_port}");
@@ -57,6 +62,7 @@ impl Stack {
             _serve: serve,
             _agent: agent,
             worker: None,
+            worker_args: worker_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         stack.worker = Some(stack.spawn_worker("w1"));
         stack
@@ -64,28 +70,34 @@ impl Stack {
 
     fn spawn_worker(&self, id: &str) -> Child {
         let config = self.config.to_string_lossy().into_owned();
-        switchyard(
-            &self.db,
-            &[
-                "worker",
-                "--config",
-                &config,
-                "--worker-id",
-                id,
-                "--lease",
-                "2s",
-                "--heartbeat",
-                "500ms",
-                "--poll-interval",
-                "200ms",
-                "--retry-base",
-                "100ms",
-                "--retry-cap",
-                "300ms",
-            ],
-        )
-        .spawn()
-        .expect("worker")
+        let mut args = vec![
+            "worker",
+            "--config",
+            &config,
+            "--worker-id",
+            id,
+            "--lease",
+            "2s",
+            "--heartbeat",
+            "500ms",
+            "--poll-interval",
+            "200ms",
+            "--retry-base",
+            "100ms",
+            "--retry-cap",
+            "300ms",
+        ];
+        args.extend(self.worker_args.iter().map(String::as_str));
+        switchyard(&self.db, &args).spawn().expect("worker")
+    }
+
+    async fn job(&self, id: &str, kind: &str) -> (String, i32, Option<String>) {
+        sqlx::query_as("SELECT state, attempt, last_error FROM jobs WHERE task_id = $1::uuid AND kind = $2")
+            .bind(id)
+            .bind(kind)
+            .fetch_one(self.db.pool())
+            .await
+            .expect("job")
     }
 
     async fn rpc(&self, url: &str, method: &str, params: Value) -> Value {
@@ -296,4 +308,90 @@ async fn a_worker_killed_mid_delegation_is_resumed_without_sending_again() {
         .await
         .expect("jobs");
     assert_eq!(jobs, [("done".to_owned(), 2)], "the second worker finished the same job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_deadline_fails_and_its_remote_task_is_canceled() {
+    let stack = Stack::start(&[]).await;
+    let mut msg = message("hang");
+    msg["metadata"] = json!({"switchyard": {"timeoutSeconds": 1}});
+    let sent = stack
+        .rpc(&stack.base, "SendMessage", json!({"message": msg, "configuration": {"returnImmediately": true}}))
+        .await;
+    let id = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
+    let task = stack.settled(&id).await;
+    assert_eq!(state(&task), "TASK_STATE_FAILED", "{task}");
+    assert!(status_text(&task).contains("deadline"), "{task}");
+    let remote = stack.remote_task(&id).await.expect("it had reached the agent");
+    let agent_url = stack.agent_url.clone();
+    eventually(WAIT, "the remote task canceled", || async {
+        stack.rpc(&agent_url, "GetTask", json!({"id": remote})).await["result"]["status"]["state"]
+            == "TASK_STATE_CANCELED"
+    })
+    .await;
+
+    let mut bad = message("echo x");
+    bad["metadata"] = json!({"switchyard": {"deadline": "tomorrow"}});
+    let refused = stack.rpc(&stack.base, "SendMessage", json!({"message": bad})).await;
+    assert_eq!(refused["error"]["code"], -32602);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_holds_work_for_its_agent_without_spending_attempts() {
+    let stack = Stack::start_with(&[], &["--breaker-failures", "2", "--breaker-cooldown", "3s"]).await;
+    let sent = stack
+        .rpc(
+            &stack.base,
+            "SendMessage",
+            json!({"message": message("fail 2 echo first"), "configuration": {"returnImmediately": true}}),
+        )
+        .await;
+    let failing = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
+    // Two failures open the breaker; work for the agent now waits.
+    eventually(WAIT, "the breaker open", || async {
+        let open: Option<bool> =
+            sqlx::query_scalar("SELECT breaker_open_until > now() FROM agents WHERE name = 'demo'")
+                .fetch_one(stack.db.pool())
+                .await
+                .expect("agent");
+        open == Some(true)
+    })
+    .await;
+    let sent = stack
+        .rpc(
+            &stack.base,
+            "SendMessage",
+            json!({"message": message("echo second"), "configuration": {"returnImmediately": true}}),
+        )
+        .await;
+    let waiting = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
+    eventually(WAIT, "the new task parked by the breaker", || async {
+        let (state, attempt, error) = stack.job(&waiting, "delegate").await;
+        state == "ready" && attempt == 0 && error.is_some_and(|e| e.contains("circuit breaker is open"))
+    })
+    .await;
+    // After the cool-down a probe succeeds, the breaker closes, both finish.
+    assert_eq!(state(&stack.settled(&failing).await), "TASK_STATE_COMPLETED");
+    assert_eq!(state(&stack.settled(&waiting).await), "TASK_STATE_COMPLETED");
+    assert_eq!(stack.job(&waiting, "delegate").await.1, 1, "waiting cost the task no attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_remote_work_is_parked_instead_of_holding_a_lease() {
+    let stack = Stack::start_with(&[], &["--attach-budget", "500ms"]).await;
+    let msg = message("sleep 2500");
+    let message_id = msg["messageId"].as_str().expect("id").to_owned();
+    let sent = stack
+        .rpc(&stack.base, "SendMessage", json!({"message": msg, "configuration": {"returnImmediately": true}}))
+        .await;
+    let id = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
+    eventually(WAIT, "the job parked while the agent works", || async {
+        let (state, _, error) = stack.job(&id, "delegate").await;
+        state == "ready" && error.is_some_and(|e| e.contains("still working"))
+    })
+    .await;
+    let task = stack.settled(&id).await;
+    assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
+    assert_eq!(stack.job(&id, "delegate").await.1, 1, "parking spends no attempt");
+    assert_eq!(stack.received(&message_id).await, 1, "a parked job re-attaches; it does not resend");
 }

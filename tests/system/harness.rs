@@ -142,6 +142,7 @@ pub(crate) fn new_task(text: &str) -> NewTask {
         job: Some(NewJob::new("delegate", 3)),
         reject_reason: None,
         push_config: None,
+        deadline: None,
     }
 }
 

@@ -10,7 +10,7 @@ use a2a::{
 use a2a_client::agent_card::AgentCardResolver;
 use a2a_client::{A2AClient, A2AClientFactory, Transport};
 use switchyard_engine::{
-    AgentRecord, ArtifactUpdate, ClaimedJob, Delegation, StoreError, TaskEvent, TaskRecord, TaskState,
+    AgentRecord, ArtifactUpdate, ClaimedJob, Delegation, Gate, StoreError, TaskEvent, TaskRecord, TaskState,
 };
 use tokio_stream::StreamExt;
 
@@ -29,10 +29,36 @@ pub async fn fetch_card(url: &str) -> Result<serde_json::Value, String> {
     serde_json::to_value(card).map_err(|e| e.to_string())
 }
 
+/// How delegation behaves.
+#[derive(Debug, Clone)]
+pub struct DelegationSettings {
+    /// How long a remote agent may stay silent on one call.
+    pub timeout: Duration,
+    /// Consecutive failures that open an agent's circuit breaker.
+    pub breaker_failures: i32,
+    /// How long an open breaker keeps work away from the agent.
+    pub breaker_cooldown: Duration,
+    /// How long one attempt follows a remote task (streaming or polling)
+    /// before parking the job and giving up its lease.
+    pub attach_budget: Duration,
+}
+
+impl Default for DelegationSettings {
+    fn default() -> Self {
+        DelegationSettings {
+            timeout: Duration::from_secs(60),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            attach_budget: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Calls remote agents over one shared HTTP client.
 #[derive(Debug, Clone)]
 pub struct Delegator {
     http: reqwest::Client,
+    settings: DelegationSettings,
 }
 
 /// Why an attempt stopped early.
@@ -74,14 +100,14 @@ fn classify(agent: &str, e: &A2AError) -> Outcome {
 }
 
 impl Delegator {
-    /// A delegator whose remote calls time out after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
+    /// A delegator with these settings.
+    pub fn new(settings: DelegationSettings) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .read_timeout(timeout)
+            .read_timeout(settings.timeout)
             .build()
             .unwrap_or_default();
-        Delegator { http }
+        Delegator { http, settings }
     }
 
     /// The agent's card: stored, or fetched now and stored.
@@ -169,6 +195,10 @@ impl Delegator {
         let Some(agent) = store.agent_get(name).await? else {
             return Ok(Outcome::Fail { reason: format!("agent {name} is no longer registered") });
         };
+        if let Gate::Open { until } = store.agent_breaker_gate(name, self.settings.breaker_cooldown).await? {
+            let after = (until - chrono::Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(100));
+            return Ok(Outcome::Snooze { after, reason: format!("agent {name}'s circuit breaker is open") });
+        }
         let card = self.card(ctx, &agent).await?;
         let client = match self.client(&card).await {
             Ok(client) => client,
@@ -180,7 +210,7 @@ impl Delegator {
             return Ok(Outcome::Fail { reason: "the task has no message to delegate".into() });
         };
         let streaming = card.capabilities.streaming == Some(true);
-        let mut run = Run { ctx, task, delegation: &mut delegation };
+        let mut run = Run { ctx, task, delegation: &mut delegation, budget: self.settings.attach_budget };
 
         if run.delegation.forwarded_message_id.as_deref() == Some(latest.message_id.as_str())
             && let Some(remote) = run.delegation.remote_task_id.clone()
@@ -250,26 +280,38 @@ impl Delegator {
         self.conclude(ctx, name, result).await
     }
 
+    async fn record(&self, ctx: &JobContext, agent: &str, ok: bool) -> Result<(), Stop> {
+        let s = &self.settings;
+        Ok(ctx.store().agent_record_call(agent, ok, s.breaker_failures, s.breaker_cooldown).await?)
+    }
+
     async fn conclude(
         &self,
         ctx: &JobContext,
         agent: &str,
         result: Result<Settled, RunError>,
     ) -> Result<Outcome, Stop> {
-        let store = ctx.store();
         match result {
             Ok(Settled::Yes) => {
-                store.agent_record_call(agent, true).await?;
+                self.record(ctx, agent, true).await?;
                 Ok(Outcome::Done(Vec::new()))
             }
             Ok(Settled::No) => Ok(Outcome::Retry {
                 error: format!("agent {agent} ended the exchange before the task settled"),
                 retry_after: None,
             }),
+            Ok(Settled::Later) => {
+                // Long work: give the lease back and look again later.
+                self.record(ctx, agent, true).await?;
+                Ok(Outcome::Snooze { after: Duration::from_secs(5), reason: format!("agent {agent} is still working") })
+            }
             Err(RunError::Store(e)) => Err(Stop::from(e)),
             Err(RunError::Remote(e)) => {
-                store.agent_record_call(agent, false).await?;
-                Ok(classify(agent, &e))
+                let outcome = classify(agent, &e);
+                // Only trouble reaching the agent counts against its breaker,
+                // not an agent that answered "no".
+                self.record(ctx, agent, !matches!(outcome, Outcome::Retry { .. })).await?;
+                Ok(outcome)
             }
         }
     }
@@ -296,7 +338,10 @@ impl From<StoreError> for RunError {
 /// Whether the remote task reached a terminal or interrupted state.
 enum Settled {
     Yes,
+    /// The exchange ended without settling (a stream closed early).
     No,
+    /// Still running when this attempt's attach budget ran out.
+    Later,
 }
 
 /// One attempt's state: our task and its delegation checkpoint.
@@ -304,12 +349,12 @@ struct Run<'a> {
     ctx: &'a JobContext,
     task: TaskRecord,
     delegation: &'a mut Delegation,
+    /// How long this attempt may follow the remote task.
+    budget: Duration,
 }
 
 /// How long polling waits at most between two looks at a remote task.
 const POLL_CAP: Duration = Duration::from_secs(5);
-/// How long one attempt polls before giving the lease back for later.
-const POLL_BUDGET: Duration = Duration::from_secs(60);
 
 impl Run<'_> {
     /// Marks our task as working (it is being carried out now).
@@ -405,12 +450,20 @@ impl Run<'_> {
     }
 
     async fn follow(&mut self, mut events: Events) -> Result<Settled, RunError> {
-        while let Some(event) = events.next().await {
+        let deadline = tokio::time::Instant::now() + self.budget;
+        loop {
+            let next = tokio::select! {
+                next = events.next() => next,
+                () = tokio::time::sleep_until(deadline) => return Ok(Settled::Later),
+                () = self.ctx.cancelled() => return Ok(Settled::Later),
+            };
+            let Some(event) = next else {
+                return Ok(Settled::No);
+            };
             if self.fold(event?).await? {
                 return Ok(Settled::Yes);
             }
         }
-        Ok(Settled::No)
     }
 
     /// Polls the remote task with growing intervals until it settles, or
@@ -428,11 +481,11 @@ impl Run<'_> {
             if self.fold(StreamResponse::Task(task)).await? || settled {
                 return Ok(Settled::Yes);
             }
-            if started.elapsed() > POLL_BUDGET {
-                return Ok(Settled::No);
+            if started.elapsed() > self.budget {
+                return Ok(Settled::Later);
             }
             tokio::select! {
-                () = self.ctx.cancelled() => return Ok(Settled::No),
+                () = self.ctx.cancelled() => return Ok(Settled::Later),
                 () = tokio::time::sleep(wait) => {}
             }
             wait = (wait * 2).min(POLL_CAP);

@@ -15,6 +15,9 @@ pub enum Outcome {
     Retry { error: String, retry_after: Option<Duration> },
     /// A permanent failure: the task fails with this reason, no retry.
     Fail { reason: String },
+    /// Not failing, waiting: run the job again after `after`, without
+    /// spending an attempt (remote work still running, a breaker open).
+    Snooze { after: Duration, reason: String },
 }
 
 /// Carries out one kind of job. Implementations must be idempotent per

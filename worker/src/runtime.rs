@@ -230,6 +230,11 @@ impl<H: Handler> JobRun<H> {
     async fn settle(&self, lease: &Lease, outcome: Outcome) -> Result<(), StoreError> {
         match outcome {
             Outcome::Done(events) => complete(&self.store, lease, &events).await,
+            Outcome::Snooze { after, reason } => {
+                let at = self.store.job_snooze(lease, after, &reason).await?;
+                tracing::info!(job = %lease.job_id, %reason, %at, "job parked");
+                Ok(())
+            }
             Outcome::Fail { reason } => {
                 tracing::warn!(job = %lease.job_id, %reason, "job failed permanently");
                 complete(&self.store, lease, &[TaskEvent::status_with_text(TaskState::Failed, reason)]).await

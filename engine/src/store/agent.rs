@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::Store;
+use std::time::Duration;
+
+use super::{Store, in_tx};
 use crate::error::StoreError;
 use crate::id::TaskId;
 
@@ -16,6 +18,8 @@ pub struct AgentRecord {
     pub card: Option<Value>,
     pub card_fetched_at: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
+    /// While in the future, the agent's circuit breaker is open.
+    pub breaker_open_until: Option<DateTime<Utc>>,
 }
 
 impl AgentRecord {
@@ -27,6 +31,17 @@ impl AgentRecord {
             .and_then(Value::as_array)
             .is_some_and(|skills| skills.iter().any(|s| s.get("id").and_then(Value::as_str) == Some(skill)))
     }
+}
+
+/// What an agent's circuit breaker allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Healthy: send work.
+    Closed,
+    /// Cooled down: this caller probes; the others keep waiting.
+    Probe,
+    /// Failing: wait until then.
+    Open { until: DateTime<Utc> },
 }
 
 /// A task's delegation checkpoint.
@@ -62,17 +77,59 @@ impl Store {
         Ok(())
     }
 
-    /// Records the outcome of a call: failures count up, a success resets.
-    pub async fn agent_record_call(&self, name: &str, ok: bool) -> Result<(), StoreError> {
+    /// Records the outcome of a call. A success closes the breaker and
+    /// resets the count; the `threshold`-th consecutive failure (or any
+    /// failed probe) opens it for `cooldown`.
+    pub async fn agent_record_call(
+        &self,
+        name: &str,
+        ok: bool,
+        threshold: i32,
+        cooldown: Duration,
+    ) -> Result<(), StoreError> {
         sqlx::query!(
-            r#"UPDATE agents SET consecutive_failures = CASE WHEN $2 THEN 0 ELSE consecutive_failures + 1 END
+            r#"UPDATE agents SET
+                   consecutive_failures = CASE WHEN $2 THEN 0 ELSE consecutive_failures + 1 END,
+                   breaker_open_until = CASE
+                       WHEN $2 THEN NULL
+                       WHEN consecutive_failures + 1 >= $3 THEN now() + make_interval(secs => $4)
+                       ELSE breaker_open_until END
                WHERE name = $1"#,
             name,
             ok,
+            threshold,
+            cooldown.as_secs_f64(),
         )
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Whether work may be sent to the agent now. An open breaker whose
+    /// cool-down has passed lets exactly one caller through as the probe
+    /// (the gate moves forward by another cool-down as it lets it pass).
+    pub async fn agent_breaker_gate(&self, name: &str, cooldown: Duration) -> Result<Gate, StoreError> {
+        in_tx!(self, |tx| {
+            let open_until =
+                sqlx::query_scalar!("SELECT breaker_open_until FROM agents WHERE name = $1 FOR UPDATE", name)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .flatten();
+            let Some(open_until) = open_until else {
+                return Ok(Gate::Closed);
+            };
+            if open_until > Utc::now() {
+                return Ok(Gate::Open { until: open_until });
+            }
+            sqlx::query!(
+                "UPDATE agents SET breaker_open_until = now() + make_interval(secs => $2) WHERE name = $1",
+                name,
+                cooldown.as_secs_f64(),
+            )
+            .execute(&mut **tx)
+            .await?;
+            Ok(Gate::Probe)
+        })
     }
 
     /// Removes an agent; true when one was removed.
@@ -85,7 +142,7 @@ impl Store {
     pub async fn agent_get(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query_as!(
             AgentRecord,
-            "SELECT name, url, card, card_fetched_at, consecutive_failures FROM agents WHERE name = $1",
+            "SELECT name, url, card, card_fetched_at, consecutive_failures, breaker_open_until FROM agents WHERE name = $1",
             name
         )
         .fetch_optional(&self.pool)
@@ -97,7 +154,7 @@ impl Store {
     pub async fn agents_list(&self) -> Result<Vec<AgentRecord>, StoreError> {
         Ok(sqlx::query_as!(
             AgentRecord,
-            "SELECT name, url, card, card_fetched_at, consecutive_failures FROM agents ORDER BY name"
+            "SELECT name, url, card, card_fetched_at, consecutive_failures, breaker_open_until FROM agents ORDER BY name"
         )
         .fetch_all(&self.pool)
         .await?)

@@ -391,6 +391,25 @@ impl Store {
         })
     }
 
+    /// Puts a job aside until `after` has passed, without spending its
+    /// attempt: for work that is waiting, not failing (a remote task still
+    /// running, an agent whose circuit breaker is open).
+    pub async fn job_snooze(&self, lease: &Lease, after: Duration, reason: &str) -> Result<DateTime<Utc>, StoreError> {
+        let run_at = sqlx::query_scalar!(
+            r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now() + make_interval(secs => $3),
+                              lease_owner = NULL, lease_expires_at = NULL, last_error = $4
+               WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+               RETURNING run_at"#,
+            lease.job_id.0,
+            lease.token,
+            seconds(after),
+            reason,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        run_at.ok_or(StoreError::LeaseLost(lease.job_id))
+    }
+
     /// Gives a job back without spending its attempt (graceful shutdown):
     /// ready at once for another worker.
     pub async fn job_release(&self, lease: &Lease) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use a2a::Message;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -40,6 +40,9 @@ pub struct NewTask {
     /// A webhook to register with the task, in the same transaction
     /// (its `task_id` is filled in).
     pub push_config: Option<PushConfig>,
+    /// When set, a `deadline` job fires then and fails the task if it has
+    /// not ended (a durable timer: it survives every restart).
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// A client's message continuing an existing task (the answer to an
@@ -165,6 +168,10 @@ impl Store {
         }
         if let Some(push) = &new.push_config {
             insert_push_config(tx, id, push).await?;
+        }
+        if let (Some(at), false) = (new.deadline, task.state.is_terminal()) {
+            let timer = NewJob { run_at: Some(at), ..NewJob::new("deadline", 5) };
+            insert_job(tx, id, &timer).await?;
         }
         notify(tx, &self.channels.events, &format!("{id}:{}", task.version)).await?;
         Ok(task)
@@ -304,27 +311,49 @@ impl Store {
             if task.state == TaskState::Canceled {
                 return Ok(task);
             }
-            let task = self.append_in_tx(tx, task_id, &[TaskEvent::status(TaskState::Canceled, reason)]).await?;
-            sqlx::query!(
-                r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task canceled'
-                   WHERE task_id = $1 AND state = 'ready'"#,
-                task_id.0,
-            )
-            .execute(&mut **tx)
-            .await?;
-            // The remote agent's task is canceled too, by a worker (the api
-            // makes no outbound calls).
-            sqlx::query!(
-                r#"INSERT INTO jobs (task_id, kind, max_attempts)
-                   SELECT task_id, 'cancel_remote', 5 FROM delegations
-                   WHERE task_id = $1 AND remote_task_id IS NOT NULL"#,
-                task_id.0,
-            )
-            .execute(&mut **tx)
-            .await?;
-            notify(tx, &self.channels.jobs, "cancel_remote").await?;
-            Ok(task)
+            self.end_in_tx(tx, task_id, TaskEvent::status(TaskState::Canceled, reason)).await
         })
+    }
+
+    /// Fails a task whose deadline passed (unless it already ended), and
+    /// cancels its remote task. `None` when there was nothing to fail.
+    pub async fn task_expire(&self, task_id: TaskId, reason: &str) -> Result<Option<TaskRecord>, StoreError> {
+        in_tx!(self, |tx| {
+            let task = TaskRecord::try_from(lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?)?;
+            if task.state.is_terminal() {
+                return Ok(None);
+            }
+            let event = TaskEvent::status_with_text(TaskState::Failed, reason);
+            Ok(Some(self.end_in_tx(tx, task_id, event).await?))
+        })
+    }
+
+    /// Ends a locked task with a terminal `event`, retires its waiting jobs,
+    /// and has a worker cancel its remote task (the api makes no outbound calls).
+    async fn end_in_tx(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        task_id: TaskId,
+        event: TaskEvent,
+    ) -> Result<TaskRecord, StoreError> {
+        let task = self.append_in_tx(tx, task_id, &[event]).await?;
+        sqlx::query!(
+            r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task ended'
+               WHERE task_id = $1 AND state = 'ready'"#,
+            task_id.0,
+        )
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query!(
+            r#"INSERT INTO jobs (task_id, kind, max_attempts)
+               SELECT task_id, 'cancel_remote', 5 FROM delegations
+               WHERE task_id = $1 AND remote_task_id IS NOT NULL"#,
+            task_id.0,
+        )
+        .execute(&mut **tx)
+        .await?;
+        notify(tx, &self.channels.jobs, "cancel_remote").await?;
+        Ok(task)
     }
 
     /// A caller's task; invisible tasks are reported as not found.

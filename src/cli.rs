@@ -168,6 +168,9 @@ pub(crate) struct ServeArgs {
     /// switchyard.deadline or switchyard.timeoutSeconds); unset for none.
     #[arg(long, env = "SWITCHYARD_TASK_TTL", value_parser = humantime::parse_duration)]
     pub(crate) task_ttl: Option<Duration>,
+    /// Bearer token that enables the admin API (`/admin/agents`); unset, it is off.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -178,6 +181,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             max_attempts: i32::try_from(self.max_attempts.max(1)).unwrap_or(i32::MAX),
             default_ttl: self.task_ttl,
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             ..ApiConfig::new(public_url)
         }
     }

@@ -21,6 +21,8 @@ pub struct ApiConfig {
     pub routing: RoutingRules,
     /// Deadline for tasks whose message sets none; `None` for no limit.
     pub default_ttl: Option<Duration>,
+    /// Bearer token for the admin API; `None` disables it.
+    pub admin_token: Option<String>,
 }
 
 impl ApiConfig {
@@ -33,6 +35,7 @@ impl ApiConfig {
             max_attempts: 8,
             routing: RoutingRules::default(),
             default_ttl: None,
+            admin_token: None,
         }
     }
 }

@@ -12,8 +12,10 @@
 //! - [`events`], [`sse`], [`hub`]: task streams read from the event log,
 //!   framed as SSE, woken by this process's single LISTEN connection.
 //! - [`card`]: the agent card. [`health`]: liveness and readiness.
+//! - [`admin`]: the token-protected admin API for remote agents.
 //! - [`error`]: the one error type and its mapping to A2A codes and HTTP.
 
+pub mod admin;
 pub mod card;
 pub mod compat;
 pub mod config;

@@ -18,7 +18,7 @@ use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::handler::A2aHandler;
 use crate::hub::EventHub;
-use crate::{health, jsonrpc, rest};
+use crate::{admin, health, jsonrpc, rest};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/.well-known/agent-card.json", get(card))
         .route("/.well-known/agent.json", get(card))
+        .route("/admin/agents", get(admin::list).post(admin::add))
+        .route("/admin/agents/{name}", axum::routing::delete(admin::remove))
         .merge(rest::routes())
         .nest("/{tenant}", rest::routes())
         .fallback(|| async {

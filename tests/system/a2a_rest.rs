@@ -106,3 +106,44 @@ async fn tenant_prefixed_routes_scope_every_task() {
     let rpc = api.rpc("GetTask", json!({"id": id, "tenant": "acme"})).await;
     assert_eq!(rpc["result"]["id"], id.as_str(), "the JSON-RPC tenant is the same tenant");
 }
+
+#[tokio::test]
+async fn the_admin_api_registers_agents_only_for_its_token_holder() {
+    let db = TestDb::new().await;
+    let closed = Api::start(&db).await;
+    let (status, _) = closed.rest(Method::GET, "/admin/agents", None).await;
+    assert_eq!(status, 403, "off without a token configured");
+
+    let api = Api::start_on(db.another_store().await, |c| switchyard_api::ApiConfig {
+        admin_token: Some("s3cret".into()),
+        ..c
+    })
+    .await;
+    let url = format!("{}/admin/agents", api.base);
+    let anonymous = api.http.get(&url).send().await.expect("get");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert!(anonymous.headers().get("www-authenticate").is_some());
+    let wrong = api.http.get(&url).bearer_auth("guess").send().await.expect("get");
+    assert_eq!(wrong.status().as_u16(), 401);
+
+    let added = api
+        .http
+        .post(&url)
+        .bearer_auth("s3cret")
+        .json(&json!({"name": "remote-1", "url": "https://agents.example/a"}))
+        .send()
+        .await;
+    assert_eq!(added.expect("post").status().as_u16(), 201);
+    let bad =
+        api.http.post(&url).bearer_auth("s3cret").json(&json!({"name": "bad name!", "url": "https://x"})).send().await;
+    assert_eq!(bad.expect("post").status().as_u16(), 400);
+    let listed: serde_json::Value =
+        api.http.get(&url).bearer_auth("s3cret").send().await.expect("get").json().await.expect("json");
+    let names: Vec<&str> =
+        listed["agents"].as_array().expect("agents").iter().filter_map(|a| a["name"].as_str()).collect();
+    assert!(names.contains(&"remote-1"), "{listed}");
+    let removed = api.http.delete(format!("{url}/remote-1")).bearer_auth("s3cret").send().await.expect("delete");
+    assert_eq!(removed.status().as_u16(), 204);
+    let again = api.http.delete(format!("{url}/remote-1")).bearer_auth("s3cret").send().await.expect("delete");
+    assert_eq!(again.status().as_u16(), 404);
+}

@@ -110,20 +110,34 @@ impl Delegator {
         Delegator { http, settings }
     }
 
-    /// The agent's card: stored, or fetched now and stored.
+    /// The agent's card: stored, or fetched now and stored. A stored card
+    /// older than [`CARD_MAX_AGE`] is refreshed; if the refresh fails, the
+    /// stored card is used (an agent whose card server hiccups still works).
     async fn card(&self, ctx: &JobContext, agent: &AgentRecord) -> Result<AgentCard, Stop> {
-        if let Some(card) = agent.card.clone().and_then(|c| serde_json::from_value(c).ok()) {
-            return Ok(card);
+        let stored: Option<AgentCard> = agent.card.clone().and_then(|c| serde_json::from_value(c).ok());
+        let fresh = agent
+            .card_fetched_at
+            .is_some_and(|at| chrono::Utc::now() - at < chrono::Duration::from_std(CARD_MAX_AGE).unwrap_or_default());
+        if let (Some(card), true) = (&stored, fresh) {
+            return Ok(card.clone());
         }
-        let card = AgentCardResolver::new(Some(self.http.clone())).resolve(&agent.url).await.map_err(|e| {
-            Stop::Outcome(Outcome::Retry {
-                error: format!("fetching the card of {}: {}", agent.name, e.message),
-                retry_after: None,
-            })
-        })?;
-        let json = serde_json::to_value(&card).unwrap_or_default();
-        ctx.store().agent_set_card(&agent.name, &json).await?;
-        Ok(card)
+        match AgentCardResolver::new(Some(self.http.clone())).resolve(&agent.url).await {
+            Ok(card) => {
+                let json = serde_json::to_value(&card).unwrap_or_default();
+                ctx.store().agent_set_card(&agent.name, &json).await?;
+                Ok(card)
+            }
+            Err(e) => match stored {
+                Some(card) => {
+                    tracing::warn!(agent = %agent.name, error = %e.message, "card refresh failed; using the stored card");
+                    Ok(card)
+                }
+                None => Err(Stop::Outcome(Outcome::Retry {
+                    error: format!("fetching the card of {}: {}", agent.name, e.message),
+                    retry_after: None,
+                })),
+            },
+        }
     }
 
     async fn client(&self, card: &AgentCard) -> Result<Client, A2AError> {
@@ -352,6 +366,9 @@ struct Run<'a> {
     /// How long this attempt may follow the remote task.
     budget: Duration,
 }
+
+/// How long a fetched Agent Card is trusted before it is fetched again.
+const CARD_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// How long polling waits at most between two looks at a remote task.
 const POLL_CAP: Duration = Duration::from_secs(5);

@@ -10,6 +10,8 @@
 //! | `sleep MS` | completes after MS milliseconds |
 //! | `ask` | asks for input; the answer completes it (artifact `answer: …`) |
 //! | `fail N REST` | answers HTTP 503 to the first N deliveries of this messageId, then runs REST |
+//! | `throttle N REST` | answers HTTP 429 with `Retry-After: 1` to the first N deliveries, then runs REST |
+//! | `status CODE` | answers every delivery with HTTP CODE |
 //! | `reject` | rejects the task |
 //! | `message TEXT` | answers with a Message, no task |
 //! | `hang` | works forever (until canceled) |
@@ -191,13 +193,21 @@ impl Agent {
             *n += 1;
             *n
         };
-        if let Some(rest) = text.strip_prefix("fail ") {
-            let mut words = rest.splitn(2, ' ');
-            let n: u32 = words.next().and_then(|n| n.parse().ok()).unwrap_or(1);
-            if seen <= n {
-                return Err((StatusCode::SERVICE_UNAVAILABLE, json!({"error": "try again"})));
+        for (prefix, status) in
+            [("fail ", StatusCode::SERVICE_UNAVAILABLE), ("throttle ", StatusCode::TOO_MANY_REQUESTS)]
+        {
+            if let Some(rest) = text.strip_prefix(prefix) {
+                let mut words = rest.splitn(2, ' ');
+                let n: u32 = words.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+                if seen <= n {
+                    return Err((status, json!({"error": "try again"})));
+                }
+                command = words.next().unwrap_or("echo recovered").to_owned();
             }
-            command = words.next().unwrap_or("echo recovered").to_owned();
+        }
+        if let Some(code) = text.strip_prefix("status ").and_then(|c| c.trim().parse::<u16>().ok()) {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err((status, json!({"error": "as you asked"})));
         }
         if let Some(reply) = command.strip_prefix("message ") {
             let mut m = Message::new(Role::Agent, vec![Part::text(reply)]);
@@ -297,7 +307,13 @@ async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Respons
                 Err((StatusCode::OK, e)) => {
                     return Json(json!({"jsonrpc": "2.0", "id": id, "error": e})).into_response();
                 }
-                Err((status, body)) => return (status, Json(body)).into_response(),
+                Err((status, body)) => {
+                    let mut response = (status, Json(body)).into_response();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                    }
+                    return response;
+                }
             };
             let task_id = match accepted {
                 Accepted::Message(m) => {

@@ -395,3 +395,22 @@ async fn long_remote_work_is_parked_instead_of_holding_a_lease() {
     assert_eq!(stack.job(&id, "delegate").await.1, 1, "parking spends no attempt");
     assert_eq!(stack.received(&message_id).await, 1, "a parked job re-attaches; it does not resend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_statuses_decide_between_retrying_and_failing() {
+    let stack = Stack::start(&[]).await;
+    // 429 with Retry-After: retried (no sooner than the agent asked), then done.
+    let throttled = message("throttle 1 echo patient");
+    let message_id = throttled["messageId"].as_str().expect("id").to_owned();
+    let task = stack.send_message(throttled).await;
+    let task = stack.settled(task["id"].as_str().expect("id")).await;
+    assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
+    assert_eq!(stack.received(&message_id).await, 2);
+
+    // 404: the agent's answer will not change; fail at once, no retries.
+    let gone = stack.send("status 404").await;
+    let gone = stack.settled(gone["id"].as_str().expect("id")).await;
+    assert_eq!(state(&gone), "TASK_STATE_FAILED", "{gone}");
+    assert!(status_text(&gone).contains("404"), "{gone}");
+    assert_eq!(stack.job(gone["id"].as_str().expect("id"), "delegate").await.1, 1, "one attempt only");
+}

@@ -4,20 +4,18 @@
 use std::time::Duration;
 
 use a2a::{
-    A2AError, AgentCard, Message, Role, SendMessageConfiguration, SendMessageRequest, SendMessageResponse,
-    StreamResponse, SubscribeToTaskRequest, TaskState as WireState, error_code,
+    AgentCard, Message, Role, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse,
+    TaskState as WireState, error_code,
 };
+use a2a_client::A2AClientFactory;
 use a2a_client::agent_card::AgentCardResolver;
-use a2a_client::{A2AClient, A2AClientFactory, Transport};
 use switchyard_engine::{
     AgentRecord, ArtifactUpdate, ClaimedJob, Delegation, Gate, StoreError, TaskEvent, TaskRecord, TaskState,
 };
 use tokio_stream::StreamExt;
 
 use crate::handler::{JobContext, Outcome};
-
-type Client = A2AClient<Box<dyn Transport>>;
-type Events = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamResponse, A2AError>> + Send>>;
+use crate::remote::{Events, JsonRpcAgent, RemoteAgent, RemoteError};
 
 /// Fetches and parses an agent's card (for registering it).
 pub async fn fetch_card(url: &str) -> Result<serde_json::Value, String> {
@@ -77,25 +75,14 @@ impl From<StoreError> for Stop {
 }
 
 /// Retry or not, from what the remote agent (or the way to it) said.
-fn classify(agent: &str, e: &A2AError) -> Outcome {
-    use error_code::*;
-    match e.code {
-        TASK_NOT_FOUND
-        | TASK_NOT_CANCELABLE
-        | PUSH_NOTIFICATION_NOT_SUPPORTED
-        | UNSUPPORTED_OPERATION
-        | CONTENT_TYPE_NOT_SUPPORTED
-        | INVALID_AGENT_RESPONSE
-        | EXTENDED_CARD_NOT_CONFIGURED
-        | EXTENSION_SUPPORT_REQUIRED
-        | VERSION_NOT_SUPPORTED
-        | INVALID_PARAMS
-        | INVALID_REQUEST
-        | METHOD_NOT_FOUND
-        | PARSE_ERROR => Outcome::Fail { reason: format!("agent {agent} refused the task: {}", e.message) },
-        // The client reports transport failures (refused connections,
-        // timeouts, HTTP 5xx/429) as internal errors: worth another try.
-        _ => Outcome::Retry { error: format!("agent {agent}: {}", e.message), retry_after: None },
+fn classify(agent: &str, e: &RemoteError) -> Outcome {
+    match e {
+        RemoteError::Transient { message, retry_after } => {
+            Outcome::Retry { error: format!("agent {agent}: {message}"), retry_after: *retry_after }
+        }
+        RemoteError::Permanent { message, .. } => {
+            Outcome::Fail { reason: format!("agent {agent} refused the task: {message}") }
+        }
     }
 }
 
@@ -140,14 +127,24 @@ impl Delegator {
         }
     }
 
-    async fn client(&self, card: &AgentCard) -> Result<Client, A2AError> {
+    /// The agent's JSON-RPC 1.x interface, called directly; failing that,
+    /// the official client over whatever else the card offers.
+    async fn client(&self, card: &AgentCard) -> Result<RemoteAgent, RemoteError> {
+        let json_rpc = card
+            .supported_interfaces
+            .iter()
+            .find(|i| i.protocol_binding.as_str() == "JSONRPC" && i.protocol_version.as_str().starts_with("1."));
+        if let Some(interface) = json_rpc {
+            return Ok(RemoteAgent::JsonRpc(JsonRpcAgent::new(self.http.clone(), interface.url.clone())));
+        }
         A2AClientFactory::builder()
             .no_defaults()
-            .register(std::sync::Arc::new(a2a_client::jsonrpc::JsonRpcTransportFactory::new(Some(self.http.clone()))))
             .register(std::sync::Arc::new(a2a_client::rest::RestTransportFactory::new(Some(self.http.clone()))))
             .build()
             .create_from_card(card)
             .await
+            .map(RemoteAgent::Sdk)
+            .map_err(|e| RemoteError::Permanent { message: format!("no usable interface: {}", e.message), code: None })
     }
 
     /// One attempt at a `cancel_remote` job: cancel the remote task of a
@@ -167,10 +164,9 @@ impl Delegator {
                 Ok(client) => client,
                 Err(e) => return Ok(classify(&agent.name, &e)),
             };
-            let request = a2a::CancelTaskRequest { id: remote, metadata: None, tenant: None };
-            Ok(match client.cancel_task(&request).await {
+            Ok(match client.cancel(&remote).await {
                 Ok(_) => Outcome::Done(Vec::new()),
-                Err(e) if e.code == error_code::TASK_NOT_CANCELABLE || e.code == error_code::TASK_NOT_FOUND => {
+                Err(e) if matches!(e.code(), Some(error_code::TASK_NOT_CANCELABLE | error_code::TASK_NOT_FOUND)) => {
                     Outcome::Done(Vec::new())
                 }
                 Err(e) => classify(&agent.name, &e),
@@ -231,9 +227,9 @@ impl Delegator {
         {
             // Sent before this attempt: re-attach rather than send again.
             let result = if streaming {
-                match client.subscribe_to_task(&SubscribeToTaskRequest { id: remote.clone(), tenant: None }).await {
+                match client.subscribe(&remote).await {
                     Ok(events) => run.follow(events).await,
-                    Err(e) if e.code == error_code::UNSUPPORTED_OPERATION => run.poll(&client, &remote).await,
+                    Err(e) if e.code() == Some(error_code::UNSUPPORTED_OPERATION) => run.poll(&client, &remote).await,
                     Err(e) => Err(e.into()),
                 }
             } else {
@@ -270,12 +266,12 @@ impl Delegator {
         };
         run.delegation.forwarded_message_id = Some(latest.message_id.clone());
         let result = if streaming {
-            match client.send_streaming_message(&request).await {
+            match client.send_streaming(&request).await {
                 Ok(events) => run.follow(events).await,
                 Err(e) => Err(e.into()),
             }
         } else {
-            match client.send_message(&request).await {
+            match client.send(&request).await {
                 Ok(SendMessageResponse::Task(t)) => run
                     .fold(StreamResponse::Task(t))
                     .await
@@ -333,12 +329,12 @@ impl Delegator {
 
 /// What can interrupt a run: the remote side, or our own store.
 enum RunError {
-    Remote(A2AError),
+    Remote(RemoteError),
     Store(StoreError),
 }
 
-impl From<A2AError> for RunError {
-    fn from(e: A2AError) -> Self {
+impl From<RemoteError> for RunError {
+    fn from(e: RemoteError) -> Self {
         RunError::Remote(e)
     }
 }
@@ -485,13 +481,11 @@ impl Run<'_> {
 
     /// Polls the remote task with growing intervals until it settles, or
     /// until this attempt's budget is spent (then the job is retried later).
-    async fn poll(&mut self, client: &Client, remote: &str) -> Result<Settled, RunError> {
+    async fn poll(&mut self, client: &RemoteAgent, remote: &str) -> Result<Settled, RunError> {
         let started = tokio::time::Instant::now();
         let mut wait = Duration::from_millis(100);
         loop {
-            let task = client
-                .get_task(&a2a::GetTaskRequest { id: remote.to_owned(), history_length: Some(0), tenant: None })
-                .await?;
+            let task = client.get_task(remote).await?;
             let settled = task.status.state.is_terminal()
                 || task.status.state == WireState::InputRequired
                 || task.status.state == WireState::AuthRequired;

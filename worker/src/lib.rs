@@ -9,6 +9,8 @@
 //!   claims batches, runs them with bounded concurrency, heartbeats their
 //!   leases, rescues leases other workers lost, and drains on shutdown.
 //! - [`dispatch`]: the built-in handler that routes each job kind.
+//! - [`remote`]: the call to a remote agent, with failures classified at
+//!   the HTTP layer (retry or not, and `Retry-After`).
 //! - [`delegate`]: carries a task to its remote agent (streaming, blocking
 //!   or polling, as the agent's card allows), checkpoints the remote ids,
 //!   folds the agent's events into the task, and resumes after a crash.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod delegate;
 pub mod dispatch;
 pub mod handler;
+pub mod remote;
 pub mod runtime;
 
 pub use config::{ConfigError, WorkerConfig};

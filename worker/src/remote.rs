@@ -1,0 +1,339 @@
+//! The call to a remote agent, behind our own type so every failure is
+//! classified where it is visible: at the HTTP layer.
+//!
+//! JSON-RPC agents (the common case) are called by [`JsonRpcAgent`], which
+//! sees status codes and `Retry-After`; agents offering only HTTP+JSON go
+//! through the official client's REST transport, whose errors carry the
+//! status in their text.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use a2a::{A2AError, SendMessageRequest, SendMessageResponse, StreamResponse, Task, error_code};
+use a2a_client::{A2AClient, Transport};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio_stream::{Stream, StreamExt};
+
+/// A stream of remote task events.
+pub type Events = Pin<Box<dyn Stream<Item = Result<StreamResponse, RemoteError>> + Send>>;
+
+/// What went wrong talking to a remote agent: retry or not, and when.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RemoteError {
+    /// Worth another try (connection refused, timeout, HTTP 5xx/429, the
+    /// agent's own internal error), no sooner than `retry_after` if it said.
+    #[error("{message}")]
+    Transient { message: String, retry_after: Option<Duration> },
+    /// A verdict: retrying would get the same answer (HTTP 4xx, an invalid
+    /// response, an A2A error such as invalid params or unsupported operation).
+    #[error("{message}")]
+    Permanent { message: String, code: Option<i32> },
+}
+
+impl RemoteError {
+    fn transient(message: impl Into<String>) -> Self {
+        RemoteError::Transient { message: message.into(), retry_after: None }
+    }
+
+    fn permanent(message: impl Into<String>) -> Self {
+        RemoteError::Permanent { message: message.into(), code: None }
+    }
+
+    /// The A2A error code the agent answered with, if it answered with one.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            RemoteError::Permanent { code, .. } => *code,
+            RemoteError::Transient { .. } => None,
+        }
+    }
+
+    fn from_reqwest(e: &reqwest::Error) -> Self {
+        // Connection, timeout and body errors are all about the way there.
+        RemoteError::transient(format!("request failed: {e}"))
+    }
+
+    fn from_status(status: StatusCode, headers: &HeaderMap, body: &str) -> Self {
+        let snippet: String = body.chars().take(200).collect();
+        let message = format!("HTTP {status}: {snippet}");
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
+        {
+            RemoteError::Transient { message, retry_after: retry_after(headers) }
+        } else {
+            RemoteError::permanent(message)
+        }
+    }
+
+    /// An A2A/JSON-RPC error object from the agent.
+    fn from_rpc(error: &Value) -> Self {
+        let code = error.get("code").and_then(Value::as_i64).and_then(|c| i32::try_from(c).ok());
+        let message = error.get("message").and_then(Value::as_str).unwrap_or("error without a message").to_owned();
+        match code {
+            // The agent's own failure may pass; everything else is a verdict.
+            Some(error_code::INTERNAL_ERROR) => RemoteError::transient(format!("agent internal error: {message}")),
+            code => RemoteError::Permanent { message, code },
+        }
+    }
+
+    /// Classifies an error from the official client (REST transport).
+    fn from_sdk(e: &A2AError) -> Self {
+        if e.code != error_code::INTERNAL_ERROR {
+            return RemoteError::Permanent { message: e.message.clone(), code: Some(e.code) };
+        }
+        // "HTTP 404 Not Found: …" — the REST transport's way of saying.
+        let status = e
+            .message
+            .strip_prefix("HTTP ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|code| code.trim_end_matches(':').parse::<u16>().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok());
+        match status {
+            Some(status) if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS => {
+                RemoteError::permanent(e.message.clone())
+            }
+            _ => RemoteError::transient(e.message.clone()),
+        }
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+}
+
+/// A remote agent, by whichever interface its card offers.
+pub enum RemoteAgent {
+    JsonRpc(JsonRpcAgent),
+    Sdk(A2AClient<Box<dyn Transport>>),
+}
+
+impl std::fmt::Debug for RemoteAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteAgent::JsonRpc(a) => f.debug_tuple("JsonRpc").field(&a.url).finish(),
+            RemoteAgent::Sdk(_) => f.write_str("Sdk"),
+        }
+    }
+}
+
+impl RemoteAgent {
+    pub async fn send(&self, request: &SendMessageRequest) -> Result<SendMessageResponse, RemoteError> {
+        match self {
+            RemoteAgent::JsonRpc(a) => a.call("SendMessage", json!(request)).await,
+            RemoteAgent::Sdk(c) => c.send_message(request).await.map_err(|e| RemoteError::from_sdk(&e)),
+        }
+    }
+
+    pub async fn send_streaming(&self, request: &SendMessageRequest) -> Result<Events, RemoteError> {
+        match self {
+            RemoteAgent::JsonRpc(a) => a.stream("SendStreamingMessage", json!(request)).await,
+            RemoteAgent::Sdk(c) => sdk_events(c.send_streaming_message(request).await),
+        }
+    }
+
+    pub async fn subscribe(&self, task_id: &str) -> Result<Events, RemoteError> {
+        match self {
+            RemoteAgent::JsonRpc(a) => a.stream("SubscribeToTask", json!({ "id": task_id })).await,
+            RemoteAgent::Sdk(c) => {
+                sdk_events(c.subscribe_to_task(&a2a::SubscribeToTaskRequest { id: task_id.into(), tenant: None }).await)
+            }
+        }
+    }
+
+    pub async fn get_task(&self, task_id: &str) -> Result<Task, RemoteError> {
+        match self {
+            RemoteAgent::JsonRpc(a) => a.call("GetTask", json!({ "id": task_id, "historyLength": 0 })).await,
+            RemoteAgent::Sdk(c) => c
+                .get_task(&a2a::GetTaskRequest { id: task_id.into(), history_length: Some(0), tenant: None })
+                .await
+                .map_err(|e| RemoteError::from_sdk(&e)),
+        }
+    }
+
+    pub async fn cancel(&self, task_id: &str) -> Result<Task, RemoteError> {
+        match self {
+            RemoteAgent::JsonRpc(a) => a.call("CancelTask", json!({ "id": task_id })).await,
+            RemoteAgent::Sdk(c) => c
+                .cancel_task(&a2a::CancelTaskRequest { id: task_id.into(), metadata: None, tenant: None })
+                .await
+                .map_err(|e| RemoteError::from_sdk(&e)),
+        }
+    }
+}
+
+fn sdk_events(
+    result: Result<a2a_client::BoxStream<'static, Result<StreamResponse, A2AError>>, A2AError>,
+) -> Result<Events, RemoteError> {
+    let events = result.map_err(|e| RemoteError::from_sdk(&e))?;
+    Ok(Box::pin(events.map(|e| e.map_err(|e| RemoteError::from_sdk(&e)))))
+}
+
+/// An A2A v1.0 JSON-RPC endpoint, called directly.
+#[derive(Debug, Clone)]
+pub struct JsonRpcAgent {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl JsonRpcAgent {
+    pub fn new(http: reqwest::Client, url: String) -> Self {
+        JsonRpcAgent { http, url }
+    }
+
+    fn request(&self, method: &str, params: Value) -> reqwest::RequestBuilder {
+        let id = uuid::Uuid::now_v7().to_string();
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        self.http.post(&self.url).header("A2A-Version", "1.0").header(CONTENT_TYPE, "application/json").json(&body)
+    }
+
+    /// A unary call.
+    pub async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RemoteError> {
+        let response = self.request(method, params).send().await.map_err(|e| RemoteError::from_reqwest(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(|e| RemoteError::from_reqwest(&e))?;
+        if !status.is_success() {
+            return Err(RemoteError::from_status(status, &headers, &body));
+        }
+        let envelope: Value = serde_json::from_str(&body)
+            .map_err(|_| RemoteError::permanent(format!("invalid response to {method}: not JSON")))?;
+        result_of(method, envelope)
+    }
+
+    /// A streaming call: SSE frames, each a JSON-RPC response.
+    pub async fn stream(&self, method: &str, params: Value) -> Result<Events, RemoteError> {
+        let response = self
+            .request(method, params)
+            .header(ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| RemoteError::from_reqwest(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(RemoteError::from_status(status, &headers, &body));
+        }
+        let is_sse =
+            headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/event-stream"));
+        if !is_sse {
+            // An error before the stream started comes back as plain JSON.
+            let body = response.text().await.map_err(|e| RemoteError::from_reqwest(&e))?;
+            let envelope: Value = serde_json::from_str(&body)
+                .map_err(|_| RemoteError::permanent(format!("invalid response to {method}: neither SSE nor JSON")))?;
+            let first: StreamResponse = result_of(method, envelope)?;
+            return Ok(Box::pin(tokio_stream::once(Ok(first))));
+        }
+        let method = method.to_owned();
+        let mut bytes = response.bytes_stream();
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        tokio::spawn(async move {
+            let mut buffer = String::new();
+            loop {
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let data: Vec<&str> =
+                        block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                    if data.is_empty() {
+                        continue; // a comment (keep-alive) or an id-only event
+                    }
+                    let event = serde_json::from_str::<Value>(&data.join("\n"))
+                        .map_err(|_| RemoteError::permanent(format!("invalid SSE frame from {method}")))
+                        .and_then(|envelope| result_of::<StreamResponse>(&method, envelope));
+                    let stop = event.is_err();
+                    if tx.send(event).await.is_err() || stop {
+                        return;
+                    }
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n")),
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(RemoteError::from_reqwest(&e))).await;
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+fn result_of<T: DeserializeOwned>(method: &str, mut envelope: Value) -> Result<T, RemoteError> {
+    if let Some(error) = envelope.get("error") {
+        return Err(RemoteError::from_rpc(error));
+    }
+    let result = envelope
+        .get_mut("result")
+        .map(Value::take)
+        .ok_or_else(|| RemoteError::permanent(format!("invalid response to {method}: no result")))?;
+    serde_json::from_value(result).map_err(|e| RemoteError::permanent(format!("invalid result of {method}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn statuses_split_into_retry_and_verdict() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(
+            RemoteError::from_status(StatusCode::TOO_MANY_REQUESTS, &headers, "slow down"),
+            RemoteError::Transient {
+                message: "HTTP 429 Too Many Requests: slow down".into(),
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        assert!(matches!(
+            RemoteError::from_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), ""),
+            RemoteError::Transient { .. }
+        ));
+        assert!(matches!(
+            RemoteError::from_status(StatusCode::NOT_FOUND, &HeaderMap::new(), ""),
+            RemoteError::Permanent { .. }
+        ));
+        assert!(matches!(
+            RemoteError::from_status(StatusCode::UNAUTHORIZED, &HeaderMap::new(), ""),
+            RemoteError::Permanent { .. }
+        ));
+    }
+
+    #[test]
+    fn rpc_errors_are_verdicts_except_the_agents_own_failure() {
+        let refused = RemoteError::from_rpc(&json!({"code": -32602, "message": "bad"}));
+        assert_eq!(refused.code(), Some(-32602));
+        assert!(matches!(
+            RemoteError::from_rpc(&json!({"code": -32603, "message": "oops"})),
+            RemoteError::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn sdk_errors_are_classified_by_their_status_text() {
+        let not_found = A2AError::internal("HTTP 404 Not Found: no route");
+        assert!(matches!(RemoteError::from_sdk(&not_found), RemoteError::Permanent { .. }));
+        let unavailable = A2AError::internal("HTTP 503 Service Unavailable: later");
+        assert!(matches!(RemoteError::from_sdk(&unavailable), RemoteError::Transient { .. }));
+        let refused = A2AError::new(error_code::TASK_NOT_FOUND, "gone");
+        assert_eq!(RemoteError::from_sdk(&refused).code(), Some(error_code::TASK_NOT_FOUND));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc2822();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).expect("header"));
+        assert!(retry_after(&headers).is_some_and(|d| d > Duration::from_secs(50)));
+    }
+}

@@ -378,7 +378,7 @@ async fn an_open_breaker_holds_work_for_its_agent_without_spending_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_remote_work_is_parked_instead_of_holding_a_lease() {
-    let stack = Stack::start_with(&[], &["--attach-budget", "500ms"]).await;
+    let mut stack = Stack::start_with(&[], &["--attach-budget", "500ms"]).await;
     let msg = message("sleep 2500");
     let message_id = msg["messageId"].as_str().expect("id").to_owned();
     let sent = stack
@@ -390,6 +390,11 @@ async fn long_remote_work_is_parked_instead_of_holding_a_lease() {
         state == "ready" && error.is_some_and(|e| e.contains("still working"))
     })
     .await;
+    // The worker dies while the job is parked; another picks it up.
+    let mut doomed = stack.worker.take().expect("worker");
+    doomed.start_kill().expect("SIGKILL");
+    doomed.wait().await.expect("reaped");
+    stack.worker = Some(stack.spawn_worker("w2"));
     let task = stack.settled(&id).await;
     assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
     assert_eq!(stack.job(&id, "delegate").await.1, 1, "parking spends no attempt");

@@ -75,7 +75,7 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
     };
     let tenant = params.get("tenant").and_then(Value::as_str).map(str::to_owned);
     let caller = caller(tenant.as_deref());
-    let key = idempotency_key(&parts.headers);
+    let key = validate::idempotency_key(&parts.headers);
     let reply = match version {
         Version::V1 => dispatch(&state.handler, &caller, &method, params, key, &parts.headers).await,
         Version::V03 => compat::dispatch(&state.handler, &caller, &method, params, key).await,
@@ -146,15 +146,6 @@ fn read_envelope(envelope: Value) -> Result<(Value, String, Value), (Value, ApiE
         Some(_) => return Err((id, ApiError::invalid_field("params", "must be an object"))),
     };
     Ok((id, method, params))
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
 }
 
 async fn dispatch(

@@ -65,15 +65,6 @@ fn into_response(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| fail(&e))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-}
-
 fn rest_frame(item: crate::events::StreamItem) -> Value {
     match item.event {
         Ok(event) => serde_json::to_value(event).unwrap_or(Value::Null),
@@ -87,7 +78,8 @@ async fn send(State(state): State<AppState>, Path(p): Params, request: Request<B
         async {
             check_version(&parts.headers, parts.uri.query())?;
             let request = validate::send_request(body_json(&state, body).await?)?;
-            let response = state.handler.send_message(&tenant(&p), request, idempotency_key(&parts.headers)).await?;
+            let response =
+                state.handler.send_message(&tenant(&p), request, validate::idempotency_key(&parts.headers)).await?;
             Ok(ok(response))
         }
         .await,
@@ -100,8 +92,10 @@ async fn stream(State(state): State<AppState>, Path(p): Params, request: Request
         async {
             check_version(&parts.headers, parts.uri.query())?;
             let request = validate::send_request(body_json(&state, body).await?)?;
-            let items =
-                state.handler.send_streaming_message(&tenant(&p), request, idempotency_key(&parts.headers)).await?;
+            let items = state
+                .handler
+                .send_streaming_message(&tenant(&p), request, validate::idempotency_key(&parts.headers))
+                .await?;
             Ok(sse::respond(items, rest_frame))
         }
         .await,

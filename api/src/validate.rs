@@ -66,6 +66,17 @@ pub fn history_length(value: Option<i32>, field: &str) -> Result<i64, ApiError> 
     }
 }
 
+/// The `Idempotency-Key` header, when a client sends one: it deduplicates
+/// like a `messageId` does.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+}
+
 /// A task id from a client: ours are UUIDs, so anything else names no task.
 pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|_| ApiError::TaskNotFound(raw.to_owned()))

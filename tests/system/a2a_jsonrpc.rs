@@ -321,3 +321,16 @@ async fn the_agent_card_is_served_cached_and_truthful() {
         .expect("get");
     assert_eq!(revalidated.status().as_u16(), 304);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_header_deduplicates_like_a_message_id() {
+    let db = TestDb::new().await;
+    let api = Api::start(&db).await;
+    let params = |text: &str| json!({"message": message(text), "configuration": {"returnImmediately": true}});
+    let headers = [("A2A-Version", "1.0"), ("Idempotency-Key", "order-42")];
+    let first = api.rpc_with("SendMessage", params("one"), &headers).await;
+    let second = api.rpc_with("SendMessage", params("two"), &headers).await;
+    assert_eq!(result(&first)["task"]["id"], result(&second)["task"]["id"], "same key, same task");
+    let other = api.rpc("SendMessage", params("three")).await;
+    assert_ne!(result(&other)["task"]["id"], result(&first)["task"]["id"]);
+}

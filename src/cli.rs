@@ -78,6 +78,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Inspect tasks: one task's whole story, or the recent ones.
+    Tasks {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Inspect and requeue jobs.
     Jobs {
         #[command(flatten)]
@@ -96,6 +103,29 @@ pub(crate) enum JobsCommand {
     },
     /// Put a dead job back in the queue with a fresh set of attempts.
     Requeue { job_id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// A task: its summary, event timeline with latencies, jobs and attempts, children.
+    Show {
+        task_id: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent tasks, newest change first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only tasks in this state (submitted, working, input_required, completed, …).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,8 +16,9 @@
 //! | `message TEXT` | answers with a Message, no task |
 //! | `hang` | works forever (until canceled) |
 //!
-//! `GET /received` reports how many times each messageId arrived, so tests
-//! can check what a broker delivered.
+//! `GET /received` reports how many times each messageId arrived, and
+//! `GET /traces` the `traceparent` it last came with, so tests can check what
+//! a broker delivered.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -42,6 +43,8 @@ use tokio_util::sync::CancellationToken;
 struct Inner {
     tasks: HashMap<String, AgentTask>,
     received: HashMap<String, u32>,
+    /// The `traceparent` each messageId last arrived with.
+    traces: HashMap<String, String>,
 }
 
 struct AgentTask {
@@ -293,7 +296,8 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
     Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
 }
 
-async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Response {
+async fn jsonrpc(State(agent): State<Agent>, headers: axum::http::HeaderMap, Json(call): Json<Value>) -> Response {
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let id = call.get("id").cloned().unwrap_or(Value::Null);
     let params = call.get("params").cloned().unwrap_or(json!({}));
     let method = call.get("method").and_then(Value::as_str).unwrap_or("");
@@ -302,6 +306,9 @@ async fn jsonrpc(State(agent): State<Agent>, Json(call): Json<Value>) -> Respons
             let Ok(request) = serde_json::from_value::<SendMessageRequest>(params) else {
                 return rpc_error(&id, -32602, "invalid params");
             };
+            if let Some(trace) = traceparent {
+                agent.lock().traces.insert(request.message.message_id.clone(), trace);
+            }
             let accepted = match agent.accept(&request) {
                 Ok(a) => a,
                 Err((StatusCode::OK, e)) => {
@@ -388,6 +395,10 @@ async fn received(State(agent): State<Agent>) -> Json<HashMap<String, u32>> {
     Json(agent.lock().received.clone())
 }
 
+async fn traces(State(agent): State<Agent>) -> Json<HashMap<String, String>> {
+    Json(agent.lock().traces.clone())
+}
+
 /// Serves the demo agent until `shutdown`.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
@@ -396,6 +407,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shutdown: Cancellat
         .route("/", post(jsonrpc))
         .route("/.well-known/agent-card.json", get(card))
         .route("/received", get(received))
+        .route("/traces", get(traces))
         .with_state(agent);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod config_file;
 mod demo_agent;
+mod inspect;
 
 use std::io::Write;
 
@@ -14,7 +15,7 @@ use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, LogFormat, ServeArgs, WorkerArgs};
+use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, LogFormat, ServeArgs, TasksCommand, WorkerArgs};
 use config_file::FileConfig;
 
 #[tokio::main]
@@ -48,6 +49,16 @@ async fn main() -> anyhow::Result<()> {
             api.and(worker)
         }
         Command::Agents { db, command } => agents(open(&db).await?, command).await,
+        Command::Tasks { db, command } => {
+            let store = open(&db).await?;
+            let mut out = std::io::stdout().lock();
+            match command {
+                TasksCommand::Show { task_id, json } => inspect::show(&store, &task_id, json, &mut out).await,
+                TasksCommand::List { tenant, state, limit, json } => {
+                    inspect::list(&store, tenant.as_deref(), state.as_deref(), limit, json, &mut out).await
+                }
+            }
+        }
         Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
         Command::DemoAgent { listen } => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

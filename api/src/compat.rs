@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::events::StreamItem;
 use crate::handler::A2aHandler;
 use crate::jsonrpc::Reply;
-use crate::validate;
+use crate::validate::{self, Intake};
 
 /// Whether `method` is a v0.3 JSON-RPC method name.
 pub fn is_v03_method(method: &str) -> bool {
@@ -23,12 +23,12 @@ pub async fn dispatch(
     caller: &Caller,
     method: &str,
     params: Value,
-    idempotency_key: Option<String>,
+    intake: Intake,
 ) -> Result<Reply, ApiError> {
     match method {
         "message/send" => {
             let request = validate::send_request(send_params(&params)?)?;
-            let response = handler.send_message(caller, request, idempotency_key).await?;
+            let response = handler.send_message(caller, request, intake).await?;
             let v1 = serde_json::to_value(response).unwrap_or(Value::Null);
             Ok(Reply::Value(match (v1.get("task"), v1.get("message")) {
                 (Some(task), _) => task_to_v03(task),
@@ -38,7 +38,7 @@ pub async fn dispatch(
         }
         "message/stream" => {
             let request = validate::send_request(send_params(&params)?)?;
-            Ok(Reply::Stream(handler.send_streaming_message(caller, request, idempotency_key).await?))
+            Ok(Reply::Stream(handler.send_streaming_message(caller, request, intake).await?))
         }
         "tasks/get" => {
             let request = GetTaskRequest {

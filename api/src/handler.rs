@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::events::{Start, StreamItem, stream_task, wait_until_settled};
 use crate::hub::EventHub;
 use crate::page;
-use crate::validate::{self, history_length};
+use crate::validate::{self, Intake, history_length};
 
 /// The job kind that carries a task to a remote agent.
 const DELEGATE: &str = "delegate";
@@ -59,12 +59,12 @@ impl A2aHandler {
         &self,
         caller: &Caller,
         request: SendMessageRequest,
-        idempotency_key: Option<String>,
+        intake: Intake,
     ) -> Result<SendMessageResponse, ApiError> {
         let config = request.configuration.as_ref();
         let history = history_length(config.and_then(|c| c.history_length), "configuration.historyLength")?;
         let return_immediately = config.and_then(|c| c.return_immediately).unwrap_or(false);
-        let task = self.accept(caller, request, idempotency_key).await?;
+        let task = self.accept(caller, request, intake).await?;
         let task = if return_immediately {
             task
         } else {
@@ -78,13 +78,13 @@ impl A2aHandler {
         &self,
         caller: &Caller,
         request: SendMessageRequest,
-        idempotency_key: Option<String>,
+        intake: Intake,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
         let history = history_length(
             request.configuration.as_ref().and_then(|c| c.history_length),
             "configuration.historyLength",
         )?;
-        let task = self.accept(caller, request, idempotency_key).await?;
+        let task = self.accept(caller, request, intake).await?;
         let messages = self.history(&task, history).await?;
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot))
     }
@@ -94,10 +94,10 @@ impl A2aHandler {
         &self,
         caller: &Caller,
         request: SendMessageRequest,
-        idempotency_key: Option<String>,
+        intake: Intake,
     ) -> Result<TaskRecord, ApiError> {
         let SendMessageRequest { message, configuration, metadata, .. } = request;
-        let key = idempotency_key.unwrap_or_else(|| message.message_id.clone());
+        let key = intake.idempotency_key.unwrap_or_else(|| message.message_id.clone());
         let push_config = configuration.and_then(|c| c.task_push_notification_config);
         let job = NewJob { payload: json!({}), ..NewJob::new(DELEGATE, self.config.max_attempts) };
         match message.task_id.as_deref().filter(|id| !id.is_empty()) {
@@ -133,7 +133,7 @@ impl A2aHandler {
                     idempotency_key: key,
                     message,
                     metadata,
-                    trace_context: None,
+                    trace_context: intake.trace_context,
                     parent_id: None,
                     job,
                     reject_reason,

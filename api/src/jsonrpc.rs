@@ -75,7 +75,7 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
     };
     let tenant = params.get("tenant").and_then(Value::as_str).map(str::to_owned);
     let caller = caller(tenant.as_deref());
-    let key = validate::idempotency_key(&parts.headers);
+    let key = validate::Intake::from_headers(&parts.headers);
     let reply = match version {
         Version::V1 => dispatch(&state.handler, &caller, &method, params, key, &parts.headers).await,
         Version::V03 => compat::dispatch(&state.handler, &caller, &method, params, key).await,
@@ -153,7 +153,7 @@ async fn dispatch(
     caller: &switchyard_engine::Caller,
     method: &str,
     params: Value,
-    key: Option<String>,
+    key: validate::Intake,
     headers: &HeaderMap,
 ) -> Result<Reply, ApiError> {
     match method {

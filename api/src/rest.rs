@@ -78,8 +78,10 @@ async fn send(State(state): State<AppState>, Path(p): Params, request: Request<B
         async {
             check_version(&parts.headers, parts.uri.query())?;
             let request = validate::send_request(body_json(&state, body).await?)?;
-            let response =
-                state.handler.send_message(&tenant(&p), request, validate::idempotency_key(&parts.headers)).await?;
+            let response = state
+                .handler
+                .send_message(&tenant(&p), request, validate::Intake::from_headers(&parts.headers))
+                .await?;
             Ok(ok(response))
         }
         .await,
@@ -94,7 +96,7 @@ async fn stream(State(state): State<AppState>, Path(p): Params, request: Request
             let request = validate::send_request(body_json(&state, body).await?)?;
             let items = state
                 .handler
-                .send_streaming_message(&tenant(&p), request, validate::idempotency_key(&parts.headers))
+                .send_streaming_message(&tenant(&p), request, validate::Intake::from_headers(&parts.headers))
                 .await?;
             Ok(sse::respond(items, rest_frame))
         }

@@ -66,15 +66,43 @@ pub fn history_length(value: Option<i32>, field: &str) -> Result<i64, ApiError> 
     }
 }
 
-/// The `Idempotency-Key` header, when a client sends one: it deduplicates
-/// like a `messageId` does.
-pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
+/// What a request's headers add to a message: an `Idempotency-Key`
+/// (deduplicating like a `messageId`) and the W3C trace context, which is
+/// stored with the task so work done later joins the caller's trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Intake {
+    pub idempotency_key: Option<String>,
+    pub trace_context: Option<Value>,
+}
+
+impl Intake {
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Intake {
+        let header = |name: &str| {
+            headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+        };
+        let trace_context = header("traceparent").filter(|t| valid_traceparent(t)).map(|traceparent| {
+            let mut context = serde_json::json!({ "traceparent": traceparent });
+            if let Some(state) = header("tracestate").filter(|s| s.len() <= 512) {
+                context["tracestate"] = Value::String(state);
+            }
+            context
+        });
+        Intake { idempotency_key: header("idempotency-key"), trace_context }
+    }
+}
+
+/// `version-traceid-parentid-flags`, lower-case hex, ids not all zero (W3C).
+fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
 }
 
 /// A task id from a client: ours are UUIDs, so anything else names no task.
@@ -89,6 +117,14 @@ mod tests {
 
     fn ok_message() -> Value {
         json!({"message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}]}})
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_kept() {
+        assert!(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent("garbage"));
     }
 
     #[test]

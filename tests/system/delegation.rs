@@ -419,3 +419,43 @@ async fn http_statuses_decide_between_retrying_and_failing() {
     assert!(status_text(&gone).contains("404"), "{gone}");
     assert_eq!(stack.job(gone["id"].as_str().expect("id"), "delegate").await.1, 1, "one attempt only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_trace_reaches_the_agent_and_tasks_show_tells_the_story() {
+    let stack = Stack::start(&[]).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let msg = message("echo traced");
+    let message_id = msg["messageId"].as_str().expect("id").to_owned();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": msg}});
+    let answer: Value = stack
+        .http
+        .post(&stack.base)
+        .header("A2A-Version", "1.0")
+        .header("traceparent", &traceparent)
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let id = answer["result"]["task"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(state(&answer["result"]["task"]), "TASK_STATE_COMPLETED");
+
+    let traces: Value =
+        stack.http.get(format!("{}/traces", stack.agent_url)).send().await.expect("get").json().await.expect("json");
+    assert!(traces[&message_id].as_str().is_some_and(|t| t.contains(trace_id)), "the agent saw our trace: {traces}");
+
+    let shown = switchyard(&stack.db, &["tasks", "show", &id]).output().await.expect("tasks show");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    for expected in [id.as_str(), "COMPLETED", trace_id, "demo", "TIMELINE", "WORKING", "delegate", "1/8"] {
+        assert!(text.contains(expected), "tasks show lacks {expected:?}:\n{text}");
+    }
+    let as_json = switchyard(&stack.db, &["tasks", "show", &id, "--json"]).output().await.expect("tasks show --json");
+    let document: Value = serde_json::from_slice(&as_json.stdout).expect("JSON");
+    assert_eq!(document["traceId"], trace_id);
+    assert_eq!(document["delegation"]["agent"], "demo");
+    let listed = switchyard(&stack.db, &["tasks", "list", "--state", "completed"]).output().await.expect("tasks list");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+}

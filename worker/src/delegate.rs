@@ -129,13 +129,14 @@ impl Delegator {
 
     /// The agent's JSON-RPC 1.x interface, called directly; failing that,
     /// the official client over whatever else the card offers.
-    async fn client(&self, card: &AgentCard) -> Result<RemoteAgent, RemoteError> {
+    async fn client(&self, card: &AgentCard, trace: Option<&serde_json::Value>) -> Result<RemoteAgent, RemoteError> {
         let json_rpc = card
             .supported_interfaces
             .iter()
             .find(|i| i.protocol_binding.as_str() == "JSONRPC" && i.protocol_version.as_str().starts_with("1."));
         if let Some(interface) = json_rpc {
-            return Ok(RemoteAgent::JsonRpc(JsonRpcAgent::new(self.http.clone(), interface.url.clone())));
+            let agent = JsonRpcAgent::new(self.http.clone(), interface.url.clone()).with_trace_context(trace);
+            return Ok(RemoteAgent::JsonRpc(agent));
         }
         A2AClientFactory::builder()
             .no_defaults()
@@ -160,7 +161,8 @@ impl Delegator {
                 return Ok(Outcome::Done(Vec::new()));
             };
             let card = self.card(ctx, &agent).await?;
-            let client = match self.client(&card).await {
+            let trace = store.task_load(job.lease.task_id).await?.trace_context;
+            let client = match self.client(&card, trace.as_ref()).await {
                 Ok(client) => client,
                 Err(e) => return Ok(classify(&agent.name, &e)),
             };
@@ -210,7 +212,7 @@ impl Delegator {
             return Ok(Outcome::Snooze { after, reason: format!("agent {name}'s circuit breaker is open") });
         }
         let card = self.card(ctx, &agent).await?;
-        let client = match self.client(&card).await {
+        let client = match self.client(&card, task.trace_context.as_ref()).await {
             Ok(client) => client,
             Err(e) => return Ok(classify(name, &e)),
         };

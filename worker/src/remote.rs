@@ -180,17 +180,35 @@ fn sdk_events(
 pub struct JsonRpcAgent {
     http: reqwest::Client,
     url: String,
+    /// W3C trace context to carry on every call (the task's, so the remote
+    /// agent's work joins the client's trace).
+    trace: Vec<(&'static str, String)>,
 }
 
 impl JsonRpcAgent {
     pub fn new(http: reqwest::Client, url: String) -> Self {
-        JsonRpcAgent { http, url }
+        JsonRpcAgent { http, url, trace: Vec::new() }
+    }
+
+    /// Carries `traceparent` (and `tracestate`) from a stored trace context.
+    pub fn with_trace_context(mut self, context: Option<&Value>) -> Self {
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = context.and_then(|c| c.get(name)).and_then(Value::as_str) {
+                self.trace.push((name, value.to_owned()));
+            }
+        }
+        self
     }
 
     fn request(&self, method: &str, params: Value) -> reqwest::RequestBuilder {
         let id = uuid::Uuid::now_v7().to_string();
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        self.http.post(&self.url).header("A2A-Version", "1.0").header(CONTENT_TYPE, "application/json").json(&body)
+        let mut request =
+            self.http.post(&self.url).header("A2A-Version", "1.0").header(CONTENT_TYPE, "application/json").json(&body);
+        for (name, value) in &self.trace {
+            request = request.header(*name, value);
+        }
+        request
     }
 
     /// A unary call.

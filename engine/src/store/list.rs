@@ -94,3 +94,44 @@ impl Store {
         Ok(TaskPage { tasks, total, next })
     }
 }
+
+impl Store {
+    /// Recent tasks across every caller, for operators: newest status first,
+    /// optionally one tenant's or one state's.
+    pub async fn tasks_recent(
+        &self,
+        tenant: Option<&str>,
+        state: Option<TaskState>,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = sqlx::query_as!(
+            TaskRow,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                      metadata, trace_context, version, created_at, status_at
+               FROM tasks
+               WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR state = $2)
+               ORDER BY status_at DESC, id DESC
+               LIMIT $3"#,
+            tenant,
+            state.map(TaskState::as_str),
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(TaskRecord::try_from).collect()
+    }
+
+    /// A task's children (fan-out branches and pipeline steps), oldest first.
+    pub async fn task_children(&self, parent: TaskId) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = sqlx::query_as!(
+            TaskRow,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                      metadata, trace_context, version, created_at, status_at
+               FROM tasks WHERE parent_id = $1 ORDER BY created_at, id"#,
+            parent.0,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(TaskRecord::try_from).collect()
+    }
+}

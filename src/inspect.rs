@@ -1,0 +1,183 @@
+//! `switchyard tasks show|list`: what happened to a task, for the operator
+//! paged at night. Readable tables by default, JSON with `--json`.
+
+use std::io::Write;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use switchyard_engine::{Store, StoredEvent, TaskEvent, TaskId, TaskRecord, TaskState};
+
+/// Prints one task: summary, delegation, event timeline, jobs, children.
+pub(crate) async fn show(store: &Store, id: &str, as_json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let id: TaskId = id.parse().with_context(|| format!("{id:?} is not a task id"))?;
+    let task = store.task_load(id).await?;
+    let events = store.task_events(id, 0, 10_000).await?;
+    let jobs = store.task_jobs(id).await?;
+    let delegation = store.delegation_get(id).await?;
+    let children = store.task_children(id).await?;
+    let trace_id = trace_id(&task);
+
+    if as_json {
+        let document = json!({
+            "task": task.to_a2a(None),
+            "tenant": task.tenant,
+            "owner": task.owner,
+            "parentId": task.parent_id.map(|p| p.to_string()),
+            "traceId": trace_id,
+            "delegation": delegation.map(|d| json!({
+                "agent": d.agent, "remoteTaskId": d.remote_task_id, "remoteContextId": d.remote_context_id,
+            })),
+            "events": events.iter().map(|e| json!({
+                "seq": e.seq, "at": e.created_at, "kind": e.event.kind().as_str(), "summary": summary(&e.event),
+            })).collect::<Vec<_>>(),
+            "jobs": jobs.iter().map(|j| json!({
+                "id": j.id.0, "kind": j.kind, "state": j.state.as_str(), "attempt": j.attempt,
+                "maxAttempts": j.max_attempts, "runAt": j.run_at, "leaseOwner": j.lease_owner,
+                "lastError": j.last_error, "createdAt": j.created_at, "finishedAt": j.finished_at,
+            })).collect::<Vec<_>>(),
+            "children": children.iter().map(|c| json!({"id": c.id.to_string(), "state": c.state.as_str()})).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
+        return Ok(());
+    }
+
+    let took = task.status_at - task.created_at;
+    writeln!(out, "Task     {}  {}", task.id, task.state.as_str().to_uppercase())?;
+    writeln!(out, "Caller   tenant {} / {}", task.tenant, task.owner)?;
+    writeln!(out, "Context  {}", task.context_id)?;
+    if let Some(parent) = task.parent_id {
+        writeln!(out, "Parent   {parent}")?;
+    }
+    writeln!(out, "Created  {}   last change {} later", stamp(task.created_at), human(took))?;
+    writeln!(out, "Trace    {}", trace_id.as_deref().unwrap_or("-"))?;
+    match &delegation {
+        Some(d) => writeln!(
+            out,
+            "Agent    {}   remote task {}",
+            d.agent,
+            d.remote_task_id.as_deref().unwrap_or("(not known yet)")
+        )?,
+        None => writeln!(out, "Agent    -")?,
+    }
+    if let Some(text) = task.status.message.as_ref().and_then(|m| m.text()) {
+        writeln!(out, "Status   {text}")?;
+    }
+
+    writeln!(out, "\nTIMELINE")?;
+    writeln!(out, "  {:>4}  {:<23}  {:>9}  {:<8}  WHAT", "SEQ", "AT", "+DELTA", "KIND")?;
+    let mut previous: Option<DateTime<Utc>> = None;
+    for StoredEvent { seq, event, created_at, .. } in &events {
+        let delta = previous.map(|p| format!("+{}", human(*created_at - p))).unwrap_or_default();
+        previous = Some(*created_at);
+        writeln!(
+            out,
+            "  {seq:>4}  {:<23}  {delta:>9}  {:<8}  {}",
+            stamp(*created_at),
+            event.kind().as_str(),
+            summary(event)
+        )?;
+    }
+
+    writeln!(out, "\nJOBS")?;
+    writeln!(out, "  {:>6}  {:<13}  {:<6}  {:>8}  {:<23}  LAST ERROR", "ID", "KIND", "STATE", "ATTEMPTS", "RUN AT")?;
+    for job in &jobs {
+        writeln!(
+            out,
+            "  {:>6}  {:<13}  {:<6}  {:>8}  {:<23}  {}",
+            job.id.0,
+            job.kind,
+            job.state.as_str(),
+            format!("{}/{}", job.attempt, job.max_attempts),
+            stamp(job.run_at),
+            job.last_error.as_deref().unwrap_or("")
+        )?;
+    }
+    if !children.is_empty() {
+        writeln!(out, "\nCHILDREN")?;
+        for child in &children {
+            writeln!(out, "  └─ {}  {}", child.id, child.state.as_str().to_uppercase())?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints recent tasks across callers.
+pub(crate) async fn list(
+    store: &Store,
+    tenant: Option<&str>,
+    state: Option<&str>,
+    limit: i64,
+    as_json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let state = state.map(|s| s.to_lowercase().parse::<TaskState>()).transpose().context("--state")?;
+    let tasks = store.tasks_recent(tenant, state, limit).await?;
+    if as_json {
+        let rows: Vec<Value> = tasks
+            .iter()
+            .map(|t| {
+                json!({"id": t.id.to_string(), "state": t.state.as_str(), "tenant": t.tenant,
+                            "contextId": t.context_id, "createdAt": t.created_at, "statusAt": t.status_at})
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    writeln!(out, "{:<36}  {:<14}  {:<12}  {:<23}  {:>9}", "TASK", "STATE", "TENANT", "LAST CHANGE", "AGE")?;
+    for t in &tasks {
+        writeln!(
+            out,
+            "{:<36}  {:<14}  {:<12}  {:<23}  {:>9}",
+            t.id,
+            t.state.as_str(),
+            t.tenant,
+            stamp(t.status_at),
+            human(Utc::now() - t.created_at)
+        )?;
+    }
+    Ok(())
+}
+
+/// The W3C trace id the task was created under, if any.
+fn trace_id(task: &TaskRecord) -> Option<String> {
+    let parent = task.trace_context.as_ref()?.get("traceparent")?.as_str()?;
+    parent.split('-').nth(1).map(str::to_owned)
+}
+
+fn summary(event: &TaskEvent) -> String {
+    let clip = |s: &str| {
+        let s = s.replace('\n', " ");
+        if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s }
+    };
+    match event {
+        TaskEvent::Status(s) => {
+            let state = TaskState::from_a2a(&s.state).map(|s| s.as_str().to_uppercase()).unwrap_or_default();
+            match s.message.as_ref().and_then(|m| m.text()) {
+                Some(text) => format!("{state}: {}", clip(text)),
+                None => state,
+            }
+        }
+        TaskEvent::Message(m) => format!("{:?}: {}", m.role, clip(m.text().unwrap_or("(non-text parts)"))),
+        TaskEvent::Artifact(a) => format!(
+            "{} {}{}",
+            a.artifact.artifact_id,
+            if a.append { "(+chunk)" } else { "" },
+            if a.last_chunk { " last" } else { "" }
+        ),
+    }
+}
+
+fn stamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+fn human(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000),
+        _ => format!("{}h{}m", ms / 3_600_000, (ms % 3_600_000) / 60_000),
+    }
+}

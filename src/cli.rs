@@ -241,6 +241,10 @@ pub(crate) struct WorkerArgs {
     /// On shutdown, how long in-flight jobs may finish before their leases are released.
     #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub(crate) drain_timeout: Duration,
+    /// host:port to serve this worker's Prometheus metrics on (`/metrics`);
+    /// `serve` and `dev` serve theirs on the API's port.
+    #[arg(long, env = "SWITCHYARD_METRICS_LISTEN")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// How long a remote agent may stay silent on one call.
     #[arg(long, env = "SWITCHYARD_REMOTE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) remote_timeout: Duration,

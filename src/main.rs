@@ -100,12 +100,24 @@ async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: Canc
     let bound = listener.local_addr()?;
     let config = switchyard_api::ApiConfig { routing: file.routing(), ..args.api_config(bound) };
     tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
-    let state = AppState::new(store, config, shutdown.clone());
+    let state = AppState::new(store, config, shutdown.clone()).with_metrics(metrics_handle()?);
     switchyard_api::serve(listener, state, shutdown, args.http_drain_timeout).await?;
     Ok(())
 }
 
 async fn work(store: Store, args: &WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(listen) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let state = switchyard_api::metrics::MetricsState { store: store.clone(), handle: metrics_handle()? };
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let app = switchyard_api::metrics::router(state);
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            if let Err(error) = served {
+                tracing::error!(%error, "metrics endpoint failed");
+            }
+        });
+    }
     let worker = Worker::new(store, args.worker_config(), Dispatcher::new(args.delegation()))?;
     worker.run(shutdown).await?;
     Ok(())
@@ -175,6 +187,22 @@ async fn jobs(store: Store, command: JobsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The process's one Prometheus recorder, installed on first use (`dev`
+/// serves the API's and the worker's metrics from the same recorder).
+fn metrics_handle() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::Mutex::new(None);
+    let mut slot = HANDLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = slot.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    *slot = Some(handle.clone());
+    Ok(handle)
 }
 
 /// One token for the whole process, cancelled by the first SIGINT or SIGTERM.

@@ -53,6 +53,11 @@ impl A2aHandler {
         &self.config
     }
 
+    /// Streams (and blocking sends) waiting on task events in this process.
+    pub fn stream_subscribers(&self) -> usize {
+        self.hub.subscribers()
+    }
+
     /// `SendMessage`: accept (create or continue a task), then by default wait,
     /// bounded, until it ends or asks for input.
     pub async fn send_message(
@@ -140,7 +145,12 @@ impl A2aHandler {
                     push_config,
                     deadline,
                 };
-                Ok(self.store.task_submit(new).await?.task)
+                let submission = self.store.task_submit(new).await?;
+                if submission.created {
+                    let outcome = if submission.task.state.is_terminal() { "rejected" } else { "accepted" };
+                    metrics::counter!("switchyard_tasks_received_total", "outcome" => outcome).increment(1);
+                }
+                Ok(submission.task)
             }
         }
     }

@@ -13,6 +13,8 @@
 //!   framed as SSE, woken by this process's single LISTEN connection.
 //! - [`card`]: the agent card. [`health`]: liveness and readiness.
 //! - [`admin`]: the token-protected admin API for remote agents.
+//! - [`metrics`]: Prometheus metrics, with deployment-wide gauges read from
+//!   the database at scrape time.
 //! - [`error`]: the one error type and its mapping to A2A codes and HTTP.
 
 pub mod admin;
@@ -25,6 +27,7 @@ pub mod handler;
 pub mod health;
 pub mod hub;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod page;
 pub mod rest;
 pub mod server;

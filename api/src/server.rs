@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_engine::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub store: Store,
     pub handler: A2aHandler,
     pub card: Arc<CardDocument>,
+    /// The process's metrics recorder, when one is installed.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
@@ -35,12 +38,28 @@ impl AppState {
         let hub = EventHub::start(store.clone(), shutdown);
         let card = Arc::new(CardDocument::build(&config));
         let handler = A2aHandler::new(store.clone(), hub, Arc::new(config));
-        AppState { store, handler, card }
+        AppState { store, handler, card, metrics: None }
+    }
+
+    /// Serves this recorder's metrics at `/metrics`.
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 }
 
 async fn card(State(state): State<AppState>, headers: HeaderMap) -> Response {
     state.card.respond(&headers)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    metrics::gauge!("switchyard_streams_active").set(state.handler.stream_subscribers() as f64);
+    match state.metrics {
+        Some(handle) => {
+            crate::metrics::render(State(crate::metrics::MetricsState { store: state.store, handle })).await
+        }
+        None => crate::metrics::disabled().await,
+    }
 }
 
 /// The whole HTTP surface, ready for `oneshot` in tests or a listener in `serve`.
@@ -49,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", post(jsonrpc::endpoint))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics))
         .route("/.well-known/agent-card.json", get(card))
         .route("/.well-known/agent.json", get(card))
         .route("/admin/agents", get(admin::list).post(admin::add))

@@ -36,7 +36,7 @@ pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
     AgentRecord, ClaimedJob, Cursor, Delegation, FollowUp, Gate, JobFate, JobRecord, JobState, Lease, NewJob, NewTask,
-    PushConfig, Rescued, Store, StoreConfig, Submission, TaskFilter, TaskPage,
+    PushConfig, Rescued, Stats, Store, StoreConfig, Submission, TaskFilter, TaskPage,
 };
 pub use task::{FoldError, TaskRecord};
 

@@ -459,3 +459,42 @@ async fn the_clients_trace_reaches_the_agent_and_tasks_show_tells_the_story() {
     let listed = switchyard(&stack.db, &["tasks", "list", "--state", "completed"]).output().await.expect("tasks list");
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
+    let metrics_port = free_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let stack = Stack::start_with(&[], &["--metrics-listen", &listen]).await;
+    let scrape = |url: String| {
+        let http = stack.http.clone();
+        async move { http.get(url).send().await.expect("scrape").text().await.expect("text") }
+    };
+    let before = scrape(format!("{}/metrics", stack.base)).await;
+    assert!(!before.contains("switchyard_tasks{state=\"completed\"} 1"), "{before}");
+
+    assert_eq!(state(&stack.send("echo counted").await), "TASK_STATE_COMPLETED");
+    assert_eq!(state(&stack.send("status 400").await), "TASK_STATE_FAILED");
+
+    let api = scrape(format!("{}/metrics", stack.base)).await;
+    for expected in [
+        "switchyard_tasks{state=\"completed\"} 1",
+        "switchyard_tasks{state=\"failed\"} 1",
+        "switchyard_tasks_received_total{outcome=\"accepted\"} 2",
+        "switchyard_jobs{state=\"done\",kind=\"delegate\"} 2",
+        "switchyard_queue_oldest_ready_seconds",
+        "switchyard_agent_breaker_open{agent=\"demo\"} 0",
+    ] {
+        assert!(api.contains(expected), "api metrics lack {expected:?}:\n{api}");
+    }
+    let worker = scrape(format!("http://{listen}/metrics")).await;
+    for expected in [
+        "switchyard_job_outcomes_total{kind=\"delegate\",outcome=\"done\"} 1",
+        "switchyard_job_outcomes_total{kind=\"delegate\",outcome=\"failed\"} 1",
+        "switchyard_claim_latency_seconds",
+        "switchyard_remote_exchange_seconds",
+        "switchyard_task_duration_seconds",
+        "switchyard_remote_calls_total{agent=\"demo\",outcome=\"ok\"}",
+    ] {
+        assert!(worker.contains(expected), "worker metrics lack {expected:?}:\n{worker}");
+    }
+}

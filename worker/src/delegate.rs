@@ -267,6 +267,7 @@ impl Delegator {
             tenant: None,
         };
         run.delegation.forwarded_message_id = Some(latest.message_id.clone());
+        let started = tokio::time::Instant::now();
         let result = if streaming {
             match client.send_streaming(&request).await {
                 Ok(events) => run.follow(events).await,
@@ -282,6 +283,8 @@ impl Delegator {
                 Err(e) => Err(e.into()),
             }
         };
+        metrics::histogram!("switchyard_remote_exchange_seconds", "agent" => name.to_owned())
+            .record(started.elapsed().as_secs_f64());
         let result = match result {
             Ok(Settled::No) => match run.delegation.remote_task_id.clone() {
                 Some(remote) => run.poll(&client, &remote).await,
@@ -293,6 +296,9 @@ impl Delegator {
     }
 
     async fn record(&self, ctx: &JobContext, agent: &str, ok: bool) -> Result<(), Stop> {
+        let outcome = if ok { "ok" } else { "error" };
+        metrics::counter!("switchyard_remote_calls_total", "agent" => agent.to_owned(), "outcome" => outcome)
+            .increment(1);
         let s = &self.settings;
         Ok(ctx.store().agent_record_call(agent, ok, s.breaker_failures, s.breaker_cooldown).await?)
     }
@@ -381,7 +387,13 @@ impl Run<'_> {
     }
 
     async fn append(&mut self, events: &[TaskEvent]) -> Result<(), RunError> {
+        let was_terminal = self.task.state.is_terminal();
         self.task = self.ctx.append(events).await?;
+        if !was_terminal && self.task.state.is_terminal() {
+            let took = (self.task.status_at - self.task.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("switchyard_task_duration_seconds", "state" => self.task.state.as_str())
+                .record(took.as_secs_f64());
+        }
         Ok(())
     }
 

@@ -130,6 +130,10 @@ impl<H: Handler> Worker<H> {
     }
 
     fn start(&self, job: ClaimedJob, permit: OwnedSemaphorePermit, in_flight: &InFlight, runners: &mut JoinSet<()>) {
+        let waited = (chrono::Utc::now() - job.due_at).to_std().unwrap_or_default();
+        metrics::histogram!("switchyard_claim_latency_seconds", "kind" => job.kind.clone())
+            .record(waited.as_secs_f64());
+        metrics::gauge!("switchyard_jobs_in_flight").increment(1.0);
         let cancel = CancellationToken::new();
         let lost = Arc::new(AtomicBool::new(false));
         lock(in_flight)
@@ -145,6 +149,7 @@ impl<H: Handler> Worker<H> {
         runners.spawn(async move {
             let job_id = job.lease.job_id;
             run.run(job).await;
+            metrics::gauge!("switchyard_jobs_in_flight").decrement(1.0);
             lock(&in_flight).remove(&job_id);
             drop(permit);
         });
@@ -187,6 +192,7 @@ struct JobRun<H> {
 impl<H: Handler> JobRun<H> {
     async fn run(self, job: ClaimedJob) {
         let lease = job.lease.clone();
+        let kind = job.kind.clone();
         let ctx = JobContext::new(self.store.clone(), lease.clone(), self.cancel.clone());
         let handler = self.handler.clone();
         // Its own task, so a panicking handler costs one attempt, not the worker.
@@ -199,6 +205,8 @@ impl<H: Handler> JobRun<H> {
             },
             () = self.cancel.cancelled() => {
                 abort.abort();
+                let outcome = if self.lost.load(Ordering::SeqCst) { "lease_lost" } else { "released" };
+                metrics::counter!("switchyard_job_outcomes_total", "kind" => kind, "outcome" => outcome).increment(1);
                 if self.lost.load(Ordering::SeqCst) {
                     tracing::warn!(job = %lease.job_id, "lease lost; attempt abandoned");
                 } else {
@@ -210,6 +218,14 @@ impl<H: Handler> JobRun<H> {
                 return;
             }
         };
+        let label = match &outcome {
+            Outcome::Done(_) => "done",
+            Outcome::Retry { .. } if lease.attempt >= lease.max_attempts => "dead",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Fail { .. } => "failed",
+            Outcome::Snooze { .. } => "parked",
+        };
+        metrics::counter!("switchyard_job_outcomes_total", "kind" => kind, "outcome" => label).increment(1);
         let settle = || self.settle(&lease, outcome.clone());
         let settled = settle
             .retry(ExponentialBuilder::default().with_max_times(4).with_jitter())

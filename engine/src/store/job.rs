@@ -61,6 +61,8 @@ pub struct ClaimedJob {
     pub lease: Lease,
     pub kind: String,
     pub payload: Value,
+    /// When the job became due; claim latency is the time from then to the claim.
+    pub due_at: DateTime<Utc>,
 }
 
 /// What became of a job that failed an attempt.
@@ -269,7 +271,7 @@ impl Store {
                    LIMIT $2
                    FOR UPDATE SKIP LOCKED
                )
-               RETURNING id, task_id, kind, payload, attempt, max_attempts, lease_token,
+               RETURNING id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at,
                          lease_expires_at AS "lease_expires_at!""#,
             owner,
             limit,
@@ -291,6 +293,7 @@ impl Store {
                 },
                 kind: r.kind,
                 payload: r.payload,
+                due_at: r.run_at,
             })
             .collect();
         // UPDATE .. RETURNING does not keep the subquery's order.

@@ -9,6 +9,7 @@ mod job;
 mod list;
 mod push;
 mod row;
+mod stats;
 mod task;
 
 use std::str::FromStr;
@@ -22,6 +23,7 @@ pub use agent::{AgentRecord, Delegation, Gate};
 pub use job::{ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use push::PushConfig;
+pub use stats::Stats;
 pub use task::{FollowUp, NewTask, Submission};
 
 use crate::error::StoreError;

@@ -4,6 +4,7 @@ mod cli;
 mod config_file;
 mod demo_agent;
 mod inspect;
+mod telemetry;
 
 use std::io::Write;
 
@@ -13,16 +14,21 @@ use switchyard_api::AppState;
 use switchyard_engine::{JobId, Store};
 use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
-use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, LogFormat, ServeArgs, TasksCommand, WorkerArgs};
+use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, ServeArgs, TasksCommand, WorkerArgs};
 use config_file::FileConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match cli.command {
+    let telemetry = telemetry::init(cli.log_format)?;
+    let result = run(cli.command).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Migrate { db, undo } => migrate(&db, undo).await,
         Command::Serve { db, file, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
@@ -66,15 +72,6 @@ async fn main() -> anyhow::Result<()> {
             demo_agent::serve(listener, shutdown_on_signal()).await?;
             Ok(())
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

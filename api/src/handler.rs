@@ -138,7 +138,9 @@ impl A2aHandler {
                     idempotency_key: key,
                     message,
                     metadata,
-                    trace_context: intake.trace_context,
+                    // Our own span's context when tracing is on, so later work
+                    // is a child of this request; else the caller's, as sent.
+                    trace_context: switchyard_engine::trace::current().or(intake.trace_context),
                     parent_id: None,
                     job,
                     reject_reason,

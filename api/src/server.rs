@@ -62,6 +62,36 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
+/// One server span per request, continuing the caller's W3C trace.
+/// Health and metrics scrapes are not traced: they would drown the rest.
+async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let carrier: serde_json::Map<String, serde_json::Value> = switchyard_engine::trace::HEADERS
+        .iter()
+        .filter_map(|h| request.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.into())))
+        .collect();
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "a2a request",
+        otel.name = %format!("{method} {path}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %path,
+        rpc.method = tracing::field::Empty,
+        a2a.task_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    switchyard_engine::trace::continue_from(&span, Some(&serde_json::Value::Object(carrier)));
+    switchyard_engine::trace::record_trace_id(&span);
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
 /// The whole HTTP surface, ready for `oneshot` in tests or a listener in `serve`.
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -75,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/agents/{name}", axum::routing::delete(admin::remove))
         .merge(rest::routes())
         .nest("/{tenant}", rest::routes())
+        .layer(axum::middleware::from_fn(trace_request))
         .fallback(|| async {
             let e = ApiError::MethodNotFound("no such endpoint".into());
             (e.classify().http, axum::Json(e.to_rest()))

@@ -13,6 +13,7 @@
 //!   queue (claim, lease, heartbeat, complete, retry, dead-letter, rescue,
 //!   requeue). All SQL in Switchyard lives here.
 //! - [`notify`]: LISTEN/NOTIFY wake-ups with reconnects.
+//! - [`trace`]: the W3C trace context stored with a task and continued later.
 //! - [`error`]: the store's error type.
 //!
 //! This crate has no HTTP server and no HTTP client; `api` and `worker`
@@ -27,6 +28,7 @@ pub mod route;
 pub mod state;
 pub mod store;
 pub mod task;
+pub mod trace;
 
 pub use error::StoreError;
 pub use event::{ArtifactUpdate, StoredEvent, TaskEvent};

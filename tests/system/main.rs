@@ -17,4 +17,5 @@ mod processes;
 mod queue;
 mod races;
 mod store;
+mod traces;
 mod worker;

@@ -179,11 +179,30 @@ impl Delegator {
         }
     }
 
-    /// One attempt at a `delegate` job.
+    /// One attempt at a `delegate` job, in a span that continues the trace
+    /// of the request that created the task.
     pub async fn delegate(&self, job: &ClaimedJob, ctx: &JobContext) -> Outcome {
-        match self.try_delegate(job, ctx).await {
-            Ok(outcome) | Err(Stop::Outcome(outcome)) => outcome,
+        let span = tracing::info_span!(
+            "delegate",
+            otel.name = "delegate",
+            job.id = job.lease.job_id.0,
+            task.id = %job.lease.task_id,
+            attempt = job.lease.attempt,
+            trace_id = tracing::field::Empty,
+        );
+        if let Ok(task) = ctx.store().task_load(job.lease.task_id).await {
+            switchyard_engine::trace::continue_from(&span, task.trace_context.as_ref());
+            switchyard_engine::trace::record_trace_id(&span);
         }
+        let outcome = match tracing::Instrument::instrument(self.try_delegate(job, ctx), span.clone()).await {
+            Ok(outcome) | Err(Stop::Outcome(outcome)) => outcome,
+        };
+        span.in_scope(|| match &outcome {
+            Outcome::Retry { error, .. } => tracing::warn!(%error, "attempt failed; will retry"),
+            Outcome::Fail { reason } => tracing::warn!(%reason, "delegation failed"),
+            _ => {}
+        });
+        outcome
     }
 
     async fn try_delegate(&self, job: &ClaimedJob, ctx: &JobContext) -> Result<Outcome, Stop> {

@@ -180,23 +180,19 @@ fn sdk_events(
 pub struct JsonRpcAgent {
     http: reqwest::Client,
     url: String,
-    /// W3C trace context to carry on every call (the task's, so the remote
-    /// agent's work joins the client's trace).
-    trace: Vec<(&'static str, String)>,
+    /// The task's stored trace context, carried on calls made outside any
+    /// traced span (tracing off); inside one, the span's own context goes.
+    trace: Option<Value>,
 }
 
 impl JsonRpcAgent {
     pub fn new(http: reqwest::Client, url: String) -> Self {
-        JsonRpcAgent { http, url, trace: Vec::new() }
+        JsonRpcAgent { http, url, trace: None }
     }
 
     /// Carries `traceparent` (and `tracestate`) from a stored trace context.
     pub fn with_trace_context(mut self, context: Option<&Value>) -> Self {
-        for name in ["traceparent", "tracestate"] {
-            if let Some(value) = context.and_then(|c| c.get(name)).and_then(Value::as_str) {
-                self.trace.push((name, value.to_owned()));
-            }
-        }
+        self.trace = context.cloned();
         self
     }
 
@@ -205,14 +201,19 @@ impl JsonRpcAgent {
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         let mut request =
             self.http.post(&self.url).header("A2A-Version", "1.0").header(CONTENT_TYPE, "application/json").json(&body);
-        for (name, value) in &self.trace {
-            request = request.header(*name, value);
+        for (name, value) in switchyard_engine::trace::outbound(self.trace.as_ref()) {
+            request = request.header(name, value);
         }
         request
     }
 
     /// A unary call.
     pub async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RemoteError> {
+        let span = client_span(method, &self.url);
+        tracing::Instrument::instrument(self.call_inner(method, params), span).await
+    }
+
+    async fn call_inner<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RemoteError> {
         let response = self.request(method, params).send().await.map_err(|e| RemoteError::from_reqwest(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -227,6 +228,11 @@ impl JsonRpcAgent {
 
     /// A streaming call: SSE frames, each a JSON-RPC response.
     pub async fn stream(&self, method: &str, params: Value) -> Result<Events, RemoteError> {
+        let span = client_span(method, &self.url);
+        tracing::Instrument::instrument(self.stream_inner(method, params), span).await
+    }
+
+    async fn stream_inner(&self, method: &str, params: Value) -> Result<Events, RemoteError> {
         let response = self
             .request(method, params)
             .header(ACCEPT, "text/event-stream")
@@ -282,6 +288,18 @@ impl JsonRpcAgent {
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
+}
+
+/// A client span per remote call (OpenTelemetry RPC conventions).
+fn client_span(method: &str, url: &str) -> tracing::Span {
+    tracing::info_span!(
+        "remote call",
+        otel.name = %format!("A2A/{method}"),
+        otel.kind = "client",
+        rpc.system = "jsonrpc",
+        rpc.method = %method,
+        server.address = %url,
+    )
 }
 
 fn result_of<T: DeserializeOwned>(method: &str, mut envelope: Value) -> Result<T, RemoteError> {

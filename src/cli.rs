@@ -70,6 +70,9 @@ pub(crate) enum Command {
         /// host:port to listen on.
         #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:9090")]
         listen: SocketAddr,
+        /// The URL its card advertises (default: http://<listen address>).
+        #[arg(long, env = "SWITCHYARD_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Register, list and remove remote agents.
     Agents {

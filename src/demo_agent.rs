@@ -400,8 +400,15 @@ async fn traces(State(agent): State<Agent>) -> Json<HashMap<String, String>> {
 }
 
 /// Serves the demo agent until `shutdown`.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    let url = format!("http://{}", listener.local_addr()?);
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    public_url: Option<String>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let url = match public_url {
+        Some(url) => url,
+        None => format!("http://{}", listener.local_addr()?),
+    };
     let agent = Agent { inner: Arc::default(), url: Arc::new(url) };
     let app = Router::new()
         .route("/", post(jsonrpc))

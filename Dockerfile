@@ -1,0 +1,18 @@
+# Builds the switchyard binary in a builder stage and ships it alone.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+# Query metadata is committed in .sqlx: no database is needed to build.
+ENV SQLX_OFFLINE=true
+RUN cargo build --release --locked --bin switchyard
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 switchyard
+COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
+COPY switchyard.example.toml /etc/switchyard/switchyard.toml
+USER switchyard
+ENTRYPOINT ["switchyard"]
+CMD ["--help"]

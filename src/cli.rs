@@ -116,6 +116,10 @@ pub(crate) enum TasksCommand {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// Link template for the trace viewer, `{trace_id}` replaced
+        /// (e.g. http://localhost:16686/trace/{trace_id}).
+        #[arg(long, env = "SWITCHYARD_TRACE_URL")]
+        trace_url: Option<String>,
     },
     /// Recent tasks, newest change first.
     List {

@@ -298,6 +298,16 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
 
 async fn jsonrpc(State(agent): State<Agent>, headers: axum::http::HeaderMap, Json(call): Json<Value>) -> Response {
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // The agent's own span continues the caller's trace (exported when the
+    // process is started with the OTLP environment set).
+    let method = call.get("method").and_then(Value::as_str).unwrap_or("?").to_owned();
+    let span = tracing::info_span!("demo agent", otel.name = %format!("demo-agent {method}"), otel.kind = "server");
+    let carrier = traceparent.as_ref().map(|t| json!({ "traceparent": t }));
+    switchyard_engine::trace::continue_from(&span, carrier.as_ref());
+    tracing::Instrument::instrument(answer(agent, traceparent, call), span).await
+}
+
+async fn answer(agent: Agent, traceparent: Option<String>, call: Value) -> Response {
     let id = call.get("id").cloned().unwrap_or(Value::Null);
     let params = call.get("params").cloned().unwrap_or(json!({}));
     let method = call.get("method").and_then(Value::as_str).unwrap_or("");

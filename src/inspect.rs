@@ -9,7 +9,13 @@ use serde_json::{Value, json};
 use switchyard_engine::{Store, StoredEvent, TaskEvent, TaskId, TaskRecord, TaskState};
 
 /// Prints one task: summary, delegation, event timeline, jobs, children.
-pub(crate) async fn show(store: &Store, id: &str, as_json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+pub(crate) async fn show(
+    store: &Store,
+    id: &str,
+    as_json: bool,
+    trace_url: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let id: TaskId = id.parse().with_context(|| format!("{id:?} is not a task id"))?;
     let task = store.task_load(id).await?;
     let events = store.task_events(id, 0, 10_000).await?;
@@ -17,6 +23,7 @@ pub(crate) async fn show(store: &Store, id: &str, as_json: bool, out: &mut impl 
     let delegation = store.delegation_get(id).await?;
     let children = store.task_children(id).await?;
     let trace_id = trace_id(&task);
+    let trace_link = trace_id.as_deref().zip(trace_url).map(|(id, template)| template.replace("{trace_id}", id));
 
     if as_json {
         let document = json!({
@@ -25,6 +32,7 @@ pub(crate) async fn show(store: &Store, id: &str, as_json: bool, out: &mut impl 
             "owner": task.owner,
             "parentId": task.parent_id.map(|p| p.to_string()),
             "traceId": trace_id,
+            "traceUrl": trace_link,
             "delegation": delegation.map(|d| json!({
                 "agent": d.agent, "remoteTaskId": d.remote_task_id, "remoteContextId": d.remote_context_id,
             })),
@@ -50,7 +58,10 @@ pub(crate) async fn show(store: &Store, id: &str, as_json: bool, out: &mut impl 
         writeln!(out, "Parent   {parent}")?;
     }
     writeln!(out, "Created  {}   last change {} later", stamp(task.created_at), human(took))?;
-    writeln!(out, "Trace    {}", trace_id.as_deref().unwrap_or("-"))?;
+    match (&trace_id, &trace_link) {
+        (Some(_), Some(link)) => writeln!(out, "Trace    {}  {link}", trace_id.as_deref().unwrap_or_default())?,
+        _ => writeln!(out, "Trace    {}", trace_id.as_deref().unwrap_or("-"))?,
+    }
     match &delegation {
         Some(d) => writeln!(
             out,

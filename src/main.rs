@@ -59,7 +59,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let store = open(&db).await?;
             let mut out = std::io::stdout().lock();
             match command {
-                TasksCommand::Show { task_id, json } => inspect::show(&store, &task_id, json, &mut out).await,
+                TasksCommand::Show { task_id, json, trace_url } => {
+                    inspect::show(&store, &task_id, json, trace_url.as_deref(), &mut out).await
+                }
                 TasksCommand::List { tenant, state, limit, json } => {
                     inspect::list(&store, tenant.as_deref(), state.as_deref(), limit, json, &mut out).await
                 }

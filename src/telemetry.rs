@@ -8,9 +8,10 @@
 //! exported and no OpenTelemetry layer is installed at all.
 
 use anyhow::Context;
+use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -54,8 +55,11 @@ fn sampler() -> Sampler {
 
 /// Installs the subscriber (and the exporter, when configured).
 pub(crate) fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
-    // Always W3C trace context: stored task contexts are written in it.
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Always W3C trace context (and baggage): stored task contexts are written in it.
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
     let export = env("OTEL_EXPORTER_OTLP_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")).is_some()
         && env("OTEL_SDK_DISABLED").as_deref() != Some("true");
     let provider = if export {

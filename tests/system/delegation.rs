@@ -447,9 +447,14 @@ async fn the_clients_trace_reaches_the_agent_and_tasks_show_tells_the_story() {
         stack.http.get(format!("{}/traces", stack.agent_url)).send().await.expect("get").json().await.expect("json");
     assert!(traces[&message_id].as_str().is_some_and(|t| t.contains(trace_id)), "the agent saw our trace: {traces}");
 
-    let shown = switchyard(&stack.db, &["tasks", "show", &id]).output().await.expect("tasks show");
+    let trace_url = "http://traces.example/trace/{trace_id}";
+    let shown =
+        switchyard(&stack.db, &["tasks", "show", &id, "--trace-url", trace_url]).output().await.expect("tasks show");
     let text = String::from_utf8_lossy(&shown.stdout);
-    for expected in [id.as_str(), "COMPLETED", trace_id, "demo", "TIMELINE", "WORKING", "delegate", "1/8"] {
+    let link = format!("http://traces.example/trace/{trace_id}");
+    for expected in
+        [id.as_str(), "COMPLETED", trace_id, link.as_str(), "demo", "TIMELINE", "WORKING", "delegate", "1/8"]
+    {
         assert!(text.contains(expected), "tasks show lacks {expected:?}:\n{text}");
     }
     let as_json = switchyard(&stack.db, &["tasks", "show", &id, "--json"]).output().await.expect("tasks show --json");

@@ -1,4 +1,5 @@
 //! Durable retry timing: a pure function from attempt number to delay.
+//! (How many attempts a job gets is the job's own `max_attempts`.)
 //!
 //! Durable retries are rows with `run_at = now() + delay(attempt)`, so the
 //! delay must be computed, not slept: this module owns that computation and
@@ -17,8 +18,6 @@ pub struct RetryPolicy {
     /// Upper bound for a remote `Retry-After`: a peer cannot park our work
     /// for longer than this.
     pub max_retry_after: Duration,
-    /// Attempts in all, the first one included.
-    pub max_attempts: u32,
 }
 
 impl Default for RetryPolicy {
@@ -27,7 +26,6 @@ impl Default for RetryPolicy {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(300),
             max_retry_after: Duration::from_secs(3600),
-            max_attempts: 8,
         }
     }
 }
@@ -60,11 +58,6 @@ impl RetryPolicy {
     pub fn delay_with_random_jitter(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         self.delay(attempt, retry_after, rand::random::<f64>())
     }
-
-    /// Whether attempt number `attempt` (1-based) was the last one allowed.
-    pub fn is_exhausted(&self, attempt: u32) -> bool {
-        attempt >= self.max_attempts
-    }
 }
 
 #[cfg(test)]
@@ -77,7 +70,6 @@ mod tests {
             base: Duration::from_millis(500),
             cap: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(600),
-            max_attempts: 5,
         }
     }
 
@@ -107,13 +99,6 @@ mod tests {
         assert_eq!(p.delay(1, Some(Duration::from_secs(30)), 0.0), Duration::from_secs(30));
         assert_eq!(p.delay(4, Some(Duration::ZERO), 1.0), Duration::from_secs(4));
         assert_eq!(p.delay(1, Some(Duration::from_secs(86_400)), 0.0), Duration::from_secs(600));
-    }
-
-    #[test]
-    fn exhaustion_counts_the_first_attempt() {
-        let p = policy();
-        assert!(!p.is_exhausted(4));
-        assert!(p.is_exhausted(5));
     }
 
     proptest! {

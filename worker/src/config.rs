@@ -66,8 +66,8 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() {
             return fail("the poll interval must be positive");
         }
-        if self.retry.max_attempts == 0 || self.retry.base.is_zero() || self.retry.cap < self.retry.base {
-            return fail("retries need at least one attempt and 0 < base <= cap");
+        if self.retry.base.is_zero() || self.retry.cap < self.retry.base {
+            return fail("retry delays need 0 < base <= cap");
         }
         Ok(())
     }

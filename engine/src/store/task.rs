@@ -161,7 +161,7 @@ impl Store {
         )
         .execute(&mut **tx)
         .await?;
-        insert_events(tx, id, 1, &events).await?;
+        insert_events(tx, id, 1, &events, Some(task.created_at)).await?;
         if let (Some(job), false) = (&new.job, task.state.is_terminal()) {
             insert_job(tx, id, job).await?;
             notify(tx, &self.channels.jobs, &job.kind).await?;
@@ -272,7 +272,7 @@ impl Store {
         if events.is_empty() {
             return Ok(task);
         }
-        insert_events(tx, task_id, before + 1, events).await?;
+        insert_events(tx, task_id, before + 1, events, None).await?;
         let snapshot = Snapshot::of(&task)?;
         // The row is locked, so the version guard cannot fail; it is the
         // compare-and-set that keeps this write correct even if that changes.
@@ -473,22 +473,27 @@ fn visible_to(row: &TaskRow, caller: &Caller) -> bool {
 
 /// Writes events with consecutive sequence numbers starting at `first_seq`,
 /// in one statement.
+/// `at` stamps the rows (a new task's first events carry its creation time,
+/// so the timeline and the task agree); `None` means the database's now().
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     task_id: TaskId,
     first_seq: i64,
     events: &[TaskEvent],
+    at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
     let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
     let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
     let payloads: Vec<Value> = events.iter().map(TaskEvent::to_payload).collect();
     sqlx::query!(
-        r#"INSERT INTO task_events (task_id, seq, kind, payload)
-           SELECT $1, seq, kind, payload FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) AS e(seq, kind, payload)"#,
+        r#"INSERT INTO task_events (task_id, seq, kind, payload, created_at)
+           SELECT $1, seq, kind, payload, COALESCE($5, now())
+           FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) AS e(seq, kind, payload)"#,
         task_id.0,
         &seqs,
         &kinds,
         &payloads,
+        at,
     )
     .execute(&mut **tx)
     .await?;

@@ -103,8 +103,12 @@ impl A2aHandler {
     ) -> Result<TaskRecord, ApiError> {
         let SendMessageRequest { message, configuration, metadata, .. } = request;
         let key = intake.idempotency_key.unwrap_or_else(|| message.message_id.clone());
+        // Our own span's context when tracing is on, so later work is a child
+        // of this request; else the caller's, as sent. The task keeps it, and
+        // so does the job, whose span the worker opens on claiming it.
+        let trace = switchyard_engine::trace::current().or(intake.trace_context);
         let push_config = configuration.and_then(|c| c.task_push_notification_config);
-        let job = NewJob { payload: json!({}), ..NewJob::new(DELEGATE, self.config.max_attempts) };
+        let job = NewJob { payload: json!({ "trace": trace }), ..NewJob::new(DELEGATE, self.config.max_attempts) };
         match message.task_id.as_deref().filter(|id| !id.is_empty()) {
             Some(raw) => {
                 let task_id = validate::task_id(raw)?;
@@ -127,7 +131,7 @@ impl A2aHandler {
                 let agents = self.store.agents_list().await?;
                 let target = Target::from_metadata(message.metadata.as_ref());
                 let (job, reject_reason) = match route::choose(&target, &agents, &self.config.routing) {
-                    Ok(agent) => (Some(NewJob { payload: json!({ "agent": agent }), ..job }), None),
+                    Ok(agent) => (Some(NewJob { payload: json!({ "agent": agent, "trace": trace }), ..job }), None),
                     Err(no_route) => (None, Some(no_route.to_string())),
                 };
                 // The id is filled in by the store; validate the rest now.
@@ -138,9 +142,7 @@ impl A2aHandler {
                     idempotency_key: key,
                     message,
                     metadata,
-                    // Our own span's context when tracing is on, so later work
-                    // is a child of this request; else the caller's, as sent.
-                    trace_context: switchyard_engine::trace::current().or(intake.trace_context),
+                    trace_context: trace,
                     parent_id: None,
                     job,
                     reject_reason,

@@ -103,10 +103,15 @@ async fn a_delegation_chain_is_one_trace_across_api_worker_and_agent() {
     let request = requests[0];
     assert_eq!(request.parent_span_id.to_string(), client_span, "the api continues the client's span");
 
+    let jobs = named(&spans, "delegate job");
+    assert_eq!(jobs.len(), 2, "a failed attempt and a retry, each claimed and run as a job");
+    for job in &jobs {
+        assert_eq!(job.parent_span_id, request.span_context.span_id(), "each job is a child of the api span");
+    }
     let attempts = named(&spans, "delegate");
-    assert_eq!(attempts.len(), 2, "a failed attempt and a retry");
+    assert_eq!(attempts.len(), 2);
     for attempt in &attempts {
-        assert_eq!(attempt.parent_span_id, request.span_context.span_id(), "each attempt is a child of the api span");
+        assert!(jobs.iter().any(|j| j.span_context.span_id() == attempt.parent_span_id), "delegation runs in its job");
     }
     let calls = named(&spans, "A2A/SendStreamingMessage");
     assert_eq!(calls.len(), 2);

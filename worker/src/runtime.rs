@@ -191,12 +191,31 @@ struct JobRun<H> {
 
 impl<H: Handler> JobRun<H> {
     async fn run(self, job: ClaimedJob) {
+        // One span per attempt, from claim to settlement, continuing the
+        // trace of the request that enqueued the job.
+        let waited = (chrono::Utc::now() - job.due_at).num_milliseconds().max(0);
+        let span = tracing::info_span!(
+            "job",
+            otel.name = %format!("{} job", job.kind),
+            job.id = job.lease.job_id.0,
+            job.kind = %job.kind,
+            job.attempt = job.lease.attempt,
+            job.claim_latency_ms = waited,
+            task.id = %job.lease.task_id,
+            trace_id = tracing::field::Empty,
+        );
+        switchyard_engine::trace::continue_from(&span, job.payload.get("trace"));
+        switchyard_engine::trace::record_trace_id(&span);
+        tracing::Instrument::instrument(self.run_in_span(job), span).await
+    }
+
+    async fn run_in_span(self, job: ClaimedJob) {
         let lease = job.lease.clone();
         let kind = job.kind.clone();
         let ctx = JobContext::new(self.store.clone(), lease.clone(), self.cancel.clone());
         let handler = self.handler.clone();
         // Its own task, so a panicking handler costs one attempt, not the worker.
-        let attempt = tokio::spawn(async move { handler.handle(job, ctx).await });
+        let attempt = tokio::spawn(tracing::Instrument::in_current_span(async move { handler.handle(job, ctx).await }));
         let abort = attempt.abort_handle();
         let outcome = tokio::select! {
             joined = attempt => match joined {

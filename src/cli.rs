@@ -73,6 +73,9 @@ pub(crate) enum Command {
         /// The URL its card advertises (default: http://<listen address>).
         #[arg(long, env = "SWITCHYARD_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Advertise no streaming, so callers send and poll.
+        #[arg(long)]
+        no_streaming: bool,
     },
     /// Register, list and remove remote agents.
     Agents {

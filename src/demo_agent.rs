@@ -57,6 +57,7 @@ struct AgentTask {
 struct Agent {
     inner: Arc<Mutex<Inner>>,
     url: Arc<String>,
+    streaming: bool,
 }
 
 impl Agent {
@@ -394,7 +395,7 @@ async fn card(State(agent): State<Agent>) -> Json<Value> {
         "description": "A scriptable A2A agent: the message text chooses its behaviour.",
         "version": env!("CARGO_PKG_VERSION"),
         "supportedInterfaces": [{"url": agent.url.as_str(), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
-        "capabilities": {"streaming": true, "pushNotifications": false},
+        "capabilities": {"streaming": agent.streaming, "pushNotifications": false},
         "defaultInputModes": ["text/plain"],
         "defaultOutputModes": ["text/plain"],
         "skills": [{"id": "echo", "name": "Echo", "description": "Repeats, streams, asks, fails on command.", "tags": ["demo"]}],
@@ -413,13 +414,14 @@ async fn traces(State(agent): State<Agent>) -> Json<HashMap<String, String>> {
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     public_url: Option<String>,
+    streaming: bool,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let url = match public_url {
         Some(url) => url,
         None => format!("http://{}", listener.local_addr()?),
     };
-    let agent = Agent { inner: Arc::default(), url: Arc::new(url) };
+    let agent = Agent { inner: Arc::default(), url: Arc::new(url), streaming };
     let app = Router::new()
         .route("/", post(jsonrpc))
         .route("/.well-known/agent-card.json", get(card))

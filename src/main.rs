@@ -68,10 +68,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
-        Command::DemoAgent { listen, public_url } => {
+        Command::DemoAgent { listen, public_url, no_streaming } => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(listen = %listener.local_addr()?, "demo agent serving");
-            demo_agent::serve(listener, public_url, shutdown_on_signal()).await?;
+            demo_agent::serve(listener, public_url, !no_streaming, shutdown_on_signal()).await?;
             Ok(())
         }
     }

@@ -69,8 +69,11 @@ impl A2aHandler {
         let config = request.configuration.as_ref();
         let history = history_length(config.and_then(|c| c.history_length), "configuration.historyLength")?;
         let return_immediately = config.and_then(|c| c.return_immediately).unwrap_or(false);
-        let task = self.accept(caller, request, intake).await?;
-        let task = if return_immediately {
+        let (task, created) = self.accept(caller, request, intake).await?;
+        // A resent message whose task already waits or ended is answered at
+        // once: there is nothing new to wait for.
+        let settled = !created && (task.state.is_terminal() || task.state.is_interrupted());
+        let task = if return_immediately || settled {
             task
         } else {
             wait_until_settled(&self.store, &self.hub, task, self.config.blocking_timeout).await?
@@ -89,18 +92,19 @@ impl A2aHandler {
             request.configuration.as_ref().and_then(|c| c.history_length),
             "configuration.historyLength",
         )?;
-        let task = self.accept(caller, request, intake).await?;
+        let (task, _) = self.accept(caller, request, intake).await?;
         let messages = self.history(&task, history).await?;
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot))
     }
 
-    /// Creates a task, or continues the one the message names, durably.
+    /// Creates a task, or continues the one the message names, durably;
+    /// false when the message was seen before and nothing new was written.
     async fn accept(
         &self,
         caller: &Caller,
         request: SendMessageRequest,
         intake: Intake,
-    ) -> Result<TaskRecord, ApiError> {
+    ) -> Result<(TaskRecord, bool), ApiError> {
         let SendMessageRequest { message, configuration, metadata, .. } = request;
         let key = intake.idempotency_key.unwrap_or_else(|| message.message_id.clone());
         // Our own span's context when tracing is on, so later work is a child
@@ -122,7 +126,8 @@ impl A2aHandler {
                     job,
                     push_config,
                 };
-                Ok(self.store.task_continue(follow_up).await?.task)
+                let submission = self.store.task_continue(follow_up).await?;
+                Ok((submission.task, submission.created))
             }
             None => {
                 // Route now, so a message nobody can take is rejected at once
@@ -154,7 +159,7 @@ impl A2aHandler {
                     let outcome = if submission.task.state.is_terminal() { "rejected" } else { "accepted" };
                     metrics::counter!("switchyard_tasks_received_total", "outcome" => outcome).increment(1);
                 }
-                Ok(submission.task)
+                Ok((submission.task, submission.created))
             }
         }
     }

@@ -31,10 +31,16 @@ impl Stack {
     }
 
     async fn start_with(serve_args: &[&str], worker_args: &[&str]) -> Stack {
+        Stack::start_full(serve_args, worker_args, &[]).await
+    }
+
+    async fn start_full(serve_args: &[&str], worker_args: &[&str], agent_args: &[&str]) -> Stack {
         let db = TestDb::new().await;
         let agent_port = free_port();
         let agent_listen = format!("127.0.0.1:{agent_port}");
-        let agent = switchyard(&db, &["demo-agent", "--listen", &agent_listen]).spawn().expect("demo agent");
+        let mut args = vec!["demo-agent", "--listen", &agent_listen];
+        args.extend_from_slice(agent_args);
+        let agent = switchyard(&db, &args).spawn().expect("demo agent");
         let agent_url = format!("http://{agent_listen}");
         let config = std::env::temp_dir().join(format!("{}-stack.toml", db.schema));
         std::fs::write(
@@ -502,4 +508,24 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
     ] {
         assert!(worker.contains(expected), "worker metrics lack {expected:?}:\n{worker}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_streaming_is_sent_to_then_polled_without_repeating_itself() {
+    let stack = Stack::start_full(&[], &[], &["--no-streaming"]).await;
+    let task = stack.send("sleep 1200").await;
+    let id = task["id"].as_str().expect("id").to_owned();
+    let task = stack.settled(&id).await;
+    assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
+    assert_eq!(task["artifacts"][0]["parts"][0]["text"], "slept");
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM task_events WHERE task_id = $1::uuid ORDER BY seq")
+        .bind(&id)
+        .fetch_all(stack.db.pool())
+        .await
+        .expect("events");
+    assert_eq!(
+        kinds,
+        ["status", "message", "status", "artifact", "status"],
+        "each change once, however often we polled"
+    );
 }

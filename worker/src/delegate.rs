@@ -284,7 +284,9 @@ impl Delegator {
                 accepted_output_modes: None,
                 task_push_notification_config: None,
                 history_length: Some(0),
-                return_immediately: None,
+                // Without streaming, do not hold a connection open for the
+                // whole task: take the acknowledgement, then poll (and park).
+                return_immediately: (!streaming).then_some(true),
             }),
             metadata: None,
             tenant: None,
@@ -448,6 +450,9 @@ impl Run<'_> {
                     .artifacts
                     .unwrap_or_default()
                     .into_iter()
+                    // A snapshot repeats what we may have folded already
+                    // (every poll does): only what changed is news.
+                    .filter(|artifact| !self.task.artifacts.contains(artifact))
                     .map(|artifact| TaskEvent::Artifact(ArtifactUpdate { artifact, append: false, last_chunk: true }))
                     .collect();
                 let settles = self.status_event(remote.status, &mut events);
@@ -492,7 +497,10 @@ impl Run<'_> {
         if state == TaskState::Submitted {
             return false; // we are already past that
         }
-        if state != self.task.state || status.message.is_some() {
+        // Progress within a state is news only if it says something new.
+        let same_words =
+            status.message.as_ref().map(|m| &m.parts) == self.task.status.message.as_ref().map(|m| &m.parts);
+        if state != self.task.state || (status.message.is_some() && !same_words) {
             let message = status.message.map(|m| self.ours(m));
             events.push(TaskEvent::status(state, message));
         }

@@ -36,8 +36,8 @@ impl Target {
 }
 
 /// Picks the agent: the one named; else one offering the skill (configured
-/// routes first, then agents' cards, fewest recent failures first); else
-/// the default agent.
+/// routes first, then agents' cards: closed breakers before open ones, then
+/// fewest recent failures); else the default agent.
 pub fn choose(target: &Target, agents: &[AgentRecord], rules: &RoutingRules) -> Result<String, NoRoute> {
     let registered = |name: &str| agents.iter().any(|a| a.name == name);
     if let Some(name) = &target.agent {
@@ -51,10 +51,13 @@ pub fn choose(target: &Target, agents: &[AgentRecord], rules: &RoutingRules) -> 
         if let Some((_, agent)) = rules.skills.iter().find(|(s, a)| s == skill && registered(a)) {
             return Ok(agent.clone());
         }
+        // Agents whose circuit breaker is open go last: work for a skill goes
+        // to another agent offering it while one is failing.
+        let now = chrono::Utc::now();
         return agents
             .iter()
             .filter(|a| a.offers_skill(skill))
-            .min_by_key(|a| a.consecutive_failures)
+            .min_by_key(|a| (a.breaker_open_until.is_some_and(|until| until > now), a.consecutive_failures))
             .map(|a| a.name.clone())
             .ok_or_else(|| NoRoute(format!("no registered agent offers skill {skill:?}")));
     }
@@ -99,6 +102,15 @@ mod tests {
         assert!(by(None, Some("nope")).is_err());
         assert_eq!(by(None, None), Ok("a".into()));
         assert!(choose(&Target::default(), &agents, &RoutingRules::default()).is_err());
+    }
+
+    #[test]
+    fn skill_routing_avoids_an_agent_whose_breaker_is_open() {
+        let mut failing = agent("a", &["sum"], 0);
+        failing.breaker_open_until = Some(chrono::Utc::now() + chrono::Duration::minutes(1));
+        let agents = [failing, agent("b", &["sum"], 2)];
+        let target = Target { agent: None, skill: Some("sum".into()) };
+        assert_eq!(choose(&target, &agents, &RoutingRules::default()), Ok("b".into()));
     }
 
     #[test]

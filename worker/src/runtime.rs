@@ -99,7 +99,16 @@ impl<H: Handler> Worker<H> {
                             self.start(job, permit, &in_flight, &mut runners);
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "claim failed; will retry"),
+                    Err(error) => {
+                        // The database is unwell: wait a poll interval rather
+                        // than retry on every finishing job.
+                        tracing::warn!(%error, "claim failed; will retry");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(config.poll_interval) => {}
+                        }
+                        continue;
+                    }
                 }
             }
             if more_waiting && slots.available_permits() > 0 {

@@ -101,10 +101,11 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // Best effort, off the test's runtime (which may be shutting down).
+        // On a thread of its own (the test's runtime may be shutting down),
+        // and waited for: the test binary may exit right after this test.
         let url = self.url.clone();
         let schema = self.schema.clone();
-        std::thread::spawn(move || {
+        let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
@@ -117,6 +118,7 @@ impl Drop for TestDb {
                 });
             }
         });
+        let _ = cleanup.join();
     }
 }
 

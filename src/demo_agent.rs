@@ -352,14 +352,14 @@ async fn answer(agent: Agent, traceparent: Option<String>, call: Value) -> Respo
                 }
                 return rpc_result(&id, json!({ "task": agent.snapshot(&task_id) }));
             }
-            stream(&agent, id, task_id, true)
+            stream(&agent, id, task_id)
         }
         "GetTask" => match params.get("id").and_then(Value::as_str).and_then(|t| agent.snapshot(t)) {
             Some(task) => rpc_result(&id, serde_json::to_value(task).unwrap_or(Value::Null)),
             None => rpc_error(&id, -32001, "task not found"),
         },
         "SubscribeToTask" => match params.get("id").and_then(Value::as_str) {
-            Some(t) if agent.snapshot(t).is_some() => stream(&agent, id, t.to_owned(), true),
+            Some(t) if agent.snapshot(t).is_some() => stream(&agent, id, t.to_owned()),
             _ => rpc_error(&id, -32001, "task not found"),
         },
         "CancelTask" => match params.get("id").and_then(Value::as_str) {
@@ -375,9 +375,9 @@ async fn answer(agent: Agent, traceparent: Option<String>, call: Value) -> Respo
 }
 
 /// SSE: the task snapshot first, then its events until it settles.
-fn stream(agent: &Agent, id: Value, task_id: String, snapshot_first: bool) -> Response {
+fn stream(agent: &Agent, id: Value, task_id: String) -> Response {
     use tokio_stream::StreamExt;
-    let first = snapshot_first.then(|| agent.snapshot(&task_id)).flatten().map(StreamResponse::Task);
+    let first = agent.snapshot(&task_id).map(StreamResponse::Task);
     let already = agent.lock().tasks.get(&task_id).map(|t| t.events.len()).unwrap_or(0);
     let settled = agent.settled(&task_id);
     let rest = agent.follow(task_id, already);

@@ -94,7 +94,8 @@ pub async fn dispatch(
             Ok(Reply::Value(Value::Null))
         }
         "agent/getAuthenticatedExtendedCard" => {
-            Err(handler.extended_card(caller).await.err().unwrap_or(ApiError::Internal))
+            let card = handler.extended_card(caller).await?;
+            Ok(Reply::Value(serde_json::to_value(card).unwrap_or(Value::Null)))
         }
         other => Err(ApiError::MethodNotFound(other.to_owned())),
     }

@@ -98,11 +98,8 @@ impl Subscription {
                 match self.rx.recv().await {
                     Ok(Signal::Task(id)) if id != task => continue,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                    // The hub stopped (shutdown): wake so the caller re-reads and ends.
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                        return true;
-                    }
+                    // The hub stopped (shutdown): nothing will wake us; the timeout will.
+                    Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
                 }
             }
         };

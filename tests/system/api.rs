@@ -53,8 +53,7 @@ impl Api {
     }
 
     pub(crate) async fn rpc_with(&self, method: &str, params: Value, headers: &[(&str, &str)]) -> Value {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        self.post_raw("/", body.to_string(), headers).await.1
+        rpc_call(&self.http, &format!("{}/", self.base), method, params, headers).await
     }
 
     pub(crate) async fn post_raw(&self, path: &str, body: String, headers: &[(&str, &str)]) -> (u16, Value) {
@@ -167,6 +166,23 @@ impl Sse {
         }
         all
     }
+}
+
+/// One JSON-RPC call to any A2A endpoint (ours or an agent's) with these
+/// headers; returns the whole response envelope.
+pub(crate) async fn rpc_call(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: Value,
+    headers: &[(&str, &str)],
+) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut request = http.post(url).json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("rpc").json().await.expect("a JSON-RPC response")
 }
 
 /// A minimal valid v1 message.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-use crate::api::message;
+use crate::api::{message, rpc_call};
 use crate::harness::{TestDb, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 
@@ -107,9 +107,7 @@ impl Stack {
     }
 
     async fn rpc(&self, url: &str, method: &str, params: Value) -> Value {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response = self.http.post(url).header("A2A-Version", "1.0").json(&body).send().await.expect("rpc");
-        response.json().await.expect("json")
+        rpc_call(&self.http, url, method, params, &[("A2A-Version", "1.0")]).await
     }
 
     async fn send(&self, text: &str) -> Value {
@@ -433,19 +431,8 @@ async fn the_clients_trace_reaches_the_agent_and_tasks_show_tells_the_story() {
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let msg = message("echo traced");
     let message_id = msg["messageId"].as_str().expect("id").to_owned();
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": msg}});
-    let answer: Value = stack
-        .http
-        .post(&stack.base)
-        .header("A2A-Version", "1.0")
-        .header("traceparent", &traceparent)
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let headers = [("A2A-Version", "1.0"), ("traceparent", traceparent.as_str())];
+    let answer = rpc_call(&stack.http, &stack.base, "SendMessage", json!({"message": msg}), &headers).await;
     let id = answer["result"]["task"]["id"].as_str().expect("id").to_owned();
     assert_eq!(state(&answer["result"]["task"]), "TASK_STATE_COMPLETED");
 

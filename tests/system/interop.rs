@@ -153,23 +153,13 @@ async fn tasks_are_delegated_to_an_agent_on_the_official_python_sdk() {
     .await;
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let url = format!("http://{listen}/");
     let send = |message: Value| {
-        let http = http.clone();
-        let url = format!("http://{listen}/");
+        let (http, url) = (http.clone(), url.clone());
         async move {
-            let body =
-                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}});
-            let answer: Value = http
-                .post(url)
-                .header("A2A-Version", "1.0")
-                .json(&body)
-                .send()
-                .await
-                .expect("send")
-                .json()
-                .await
-                .expect("json");
-            answer["result"]["task"].clone()
+            let params = serde_json::json!({"message": message});
+            crate::api::rpc_call(&http, &url, "SendMessage", params, &[("A2A-Version", "1.0")]).await["result"]["task"]
+                .clone()
         }
     };
 

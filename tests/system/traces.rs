@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::api::{Api, message};
+use crate::api::{Api, message, rpc_call};
 use crate::harness::{TestDb, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 
@@ -75,19 +75,9 @@ async fn a_delegation_chain_is_one_trace_across_api_worker_and_agent() {
     let client_span = "b7ad6b7169203331";
     let msg = message("fail 1 echo traced");
     let message_id = msg["messageId"].as_str().expect("id").to_owned();
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": msg}});
-    let answer: Value = api
-        .http
-        .post(format!("{}/", api.base))
-        .header("A2A-Version", "1.0")
-        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let traceparent = format!("00-{trace_id}-{client_span}-01");
+    let headers = [("A2A-Version", "1.0"), ("traceparent", traceparent.as_str())];
+    let answer = rpc_call(&api.http, &format!("{}/", api.base), "SendMessage", json!({"message": msg}), &headers).await;
     assert_eq!(answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
     shutdown.cancel();
     worker.await.expect("join").expect("worker");

@@ -20,24 +20,9 @@ pub struct PushConfig {
 impl Store {
     /// Creates or replaces (same id) a webhook on a caller's task.
     pub async fn push_config_put(&self, caller: &Caller, config: &PushConfig) -> Result<PushConfig, StoreError> {
-        let stored = sqlx::query!(
-            r#"INSERT INTO push_configs (task_id, id, url, token, authentication)
-               SELECT t.id, $4, $5, $6, $7 FROM tasks t
-               WHERE t.id = $1 AND t.tenant = $2 AND t.owner = $3
-               ON CONFLICT (task_id, id) DO UPDATE
-                   SET url = EXCLUDED.url, token = EXCLUDED.token, authentication = EXCLUDED.authentication
-               RETURNING task_id"#,
-            config.task_id.0,
-            caller.tenant,
-            caller.principal,
-            config.id,
-            config.url,
-            config.token,
-            config.authentication,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        stored.map(|_| config.clone()).ok_or(StoreError::TaskNotFound(config.task_id))
+        self.task_get(caller, config.task_id).await?;
+        upsert_push_config(&self.pool, config.task_id, config).await?;
+        Ok(config.clone())
     }
 
     /// One webhook of a caller's task; `None` when the task is visible but
@@ -98,4 +83,26 @@ impl Store {
             .await?;
         Ok(deleted.rows_affected() > 0)
     }
+}
+
+/// Creates or replaces (same id) a webhook of `task_id`; the caller has
+/// checked the task is theirs, or is creating it.
+pub(super) async fn upsert_push_config<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    task_id: TaskId,
+    push: &PushConfig,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        r#"INSERT INTO push_configs (task_id, id, url, token, authentication) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (task_id, id) DO UPDATE
+               SET url = EXCLUDED.url, token = EXCLUDED.token, authentication = EXCLUDED.authentication"#,
+        task_id.0,
+        push.id,
+        push.url,
+        push.token,
+        push.authentication,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::in_tx;
 use super::job::{Lease, NewJob, insert_job};
-use super::push::PushConfig;
+use super::push::{PushConfig, upsert_push_config};
 use super::row::{Snapshot, TaskRow};
 use super::{Store, notify};
 use crate::error::StoreError;
@@ -167,7 +167,7 @@ impl Store {
             notify(tx, &self.channels.jobs, &job.kind).await?;
         }
         if let Some(push) = &new.push_config {
-            insert_push_config(tx, id, push).await?;
+            upsert_push_config(&mut **tx, id, push).await?;
         }
         if let (Some(at), false) = (new.deadline, task.state.is_terminal()) {
             let timer = NewJob { run_at: Some(at), ..NewJob::new("deadline", 5) };
@@ -218,7 +218,7 @@ impl Store {
             insert_job(tx, task_id, &job).await?;
             notify(tx, &self.channels.jobs, &job.kind).await?;
             if let Some(push) = &push_config {
-                insert_push_config(tx, task_id, push).await?;
+                upsert_push_config(&mut **tx, task_id, push).await?;
             }
             Ok(Some(task))
         })?;
@@ -445,26 +445,6 @@ async fn lock_task(tx: &mut Transaction<'_, Postgres>, task_id: TaskId) -> Resul
     )
     .fetch_optional(&mut **tx)
     .await?)
-}
-
-async fn insert_push_config(
-    tx: &mut Transaction<'_, Postgres>,
-    task_id: TaskId,
-    push: &PushConfig,
-) -> Result<(), StoreError> {
-    sqlx::query!(
-        r#"INSERT INTO push_configs (task_id, id, url, token, authentication) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (task_id, id) DO UPDATE
-               SET url = EXCLUDED.url, token = EXCLUDED.token, authentication = EXCLUDED.authentication"#,
-        task_id.0,
-        push.id,
-        push.url,
-        push.token,
-        push.authentication,
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 fn visible_to(row: &TaskRow, caller: &Caller) -> bool {

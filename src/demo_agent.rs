@@ -302,10 +302,26 @@ async fn jsonrpc(State(agent): State<Agent>, headers: axum::http::HeaderMap, Jso
     // The agent's own span continues the caller's trace (exported when the
     // process is started with the OTLP environment set).
     let method = call.get("method").and_then(Value::as_str).unwrap_or("?").to_owned();
-    let span = tracing::info_span!("demo agent", otel.name = %format!("demo-agent {method}"), otel.kind = "server");
-    let carrier = traceparent.as_ref().map(|t| json!({ "traceparent": t }));
-    switchyard_engine::trace::continue_from(&span, carrier.as_ref());
-    tracing::Instrument::instrument(answer(agent, traceparent, call), span).await
+    let span = tracing::info_span!(
+        "demo agent",
+        otel.name = %format!("A2A/{method}"),
+        otel.kind = "server",
+        rpc.system = "jsonrpc",
+        rpc.service = "A2A",
+        rpc.method = %method,
+        http.request.method = "POST",
+        http.route = "/",
+        url.path = "/",
+        http.response.status_code = tracing::field::Empty,
+    );
+    let carrier: serde_json::Map<String, Value> = switchyard_engine::trace::HEADERS
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.into())))
+        .collect();
+    switchyard_engine::trace::continue_from(&span, Some(&Value::Object(carrier)));
+    let response = tracing::Instrument::instrument(answer(agent, traceparent, call), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 async fn answer(agent: Agent, traceparent: Option<String>, call: Value) -> Response {

@@ -70,6 +70,7 @@ impl A2aHandler {
         let history = history_length(config.and_then(|c| c.history_length), "configuration.historyLength")?;
         let return_immediately = config.and_then(|c| c.return_immediately).unwrap_or(false);
         let (task, created) = self.accept(caller, request, intake).await?;
+        record_task(&task);
         // A resent message whose task already waits or ended is answered at
         // once: there is nothing new to wait for.
         let settled = !created && (task.state.is_terminal() || task.state.is_interrupted());
@@ -93,6 +94,7 @@ impl A2aHandler {
             "configuration.historyLength",
         )?;
         let (task, _) = self.accept(caller, request, intake).await?;
+        record_task(&task);
         let messages = self.history(&task, history).await?;
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot))
     }
@@ -336,6 +338,14 @@ impl A2aHandler {
 
 /// The task's deadline: message metadata `switchyard.deadline` (RFC 3339)
 /// or `switchyard.timeoutSeconds`, else the configured default, else none.
+/// Names the task on the request's span, so a trace shows which task a
+/// request created or continued.
+fn record_task(task: &TaskRecord) {
+    let span = tracing::Span::current();
+    span.record("a2a.task.id", tracing::field::display(task.id));
+    span.record("a2a.context.id", task.context_id.as_str());
+}
+
 fn deadline(
     metadata: Option<&std::collections::HashMap<String, serde_json::Value>>,
     default_ttl: Option<std::time::Duration>,

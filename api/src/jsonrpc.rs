@@ -73,7 +73,9 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
         Ok(None) => Version::V03,
         Err(e) => return error(id, &e, Version::V1),
     };
-    tracing::Span::current().record("rpc.method", method.as_str());
+    let span = tracing::Span::current();
+    span.record("rpc.system", "jsonrpc");
+    span.record("rpc.method", method.as_str());
     let tenant = params.get("tenant").and_then(Value::as_str).map(str::to_owned);
     let caller = caller(tenant.as_deref());
     let key = validate::Intake::from_headers(&parts.headers);

@@ -62,8 +62,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// One server span per request, continuing the caller's W3C trace.
-/// Health and metrics scrapes are not traced: they would drown the rest.
+/// One server span per request, continuing the caller's W3C trace, named
+/// and attributed by the OpenTelemetry HTTP server conventions (`{method}
+/// {route}`); the JSON-RPC method and the task it touched are added by the
+/// handlers. Health and metrics scrapes are not traced: they would drown the
+/// rest.
 async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path().to_owned();
     if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
@@ -74,14 +77,26 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
         .filter_map(|h| request.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.into())))
         .collect();
     let method = request.method().clone();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let name = route.as_deref().map_or_else(|| method.to_string(), |r| format!("{method} {r}"));
+    let host = request.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let (address, port) = split_host(host);
     let span = tracing::info_span!(
         "a2a request",
-        otel.name = %format!("{method} {path}"),
+        otel.name = %name,
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         http.request.method = %method,
+        http.route = route,
         url.path = %path,
+        url.scheme = "http",
+        server.address = address,
+        server.port = port,
+        network.protocol.version = ?request.version(),
+        rpc.system = tracing::field::Empty,
         rpc.method = tracing::field::Empty,
-        a2a.task_id = tracing::field::Empty,
+        a2a.task.id = tracing::field::Empty,
+        a2a.context.id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
@@ -89,7 +104,22 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     switchyard_engine::trace::record_trace_id(&span);
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     response
+}
+
+/// `host[:port]` from a Host header.
+fn split_host(host: &str) -> (Option<&str>, Option<u16>) {
+    if host.is_empty() {
+        return (None, None);
+    }
+    // An IPv6 literal without a port ("[::1]") does not parse as one.
+    match host.rsplit_once(':').map(|(address, port)| (address, port.parse::<u16>())) {
+        Some((address, Ok(port))) => (Some(address), Some(port)),
+        _ => (Some(host), None),
+    }
 }
 
 /// The whole HTTP surface, ready for `oneshot` in tests or a listener in `serve`.

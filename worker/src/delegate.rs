@@ -185,9 +185,12 @@ impl Delegator {
         let span = tracing::info_span!(
             "delegate",
             otel.name = "delegate",
-            job.id = job.lease.job_id.0,
-            task.id = %job.lease.task_id,
-            attempt = job.lease.attempt,
+            otel.status_code = tracing::field::Empty,
+            switchyard.job.id = job.lease.job_id.0,
+            switchyard.job.attempt = job.lease.attempt,
+            a2a.task.id = %job.lease.task_id,
+            a2a.context.id = tracing::field::Empty,
+            a2a.agent.name = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         // A child of the job's span; a job enqueued without a trace context
@@ -206,12 +209,16 @@ impl Delegator {
             Outcome::Fail { reason } => tracing::warn!(%reason, "delegation failed"),
             _ => {}
         });
+        if matches!(outcome, Outcome::Retry { .. } | Outcome::Fail { .. }) {
+            span.record("otel.status_code", "ERROR");
+        }
         outcome
     }
 
     async fn try_delegate(&self, job: &ClaimedJob, ctx: &JobContext) -> Result<Outcome, Stop> {
         let store = ctx.store();
         let task = store.task_load(job.lease.task_id).await?;
+        tracing::Span::current().record("a2a.context.id", task.context_id.as_str());
         if task.state.is_terminal() {
             return Ok(Outcome::Done(Vec::new()));
         }
@@ -227,6 +234,7 @@ impl Delegator {
                 "no remote agent was chosen for this task",
             )]));
         };
+        tracing::Span::current().record("a2a.agent.name", name);
         let Some(agent) = store.agent_get(name).await? else {
             return Ok(Outcome::Fail { reason: format!("agent {name} is no longer registered") });
         };

@@ -210,12 +210,15 @@ impl JsonRpcAgent {
     /// A unary call.
     pub async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RemoteError> {
         let span = client_span(method, &self.url);
-        tracing::Instrument::instrument(self.call_inner(method, params), span).await
+        let result = tracing::Instrument::instrument(self.call_inner(method, params), span.clone()).await;
+        record_outcome(&span, &result);
+        result
     }
 
     async fn call_inner<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RemoteError> {
         let response = self.request(method, params).send().await.map_err(|e| RemoteError::from_reqwest(&e))?;
         let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
         let body = response.text().await.map_err(|e| RemoteError::from_reqwest(&e))?;
         if !status.is_success() {
@@ -229,7 +232,9 @@ impl JsonRpcAgent {
     /// A streaming call: SSE frames, each a JSON-RPC response.
     pub async fn stream(&self, method: &str, params: Value) -> Result<Events, RemoteError> {
         let span = client_span(method, &self.url);
-        tracing::Instrument::instrument(self.stream_inner(method, params), span).await
+        let result = tracing::Instrument::instrument(self.stream_inner(method, params), span.clone()).await;
+        record_outcome(&span, &result);
+        result
     }
 
     async fn stream_inner(&self, method: &str, params: Value) -> Result<Events, RemoteError> {
@@ -240,6 +245,7 @@ impl JsonRpcAgent {
             .await
             .map_err(|e| RemoteError::from_reqwest(&e))?;
         let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -258,7 +264,9 @@ impl JsonRpcAgent {
         let method = method.to_owned();
         let mut bytes = response.bytes_stream();
         let (tx, rx) = tokio::sync::mpsc::channel(32);
-        tokio::spawn(async move {
+        // The reader carries the call's span, so the span lasts as long as
+        // the stream does.
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut buffer = String::new();
             loop {
                 while let Some(end) = buffer.find("\n\n") {
@@ -285,21 +293,45 @@ impl JsonRpcAgent {
                     None => return,
                 }
             }
-        });
+        }));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
 
-/// A client span per remote call (OpenTelemetry RPC conventions).
+/// A client span per remote call, by the OpenTelemetry RPC conventions
+/// (`{service}/{method}`, `rpc.*`) over the HTTP client ones (`url.full`,
+/// `server.address`, `http.response.status_code`).
 fn client_span(method: &str, url: &str) -> tracing::Span {
+    let parsed = reqwest::Url::parse(url).ok();
+    let address = parsed.as_ref().and_then(|u| u.host_str().map(str::to_owned));
+    let port = parsed.as_ref().and_then(reqwest::Url::port_or_known_default);
     tracing::info_span!(
         "remote call",
         otel.name = %format!("A2A/{method}"),
         otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
         rpc.system = "jsonrpc",
+        rpc.service = "A2A",
         rpc.method = %method,
-        server.address = %url,
+        rpc.jsonrpc.version = "2.0",
+        rpc.jsonrpc.error_code = tracing::field::Empty,
+        http.request.method = "POST",
+        url.full = %url,
+        server.address = address,
+        server.port = port,
+        http.response.status_code = tracing::field::Empty,
     )
+}
+
+/// Marks a failed call's span: an error status, and the JSON-RPC error code
+/// when the agent answered with one.
+fn record_outcome<T>(span: &tracing::Span, result: &Result<T, RemoteError>) {
+    if let Err(error) = result {
+        span.record("otel.status_code", "ERROR");
+        if let Some(code) = error.code() {
+            span.record("rpc.jsonrpc.error_code", code);
+        }
+    }
 }
 
 fn result_of<T: DeserializeOwned>(method: &str, mut envelope: Value) -> Result<T, RemoteError> {

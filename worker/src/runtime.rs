@@ -206,11 +206,15 @@ impl<H: Handler> JobRun<H> {
         let span = tracing::info_span!(
             "job",
             otel.name = %format!("{} job", job.kind),
-            job.id = job.lease.job_id.0,
-            job.kind = %job.kind,
-            job.attempt = job.lease.attempt,
-            job.claim_latency_ms = waited,
-            task.id = %job.lease.task_id,
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "switchyard",
+            messaging.operation.type = "process",
+            switchyard.job.id = job.lease.job_id.0,
+            switchyard.job.kind = %job.kind,
+            switchyard.job.attempt = job.lease.attempt,
+            switchyard.job.claim_latency_ms = waited,
+            a2a.task.id = %job.lease.task_id,
             trace_id = tracing::field::Empty,
         );
         switchyard_engine::trace::continue_from(&span, job.payload.get("trace"));

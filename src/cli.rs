@@ -255,9 +255,17 @@ pub(crate) struct WorkerArgs {
     /// `serve` and `dev` serve theirs on the API's port.
     #[arg(long, env = "SWITCHYARD_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
-    /// How long a remote agent may stay silent on one call.
+    /// How long a unary call to a remote agent may take, and how long its
+    /// stream may stay silent before the worker looks at the remote task
+    /// (a quiet task is followed again, not failed).
     #[arg(long, env = "SWITCHYARD_REMOTE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) remote_timeout: Duration,
+    /// The largest single event (SSE frame or unary reply) a remote agent may send.
+    #[arg(long, env = "SWITCHYARD_REMOTE_MAX_EVENT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub(crate) remote_max_event_bytes: usize,
+    /// The largest whole reply (a stream, all its events) a remote agent may send.
+    #[arg(long, env = "SWITCHYARD_REMOTE_MAX_REPLY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub(crate) remote_max_reply_bytes: usize,
     /// Consecutive failures that open an agent's circuit breaker.
     #[arg(long, env = "SWITCHYARD_BREAKER_FAILURES", default_value_t = 5)]
     pub(crate) breaker_failures: u32,
@@ -283,6 +291,10 @@ impl WorkerArgs {
             breaker_failures: i32::try_from(self.breaker_failures.max(1)).unwrap_or(i32::MAX),
             breaker_cooldown: self.breaker_cooldown,
             attach_budget: self.attach_budget,
+            limits: switchyard_worker::sse::Limits {
+                event_bytes: self.remote_max_event_bytes,
+                reply_bytes: self.remote_max_reply_bytes,
+            },
         }
     }
 

@@ -10,7 +10,8 @@ use a2a::{
 use serde_json::json;
 use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
-    Caller, FollowUp, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId, TaskRecord, TaskState,
+    Caller, FollowUp, JobKind, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId, TaskRecord,
+    TaskState,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -22,7 +23,6 @@ use crate::page;
 use crate::validate::{self, Intake, history_length};
 
 /// The job kind that carries a task to a remote agent.
-const DELEGATE: &str = "delegate";
 /// ListTasks page sizes (PROTOCOL.md §5.4 L5).
 const DEFAULT_PAGE: i32 = 50;
 const MAX_PAGE: i32 = 100;
@@ -114,7 +114,8 @@ impl A2aHandler {
         // so does the job, whose span the worker opens on claiming it.
         let trace = switchyard_engine::trace::current().or(intake.trace_context);
         let push_config = configuration.and_then(|c| c.task_push_notification_config);
-        let job = NewJob { payload: json!({ "trace": trace }), ..NewJob::new(DELEGATE, self.config.max_attempts) };
+        let job =
+            NewJob { payload: json!({ "trace": trace }), ..NewJob::new(JobKind::Delegate, self.config.max_attempts) };
         match message.task_id.as_deref().filter(|id| !id.is_empty()) {
             Some(raw) => {
                 let task_id = validate::task_id(raw)?;

@@ -141,7 +141,7 @@ pub(crate) fn new_task(text: &str) -> NewTask {
         metadata: None,
         trace_context: None,
         parent_id: None,
-        job: Some(NewJob::new("delegate", 3)),
+        job: Some(NewJob::new(switchyard_engine::JobKind::Delegate, 3)),
         reject_reason: None,
         push_config: None,
         deadline: None,

@@ -1,36 +1,42 @@
 //! Delegation: carry a task to its remote agent and fold what the agent
 //! says back into the task's log, resuming from the checkpoint after a crash.
+//!
+//! The task's delegation is driven by one job at a time (the database allows
+//! no second live one), and every checkpoint is fenced by that job's lease.
+//! Client messages are forwarded in log order, each one checkpointed as
+//! forwarded *before* it is sent and as acknowledged once the agent answered
+//! that send; a worker resuming after a crash between the two looks at the
+//! remote task before deciding to send it again.
 
 use std::time::Duration;
 
 use a2a::{
-    AgentCard, Message, Role, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse,
+    AgentCard, Message, Role, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse, Task,
     TaskState as WireState, error_code,
 };
 use a2a_client::A2AClientFactory;
-use a2a_client::agent_card::AgentCardResolver;
 use switchyard_engine::{
     AgentRecord, ArtifactUpdate, ClaimedJob, Delegation, Gate, StoreError, TaskEvent, TaskRecord, TaskState,
 };
+use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
 use crate::handler::{JobContext, Outcome};
 use crate::remote::{Events, JsonRpcAgent, RemoteAgent, RemoteError};
+use crate::sse::Limits;
 
-/// Fetches and parses an agent's card (for registering it).
+/// Fetches and checks an agent's card (for registering it).
 pub async fn fetch_card(url: &str) -> Result<serde_json::Value, String> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-    let card = AgentCardResolver::new(Some(http)).resolve(url).await.map_err(|e| e.message)?;
-    if card.supported_interfaces.is_empty() {
-        return Err("the card declares no interfaces".into());
-    }
+    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+    let card = crate::remote::fetch_card(&http, url, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
     serde_json::to_value(card).map_err(|e| e.to_string())
 }
 
 /// How delegation behaves.
 #[derive(Debug, Clone)]
 pub struct DelegationSettings {
-    /// How long a remote agent may stay silent on one call.
+    /// How long a unary call may take, and how long a stream may stay
+    /// silent before the worker looks at the remote task instead.
     pub timeout: Duration,
     /// Consecutive failures that open an agent's circuit breaker.
     pub breaker_failures: i32,
@@ -39,6 +45,8 @@ pub struct DelegationSettings {
     /// How long one attempt follows a remote task (streaming or polling)
     /// before parking the job and giving up its lease.
     pub attach_budget: Duration,
+    /// The most a remote agent's reply may make a worker hold.
+    pub limits: Limits,
 }
 
 impl Default for DelegationSettings {
@@ -48,6 +56,7 @@ impl Default for DelegationSettings {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
             attach_budget: Duration::from_secs(300),
+            limits: Limits::default(),
         }
     }
 }
@@ -56,6 +65,7 @@ impl Default for DelegationSettings {
 #[derive(Debug, Clone)]
 pub struct Delegator {
     http: reqwest::Client,
+    sdk_http: reqwest::Client,
     settings: DelegationSettings,
 }
 
@@ -89,12 +99,21 @@ fn classify(agent: &str, e: &RemoteError) -> Outcome {
 impl Delegator {
     /// A delegator with these settings.
     pub fn new(settings: DelegationSettings) -> Self {
+        // No read timeout on the shared client: it would cut a quiet stream,
+        // and silence is not failure. Unary calls carry their own timeout.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .read_timeout(settings.timeout)
+            .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Delegator { http, settings }
+        // The official client (REST agents) sets none per call: this one does.
+        let sdk_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(settings.timeout)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Delegator { http, sdk_http, settings }
     }
 
     /// The agent's card: stored, or fetched now and stored. A stored card
@@ -108,19 +127,23 @@ impl Delegator {
         if let (Some(card), true) = (&stored, fresh) {
             return Ok(card.clone());
         }
-        match AgentCardResolver::new(Some(self.http.clone())).resolve(&agent.url).await {
+        match crate::remote::fetch_card(&self.http, &agent.url, self.settings.timeout).await {
             Ok(card) => {
                 let json = serde_json::to_value(&card).unwrap_or_default();
                 ctx.store().agent_set_card(&agent.name, &json).await?;
                 Ok(card)
             }
-            Err(e) => match stored {
-                Some(card) => {
-                    tracing::warn!(agent = %agent.name, error = %e.message, "card refresh failed; using the stored card");
+            Err(e) => match (stored, e) {
+                (Some(card), e) => {
+                    tracing::warn!(agent = %agent.name, error = %e, "card refresh failed; using the stored card");
                     Ok(card)
                 }
-                None => Err(Stop::Outcome(Outcome::Retry {
-                    error: format!("fetching the card of {}: {}", agent.name, e.message),
+                // Not a valid A2A card: retrying fetches the same one.
+                (None, RemoteError::Permanent { message, .. }) => Err(Stop::Outcome(Outcome::Fail {
+                    reason: format!("agent {} has no usable Agent Card: {message}", agent.name),
+                })),
+                (None, e) => Err(Stop::Outcome(Outcome::Retry {
+                    error: format!("fetching the card of {}: {e}", agent.name),
                     retry_after: None,
                 })),
             },
@@ -135,12 +158,18 @@ impl Delegator {
             .iter()
             .find(|i| i.protocol_binding.as_str() == "JSONRPC" && i.protocol_version.as_str().starts_with("1."));
         if let Some(interface) = json_rpc {
-            let agent = JsonRpcAgent::new(self.http.clone(), interface.url.clone()).with_trace_context(trace);
+            let agent = JsonRpcAgent::new(
+                self.http.clone(),
+                interface.url.clone(),
+                self.settings.timeout,
+                self.settings.limits,
+            )
+            .with_trace_context(trace);
             return Ok(RemoteAgent::JsonRpc(agent));
         }
         A2AClientFactory::builder()
             .no_defaults()
-            .register(std::sync::Arc::new(a2a_client::rest::RestTransportFactory::new(Some(self.http.clone()))))
+            .register(std::sync::Arc::new(a2a_client::rest::RestTransportFactory::new(Some(self.sdk_http.clone()))))
             .build()
             .create_from_card(card)
             .await
@@ -247,36 +276,224 @@ impl Delegator {
             Ok(client) => client,
             Err(e) => return Ok(classify(name, &e)),
         };
-        let mut delegation = existing.unwrap_or_else(|| Delegation { agent: name.to_owned(), ..Delegation::default() });
-        let latest = store.task_history(task.id, 1).await?.pop();
-        let Some(latest) = latest else {
-            return Ok(Outcome::Fail { reason: "the task has no message to delegate".into() });
+        let delegation = existing.unwrap_or_else(|| Delegation { agent: name.to_owned(), ..Delegation::default() });
+        // Both instants are the database's: how long the remote task has
+        // been at it when this attempt became due.
+        let working_for = (job.due_at - task.status_at).to_std().unwrap_or_default();
+        let mut run = Run {
+            ctx,
+            task,
+            delegation,
+            client: &client,
+            streaming: card.capabilities.streaming == Some(true),
+            silence: self.settings.timeout,
+            deadline: Instant::now() + self.settings.attach_budget,
+            // Past one budget of following, look once per wake-up and park.
+            look_once: working_for > self.settings.attach_budget,
         };
-        let streaming = card.capabilities.streaming == Some(true);
-        let mut run = Run { ctx, task, delegation: &mut delegation, budget: self.settings.attach_budget };
+        let started = Instant::now();
+        let result = run.drive().await;
+        metrics::histogram!("switchyard_remote_exchange_seconds", "agent" => name.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        self.conclude(ctx, name, result, park_delay(working_for)).await
+    }
 
-        if run.delegation.forwarded_message_id.as_deref() == Some(latest.message_id.as_str())
-            && let Some(remote) = run.delegation.remote_task_id.clone()
-        {
-            // Sent before this attempt: re-attach rather than send again.
-            let result = if streaming {
-                match client.subscribe(&remote).await {
-                    Ok(events) => run.follow(events).await,
-                    Err(e) if e.code() == Some(error_code::UNSUPPORTED_OPERATION) => run.poll(&client, &remote).await,
-                    Err(e) => Err(e.into()),
-                }
-            } else {
-                run.poll(&client, &remote).await
-            };
-            return self.conclude(ctx, name, result).await;
+    async fn record(&self, ctx: &JobContext, agent: &str, ok: bool) -> Result<(), Stop> {
+        let outcome = if ok { "ok" } else { "error" };
+        metrics::counter!("switchyard_remote_calls_total", "agent" => agent.to_owned(), "outcome" => outcome)
+            .increment(1);
+        let s = &self.settings;
+        Ok(ctx.store().agent_record_call(agent, ok, s.breaker_failures, s.breaker_cooldown).await?)
+    }
+
+    async fn conclude(
+        &self,
+        ctx: &JobContext,
+        agent: &str,
+        result: Result<Settled, RunError>,
+        park: Duration,
+    ) -> Result<Outcome, Stop> {
+        match result {
+            Ok(Settled::Yes) => {
+                self.record(ctx, agent, true).await?;
+                Ok(Outcome::Done(Vec::new()))
+            }
+            Ok(Settled::No) => Ok(Outcome::Retry {
+                error: format!("agent {agent} ended the exchange before the task settled"),
+                retry_after: None,
+            }),
+            Ok(Settled::Quiet) => Ok(Outcome::Retry {
+                error: format!("agent {agent} stayed silent before naming its task"),
+                retry_after: None,
+            }),
+            Ok(Settled::Later) => {
+                // Long work: give the lease back and look again later.
+                self.record(ctx, agent, true).await?;
+                Ok(Outcome::Snooze { after: park, reason: format!("agent {agent} is still working") })
+            }
+            Err(RunError::Ended) => Ok(Outcome::Done(Vec::new())),
+            Err(RunError::Store(e)) => Err(Stop::from(e)),
+            Err(RunError::Remote(e)) => {
+                let outcome = classify(agent, &e);
+                // Only trouble reaching the agent counts against its breaker,
+                // not an agent that answered "no".
+                self.record(ctx, agent, !matches!(outcome, Outcome::Retry { .. })).await?;
+                Ok(outcome)
+            }
         }
+    }
+}
 
-        run.begin().await?;
+/// How long a parked delegation waits before looking at its remote task
+/// again: a tenth of how long the task has been running, between 5 seconds
+/// and 5 minutes. A pure function of stored times, so a restarted worker
+/// picks up the same schedule.
+pub fn park_delay(working_for: Duration) -> Duration {
+    (working_for / 10).clamp(Duration::from_secs(5), Duration::from_secs(300))
+}
+
+/// What can interrupt a run: the remote side, our own store, or the task
+/// ending here (canceled, or past its deadline) while we worked.
+enum RunError {
+    Remote(RemoteError),
+    Store(StoreError),
+    Ended,
+}
+
+impl From<RemoteError> for RunError {
+    fn from(e: RemoteError) -> Self {
+        RunError::Remote(e)
+    }
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        if e.terminal_state().is_some() { RunError::Ended } else { RunError::Store(e) }
+    }
+}
+
+/// How an exchange with the remote task ended.
+enum Settled {
+    /// The remote task reached a terminal or interrupted state.
+    Yes,
+    /// The exchange ended without settling (a stream closed early).
+    No,
+    /// Silent for longer than the timeout before the remote task was named.
+    Quiet,
+    /// Still running when this attempt's attach budget ran out.
+    Later,
+}
+
+/// One attempt's state: our task, its delegation checkpoint, the agent.
+struct Run<'a> {
+    ctx: &'a JobContext,
+    task: TaskRecord,
+    delegation: Delegation,
+    client: &'a RemoteAgent,
+    streaming: bool,
+    /// How long a stream may stay silent before we look at the task instead.
+    silence: Duration,
+    /// When this attempt stops following and parks.
+    deadline: Instant,
+    /// The remote task has been running for longer than one attach budget:
+    /// look at it once and park, rather than hold a worker while it works.
+    look_once: bool,
+}
+
+/// How long a fetched Agent Card is trusted before it is fetched again.
+const CARD_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// How long polling waits at most between two looks at a remote task.
+const POLL_CAP: Duration = Duration::from_secs(5);
+
+/// How many of the remote task's last messages to ask for when checking
+/// whether a message we sent has arrived.
+const RESUME_HISTORY: i32 = 20;
+
+/// Whether the message `message_id`, sent in answer to the remote question
+/// `question` (a status message id), has reached the remote task. The
+/// task's history saying so is proof; a task that has moved past its
+/// question (working, finished, or asking another one) took the answer; a
+/// task still waiting on the same question did not.
+fn arrived(remote: &Task, message_id: &str, question: Option<&str>) -> bool {
+    if remote.history.iter().flatten().any(|m| m.message_id == message_id) {
+        return true;
+    }
+    let waiting = matches!(remote.status.state, WireState::InputRequired | WireState::AuthRequired);
+    !waiting || remote.status.message.as_ref().map(|m| m.message_id.as_str()) != question
+}
+
+impl Run<'_> {
+    /// Forwards the task's client messages in order, one exchange at a
+    /// time, until the remote task settles with nothing left to forward.
+    async fn drive(&mut self) -> Result<Settled, RunError> {
+        loop {
+            if self.task.state.is_terminal() {
+                return Ok(Settled::Yes);
+            }
+            let next = self.delegation.forwarded_seq.unwrap_or(0);
+            let settled = if let Some(seq) = self.delegation.unconfirmed() {
+                self.resume(seq).await?
+            } else if let Some(remote) =
+                self.delegation.remote_task_id.clone().filter(|_| !self.task.state.is_interrupted())
+            {
+                // Everything sent has arrived and the remote task is at work:
+                // follow it (a message queued meanwhile waits for its question).
+                self.attach(&remote).await?
+            } else if let Some((seq, message)) = self.ctx.store().task_message_after(self.task.id, next).await? {
+                self.send(seq, message).await?
+            } else {
+                return Ok(Settled::Yes);
+            };
+            if !matches!(settled, Settled::Yes) {
+                return Ok(settled);
+            }
+        }
+    }
+
+    /// A message was sent, and the agent's answer to that send never
+    /// reached the checkpoint: find out whether the message arrived before
+    /// sending it again, so a strict agent never sees it twice.
+    async fn resume(&mut self, seq: i64) -> Result<Settled, RunError> {
+        let Some((found, message)) = self.ctx.store().task_message_after(self.task.id, seq - 1).await? else {
+            return Err(RunError::Store(StoreError::Corrupt(format!("forwarded message {seq} is not in the log"))));
+        };
+        let Some(remote) = self.delegation.remote_task_id.clone() else {
+            // The first message, never answered: the agent named no task, so
+            // it may not have one. Send the same message (same id) again.
+            return self.send(found, message).await;
+        };
+        let task = self.client.get_task(&remote, RESUME_HISTORY).await?;
+        if !arrived(&task, &message.message_id, self.delegation.question_id.as_deref()) {
+            return self.send(found, message).await;
+        }
+        self.delegation.acked_seq = Some(seq);
+        self.write_checkpoint().await?;
+        if self.fold(StreamResponse::Task(task)).await? {
+            return Ok(Settled::Yes);
+        }
+        self.attach(&remote).await
+    }
+
+    /// Hands one client message to the remote agent and follows the answer.
+    async fn send(&mut self, seq: i64, latest: Message) -> Result<Settled, RunError> {
+        // Write-ahead: the intent is durable before the agent can act on it.
+        self.delegation.forwarded_seq = Some(seq);
+        self.delegation.forwarded_message_id = Some(latest.message_id.clone());
+        self.delegation.question_id = if self.task.state.is_interrupted() {
+            self.task.status.message.as_ref().map(|m| m.message_id.clone())
+        } else {
+            None
+        };
+        self.write_checkpoint().await?;
+        if self.task.state != TaskState::Working {
+            self.append(&[TaskEvent::status(TaskState::Working, None)]).await?;
+        }
         let mut message = Message {
             message_id: latest.message_id.clone(),
-            context_id: run.delegation.remote_context_id.clone(),
+            context_id: self.delegation.remote_context_id.clone(),
             // A follow-up answers the remote task's question.
-            task_id: run.delegation.remote_task_id.clone(),
+            task_id: self.delegation.remote_task_id.clone(),
             role: Role::User,
             parts: latest.parts.clone(),
             metadata: latest.metadata.clone(),
@@ -294,129 +511,69 @@ impl Delegator {
                 history_length: Some(0),
                 // Without streaming, do not hold a connection open for the
                 // whole task: take the acknowledgement, then poll (and park).
-                return_immediately: (!streaming).then_some(true),
+                return_immediately: (!self.streaming).then_some(true),
             }),
             metadata: None,
             tenant: None,
         };
-        run.delegation.forwarded_message_id = Some(latest.message_id.clone());
-        let started = tokio::time::Instant::now();
-        let result = if streaming {
-            match client.send_streaming(&request).await {
-                Ok(events) => run.follow(events).await,
-                Err(e) => Err(e.into()),
-            }
+        let result = if self.streaming {
+            let events = self.client.send_streaming(&request).await?;
+            self.follow(events).await?
         } else {
-            match client.send(&request).await {
-                Ok(SendMessageResponse::Task(t)) => run
-                    .fold(StreamResponse::Task(t))
-                    .await
-                    .map(|settled| if settled { Settled::Yes } else { Settled::No }),
-                Ok(SendMessageResponse::Message(m)) => run.fold(StreamResponse::Message(m)).await.map(|_| Settled::Yes),
-                Err(e) => Err(e.into()),
+            match self.client.send(&request).await? {
+                SendMessageResponse::Task(t) => {
+                    if self.fold(StreamResponse::Task(t)).await? {
+                        Settled::Yes
+                    } else {
+                        Settled::No
+                    }
+                }
+                SendMessageResponse::Message(m) => {
+                    self.fold(StreamResponse::Message(m)).await?;
+                    Settled::Yes
+                }
             }
         };
-        metrics::histogram!("switchyard_remote_exchange_seconds", "agent" => name.to_owned())
-            .record(started.elapsed().as_secs_f64());
-        let result = match result {
-            Ok(Settled::No) => match run.delegation.remote_task_id.clone() {
-                Some(remote) => run.poll(&client, &remote).await,
-                None => Ok(Settled::No),
-            },
-            other => other,
-        };
-        self.conclude(ctx, name, result).await
-    }
-
-    async fn record(&self, ctx: &JobContext, agent: &str, ok: bool) -> Result<(), Stop> {
-        let outcome = if ok { "ok" } else { "error" };
-        metrics::counter!("switchyard_remote_calls_total", "agent" => agent.to_owned(), "outcome" => outcome)
-            .increment(1);
-        let s = &self.settings;
-        Ok(ctx.store().agent_record_call(agent, ok, s.breaker_failures, s.breaker_cooldown).await?)
-    }
-
-    async fn conclude(
-        &self,
-        ctx: &JobContext,
-        agent: &str,
-        result: Result<Settled, RunError>,
-    ) -> Result<Outcome, Stop> {
-        match result {
-            Ok(Settled::Yes) => {
-                self.record(ctx, agent, true).await?;
-                Ok(Outcome::Done(Vec::new()))
-            }
-            Ok(Settled::No) => Ok(Outcome::Retry {
-                error: format!("agent {agent} ended the exchange before the task settled"),
-                retry_after: None,
-            }),
-            Ok(Settled::Later) => {
-                // Long work: give the lease back and look again later.
-                self.record(ctx, agent, true).await?;
-                Ok(Outcome::Snooze { after: Duration::from_secs(5), reason: format!("agent {agent} is still working") })
-            }
-            Err(RunError::Store(e)) => Err(Stop::from(e)),
-            Err(RunError::Remote(e)) => {
-                let outcome = classify(agent, &e);
-                // Only trouble reaching the agent counts against its breaker,
-                // not an agent that answered "no".
-                self.record(ctx, agent, !matches!(outcome, Outcome::Retry { .. })).await?;
-                Ok(outcome)
-            }
+        match (result, self.delegation.remote_task_id.clone()) {
+            (Settled::No | Settled::Quiet, Some(remote)) => self.attach(&remote).await,
+            (other, _) => Ok(other),
         }
     }
-}
 
-/// What can interrupt a run: the remote side, or our own store.
-enum RunError {
-    Remote(RemoteError),
-    Store(StoreError),
-}
-
-impl From<RemoteError> for RunError {
-    fn from(e: RemoteError) -> Self {
-        RunError::Remote(e)
-    }
-}
-
-impl From<StoreError> for RunError {
-    fn from(e: StoreError) -> Self {
-        RunError::Store(e)
-    }
-}
-
-/// Whether the remote task reached a terminal or interrupted state.
-enum Settled {
-    Yes,
-    /// The exchange ended without settling (a stream closed early).
-    No,
-    /// Still running when this attempt's attach budget ran out.
-    Later,
-}
-
-/// One attempt's state: our task and its delegation checkpoint.
-struct Run<'a> {
-    ctx: &'a JobContext,
-    task: TaskRecord,
-    delegation: &'a mut Delegation,
-    /// How long this attempt may follow the remote task.
-    budget: Duration,
-}
-
-/// How long a fetched Agent Card is trusted before it is fetched again.
-const CARD_MAX_AGE: Duration = Duration::from_secs(600);
-
-/// How long polling waits at most between two looks at a remote task.
-const POLL_CAP: Duration = Duration::from_secs(5);
-
-impl Run<'_> {
-    /// Marks our task as working (it is being carried out now).
-    async fn begin(&mut self) -> Result<(), Stop> {
-        if self.task.state != TaskState::Working {
-            self.task = self.ctx.append(&[TaskEvent::status(TaskState::Working, None)]).await?;
+    /// Follows a remote task we know by id until it settles or the budget
+    /// runs out: its stream when it streams (re-subscribing after silence),
+    /// else polling.
+    async fn attach(&mut self, remote: &str) -> Result<Settled, RunError> {
+        if self.look_once {
+            let task = self.client.get_task(remote, 0).await?;
+            return Ok(if self.fold(StreamResponse::Task(task)).await? { Settled::Yes } else { Settled::Later });
         }
-        Ok(())
+        if !self.streaming {
+            return self.poll(remote).await;
+        }
+        loop {
+            let events = match self.client.subscribe(remote).await {
+                Ok(events) => events,
+                Err(e) if e.code() == Some(error_code::UNSUPPORTED_OPERATION) => return self.poll(remote).await,
+                Err(e) => return Err(e.into()),
+            };
+            match self.follow(events).await? {
+                // Silent for a while: a quiet task is not a dead one. Look
+                // at it, and follow again while the budget lasts.
+                Settled::Quiet => {
+                    let task = self.client.get_task(remote, 0).await?;
+                    if self.fold(StreamResponse::Task(task)).await? {
+                        return Ok(Settled::Yes);
+                    }
+                    if Instant::now() >= self.deadline {
+                        return Ok(Settled::Later);
+                    }
+                }
+                // The stream closed without settling: poll, with backoff.
+                Settled::No => return self.poll(remote).await,
+                other => return Ok(other),
+            }
+        }
     }
 
     async fn append(&mut self, events: &[TaskEvent]) -> Result<(), RunError> {
@@ -430,16 +587,36 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Notes the remote ids, and that the last send was answered.
     async fn checkpoint(&mut self, remote_task: &str, remote_context: &str) -> Result<(), RunError> {
-        if self.delegation.remote_task_id.as_deref() == Some(remote_task)
-            && self.delegation.remote_context_id.as_deref() == Some(remote_context)
-            && self.delegation.forwarded_message_id.is_some()
+        let d = &self.delegation;
+        if d.remote_task_id.as_deref() == Some(remote_task)
+            && d.remote_context_id.as_deref() == Some(remote_context)
+            && d.acked_seq == d.forwarded_seq
         {
             return Ok(());
         }
         self.delegation.remote_task_id = Some(remote_task.to_owned());
         self.delegation.remote_context_id = Some(remote_context.to_owned());
-        Ok(self.ctx.store().delegation_put(self.task.id, self.delegation).await?)
+        self.delegation.acked_seq = self.delegation.forwarded_seq;
+        self.write_checkpoint().await
+    }
+
+    /// Writes the checkpoint under the job's lease. If the task ended here
+    /// meanwhile (canceled, or past its deadline), the cancel could not know
+    /// the remote task: this worker does, and cancels it.
+    async fn write_checkpoint(&mut self) -> Result<(), RunError> {
+        let state = self.ctx.store().delegation_checkpoint(self.ctx.lease(), &self.delegation).await?;
+        if !state.is_terminal() {
+            return Ok(());
+        }
+        if let Some(remote) = &self.delegation.remote_task_id {
+            match self.client.cancel(remote).await {
+                Ok(_) => tracing::info!(%remote, "task ended here; remote task canceled"),
+                Err(error) => tracing::warn!(%remote, %error, "task ended here; canceling the remote task failed"),
+            }
+        }
+        Err(RunError::Ended)
     }
 
     /// Our copy of an agent message: same words, our ids.
@@ -448,7 +625,6 @@ impl Run<'_> {
         message.context_id = Some(self.task.context_id.clone());
         message
     }
-
     /// Folds one remote event into our log; true once the task settled.
     async fn fold(&mut self, event: StreamResponse) -> Result<bool, RunError> {
         match event {
@@ -516,12 +692,14 @@ impl Run<'_> {
     }
 
     async fn follow(&mut self, mut events: Events) -> Result<Settled, RunError> {
-        let deadline = tokio::time::Instant::now() + self.budget;
         loop {
             let next = tokio::select! {
-                next = events.next() => next,
-                () = tokio::time::sleep_until(deadline) => return Ok(Settled::Later),
+                next = tokio::time::timeout(self.silence, events.next()) => next,
+                () = tokio::time::sleep_until(self.deadline) => return Ok(Settled::Later),
                 () = self.ctx.cancelled() => return Ok(Settled::Later),
+            };
+            let Ok(next) = next else {
+                return Ok(Settled::Quiet);
             };
             let Some(event) = next else {
                 return Ok(Settled::No);
@@ -534,18 +712,17 @@ impl Run<'_> {
 
     /// Polls the remote task with growing intervals until it settles, or
     /// until this attempt's budget is spent (then the job is retried later).
-    async fn poll(&mut self, client: &RemoteAgent, remote: &str) -> Result<Settled, RunError> {
-        let started = tokio::time::Instant::now();
+    async fn poll(&mut self, remote: &str) -> Result<Settled, RunError> {
         let mut wait = Duration::from_millis(100);
         loop {
-            let task = client.get_task(remote).await?;
+            let task = self.client.get_task(remote, 0).await?;
             let settled = task.status.state.is_terminal()
                 || task.status.state == WireState::InputRequired
                 || task.status.state == WireState::AuthRequired;
             if self.fold(StreamResponse::Task(task)).await? || settled {
                 return Ok(Settled::Yes);
             }
-            if started.elapsed() > self.budget {
+            if Instant::now() >= self.deadline {
                 return Ok(Settled::Later);
             }
             tokio::select! {
@@ -554,5 +731,47 @@ impl Run<'_> {
             }
             wait = (wait * 2).min(POLL_CAP);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parking_grows_with_the_remote_work_and_is_capped() {
+        assert_eq!(park_delay(Duration::ZERO), Duration::from_secs(5));
+        assert_eq!(park_delay(Duration::from_secs(600)), Duration::from_secs(60));
+        assert_eq!(park_delay(Duration::from_secs(86_400)), Duration::from_secs(300));
+    }
+
+    fn remote(state: WireState, question: Option<&str>, history: &[&str]) -> Task {
+        let message = |id: &str| Message {
+            message_id: id.into(),
+            context_id: None,
+            task_id: None,
+            role: Role::Agent,
+            parts: Vec::new(),
+            metadata: None,
+            extensions: None,
+            reference_task_ids: None,
+        };
+        let mut task: Task = serde_json::from_value(serde_json::json!({
+            "id": "r", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}
+        }))
+        .expect("task");
+        task.status.state = state;
+        task.status.message = question.map(message);
+        task.history = (!history.is_empty()).then(|| history.iter().map(|id| message(id)).collect());
+        task
+    }
+
+    #[test]
+    fn an_answer_arrived_when_the_remote_task_moved_past_its_question() {
+        assert!(!arrived(&remote(WireState::InputRequired, Some("q1"), &[]), "a1", Some("q1")), "same question");
+        assert!(arrived(&remote(WireState::InputRequired, Some("q2"), &[]), "a1", Some("q1")), "a new question");
+        assert!(arrived(&remote(WireState::Working, None, &[]), "a1", Some("q1")), "back at work");
+        assert!(arrived(&remote(WireState::Completed, None, &[]), "a1", Some("q1")), "finished");
+        assert!(arrived(&remote(WireState::InputRequired, Some("q1"), &["a1"]), "a1", Some("q1")), "in its history");
     }
 }

@@ -1,16 +1,15 @@
 //! The built-in handler: one entry per job kind.
 
-use switchyard_engine::ClaimedJob;
+use std::time::Duration;
+
+use switchyard_engine::{ClaimedJob, JobKind};
 
 use crate::delegate::{DelegationSettings, Delegator};
 use crate::handler::{Handler, JobContext, Outcome};
 
-/// The job kind that carries a client's task to a remote agent.
-pub const DELEGATE: &str = "delegate";
-/// The job kind that cancels the remote task of a task canceled here.
-pub const CANCEL_REMOTE: &str = "cancel_remote";
-/// The job kind that fires at a task's deadline.
-pub const DEADLINE: &str = "deadline";
+/// How long a job of a kind this worker does not know is left for another
+/// (newer) worker before this one looks at it again.
+const UNKNOWN_KIND_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Routes each claimed job to the code for its kind.
 #[derive(Debug, Clone)]
@@ -27,14 +26,21 @@ impl Dispatcher {
 
 impl Handler for Dispatcher {
     async fn handle(&self, job: ClaimedJob, ctx: JobContext) -> Outcome {
-        match job.kind.as_str() {
-            DELEGATE => self.delegator.delegate(&job, &ctx).await,
-            CANCEL_REMOTE => self.delegator.cancel_remote(&job, &ctx).await,
-            DEADLINE => match ctx.store().task_expire(job.lease.task_id, "the task's deadline passed").await {
-                Ok(_) => Outcome::Done(Vec::new()),
-                Err(e) => Outcome::Retry { error: e.to_string(), retry_after: None },
+        match job.kind() {
+            Ok(JobKind::Delegate) => self.delegator.delegate(&job, &ctx).await,
+            Ok(JobKind::CancelRemote) => self.delegator.cancel_remote(&job, &ctx).await,
+            Ok(JobKind::Deadline) => {
+                match ctx.store().task_expire(job.lease.task_id, "the task's deadline passed").await {
+                    Ok(_) => Outcome::Done(Vec::new()),
+                    Err(e) => Outcome::Retry { error: e.to_string(), retry_after: None },
+                }
+            }
+            // A newer version's job, met during a rolling upgrade: not a
+            // failure of the task. Give it back without spending an attempt.
+            Err(unknown) => Outcome::Snooze {
+                after: UNKNOWN_KIND_BACKOFF,
+                reason: format!("this worker does not know job kind {unknown:?}; left for a newer worker"),
             },
-            other => Outcome::Fail { reason: format!("this worker does not know job kind {other:?}") },
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod handler;
 pub mod remote;
 pub mod runtime;
+pub mod sse;
 
 pub use config::{ConfigError, WorkerConfig};
 pub use dispatch::Dispatcher;

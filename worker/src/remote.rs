@@ -9,13 +9,15 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use a2a::{A2AError, SendMessageRequest, SendMessageResponse, StreamResponse, Task, error_code};
+use a2a::{A2AError, AgentCard, SendMessageRequest, SendMessageResponse, StreamResponse, Task, error_code};
 use a2a_client::{A2AClient, Transport};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_stream::{Stream, StreamExt};
+
+use crate::sse::{Decoder, Limits};
 
 /// A stream of remote task events.
 pub type Events = Pin<Box<dyn Stream<Item = Result<StreamResponse, RemoteError>> + Send>>;
@@ -147,11 +149,12 @@ impl RemoteAgent {
         }
     }
 
-    pub async fn get_task(&self, task_id: &str) -> Result<Task, RemoteError> {
+    /// The remote task, with its last `history` messages.
+    pub async fn get_task(&self, task_id: &str, history: i32) -> Result<Task, RemoteError> {
         match self {
-            RemoteAgent::JsonRpc(a) => a.call("GetTask", json!({ "id": task_id, "historyLength": 0 })).await,
+            RemoteAgent::JsonRpc(a) => a.call("GetTask", json!({ "id": task_id, "historyLength": history })).await,
             RemoteAgent::Sdk(c) => c
-                .get_task(&a2a::GetTaskRequest { id: task_id.into(), history_length: Some(0), tenant: None })
+                .get_task(&a2a::GetTaskRequest { id: task_id.into(), history_length: Some(history), tenant: None })
                 .await
                 .map_err(|e| RemoteError::from_sdk(&e)),
         }
@@ -183,11 +186,16 @@ pub struct JsonRpcAgent {
     /// The task's stored trace context, carried on calls made outside any
     /// traced span (tracing off); inside one, the span's own context goes.
     trace: Option<Value>,
+    /// How long a unary call may take in all. Streams have none: a quiet
+    /// stream is the caller's to judge (silence is not failure).
+    call_timeout: Duration,
+    limits: Limits,
 }
 
 impl JsonRpcAgent {
-    pub fn new(http: reqwest::Client, url: String) -> Self {
-        JsonRpcAgent { http, url, trace: None }
+    /// `http` must not have a read timeout, or it would cut quiet streams.
+    pub fn new(http: reqwest::Client, url: String, call_timeout: Duration, limits: Limits) -> Self {
+        JsonRpcAgent { http, url, trace: None, call_timeout, limits }
     }
 
     /// Carries `traceparent` (and `tracestate`) from a stored trace context.
@@ -216,11 +224,16 @@ impl JsonRpcAgent {
     }
 
     async fn call_inner<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RemoteError> {
-        let response = self.request(method, params).send().await.map_err(|e| RemoteError::from_reqwest(&e))?;
+        let response = self
+            .request(method, params)
+            .timeout(self.call_timeout)
+            .send()
+            .await
+            .map_err(|e| RemoteError::from_reqwest(&e))?;
         let status = response.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(|e| RemoteError::from_reqwest(&e))?;
+        let body = read_capped(response, self.limits.event_bytes).await?;
         if !status.is_success() {
             return Err(RemoteError::from_status(status, &headers, &body));
         }
@@ -248,14 +261,14 @@ impl JsonRpcAgent {
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = read_capped(response, 64 * 1024).await.unwrap_or_default();
             return Err(RemoteError::from_status(status, &headers, &body));
         }
         let is_sse =
             headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/event-stream"));
         if !is_sse {
             // An error before the stream started comes back as plain JSON.
-            let body = response.text().await.map_err(|e| RemoteError::from_reqwest(&e))?;
+            let body = read_capped(response, self.limits.event_bytes).await?;
             let envelope: Value = serde_json::from_str(&body)
                 .map_err(|_| RemoteError::permanent(format!("invalid response to {method}: neither SSE nor JSON")))?;
             let first: StreamResponse = result_of(method, envelope)?;
@@ -263,34 +276,35 @@ impl JsonRpcAgent {
         }
         let method = method.to_owned();
         let mut bytes = response.bytes_stream();
+        let mut decoder = Decoder::new(self.limits);
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         // The reader carries the call's span, so the span lasts as long as
         // the stream does.
         tokio::spawn(tracing::Instrument::in_current_span(async move {
-            let mut buffer = String::new();
             loop {
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let data: Vec<&str> =
-                        block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-                    if data.is_empty() {
-                        continue; // a comment (keep-alive) or an id-only event
+                let chunk = match bytes.next().await {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(RemoteError::from_reqwest(&e))).await;
+                        return;
                     }
-                    let event = serde_json::from_str::<Value>(&data.join("\n"))
+                    None => return,
+                };
+                let frames = match decoder.push(&chunk) {
+                    Ok(frames) => frames,
+                    Err(e) => {
+                        let _ = tx.send(Err(RemoteError::permanent(format!("reply to {method}: {e}")))).await;
+                        return;
+                    }
+                };
+                for frame in frames {
+                    let event = serde_json::from_str::<Value>(&frame)
                         .map_err(|_| RemoteError::permanent(format!("invalid SSE frame from {method}")))
                         .and_then(|envelope| result_of::<StreamResponse>(&method, envelope));
                     let stop = event.is_err();
                     if tx.send(event).await.is_err() || stop {
                         return;
                     }
-                }
-                match bytes.next().await {
-                    Some(Ok(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n")),
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(RemoteError::from_reqwest(&e))).await;
-                        return;
-                    }
-                    None => return,
                 }
             }
         }));
@@ -333,6 +347,42 @@ fn record_outcome<T>(span: &tracing::Span, result: &Result<T, RemoteError>) {
         }
     }
 }
+
+/// A response body, refused past `limit` bytes (the sender chooses its
+/// size; we choose how much of it we hold).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<String, RemoteError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| RemoteError::from_reqwest(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(RemoteError::permanent(format!("the reply exceeded {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| RemoteError::permanent("the reply is not valid UTF-8"))
+}
+
+/// An agent's card, fetched and checked. Trouble reaching it may pass
+/// (transient); a card that is not valid A2A will not (permanent, at once).
+pub async fn fetch_card(http: &reqwest::Client, base_url: &str, timeout: Duration) -> Result<AgentCard, RemoteError> {
+    let url = format!("{}/.well-known/agent-card.json", base_url.trim_end_matches('/'));
+    let response = http.get(&url).timeout(timeout).send().await.map_err(|e| RemoteError::from_reqwest(&e))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    if !status.is_success() {
+        let body = read_capped(response, 64 * 1024).await.unwrap_or_default();
+        return Err(RemoteError::from_status(status, &headers, &body));
+    }
+    let body = read_capped(response, CARD_MAX_BYTES).await?;
+    let card: AgentCard = serde_json::from_str(&body)
+        .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not a valid A2A card: {e}")))?;
+    if card.supported_interfaces.is_empty() {
+        return Err(RemoteError::permanent(format!("the agent card at {url} declares no interfaces")));
+    }
+    Ok(card)
+}
+
+/// The largest Agent Card we read.
+const CARD_MAX_BYTES: usize = 1024 * 1024;
 
 fn result_of<T: DeserializeOwned>(method: &str, mut envelope: Value) -> Result<T, RemoteError> {
     if let Some(error) = envelope.get("error") {

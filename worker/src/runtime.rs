@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use backon::{ExponentialBuilder, Retryable};
-use switchyard_engine::{ClaimedJob, JobId, Lease, Listener, Store, StoreError, TaskEvent, TaskState};
+use switchyard_engine::{ClaimedJob, JobId, JobKind, Lease, Listener, Store, StoreError, TaskEvent, TaskState};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, WorkerConfig};
@@ -31,6 +31,49 @@ struct Slot {
     cancel: CancellationToken,
     /// Set when the heartbeat found the lease gone: abandon, don't release.
     lost: Arc<AtomicBool>,
+    /// Until when this process can prove it holds the lease.
+    proven: Arc<LeaseClock>,
+}
+
+/// The local deadline of a lease: the instant the request that last granted
+/// or extended it was *sent*, plus the lease, less a margin. The database
+/// counted from a later instant, so when this deadline passes the lease may
+/// already belong to someone else, and the attempt must stop: no further
+/// remote calls, no writes (those are fenced too). A worker cut off from
+/// PostgreSQL thus stops on its own, instead of calling the agent for
+/// minutes while another worker takes the job over.
+#[derive(Debug)]
+struct LeaseClock(Mutex<Instant>);
+
+impl LeaseClock {
+    fn granted(sent: Instant, lease: std::time::Duration) -> Self {
+        LeaseClock(Mutex::new(Self::deadline(sent, lease)))
+    }
+
+    fn deadline(sent: Instant, lease: std::time::Duration) -> Instant {
+        // A tenth of the lease covers the two clocks' rates drifting apart.
+        sent + lease - lease / 10
+    }
+
+    fn extend(&self, sent: Instant, lease: std::time::Duration) {
+        let mut until = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *until = (*until).max(Self::deadline(sent, lease));
+    }
+
+    fn until(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves once the deadline has passed without an extension.
+    async fn lapsed(&self) {
+        loop {
+            let until = self.until();
+            tokio::time::sleep_until(until).await;
+            if self.until() <= Instant::now() {
+                return;
+            }
+        }
+    }
 }
 
 type InFlight = Arc<Mutex<HashMap<JobId, Slot>>>;
@@ -84,6 +127,7 @@ impl<H: Handler> Worker<H> {
             let mut more_waiting = false;
             if free > 0 {
                 let want = free.min(config.batch);
+                let asked = Instant::now();
                 match self.store.job_claim(&config.id, want as i64, config.lease).await {
                     Ok(jobs) => {
                         // A full batch suggests more is ready: claim again
@@ -96,7 +140,7 @@ impl<H: Handler> Worker<H> {
                                 let _ = self.store.job_release(&job.lease).await;
                                 continue;
                             };
-                            self.start(job, permit, &in_flight, &mut runners);
+                            self.start(job, permit, asked, &in_flight, &mut runners);
                         }
                     }
                     Err(error) => {
@@ -138,21 +182,32 @@ impl<H: Handler> Worker<H> {
         Ok(())
     }
 
-    fn start(&self, job: ClaimedJob, permit: OwnedSemaphorePermit, in_flight: &InFlight, runners: &mut JoinSet<()>) {
+    fn start(
+        &self,
+        job: ClaimedJob,
+        permit: OwnedSemaphorePermit,
+        claimed: Instant,
+        in_flight: &InFlight,
+        runners: &mut JoinSet<()>,
+    ) {
         let waited = (chrono::Utc::now() - job.due_at).to_std().unwrap_or_default();
-        metrics::histogram!("switchyard_claim_latency_seconds", "kind" => job.kind.clone())
+        metrics::histogram!("switchyard_claim_latency_seconds", "kind" => job.kind_name.clone())
             .record(waited.as_secs_f64());
         metrics::gauge!("switchyard_jobs_in_flight").increment(1.0);
         let cancel = CancellationToken::new();
         let lost = Arc::new(AtomicBool::new(false));
-        lock(in_flight)
-            .insert(job.lease.job_id, Slot { lease: job.lease.clone(), cancel: cancel.clone(), lost: lost.clone() });
+        let proven = Arc::new(LeaseClock::granted(claimed, self.config.lease));
+        lock(in_flight).insert(
+            job.lease.job_id,
+            Slot { lease: job.lease.clone(), cancel: cancel.clone(), lost: lost.clone(), proven: proven.clone() },
+        );
         let run = JobRun {
             store: self.store.clone(),
             handler: self.handler.clone(),
             config: self.config.clone(),
             cancel,
             lost,
+            proven,
         };
         let in_flight = in_flight.clone();
         runners.spawn(async move {
@@ -196,6 +251,7 @@ struct JobRun<H> {
     config: WorkerConfig,
     cancel: CancellationToken,
     lost: Arc<AtomicBool>,
+    proven: Arc<LeaseClock>,
 }
 
 impl<H: Handler> JobRun<H> {
@@ -205,13 +261,13 @@ impl<H: Handler> JobRun<H> {
         let waited = (chrono::Utc::now() - job.due_at).num_milliseconds().max(0);
         let span = tracing::info_span!(
             "job",
-            otel.name = %format!("{} job", job.kind),
+            otel.name = %format!("{} job", job.kind_name),
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
             messaging.system = "switchyard",
             messaging.operation.type = "process",
             switchyard.job.id = job.lease.job_id.0,
-            switchyard.job.kind = %job.kind,
+            switchyard.job.kind = %job.kind_name,
             switchyard.job.attempt = job.lease.attempt,
             switchyard.job.claim_latency_ms = waited,
             a2a.task.id = %job.lease.task_id,
@@ -224,7 +280,8 @@ impl<H: Handler> JobRun<H> {
 
     async fn run_in_span(self, job: ClaimedJob) {
         let lease = job.lease.clone();
-        let kind = job.kind.clone();
+        let kind = job.kind_name.clone();
+        let job_kind = job.kind().map_err(|_| ());
         let ctx = JobContext::new(self.store.clone(), lease.clone(), self.cancel.clone());
         let handler = self.handler.clone();
         // Its own task, so a panicking handler costs one attempt, not the worker.
@@ -235,6 +292,15 @@ impl<H: Handler> JobRun<H> {
                 Ok(outcome) => outcome,
                 Err(e) => Outcome::Retry { error: format!("the job handler crashed: {e}"), retry_after: None },
             },
+            () = self.proven.lapsed() => {
+                // Not proven live any more: stop acting at once. The lease
+                // may still be ours (the database was only slow), in which
+                // case it expires and the job is rescued.
+                abort.abort();
+                metrics::counter!("switchyard_job_outcomes_total", "kind" => kind, "outcome" => "lease_unproven").increment(1);
+                tracing::warn!(job = %lease.job_id, "lease not confirmed in time; attempt stopped");
+                return;
+            }
             () = self.cancel.cancelled() => {
                 abort.abort();
                 let outcome = if self.lost.load(Ordering::SeqCst) { "lease_lost" } else { "released" };
@@ -258,7 +324,8 @@ impl<H: Handler> JobRun<H> {
             Outcome::Snooze { .. } => "parked",
         };
         metrics::counter!("switchyard_job_outcomes_total", "kind" => kind, "outcome" => label).increment(1);
-        let settle = || self.settle(&lease, outcome.clone());
+        let delegation = job_kind == Ok(JobKind::Delegate);
+        let settle = || self.settle(&lease, delegation, outcome.clone());
         let settled = settle
             .retry(ExponentialBuilder::default().with_max_times(4).with_jitter())
             .when(StoreError::is_transient)
@@ -275,8 +342,9 @@ impl<H: Handler> JobRun<H> {
         }
     }
 
-    async fn settle(&self, lease: &Lease, outcome: Outcome) -> Result<(), StoreError> {
+    async fn settle(&self, lease: &Lease, delegation: bool, outcome: Outcome) -> Result<(), StoreError> {
         match outcome {
+            Outcome::Done(events) if delegation => finish_delegation(&self.store, lease, &events).await,
             Outcome::Done(events) => complete(&self.store, lease, &events).await,
             Outcome::Snooze { after, reason } => {
                 let at = self.store.job_snooze(lease, after, &reason).await?;
@@ -285,7 +353,12 @@ impl<H: Handler> JobRun<H> {
             }
             Outcome::Fail { reason } => {
                 tracing::warn!(job = %lease.job_id, %reason, "job failed permanently");
-                complete(&self.store, lease, &[TaskEvent::status_with_text(TaskState::Failed, reason)]).await
+                let events = [TaskEvent::status_with_text(TaskState::Failed, reason)];
+                if delegation {
+                    finish_delegation(&self.store, lease, &events).await
+                } else {
+                    complete(&self.store, lease, &events).await
+                }
             }
             Outcome::Retry { error, retry_after } => {
                 let attempt = u32::try_from(lease.attempt).unwrap_or(1);
@@ -314,6 +387,22 @@ async fn complete(store: &Store, lease: &Lease, events: &[TaskEvent]) -> Result<
     }
 }
 
+/// Settles a delegate job; it stays live if a client message came in that
+/// the remote agent has not been handed (see `Store::delegation_finish`).
+async fn finish_delegation(store: &Store, lease: &Lease, events: &[TaskEvent]) -> Result<(), StoreError> {
+    let requeued = match store.delegation_finish(lease, events).await {
+        Err(e) if e.terminal_state().is_some() => {
+            tracing::info!(job = %lease.job_id, task = %lease.task_id, "task already ended; job closed without changes");
+            store.delegation_finish(lease, &[]).await?
+        }
+        other => other?,
+    };
+    if requeued {
+        tracing::info!(job = %lease.job_id, task = %lease.task_id, "a follow-up is waiting; the delegation goes on");
+    }
+    Ok(())
+}
+
 async fn heartbeat_loop(store: Store, in_flight: InFlight, config: WorkerConfig, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -325,9 +414,15 @@ async fn heartbeat_loop(store: Store, in_flight: InFlight, config: WorkerConfig,
             continue;
         }
         let refs: Vec<&Lease> = leases.iter().collect();
+        let sent = Instant::now();
         match store.job_heartbeat(&refs, config.lease).await {
             Ok(held) => {
                 let map = lock(&in_flight);
+                for id in &held {
+                    if let Some(slot) = map.get(id) {
+                        slot.proven.extend(sent, config.lease);
+                    }
+                }
                 for lease in leases.iter().filter(|l| !held.contains(&l.job_id)) {
                     // Gone from the map means it finished meanwhile: not lost.
                     if let Some(slot) = map.get(&lease.job_id) {
@@ -336,8 +431,8 @@ async fn heartbeat_loop(store: Store, in_flight: InFlight, config: WorkerConfig,
                     }
                 }
             }
-            // The lease has room for another beat; a longer outage loses it,
-            // and the fenced writes then refuse whatever this worker tries.
+            // The lease has room for another beat; past its local deadline
+            // the attempt stops on its own (`LeaseClock`).
             Err(error) => tracing::warn!(%error, "heartbeat failed"),
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Store, in_tx};
 use crate::error::StoreError;
 use crate::id::TaskId;
+use crate::store::job::Lease;
 
 /// A registered remote A2A agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +51,22 @@ pub struct Delegation {
     pub agent: String,
     pub remote_task_id: Option<String>,
     pub remote_context_id: Option<String>,
+    /// The id of the last client message handed to the remote agent.
     pub forwarded_message_id: Option<String>,
+    /// Its sequence number in our log: written before it is sent.
+    pub forwarded_seq: Option<i64>,
+    /// Equal to `forwarded_seq` once the agent answered that send.
+    pub acked_seq: Option<i64>,
+    /// The remote question (status message id) the forwarded message answers.
+    pub question_id: Option<String>,
+}
+
+impl Delegation {
+    /// Sent, and not known to have arrived: a resumed worker must look
+    /// before sending it again.
+    pub fn unconfirmed(&self) -> Option<i64> {
+        self.forwarded_seq.filter(|seq| self.acked_seq != Some(*seq))
+    }
 }
 
 impl Store {
@@ -164,7 +180,9 @@ impl Store {
     pub async fn delegation_get(&self, task_id: TaskId) -> Result<Option<Delegation>, StoreError> {
         let row = sqlx::query_as!(
             Delegation,
-            "SELECT agent, remote_task_id, remote_context_id, forwarded_message_id FROM delegations WHERE task_id = $1",
+            r#"SELECT agent, remote_task_id, remote_context_id, forwarded_message_id, forwarded_seq, acked_seq,
+                      question_id
+               FROM delegations WHERE task_id = $1"#,
             task_id.0
         )
         .fetch_optional(&self.pool)
@@ -172,22 +190,44 @@ impl Store {
         Ok(row)
     }
 
-    /// Checkpoints a delegation (remote ids as soon as they are known).
-    pub async fn delegation_put(&self, task_id: TaskId, delegation: &Delegation) -> Result<(), StoreError> {
-        sqlx::query!(
-            r#"INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
-                   remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
-                   forwarded_message_id = EXCLUDED.forwarded_message_id, updated_at = now()"#,
-            task_id.0,
-            delegation.agent,
-            delegation.remote_task_id,
-            delegation.remote_context_id,
-            delegation.forwarded_message_id,
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Checkpoints a delegation, only while `lease` holds its job, and
+    /// returns the task's state as of the write. The task row is locked for
+    /// it, so a cancel (or deadline) and a checkpoint are ordered: if the
+    /// cancel came first, the state returned is terminal and the caller, now
+    /// knowing the remote task, cancels it; if the checkpoint came first, the
+    /// cancel sees the remote id and enqueues the remote cancel itself.
+    pub async fn delegation_checkpoint(
+        &self,
+        lease: &Lease,
+        delegation: &Delegation,
+    ) -> Result<crate::TaskState, StoreError> {
+        in_tx!(self, |tx| {
+            let state = sqlx::query_scalar!("SELECT state FROM tasks WHERE id = $1 FOR UPDATE", lease.task_id.0)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or(StoreError::TaskNotFound(lease.task_id))?;
+            sqlx::query!(
+                r#"INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
+                                            forwarded_seq, acked_seq, question_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
+                       remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
+                       forwarded_message_id = EXCLUDED.forwarded_message_id,
+                       forwarded_seq = EXCLUDED.forwarded_seq, acked_seq = EXCLUDED.acked_seq,
+                       question_id = EXCLUDED.question_id, updated_at = now()"#,
+                lease.task_id.0,
+                delegation.agent,
+                delegation.remote_task_id,
+                delegation.remote_context_id,
+                delegation.forwarded_message_id,
+                delegation.forwarded_seq,
+                delegation.acked_seq,
+                delegation.question_id,
+            )
+            .execute(&mut **tx)
+            .await?;
+            lease.confirm(tx).await?;
+            state.parse().map_err(|_| StoreError::Corrupt(format!("unknown task state {state:?}")))
+        })
     }
 }

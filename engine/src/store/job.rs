@@ -18,10 +18,51 @@ use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::{JobId, TaskId};
 
+/// What a job does. Stored by name in `jobs.kind`; a name this build does
+/// not know (written by a newer version during a rolling upgrade) stays a
+/// string on the claimed job, see [`ClaimedJob::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Carry a task to its remote agent and fold back what it says.
+    Delegate,
+    /// Cancel the remote task of a task that ended here.
+    CancelRemote,
+    /// Fire at a task's deadline.
+    Deadline,
+}
+
+impl JobKind {
+    /// Every kind this build runs.
+    pub const ALL: [JobKind; 3] = [JobKind::Delegate, JobKind::CancelRemote, JobKind::Deadline];
+
+    /// The name stored in `jobs.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Delegate => "delegate",
+            JobKind::CancelRemote => "cancel_remote",
+            JobKind::Deadline => "deadline",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| s.to_owned())
+    }
+}
+
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub kind: String,
+    pub kind: JobKind,
     pub payload: Value,
     pub priority: i16,
     pub max_attempts: i32,
@@ -31,14 +72,8 @@ pub struct NewJob {
 
 impl NewJob {
     /// A job of `kind` with defaults: no payload, priority 0, ready now.
-    pub fn new(kind: impl Into<String>, max_attempts: i32) -> Self {
-        NewJob {
-            kind: kind.into(),
-            payload: Value::Object(Default::default()),
-            priority: 0,
-            max_attempts,
-            run_at: None,
-        }
+    pub fn new(kind: JobKind, max_attempts: i32) -> Self {
+        NewJob { kind, payload: Value::Object(Default::default()), priority: 0, max_attempts, run_at: None }
     }
 }
 
@@ -59,7 +94,8 @@ pub struct Lease {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub lease: Lease,
-    pub kind: String,
+    /// The stored name; see [`ClaimedJob::kind`].
+    pub kind_name: String,
     pub payload: Value,
     /// When the job became due; claim latency is the time from then to the claim.
     pub due_at: DateTime<Utc>,
@@ -184,6 +220,14 @@ impl TryFrom<JobRow> for JobRecord {
     }
 }
 
+impl ClaimedJob {
+    /// What the job does, or the unknown name (a job written by a newer
+    /// version, which this worker must leave alone).
+    pub fn kind(&self) -> Result<JobKind, &str> {
+        self.kind_name.parse().map_err(|_| self.kind_name.as_str())
+    }
+}
+
 impl Lease {
     /// Confirms, at the end of a transaction, that this lease still holds
     /// the job, and locks the row until COMMIT so no claim can slip in
@@ -202,25 +246,29 @@ impl Lease {
     }
 }
 
+/// Inserts a job; `None` when it is a delegation and the task already has a
+/// live one, which will carry whatever the new job would have (a task's
+/// delegation is driven by one job at a time).
 pub(super) async fn insert_job(
     tx: &mut Transaction<'_, Postgres>,
     task_id: TaskId,
     job: &NewJob,
-) -> Result<JobId, StoreError> {
+) -> Result<Option<JobId>, StoreError> {
     let id = sqlx::query_scalar!(
         r#"INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
            VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
+           ON CONFLICT (task_id) WHERE kind = 'delegate' AND state IN ('ready', 'leased') DO NOTHING
            RETURNING id"#,
         task_id.0,
-        job.kind,
+        job.kind.as_str(),
         job.payload,
         job.priority,
         job.max_attempts,
         job.run_at,
     )
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(JobId(id))
+    Ok(id.map(JobId))
 }
 
 /// The fenced `leased -> done` transition.
@@ -245,10 +293,14 @@ fn seconds(d: Duration) -> f64 {
 
 impl Store {
     /// Enqueues a job on an existing task.
-    pub async fn job_enqueue(&self, task_id: TaskId, job: &NewJob) -> Result<JobId, StoreError> {
+    /// `None` when the task already has a live delegation that will do the
+    /// work (see [`insert_job`]).
+    pub async fn job_enqueue(&self, task_id: TaskId, job: &NewJob) -> Result<Option<JobId>, StoreError> {
         in_tx!(self, |tx| {
             let id = insert_job(tx, task_id, job).await?;
-            notify(tx, &self.channels.jobs, &job.kind).await?;
+            if id.is_some() {
+                notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
+            }
             Ok(id)
         })
     }
@@ -291,7 +343,7 @@ impl Store {
                     owner: owner.to_owned(),
                     expires_at: r.lease_expires_at,
                 },
-                kind: r.kind,
+                kind_name: r.kind,
                 payload: r.payload,
                 due_at: r.run_at,
             })
@@ -333,6 +385,64 @@ impl Store {
             // On `LeaseLost`, dropping `tx` rolls the events back with it.
             mark_done(&mut **tx, lease).await?;
             Ok(())
+        })
+    }
+
+    /// Settles a delegate job, appending `events` to its task in the same
+    /// transaction. Under the task's row lock (the lock a client's follow-up
+    /// takes to add its message) it looks for client messages the remote
+    /// agent has not been handed yet: if the task is still open and there is
+    /// one, the job is ready again at once (its attempt refunded) instead of
+    /// done, so a follow-up that arrived while this job was finishing is
+    /// carried by the task's one delegation rather than stranded. Only a
+    /// delegation that has forwarded something can have a follow-up (a task
+    /// asks for input only after its agent saw the first message), so one
+    /// that never did settles as done: no handler can spin it forever. True
+    /// when the job was requeued so.
+    pub async fn delegation_finish(&self, lease: &Lease, events: &[TaskEvent]) -> Result<bool, StoreError> {
+        in_tx!(self, |tx| {
+            let state = if events.is_empty() {
+                sqlx::query_scalar!("SELECT state FROM tasks WHERE id = $1 FOR UPDATE", lease.task_id.0)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::TaskNotFound(lease.task_id))?
+                    .parse::<crate::TaskState>()
+                    .map_err(|_| StoreError::Corrupt("unknown task state".into()))?
+            } else {
+                self.append_in_tx(tx, lease.task_id, events).await?.state
+            };
+            let pending = !state.is_terminal()
+                && sqlx::query_scalar!(
+                    r#"SELECT EXISTS (
+                           SELECT 1 FROM task_events
+                           WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
+                             AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
+                       ) AS "pending!""#,
+                    lease.task_id.0,
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+            let settled = sqlx::query!(
+                r#"UPDATE jobs SET
+                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
+                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
+                       run_at = CASE WHEN $3 THEN now() ELSE run_at END,
+                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
+                       lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+                lease.job_id.0,
+                lease.token,
+                pending,
+            )
+            .execute(&mut **tx)
+            .await?;
+            if settled.rows_affected() == 0 {
+                return Err(StoreError::LeaseLost(lease.job_id));
+            }
+            if pending {
+                notify(tx, &self.channels.jobs, "delegate").await?;
+            }
+            Ok(pending)
         })
     }
 

@@ -20,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 
 pub use agent::{AgentRecord, Delegation, Gate};
-pub use job::{ClaimedJob, JobFate, JobRecord, JobState, Lease, NewJob, Rescued};
+pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use push::PushConfig;
 pub use stats::Stats;

@@ -9,7 +9,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::in_tx;
-use super::job::{Lease, NewJob, insert_job};
+use super::job::{JobKind, Lease, NewJob, insert_job};
 use super::push::{PushConfig, upsert_push_config};
 use super::row::{Snapshot, TaskRow};
 use super::{Store, notify};
@@ -164,13 +164,13 @@ impl Store {
         insert_events(tx, id, 1, &events, Some(task.created_at)).await?;
         if let (Some(job), false) = (&new.job, task.state.is_terminal()) {
             insert_job(tx, id, job).await?;
-            notify(tx, &self.channels.jobs, &job.kind).await?;
+            notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
         }
         if let Some(push) = &new.push_config {
             upsert_push_config(&mut **tx, id, push).await?;
         }
         if let (Some(at), false) = (new.deadline, task.state.is_terminal()) {
-            let timer = NewJob { run_at: Some(at), ..NewJob::new("deadline", 5) };
+            let timer = NewJob { run_at: Some(at), ..NewJob::new(JobKind::Deadline, 5) };
             insert_job(tx, id, &timer).await?;
         }
         notify(tx, &self.channels.events, &format!("{id}:{}", task.version)).await?;
@@ -215,8 +215,11 @@ impl Store {
             message.task_id = Some(task_id.to_string());
             message.context_id = Some(task.context_id.clone());
             let task = self.append_in_tx(tx, task_id, &[TaskEvent::Message(message)]).await?;
-            insert_job(tx, task_id, &job).await?;
-            notify(tx, &self.channels.jobs, &job.kind).await?;
+            // A task whose delegation is still live gets no second one: that
+            // job forwards this message after the ones before it.
+            if insert_job(tx, task_id, &job).await?.is_some() {
+                notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
+            }
             if let Some(push) = &push_config {
                 upsert_push_config(&mut **tx, task_id, push).await?;
             }
@@ -344,15 +347,21 @@ impl Store {
         )
         .execute(&mut **tx)
         .await?;
-        sqlx::query!(
+        // The remote task, if one is known by now; if it is not, the worker
+        // that learns it finds this task ended when it checkpoints the id
+        // (under this same row lock) and cancels it there.
+        let cancel = sqlx::query!(
             r#"INSERT INTO jobs (task_id, kind, max_attempts)
-               SELECT task_id, 'cancel_remote', 5 FROM delegations
+               SELECT task_id, $2, 5 FROM delegations
                WHERE task_id = $1 AND remote_task_id IS NOT NULL"#,
             task_id.0,
+            JobKind::CancelRemote.as_str(),
         )
         .execute(&mut **tx)
         .await?;
-        notify(tx, &self.channels.jobs, "cancel_remote").await?;
+        if cancel.rows_affected() > 0 {
+            notify(tx, &self.channels.jobs, JobKind::CancelRemote.as_str()).await?;
+        }
         Ok(task)
     }
 
@@ -427,6 +436,21 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         payloads.into_iter().map(|p| serde_json::from_value(p).map_err(StoreError::from)).collect()
+    }
+
+    /// The first client message of a task after sequence number `after`,
+    /// with its own sequence number: what a delegation forwards next.
+    pub async fn task_message_after(&self, task_id: TaskId, after: i64) -> Result<Option<(i64, Message)>, StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT seq, payload FROM task_events
+               WHERE task_id = $1 AND kind = 'message' AND seq > $2 AND payload->>'role' = 'ROLE_USER'
+               ORDER BY seq LIMIT 1"#,
+            task_id.0,
+            after,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.seq, serde_json::from_value(r.payload)?))).transpose()
     }
 }
 

@@ -4,8 +4,10 @@
 
 mod api;
 mod delegation;
+mod exact;
 mod harness;
 mod interop;
+mod strict_agent;
 
 mod a2a_compat;
 mod a2a_jsonrpc;

@@ -1,0 +1,275 @@
+//! Delegation made exact, against a strict agent: `switchyard serve` and
+//! `switchyard worker` as real processes (killed with SIGKILL where a crash
+//! is the point), the strict agent in this process recording what reached
+//! it. Each test names a way delegation went wrong and checks what the agent
+//! received and how the task ended.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::process::Child;
+
+use crate::api::{message, rpc_call};
+use crate::harness::{TestDb, eventually, submit};
+use crate::processes::{free_port, http_get, switchyard};
+use crate::strict_agent::{StrictAgent, Verdict};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Stack {
+    db: TestDb,
+    base: String,
+    config: String,
+    http: reqwest::Client,
+    _serve: Child,
+}
+
+impl Stack {
+    async fn start(agent_url: &str) -> Stack {
+        let db = TestDb::new().await;
+        let config = std::env::temp_dir().join(format!("{}-exact.toml", db.schema));
+        std::fs::write(
+            &config,
+            format!("default_agent = \"strict\"\n[[agents]]\nname = \"strict\"\nurl = \"{agent_url}\"\n"),
+        )
+        .expect("config");
+        let config = config.to_string_lossy().into_owned();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+        eventually(WAIT, "the api up", || async { http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200) }).await;
+        let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
+        Stack { db, base: format!("http://{listen}"), config, http, _serve: serve }
+    }
+
+    fn worker(&self, id: &str, extra: &[&str]) -> Child {
+        let mut args = vec![
+            "worker",
+            "--config",
+            &self.config,
+            "--worker-id",
+            id,
+            "--lease",
+            "2s",
+            "--heartbeat",
+            "500ms",
+            "--poll-interval",
+            "200ms",
+            "--retry-base",
+            "100ms",
+            "--retry-cap",
+            "300ms",
+        ];
+        args.extend_from_slice(extra);
+        switchyard(&self.db, &args).spawn().expect("worker")
+    }
+
+    async fn rpc(&self, method: &str, params: Value) -> Value {
+        rpc_call(&self.http, &self.base, method, params, &[("A2A-Version", "1.0")]).await
+    }
+
+    /// Sends a new task without waiting for it; its id.
+    async fn send(&self, text: &str) -> String {
+        let answer = self
+            .rpc("SendMessage", json!({"message": message(text), "configuration": {"returnImmediately": true}}))
+            .await;
+        answer["result"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned()
+    }
+
+    /// Answers a task that waits for input.
+    async fn answer(&self, task_id: &str, text: &str) {
+        let mut answer = message(text);
+        answer["taskId"] = json!(task_id);
+        let reply =
+            self.rpc("SendMessage", json!({"message": answer, "configuration": {"returnImmediately": true}})).await;
+        assert!(reply.get("result").is_some(), "the answer is accepted: {reply}");
+    }
+
+    async fn task(&self, task_id: &str) -> Value {
+        self.rpc("GetTask", json!({"id": task_id})).await["result"].clone()
+    }
+
+    async fn reaches(&self, task_id: &str, state: &str) -> Value {
+        eventually(WAIT, state, || async { self.task(task_id).await["status"]["state"] == state }).await;
+        self.task(task_id).await
+    }
+
+    async fn delegate_job(&self, task_id: &str) -> (String, i32, Option<String>) {
+        sqlx::query_as("SELECT state, attempt, last_error FROM jobs WHERE task_id = $1::uuid AND kind = 'delegate'")
+            .bind(task_id)
+            .fetch_one(self.db.pool())
+            .await
+            .expect("job")
+    }
+}
+
+fn sigkill(child: &Child) {
+    kill(Pid::from_raw(child.id().expect("running") as i32), Signal::SIGKILL).expect("kill");
+}
+
+async fn sigterm_and_wait(child: &mut Child) {
+    kill(Pid::from_raw(child.id().expect("running") as i32), Signal::SIGTERM).expect("term");
+    tokio::time::timeout(WAIT, child.wait()).await.expect("exit in time").expect("wait");
+}
+
+fn status_text(task: &Value) -> String {
+    task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_the_agent_works_on_an_answer_does_not_send_it_again() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let mut worker = stack.worker("w1", &[]);
+    let id = stack.send("ask 1 3000").await;
+    stack.reaches(&id, "TASK_STATE_INPUT_REQUIRED").await;
+    stack.answer(&id, "Lisbon").await;
+    eventually(WAIT, "the agent working on the answer", || async {
+        agent.received().iter().any(|r| r.text == "Lisbon" && r.verdict == Verdict::Accepted)
+    })
+    .await;
+    sigkill(&worker);
+    let _ = worker.wait().await;
+    let _next = stack.worker("w2", &[]);
+    let task = stack.reaches(&id, "TASK_STATE_COMPLETED").await;
+    assert_eq!(status_text(&task), "answered");
+    let answers: Vec<_> = agent.received().into_iter().filter(|r| r.text == "Lisbon").collect();
+    assert_eq!(answers.len(), 1, "the resumed worker re-attached instead of sending again: {answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_given_before_the_first_is_delivered_reach_the_agent_once_each_in_order() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let mut worker = stack.worker("w1", &[]);
+    let id = stack.send("ask 2 200").await;
+    stack.reaches(&id, "TASK_STATE_INPUT_REQUIRED").await;
+    sigterm_and_wait(&mut worker).await;
+
+    stack.answer(&id, "first").await;
+    stack.answer(&id, "second").await;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE task_id = $1::uuid AND kind = 'delegate' AND state IN ('ready', 'leased')",
+    )
+    .bind(&id)
+    .fetch_one(stack.db.pool())
+    .await
+    .expect("count");
+    assert_eq!(live, 1, "one live delegation per task, however many answers");
+
+    let _worker = stack.worker("w2", &[]);
+    stack.reaches(&id, "TASK_STATE_COMPLETED").await;
+    let answers: Vec<(String, Verdict)> = agent.received().into_iter().skip(1).map(|r| (r.text, r.verdict)).collect();
+    assert_eq!(
+        answers,
+        [("first".to_owned(), Verdict::Accepted), ("second".to_owned(), Verdict::Accepted)],
+        "each answer once, in order, each to the question it answers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_before_the_remote_task_is_known_cancels_it_there() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let _worker = stack.worker("w1", &[]);
+    let id = stack.send("late 1500").await;
+    stack.reaches(&id, "TASK_STATE_WORKING").await;
+    let remote = agent.received()[0].task_id.clone();
+    let canceled = stack.rpc("CancelTask", json!({"id": id})).await;
+    assert_eq!(canceled["result"]["status"]["state"], "TASK_STATE_CANCELED", "{canceled}");
+    eventually(WAIT, "the remote task canceled", || async { agent.cancels().contains(&remote) }).await;
+    assert_eq!(agent.state(&remote), Some(a2a::TaskState::Canceled));
+    assert_eq!(stack.task(&id).await["status"]["state"], "TASK_STATE_CANCELED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_text_split_inside_characters_and_line_ends_arrives_intact() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let _worker = stack.worker("w1", &[]);
+    let id = stack.send("euro 50000").await;
+    let task = stack.reaches(&id, "TASK_STATE_COMPLETED").await;
+    let text = task["artifacts"][0]["parts"][0]["text"].as_str().expect("artifact text");
+    assert!(!text.contains('\u{FFFD}'), "no replacement characters");
+    assert_eq!(text, "a€".repeat(50_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_never_ends_fails_the_task_at_the_limit() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let _worker = stack.worker("w1", &["--remote-max-event-bytes", "65536"]);
+    let id = stack.send("forever").await;
+    let task = stack.reaches(&id, "TASK_STATE_FAILED").await;
+    assert!(status_text(&task).contains("exceeded 65536 bytes"), "{task}");
+    assert_eq!(stack.delegate_job(&id).await.1, 1, "a verdict, not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_remote_task_is_followed_not_failed() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let _worker = stack.worker("w1", &["--remote-timeout", "1s"]);
+    let id = stack.send("silent 4000").await;
+    stack.reaches(&id, "TASK_STATE_COMPLETED").await;
+    let (state, attempt, _) = stack.delegate_job(&id).await;
+    assert_eq!((state.as_str(), attempt), ("done", 1), "silence cost no attempt");
+    let failures: i32 = sqlx::query_scalar("SELECT consecutive_failures FROM agents WHERE name = 'strict'")
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("agent");
+    assert_eq!(failures, 0, "and nothing against the agent's breaker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_card_that_is_not_valid_a2a_fails_the_task_at_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route(
+        "/.well-known/agent-card.json",
+        axum::routing::get(|| async { axum::Json(json!({"name": 5, "skills": "none"})) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let stack = Stack::start(&url).await;
+    let _worker = stack.worker("w1", &[]);
+    let id = stack.send("hello").await;
+    let task = stack.reaches(&id, "TASK_STATE_FAILED").await;
+    assert!(status_text(&task).contains("no usable Agent Card"), "{task}");
+    assert_eq!(stack.delegate_job(&id).await.1, 1, "failed at once, not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_a_kind_this_worker_does_not_know_is_left_for_a_newer_one() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let task = submit(&stack.db.store, "from the future").await;
+    sqlx::query("UPDATE jobs SET kind = 'from_the_future' WHERE task_id = $1")
+        .bind(task.0)
+        .execute(stack.db.pool())
+        .await
+        .expect("kind");
+    let _worker = stack.worker("w1", &[]);
+    eventually(WAIT, "the job looked at and left", || async {
+        let (error,): (Option<String>,) = sqlx::query_as("SELECT last_error FROM jobs WHERE task_id = $1")
+            .bind(task.0)
+            .fetch_one(stack.db.pool())
+            .await
+            .expect("job");
+        error.is_some_and(|e| e.contains("from_the_future"))
+    })
+    .await;
+    let (state, attempt): (String, i32) = sqlx::query_as("SELECT state, attempt FROM jobs WHERE task_id = $1")
+        .bind(task.0)
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("job");
+    assert_eq!((state.as_str(), attempt), ("ready", 0), "no attempt spent");
+    let state: String = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
+        .bind(task.0)
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("task");
+    assert_eq!(state, "submitted", "the customer's task is untouched");
+}

@@ -143,8 +143,10 @@ pub async fn wait_until_settled(
     task: TaskRecord,
     timeout: Duration,
 ) -> Result<TaskRecord, ApiError> {
-    let baseline = task.status_at;
-    let settled = |t: &TaskRecord| t.state.is_terminal() || (t.state.is_interrupted() && t.status_at > baseline);
+    // Versions are log sequence numbers: a status written after the one we
+    // started from is newer, whatever any clock says.
+    let baseline = task.version;
+    let settled = |t: &TaskRecord| t.state.is_terminal() || (t.state.is_interrupted() && t.version > baseline);
     if task.state.is_terminal() {
         return Ok(task);
     }

@@ -26,9 +26,6 @@ pub struct EventHub {
     tx: broadcast::Sender<Signal>,
 }
 
-/// How often subscribers re-read anyway while the LISTEN connection is down.
-const FALLBACK_POLL: Duration = Duration::from_secs(2);
-
 impl EventHub {
     /// Starts the listener task; it runs until `shutdown` fires.
     pub fn start(store: Store, shutdown: CancellationToken) -> EventHub {
@@ -36,20 +33,10 @@ impl EventHub {
         let hub = EventHub { tx: tx.clone() };
         tokio::spawn(async move {
             let channel = store.channels().events.clone();
-            let mut listener = loop {
-                match Listener::connect(&store, &[&channel]).await {
-                    Ok(listener) => break listener,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot LISTEN for task events; streams poll until it can");
-                        let _ = tx.send(Signal::All);
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(FALLBACK_POLL) => {}
-                        }
-                    }
-                }
-            };
-            let _ = tx.send(Signal::All);
+            // Connects on first use and after any failure (each reconnect a
+            // `Resync`, so every subscriber re-reads once); meanwhile
+            // subscribers re-read at their own periodic timeout.
+            let mut listener = Listener::new(&store, &[&channel]);
             loop {
                 let wake = tokio::select! {
                     () = shutdown.cancelled() => return,

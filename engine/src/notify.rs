@@ -42,51 +42,87 @@ pub enum Wake {
 
 /// A LISTEN connection that reconnects with exponential backoff (`backon`)
 /// and never returns an error: callers fall back to polling meanwhile.
+///
+/// Any error drops the connection: a connection that failed once (reset,
+/// timeout, a half-open socket) is never trusted again, and a fresh one
+/// LISTENs on the channels it was given, no more. A listener that could not
+/// connect at first keeps trying, so a worker started while PostgreSQL was
+/// down is woken by NOTIFY once it is back, not left polling for good.
 #[derive(Debug)]
 pub struct Listener {
-    inner: PgListener,
+    pool: sqlx::PgPool,
+    inner: Option<PgListener>,
     channels: Vec<String>,
     backoff: ExponentialBuilder,
 }
 
 impl Listener {
-    /// Opens a dedicated connection listening on `channels`.
-    pub async fn connect(store: &Store, channels: &[&str]) -> Result<Listener, StoreError> {
-        let mut inner = PgListener::connect_with(store.pool()).await?;
-        inner.listen_all(channels.iter().copied()).await?;
+    /// A listener on `channels` that connects on first use (and reports
+    /// that first connection as a [`Wake::Resync`]).
+    pub fn new(store: &Store, channels: &[&str]) -> Listener {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
             .with_jitter()
             .without_max_times();
-        Ok(Listener { inner, channels: channels.iter().map(|c| (*c).to_owned()).collect(), backoff })
+        Listener {
+            pool: store.pool().clone(),
+            inner: None,
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            backoff,
+        }
+    }
+
+    /// Opens a dedicated connection listening on `channels` now.
+    pub async fn connect(store: &Store, channels: &[&str]) -> Result<Listener, StoreError> {
+        let mut listener = Listener::new(store, channels);
+        listener.inner = Some(listener.open().await?);
+        Ok(listener)
     }
 
     /// The next wake-up. Cancel-safe: dropping the future loses nothing
     /// that the tables do not still hold.
     pub async fn recv(&mut self) -> Wake {
-        match self.inner.try_recv().await {
+        let Some(inner) = self.inner.as_mut() else {
+            self.reconnect().await;
+            return Wake::Resync;
+        };
+        match inner.try_recv().await {
             Ok(Some(n)) => Wake::Notified { channel: n.channel().to_owned(), payload: n.payload().to_owned() },
             // The connection dropped and sqlx re-established it (eager
             // reconnect, LISTENs re-issued); whatever was sent meanwhile is lost.
             Ok(None) => Wake::Resync,
             Err(error) => {
                 tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                self.inner = None;
                 self.reconnect().await;
                 Wake::Resync
             }
         }
     }
 
-    /// Re-issues the LISTENs (which reconnects first) until it succeeds.
+    async fn open(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen_all(self.channels.iter().map(String::as_str)).await?;
+        Ok(listener)
+    }
+
+    /// A fresh connection, LISTENing, tried at once and then with backoff
+    /// until it works. Cancel-safe: a dropped attempt leaves `inner` empty
+    /// and the next call starts over.
     async fn reconnect(&mut self) {
         let mut delays = self.backoff.build();
         loop {
-            let delay = delays.next().unwrap_or(Duration::from_secs(5));
-            tokio::time::sleep(delay).await;
-            match self.inner.listen_all(self.channels.iter().map(String::as_str)).await {
-                Ok(()) => return,
-                Err(error) => tracing::warn!(%error, ?delay, "LISTEN reconnect failed; retrying"),
+            match self.open().await {
+                Ok(listener) => {
+                    self.inner = Some(listener);
+                    return;
+                }
+                Err(error) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(%error, ?delay, "LISTEN reconnect failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }

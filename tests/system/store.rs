@@ -197,3 +197,39 @@ async fn migrations_revert_and_reapply() {
     db.store.migrate().await.expect("redo");
     submit(&db.store, "works again").await;
 }
+
+/// One clock: a task's creation, its statuses and its log rows carry the
+/// database's time, whichever host wrote them.
+#[tokio::test]
+async fn every_stored_timestamp_is_the_databases() {
+    let db = TestDb::new().await;
+    let task = submit(&db.store, "what time is it").await;
+    // Written in the submit's transaction by the database itself.
+    let (key_at, created_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT k.created_at, t.created_at FROM idempotency_keys k JOIN tasks t ON t.id = k.task_id WHERE t.id = $1",
+    )
+    .bind(task.0)
+    .fetch_one(db.pool())
+    .await
+    .expect("times");
+    assert_eq!(created_at, key_at, "created_at is the database's");
+
+    // A status built on this host with this host's clock...
+    let mut working = TaskEvent::status(TaskState::Working, None);
+    if let TaskEvent::Status(status) = &mut working {
+        status.timestamp = Some(chrono::Utc::now() - chrono::Duration::hours(3));
+    }
+    let folded = db.store.task_append(task, &[working], None).await.expect("append");
+    // ...is stamped with the database's time, as its log row is.
+    let (logged_at, status_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT e.created_at, t.status_at FROM task_events e JOIN tasks t ON t.id = e.task_id
+         WHERE t.id = $1 AND e.seq = t.version",
+    )
+    .bind(task.0)
+    .fetch_one(db.pool())
+    .await
+    .expect("times");
+    assert_eq!(status_at, logged_at);
+    assert_eq!(folded.status.timestamp, Some(logged_at));
+    assert_eq!(folded.status_at, logged_at);
+}

@@ -267,8 +267,8 @@ impl Delegator {
         let Some(agent) = store.agent_get(name).await? else {
             return Ok(Outcome::Fail { reason: format!("agent {name} is no longer registered") });
         };
-        if let Gate::Open { until } = store.agent_breaker_gate(name, self.settings.breaker_cooldown).await? {
-            let after = (until - chrono::Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(100));
+        if let Gate::Open { wait, .. } = store.agent_breaker_gate(name, self.settings.breaker_cooldown).await? {
+            let after = wait.max(Duration::from_millis(100));
             return Ok(Outcome::Snooze { after, reason: format!("agent {name}'s circuit breaker is open") });
         }
         let card = self.card(ctx, &agent).await?;

@@ -111,13 +111,9 @@ impl<H: Handler> Worker<H> {
         let heartbeat =
             tokio::spawn(heartbeat_loop(self.store.clone(), in_flight.clone(), config.clone(), background.clone()));
 
-        let mut listener = match Listener::connect(&self.store, &[&self.store.channels().jobs]).await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for new jobs; polling only");
-                None
-            }
-        };
+        // Connects on first use, and again after any failure; polling
+        // covers the gaps.
+        let mut listener = Listener::new(&self.store, &[&self.store.channels().jobs]);
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker started");
@@ -234,14 +230,9 @@ impl<H: Handler> Worker<H> {
     }
 }
 
-/// Waits for a NOTIFY (or forever, when there is no listener).
-async fn next_wake(listener: &mut Option<Listener>) {
-    match listener {
-        Some(l) => {
-            l.recv().await;
-        }
-        None => std::future::pending().await,
-    }
+/// Waits for a NOTIFY, or a reconnect (which may have missed some).
+async fn next_wake(listener: &mut Listener) {
+    listener.recv().await;
 }
 
 /// Everything one attempt needs.
@@ -435,5 +426,33 @@ async fn heartbeat_loop(store: Store, in_flight: InFlight, config: WorkerConfig,
             // the attempt stops on its own (`LeaseClock`).
             Err(error) => tracing::warn!(%error, "heartbeat failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_lapses_at_its_local_deadline_unless_a_heartbeat_extended_it() {
+        let lease = Duration::from_secs(10);
+        let clock = Arc::new(LeaseClock::granted(Instant::now(), lease));
+        // Granted at 0: proven until 9 s (a tenth kept as margin).
+        assert!(tokio::time::timeout(Duration::from_millis(8_900), clock.lapsed()).await.is_err());
+        // A heartbeat sent at 8.9 s answers: proven until 17.9 s.
+        clock.extend(Instant::now(), lease);
+        let watcher = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.lapsed().await }
+        });
+        tokio::time::sleep(Duration::from_millis(8_900)).await;
+        assert!(!watcher.is_finished(), "extended: still proven at 17.8 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(watcher.is_finished(), "lapsed at 17.9 s with no further heartbeat");
+        // An answer to an older heartbeat never shortens the deadline.
+        let before = clock.until();
+        clock.extend(Instant::now() - Duration::from_secs(30), lease);
+        assert_eq!(clock.until(), before);
     }
 }

@@ -41,8 +41,8 @@ pub enum Gate {
     Closed,
     /// Cooled down: this caller probes; the others keep waiting.
     Probe,
-    /// Failing: wait until then.
-    Open { until: DateTime<Utc> },
+    /// Failing: wait until then (`wait` from now, by the database's clock).
+    Open { until: DateTime<Utc>, wait: Duration },
 }
 
 /// A task's delegation checkpoint.
@@ -126,16 +126,19 @@ impl Store {
     /// (the gate moves forward by another cool-down as it lets it pass).
     pub async fn agent_breaker_gate(&self, name: &str, cooldown: Duration) -> Result<Gate, StoreError> {
         in_tx!(self, |tx| {
-            let open_until =
-                sqlx::query_scalar!("SELECT breaker_open_until FROM agents WHERE name = $1 FOR UPDATE", name)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .flatten();
-            let Some(open_until) = open_until else {
+            // Compared with the database's clock, which set it.
+            let row = sqlx::query!(
+                r#"SELECT breaker_open_until, EXTRACT(EPOCH FROM breaker_open_until - now())::float8 AS "left"
+                   FROM agents WHERE name = $1 FOR UPDATE"#,
+                name
+            )
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some((open_until, left)) = row.and_then(|r| r.breaker_open_until.zip(r.left)) else {
                 return Ok(Gate::Closed);
             };
-            if open_until > Utc::now() {
-                return Ok(Gate::Open { until: open_until });
+            if left > 0.0 {
+                return Ok(Gate::Open { until: open_until, wait: Duration::from_secs_f64(left) });
             }
             sqlx::query!(
                 "UPDATE agents SET breaker_open_until = now() + make_interval(secs => $2) WHERE name = $1",

@@ -79,11 +79,13 @@ impl Store {
         for _ in 0..3 {
             let id = TaskId::new();
             let created = in_tx!(self, |tx| {
+                // The key's row says when: the database's clock, which the
+                // task's creation and first status take too.
                 let claimed = sqlx::query_scalar!(
                     r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
                            VALUES ($1, $2, $3, $4)
                            ON CONFLICT DO NOTHING
-                           RETURNING task_id"#,
+                           RETURNING created_at"#,
                     new.caller.tenant,
                     new.caller.principal,
                     new.idempotency_key,
@@ -92,7 +94,7 @@ impl Store {
                 .fetch_optional(&mut **tx)
                 .await?;
                 match claimed {
-                    Some(_) => Ok(Some(self.insert_task(tx, id, &new).await?)),
+                    Some(now) => Ok(Some(self.insert_task(tx, id, &new, now).await?)),
                     None => Ok(None),
                 }
             })?;
@@ -120,8 +122,8 @@ impl Store {
         tx: &mut Transaction<'_, Postgres>,
         id: TaskId,
         new: &NewTask,
+        now: DateTime<Utc>,
     ) -> Result<TaskRecord, StoreError> {
-        let now = Utc::now();
         let context_id = new.context_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
         let mut message = new.message.clone();
         message.task_id = Some(id.to_string());
@@ -131,6 +133,7 @@ impl Store {
             events.push(TaskEvent::status_with_text(TaskState::Rejected, reason.clone()));
         }
 
+        let events = stamped(&events, now);
         let mut task = TaskRecord::genesis(id, &new.caller, context_id, now);
         task.parent_id = new.parent_id;
         task.metadata = new.metadata.clone();
@@ -198,7 +201,7 @@ impl Store {
             if claimed.is_none() {
                 return Ok(None);
             }
-            let row = lock_task(tx, task_id).await?.filter(|row| visible_to(row, &caller));
+            let row = lock_task(tx, task_id).await?.map(|(row, _)| row).filter(|row| visible_to(row, &caller));
             let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
             if let Some(given) = context_id.filter(|c| *c != task.context_id) {
                 return Err(StoreError::ContextMismatch { task: task_id, actual: task.context_id, given });
@@ -266,9 +269,10 @@ impl Store {
         task_id: TaskId,
         events: &[TaskEvent],
     ) -> Result<TaskRecord, StoreError> {
-        let row = lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?;
+        let (row, now) = lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?;
         let mut task = TaskRecord::try_from(row)?;
         let before = task.version;
+        let events = &stamped(events, now);
         for event in events {
             task.apply(event).map_err(|source| StoreError::Rejected { task: task_id, source })?;
         }
@@ -309,7 +313,7 @@ impl Store {
         reason: Option<Message>,
     ) -> Result<TaskRecord, StoreError> {
         in_tx!(self, |tx| {
-            let row = lock_task(tx, task_id).await?.filter(|row| visible_to(row, caller));
+            let row = lock_task(tx, task_id).await?.map(|(row, _)| row).filter(|row| visible_to(row, caller));
             let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
             if task.state == TaskState::Canceled {
                 return Ok(task);
@@ -322,7 +326,8 @@ impl Store {
     /// cancels its remote task. `None` when there was nothing to fail.
     pub async fn task_expire(&self, task_id: TaskId, reason: &str) -> Result<Option<TaskRecord>, StoreError> {
         in_tx!(self, |tx| {
-            let task = TaskRecord::try_from(lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?)?;
+            let (row, _) = lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?;
+            let task = TaskRecord::try_from(row)?;
             if task.state.is_terminal() {
                 return Ok(None);
             }
@@ -459,16 +464,51 @@ impl Store {
 /// way (dead-lettering an expired lease) can at worst deadlock with a stale
 /// writer, which PostgreSQL breaks by aborting one (a transient error that
 /// the caller retries), never by letting both write.
-async fn lock_task(tx: &mut Transaction<'_, Postgres>, task_id: TaskId) -> Result<Option<TaskRow>, StoreError> {
-    Ok(sqlx::query_as!(
-        TaskRow,
+///
+/// Also returns the database's clock (the transaction's start): the one
+/// clock every stored timestamp comes from.
+async fn lock_task(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: TaskId,
+) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {
+    let row = sqlx::query!(
         r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
-                  metadata, trace_context, version, created_at, status_at
+                  metadata, trace_context, version, created_at, status_at, now() AS "now!"
            FROM tasks WHERE id = $1 FOR UPDATE"#,
         task_id.0,
     )
     .fetch_optional(&mut **tx)
-    .await?)
+    .await?;
+    Ok(row.map(|r| {
+        let task = TaskRow {
+            id: r.id,
+            tenant: r.tenant,
+            owner: r.owner,
+            context_id: r.context_id,
+            parent_id: r.parent_id,
+            state: r.state,
+            status: r.status,
+            artifacts: r.artifacts,
+            metadata: r.metadata,
+            trace_context: r.trace_context,
+            version: r.version,
+            created_at: r.created_at,
+            status_at: r.status_at,
+        };
+        (task, r.now)
+    }))
+}
+
+/// The events with every status stamped at `at` (the database's time),
+/// whatever host built them.
+fn stamped(events: &[TaskEvent], at: DateTime<Utc>) -> Vec<TaskEvent> {
+    events
+        .iter()
+        .map(|event| match event {
+            TaskEvent::Status(status) => TaskEvent::Status(a2a::TaskStatus { timestamp: Some(at), ..status.clone() }),
+            other => other.clone(),
+        })
+        .collect()
 }
 
 fn visible_to(row: &TaskRow, caller: &Caller) -> bool {

@@ -21,9 +21,16 @@ pub struct StreamItem {
 /// Where a stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// With a snapshot of the task as it is, then what follows it.
+    /// With a snapshot of the task as it is, then what follows it, until a
+    /// state after the snapshot stops it (a message that answers a question
+    /// streams on from the question's state).
     Snapshot,
-    /// Resuming a stream: every event after this sequence number, no snapshot.
+    /// A subscription: the snapshot, then what follows; a task that is
+    /// already waiting for input has nothing more to say, and the stream
+    /// closes after the snapshot.
+    Subscribe,
+    /// Resuming a stream: every event after this sequence number, no
+    /// snapshot; at or past the event that stopped the stream, it closes at once.
     After(i64),
 }
 
@@ -63,17 +70,20 @@ async fn produce(
 ) -> Result<(), ApiError> {
     let id = task.id;
     let context_id = task.context_id.clone();
+    let stopped = task.state.is_terminal() || task.state.is_interrupted();
     let mut last = match start {
-        Start::Snapshot => {
+        Start::Snapshot | Start::Subscribe => {
             let snapshot = task.to_a2a((!history.is_empty()).then_some(history));
             if tx.send(StreamItem { seq: task.version, event: Ok(StreamResponse::Task(snapshot)) }).await.is_err() {
                 return Ok(());
             }
-            if task.state.is_terminal() {
+            if task.state.is_terminal() || (start == Start::Subscribe && stopped) {
                 return Ok(());
             }
             task.version
         }
+        // Nothing after the event the stream stopped at: done.
+        Start::After(seq) if stopped && seq >= task.version => return Ok(()),
         Start::After(seq) => seq,
     };
     loop {

@@ -246,10 +246,10 @@ impl A2aHandler {
                     task.id, task.state
                 )));
             }
-            None => Start::Snapshot,
+            None => Start::Subscribe,
         };
         let messages = match start {
-            Start::Snapshot => self.history(&task, validate::MAX_HISTORY).await?,
+            Start::Snapshot | Start::Subscribe => self.history(&task, validate::MAX_HISTORY).await?,
             Start::After(_) => Vec::new(),
         };
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, start))

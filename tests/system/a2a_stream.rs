@@ -151,3 +151,51 @@ async fn a_second_replica_serves_a_stream_for_a_task_the_first_accepted() {
         ["statusUpdate", "artifactUpdate", "artifactUpdate", "statusUpdate"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_close_where_they_stop_even_when_they_start_there() {
+    let db = TestDb::new().await;
+    let api = Api::start(&db).await;
+    let start = || async {
+        let sent = api
+            .rpc("SendMessage", json!({"message": message("x"), "configuration": {"returnImmediately": true}}))
+            .await;
+        let id_text = sent["result"]["task"]["id"].as_str().expect("id").to_owned();
+        let id: TaskId = id_text.parse().expect("uuid");
+        (id, id_text)
+    };
+    // Nothing lingers: each stream must end by itself, long before this.
+    let closes = Duration::from_secs(10);
+
+    // A finished task, resumed at (or past) its last event.
+    let (done, done_text) = start().await;
+    let finished = db
+        .store
+        .task_append(
+            done,
+            &[TaskEvent::status(TaskState::Working, None), TaskEvent::status(TaskState::Completed, None)],
+            None,
+        )
+        .await
+        .expect("finish");
+    for resume_at in [finished.version, finished.version + 5] {
+        let last = resume_at.to_string();
+        let mut resumed = api
+            .sse(&format!("/tasks/{done_text}:subscribe"), None, &[("A2A-Version", "1.0"), ("Last-Event-ID", &last)])
+            .await;
+        let rest = tokio::time::timeout(closes, resumed.rest()).await.expect("the resumed stream closes at once");
+        assert!(rest.is_empty(), "nothing after {last}: {rest:?}");
+    }
+
+    // A task waiting for input: the snapshot, then the stream ends.
+    let (asking, asking_text) = start().await;
+    db.store
+        .task_append(asking, &[TaskEvent::status_with_text(TaskState::InputRequired, "which one?")], None)
+        .await
+        .expect("ask");
+    let mut subscribed = api.sse(&format!("/tasks/{asking_text}:subscribe"), None, &[("A2A-Version", "1.0")]).await;
+    let all =
+        tokio::time::timeout(closes, subscribed.rest()).await.expect("the subscription closes after the snapshot");
+    assert_eq!(kinds(&all, Clone::clone), ["task"]);
+    assert_eq!(all[0].data["task"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED");
+}

@@ -101,7 +101,7 @@ impl Api {
             status: response.status().as_u16(),
             content_type: content_type(response.headers()),
             response: Some(response),
-            buffer: String::new(),
+            buffer: Vec::new(),
         }
     }
 }
@@ -115,7 +115,8 @@ pub(crate) struct Sse {
     pub(crate) status: u16,
     pub(crate) content_type: String,
     response: Option<reqwest::Response>,
-    buffer: String,
+    /// Bytes until a whole event has arrived: a chunk may end mid-character.
+    buffer: Vec<u8>,
 }
 
 /// One SSE event: its `id` (if any) and its `data` as JSON.
@@ -129,8 +130,9 @@ impl Sse {
     /// The next event, or `None` when the server closed the stream.
     pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8(block).expect("an event is UTF-8");
                 let mut id = None;
                 let mut data = String::new();
                 for line in block.lines() {
@@ -149,7 +151,7 @@ impl Sse {
             let chunk =
                 tokio::time::timeout(Duration::from_secs(20), response.chunk()).await.expect("an event within 20s");
             match chunk {
-                Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
                 _ => {
                     self.response = None;
                     return None;

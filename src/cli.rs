@@ -161,23 +161,28 @@ pub(crate) struct ConfigArgs {
 pub(crate) struct DatabaseArgs {
     /// PostgreSQL URL. Its `sslmode` decides TLS; on loopback,
     /// `sslmode=disable` saves a TLS handshake and encryption per round trip.
-    #[arg(long, env = "DATABASE_URL")]
-    pub(crate) database_url: String,
+    /// Global, so it may follow a nested command (`tasks show ID --database-url …`).
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub(crate) database_url: Option<String>,
     /// The schema Switchyard's tables live in.
-    #[arg(long, env = "SWITCHYARD_SCHEMA", default_value = "switchyard")]
+    #[arg(long, env = "SWITCHYARD_SCHEMA", default_value = "switchyard", global = true)]
     pub(crate) schema: String,
     /// Connections in this process's pool.
-    #[arg(long, env = "SWITCHYARD_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    #[arg(long, env = "SWITCHYARD_DB_MAX_CONNECTIONS", default_value_t = 8, global = true)]
     pub(crate) db_max_connections: u32,
 }
 
 impl DatabaseArgs {
-    pub(crate) fn store_config(&self) -> StoreConfig {
-        StoreConfig {
+    pub(crate) fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        let url = self
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no database given: set --database-url or DATABASE_URL"))?;
+        Ok(StoreConfig {
             max_connections: self.db_max_connections.max(2),
             schema: self.schema.clone(),
-            ..StoreConfig::new(self.database_url.clone())
-        }
+            ..StoreConfig::new(url)
+        })
     }
 }
 

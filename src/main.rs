@@ -78,7 +78,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn open(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    Store::connect(&db.store_config()).await.context("connecting to PostgreSQL")
+    // The store's error names the host, the port and the reason.
+    Ok(Store::connect(&db.store_config()?).await?)
 }
 
 async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {

@@ -79,6 +79,15 @@ impl A2aHandler {
         } else {
             wait_until_settled(&self.store, &self.hub, task, self.config.blocking_timeout).await?
         };
+        // An agent that answered with a Message, not a task, gets its answer
+        // passed on as it came (the task stays recorded for operators): the
+        // completed task's last turn is then the agent's.
+        if !return_immediately && task.state == TaskState::Completed {
+            let last = self.store.task_history(task.id, 1).await?.pop();
+            if let Some(reply) = last.filter(|m| m.role == a2a::Role::Agent) {
+                return Ok(SendMessageResponse::Message(reply));
+            }
+        }
         Ok(SendMessageResponse::Task(self.render(&task, history).await?))
     }
 
@@ -108,6 +117,9 @@ impl A2aHandler {
         intake: Intake,
     ) -> Result<(TaskRecord, bool), ApiError> {
         let SendMessageRequest { message, configuration, metadata, .. } = request;
+        if let Some(key) = &intake.idempotency_key {
+            validate::identifier(key, "Idempotency-Key")?;
+        }
         let key = intake.idempotency_key.unwrap_or_else(|| message.message_id.clone());
         // Our own span's context when tracing is on, so later work is a child
         // of this request; else the caller's, as sent. The task keeps it, and
@@ -130,6 +142,15 @@ impl A2aHandler {
                     push_config,
                 };
                 let submission = self.store.task_continue(follow_up).await?;
+                // A key seen before answers with the task it went to; if the
+                // resend names another task, it is not a resend but a
+                // mistake, and silently answering with that task would hide it.
+                if !submission.created && submission.task.id != task_id {
+                    return Err(ApiError::invalid_field(
+                        "message.taskId",
+                        format!("this messageId was already used for task {}", submission.task.id),
+                    ));
+                }
                 Ok((submission.task, submission.created))
             }
             None => {

@@ -76,6 +76,15 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
     let span = tracing::Span::current();
     span.record("rpc.system", "jsonrpc");
     span.record("rpc.method", method.as_str());
+    // PostgreSQL stores no NUL, and a tenant is an identifier: refused here,
+    // by name, rather than failing in the store.
+    let checked = validate::no_nul(&params).and_then(|()| match params.get("tenant") {
+        Some(Value::String(t)) => validate::identifier(t, "tenant"),
+        _ => Ok(()),
+    });
+    if let Err(e) = checked {
+        return error(id, &e, version);
+    }
     let tenant = params.get("tenant").and_then(Value::as_str).map(str::to_owned);
     let caller = caller(tenant.as_deref());
     let key = validate::Intake::from_headers(&parts.headers);

@@ -38,8 +38,10 @@ fn ok(value: impl serde::Serialize) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], serde_json::to_string(&value).unwrap_or_default()).into_response()
 }
 
+/// Errors are plain `application/json` (A2A §11.1, §11.6), whatever the
+/// binding's content type for results.
 fn fail(e: &ApiError) -> Response {
-    (e.classify().http, [(header::CONTENT_TYPE, CONTENT_TYPE)], e.to_rest().to_string()).into_response()
+    (e.classify().http, [(header::CONTENT_TYPE, "application/json")], e.to_rest().to_string()).into_response()
 }
 
 /// REST has no v0.3 here (v0.3 REST lived under `/v1`): a missing header is
@@ -48,8 +50,12 @@ fn check_version(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiErro
     version::requested(headers, query).map(|_| ())
 }
 
-fn tenant(params: &HashMap<String, String>) -> switchyard_engine::Caller {
-    caller(params.get("tenant").map(String::as_str))
+fn tenant(params: &HashMap<String, String>) -> Result<switchyard_engine::Caller, ApiError> {
+    let tenant = params.get("tenant").map(String::as_str);
+    if let Some(t) = tenant {
+        validate::identifier(t, "tenant")?;
+    }
+    Ok(caller(tenant))
 }
 
 async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
@@ -58,7 +64,9 @@ async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::Parse(e.to_string()))
+    let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Parse(e.to_string()))?;
+    validate::no_nul(&value)?;
+    Ok(value)
 }
 
 fn into_response(result: Result<Response, ApiError>) -> Response {
@@ -80,7 +88,7 @@ async fn send(State(state): State<AppState>, Path(p): Params, request: Request<B
             let request = validate::send_request(body_json(&state, body).await?)?;
             let response = state
                 .handler
-                .send_message(&tenant(&p), request, validate::Intake::from_headers(&parts.headers))
+                .send_message(&tenant(&p)?, request, validate::Intake::from_headers(&parts.headers))
                 .await?;
             Ok(ok(response))
         }
@@ -96,7 +104,7 @@ async fn stream(State(state): State<AppState>, Path(p): Params, request: Request
             let request = validate::send_request(body_json(&state, body).await?)?;
             let items = state
                 .handler
-                .send_streaming_message(&tenant(&p), request, validate::Intake::from_headers(&parts.headers))
+                .send_streaming_message(&tenant(&p)?, request, validate::Intake::from_headers(&parts.headers))
                 .await?;
             Ok(sse::respond(items, rest_frame))
         }
@@ -148,7 +156,7 @@ async fn list(
                 include_artifacts,
                 tenant: None,
             };
-            Ok(ok(state.handler.list_tasks(&tenant(&p), request).await?))
+            Ok(ok(state.handler.list_tasks(&tenant(&p)?, request).await?))
         }
         .await,
     )
@@ -179,7 +187,7 @@ async fn get_or_subscribe(
                         history_length: query_i32(&q, "historyLength")?,
                         tenant: None,
                     };
-                    Ok(ok(state.handler.get_task(&tenant(&p), request).await?))
+                    Ok(ok(state.handler.get_task(&tenant(&p)?, request).await?))
                 }
                 (id, Some("subscribe")) => subscribe(&state, &p, id, &headers).await,
                 (_, Some(action)) => Err(ApiError::MethodNotFound(format!("GET :{action}"))),
@@ -200,7 +208,7 @@ async fn cancel_or_subscribe(State(state): State<AppState>, Path(p): Params, req
                     let body = body_json(&state, body).await?;
                     let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
                     let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
-                    Ok(ok(state.handler.cancel_task(&tenant(&p), request).await?))
+                    Ok(ok(state.handler.cancel_task(&tenant(&p)?, request).await?))
                 }
                 (id, Some("subscribe")) => subscribe(&state, &p, id, &parts.headers).await,
                 _ => Err(ApiError::MethodNotFound(format!("POST /tasks/{segment}"))),
@@ -217,7 +225,7 @@ async fn subscribe(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = SubscribeToTaskRequest { id: id.to_owned(), tenant: None };
-    let items = state.handler.subscribe(&tenant(p), request, sse::last_event_id(headers)).await?;
+    let items = state.handler.subscribe(&tenant(p)?, request, sse::last_event_id(headers)).await?;
     Ok(sse::respond(items, rest_frame))
 }
 
@@ -232,7 +240,7 @@ async fn create_push(State(state): State<AppState>, Path(p): Params, request: Re
                 return Err(ApiError::invalid_field("taskId", "differs from the task in the path"));
             }
             config.task_id = task;
-            Ok(ok(state.handler.create_push_config(&tenant(&p), config).await?))
+            Ok(ok(state.handler.create_push_config(&tenant(&p)?, config).await?))
         }
         .await,
     )
@@ -251,7 +259,7 @@ async fn list_push(
             let page_size = query_i32(&q, "pageSize")?;
             Ok(ok(state
                 .handler
-                .list_push_configs(&tenant(&p), &task, page_size, q.get("pageToken").map(String::as_str))
+                .list_push_configs(&tenant(&p)?, &task, page_size, q.get("pageToken").map(String::as_str))
                 .await?))
         }
         .await,
@@ -264,7 +272,7 @@ async fn get_push(State(state): State<AppState>, Path(p): Params, headers: Heade
             check_version(&headers, None)?;
             let (task, config) =
                 (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-            Ok(ok(state.handler.get_push_config(&tenant(&p), &task, &config).await?))
+            Ok(ok(state.handler.get_push_config(&tenant(&p)?, &task, &config).await?))
         }
         .await,
     )
@@ -276,7 +284,7 @@ async fn delete_push(State(state): State<AppState>, Path(p): Params, headers: He
             check_version(&headers, None)?;
             let (task, config) =
                 (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-            state.handler.delete_push_config(&tenant(&p), &task, &config).await?;
+            state.handler.delete_push_config(&tenant(&p)?, &task, &config).await?;
             Ok(ok(serde_json::json!({})))
         }
         .await,
@@ -287,7 +295,7 @@ async fn extended_card(State(state): State<AppState>, Path(p): Params, headers: 
     into_response(
         async {
             check_version(&headers, None)?;
-            Ok(ok(state.handler.extended_card(&tenant(&p)).await?))
+            Ok(ok(state.handler.extended_card(&tenant(&p)?).await?))
         }
         .await,
     )

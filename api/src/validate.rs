@@ -11,6 +11,46 @@ use crate::error::ApiError;
 /// Histories are capped so one call cannot ask for an unbounded read.
 pub const MAX_HISTORY: i64 = 1000;
 
+/// The longest identifier a client may give: a message id, context id,
+/// tenant, idempotency key, push config id. Text and data are bounded by
+/// the request body limit instead.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The first string in `value` (keys included) holding a NUL character,
+/// as a field path: PostgreSQL stores no NUL in text or JSON, so such a
+/// request is refused up front, by name, instead of failing in the store.
+pub fn nul_field(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_field(v, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let inner = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            if k.contains('\0') { Some(inner) } else { nul_field(v, &inner) }
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses NUL anywhere in a request's params.
+pub fn no_nul(value: &Value) -> Result<(), ApiError> {
+    match nul_field(value, "") {
+        Some(field) => Err(ApiError::invalid_field(&field, "must not contain the NUL character")),
+        None => Ok(()),
+    }
+}
+
+/// An identifier a client gave: non-empty where required, at most
+/// [`MAX_ID_BYTES`], no NUL.
+pub fn identifier(value: &str, field: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(ApiError::invalid_field(field, format!("must be at most {MAX_ID_BYTES} bytes")));
+    }
+    if value.contains('\0') {
+        return Err(ApiError::invalid_field(field, "must not contain the NUL character"));
+    }
+    Ok(())
+}
+
 /// Decodes a request object, turning serde's complaint into a field error.
 pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
     if !value.is_object() {
@@ -22,6 +62,7 @@ pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiErr
 /// Checks the raw `SendMessageRequest` (what serde would let through, such
 /// as a part with two content members or an empty `messageId`), then decodes it.
 pub fn send_request(raw: Value) -> Result<SendMessageRequest, ApiError> {
+    no_nul(&raw)?;
     let message = raw.get("message").ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
     if !message.is_object() {
         return Err(ApiError::invalid_field("message", "must be an object"));
@@ -46,6 +87,14 @@ pub fn send_request(raw: Value) -> Result<SendMessageRequest, ApiError> {
                 "must have exactly one of text, raw, url, data",
             ));
         }
+    }
+    for field in ["messageId", "contextId", "taskId"] {
+        if let Some(Value::String(id)) = message.get(field) {
+            identifier(id, &format!("message.{field}"))?;
+        }
+    }
+    if let Some(Value::String(tenant)) = raw.get("tenant") {
+        identifier(tenant, "tenant")?;
     }
     let request: SendMessageRequest = decode(raw, "params")?;
     if request.message.role != Role::User {
@@ -150,6 +199,22 @@ mod tests {
             (
                 json!({"message": {"messageId": "m", "role": "ROLE_UNSPECIFIED", "parts": [{"text": "a"}]}}),
                 "message.role",
+            ),
+            (
+                json!({"message": {"messageId": "m\u{0}", "role": "ROLE_USER", "parts": [{"text": "a"}]}}),
+                "message.messageId",
+            ),
+            (
+                json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "a\u{0}"}]}}),
+                "message.parts[0].text",
+            ),
+            (
+                json!({"message": {"messageId": "m".repeat(257), "role": "ROLE_USER", "parts": [{"text": "a"}]}}),
+                "message.messageId",
+            ),
+            (
+                json!({"message": {"messageId": "m", "contextId": "c".repeat(300), "role": "ROLE_USER", "parts": [{"text": "a"}]}}),
+                "message.contextId",
             ),
         ];
         for (raw, field) in cases {

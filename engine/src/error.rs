@@ -34,6 +34,9 @@ pub enum StoreError {
     InvalidSchema(String),
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
+    /// The database could not be reached at all: where, and why.
+    #[error("cannot reach PostgreSQL at {host}:{port}: {reason}")]
+    Unreachable { host: String, port: u16, reason: String },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("migration failed")]

@@ -192,8 +192,9 @@ async fn tasks_are_carried_out_by_the_remote_agent() {
         .collect();
     assert_eq!(chunks, ["chunk 0;", "chunk 1;", "chunk 2;"], "chunks appended in order");
 
-    let replied = stack.send("message hi yourself").await;
-    assert_eq!((state(&replied), status_text(&replied).as_str()), ("TASK_STATE_COMPLETED", "hi yourself"));
+    // An agent that answers with a Message: the client gets that Message.
+    let replied = stack.rpc(&stack.base, "SendMessage", json!({"message": message("message hi yourself")})).await;
+    assert_eq!(replied["result"]["message"]["parts"][0]["text"], "hi yourself", "{replied}");
 
     let rejected = stack.send("reject").await;
     assert_eq!((state(&rejected), status_text(&rejected).as_str()), ("TASK_STATE_REJECTED", "I do not do that"));

@@ -623,8 +623,10 @@ impl Run<'_> {
     fn ours(&self, mut message: Message) -> Message {
         message.task_id = Some(self.task.id.to_string());
         message.context_id = Some(self.task.context_id.clone());
+        message.role = Role::Agent;
         message
     }
+
     /// Folds one remote event into our log; true once the task settled.
     async fn fold(&mut self, event: StreamResponse) -> Result<bool, RunError> {
         match event {
@@ -665,9 +667,11 @@ impl Run<'_> {
                 Ok(false)
             }
             StreamResponse::Message(reply) => {
-                // A direct answer, no remote task: it completes ours.
+                // A direct answer, no remote task: a turn of the conversation
+                // (history), and it completes ours.
                 let reply = self.ours(reply);
-                self.append(&[TaskEvent::status(TaskState::Completed, Some(reply))]).await?;
+                self.append(&[TaskEvent::Message(reply.clone()), TaskEvent::status(TaskState::Completed, Some(reply))])
+                    .await?;
                 Ok(true)
             }
         }
@@ -686,6 +690,13 @@ impl Run<'_> {
             status.message.as_ref().map(|m| &m.parts) == self.task.status.message.as_ref().map(|m| &m.parts);
         if state != self.task.state || (status.message.is_some() && !same_words) {
             let message = status.message.map(|m| self.ours(m));
+            // The question behind an interruption is the agent's turn in
+            // the conversation: history holds it, in order.
+            if state.is_interrupted()
+                && let Some(question) = &message
+            {
+                events.push(TaskEvent::Message(question.clone()));
+            }
             events.push(TaskEvent::status(state, message));
         }
         state.is_terminal() || state.is_interrupted()

@@ -77,6 +77,21 @@ impl Store {
     /// Connects and checks the database answers.
     pub async fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
         let store = Store::connect_lazy(config)?;
+        // One direct connection first: its error says why (refused, unknown
+        // host, authentication, no such database), where the pool would
+        // only say that it timed out.
+        let options = store.pool.connect_options();
+        if let Err(e) = sqlx::ConnectOptions::connect(&*options).await {
+            let reason = match &e {
+                sqlx::Error::Database(db) => db.message().to_owned(),
+                other => other.to_string(),
+            };
+            return Err(StoreError::Unreachable {
+                host: options.get_host().to_owned(),
+                port: options.get_port(),
+                reason,
+            });
+        }
         store.ping().await?;
         Ok(store)
     }

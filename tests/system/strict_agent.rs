@@ -44,6 +44,7 @@ pub(crate) enum Verdict {
 #[derive(Debug, Clone)]
 pub(crate) struct Received {
     pub(crate) task_id: String,
+    pub(crate) message_id: String,
     pub(crate) text: String,
     pub(crate) verdict: Verdict,
 }
@@ -207,7 +208,12 @@ impl StrictAgent {
                 metadata: None,
             };
             inner.tasks.insert(task_id.clone(), RemoteTask { task, events: Vec::new(), script, questions: 0 });
-            inner.received.push(Received { task_id: task_id.clone(), text: text.clone(), verdict: Verdict::Accepted });
+            inner.received.push(Received {
+                task_id: task_id.clone(),
+                message_id: message.message_id.clone(),
+                text: text.clone(),
+                verdict: Verdict::Accepted,
+            });
             drop(inner);
             let agent = self.clone();
             let id = task_id.clone();
@@ -231,7 +237,12 @@ impl StrictAgent {
             remote.task.history.get_or_insert_with(Vec::new).push(message.clone());
         }
         let script = remote.script.clone();
-        inner.received.push(Received { task_id: task_id.clone(), text, verdict: verdict.clone() });
+        inner.received.push(Received {
+            task_id: task_id.clone(),
+            message_id: message.message_id.clone(),
+            text,
+            verdict: verdict.clone(),
+        });
         drop(inner);
         match verdict {
             Verdict::Refused => Err(json!({"code": -32602, "message": "this task is not waiting for input"})),

@@ -1,0 +1,191 @@
+//! Chaos, bounded: a few hundred tasks (questions and answers, streams, slow
+//! and late agents) through three workers that are SIGKILLed at random while
+//! they work. Whatever the timing: no task is lost, none ends twice, no
+//! message reaches the agent more than twice, and the agent, which
+//! deduplicates on `messageId`, sees each answer exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::process::Child;
+
+use crate::api::{message, rpc_call};
+use crate::harness::{TestDb, eventually};
+use crate::processes::{free_port, http_get, switchyard};
+use crate::strict_agent::{StrictAgent, Verdict};
+
+const TASKS: usize = 240;
+
+fn worker(db: &TestDb, config: &str, n: usize) -> Child {
+    let id = format!("chaos-{n}");
+    switchyard(
+        db,
+        &[
+            "worker",
+            "--config",
+            config,
+            "--worker-id",
+            &id,
+            "--concurrency",
+            "32",
+            "--lease",
+            "2s",
+            "--heartbeat",
+            "500ms",
+            "--poll-interval",
+            "200ms",
+            "--retry-base",
+            "100ms",
+            "--retry-cap",
+            "500ms",
+            "--remote-timeout",
+            "2s",
+        ],
+    )
+    .spawn()
+    .expect("worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() {
+    let agent = StrictAgent::start().await;
+    let db = TestDb::new().await;
+    let config = std::env::temp_dir().join(format!("{}-chaos.toml", db.schema));
+    std::fs::write(
+        &config,
+        format!("default_agent = \"strict\"\n[[agents]]\nname = \"strict\"\nurl = \"{}\"\n", agent.url),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config, "--max-attempts", "20"])
+        .spawn()
+        .expect("serve");
+    eventually(Duration::from_secs(30), "api up", || async {
+        http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
+    })
+    .await;
+    let base = format!("http://{listen}/");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let headers = [("A2A-Version", "1.0")];
+
+    let mut workers: Vec<Child> = (0..3).map(|n| worker(&db, &config, n)).collect();
+    let mut spawned = 3;
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+
+    let scripts = ["ask 1 400", "euro 300", "silent 2500", "late 600", "ask 1 50"];
+    let mut ids = Vec::new();
+    for n in 0..TASKS {
+        let text = scripts[n % scripts.len()];
+        let reply = rpc_call(
+            &http,
+            &base,
+            "SendMessage",
+            json!({"message": message(text), "configuration": {"returnImmediately": true}}),
+            &headers,
+        )
+        .await;
+        ids.push(reply["result"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{reply}")).to_owned());
+    }
+
+    // Kill a random worker every second or so for 15 s, answering questions
+    // as they come; then let the survivors finish.
+    let mut answered: HashSet<String> = HashSet::new();
+    let chaos_until = tokio::time::Instant::now() + Duration::from_secs(15);
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(150);
+    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(500..1500));
+    loop {
+        let now = tokio::time::Instant::now();
+        if now < chaos_until && now >= next_kill {
+            let victim = rng.random_range(0..workers.len());
+            let pid = workers[victim].id().expect("running") as i32;
+            kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+            let _ = workers[victim].wait().await;
+            workers[victim] = worker(&db, &config, spawned);
+            spawned += 1;
+            next_kill = now + Duration::from_millis(rng.random_range(500..1500));
+        }
+        let asking: Vec<(uuid::Uuid,)> = sqlx::query_as("SELECT id FROM tasks WHERE state = 'input_required'")
+            .fetch_all(db.pool())
+            .await
+            .expect("asking");
+        for (id,) in asking {
+            let id = id.to_string();
+            if answered.insert(id.clone()) {
+                let mut answer = message(&format!("answer for {id}"));
+                answer["taskId"] = json!(id);
+                let reply = rpc_call(
+                    &http,
+                    &base,
+                    "SendMessage",
+                    json!({"message": answer, "configuration": {"returnImmediately": true}}),
+                    &headers,
+                )
+                .await;
+                assert!(reply.get("result").is_some(), "{reply}");
+            }
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasks WHERE state NOT IN ('completed', 'failed', 'canceled', 'rejected')",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("open");
+        if open == 0 && now >= chaos_until {
+            break;
+        }
+        assert!(now < give_up, "{open} tasks still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // None lost: every task ended, and ended well.
+    let ended: Vec<(uuid::Uuid, String, String)> =
+        sqlx::query_as("SELECT id, state, coalesce(status->'message'->'parts'->0->>'text', '') FROM tasks")
+            .fetch_all(db.pool())
+            .await
+            .expect("tasks");
+    assert_eq!(ended.len(), TASKS);
+    let failed: Vec<_> = ended.iter().filter(|(_, state, _)| state != "completed").collect();
+    assert!(failed.is_empty(), "every task completes: {failed:?}");
+
+    // None ended twice: one terminal status in each log.
+    let twice: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT task_id, count(*) FROM task_events
+         WHERE kind = 'status' AND payload->>'state' IN
+               ('TASK_STATE_COMPLETED', 'TASK_STATE_FAILED', 'TASK_STATE_CANCELED', 'TASK_STATE_REJECTED')
+         GROUP BY task_id HAVING count(*) <> 1",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("terminal counts");
+    assert!(twice.is_empty(), "{twice:?}");
+
+    // What the agent saw.
+    let received = agent.received();
+    let mut per_message: HashMap<&str, usize> = HashMap::new();
+    for r in &received {
+        *per_message.entry(r.message_id.as_str()).or_default() += 1;
+    }
+    let over: Vec<_> = per_message.iter().filter(|(_, n)| **n > 2).collect();
+    assert!(over.is_empty(), "no message more than twice: {over:?}");
+    assert!(!received.iter().any(|r| r.verdict == Verdict::Refused), "no answer sent to a task that moved on");
+    let answers: Vec<_> = received.iter().filter(|r| r.text.starts_with("answer for")).collect();
+    let mut accepted: HashMap<&str, usize> = HashMap::new();
+    for a in answers.iter().filter(|a| a.verdict == Verdict::Accepted) {
+        *accepted.entry(a.message_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(accepted.len(), answered.len(), "every answer reached the agent");
+    assert!(accepted.values().all(|n| *n == 1), "each answer taken once: {accepted:?}");
+    eprintln!(
+        "chaos: {TASKS} tasks, {} workers killed, {} messages received, {} sent twice",
+        spawned - 3,
+        received.len(),
+        per_message.values().filter(|n| **n == 2).count()
+    );
+}

@@ -14,6 +14,7 @@ use tokio::process::Child;
 use crate::api::{message, rpc_call};
 use crate::harness::{TestDb, eventually, submit};
 use crate::processes::{free_port, http_get, switchyard};
+use crate::proxy::Proxy;
 use crate::strict_agent::{StrictAgent, Verdict};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -272,4 +273,27 @@ async fn a_job_of_a_kind_this_worker_does_not_know_is_left_for_a_newer_one() {
         .await
         .expect("task");
     assert_eq!(state, "submitted", "the customer's task is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_postgresql_stops_calling_the_agent() {
+    let agent = StrictAgent::start_polled().await;
+    let stack = Stack::start(&agent.url).await;
+    let proxy = Proxy::start(&stack.db.url).await;
+    // This worker reaches the database only through the proxy.
+    let mut args = vec!["worker", "--config", &stack.config, "--lease", "2s", "--heartbeat", "500ms"];
+    args.extend(["--poll-interval", "200ms", "--db-max-connections", "2"]);
+    let _worker = switchyard(&stack.db, &args).env("DATABASE_URL", proxy.url(&stack.db.url)).spawn().expect("worker");
+    let id = stack.send("silent 60000").await;
+    stack.reaches(&id, "TASK_STATE_WORKING").await;
+    // It polls the remote task (at most every 5 s once it has backed off).
+    eventually(WAIT, "the worker polling", || async { agent.looks() >= 2 }).await;
+
+    proxy.cut();
+    // Within its lease (2 s) it can no longer prove it holds the job, and
+    // stops: no more calls to the agent, however long the cut lasts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_stop = agent.looks();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(agent.looks(), after_stop, "a worker that cannot prove its lease calls no agent");
 }

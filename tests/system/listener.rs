@@ -5,6 +5,7 @@ use std::time::Duration;
 use switchyard_engine::{Listener, Wake};
 
 use crate::harness::{TestDb, submit};
+use crate::proxy::Proxy;
 
 async fn next(listener: &mut Listener) -> Wake {
     tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a wake-up within 10s")
@@ -63,56 +64,13 @@ async fn schemas_sharing_a_database_do_not_wake_each_other() {
     assert!(tokio::time::timeout(Duration::from_millis(200), listener.recv()).await.is_err(), "nothing from b");
 }
 
-/// A TCP proxy in front of PostgreSQL that can reset every connection
-/// through it (RST, not a clean close): what a NAT timeout or a failover
-/// does to a long-lived LISTEN connection.
-struct ResetProxy {
-    port: u16,
-    reset: tokio::sync::watch::Sender<u32>,
-}
-
-impl ResetProxy {
-    async fn start(upstream: String) -> ResetProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let (reset, watch) = tokio::sync::watch::channel(0u32);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let mut watch = watch.clone();
-                watch.mark_unchanged();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = watch.changed() => {
-                            // Linger zero: closing sends RST.
-                            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
-                        }
-                    }
-                });
-            }
-        });
-        ResetProxy { port, reset }
-    }
-
-    fn reset_all(&self) {
-        self.reset.send_modify(|n| *n += 1);
-    }
-}
-
 #[tokio::test]
 async fn a_reset_connection_is_replaced_and_listening_resumes_every_time() {
     let db = TestDb::new().await;
-    let url = reqwest::Url::parse(&db.url).expect("url");
-    let upstream = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432));
-    let proxy = ResetProxy::start(upstream).await;
-    let mut proxied = url.clone();
-    proxied.set_host(Some("127.0.0.1")).expect("host");
-    proxied.set_port(Some(proxy.port)).expect("port");
+    let proxy = Proxy::start(&db.url).await;
     let config = switchyard_engine::StoreConfig {
         schema: db.schema.clone(),
-        ..switchyard_engine::StoreConfig::new(proxied.as_str())
+        ..switchyard_engine::StoreConfig::new(proxy.url(&db.url))
     };
     let store = switchyard_engine::Store::connect(&config).await.expect("store through the proxy");
     let channels = db.store.channels().clone();

@@ -18,6 +18,7 @@ mod a2a_stream;
 
 mod listener;
 mod processes;
+mod proxy;
 mod queue;
 mod races;
 mod store;

@@ -68,12 +68,15 @@ struct Inner {
     tasks: HashMap<String, RemoteTask>,
     received: Vec<Received>,
     cancels: Vec<String>,
+    looks: usize,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct StrictAgent {
     inner: Arc<Mutex<Inner>>,
     pub(crate) url: String,
+    /// Whether its card offers streaming; without, callers send and poll.
+    streaming: bool,
 }
 
 fn text_of(message: &Message) -> String {
@@ -99,9 +102,18 @@ fn settled(state: &TaskState) -> bool {
 
 impl StrictAgent {
     pub(crate) async fn start() -> StrictAgent {
+        StrictAgent::start_with(true).await
+    }
+
+    /// One whose card offers no streaming: it is sent to, then polled.
+    pub(crate) async fn start_polled() -> StrictAgent {
+        StrictAgent::start_with(false).await
+    }
+
+    async fn start_with(streaming: bool) -> StrictAgent {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let agent = StrictAgent { inner: Arc::default(), url };
+        let agent = StrictAgent { inner: Arc::default(), url, streaming };
         let app = axum::Router::new()
             .route("/", axum::routing::post(rpc))
             .route("/.well-known/agent-card.json", axum::routing::get(card))
@@ -120,6 +132,11 @@ impl StrictAgent {
 
     pub(crate) fn cancels(&self) -> Vec<String> {
         self.lock().cancels.clone()
+    }
+
+    /// How many times a task was looked at (`GetTask`).
+    pub(crate) fn looks(&self) -> usize {
+        self.lock().looks
     }
 
     pub(crate) fn state(&self, task_id: &str) -> Option<TaskState> {
@@ -414,6 +431,18 @@ async fn rpc(State(agent): State<StrictAgent>, Json(call): Json<Value>) -> Respo
                 Err(error) => rpc_error(&id, error),
             }
         }
+        "SendMessage" => {
+            let Ok(request) = serde_json::from_value::<SendMessageRequest>(params) else {
+                return rpc_error(&id, json!({"code": -32602, "message": "invalid params"}));
+            };
+            match agent.take(request.message) {
+                Ok((task_id, _)) => {
+                    let task = agent.snapshot(&task_id, None);
+                    rpc_result(&id, json!({ "task": task }))
+                }
+                Err(error) => rpc_error(&id, error),
+            }
+        }
         "SubscribeToTask" => match task_param.filter(|t| agent.state(t).is_some()) {
             Some(t) => {
                 let from = agent.lock().tasks.get(&t).map_or(0, |r| r.events.len());
@@ -422,6 +451,7 @@ async fn rpc(State(agent): State<StrictAgent>, Json(call): Json<Value>) -> Respo
             None => rpc_error(&id, json!({"code": -32001, "message": "task not found"})),
         },
         "GetTask" => {
+            agent.lock().looks += 1;
             let history = params.get("historyLength").and_then(Value::as_u64).map(|h| h as usize);
             match task_param.and_then(|t| agent.snapshot(&t, history)) {
                 Some(task) => rpc_result(&id, serde_json::to_value(task).unwrap_or(Value::Null)),
@@ -446,7 +476,7 @@ async fn card(State(agent): State<StrictAgent>) -> Json<Value> {
         "description": "Refuses what a careful agent would refuse.",
         "version": "1.0.0",
         "supportedInterfaces": [{"url": agent.url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
-        "capabilities": {"streaming": true, "pushNotifications": false},
+        "capabilities": {"streaming": agent.streaming, "pushNotifications": false},
         "defaultInputModes": ["text/plain"],
         "defaultOutputModes": ["text/plain"],
         "skills": [{"id": "strict", "name": "Strict", "description": "Scripted.", "tags": ["test"]}],

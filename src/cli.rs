@@ -76,6 +76,10 @@ pub(crate) enum Command {
         /// Advertise no streaming, so callers send and poll.
         #[arg(long)]
         no_streaming: bool,
+        /// How long each step of a script pauses (`echo` works this long;
+        /// `stream` waits this long between chunks); `0ms` for benchmarks.
+        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+        pause: Duration,
     },
     /// Register, list and remove remote agents.
     Agents {

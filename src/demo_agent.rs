@@ -58,6 +58,8 @@ struct Agent {
     inner: Arc<Mutex<Inner>>,
     url: Arc<String>,
     streaming: bool,
+    /// Each scripted step's pause.
+    pause: Duration,
 }
 
 impl Agent {
@@ -154,7 +156,7 @@ impl Agent {
         let mut words = command.split_whitespace();
         let verb = words.next().unwrap_or("echo").to_owned();
         let rest: Vec<&str> = words.collect();
-        let pause = Duration::from_millis(20);
+        let pause = self.pause;
         match verb.as_str() {
             "stream" => {
                 let n: usize = rest.first().and_then(|n| n.parse().ok()).unwrap_or(3);
@@ -178,7 +180,9 @@ impl Agent {
             _ => {
                 let text = if verb == "echo" { rest.join(" ") } else { command.clone() };
                 self.status(&task_id, TaskState::Working, None);
-                tokio::time::sleep(pause).await;
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
                 self.artifact(&task_id, &text, false, true);
                 self.status(&task_id, TaskState::Completed, None);
             }
@@ -431,18 +435,21 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     public_url: Option<String>,
     streaming: bool,
+    pause: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let url = match public_url {
         Some(url) => url,
         None => format!("http://{}", listener.local_addr()?),
     };
-    let agent = Agent { inner: Arc::default(), url: Arc::new(url), streaming };
+    let agent = Agent { inner: Arc::default(), url: Arc::new(url), streaming, pause };
     let app = Router::new()
         .route("/", post(jsonrpc))
         .route("/.well-known/agent-card.json", get(card))
         .route("/received", get(received))
         .route("/traces", get(traces))
         .with_state(agent);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    axum::serve(switchyard_api::no_delay(listener), app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }

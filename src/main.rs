@@ -68,10 +68,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
-        Command::DemoAgent { listen, public_url, no_streaming } => {
+        Command::DemoAgent { listen, public_url, no_streaming, pause } => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(listen = %listener.local_addr()?, "demo agent serving");
-            demo_agent::serve(listener, public_url, !no_streaming, shutdown_on_signal()).await?;
+            demo_agent::serve(listener, public_url, !no_streaming, pause, shutdown_on_signal()).await?;
             Ok(())
         }
     }
@@ -112,7 +112,9 @@ async fn work(store: Store, args: &WorkerArgs, shutdown: CancellationToken) -> a
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let app = switchyard_api::metrics::router(state);
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            let served = axum::serve(switchyard_api::no_delay(listener), app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
             if let Err(error) = served {
                 tracing::error!(%error, "metrics endpoint failed");
             }

@@ -37,4 +37,4 @@ pub mod version;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
-pub use server::{AppState, app, serve};
+pub use server::{AppState, app, no_delay, serve};

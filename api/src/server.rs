@@ -143,6 +143,18 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A listener whose accepted sockets set `TCP_NODELAY`: `axum::serve`
+/// leaves it off, and a keep-alive connection then stalls each small write
+/// (an SSE event, a JSON-RPC answer) on Nagle plus the peer's delayed ACK.
+pub fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    })
+}
+
 /// Serves until `shutdown` fires, then stops accepting and lets open
 /// requests finish for up to `drain_timeout` (open streams are cut then).
 pub async fn serve(
@@ -152,7 +164,8 @@ pub async fn serve(
     drain_timeout: Duration,
 ) -> io::Result<()> {
     let graceful = shutdown.clone();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move { graceful.cancelled().await });
+    let server =
+        axum::serve(no_delay(listener), app(state)).with_graceful_shutdown(async move { graceful.cancelled().await });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => result,

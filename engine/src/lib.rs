@@ -37,8 +37,8 @@ pub use notify::{Channels, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    AgentRecord, ClaimedJob, Cursor, Delegation, FollowUp, Gate, JobFate, JobKind, JobRecord, JobState, Lease, NewJob,
-    NewTask, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, TaskFilter, TaskPage,
+    AgentRecord, ClaimedJob, Cursor, Delegation, DelegationStart, Fold, FollowUp, Gate, JobFate, JobKind, JobRecord,
+    JobState, Lease, NewJob, NewTask, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, TaskFilter, TaskPage,
 };
 pub use task::{FoldError, TaskRecord};
 

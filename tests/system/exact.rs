@@ -176,7 +176,8 @@ async fn a_cancel_before_the_remote_task_is_known_cancels_it_there() {
     let stack = Stack::start(&agent.url).await;
     let _worker = stack.worker("w1", &[]);
     let id = stack.send("late 1500").await;
-    stack.reaches(&id, "TASK_STATE_WORKING").await;
+    // The agent has the message and has said nothing yet: we know no remote id.
+    eventually(WAIT, "the message at the agent", || async { !agent.received().is_empty() }).await;
     let remote = agent.received()[0].task_id.clone();
     let canceled = stack.rpc("CancelTask", json!({"id": id})).await;
     assert_eq!(canceled["result"]["status"]["state"], "TASK_STATE_CANCELED", "{canceled}");

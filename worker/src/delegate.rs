@@ -67,6 +67,43 @@ pub struct Delegator {
     http: reqwest::Client,
     sdk_http: reqwest::Client,
     settings: DelegationSettings,
+    agents: AgentCache,
+}
+
+/// How long a worker trusts an agent's record (URL, card, breaker) without
+/// reading it again. A breaker opened by another worker is seen at most this
+/// late; this worker's own changes forget the entry at once.
+const AGENT_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Agents' records, read at most once per [`AGENT_CACHE_TTL`] per process:
+/// routing one message needs no query.
+#[derive(Debug, Clone, Default)]
+struct AgentCache {
+    entries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, AgentRecord)>>>,
+}
+
+impl AgentCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Instant, AgentRecord)>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn get(&self, store: &switchyard_engine::Store, name: &str) -> Result<Option<AgentRecord>, StoreError> {
+        if let Some((at, record)) = self.lock().get(name)
+            && at.elapsed() < AGENT_CACHE_TTL
+        {
+            return Ok(Some(record.clone()));
+        }
+        let record = store.agent_get(name).await?;
+        match &record {
+            Some(r) => self.lock().insert(name.to_owned(), (Instant::now(), r.clone())),
+            None => self.lock().remove(name),
+        };
+        Ok(record)
+    }
+
+    fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
 }
 
 /// Why an attempt stopped early.
@@ -113,7 +150,7 @@ impl Delegator {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Delegator { http, sdk_http, settings }
+        Delegator { http, sdk_http, settings, agents: AgentCache::default() }
     }
 
     /// The agent's card: stored, or fetched now and stored. A stored card
@@ -131,6 +168,7 @@ impl Delegator {
             Ok(card) => {
                 let json = serde_json::to_value(&card).unwrap_or_default();
                 ctx.store().agent_set_card(&agent.name, &json).await?;
+                self.agents.forget(&agent.name);
                 Ok(card)
             }
             Err(e) => match (stored, e) {
@@ -246,14 +284,23 @@ impl Delegator {
 
     async fn try_delegate(&self, job: &ClaimedJob, ctx: &JobContext) -> Result<Outcome, Stop> {
         let store = ctx.store();
-        let task = store.task_load(job.lease.task_id).await?;
-        tracing::Span::current().record("a2a.context.id", task.context_id.as_str());
+        // One round trip: the task, its checkpoint, the next message to send.
+        let Some(start) = store.delegation_start(job.lease.task_id).await? else {
+            return Ok(Outcome::Done(Vec::new()));
+        };
+        let task = start.task;
+        let span = tracing::Span::current();
+        span.record("a2a.context.id", task.context_id.as_str());
+        // A job enqueued without a trace context still joins the task's.
+        if switchyard_engine::trace::current().is_none() {
+            switchyard_engine::trace::continue_from(&span, task.trace_context.as_ref());
+        }
         if task.state.is_terminal() {
             return Ok(Outcome::Done(Vec::new()));
         }
-        let existing = store.delegation_get(task.id).await?;
         // A follow-up goes to the agent that holds the task already.
-        let chosen = existing
+        let chosen = start
+            .delegation
             .as_ref()
             .map(|d| d.agent.clone())
             .or_else(|| job.payload.get("agent").and_then(|a| a.as_str()).map(str::to_owned));
@@ -263,11 +310,15 @@ impl Delegator {
                 "no remote agent was chosen for this task",
             )]));
         };
-        tracing::Span::current().record("a2a.agent.name", name);
-        let Some(agent) = store.agent_get(name).await? else {
+        span.record("a2a.agent.name", name);
+        let Some(agent) = self.agents.get(store, name).await? else {
             return Ok(Outcome::Fail { reason: format!("agent {name} is no longer registered") });
         };
-        if let Gate::Open { wait, .. } = store.agent_breaker_gate(name, self.settings.breaker_cooldown).await? {
+        // A breaker that was closed a moment ago (the cached record) needs no
+        // transaction; an open or cooling one asks the database.
+        if agent.breaker_open_until.is_some()
+            && let Gate::Open { wait, .. } = store.agent_breaker_gate(name, self.settings.breaker_cooldown).await?
+        {
             let after = wait.max(Duration::from_millis(100));
             return Ok(Outcome::Snooze { after, reason: format!("agent {name}'s circuit breaker is open") });
         }
@@ -276,7 +327,8 @@ impl Delegator {
             Ok(client) => client,
             Err(e) => return Ok(classify(name, &e)),
         };
-        let delegation = existing.unwrap_or_else(|| Delegation { agent: name.to_owned(), ..Delegation::default() });
+        let delegation =
+            start.delegation.unwrap_or_else(|| Delegation { agent: name.to_owned(), ..Delegation::default() });
         // Both instants are the database's: how long the remote task has
         // been at it when this attempt became due.
         let working_for = (job.due_at - task.status_at).to_std().unwrap_or_default();
@@ -284,6 +336,10 @@ impl Delegator {
             ctx,
             task,
             delegation,
+            next: start.next,
+            unwritten: Vec::new(),
+            dirty: false,
+            since: None,
             client: &client,
             streaming: card.capabilities.streaming == Some(true),
             silence: self.settings.timeout,
@@ -295,52 +351,84 @@ impl Delegator {
         let result = run.drive().await;
         metrics::histogram!("switchyard_remote_exchange_seconds", "agent" => name.to_owned())
             .record(started.elapsed().as_secs_f64());
-        self.conclude(ctx, name, result, park_delay(working_for)).await
+        self.conclude(&mut run, &agent, result, park_delay(working_for)).await
     }
 
-    async fn record(&self, ctx: &JobContext, agent: &str, ok: bool) -> Result<(), Stop> {
+    /// Counts a call, and writes the breaker's bookkeeping only when it
+    /// changes: a success to an agent with no failures on record (the hot
+    /// path) writes nothing.
+    async fn record(&self, ctx: &JobContext, agent: &AgentRecord, ok: bool) -> Result<(), Stop> {
         let outcome = if ok { "ok" } else { "error" };
-        metrics::counter!("switchyard_remote_calls_total", "agent" => agent.to_owned(), "outcome" => outcome)
+        metrics::counter!("switchyard_remote_calls_total", "agent" => agent.name.clone(), "outcome" => outcome)
             .increment(1);
+        if ok && agent.consecutive_failures == 0 && agent.breaker_open_until.is_none() {
+            return Ok(());
+        }
+        self.agents.forget(&agent.name);
         let s = &self.settings;
-        Ok(ctx.store().agent_record_call(agent, ok, s.breaker_failures, s.breaker_cooldown).await?)
+        Ok(ctx.store().agent_record_call(&agent.name, ok, s.breaker_failures, s.breaker_cooldown).await?)
     }
 
     async fn conclude(
         &self,
-        ctx: &JobContext,
-        agent: &str,
+        run: &mut Run<'_>,
+        agent: &AgentRecord,
         result: Result<Settled, RunError>,
         park: Duration,
     ) -> Result<Outcome, Stop> {
+        let ctx = run.ctx;
+        let name = agent.name.as_str();
+        // What the exchange produced is written before anything else is
+        // decided: with the job's settlement when the remote task settled,
+        // else on its own (progress survives a retry or a park).
+        let result = match result {
+            Ok(Settled::Yes) => match run.finish().await {
+                Ok(()) => {
+                    self.record(ctx, agent, true).await?;
+                    return Ok(Outcome::Recorded);
+                }
+                // Settled as done in that same write (the task had ended).
+                Err(RunError::Ended) => return Ok(Outcome::Recorded),
+                Err(e) => Err(e),
+            },
+            other => match run.flush().await {
+                Ok(()) => other,
+                Err(e) => Err(e),
+            },
+        };
         match result {
-            Ok(Settled::Yes) => {
-                self.record(ctx, agent, true).await?;
-                Ok(Outcome::Done(Vec::new()))
-            }
+            Ok(Settled::Yes) => Ok(Outcome::Recorded),
             Ok(Settled::No) => Ok(Outcome::Retry {
-                error: format!("agent {agent} ended the exchange before the task settled"),
+                error: format!("agent {name} ended the exchange before the task settled"),
                 retry_after: None,
             }),
             Ok(Settled::Quiet) => Ok(Outcome::Retry {
-                error: format!("agent {agent} stayed silent before naming its task"),
+                error: format!("agent {name} stayed silent before naming its task"),
                 retry_after: None,
             }),
             Ok(Settled::Later) => {
                 // Long work: give the lease back and look again later.
                 self.record(ctx, agent, true).await?;
-                Ok(Outcome::Snooze { after: park, reason: format!("agent {agent} is still working") })
+                Ok(Outcome::Snooze { after: park, reason: format!("agent {name} is still working") })
             }
             Err(RunError::Ended) => Ok(Outcome::Done(Vec::new())),
             Err(RunError::Store(e)) => Err(Stop::from(e)),
             Err(RunError::Remote(e)) => {
-                let outcome = classify(agent, &e);
+                let outcome = classify(name, &e);
                 // Only trouble reaching the agent counts against its breaker,
                 // not an agent that answered "no".
                 self.record(ctx, agent, !matches!(outcome, Outcome::Retry { .. })).await?;
                 Ok(outcome)
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -385,10 +473,24 @@ enum Settled {
 }
 
 /// One attempt's state: our task, its delegation checkpoint, the agent.
+///
+/// Remote events are folded into `task` in memory as they arrive and
+/// written in batches: whatever arrived together, bounded by
+/// [`FOLD_MAX_EVENTS`] and [`FOLD_WINDOW`]; the last batch of an exchange that
+/// settles goes in the same transaction as the job's settlement.
 struct Run<'a> {
     ctx: &'a JobContext,
+    /// Our task as folded so far (written, and `unwritten` on top).
     task: TaskRecord,
     delegation: Delegation,
+    /// The next client message to forward, if the start read found one.
+    next: Option<(i64, Message)>,
+    /// Events folded into `task` but not yet written.
+    unwritten: Vec<TaskEvent>,
+    /// The checkpoint changed and is not yet written.
+    dirty: bool,
+    /// When the oldest unwritten change was made.
+    since: Option<Instant>,
     client: &'a RemoteAgent,
     streaming: bool,
     /// How long a stream may stay silent before we look at the task instead.
@@ -399,6 +501,12 @@ struct Run<'a> {
     /// look at it once and park, rather than hold a worker while it works.
     look_once: bool,
 }
+
+/// The most events folded in memory before they are written.
+const FOLD_MAX_EVENTS: usize = 256;
+
+/// How long a folded event may wait for others to be written with it.
+const FOLD_WINDOW: Duration = Duration::from_millis(5);
 
 /// How long a fetched Agent Card is trusted before it is fetched again.
 const CARD_MAX_AGE: Duration = Duration::from_secs(600);
@@ -440,7 +548,10 @@ impl Run<'_> {
                 // Everything sent has arrived and the remote task is at work:
                 // follow it (a message queued meanwhile waits for its question).
                 self.attach(&remote).await?
-            } else if let Some((seq, message)) = self.ctx.store().task_message_after(self.task.id, next).await? {
+            } else if let Some((seq, message)) = match self.next.take() {
+                Some(next) => Some(next),
+                None => self.ctx.store().task_message_after(self.task.id, next).await?,
+            } {
                 self.send(seq, message).await?
             } else {
                 return Ok(Settled::Yes);
@@ -468,8 +579,9 @@ impl Run<'_> {
             return self.send(found, message).await;
         }
         self.delegation.acked_seq = Some(seq);
-        self.write_checkpoint().await?;
-        if self.fold(StreamResponse::Task(task)).await? {
+        self.dirty = true;
+        self.flush().await?;
+        if self.fold(StreamResponse::Task(task))? {
             return Ok(Settled::Yes);
         }
         self.attach(&remote).await
@@ -485,9 +597,18 @@ impl Run<'_> {
         } else {
             None
         };
-        self.write_checkpoint().await?;
+        self.dirty = true;
+        // A follow-up to a known remote task is recorded as sent *before* it
+        // is sent, so a resumed worker asks the remote task before sending it
+        // again. A first message needs no such record: with no remote task
+        // known, a resumed worker can only send it again (same messageId),
+        // and it is written with the first answer instead, saving a
+        // transaction on the hot path.
+        if self.delegation.remote_task_id.is_some() {
+            self.flush().await?;
+        }
         if self.task.state != TaskState::Working {
-            self.append(&[TaskEvent::status(TaskState::Working, None)]).await?;
+            self.stage(&[TaskEvent::status(TaskState::Working, None)])?;
         }
         let mut message = Message {
             message_id: latest.message_id.clone(),
@@ -522,14 +643,14 @@ impl Run<'_> {
         } else {
             match self.client.send(&request).await? {
                 SendMessageResponse::Task(t) => {
-                    if self.fold(StreamResponse::Task(t)).await? {
+                    if self.fold(StreamResponse::Task(t))? {
                         Settled::Yes
                     } else {
                         Settled::No
                     }
                 }
                 SendMessageResponse::Message(m) => {
-                    self.fold(StreamResponse::Message(m)).await?;
+                    self.fold(StreamResponse::Message(m))?;
                     Settled::Yes
                 }
             }
@@ -546,7 +667,7 @@ impl Run<'_> {
     async fn attach(&mut self, remote: &str) -> Result<Settled, RunError> {
         if self.look_once {
             let task = self.client.get_task(remote, 0).await?;
-            return Ok(if self.fold(StreamResponse::Task(task)).await? { Settled::Yes } else { Settled::Later });
+            return Ok(if self.fold(StreamResponse::Task(task))? { Settled::Yes } else { Settled::Later });
         }
         if !self.streaming {
             return self.poll(remote).await;
@@ -562,7 +683,7 @@ impl Run<'_> {
                 // at it, and follow again while the budget lasts.
                 Settled::Quiet => {
                     let task = self.client.get_task(remote, 0).await?;
-                    if self.fold(StreamResponse::Task(task)).await? {
+                    if self.fold(StreamResponse::Task(task))? {
                         return Ok(Settled::Yes);
                     }
                     if Instant::now() >= self.deadline {
@@ -576,47 +697,85 @@ impl Run<'_> {
         }
     }
 
-    async fn append(&mut self, events: &[TaskEvent]) -> Result<(), RunError> {
-        let was_terminal = self.task.state.is_terminal();
-        self.task = self.ctx.append(events).await?;
-        if !was_terminal && self.task.state.is_terminal() {
-            let took = (self.task.status_at - self.task.created_at).to_std().unwrap_or_default();
-            metrics::histogram!("switchyard_task_duration_seconds", "state" => self.task.state.as_str())
-                .record(took.as_secs_f64());
+    /// Folds events into the task in memory; they are written by the next
+    /// [`Run::flush`] or [`Run::finish`]. Refused events are refused here,
+    /// as the store would.
+    fn stage(&mut self, events: &[TaskEvent]) -> Result<(), RunError> {
+        for event in events {
+            self.task.apply(event).map_err(|source| match source {
+                switchyard_engine::FoldError::Terminal(_) => RunError::Ended,
+                source => RunError::Store(StoreError::Rejected { task: self.task.id, source }),
+            })?;
+            self.unwritten.push(event.clone());
         }
+        self.since.get_or_insert_with(Instant::now);
         Ok(())
     }
 
     /// Notes the remote ids, and that the last send was answered.
-    async fn checkpoint(&mut self, remote_task: &str, remote_context: &str) -> Result<(), RunError> {
+    fn checkpoint(&mut self, remote_task: &str, remote_context: &str) {
         let d = &self.delegation;
         if d.remote_task_id.as_deref() == Some(remote_task)
             && d.remote_context_id.as_deref() == Some(remote_context)
             && d.acked_seq == d.forwarded_seq
         {
-            return Ok(());
+            return;
         }
         self.delegation.remote_task_id = Some(remote_task.to_owned());
         self.delegation.remote_context_id = Some(remote_context.to_owned());
         self.delegation.acked_seq = self.delegation.forwarded_seq;
-        self.write_checkpoint().await
+        self.dirty = true;
+        self.since.get_or_insert_with(Instant::now);
     }
 
-    /// Writes the checkpoint under the job's lease. If the task ended here
-    /// meanwhile (canceled, or past its deadline), the cancel could not know
-    /// the remote task: this worker does, and cancels it.
-    async fn write_checkpoint(&mut self) -> Result<(), RunError> {
-        let state = self.ctx.store().delegation_checkpoint(self.ctx.lease(), &self.delegation).await?;
-        if !state.is_terminal() {
+    /// When what is folded in memory must be written.
+    fn flush_due(&self) -> Option<Instant> {
+        self.since.map(|since| if self.unwritten.len() >= FOLD_MAX_EVENTS { since } else { since + FOLD_WINDOW })
+    }
+
+    /// Writes what is folded in memory, and the checkpoint if it changed,
+    /// in one transaction under the job's lease.
+    async fn flush(&mut self) -> Result<(), RunError> {
+        if self.unwritten.is_empty() && !self.dirty {
             return Ok(());
         }
-        if let Some(remote) = &self.delegation.remote_task_id {
-            match self.client.cancel(remote).await {
-                Ok(_) => tracing::info!(%remote, "task ended here; remote task canceled"),
-                Err(error) => tracing::warn!(%remote, %error, "task ended here; canceling the remote task failed"),
+        self.write(false).await
+    }
+
+    /// Writes what is folded in memory and settles the job, in one
+    /// transaction.
+    async fn finish(&mut self) -> Result<(), RunError> {
+        self.write(true).await
+    }
+
+    async fn write(&mut self, finish: bool) -> Result<(), RunError> {
+        let checkpoint = self.dirty.then_some(&self.delegation);
+        let was_terminal = self.task.state.is_terminal() && self.unwritten.is_empty();
+        let folded = self.ctx.store().delegation_fold(self.ctx.lease(), checkpoint, &self.unwritten, finish).await?;
+        self.unwritten.clear();
+        self.dirty = false;
+        self.since = None;
+        if folded.ended {
+            // Ended here while we worked: the cancel may not have known the
+            // remote task. This worker does, and cancels it.
+            if let Some(remote) = &self.delegation.remote_task_id {
+                match self.client.cancel(remote).await {
+                    Ok(_) => tracing::info!(%remote, "task ended here; remote task canceled"),
+                    Err(error) => tracing::warn!(%remote, %error, "task ended here; canceling the remote task failed"),
+                }
             }
+            return Err(RunError::Ended);
         }
-        Err(RunError::Ended)
+        self.task = folded.task;
+        if !was_terminal && self.task.state.is_terminal() {
+            let took = (self.task.status_at - self.task.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("switchyard_task_duration_seconds", "state" => self.task.state.as_str())
+                .record(took.as_secs_f64());
+        }
+        if folded.requeued {
+            tracing::info!(task = %self.task.id, "a follow-up is waiting; the delegation goes on");
+        }
+        Ok(())
     }
 
     /// Our copy of an agent message: same words, our ids.
@@ -628,10 +787,10 @@ impl Run<'_> {
     }
 
     /// Folds one remote event into our log; true once the task settled.
-    async fn fold(&mut self, event: StreamResponse) -> Result<bool, RunError> {
+    fn fold(&mut self, event: StreamResponse) -> Result<bool, RunError> {
         match event {
             StreamResponse::Task(remote) => {
-                self.checkpoint(&remote.id, &remote.context_id).await?;
+                self.checkpoint(&remote.id, &remote.context_id);
                 let mut events: Vec<TaskEvent> = remote
                     .artifacts
                     .unwrap_or_default()
@@ -642,36 +801,31 @@ impl Run<'_> {
                     .map(|artifact| TaskEvent::Artifact(ArtifactUpdate { artifact, append: false, last_chunk: true }))
                     .collect();
                 let settles = self.status_event(remote.status, &mut events);
-                if !events.is_empty() {
-                    self.append(&events).await?;
-                }
+                self.stage(&events)?;
                 Ok(settles)
             }
             StreamResponse::StatusUpdate(update) => {
-                self.checkpoint(&update.task_id, &update.context_id).await?;
+                self.checkpoint(&update.task_id, &update.context_id);
                 let mut events = Vec::new();
                 let settles = self.status_event(update.status, &mut events);
-                if !events.is_empty() {
-                    self.append(&events).await?;
-                }
+                self.stage(&events)?;
                 Ok(settles)
             }
             StreamResponse::ArtifactUpdate(update) => {
-                self.checkpoint(&update.task_id, &update.context_id).await?;
+                self.checkpoint(&update.task_id, &update.context_id);
                 let event = TaskEvent::Artifact(ArtifactUpdate {
                     artifact: update.artifact,
                     append: update.append.unwrap_or(false),
                     last_chunk: update.last_chunk.unwrap_or(false),
                 });
-                self.append(&[event]).await?;
+                self.stage(&[event])?;
                 Ok(false)
             }
             StreamResponse::Message(reply) => {
                 // A direct answer, no remote task: a turn of the conversation
                 // (history), and it completes ours.
                 let reply = self.ours(reply);
-                self.append(&[TaskEvent::Message(reply.clone()), TaskEvent::status(TaskState::Completed, Some(reply))])
-                    .await?;
+                self.stage(&[TaskEvent::Message(reply.clone()), TaskEvent::status(TaskState::Completed, Some(reply))])?;
                 Ok(true)
             }
         }
@@ -704,8 +858,14 @@ impl Run<'_> {
 
     async fn follow(&mut self, mut events: Events) -> Result<Settled, RunError> {
         loop {
+            let flush_at = self.flush_due();
             let next = tokio::select! {
                 next = tokio::time::timeout(self.silence, events.next()) => next,
+                // Nothing more came within the window: write what did.
+                () = sleep_until_some(flush_at) => {
+                    self.flush().await?;
+                    continue;
+                }
                 () = tokio::time::sleep_until(self.deadline) => return Ok(Settled::Later),
                 () = self.ctx.cancelled() => return Ok(Settled::Later),
             };
@@ -715,7 +875,7 @@ impl Run<'_> {
             let Some(event) = next else {
                 return Ok(Settled::No);
             };
-            if self.fold(event?).await? {
+            if self.fold(event?)? {
                 return Ok(Settled::Yes);
             }
         }
@@ -730,12 +890,13 @@ impl Run<'_> {
             let settled = task.status.state.is_terminal()
                 || task.status.state == WireState::InputRequired
                 || task.status.state == WireState::AuthRequired;
-            if self.fold(StreamResponse::Task(task)).await? || settled {
+            if self.fold(StreamResponse::Task(task))? || settled {
                 return Ok(Settled::Yes);
             }
             if Instant::now() >= self.deadline {
                 return Ok(Settled::Later);
             }
+            self.flush().await?;
             tokio::select! {
                 () = self.ctx.cancelled() => return Ok(Settled::Later),
                 () = tokio::time::sleep(wait) => {}

@@ -18,6 +18,10 @@ pub enum Outcome {
     /// Not failing, waiting: run the job again after `after`, without
     /// spending an attempt (remote work still running, a breaker open).
     Snooze { after: Duration, reason: String },
+    /// The handler settled the job itself, in the same transaction as its
+    /// last write to the task (a delegation's final fold): nothing is left
+    /// to record.
+    Recorded,
 }
 
 /// Carries out one kind of job. Implementations must be idempotent per

@@ -308,7 +308,7 @@ impl<H: Handler> JobRun<H> {
             }
         };
         let label = match &outcome {
-            Outcome::Done(_) => "done",
+            Outcome::Done(_) | Outcome::Recorded => "done",
             Outcome::Retry { .. } if lease.attempt >= lease.max_attempts => "dead",
             Outcome::Retry { .. } => "retry",
             Outcome::Fail { .. } => "failed",
@@ -335,6 +335,7 @@ impl<H: Handler> JobRun<H> {
 
     async fn settle(&self, lease: &Lease, delegation: bool, outcome: Outcome) -> Result<(), StoreError> {
         match outcome {
+            Outcome::Recorded => Ok(()),
             Outcome::Done(events) if delegation => finish_delegation(&self.store, lease, &events).await,
             Outcome::Done(events) => complete(&self.store, lease, &events).await,
             Outcome::Snooze { after, reason } => {

@@ -209,26 +209,7 @@ impl Store {
                 .fetch_optional(&mut **tx)
                 .await?
                 .ok_or(StoreError::TaskNotFound(lease.task_id))?;
-            sqlx::query!(
-                r#"INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
-                                            forwarded_seq, acked_seq, question_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                   ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
-                       remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
-                       forwarded_message_id = EXCLUDED.forwarded_message_id,
-                       forwarded_seq = EXCLUDED.forwarded_seq, acked_seq = EXCLUDED.acked_seq,
-                       question_id = EXCLUDED.question_id, updated_at = now()"#,
-                lease.task_id.0,
-                delegation.agent,
-                delegation.remote_task_id,
-                delegation.remote_context_id,
-                delegation.forwarded_message_id,
-                delegation.forwarded_seq,
-                delegation.acked_seq,
-                delegation.question_id,
-            )
-            .execute(&mut **tx)
-            .await?;
+            super::delegation::put_checkpoint(tx, lease.task_id, delegation).await?;
             lease.confirm(tx).await?;
             state.parse().map_err(|_| StoreError::Corrupt(format!("unknown task state {state:?}")))
         })

@@ -389,61 +389,10 @@ impl Store {
     }
 
     /// Settles a delegate job, appending `events` to its task in the same
-    /// transaction. Under the task's row lock (the lock a client's follow-up
-    /// takes to add its message) it looks for client messages the remote
-    /// agent has not been handed yet: if the task is still open and there is
-    /// one, the job is ready again at once (its attempt refunded) instead of
-    /// done, so a follow-up that arrived while this job was finishing is
-    /// carried by the task's one delegation rather than stranded. Only a
-    /// delegation that has forwarded something can have a follow-up (a task
-    /// asks for input only after its agent saw the first message), so one
-    /// that never did settles as done: no handler can spin it forever. True
-    /// when the job was requeued so.
+    /// transaction (see [`Store::delegation_fold`]). True when the job was
+    /// requeued because a client message is still to be forwarded.
     pub async fn delegation_finish(&self, lease: &Lease, events: &[TaskEvent]) -> Result<bool, StoreError> {
-        in_tx!(self, |tx| {
-            let state = if events.is_empty() {
-                sqlx::query_scalar!("SELECT state FROM tasks WHERE id = $1 FOR UPDATE", lease.task_id.0)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .ok_or(StoreError::TaskNotFound(lease.task_id))?
-                    .parse::<crate::TaskState>()
-                    .map_err(|_| StoreError::Corrupt("unknown task state".into()))?
-            } else {
-                self.append_in_tx(tx, lease.task_id, events).await?.state
-            };
-            let pending = !state.is_terminal()
-                && sqlx::query_scalar!(
-                    r#"SELECT EXISTS (
-                           SELECT 1 FROM task_events
-                           WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
-                             AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
-                       ) AS "pending!""#,
-                    lease.task_id.0,
-                )
-                .fetch_one(&mut **tx)
-                .await?;
-            let settled = sqlx::query!(
-                r#"UPDATE jobs SET
-                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
-                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
-                       run_at = CASE WHEN $3 THEN now() ELSE run_at END,
-                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
-                       lease_owner = NULL, lease_expires_at = NULL
-                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-                lease.job_id.0,
-                lease.token,
-                pending,
-            )
-            .execute(&mut **tx)
-            .await?;
-            if settled.rows_affected() == 0 {
-                return Err(StoreError::LeaseLost(lease.job_id));
-            }
-            if pending {
-                notify(tx, &self.channels.jobs, "delegate").await?;
-            }
-            Ok(pending)
-        })
+        Ok(self.delegation_fold(lease, None, events, true).await?.requeued)
     }
 
     /// Marks many jobs done in one statement, each only while its lease

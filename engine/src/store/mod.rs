@@ -5,6 +5,7 @@
 //! isolated deployments side by side (each test run gets its own).
 
 mod agent;
+mod delegation;
 mod job;
 mod list;
 mod push;
@@ -20,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 
 pub use agent::{AgentRecord, Delegation, Gate};
+pub use delegation::{DelegationStart, Fold};
 pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use push::PushConfig;
@@ -67,9 +69,13 @@ impl Store {
     pub fn connect_lazy(config: &StoreConfig) -> Result<Store, StoreError> {
         let schema = validate_schema(&config.schema)?;
         let options = PgConnectOptions::from_str(&config.url)?.options([("search_path", schema)]);
+        // No liveness ping per checkout: it is a round trip on every query,
+        // and a dead connection fails its query anyway, which callers treat
+        // as transient (sqlx then discards it).
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            .test_before_acquire(false)
             .connect_lazy_with(options);
         Ok(Store { pool, schema: schema.into(), channels: Channels::for_schema(schema) })
     }

@@ -270,7 +270,19 @@ impl Store {
         events: &[TaskEvent],
     ) -> Result<TaskRecord, StoreError> {
         let (row, now) = lock_task(tx, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?;
-        let mut task = TaskRecord::try_from(row)?;
+        self.fold_locked(tx, TaskRecord::try_from(row)?, now, events).await
+    }
+
+    /// Folds `events` into a task whose row this transaction has locked,
+    /// stamped at `now` (the database's time): log rows, snapshot, NOTIFY.
+    pub(super) async fn fold_locked(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        mut task: TaskRecord,
+        now: DateTime<Utc>,
+        events: &[TaskEvent],
+    ) -> Result<TaskRecord, StoreError> {
+        let task_id = task.id;
         let before = task.version;
         let events = &stamped(events, now);
         for event in events {
@@ -467,7 +479,7 @@ impl Store {
 ///
 /// Also returns the database's clock (the transaction's start): the one
 /// clock every stored timestamp comes from.
-async fn lock_task(
+pub(super) async fn lock_task(
     tx: &mut Transaction<'_, Postgres>,
     task_id: TaskId,
 ) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {

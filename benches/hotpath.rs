@@ -1,0 +1,247 @@
+//! The hot path: what one simple delegated task costs, in time and in
+//! database work, beside the agent called directly in the same run.
+//!
+//! `cargo bench --bench hotpath` (needs `DATABASE_URL`; the role must be
+//! allowed to create a database). It starts `switchyard demo-agent
+//! --pause 0ms` and `switchyard dev` on a database of its own (`perf_sy`,
+//! recreated each run, so `pg_stat_database` counts only this), then for 1
+//! and 32 clients sends blocking `SendMessage` `echo` tasks through
+//! Switchyard and, as the reference, straight to the agent. It reports
+//! tasks/s, p50/p99, and per task: transactions (commits and rollbacks), rows
+//! inserted and updated, and, when `pg_stat_statements` is loaded, statements
+//! (BEGIN and COMMIT included) with the busiest ones listed.
+//!
+//! Knobs: `BENCH_SECONDS` per cell (default 10), `BENCH_CLIENTS` (default
+//! "1 32").
+
+// A benchmark reports on stdout; that is its output, not stray logging.
+#![allow(clippy::print_stdout)]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::process::{Child, Command};
+
+/// Its own database, so `pg_stat_database` counts only this (named in the
+/// DROP and CREATE statements too).
+const DATABASE: &str = "perf_sy";
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn switchyard(url: &str, args: &[&str]) -> anyhow::Result<Child> {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("SWITCHYARD_SCHEMA", "switchyard")
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning switchyard")
+}
+
+fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let mut parsed = reqwest::Url::parse(url)?;
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Sends blocking echo tasks from `clients` loops for `seconds`; every
+/// answer must be a completed task (or a message) carrying the text.
+async fn load(url: &str, clients: usize, seconds: u64) -> anyhow::Result<(usize, Vec<f64>, Duration)> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).tcp_nodelay(true).build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (http, stop, url) = (http.clone(), stop.clone(), url.to_owned());
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+                    "message": {"messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER",
+                                "parts": [{"text": "echo the quick brown fox"}]}}});
+                let t = Instant::now();
+                let answer: Value =
+                    http.post(&url).header("A2A-Version", "1.0").json(&body).send().await?.json().await?;
+                let state = &answer["result"]["task"]["status"]["state"];
+                anyhow::ensure!(state == "TASK_STATE_COMPLETED", "not completed: {answer}");
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort_by(f64::total_cmp);
+    Ok((all.len(), all, elapsed))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DbStats {
+    commits: i64,
+    rollbacks: i64,
+    inserted: i64,
+    updated: i64,
+    statements: Option<i64>,
+}
+
+async fn db_stats(admin: &mut PgConnection) -> anyhow::Result<DbStats> {
+    // Statistics are cached per transaction and flushed by backends lazily.
+    admin.execute("SELECT pg_stat_clear_snapshot()").await?;
+    let row: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(DATABASE)
+    .fetch_one(&mut *admin)
+    .await?;
+    let statements: Option<i64> = sqlx::query_scalar(
+        "SELECT sum(calls)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
+    )
+    .bind(DATABASE)
+    .fetch_one(&mut *admin)
+    .await
+    .ok()
+    .flatten();
+    Ok(DbStats { commits: row.0, rollbacks: row.1, inserted: row.2, updated: row.3, statements })
+}
+
+async fn top_statements(admin: &mut PgConnection, tasks: f64) -> Vec<(f64, String)> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements s
+         JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1 ORDER BY calls DESC LIMIT 16",
+    )
+    .bind(DATABASE)
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
+    rows.into_iter().map(|(calls, q)| (calls as f64 / tasks, q.chars().take(110).collect())).collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1 32".into())
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+
+    let mut admin = PgConnection::connect(&url).await?;
+    admin.execute("DROP DATABASE IF EXISTS perf_sy WITH (FORCE)").await?;
+    admin.execute("CREATE DATABASE perf_sy").await?;
+    let statements = admin.execute("SELECT pg_stat_statements_reset()").await.is_ok();
+    let db_url = with_database(&url, DATABASE)?;
+
+    let agent_port = free_port()?;
+    let agent_listen = format!("127.0.0.1:{agent_port}");
+    let _agent = switchyard(&db_url, &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
+    let config = std::env::temp_dir().join("switchyard-hotpath.toml");
+    std::fs::write(
+        &config,
+        format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n"),
+    )?;
+    let api_port = free_port()?;
+    let api_listen = format!("127.0.0.1:{api_port}");
+    let config = config.to_string_lossy().into_owned();
+    let _dev = switchyard(&db_url, &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"])?;
+    let broker = format!("http://{api_listen}/");
+    let agent = format!("http://{agent_listen}/");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        let ready = http.get(format!("http://{api_listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
+        if ready && http.get(format!("{agent}.well-known/agent-card.json")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Warm up both paths (connections, the card cache, plans).
+    load(&broker, 4, 2).await?;
+    load(&agent, 4, 1).await?;
+
+    println!("| clients | path | tasks/s | p50 ms | p99 ms |");
+    println!("| ---: | --- | ---: | ---: | ---: |");
+    let mut per_task = Vec::new();
+    for &n in &clients {
+        let (done, latencies, elapsed) = load(&agent, n, seconds).await?;
+        let direct_p50 = percentile(&latencies, 0.5);
+        println!(
+            "| {n} | agent directly | {:.0} | {:.2} | {:.2} |",
+            done as f64 / elapsed.as_secs_f64(),
+            direct_p50,
+            percentile(&latencies, 0.99)
+        );
+        if statements {
+            admin.execute("SELECT pg_stat_statements_reset()").await?;
+        }
+        // Let the last run's stragglers settle before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = db_stats(&mut admin).await?;
+        let (done, latencies, elapsed) = load(&broker, n, seconds).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = db_stats(&mut admin).await?;
+        let p50 = percentile(&latencies, 0.5);
+        println!(
+            "| {n} | through Switchyard | {:.0} | {:.2} (+{:.2}) | {:.2} |",
+            done as f64 / elapsed.as_secs_f64(),
+            p50,
+            p50 - direct_p50,
+            percentile(&latencies, 0.99)
+        );
+        let tasks = done as f64;
+        let top = if statements { top_statements(&mut admin, tasks).await } else { Vec::new() };
+        per_task.push((n, tasks, before, after, top));
+    }
+    println!();
+    println!(
+        "| clients | transactions/task (commits + rollbacks) | statements/task | rows inserted/task | rows updated/task |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    for (n, tasks, before, after, _) in &per_task {
+        let per = |a: i64, b: i64| (a - b) as f64 / tasks;
+        let statements = match (after.statements, before.statements) {
+            (Some(a), _) => format!("{:.1}", a as f64 / tasks),
+            _ => "n/a (pg_stat_statements not loaded)".into(),
+        };
+        println!(
+            "| {n} | {:.2} ({:.2} + {:.2}) | {statements} | {:.2} | {:.2} |",
+            per(after.commits + after.rollbacks, before.commits + before.rollbacks),
+            per(after.commits, before.commits),
+            per(after.rollbacks, before.rollbacks),
+            per(after.inserted, before.inserted),
+            per(after.updated, before.updated),
+        );
+    }
+    for (n, _, _, _, top) in &per_task {
+        if top.is_empty() {
+            continue;
+        }
+        println!();
+        println!("Statements per task, {n} client(s):");
+        for (calls, query) in top {
+            println!("  {calls:6.2}  {query}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! A delegation's reads and writes on the hot path: what a worker needs to
+//! start, in one query, and everything one remote exchange produced, in one
+//! transaction.
+
+use a2a::Message;
+use sqlx::{Postgres, Transaction};
+
+use super::agent::Delegation;
+use super::job::Lease;
+use super::row::TaskRow;
+use super::task::lock_task;
+use super::{Store, in_tx, notify};
+use crate::error::StoreError;
+use crate::event::TaskEvent;
+use crate::id::TaskId;
+use crate::task::TaskRecord;
+
+/// What a worker needs to start a delegation attempt.
+#[derive(Debug, Clone)]
+pub struct DelegationStart {
+    pub task: TaskRecord,
+    pub delegation: Option<Delegation>,
+    /// The first client message not yet forwarded, with its sequence number.
+    pub next: Option<(i64, Message)>,
+}
+
+/// What [`Store::delegation_fold`] did.
+#[derive(Debug, Clone)]
+pub struct Fold {
+    /// The task as it now is.
+    pub task: TaskRecord,
+    /// The task had already ended here (canceled, past its deadline): the
+    /// checkpoint was written, the events were not.
+    pub ended: bool,
+    /// The job was settled, but stays live: a client message came in that
+    /// the remote agent has not been handed.
+    pub requeued: bool,
+}
+
+impl Store {
+    /// The task, its delegation checkpoint and the next client message to
+    /// forward, in one round trip.
+    pub async fn delegation_start(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status, t.artifacts,
+                      t.metadata, t.trace_context, t.version, t.created_at, t.status_at,
+                      d.agent AS "agent?", d.remote_task_id, d.remote_context_id, d.forwarded_message_id,
+                      d.forwarded_seq, d.acked_seq, d.question_id,
+                      m.seq AS "next_seq?", m.payload AS "next_payload?"
+               FROM tasks t
+               LEFT JOIN delegations d ON d.task_id = t.id
+               LEFT JOIN LATERAL (
+                   SELECT seq, payload FROM task_events e
+                   WHERE e.task_id = t.id AND e.kind = 'message' AND e.payload->>'role' = 'ROLE_USER'
+                     AND e.seq > COALESCE(d.forwarded_seq, 0)
+                   ORDER BY seq LIMIT 1
+               ) m ON true
+               WHERE t.id = $1"#,
+            task_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let task = TaskRecord::try_from(TaskRow {
+            id: r.id,
+            tenant: r.tenant,
+            owner: r.owner,
+            context_id: r.context_id,
+            parent_id: r.parent_id,
+            state: r.state,
+            status: r.status,
+            artifacts: r.artifacts,
+            metadata: r.metadata,
+            trace_context: r.trace_context,
+            version: r.version,
+            created_at: r.created_at,
+            status_at: r.status_at,
+        })?;
+        let delegation = r.agent.map(|agent| Delegation {
+            agent,
+            remote_task_id: r.remote_task_id,
+            remote_context_id: r.remote_context_id,
+            forwarded_message_id: r.forwarded_message_id,
+            forwarded_seq: r.forwarded_seq,
+            acked_seq: r.acked_seq,
+            question_id: r.question_id,
+        });
+        let next = match (r.next_seq, r.next_payload) {
+            (Some(seq), Some(payload)) => Some((seq, serde_json::from_value(payload)?)),
+            _ => None,
+        };
+        Ok(Some(DelegationStart { task, delegation, next }))
+    }
+
+    /// Writes what a remote exchange produced, in ONE transaction under the
+    /// task's row lock and the job's lease: the delegation checkpoint (if
+    /// given), the events folded into the task, and, with `finish`, the
+    /// job's settlement (see below). Without `finish` the lease is confirmed
+    /// instead, so a stale worker writes nothing.
+    ///
+    /// A task that already ended here gets the checkpoint but not the
+    /// events (`ended`): the caller then cancels the remote task, whose id
+    /// the cancel may not have known.
+    ///
+    /// Settling looks, under the same lock a client's follow-up takes, for
+    /// client messages the agent has not been handed: if the task is open and
+    /// one came in, the job is ready again at once (its attempt refunded)
+    /// rather than done, so the task's one delegation carries it. Only a
+    /// delegation that has forwarded something can have a follow-up (a task
+    /// asks for input only after its agent saw the first message), so one
+    /// that never did settles as done and no handler can spin it forever.
+    pub async fn delegation_fold(
+        &self,
+        lease: &Lease,
+        checkpoint: Option<&Delegation>,
+        events: &[TaskEvent],
+        finish: bool,
+    ) -> Result<Fold, StoreError> {
+        in_tx!(self, |tx| {
+            let (row, now) = lock_task(tx, lease.task_id).await?.ok_or(StoreError::TaskNotFound(lease.task_id))?;
+            let mut task = TaskRecord::try_from(row)?;
+            if let Some(delegation) = checkpoint {
+                put_checkpoint(tx, lease.task_id, delegation).await?;
+            }
+            let ended = task.state.is_terminal();
+            if !ended && !events.is_empty() {
+                task = self.fold_locked(tx, task, now, events).await?;
+            }
+            if !finish {
+                lease.confirm(tx).await?;
+                return Ok(Fold { task, ended, requeued: false });
+            }
+            let pending = !task.state.is_terminal()
+                && sqlx::query_scalar!(
+                    r#"SELECT EXISTS (
+                           SELECT 1 FROM task_events
+                           WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
+                             AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
+                       ) AS "pending!""#,
+                    lease.task_id.0,
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+            let settled = sqlx::query!(
+                r#"UPDATE jobs SET
+                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
+                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
+                       run_at = CASE WHEN $3 THEN now() ELSE run_at END,
+                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
+                       lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+                lease.job_id.0,
+                lease.token,
+                pending,
+            )
+            .execute(&mut **tx)
+            .await?;
+            if settled.rows_affected() == 0 {
+                return Err(StoreError::LeaseLost(lease.job_id));
+            }
+            if pending {
+                notify(tx, &self.channels.jobs, "delegate").await?;
+            }
+            Ok(Fold { task, ended, requeued: pending })
+        })
+    }
+}
+
+pub(super) async fn put_checkpoint(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: TaskId,
+    delegation: &Delegation,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        r#"INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
+                                    forwarded_seq, acked_seq, question_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
+               remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
+               forwarded_message_id = EXCLUDED.forwarded_message_id,
+               forwarded_seq = EXCLUDED.forwarded_seq, acked_seq = EXCLUDED.acked_seq,
+               question_id = EXCLUDED.question_id, updated_at = now()"#,
+        task_id.0,
+        delegation.agent,
+        delegation.remote_task_id,
+        delegation.remote_context_id,
+        delegation.forwarded_message_id,
+        delegation.forwarded_seq,
+        delegation.acked_seq,
+        delegation.question_id,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

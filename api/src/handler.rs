@@ -35,6 +35,41 @@ pub struct A2aHandler {
     store: Store,
     hub: EventHub,
     config: Arc<ApiConfig>,
+    agents: AgentsCache,
+}
+
+/// How long the api routes from the agents it last read. An agent added or
+/// removed (or whose breaker opened) is seen at most this late.
+const AGENTS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The registered agents, read at most once per [`AGENTS_TTL`] per process:
+/// routing a message needs no query.
+#[derive(Debug, Clone, Default)]
+struct AgentsCache(Arc<std::sync::Mutex<Option<Agents>>>);
+
+/// When the agents were read, and what they were.
+type Agents = (std::time::Instant, Arc<Vec<switchyard_engine::AgentRecord>>);
+
+impl AgentsCache {
+    async fn get(&self, store: &Store) -> Result<Arc<Vec<switchyard_engine::AgentRecord>>, StoreError> {
+        {
+            let cached = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, agents)) = cached.as_ref()
+                && at.elapsed() < AGENTS_TTL
+            {
+                return Ok(agents.clone());
+            }
+        }
+        self.refresh(store).await
+    }
+
+    /// Reads the agents now, whatever the cache holds.
+    async fn refresh(&self, store: &Store) -> Result<Arc<Vec<switchyard_engine::AgentRecord>>, StoreError> {
+        let agents = Arc::new(store.agents_list().await?);
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), agents.clone()));
+        Ok(agents)
+    }
 }
 
 /// Who the caller is. Until authentication lands every request is the
@@ -46,7 +81,7 @@ pub fn caller(tenant: Option<&str>) -> Caller {
 
 impl A2aHandler {
     pub fn new(store: Store, hub: EventHub, config: Arc<ApiConfig>) -> Self {
-        A2aHandler { store, hub, config }
+        A2aHandler { store, hub, config, agents: AgentsCache::default() }
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -157,9 +192,15 @@ impl A2aHandler {
                 // Route now, so a message nobody can take is rejected at once
                 // with the reason, and the job names its agent.
                 let deadline = deadline(message.metadata.as_ref(), self.config.default_ttl)?;
-                let agents = self.store.agents_list().await?;
                 let target = Target::from_metadata(message.metadata.as_ref());
-                let (job, reject_reason) = match route::choose(&target, &agents, &self.config.routing) {
+                let agents = self.agents.get(&self.store).await?;
+                // A message the cached agents cannot take may name one
+                // registered a moment ago: look again before refusing it.
+                let chosen = match route::choose(&target, &agents, &self.config.routing) {
+                    Err(_) => route::choose(&target, &self.agents.refresh(&self.store).await?, &self.config.routing),
+                    chosen => chosen,
+                };
+                let (job, reject_reason) = match chosen {
                     Ok(agent) => (Some(NewJob { payload: json!({ "agent": agent, "trace": trace }), ..job }), None),
                     Err(no_route) => (None, Some(no_route.to_string())),
                 };

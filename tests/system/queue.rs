@@ -14,16 +14,16 @@ fn failed(reason: &str) -> Vec<TaskEvent> {
 }
 
 #[tokio::test]
-async fn claims_take_ready_jobs_in_priority_then_age_order() {
+async fn claims_take_ready_jobs_in_due_order_and_leave_future_ones() {
     let db = TestDb::new().await;
     let a = submit(&db.store, "a").await;
     let b = submit(&db.store, "b").await;
-    let urgent = submit(&db.store, "c").await;
-    sqlx::query("UPDATE jobs SET priority = 5 WHERE task_id = $1")
-        .bind(urgent.0)
+    let overdue = submit(&db.store, "c").await;
+    sqlx::query("UPDATE jobs SET run_at = now() - interval '1 minute' WHERE task_id = $1")
+        .bind(overdue.0)
         .execute(db.pool())
         .await
-        .expect("prio");
+        .expect("overdue");
     let later = submit(&db.store, "d").await;
     sqlx::query("UPDATE jobs SET run_at = now() + interval '1 hour' WHERE task_id = $1")
         .bind(later.0)
@@ -32,7 +32,7 @@ async fn claims_take_ready_jobs_in_priority_then_age_order() {
         .expect("future");
 
     let first = db.store.job_claim("w1", 1, LEASE).await.expect("claim");
-    assert_eq!(first[0].lease.task_id, urgent);
+    assert_eq!(first[0].lease.task_id, overdue, "the longest due first");
     let rest = db.store.job_claim("w1", 10, LEASE).await.expect("claim");
     assert_eq!(rest.iter().map(|j| j.lease.task_id).collect::<Vec<_>>(), vec![a, b], "not-yet-due jobs wait");
     let lease = &rest[0].lease;

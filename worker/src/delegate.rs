@@ -863,7 +863,14 @@ impl Run<'_> {
                 next = tokio::time::timeout(self.silence, events.next()) => next,
                 // Nothing more came within the window: write what did.
                 () = sleep_until_some(flush_at) => {
-                    self.flush().await?;
+                    match self.flush().await {
+                        // Ended here before the agent named its task: keep
+                        // listening for the name, to cancel the task there.
+                        Err(RunError::Ended) if self.delegation.remote_task_id.is_none() => {
+                            return self.cancel_once_named(events).await;
+                        }
+                        other => other?,
+                    }
                     continue;
                 }
                 () = tokio::time::sleep_until(self.deadline) => return Ok(Settled::Later),
@@ -879,6 +886,30 @@ impl Run<'_> {
                 return Ok(Settled::Yes);
             }
         }
+    }
+
+    /// Our task ended while the agent had not yet named its task: reads the
+    /// stream (within the attach budget) until it does, and cancels it.
+    async fn cancel_once_named(&mut self, mut events: Events) -> Result<Settled, RunError> {
+        let named = async {
+            match events.next().await?.ok()? {
+                StreamResponse::Task(t) => Some(t.id),
+                StreamResponse::StatusUpdate(u) => Some(u.task_id),
+                StreamResponse::ArtifactUpdate(u) => Some(u.task_id),
+                StreamResponse::Message(_) => None,
+            }
+        };
+        let remote = tokio::select! {
+            remote = tokio::time::timeout(self.silence, named) => remote.ok().flatten(),
+            () = tokio::time::sleep_until(self.deadline) => None,
+        };
+        if let Some(remote) = remote {
+            match self.client.cancel(&remote).await {
+                Ok(_) => tracing::info!(%remote, "task ended here; remote task canceled once named"),
+                Err(error) => tracing::warn!(%remote, %error, "task ended here; canceling the remote task failed"),
+            }
+        }
+        Err(RunError::Ended)
     }
 
     /// Polls the remote task with growing intervals until it settles, or

@@ -305,8 +305,7 @@ impl Store {
         })
     }
 
-    /// Claims up to `limit` ready jobs in one statement, highest priority and
-    /// oldest first, each under a fresh fencing token and a lease of `lease_for`.
+    /// Claims up to `limit` ready jobs in one statement, longest due first, each under a fresh fencing token and a lease of `lease_for`.
     /// `SKIP LOCKED` lets concurrent claimers pass each other without waiting,
     /// and no job is ever handed to two of them.
     pub async fn job_claim(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
@@ -319,7 +318,7 @@ impl Store {
                WHERE id IN (
                    SELECT id FROM jobs
                    WHERE state = 'ready' AND run_at <= now()
-                   ORDER BY priority DESC, run_at, id
+                   ORDER BY run_at, id
                    LIMIT $2
                    FOR UPDATE SKIP LOCKED
                )

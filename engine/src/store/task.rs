@@ -176,7 +176,8 @@ impl Store {
             let timer = NewJob { run_at: Some(at), ..NewJob::new(JobKind::Deadline, 5) };
             insert_job(tx, id, &timer).await?;
         }
-        notify(tx, &self.channels.events, &format!("{id}:{}", task.version)).await?;
+        // No NOTIFY on the events channel: nobody can be streaming a task
+        // whose id the caller has not been told yet.
         Ok(task)
     }
 

@@ -367,8 +367,10 @@ async fn answer(agent: Agent, traceparent: Option<String>, call: Value) -> Respo
             };
             if method == "SendMessage" {
                 let blocking = !request.configuration.and_then(|c| c.return_immediately).unwrap_or(false);
-                while blocking && !agent.settled(&task_id) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                // Woken by the task's own changes, not a polling interval.
+                let changes = agent.lock().tasks.get(&task_id).map(|t| t.changed.subscribe());
+                if let (true, Some(mut changes)) = (blocking, changes) {
+                    while !agent.settled(&task_id) && changes.changed().await.is_ok() {}
                 }
                 return rpc_result(&id, json!({ "task": agent.snapshot(&task_id) }));
             }

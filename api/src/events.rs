@@ -146,10 +146,12 @@ pub fn to_stream_response(stored: &StoredEvent, context_id: &str) -> Option<Stre
 }
 
 /// Waits (bounded) until the task reaches a terminal state, or an interrupted
-/// one newer than `baseline`, and returns it as it then is.
+/// one newer than `task`, and returns it as it then is. `subscription` must
+/// have been taken before `task` was read (or written), so no change after it
+/// goes unseen: the task is read again only when woken.
 pub async fn wait_until_settled(
     store: &Store,
-    hub: &EventHub,
+    mut subscription: Subscription,
     task: TaskRecord,
     timeout: Duration,
 ) -> Result<TaskRecord, ApiError> {
@@ -157,19 +159,14 @@ pub async fn wait_until_settled(
     // started from is newer, whatever any clock says.
     let baseline = task.version;
     let settled = |t: &TaskRecord| t.state.is_terminal() || (t.state.is_interrupted() && t.version > baseline);
-    if task.state.is_terminal() {
-        return Ok(task);
-    }
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut subscription = hub.subscribe();
-    let mut current = store.task_load(task.id).await?;
+    let mut current = task;
     while !settled(&current) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || !subscription.changed(current.id, left).await {
             break;
         }
-        subscription.changed(task.id, left).await;
-        current = store.task_load(task.id).await?;
+        current = store.task_load(current.id).await?;
     }
     Ok(current)
 }

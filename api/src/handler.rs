@@ -104,6 +104,9 @@ impl A2aHandler {
         let config = request.configuration.as_ref();
         let history = history_length(config.and_then(|c| c.history_length), "configuration.historyLength")?;
         let return_immediately = config.and_then(|c| c.return_immediately).unwrap_or(false);
+        // Subscribed before the task exists, so no change after it can be
+        // missed and the wait needs no read of its own before the first wake.
+        let subscription = self.hub.subscribe();
         let (task, created) = self.accept(caller, request, intake).await?;
         record_task(&task);
         // A resent message whose task already waits or ended is answered at
@@ -112,18 +115,23 @@ impl A2aHandler {
         let task = if return_immediately || settled {
             task
         } else {
-            wait_until_settled(&self.store, &self.hub, task, self.config.blocking_timeout).await?
+            wait_until_settled(&self.store, subscription, task, self.config.blocking_timeout).await?
         };
+        if return_immediately || task.state != TaskState::Completed {
+            return Ok(SendMessageResponse::Task(self.render(&task, history).await?));
+        }
         // An agent that answered with a Message, not a task, gets its answer
         // passed on as it came (the task stays recorded for operators): the
-        // completed task's last turn is then the agent's.
-        if !return_immediately && task.state == TaskState::Completed {
-            let last = self.store.task_history(task.id, 1).await?.pop();
-            if let Some(reply) = last.filter(|m| m.role == a2a::Role::Agent) {
-                return Ok(SendMessageResponse::Message(reply));
-            }
+        // completed task's last turn is then the agent's. One read serves
+        // both that question and the history of the answer.
+        let mut messages = self.store.task_history(task.id, history.max(1)).await?;
+        if let Some(reply) = messages.pop_if(|m| m.role == a2a::Role::Agent) {
+            return Ok(SendMessageResponse::Message(reply));
         }
-        Ok(SendMessageResponse::Task(self.render(&task, history).await?))
+        if history == 0 {
+            messages.clear();
+        }
+        Ok(SendMessageResponse::Task(task.to_a2a((!messages.is_empty()).then_some(messages))))
     }
 
     /// `SendStreamingMessage`: accept, then stream the task from its snapshot.

@@ -13,7 +13,7 @@
 //! - `silent MS`: working, then silent for MS milliseconds, then completes;
 //! - `forever`: one SSE frame that never ends;
 //! - `late MS`: creates its task at once but says nothing for MS
-//!   milliseconds, then works 200 ms and completes.
+//!   milliseconds, then works 2 s and completes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -294,7 +294,7 @@ impl StrictAgent {
             Some("late") => {
                 tokio::time::sleep(Duration::from_millis(number(1))).await;
                 self.status(task_id, TaskState::Working, None);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(2000)).await;
                 self.status(task_id, TaskState::Completed, None);
             }
             Some("forever") => self.status(task_id, TaskState::Working, None),

@@ -260,13 +260,8 @@ impl Delegator {
             a2a.agent.name = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        // A child of the job's span; a job enqueued without a trace context
-        // still joins the task's.
-        if switchyard_engine::trace::current().is_none()
-            && let Ok(task) = ctx.store().task_load(job.lease.task_id).await
-        {
-            switchyard_engine::trace::continue_from(&span, task.trace_context.as_ref());
-        }
+        // A child of the job's span (a job enqueued without a trace context
+        // joins the task's once its start is read, in `try_delegate`).
         switchyard_engine::trace::record_trace_id(&span);
         let outcome = match tracing::Instrument::instrument(self.try_delegate(job, ctx), span.clone()).await {
             Ok(outcome) | Err(Stop::Outcome(outcome)) => outcome,

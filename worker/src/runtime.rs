@@ -118,10 +118,17 @@ impl<H: Handler> Worker<H> {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker started");
 
+        // Whether a claim may find something: after a wake-up, a poll, or a
+        // full batch. A finished job alone frees a slot but brings no work,
+        // so it claims only while there is a backlog (an empty claim is a
+        // round trip for nothing on every task).
+        let mut claim = true;
+        let mut backlog = false;
         while !shutdown.is_cancelled() {
             let free = slots.available_permits();
             let mut more_waiting = false;
-            if free > 0 {
+            if free > 0 && (claim || backlog) {
+                claim = false;
                 let want = free.min(config.batch);
                 let asked = Instant::now();
                 match self.store.job_claim(&config.id, want as i64, config.lease).await {
@@ -129,6 +136,7 @@ impl<H: Handler> Worker<H> {
                         // A full batch suggests more is ready: claim again
                         // before waiting, while slots remain.
                         more_waiting = jobs.len() == want;
+                        backlog = more_waiting;
                         for job in jobs {
                             let Ok(permit) = slots.clone().try_acquire_owned() else {
                                 // Cannot happen (we claimed at most `free`);
@@ -143,6 +151,7 @@ impl<H: Handler> Worker<H> {
                         // The database is unwell: wait a poll interval rather
                         // than retry on every finishing job.
                         tracing::warn!(%error, "claim failed; will retry");
+                        claim = true;
                         tokio::select! {
                             () = shutdown.cancelled() => break,
                             () = tokio::time::sleep(config.poll_interval) => {}
@@ -156,8 +165,11 @@ impl<H: Handler> Worker<H> {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = next_wake(&mut listener) => {}
-                _ = poll.tick() => self.rescue_expired().await,
+                _ = next_wake(&mut listener) => claim = true,
+                _ = poll.tick() => {
+                    self.rescue_expired().await;
+                    claim = true;
+                }
                 Some(_) = runners.join_next(), if !runners.is_empty() => {}
             }
         }

@@ -7,8 +7,8 @@ use sqlx::{Postgres, Transaction};
 
 use super::agent::Delegation;
 use super::job::Lease;
-use super::row::TaskRow;
-use super::task::lock_task;
+use super::row::{Snapshot, TaskRow};
+use super::task::{lock_task, stamped};
 use super::{Store, in_tx, notify};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
@@ -119,28 +119,36 @@ impl Store {
         in_tx!(self, |tx| {
             let (row, now) = lock_task(tx, lease.task_id).await?.ok_or(StoreError::TaskNotFound(lease.task_id))?;
             let mut task = TaskRecord::try_from(row)?;
-            if let Some(delegation) = checkpoint {
-                put_checkpoint(tx, lease.task_id, delegation).await?;
-            }
             let ended = task.state.is_terminal();
-            if !ended && !events.is_empty() {
-                task = self.fold_locked(tx, task, now, events).await?;
+            let before = task.version;
+            let events = if ended { Vec::new() } else { stamped(events, now) };
+            for event in &events {
+                task.apply(event).map_err(|source| StoreError::Rejected { task: task.id, source })?;
             }
-            if !finish {
-                lease.confirm(tx).await?;
+            // A settlement that may find a follow-up to forward needs the
+            // look below; any other is written with everything else.
+            let settle_here = finish && task.state.is_terminal();
+            let written =
+                write_fold(tx, &self.channels.events, lease, checkpoint, &task, before, &events, settle_here).await?;
+            if !events.is_empty() && written.task_updated != 1 {
+                return Err(StoreError::Corrupt(format!("task {} changed under its row lock", task.id)));
+            }
+            if written.job_held != 1 {
+                return Err(StoreError::LeaseLost(lease.job_id));
+            }
+            if !finish || settle_here {
                 return Ok(Fold { task, ended, requeued: false });
             }
-            let pending = !task.state.is_terminal()
-                && sqlx::query_scalar!(
-                    r#"SELECT EXISTS (
-                           SELECT 1 FROM task_events
-                           WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
-                             AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
-                       ) AS "pending!""#,
-                    lease.task_id.0,
-                )
-                .fetch_one(&mut **tx)
-                .await?;
+            let pending = sqlx::query_scalar!(
+                r#"SELECT EXISTS (
+                       SELECT 1 FROM task_events
+                       WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
+                         AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
+                   ) AS "pending!""#,
+                lease.task_id.0,
+            )
+            .fetch_one(&mut **tx)
+            .await?;
             let settled = sqlx::query!(
                 r#"UPDATE jobs SET
                        state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
@@ -164,6 +172,95 @@ impl Store {
             Ok(Fold { task, ended, requeued: pending })
         })
     }
+}
+
+/// What the one statement of a fold touched.
+struct Written {
+    task_updated: i64,
+    job_held: i64,
+}
+
+/// Everything a fold writes, in ONE statement: the checkpoint (if any), the
+/// log rows and the snapshot (if any events), the NOTIFY, and the job,
+/// either settled as done (`settle`) or locked to prove the lease holds
+/// until COMMIT. The task row is already locked by this transaction.
+#[allow(clippy::too_many_arguments)]
+async fn write_fold(
+    tx: &mut Transaction<'_, Postgres>,
+    channel: &str,
+    lease: &Lease,
+    checkpoint: Option<&Delegation>,
+    task: &TaskRecord,
+    before: i64,
+    events: &[TaskEvent],
+    settle: bool,
+) -> Result<Written, StoreError> {
+    let d = checkpoint.cloned().unwrap_or_default();
+    let seqs: Vec<i64> = (before + 1..).take(events.len()).collect();
+    let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
+    let payloads: Vec<serde_json::Value> = events.iter().map(TaskEvent::to_payload).collect();
+    let snapshot = Snapshot::of(task)?;
+    let row = sqlx::query!(
+        r#"WITH checkpoint AS (
+               INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
+                                        forwarded_seq, acked_seq, question_id)
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE $9
+               ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
+                   remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
+                   forwarded_message_id = EXCLUDED.forwarded_message_id,
+                   forwarded_seq = EXCLUDED.forwarded_seq, acked_seq = EXCLUDED.acked_seq,
+                   question_id = EXCLUDED.question_id, updated_at = now()
+           ),
+           logged AS (
+               INSERT INTO task_events (task_id, seq, kind, payload, created_at)
+               SELECT $1, seq, kind, payload, now()
+               FROM UNNEST($10::bigint[], $11::text[], $12::jsonb[]) AS e(seq, kind, payload)
+           ),
+           folded AS (
+               UPDATE tasks SET state = $13, status = $14, artifacts = $15, version = $16, status_at = $17
+               WHERE id = $1 AND version = $18 AND cardinality($10::bigint[]) > 0
+               RETURNING id
+           ),
+           settled AS (
+               UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+               WHERE id = $19 AND lease_token = $20 AND state = 'leased' AND $21
+               RETURNING id
+           ),
+           held AS (
+               SELECT id FROM jobs WHERE id = $19 AND lease_token = $20 AND state = 'leased' AND NOT $21
+               FOR UPDATE
+           )
+           SELECT (SELECT count(*) FROM folded) AS "task_updated!",
+                  (SELECT count(*) FROM settled) + (SELECT count(*) FROM held) AS "job_held!",
+                  CASE WHEN cardinality($10::bigint[]) > 0 THEN pg_notify($22, $23) END AS notified"#,
+        lease.task_id.0,
+        d.agent,
+        d.remote_task_id,
+        d.remote_context_id,
+        d.forwarded_message_id,
+        d.forwarded_seq,
+        d.acked_seq,
+        d.question_id,
+        checkpoint.is_some(),
+        &seqs,
+        &kinds,
+        &payloads,
+        snapshot.state,
+        snapshot.status,
+        snapshot.artifacts,
+        task.version,
+        task.status_at,
+        before,
+        lease.job_id.0,
+        lease.token,
+        settle,
+        channel,
+        format!("{}:{}", task.id, task.version),
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let _ = row.notified;
+    Ok(Written { task_updated: row.task_updated, job_held: row.job_held })
 }
 
 pub(super) async fn put_checkpoint(

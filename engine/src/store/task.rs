@@ -144,10 +144,30 @@ impl Store {
 
         let snapshot = Snapshot::of(&task)?;
         let metadata = task.metadata.as_ref().map(serde_json::to_value).transpose()?;
+        // The task, its first events, its job and the workers' wake-up in
+        // ONE statement (the foreign keys are checked at its end, when the
+        // task row is there).
+        let job = new.job.as_ref().filter(|_| !task.state.is_terminal());
+        let seqs: Vec<i64> = (1..).take(events.len()).collect();
+        let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
+        let payloads: Vec<Value> = events.iter().map(TaskEvent::to_payload).collect();
         sqlx::query!(
-            r#"INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifacts,
-                                  metadata, trace_context, version, created_at, status_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+            r#"WITH created AS (
+                   INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                                      metadata, trace_context, version, created_at, status_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+               ),
+               logged AS (
+                   INSERT INTO task_events (task_id, seq, kind, payload, created_at)
+                   SELECT $1, seq, kind, payload, $12
+                   FROM UNNEST($14::bigint[], $15::text[], $16::jsonb[]) AS e(seq, kind, payload)
+               ),
+               queued AS (
+                   INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
+                   SELECT $1, $17, $18, $19, $20, COALESCE($21, now()) WHERE $22
+                   RETURNING id
+               )
+               SELECT CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($23, $17) END AS notified"#,
             id.0,
             task.tenant,
             task.owner,
@@ -161,14 +181,19 @@ impl Store {
             task.version,
             task.created_at,
             task.status_at,
+            &seqs,
+            &kinds,
+            &payloads,
+            job.map_or(JobKind::Delegate.as_str(), |j| j.kind.as_str()),
+            job.map(|j| j.payload.clone()),
+            job.map_or(0, |j| j.priority),
+            job.map_or(1, |j| j.max_attempts),
+            job.and_then(|j| j.run_at),
+            job.is_some(),
+            self.channels.jobs,
         )
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-        insert_events(tx, id, 1, &events, Some(task.created_at)).await?;
-        if let (Some(job), false) = (&new.job, task.state.is_terminal()) {
-            insert_job(tx, id, job).await?;
-            notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
-        }
         if let Some(push) = &new.push_config {
             upsert_push_config(&mut **tx, id, push).await?;
         }
@@ -514,7 +539,7 @@ pub(super) async fn lock_task(
 
 /// The events with every status stamped at `at` (the database's time),
 /// whatever host built them.
-fn stamped(events: &[TaskEvent], at: DateTime<Utc>) -> Vec<TaskEvent> {
+pub(super) fn stamped(events: &[TaskEvent], at: DateTime<Utc>) -> Vec<TaskEvent> {
     events
         .iter()
         .map(|event| match event {

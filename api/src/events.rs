@@ -146,27 +146,31 @@ pub fn to_stream_response(stored: &StoredEvent, context_id: &str) -> Option<Stre
 }
 
 /// Waits (bounded) until the task reaches a terminal state, or an interrupted
-/// one newer than `task`, and returns it as it then is. `subscription` must
-/// have been taken before `task` was read (or written), so no change after it
-/// goes unseen: the task is read again only when woken.
+/// one newer than `task`, and returns it as it then is, with the last
+/// `history` messages when it was read again (`None` if it never changed).
+/// `subscription` must have been taken before `task` was read (or written),
+/// so no change after it goes unseen: the task is read only when woken, and
+/// with its history, so the answer needs no further read.
 pub async fn wait_until_settled(
     store: &Store,
     mut subscription: Subscription,
     task: TaskRecord,
+    history: i64,
     timeout: Duration,
-) -> Result<TaskRecord, ApiError> {
+) -> Result<(TaskRecord, Option<Vec<a2a::Message>>), ApiError> {
     // Versions are log sequence numbers: a status written after the one we
     // started from is newer, whatever any clock says.
     let baseline = task.version;
     let settled = |t: &TaskRecord| t.state.is_terminal() || (t.state.is_interrupted() && t.version > baseline);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut current = task;
-    while !settled(&current) {
+    let mut current = (task, None);
+    while !settled(&current.0) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() || !subscription.changed(current.id, left).await {
+        if left.is_zero() || !subscription.changed(current.0.id, left).await {
             break;
         }
-        current = store.task_load(current.id).await?;
+        let (task, messages) = store.task_load_with_history(current.0.id, history).await?;
+        current = (task, Some(messages));
     }
     Ok(current)
 }

@@ -112,20 +112,24 @@ impl A2aHandler {
         // A resent message whose task already waits or ended is answered at
         // once: there is nothing new to wait for.
         let settled = !created && (task.state.is_terminal() || task.state.is_interrupted());
-        let task = if return_immediately || settled {
-            task
-        } else {
-            wait_until_settled(&self.store, subscription, task, self.config.blocking_timeout).await?
-        };
-        if return_immediately || task.state != TaskState::Completed {
+        if return_immediately || settled {
             return Ok(SendMessageResponse::Task(self.render(&task, history).await?));
         }
+        // One more message than asked for: the last tells whether the agent
+        // answered with a Message.
+        let wanted = history.max(1);
+        let (task, messages) =
+            wait_until_settled(&self.store, subscription, task, wanted, self.config.blocking_timeout).await?;
+        let mut messages = match messages {
+            Some(messages) => messages,
+            None => self.store.task_history(task.id, wanted).await?,
+        };
         // An agent that answered with a Message, not a task, gets its answer
         // passed on as it came (the task stays recorded for operators): the
-        // completed task's last turn is then the agent's. One read serves
-        // both that question and the history of the answer.
-        let mut messages = self.store.task_history(task.id, history.max(1)).await?;
-        if let Some(reply) = messages.pop_if(|m| m.role == a2a::Role::Agent) {
+        // completed task's last turn is then the agent's.
+        if task.state == TaskState::Completed
+            && let Some(reply) = messages.pop_if(|m| m.role == a2a::Role::Agent)
+        {
             return Ok(SendMessageResponse::Message(reply));
         }
         if history == 0 {

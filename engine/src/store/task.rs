@@ -438,6 +438,45 @@ impl Store {
         row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
     }
 
+    /// A task and the last `history` messages of its conversation (oldest
+    /// first), in one round trip.
+    pub async fn task_load_with_history(
+        &self,
+        task_id: TaskId,
+        history: i64,
+    ) -> Result<(TaskRecord, Vec<Message>), StoreError> {
+        let r = sqlx::query!(
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                      metadata, trace_context, version, created_at, status_at,
+                      (SELECT coalesce(jsonb_agg(payload ORDER BY seq), '[]'::jsonb) FROM (
+                           SELECT seq, payload FROM task_events
+                           WHERE task_id = t.id AND kind = 'message' ORDER BY seq DESC LIMIT $2
+                       ) recent) AS "history!"
+               FROM tasks t WHERE id = $1"#,
+            task_id.0,
+            history,
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::TaskNotFound(task_id))?;
+        let task = TaskRecord::try_from(TaskRow {
+            id: r.id,
+            tenant: r.tenant,
+            owner: r.owner,
+            context_id: r.context_id,
+            parent_id: r.parent_id,
+            state: r.state,
+            status: r.status,
+            artifacts: r.artifacts,
+            metadata: r.metadata,
+            trace_context: r.trace_context,
+            version: r.version,
+            created_at: r.created_at,
+            status_at: r.status_at,
+        })?;
+        Ok((task, serde_json::from_value(r.history)?))
+    }
+
     /// A task's events after `after_seq`, in log order, at most `limit`.
     pub async fn task_events(
         &self,

@@ -285,6 +285,10 @@ pub(crate) struct WorkerArgs {
     /// (releasing its lease) and looking again later.
     #[arg(long, env = "SWITCHYARD_ATTACH_BUDGET", default_value = "5m", value_parser = humantime::parse_duration)]
     pub(crate) attach_budget: Duration,
+    /// How long finished tasks (with their events, jobs and idempotency
+    /// keys) and done jobs are kept; `0s` keeps them for good.
+    #[arg(long, env = "SWITCHYARD_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub(crate) retention: Duration,
     /// Delay before the first retry; it doubles per attempt.
     #[arg(long, env = "SWITCHYARD_RETRY_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub(crate) retry_base: Duration,
@@ -317,6 +321,7 @@ impl WorkerArgs {
             poll_interval: self.poll_interval,
             drain_timeout: self.drain_timeout,
             retry: RetryPolicy { base: self.retry_base, cap: self.retry_cap, ..RetryPolicy::default() },
+            retention: (!self.retention.is_zero()).then_some(self.retention),
             ..WorkerConfig::new(id)
         }
     }

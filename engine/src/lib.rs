@@ -38,7 +38,8 @@ pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
     AgentRecord, ClaimedJob, Cursor, Delegation, DelegationStart, Fold, FollowUp, Gate, JobFate, JobKind, JobRecord,
-    JobState, Lease, NewJob, NewTask, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, TaskFilter, TaskPage,
+    JobState, Lease, NewJob, NewTask, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, Swept, TaskFilter,
+    TaskPage,
 };
 pub use task::{FoldError, TaskRecord};
 

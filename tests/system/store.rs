@@ -233,3 +233,47 @@ async fn every_stored_timestamp_is_the_databases() {
     assert_eq!(folded.status.timestamp, Some(logged_at));
     assert_eq!(folded.status_at, logged_at);
 }
+
+/// Retention deletes what finished long enough ago, with everything that
+/// hangs off it, and nothing else.
+#[tokio::test]
+async fn retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else() {
+    let db = TestDb::new().await;
+    let old_done = submit(&db.store, "old and done").await;
+    let recent_done = submit(&db.store, "recently done").await;
+    let old_open = submit(&db.store, "old but open").await;
+    for task in [old_done, recent_done] {
+        db.store.task_append(task, &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("finish");
+    }
+    sqlx::query("UPDATE jobs SET state = 'done', finished_at = now() WHERE task_id = ANY($1)")
+        .bind(vec![old_done.0, recent_done.0])
+        .execute(db.pool())
+        .await
+        .expect("jobs done");
+    // Age two of them by 40 days. The database freezes finished tasks, so
+    // this test-only rewrite of history is made with that trigger off.
+    sqlx::query("ALTER TABLE tasks DISABLE TRIGGER tasks_terminal_is_final").execute(db.pool()).await.expect("off");
+    sqlx::query("UPDATE tasks SET status_at = now() - interval '40 days' WHERE id = ANY($1)")
+        .bind(vec![old_done.0, old_open.0])
+        .execute(db.pool())
+        .await
+        .expect("age");
+    sqlx::query("ALTER TABLE tasks ENABLE TRIGGER tasks_terminal_is_final").execute(db.pool()).await.expect("on");
+
+    let swept = db.store.retention_sweep(std::time::Duration::from_secs(30 * 86_400), 500, 20).await.expect("sweep");
+    assert_eq!(swept.tasks, 1);
+    let count = |sql: &'static str, id: uuid::Uuid| {
+        let pool = db.pool().clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(&pool).await.expect("count") }
+    };
+    for (table, sql) in [
+        ("tasks", "SELECT count(*) FROM tasks WHERE id = $1"),
+        ("task_events", "SELECT count(*) FROM task_events WHERE task_id = $1"),
+        ("jobs", "SELECT count(*) FROM jobs WHERE task_id = $1"),
+        ("idempotency_keys", "SELECT count(*) FROM idempotency_keys WHERE task_id = $1"),
+    ] {
+        assert_eq!(count(sql, old_done.0).await, 0, "{table}: the old finished task's rows are gone");
+        assert!(count(sql, recent_done.0).await > 0, "{table}: a recent one is kept");
+        assert!(count(sql, old_open.0).await > 0, "{table}: an open task is kept however old");
+    }
+}

@@ -219,3 +219,26 @@ async fn a_worker_that_loses_its_lease_stops_and_writes_nothing() {
     assert_eq!((j.state, j.lease_owner.as_deref()), (JobState::Leased, Some("thief")), "the thief still holds it");
     assert_eq!(status_trail(&db.store, task).await, ["submitted"], "the stale worker wrote nothing");
 }
+
+#[tokio::test]
+async fn a_worker_with_retention_deletes_tasks_finished_longer_ago() {
+    let db = TestDb::new().await;
+    let done = submit(&db.store, "finishes at once").await;
+    let open = submit(&db.store, "stays open").await;
+    sqlx::query("UPDATE jobs SET state = 'done', finished_at = now() WHERE task_id = ANY($1)")
+        .bind(vec![done.0, open.0])
+        .execute(db.pool())
+        .await
+        .expect("jobs done");
+    db.store.task_append(done, &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("finish");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let config = WorkerConfig { retention: Some(Duration::from_secs(1)), ..config("sweeper") };
+    let (shutdown, worker) = spawn(&db, config, Script(vec![|| Outcome::Done(vec![])], AtomicUsize::new(0)));
+    eventually(WAIT, "the finished task swept", || async {
+        db.store.task_load(done).await.is_err_and(|e| matches!(e, switchyard_engine::StoreError::TaskNotFound(_)))
+    })
+    .await;
+    assert!(db.store.task_load(open).await.is_ok(), "an open task stays");
+    shutdown.cancel();
+    worker.await.expect("stopped");
+}

@@ -24,6 +24,9 @@ pub struct WorkerConfig {
     /// are released for other workers.
     pub drain_timeout: Duration,
     pub retry: RetryPolicy,
+    /// How long finished tasks and done jobs are kept before the worker's
+    /// retention sweep deletes them; `None` keeps them for good.
+    pub retention: Option<Duration>,
 }
 
 /// A setting that cannot work.
@@ -43,6 +46,7 @@ impl WorkerConfig {
             poll_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(20),
             retry: RetryPolicy::default(),
+            retention: None,
         }
     }
 

@@ -756,6 +756,12 @@ impl Run<'_> {
             if let Some(remote) = &self.delegation.remote_task_id {
                 match self.client.cancel(remote).await {
                     Ok(_) => tracing::info!(%remote, "task ended here; remote task canceled"),
+                    // It finished over there first: nothing left to cancel.
+                    Err(e)
+                        if matches!(e.code(), Some(error_code::TASK_NOT_CANCELABLE | error_code::TASK_NOT_FOUND)) =>
+                    {
+                        tracing::info!(%remote, "task ended here; the remote task had already ended");
+                    }
                     Err(error) => tracing::warn!(%remote, %error, "task ended here; canceling the remote task failed"),
                 }
             }

@@ -114,6 +114,7 @@ impl<H: Handler> Worker<H> {
         // Connects on first use, and again after any failure; polling
         // covers the gaps.
         let mut listener = Listener::new(&self.store, &[&self.store.channels().jobs]);
+        let sweeper = Sweeper::new(config.retention);
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker started");
@@ -168,6 +169,7 @@ impl<H: Handler> Worker<H> {
                 _ = next_wake(&mut listener) => claim = true,
                 _ = poll.tick() => {
                     self.rescue_expired().await;
+                    sweeper.maybe_sweep(&self.store);
                     claim = true;
                 }
                 Some(_) = runners.join_next(), if !runners.is_empty() => {}
@@ -239,6 +241,49 @@ impl<H: Handler> Worker<H> {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "lease rescue failed; will retry"),
         }
+    }
+}
+
+/// How often a worker runs the retention sweep, at most.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs the retention sweep in the background, at most once a minute and
+/// never two at once in this process (several workers sweeping at once only
+/// skip each other's rows).
+#[derive(Debug)]
+struct Sweeper {
+    retention: Option<std::time::Duration>,
+    last: Mutex<Option<Instant>>,
+    running: Arc<AtomicBool>,
+}
+
+impl Sweeper {
+    fn new(retention: Option<std::time::Duration>) -> Self {
+        Sweeper { retention, last: Mutex::new(None), running: Arc::default() }
+    }
+
+    fn maybe_sweep(&self, store: &Store) {
+        let Some(retention) = self.retention else { return };
+        {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY) || self.running.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let (store, running) = (store.clone(), self.running.clone());
+        tokio::spawn(async move {
+            match store.retention_sweep(retention, 500, 20).await {
+                Ok(swept) if swept.tasks > 0 || swept.jobs > 0 => {
+                    metrics::counter!("switchyard_retention_deleted_total", "what" => "tasks").increment(swept.tasks);
+                    metrics::counter!("switchyard_retention_deleted_total", "what" => "jobs").increment(swept.jobs);
+                    tracing::info!(tasks = swept.tasks, jobs = swept.jobs, "retention: deleted what finished long ago");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "retention sweep failed; will retry"),
+            }
+            running.store(false, Ordering::SeqCst);
+        });
     }
 }
 

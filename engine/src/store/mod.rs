@@ -9,6 +9,7 @@ mod delegation;
 mod job;
 mod list;
 mod push;
+mod retention;
 mod row;
 mod stats;
 mod task;
@@ -25,6 +26,7 @@ pub use delegation::{DelegationStart, Fold};
 pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use push::PushConfig;
+pub use retention::Swept;
 pub use stats::Stats;
 pub use task::{FollowUp, NewTask, Submission};
 

@@ -1,0 +1,72 @@
+//! Retention: what has been finished for long enough is deleted, oldest
+//! first, in batches small enough that no lock is held for long and live
+//! work never waits on a sweep.
+
+use std::time::Duration;
+
+use super::Store;
+use crate::error::StoreError;
+
+/// What one sweep deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Finished tasks, each with its log, jobs, checkpoint, push configs and
+    /// idempotency keys.
+    pub tasks: u64,
+    /// Done jobs of tasks that are still kept.
+    pub jobs: u64,
+}
+
+impl Store {
+    /// Deletes tasks that finished more than `older_than` ago, and done jobs
+    /// that finished that long ago, `batch` rows per statement (each its own
+    /// transaction, rows others hold are skipped), until a batch comes back
+    /// short or `max_batches` have run.
+    pub async fn retention_sweep(
+        &self,
+        older_than: Duration,
+        batch: i64,
+        max_batches: u32,
+    ) -> Result<Swept, StoreError> {
+        let secs = older_than.as_secs_f64();
+        let mut swept = Swept::default();
+        for _ in 0..max_batches {
+            let deleted = sqlx::query!(
+                r#"DELETE FROM tasks WHERE id IN (
+                       SELECT id FROM tasks
+                       WHERE state IN ('completed', 'failed', 'canceled', 'rejected')
+                         AND status_at < now() - make_interval(secs => $1)
+                       ORDER BY status_at LIMIT $2
+                       FOR UPDATE SKIP LOCKED)"#,
+                secs,
+                batch,
+            )
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            swept.tasks += deleted;
+            if deleted < batch.unsigned_abs() {
+                break;
+            }
+        }
+        for _ in 0..max_batches {
+            let deleted = sqlx::query!(
+                r#"DELETE FROM jobs WHERE id IN (
+                       SELECT id FROM jobs
+                       WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)
+                       ORDER BY finished_at LIMIT $2
+                       FOR UPDATE SKIP LOCKED)"#,
+                secs,
+                batch,
+            )
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            swept.jobs += deleted;
+            if deleted < batch.unsigned_abs() {
+                break;
+            }
+        }
+        Ok(swept)
+    }
+}

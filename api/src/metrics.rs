@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_engine::Store;
+use switchyard_engine::{JobKind, TaskState};
 
 /// What the metrics endpoint needs.
 #[derive(Debug, Clone)]
@@ -25,12 +26,24 @@ pub fn router(state: MetricsState) -> Router {
 pub async fn render(State(state): State<MetricsState>) -> Response {
     match state.store.stats().await {
         Ok(stats) => {
-            for (job_state, kind, count) in stats.jobs {
-                metrics::gauge!("switchyard_jobs", "state" => job_state, "kind" => kind).set(count as f64);
+            // Every series the queries cover is set, to zero when absent, so
+            // a count that dropped to nothing does not linger at its last value.
+            for job_state in ["ready", "leased", "dead"] {
+                for kind in JobKind::ALL {
+                    let count = stats
+                        .jobs
+                        .iter()
+                        .find(|(s, k, _)| s == job_state && k == kind.as_str())
+                        .map_or(0, |(_, _, n)| *n);
+                    metrics::gauge!("switchyard_jobs", "state" => job_state, "kind" => kind.as_str()).set(count as f64);
+                }
             }
             metrics::gauge!("switchyard_queue_oldest_ready_seconds").set(stats.oldest_ready_seconds);
-            for (task_state, count) in stats.tasks {
-                metrics::gauge!("switchyard_tasks", "state" => task_state).set(count as f64);
+            for task_state in
+                [TaskState::Submitted, TaskState::Working, TaskState::InputRequired, TaskState::AuthRequired]
+            {
+                let count = stats.tasks.iter().find(|(s, _)| s == task_state.as_str()).map_or(0, |(_, n)| *n);
+                metrics::gauge!("switchyard_tasks", "state" => task_state.as_str()).set(count as f64);
             }
             for (agent, open, failures) in stats.agents {
                 metrics::gauge!("switchyard_agent_breaker_open", "agent" => agent.clone()).set(if open {

@@ -468,18 +468,25 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
         let http = stack.http.clone();
         async move { http.get(url).send().await.expect("scrape").text().await.expect("text") }
     };
-    let before = scrape(format!("{}/metrics", stack.base)).await;
-    assert!(!before.contains("switchyard_tasks{state=\"completed\"} 1"), "{before}");
+    // A task waiting for input is an open task; a resent message is not counted twice.
+    let asking = stack.send("ask").await;
+    assert_eq!(state(&asking), "TASK_STATE_INPUT_REQUIRED");
+    let open = scrape(format!("{}/metrics", stack.base)).await;
+    assert!(open.contains("switchyard_tasks{state=\"input_required\"} 1"), "{open}");
 
     assert_eq!(state(&stack.send("echo counted").await), "TASK_STATE_COMPLETED");
     assert_eq!(state(&stack.send("status 400").await), "TASK_STATE_FAILED");
+    let cancel = stack.rpc(&stack.base, "CancelTask", json!({"id": asking["id"]})).await;
+    assert_eq!(cancel["result"]["status"]["state"], "TASK_STATE_CANCELED", "{cancel}");
 
     let api = scrape(format!("{}/metrics", stack.base)).await;
     for expected in [
-        "switchyard_tasks{state=\"completed\"} 1",
-        "switchyard_tasks{state=\"failed\"} 1",
-        "switchyard_tasks_received_total{outcome=\"accepted\"} 2",
-        "switchyard_jobs{state=\"done\",kind=\"delegate\"} 2",
+        // Open tasks only: finished ones are counted by the workers' counters.
+        "switchyard_tasks{state=\"input_required\"} 0",
+        "switchyard_tasks{state=\"working\"} 0",
+        "switchyard_tasks_received_total{outcome=\"accepted\"} 3",
+        "switchyard_jobs{state=\"ready\",kind=\"delegate\"} 0",
+        "switchyard_jobs{state=\"dead\",kind=\"delegate\"} 0",
         "switchyard_queue_oldest_ready_seconds",
         "switchyard_agent_breaker_open{agent=\"demo\"} 0",
     ] {
@@ -487,11 +494,12 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
     }
     let worker = scrape(format!("http://{listen}/metrics")).await;
     for expected in [
-        "switchyard_job_outcomes_total{kind=\"delegate\",outcome=\"done\"} 1",
+        // The question settled one delegation, the echo another.
+        "switchyard_job_outcomes_total{kind=\"delegate\",outcome=\"done\"} 2",
         "switchyard_job_outcomes_total{kind=\"delegate\",outcome=\"failed\"} 1",
         "switchyard_claim_latency_seconds",
         "switchyard_remote_exchange_seconds",
-        "switchyard_task_duration_seconds",
+        "switchyard_task_duration_seconds_count{state=\"completed\"} 1",
         "switchyard_remote_calls_total{agent=\"demo\",outcome=\"ok\"}",
     ] {
         assert!(worker.contains(expected), "worker metrics lack {expected:?}:\n{worker}");

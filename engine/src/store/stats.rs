@@ -7,11 +7,11 @@ use crate::error::StoreError;
 /// A snapshot of queue, task and agent health.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
-    /// (job state, job kind, count).
+    /// (job state, job kind, count) for ready, leased and dead jobs.
     pub jobs: Vec<(String, String, i64)>,
     /// Age of the oldest job that is ready to run now, in seconds (0 if none).
     pub oldest_ready_seconds: f64,
-    /// (task state, count).
+    /// (task state, count) for open tasks.
     pub tasks: Vec<(String, i64)>,
     /// (agent, breaker open, consecutive failures).
     pub agents: Vec<(String, bool, i32)>,
@@ -20,24 +20,34 @@ pub struct Stats {
 impl Store {
     /// Reads the current [`Stats`].
     pub async fn stats(&self) -> Result<Stats, StoreError> {
-        let jobs = sqlx::query!(r#"SELECT state, kind, count(*) AS "count!" FROM jobs GROUP BY state, kind"#)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.state, r.kind, r.count))
-            .collect();
+        // Bounded by what is live (and the dead letters, which retention
+        // bounds): done jobs and finished tasks are counted by the workers'
+        // counters (`switchyard_job_outcomes_total`,
+        // `switchyard_task_duration_seconds_count`), never by a scan.
+        let jobs = sqlx::query!(
+            r#"SELECT state, kind, count(*) AS "count!" FROM jobs
+               WHERE state IN ('ready', 'leased', 'dead') GROUP BY state, kind"#
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.state, r.kind, r.count))
+        .collect();
         let oldest_ready_seconds = sqlx::query_scalar!(
             r#"SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(run_at))::float8, 0) AS "age!"
                FROM jobs WHERE state = 'ready' AND run_at <= now()"#
         )
         .fetch_one(&self.pool)
         .await?;
-        let tasks = sqlx::query!(r#"SELECT state, count(*) AS "count!" FROM tasks GROUP BY state"#)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.state, r.count))
-            .collect();
+        let tasks = sqlx::query!(
+            r#"SELECT state, count(*) AS "count!" FROM tasks
+               WHERE state IN ('submitted', 'working', 'input_required', 'auth_required') GROUP BY state"#
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.state, r.count))
+        .collect();
         let agents = sqlx::query!(
             r#"SELECT name, COALESCE(breaker_open_until > now(), false) AS "open!", consecutive_failures FROM agents"#
         )

@@ -128,6 +128,28 @@ async fn a_new_job_is_picked_up_by_notify_not_by_polling() {
 }
 
 #[tokio::test]
+async fn a_retry_is_taken_up_when_due_by_a_timer_not_by_polling() {
+    let db = TestDb::new().await;
+    // Polling once an hour, and a retry sends no NOTIFY: only the worker's
+    // own timer for the job it put off can bring it back in time.
+    let slow_poll = WorkerConfig { poll_interval: Duration::from_secs(3600), ..config("w") };
+    let flaky = Script(
+        vec![|| Outcome::Retry { error: "503".into(), retry_after: None }, || Outcome::Done(vec![])],
+        AtomicUsize::new(0),
+    );
+    let (shutdown, worker) = spawn(&db, slow_poll, flaky);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let task = submit(&db.store, "again").await;
+    eventually(WAIT, "done on the second attempt", || async {
+        db.store.task_jobs(task).await.expect("jobs")[0].state == JobState::Done
+    })
+    .await;
+    assert_eq!(db.store.task_jobs(task).await.expect("jobs")[0].attempt, 2);
+    shutdown.cancel();
+    worker.await.expect("stopped");
+}
+
+#[tokio::test]
 async fn transient_failures_retry_until_success() {
     let db = TestDb::new().await;
     let task = submit(&db.store, "x").await; // 3 attempts

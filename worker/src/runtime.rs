@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use backon::{ExponentialBuilder, Retryable};
-use switchyard_engine::{ClaimedJob, JobId, JobKind, Lease, Listener, Store, StoreError, TaskEvent, TaskState};
+use switchyard_engine::{
+    ClaimedJob, JobFate, JobId, JobKind, Lease, Listener, Store, StoreError, TaskEvent, TaskState,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -125,6 +127,11 @@ impl<H: Handler> Worker<H> {
         // round trip for nothing on every task).
         let mut claim = true;
         let mut backlog = false;
+        // The soonest a job this worker put off (a retry, a park) is due:
+        // a timer wakes it then. Such jobs send no NOTIFY (nobody could take
+        // them before they are due); if this worker dies first, the fallback
+        // poll of the others finds them.
+        let mut due: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             let free = slots.available_permits();
             let mut more_waiting = false;
@@ -172,7 +179,16 @@ impl<H: Handler> Worker<H> {
                     sweeper.maybe_sweep(&self.store);
                     claim = true;
                 }
-                Some(_) = runners.join_next(), if !runners.is_empty() => {}
+                Some(finished) = runners.join_next(), if !runners.is_empty() => {
+                if let Ok(Some(after)) = finished {
+                    let at = Instant::now() + after;
+                    due = Some(due.map_or(at, |d| d.min(at)));
+                }
+            }
+                () = sleep_until_due(due) => {
+                    due = None;
+                    claim = true;
+                }
             }
         }
 
@@ -198,7 +214,7 @@ impl<H: Handler> Worker<H> {
         permit: OwnedSemaphorePermit,
         claimed: Instant,
         in_flight: &InFlight,
-        runners: &mut JoinSet<()>,
+        runners: &mut JoinSet<Option<std::time::Duration>>,
     ) {
         let waited = (chrono::Utc::now() - job.due_at).to_std().unwrap_or_default();
         metrics::histogram!("switchyard_claim_latency_seconds", "kind" => job.kind_name.clone())
@@ -222,10 +238,11 @@ impl<H: Handler> Worker<H> {
         let in_flight = in_flight.clone();
         runners.spawn(async move {
             let job_id = job.lease.job_id;
-            run.run(job).await;
+            let due_again = run.run(job).await;
             metrics::gauge!("switchyard_jobs_in_flight").decrement(1.0);
             lock(&in_flight).remove(&job_id);
             drop(permit);
+            due_again
         });
     }
 
@@ -241,6 +258,14 @@ impl<H: Handler> Worker<H> {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "lease rescue failed; will retry"),
         }
+    }
+}
+
+/// Sleeps until `due`, or forever when nothing is due.
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -303,7 +328,9 @@ struct JobRun<H> {
 }
 
 impl<H: Handler> JobRun<H> {
-    async fn run(self, job: ClaimedJob) {
+    /// Runs one attempt; returns how soon the job is due again, when this
+    /// attempt put it off (a retry or a park), so the worker can wake for it.
+    async fn run(self, job: ClaimedJob) -> Option<std::time::Duration> {
         // One span per attempt, from claim to settlement, continuing the
         // trace of the request that enqueued the job.
         let waited = (chrono::Utc::now() - job.due_at).num_milliseconds().max(0);
@@ -326,7 +353,7 @@ impl<H: Handler> JobRun<H> {
         tracing::Instrument::instrument(self.run_in_span(job), span).await
     }
 
-    async fn run_in_span(self, job: ClaimedJob) {
+    async fn run_in_span(self, job: ClaimedJob) -> Option<std::time::Duration> {
         let lease = job.lease.clone();
         let kind = job.kind_name.clone();
         let job_kind = job.kind().map_err(|_| ());
@@ -347,7 +374,7 @@ impl<H: Handler> JobRun<H> {
                 abort.abort();
                 metrics::counter!("switchyard_job_outcomes_total", "kind" => kind, "outcome" => "lease_unproven").increment(1);
                 tracing::warn!(job = %lease.job_id, "lease not confirmed in time; attempt stopped");
-                return;
+                return None;
             }
             () = self.cancel.cancelled() => {
                 abort.abort();
@@ -361,7 +388,7 @@ impl<H: Handler> JobRun<H> {
                         Err(error) => tracing::warn!(job = %lease.job_id, %error, "could not release lease; it will expire"),
                     }
                 }
-                return;
+                return None;
             }
         };
         let label = match &outcome {
@@ -379,35 +406,44 @@ impl<H: Handler> JobRun<H> {
             .when(StoreError::is_transient)
             .await;
         match settled {
-            Ok(()) => {}
+            Ok(due_again) => due_again,
             Err(StoreError::LeaseLost(job)) => {
-                tracing::warn!(%job, "lease lost before the outcome was recorded")
+                tracing::warn!(%job, "lease lost before the outcome was recorded");
+                None
             }
             // The lease will expire and another worker repeats the attempt.
             Err(error) => {
-                tracing::error!(job = %lease.job_id, %error, "could not record the outcome")
+                tracing::error!(job = %lease.job_id, %error, "could not record the outcome");
+                None
             }
         }
     }
 
-    async fn settle(&self, lease: &Lease, delegation: bool, outcome: Outcome) -> Result<(), StoreError> {
+    /// Records the outcome; returns how soon the job is due again, if it is.
+    async fn settle(
+        &self,
+        lease: &Lease,
+        delegation: bool,
+        outcome: Outcome,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
         match outcome {
-            Outcome::Recorded => Ok(()),
-            Outcome::Done(events) if delegation => finish_delegation(&self.store, lease, &events).await,
-            Outcome::Done(events) => complete(&self.store, lease, &events).await,
+            Outcome::Recorded => Ok(None),
+            Outcome::Done(events) if delegation => finish_delegation(&self.store, lease, &events).await.map(|()| None),
+            Outcome::Done(events) => complete(&self.store, lease, &events).await.map(|()| None),
             Outcome::Snooze { after, reason } => {
                 let at = self.store.job_snooze(lease, after, &reason).await?;
                 tracing::info!(job = %lease.job_id, %reason, %at, "job parked");
-                Ok(())
+                Ok(Some(after))
             }
             Outcome::Fail { reason } => {
                 tracing::warn!(job = %lease.job_id, %reason, "job failed permanently");
                 let events = [TaskEvent::status_with_text(TaskState::Failed, reason)];
                 if delegation {
-                    finish_delegation(&self.store, lease, &events).await
+                    finish_delegation(&self.store, lease, &events).await?;
                 } else {
-                    complete(&self.store, lease, &events).await
+                    complete(&self.store, lease, &events).await?;
                 }
+                Ok(None)
             }
             Outcome::Retry { error, retry_after } => {
                 let attempt = u32::try_from(lease.attempt).unwrap_or(1);
@@ -418,7 +454,7 @@ impl<H: Handler> JobRun<H> {
                 )];
                 let fate = self.store.job_retry(lease, &error, delay, &on_dead).await?;
                 tracing::warn!(job = %lease.job_id, attempt, %error, ?fate, "attempt failed");
-                Ok(())
+                Ok(matches!(fate, JobFate::RetryAt(_)).then_some(delay))
             }
         }
     }

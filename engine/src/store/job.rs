@@ -441,11 +441,12 @@ impl Store {
             .fetch_optional(&mut **tx)
             .await?
             .ok_or(StoreError::LeaseLost(lease.job_id))?;
+            // No NOTIFY for a retry: nobody can take it before it is due
+            // (the retrying worker sets itself a timer for it).
             let fate = if row.state == "dead" {
                 self.fail_task_quietly(tx, lease.task_id, on_dead).await?;
                 JobFate::Dead
             } else {
-                notify(tx, &self.channels.jobs, "retry").await?;
                 JobFate::RetryAt(row.run_at)
             };
             Ok(fate)

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
-use crate::harness::{TestDb, eventually};
+use crate::harness::{TestDb, agent_config, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 use crate::strict_agent::{StrictAgent, Verdict};
 
@@ -55,13 +55,7 @@ fn worker(db: &TestDb, config: &str, n: usize) -> Child {
 async fn workers_killed_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() {
     let agent = StrictAgent::start().await;
     let db = TestDb::new().await;
-    let config = std::env::temp_dir().join(format!("{}-chaos.toml", db.schema));
-    std::fs::write(
-        &config,
-        format!("default_agent = \"strict\"\n[[agents]]\nname = \"strict\"\nurl = \"{}\"\n", agent.url),
-    )
-    .expect("config");
-    let config = config.to_string_lossy().into_owned();
+    let config = agent_config(&db, "strict", &agent.url);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config, "--max-attempts", "20"])

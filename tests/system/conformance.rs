@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::api::{Api, message, rpc_call};
-use crate::harness::{TestDb, eventually};
+use crate::harness::{TestDb, agent_config, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 
 fn invalid_field(answer: &Value) -> String {
@@ -100,13 +100,7 @@ async fn a_message_answer_comes_back_as_a_message_and_history_holds_both_sides()
     let agent_port = free_port();
     let agent_listen = format!("127.0.0.1:{agent_port}");
     let _agent = switchyard(&db, &["demo-agent", "--listen", &agent_listen]).spawn().expect("agent");
-    let config = std::env::temp_dir().join(format!("{}-conformance.toml", db.schema));
-    std::fs::write(
-        &config,
-        format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n"),
-    )
-    .expect("config");
-    let config = config.to_string_lossy().into_owned();
+    let config = agent_config(&db, "demo", &format!("http://{agent_listen}"));
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
-use crate::harness::{TestDb, eventually, submit};
+use crate::harness::{TestDb, agent_config, eventually, submit};
 use crate::processes::{free_port, http_get, switchyard};
 use crate::proxy::Proxy;
 use crate::strict_agent::{StrictAgent, Verdict};
@@ -30,13 +30,7 @@ struct Stack {
 impl Stack {
     async fn start(agent_url: &str) -> Stack {
         let db = TestDb::new().await;
-        let config = std::env::temp_dir().join(format!("{}-exact.toml", db.schema));
-        std::fs::write(
-            &config,
-            format!("default_agent = \"strict\"\n[[agents]]\nname = \"strict\"\nurl = \"{agent_url}\"\n"),
-        )
-        .expect("config");
-        let config = config.to_string_lossy().into_owned();
+        let config = agent_config(&db, "strict", agent_url);
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");

@@ -196,3 +196,12 @@ pub(crate) async fn expire_lease(db: &TestDb, job: switchyard_engine::JobId) {
         .await
         .expect("expire lease");
 }
+
+/// Writes a config file that registers `agent` at `url` and routes every
+/// task to it; returns its path, for `--config`.
+pub(crate) fn agent_config(db: &TestDb, agent: &str, url: &str) -> String {
+    let path = std::env::temp_dir().join(format!("{}-{agent}.toml", db.schema));
+    std::fs::write(&path, format!("default_agent = \"{agent}\"\n[[agents]]\nname = \"{agent}\"\nurl = \"{url}\"\n"))
+        .expect("config");
+    path.to_string_lossy().into_owned()
+}

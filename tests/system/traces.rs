@@ -24,7 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
-use crate::harness::{TestDb, eventually};
+use crate::harness::{TestDb, agent_config, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -216,13 +216,7 @@ impl Stack {
         let agent_port = free_port();
         let agent_listen = format!("127.0.0.1:{agent_port}");
         let agent = Process::spawn(&db, &["demo-agent", "--listen", &agent_listen], &env("demo-agent", &[]));
-        let config = std::env::temp_dir().join(format!("{}-traces.toml", db.schema));
-        std::fs::write(
-            &config,
-            format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n"),
-        )
-        .expect("config");
-        let config = config.to_string_lossy().into_owned();
+        let config = agent_config(&db, "demo", &format!("http://{agent_listen}"));
         let api_port = free_port();
         let listen = format!("127.0.0.1:{api_port}");
         let serve = Process::spawn(

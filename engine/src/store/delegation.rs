@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::agent::Delegation;
 use super::job::Lease;
-use super::row::{Snapshot, TaskRow};
+use super::row::{Snapshot, task_row};
 use super::task::{lock_task, stamped};
 use super::{Store, in_tx, notify};
 use crate::error::StoreError;
@@ -61,21 +61,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
-        let task = TaskRecord::try_from(TaskRow {
-            id: r.id,
-            tenant: r.tenant,
-            owner: r.owner,
-            context_id: r.context_id,
-            parent_id: r.parent_id,
-            state: r.state,
-            status: r.status,
-            artifacts: r.artifacts,
-            metadata: r.metadata,
-            trace_context: r.trace_context,
-            version: r.version,
-            created_at: r.created_at,
-            status_at: r.status_at,
-        })?;
+        let task = TaskRecord::try_from(task_row!(r))?;
         let delegation = r.agent.map(|agent| Delegation {
             agent,
             remote_task_id: r.remote_task_id,

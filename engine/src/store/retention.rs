@@ -29,8 +29,7 @@ impl Store {
         max_batches: u32,
     ) -> Result<Swept, StoreError> {
         let secs = older_than.as_secs_f64();
-        let mut swept = Swept::default();
-        for _ in 0..max_batches {
+        let tasks = || async {
             let deleted = sqlx::query!(
                 r#"DELETE FROM tasks WHERE id IN (
                        SELECT id FROM tasks
@@ -42,14 +41,10 @@ impl Store {
                 batch,
             )
             .execute(&self.pool)
-            .await?
-            .rows_affected();
-            swept.tasks += deleted;
-            if deleted < batch.unsigned_abs() {
-                break;
-            }
-        }
-        for _ in 0..max_batches {
+            .await?;
+            Ok(deleted.rows_affected())
+        };
+        let jobs = || async {
             let deleted = sqlx::query!(
                 r#"DELETE FROM jobs WHERE id IN (
                        SELECT id FROM jobs
@@ -60,13 +55,31 @@ impl Store {
                 batch,
             )
             .execute(&self.pool)
-            .await?
-            .rows_affected();
-            swept.jobs += deleted;
-            if deleted < batch.unsigned_abs() {
-                break;
-            }
-        }
+            .await?;
+            Ok(deleted.rows_affected())
+        };
+        let swept = Swept {
+            tasks: in_batches(batch, max_batches, tasks).await?,
+            jobs: in_batches(batch, max_batches, jobs).await?,
+        };
         Ok(swept)
     }
+}
+
+/// Runs `delete` (one batch of at most `batch` rows) until a batch comes back
+/// short or `max_batches` have run; the rows deleted in all.
+async fn in_batches<F, Fut>(batch: i64, max_batches: u32, mut delete: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    for _ in 0..max_batches {
+        let deleted = delete().await?;
+        total += deleted;
+        if deleted < batch.unsigned_abs() {
+            break;
+        }
+    }
+    Ok(total)
 }

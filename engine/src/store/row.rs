@@ -8,6 +8,30 @@ use crate::error::StoreError;
 use crate::id::TaskId;
 use crate::task::TaskRecord;
 
+/// A [`TaskRow`] from any query record that selects the task's columns
+/// under their own names (`query!` records are anonymous types).
+/// Moves only those fields out, so the record's others stay usable.
+macro_rules! task_row {
+    ($r:ident) => {
+        $crate::store::row::TaskRow {
+            id: $r.id,
+            tenant: $r.tenant,
+            owner: $r.owner,
+            context_id: $r.context_id,
+            parent_id: $r.parent_id,
+            state: $r.state,
+            status: $r.status,
+            artifacts: $r.artifacts,
+            metadata: $r.metadata,
+            trace_context: $r.trace_context,
+            version: $r.version,
+            created_at: $r.created_at,
+            status_at: $r.status_at,
+        }
+    };
+}
+pub(super) use task_row;
+
 /// A `tasks` row.
 #[derive(Debug)]
 pub(super) struct TaskRow {

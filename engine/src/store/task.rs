@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::in_tx;
 use super::job::{JobKind, Lease, NewJob, insert_job};
 use super::push::{PushConfig, upsert_push_config};
-use super::row::{Snapshot, TaskRow};
+use super::row::{Snapshot, TaskRow, task_row};
 use super::{Store, notify};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
@@ -459,21 +459,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::TaskNotFound(task_id))?;
-        let task = TaskRecord::try_from(TaskRow {
-            id: r.id,
-            tenant: r.tenant,
-            owner: r.owner,
-            context_id: r.context_id,
-            parent_id: r.parent_id,
-            state: r.state,
-            status: r.status,
-            artifacts: r.artifacts,
-            metadata: r.metadata,
-            trace_context: r.trace_context,
-            version: r.version,
-            created_at: r.created_at,
-            status_at: r.status_at,
-        })?;
+        let task = TaskRecord::try_from(task_row!(r))?;
         Ok((task, serde_json::from_value(r.history)?))
     }
 
@@ -557,21 +543,7 @@ pub(super) async fn lock_task(
     .fetch_optional(&mut **tx)
     .await?;
     Ok(row.map(|r| {
-        let task = TaskRow {
-            id: r.id,
-            tenant: r.tenant,
-            owner: r.owner,
-            context_id: r.context_id,
-            parent_id: r.parent_id,
-            state: r.state,
-            status: r.status,
-            artifacts: r.artifacts,
-            metadata: r.metadata,
-            trace_context: r.trace_context,
-            version: r.version,
-            created_at: r.created_at,
-            status_at: r.status_at,
-        };
+        let task = task_row!(r);
         (task, r.now)
     }))
 }

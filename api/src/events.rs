@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
-use crate::hub::{EventHub, Subscription};
+use crate::hub::{EventHub, Subscription, TaskFeed};
 
 /// One item of a stream: the log position (the SSE `id`) and the event.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +52,9 @@ pub fn stream_task(
 ) -> ReceiverStream<StreamItem> {
     let (tx, rx) = mpsc::channel(BUFFER);
     let subscription = hub.subscribe();
+    let feed = hub.feed(task.id);
     tokio::spawn(async move {
-        if let Err(error) = produce(&store, subscription, task, history, start, &tx).await {
+        if let Err(error) = produce(&store, &feed, subscription, task, history, start, &tx).await {
             let _ = tx.send(StreamItem { seq: 0, event: Err(error) }).await;
         }
     });
@@ -62,6 +63,7 @@ pub fn stream_task(
 
 async fn produce(
     store: &Store,
+    feed: &TaskFeed,
     mut subscription: Subscription,
     task: TaskRecord,
     history: Vec<a2a::Message>,
@@ -87,7 +89,7 @@ async fn produce(
         Start::After(seq) => seq,
     };
     loop {
-        let events = store.task_events(id, last, PAGE).await?;
+        let events = feed.after(store, last, PAGE).await?;
         let full = events.len() as i64 == PAGE;
         for stored in events {
             last = stored.seq;

@@ -199,3 +199,42 @@ async fn streams_close_where_they_stop_even_when_they_start_there() {
     assert_eq!(kinds(&all, Clone::clone), ["task"]);
     assert_eq!(all[0].data["task"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_of_one_task_share_each_read_of_its_log() {
+    use tokio_stream::StreamExt;
+
+    let db = TestDb::new().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let hub = switchyard_api::hub::EventHub::start(db.store.clone(), shutdown.clone());
+    // Let the hub's LISTEN connect (its first wake-up goes to nobody).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = crate::harness::submit(&db.store, "watched").await;
+    let task = db.store.task_load(id).await.expect("task");
+    let start = switchyard_api::events::Start::After(task.version);
+    let mut streams: Vec<_> = (0..20)
+        .map(|_| switchyard_api::events::stream_task(db.store.clone(), &hub, task.clone(), Vec::new(), start))
+        .collect();
+    // Each stream's first look at the log is its own.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let feed = hub.feed(id);
+    let before = feed.reads();
+
+    let events = [
+        vec![TaskEvent::status(TaskState::Working, None)],
+        vec![chunk("a", false, false)],
+        vec![chunk("b", true, false)],
+        vec![chunk("c", true, true)],
+        vec![TaskEvent::status(TaskState::Completed, None)],
+    ];
+    for batch in events {
+        let written = db.store.task_append(id, &batch, None).await.expect("append");
+        for stream in &mut streams {
+            let item = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("in time");
+            assert_eq!(item.expect("an event").seq, written.version, "every stream gets every event");
+        }
+    }
+    let reads = feed.reads() - before;
+    assert!(reads <= 8, "5 events to 20 streams took {reads} reads of the log, not one per stream");
+    shutdown.cancel();
+}

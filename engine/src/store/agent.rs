@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::{Store, in_tx};
 use crate::error::StoreError;
 use crate::id::TaskId;
-use crate::store::job::Lease;
 
 /// A registered remote A2A agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,27 +190,5 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)
-    }
-
-    /// Checkpoints a delegation, only while `lease` holds its job, and
-    /// returns the task's state as of the write. The task row is locked for
-    /// it, so a cancel (or deadline) and a checkpoint are ordered: if the
-    /// cancel came first, the state returned is terminal and the caller, now
-    /// knowing the remote task, cancels it; if the checkpoint came first, the
-    /// cancel sees the remote id and enqueues the remote cancel itself.
-    pub async fn delegation_checkpoint(
-        &self,
-        lease: &Lease,
-        delegation: &Delegation,
-    ) -> Result<crate::TaskState, StoreError> {
-        in_tx!(self, |tx| {
-            let state = sqlx::query_scalar!("SELECT state FROM tasks WHERE id = $1 FOR UPDATE", lease.task_id.0)
-                .fetch_optional(&mut **tx)
-                .await?
-                .ok_or(StoreError::TaskNotFound(lease.task_id))?;
-            super::delegation::put_checkpoint(tx, lease.task_id, delegation).await?;
-            lease.confirm(tx).await?;
-            state.parse().map_err(|_| StoreError::Corrupt(format!("unknown task state {state:?}")))
-        })
     }
 }

@@ -248,31 +248,3 @@ async fn write_fold(
     let _ = row.notified;
     Ok(Written { task_updated: row.task_updated, job_held: row.job_held })
 }
-
-pub(super) async fn put_checkpoint(
-    tx: &mut Transaction<'_, Postgres>,
-    task_id: TaskId,
-    delegation: &Delegation,
-) -> Result<(), StoreError> {
-    sqlx::query!(
-        r#"INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
-                                    forwarded_seq, acked_seq, question_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
-               remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
-               forwarded_message_id = EXCLUDED.forwarded_message_id,
-               forwarded_seq = EXCLUDED.forwarded_seq, acked_seq = EXCLUDED.acked_seq,
-               question_id = EXCLUDED.question_id, updated_at = now()"#,
-        task_id.0,
-        delegation.agent,
-        delegation.remote_task_id,
-        delegation.remote_context_id,
-        delegation.forwarded_message_id,
-        delegation.forwarded_seq,
-        delegation.acked_seq,
-        delegation.question_id,
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}

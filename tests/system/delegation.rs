@@ -500,6 +500,7 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
         "switchyard_claim_latency_seconds",
         "switchyard_remote_exchange_seconds",
         "switchyard_task_duration_seconds_count{state=\"completed\"} 1",
+        "switchyard_task_duration_seconds_count{state=\"failed\"} 1",
         "switchyard_remote_calls_total{agent=\"demo\",outcome=\"ok\"}",
     ] {
         assert!(worker.contains(expected), "worker metrics lack {expected:?}:\n{worker}");

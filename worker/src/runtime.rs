@@ -475,15 +475,21 @@ async fn complete(store: &Store, lease: &Lease, events: &[TaskEvent]) -> Result<
 /// Settles a delegate job; it stays live if a client message came in that
 /// the remote agent has not been handed (see `Store::delegation_finish`).
 async fn finish_delegation(store: &Store, lease: &Lease, events: &[TaskEvent]) -> Result<(), StoreError> {
-    let requeued = match store.delegation_finish(lease, events).await {
+    let fold = match store.delegation_finish(lease, events).await {
         Err(e) if e.terminal_state().is_some() => {
             tracing::info!(job = %lease.job_id, task = %lease.task_id, "task already ended; job closed without changes");
             store.delegation_finish(lease, &[]).await?
         }
         other => other?,
     };
-    if requeued {
+    if fold.requeued {
         tracing::info!(job = %lease.job_id, task = %lease.task_id, "a follow-up is waiting; the delegation goes on");
+    }
+    // Ended by this write (a failure decided here, not by the agent's fold).
+    if !fold.ended && !events.is_empty() && fold.task.state.is_terminal() {
+        let took = (fold.task.status_at - fold.task.created_at).to_std().unwrap_or_default();
+        metrics::histogram!("switchyard_task_duration_seconds", "state" => fold.task.state.as_str())
+            .record(took.as_secs_f64());
     }
     Ok(())
 }

@@ -388,10 +388,11 @@ impl Store {
     }
 
     /// Settles a delegate job, appending `events` to its task in the same
-    /// transaction (see [`Store::delegation_fold`]). True when the job was
-    /// requeued because a client message is still to be forwarded.
-    pub async fn delegation_finish(&self, lease: &Lease, events: &[TaskEvent]) -> Result<bool, StoreError> {
-        Ok(self.delegation_fold(lease, None, events, true).await?.requeued)
+    /// transaction (see [`Store::delegation_fold`]): the task as it then is,
+    /// and whether the job was requeued because a client message is still
+    /// to be forwarded.
+    pub async fn delegation_finish(&self, lease: &Lease, events: &[TaskEvent]) -> Result<super::Fold, StoreError> {
+        self.delegation_fold(lease, None, events, true).await
     }
 
     /// Marks many jobs done in one statement, each only while its lease

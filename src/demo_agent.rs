@@ -318,11 +318,8 @@ async fn jsonrpc(State(agent): State<Agent>, headers: axum::http::HeaderMap, Jso
         url.path = "/",
         http.response.status_code = tracing::field::Empty,
     );
-    let carrier: serde_json::Map<String, Value> = switchyard_engine::trace::HEADERS
-        .iter()
-        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.into())))
-        .collect();
-    switchyard_engine::trace::continue_from(&span, Some(&Value::Object(carrier)));
+    let carrier = switchyard_engine::trace::from_headers(|h| headers.get(h).and_then(|v| v.to_str().ok()));
+    switchyard_engine::trace::continue_from(&span, Some(&carrier));
     let response = tracing::Instrument::instrument(answer(agent, traceparent, call), span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response

@@ -72,10 +72,7 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
-    let carrier: serde_json::Map<String, serde_json::Value> = switchyard_engine::trace::HEADERS
-        .iter()
-        .filter_map(|h| request.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| ((*h).to_owned(), v.into())))
-        .collect();
+    let carrier = switchyard_engine::trace::from_headers(|h| request.headers().get(h).and_then(|v| v.to_str().ok()));
     let method = request.method().clone();
     let route = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
     let name = route.as_deref().map_or_else(|| method.to_string(), |r| format!("{method} {r}"));
@@ -100,7 +97,7 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    switchyard_engine::trace::continue_from(&span, Some(&serde_json::Value::Object(carrier)));
+    switchyard_engine::trace::continue_from(&span, Some(&carrier));
     switchyard_engine::trace::record_trace_id(&span);
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());

@@ -39,8 +39,8 @@ pub fn no_nul(value: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// An identifier a client gave: non-empty where required, at most
-/// [`MAX_ID_BYTES`], no NUL.
+/// An identifier a client gave: at most [`MAX_ID_BYTES`], no NUL (for
+/// those that reach us outside the JSON body, where [`no_nul`] looks).
 pub fn identifier(value: &str, field: &str) -> Result<(), ApiError> {
     if value.len() > MAX_ID_BYTES {
         return Err(ApiError::invalid_field(field, format!("must be at most {MAX_ID_BYTES} bytes")));

@@ -17,6 +17,12 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The propagation headers this module reads and writes.
 pub const HEADERS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
 
+/// The propagation headers of an incoming request, in the stored form;
+/// `header` looks one up by its (lower-case) name.
+pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Value {
+    Value::Object(HEADERS.iter().filter_map(|h| header(h).map(|v| ((*h).to_owned(), v.into()))).collect())
+}
+
 /// The current span's context as stored headers, or `None` when the span
 /// carries no valid context (OpenTelemetry not configured).
 pub fn current() -> Option<Value> {

@@ -18,6 +18,7 @@
 pub mod config;
 pub mod delegate;
 pub mod dispatch;
+mod exchange;
 pub mod handler;
 pub mod remote;
 pub mod runtime;

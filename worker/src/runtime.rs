@@ -185,7 +185,7 @@ impl<H: Handler> Worker<H> {
                     due = Some(due.map_or(at, |d| d.min(at)));
                 }
             }
-                () = sleep_until_due(due) => {
+                () = sleep_until(due) => {
                     due = None;
                     claim = true;
                 }
@@ -261,9 +261,9 @@ impl<H: Handler> Worker<H> {
     }
 }
 
-/// Sleeps until `due`, or forever when nothing is due.
-async fn sleep_until_due(due: Option<Instant>) {
-    match due {
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
+    match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }

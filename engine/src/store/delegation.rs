@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::agent::Delegation;
 use super::job::Lease;
-use super::row::{Snapshot, task_row};
+use super::row::{EventRows, Snapshot, task_row};
 use super::task::{lock_task, stamped};
 use super::{Store, in_tx, notify};
 use crate::error::StoreError;
@@ -182,9 +182,7 @@ async fn write_fold(
     settle: bool,
 ) -> Result<Written, StoreError> {
     let d = checkpoint.cloned().unwrap_or_default();
-    let seqs: Vec<i64> = (before + 1..).take(events.len()).collect();
-    let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
-    let payloads: Vec<serde_json::Value> = events.iter().map(TaskEvent::to_payload).collect();
+    let rows = EventRows::of(before + 1, events);
     let snapshot = Snapshot::of(task)?;
     let row = sqlx::query!(
         r#"WITH checkpoint AS (
@@ -228,9 +226,9 @@ async fn write_fold(
         d.acked_seq,
         d.question_id,
         checkpoint.is_some(),
-        &seqs,
-        &kinds,
-        &payloads,
+        &rows.seqs,
+        &rows.kinds,
+        &rows.payloads,
         snapshot.state,
         snapshot.status,
         snapshot.artifacts,

@@ -32,6 +32,24 @@ macro_rules! task_row {
 }
 pub(super) use task_row;
 
+/// Events as the columns of `task_events` rows, numbered from `first_seq`,
+/// for one `INSERT … SELECT FROM UNNEST(…)`.
+pub(super) struct EventRows {
+    pub seqs: Vec<i64>,
+    pub kinds: Vec<String>,
+    pub payloads: Vec<Value>,
+}
+
+impl EventRows {
+    pub(super) fn of(first_seq: i64, events: &[crate::event::TaskEvent]) -> Self {
+        EventRows {
+            seqs: (first_seq..).take(events.len()).collect(),
+            kinds: events.iter().map(|e| e.kind().as_str().to_owned()).collect(),
+            payloads: events.iter().map(crate::event::TaskEvent::to_payload).collect(),
+        }
+    }
+}
+
 /// A `tasks` row.
 #[derive(Debug)]
 pub(super) struct TaskRow {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::in_tx;
 use super::job::{JobKind, Lease, NewJob, insert_job};
 use super::push::{PushConfig, upsert_push_config};
-use super::row::{Snapshot, TaskRow, task_row};
+use super::row::{EventRows, Snapshot, TaskRow, task_row};
 use super::{Store, notify};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
@@ -148,9 +148,7 @@ impl Store {
         // ONE statement (the foreign keys are checked at its end, when the
         // task row is there).
         let job = new.job.as_ref().filter(|_| !task.state.is_terminal());
-        let seqs: Vec<i64> = (1..).take(events.len()).collect();
-        let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
-        let payloads: Vec<Value> = events.iter().map(TaskEvent::to_payload).collect();
+        let rows = EventRows::of(1, &events);
         sqlx::query!(
             r#"WITH created AS (
                    INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifacts,
@@ -181,9 +179,9 @@ impl Store {
             task.version,
             task.created_at,
             task.status_at,
-            &seqs,
-            &kinds,
-            &payloads,
+            &rows.seqs,
+            &rows.kinds,
+            &rows.payloads,
             job.map_or(JobKind::Delegate.as_str(), |j| j.kind.as_str()),
             job.map(|j| j.payload.clone()),
             job.map_or(0, |j| j.priority),
@@ -317,7 +315,7 @@ impl Store {
         if events.is_empty() {
             return Ok(task);
         }
-        insert_events(tx, task_id, before + 1, events, None).await?;
+        insert_events(tx, task_id, before + 1, events).await?;
         let snapshot = Snapshot::of(&task)?;
         // The row is locked, so the version guard cannot fail; it is the
         // compare-and-set that keeps this write correct even if that changes.
@@ -565,28 +563,22 @@ fn visible_to(row: &TaskRow, caller: &Caller) -> bool {
 }
 
 /// Writes events with consecutive sequence numbers starting at `first_seq`,
-/// in one statement.
-/// `at` stamps the rows (a new task's first events carry its creation time,
-/// so the timeline and the task agree); `None` means the database's now().
+/// in one statement, stamped with the database's now().
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     task_id: TaskId,
     first_seq: i64,
     events: &[TaskEvent],
-    at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
-    let kinds: Vec<String> = events.iter().map(|e| e.kind().as_str().to_owned()).collect();
-    let payloads: Vec<Value> = events.iter().map(TaskEvent::to_payload).collect();
+    let rows = EventRows::of(first_seq, events);
     sqlx::query!(
         r#"INSERT INTO task_events (task_id, seq, kind, payload, created_at)
-           SELECT $1, seq, kind, payload, COALESCE($5, now())
+           SELECT $1, seq, kind, payload, now()
            FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) AS e(seq, kind, payload)"#,
         task_id.0,
-        &seqs,
-        &kinds,
-        &payloads,
-        at,
+        &rows.seqs,
+        &rows.kinds,
+        &rows.payloads,
     )
     .execute(&mut **tx)
     .await?;

@@ -88,6 +88,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Add, list and remove plans (fan-outs and pipelines offered as skills).
+    Plans {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: PlansCommand,
+    },
     /// Inspect tasks: one task's whole story, or the recent ones.
     Tasks {
         #[command(flatten)]
@@ -143,6 +150,17 @@ pub(crate) enum TasksCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum PlansCommand {
+    /// Add or replace a plan, given as JSON in the `[[plans]]` shape, e.g.
+    /// '{"name": "research", "fanout": ["search", "papers"], "join": "any"}'.
+    Add { json: String },
+    /// List the plans.
+    List,
+    /// Remove a plan (tasks already running it carry on).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum AgentsCommand {
     /// Register an agent (its Agent Card is fetched and checked first).
     Add { name: String, url: String },
@@ -155,7 +173,7 @@ pub(crate) enum AgentsCommand {
 /// The configuration file.
 #[derive(Debug, Args)]
 pub(crate) struct ConfigArgs {
-    /// TOML file with `[[agents]]`, `[[routes]]` and `default_agent`.
+    /// TOML file with `[[agents]]`, `[[routes]]`, `default_agent`, `[[plans]]` and `[plan_limits]`.
     #[arg(long = "config", env = "SWITCHYARD_CONFIG")]
     pub(crate) path: Option<std::path::PathBuf>,
 }

@@ -1,4 +1,4 @@
-//! The TOML configuration file (`--config`): remote agents and routes.
+//! The TOML configuration file (`--config`): remote agents, routes and plans.
 //!
 //! ```toml
 //! default_agent = "echo"
@@ -10,6 +10,16 @@
 //! [[routes]]
 //! skill = "translate"
 //! agent = "translator"
+//!
+//! [[plans]]
+//! name = "research"
+//! fanout = ["search", "papers"]
+//! join = "all"
+//!
+//! [plan_limits]
+//! width = 128
+//! depth = 3
+//! tasks = 1024
 //! ```
 
 use std::path::Path;
@@ -17,6 +27,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 use switchyard_engine::Store;
+use switchyard_engine::plan::{PlanLimits, PlanSpec};
 use switchyard_engine::route::RoutingRules;
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +38,29 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     routes: Vec<RouteEntry>,
     default_agent: Option<String>,
+    #[serde(default)]
+    plans: Vec<PlanSpec>,
+    #[serde(default)]
+    plan_limits: LimitsEntry,
+}
+
+/// `[plan_limits]`: how wide and deep a fan-out or pipeline may grow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsEntry {
+    /// Children of one fan-out, or steps of one pipeline.
+    width: usize,
+    /// Levels of plans within plans.
+    depth: usize,
+    /// Tasks one client task may create in all.
+    tasks: usize,
+}
+
+impl Default for LimitsEntry {
+    fn default() -> Self {
+        let d = PlanLimits::default();
+        LimitsEntry { width: d.width, depth: d.depth, tasks: d.tasks }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +105,19 @@ impl FileConfig {
         if let Some(name) = &config.default_agent {
             anyhow::ensure!(known(name), "default_agent {name:?} is not among [[agents]]");
         }
+        let limits = config.plan_limits();
+        anyhow::ensure!(
+            limits.width >= 1 && limits.depth >= 1 && limits.tasks >= 1,
+            "[plan_limits]: width, depth and tasks must be at least 1"
+        );
+        for (i, plan) in config.plans.iter().enumerate() {
+            plan.validate(&limits).map_err(|e| anyhow::anyhow!("[[plans]] #{}: {e}", i + 1))?;
+            anyhow::ensure!(
+                !config.plans[..i].iter().any(|p| p.name == plan.name),
+                "[[plans]]: plan {:?} is defined twice",
+                plan.name
+            );
+        }
         Ok(config)
     }
 
@@ -82,11 +129,20 @@ impl FileConfig {
         }
     }
 
-    /// Registers the file's agents (adding or updating; agents added with
-    /// `switchyard agents add` are left alone).
+    /// The limits on fan-outs and pipelines.
+    pub(crate) fn plan_limits(&self) -> PlanLimits {
+        let l = &self.plan_limits;
+        PlanLimits { width: l.width, depth: l.depth, tasks: l.tasks }
+    }
+
+    /// Registers the file's agents and plans (adding or updating; those
+    /// added with the CLI or the admin API are left alone).
     pub(crate) async fn register(&self, store: &Store) -> anyhow::Result<()> {
         for agent in &self.agents {
             store.agent_upsert(&agent.name, &agent.url).await.with_context(|| format!("registering {}", agent.name))?;
+        }
+        for plan in &self.plans {
+            store.plan_put(plan).await.with_context(|| format!("registering plan {}", plan.name))?;
         }
         Ok(())
     }
@@ -111,5 +167,11 @@ mod tests {
         assert!(FileConfig::load(Some(&bad)).is_err());
         std::fs::write(&bad, "[[agent]]\nname = \"typo\"\n").expect("write");
         assert!(FileConfig::load(Some(&bad)).is_err(), "unknown keys are errors, not silence");
+        std::fs::write(&bad, "[[plans]]\nname = \"p\"\nfanout = [\"a\"]\npipeline = [\"b\"]\n").expect("write");
+        let err = FileConfig::load(Some(&bad)).expect_err("two kinds").to_string();
+        assert!(err.contains("exactly one"), "{err}");
+        std::fs::write(&bad, "[[plans]]\nname = \"p\"\nfanout = [\"a\"]\njoin = \"quorum\"\nquorum = 2\n")
+            .expect("write");
+        assert!(FileConfig::load(Some(&bad)).is_err(), "a quorum larger than the fan-out");
     }
 }

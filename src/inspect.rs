@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use switchyard_engine::{Store, StoredEvent, TaskEvent, TaskId, TaskRecord, TaskState};
+use switchyard_engine::{ChildPlace, Store, StoredEvent, TaskEvent, TaskId, TaskRecord, TaskState};
 
 /// Prints one task: summary, delegation, event timeline, jobs, children.
 pub(crate) async fn show(
@@ -21,7 +21,7 @@ pub(crate) async fn show(
     let events = store.task_events(id, 0, 10_000).await?;
     let jobs = store.task_jobs(id).await?;
     let delegation = store.delegation_get(id).await?;
-    let children = store.task_children(id).await?;
+    let tree = descendants(store, id).await?;
     let trace_id = trace_id(&task);
     let trace_link = trace_id.as_deref().zip(trace_url).map(|(id, template)| template.replace("{trace_id}", id));
 
@@ -44,7 +44,7 @@ pub(crate) async fn show(
                 "maxAttempts": j.max_attempts, "runAt": j.run_at, "leaseOwner": j.lease_owner,
                 "lastError": j.last_error, "createdAt": j.created_at, "finishedAt": j.finished_at,
             })).collect::<Vec<_>>(),
-            "children": children.iter().map(|c| json!({"id": c.id.to_string(), "state": c.state.as_str()})).collect::<Vec<_>>(),
+            "children": children_json(&tree, 1, 0, tree.len()),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
         return Ok(());
@@ -104,13 +104,59 @@ pub(crate) async fn show(
             job.last_error.as_deref().unwrap_or("")
         )?;
     }
-    if !children.is_empty() {
+    if !tree.is_empty() {
         writeln!(out, "\nCHILDREN")?;
-        for child in &children {
-            writeln!(out, "  └─ {}  {}", child.id, child.state.as_str().to_uppercase())?;
+        for (i, (depth, child)) in tree.iter().enumerate() {
+            // The last of its siblings: no later entry at the same depth
+            // before the tree climbs back above it.
+            let last = tree[i + 1..].iter().take_while(|(d, _)| d >= depth).all(|(d, _)| d > depth);
+            let place = ChildPlace::of(child);
+            writeln!(
+                out,
+                "  {}{} #{} {:<14} {}  {:<14} {}",
+                "   ".repeat(depth - 1),
+                if last { "└─" } else { "├─" },
+                place.as_ref().map_or(0, |p| p.position),
+                place.as_ref().map_or("?", |p| p.label.as_str()),
+                child.id,
+                child.state.as_str().to_uppercase(),
+                child.status.message.as_ref().and_then(|m| m.text()).unwrap_or("")
+            )?;
         }
     }
     Ok(())
+}
+
+/// A task's descendants, depth first in plan order, each with its depth (1 for children).
+async fn descendants(store: &Store, root: TaskId) -> anyhow::Result<Vec<(usize, TaskRecord)>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(usize, TaskRecord)> =
+        store.task_children(root).await?.into_iter().rev().map(|c| (1, c)).collect();
+    while let Some((depth, task)) = stack.pop() {
+        let below = store.task_children(task.id).await?;
+        out.push((depth, task));
+        stack.extend(below.into_iter().rev().map(|c| (depth + 1, c)));
+    }
+    Ok(out)
+}
+
+/// The entries of `tree[from..to]` at `depth`, nested with theirs.
+fn children_json(tree: &[(usize, TaskRecord)], depth: usize, from: usize, to: usize) -> Value {
+    let starts: Vec<usize> = (from..to).filter(|&i| tree[i].0 == depth).collect();
+    let items = starts.iter().enumerate().map(|(k, &i)| {
+        let end = starts.get(k + 1).copied().unwrap_or(to);
+        let task = &tree[i].1;
+        let place = ChildPlace::of(task);
+        json!({
+            "id": task.id.to_string(),
+            "state": task.state.as_str(),
+            "position": place.as_ref().map(|p| p.position),
+            "agent": place.as_ref().map(|p| p.label.clone()),
+            "status": task.status.message.as_ref().and_then(|m| m.text()),
+            "children": children_json(tree, depth + 1, i + 1, end),
+        })
+    });
+    Value::Array(items.collect())
 }
 
 /// Prints recent tasks across callers.

@@ -11,11 +11,12 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use switchyard_api::AppState;
+use switchyard_engine::plan::{PlanLimits, PlanSpec};
 use switchyard_engine::{JobId, Store};
 use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
-use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, ServeArgs, TasksCommand, WorkerArgs};
+use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, PlansCommand, ServeArgs, TasksCommand, WorkerArgs};
 use config_file::FileConfig;
 
 #[tokio::main]
@@ -55,6 +56,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             api.and(worker)
         }
         Command::Agents { db, command } => agents(open(&db).await?, command).await,
+        Command::Plans { db, command } => plans(open(&db).await?, command).await,
         Command::Tasks { db, command } => {
             let store = open(&db).await?;
             let mut out = std::io::stdout().lock();
@@ -98,7 +100,11 @@ async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: Canc
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
-    let config = switchyard_api::ApiConfig { routing: file.routing(), ..args.api_config(bound) };
+    let config = switchyard_api::ApiConfig {
+        routing: file.routing(),
+        plan_limits: file.plan_limits(),
+        ..args.api_config(bound)
+    };
     tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
     let state = AppState::new(store, config, shutdown.clone()).with_metrics(metrics_handle()?);
     switchyard_api::serve(listener, state, shutdown, args.http_drain_timeout).await?;
@@ -154,6 +160,39 @@ async fn agents(store: Store, command: AgentsCommand) -> anyhow::Result<()> {
         AgentsCommand::Remove { name } => {
             anyhow::ensure!(store.agent_remove(&name).await?, "no agent named {name:?} is registered");
             writeln!(out, "agent {name} removed")?;
+        }
+    }
+    Ok(())
+}
+
+async fn plans(store: Store, command: PlansCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        PlansCommand::Add { json } => {
+            let plan: PlanSpec =
+                serde_json::from_str(&json).context("the plan is not valid JSON in the [[plans]] shape")?;
+            plan.validate(&PlanLimits::default())?;
+            store.plan_put(&plan).await?;
+            writeln!(out, "plan {} stored", plan.name)?;
+        }
+        PlansCommand::List => {
+            writeln!(out, "{:<20} {:<10} MEMBERS", "NAME", "KIND")?;
+            for plan in store.plans_list().await? {
+                let (kind, members) = if let Some(steps) = &plan.pipeline {
+                    ("pipeline", steps.join(" -> "))
+                } else if let Some(members) = &plan.fanout {
+                    ("fanout", format!("{} (join {})", members.join(", "), plan.join.as_deref().unwrap_or("all")))
+                } else if let Some(skill) = &plan.fanout_skill {
+                    ("fanout", format!("skill {skill} (join {})", plan.join.as_deref().unwrap_or("all")))
+                } else {
+                    ("delegate", plan.agent.clone().unwrap_or_default())
+                };
+                writeln!(out, "{:<20} {:<10} {members}", plan.name, kind)?;
+            }
+        }
+        PlansCommand::Remove { name } => {
+            anyhow::ensure!(store.plan_delete(&name).await?, "no plan named {name:?}");
+            writeln!(out, "plan {name} removed")?;
         }
     }
     Ok(())

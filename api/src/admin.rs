@@ -1,4 +1,4 @@
-//! The admin API: register, list and remove remote agents. Enabled only
+//! The admin API: register, list and remove remote agents and plans. Enabled only
 //! with an admin token, and every request must present it as a bearer token.
 
 use axum::Json;
@@ -122,6 +122,69 @@ pub async fn remove(State(state): State<AppState>, headers: HeaderMap, Path(name
         Ok(false) => error(StatusCode::NOT_FOUND, "no such agent"),
         Err(e) => {
             tracing::error!(error = %e, "removing an agent");
+            error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
+        }
+    }
+}
+
+/// `GET /admin/plans`.
+pub async fn plans_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied.into_response();
+    }
+    match state.store.plans_list().await {
+        Ok(plans) => Json(json!({ "plans": plans })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "listing plans");
+            error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
+        }
+    }
+}
+
+/// `PUT /admin/plans/{name}`: adds or replaces a plan (the config file's
+/// `[[plans]]` shape, as JSON). Names it refers to may be registered later;
+/// a task naming the plan is rejected until they are.
+pub async fn plans_put(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied.into_response();
+    }
+    let mut spec: switchyard_engine::plan::PlanSpec = match serde_json::from_slice(&body) {
+        Ok(spec) => spec,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a plan: {e}")),
+    };
+    if spec.name.is_empty() {
+        spec.name = name.clone();
+    }
+    if spec.name != name {
+        return error(StatusCode::BAD_REQUEST, "the body's name differs from the path's");
+    }
+    if let Err(e) = spec.validate(&state.handler.config().plan_limits) {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    match state.store.plan_put(&spec).await {
+        Ok(()) => (StatusCode::OK, Json(json!(spec))).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "storing a plan");
+            error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
+        }
+    }
+}
+
+/// `DELETE /admin/plans/{name}`. Tasks already running it carry on.
+pub async fn plans_remove(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied.into_response();
+    }
+    match state.store.plan_delete(&name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such plan"),
+        Err(e) => {
+            tracing::error!(error = %e, "removing a plan");
             error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
         }
     }

@@ -5,6 +5,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use switchyard_engine::plan::PlanSpec;
+
 use crate::config::ApiConfig;
 
 /// The card as served: its JSON and an ETag derived from it.
@@ -15,9 +17,9 @@ pub struct CardDocument {
 }
 
 impl CardDocument {
-    /// Builds the card for this deployment.
-    pub fn build(config: &ApiConfig) -> Self {
-        let body = card_json(config).to_string();
+    /// Builds the card for this deployment, offering its plans as skills.
+    pub fn build(config: &ApiConfig, plans: &[PlanSpec]) -> Self {
+        let body = card_json(config, plans).to_string();
         // FNV-1a of the body: the same card gives the same tag on every replica.
         let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         CardDocument { body, etag: format!("\"{hash:016x}\"") }
@@ -55,8 +57,22 @@ fn interface(url: &str, binding: &str, version: &str) -> Value {
 
 /// The v1 card, plus the top-level fields a v0.3 client reads (v1 clients
 /// ignore them): one card both generations can use.
-fn card_json(config: &ApiConfig) -> Value {
+fn card_json(config: &ApiConfig, plans: &[PlanSpec]) -> Value {
     let url = &config.public_url;
+    let route = AgentSkill {
+        id: "route".into(),
+        name: "Route to a remote agent".into(),
+        description: "Delegates the task to a registered A2A agent chosen by skill or by name \
+                      (message metadata `switchyard.agent` / `switchyard.skill`), or runs an ad hoc fan-out \
+                      or pipeline (`switchyard.fanout` / `switchyard.pipeline`)."
+            .into(),
+        tags: vec!["broker".into(), "delegation".into()],
+        examples: None,
+        input_modes: None,
+        output_modes: None,
+        security_requirements: None,
+    };
+    let skills = std::iter::once(route).chain(plans.iter().map(plan_skill)).collect();
     let card = AgentCard {
         name: "Switchyard".into(),
         description: "A durable A2A task broker: every task is checkpointed before it is acknowledged and \
@@ -72,18 +88,7 @@ fn card_json(config: &ApiConfig) -> Value {
         },
         default_input_modes: vec!["text/plain".into(), "application/json".into()],
         default_output_modes: vec!["text/plain".into(), "application/json".into()],
-        skills: vec![AgentSkill {
-            id: "route".into(),
-            name: "Route to a remote agent".into(),
-            description: "Delegates the task to a registered A2A agent chosen by skill or by name \
-                          (message metadata `switchyard.agent` / `switchyard.skill`)."
-                .into(),
-            tags: vec!["broker".into(), "delegation".into()],
-            examples: None,
-            input_modes: None,
-            output_modes: None,
-            security_requirements: None,
-        }],
+        skills,
         provider: None,
         documentation_url: None,
         icon_url: None,
@@ -105,15 +110,75 @@ fn card_json(config: &ApiConfig) -> Value {
     value
 }
 
+/// A plan as a skill: picked with `{"switchyard": {"skill": NAME}}`.
+fn plan_skill(plan: &PlanSpec) -> AgentSkill {
+    let (kind, summary) = if let Some(steps) = &plan.pipeline {
+        ("pipeline", format!("A pipeline: {}.", steps.join(" → ")))
+    } else if let Some(members) = &plan.fanout {
+        ("fanout", format!("A fan-out to {} (join: {}).", members.join(", "), plan.join.as_deref().unwrap_or("all")))
+    } else if let Some(skill) = &plan.fanout_skill {
+        (
+            "fanout",
+            format!(
+                "A fan-out to every healthy agent offering {skill:?} (join: {}).",
+                plan.join.as_deref().unwrap_or("all")
+            ),
+        )
+    } else {
+        ("delegate", format!("Delegates to {}.", plan.agent.as_deref().unwrap_or("?")))
+    };
+    AgentSkill {
+        id: plan.name.clone(),
+        name: plan.name.clone(),
+        description: plan.description.clone().unwrap_or(summary),
+        tags: vec!["plan".into(), kind.into()],
+        examples: None,
+        input_modes: None,
+        output_modes: None,
+        security_requirements: None,
+    }
+}
+
+/// The card as last built, rebuilt when the plans it offers change.
+#[derive(Debug)]
+pub struct CardCache {
+    config: ApiConfig,
+    current: std::sync::Mutex<(Vec<PlanSpec>, std::sync::Arc<CardDocument>)>,
+}
+
+impl CardCache {
+    pub fn new(config: &ApiConfig) -> Self {
+        let doc = std::sync::Arc::new(CardDocument::build(config, &[]));
+        CardCache { config: config.clone(), current: std::sync::Mutex::new((Vec::new(), doc)) }
+    }
+
+    /// The card for these plans (built again only if they changed).
+    pub fn for_plans(&self, plans: Vec<PlanSpec>) -> std::sync::Arc<CardDocument> {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != plans {
+            let doc = std::sync::Arc::new(CardDocument::build(&self.config, &plans));
+            *current = (plans, doc);
+        }
+        current.1.clone()
+    }
+
+    /// The card as last built (when the plans cannot be read).
+    pub fn last(&self) -> std::sync::Arc<CardDocument> {
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_card_parses_as_a_v1_card_and_declares_every_interface() {
-        let doc = CardDocument::build(&ApiConfig::new("http://broker.example:8080/"));
+        let plan = PlanSpec { name: "research".into(), fanout: Some(vec!["a".into()]), ..PlanSpec::default() };
+        let doc = CardDocument::build(&ApiConfig::new("http://broker.example:8080/"), &[plan]);
         let card: AgentCard = serde_json::from_value(doc.json()).expect("a v1 card");
         assert_eq!(card.supported_interfaces.len(), 3);
+        assert!(card.skills.iter().any(|s| s.id == "research" && s.tags.contains(&"fanout".to_owned())));
         assert!(card.supported_interfaces.iter().all(|i| i.url == "http://broker.example:8080"));
         assert_eq!(card.capabilities.streaming, Some(true));
         assert!(!card.skills.is_empty());
@@ -121,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_matching_etag_gets_not_modified() {
-        let doc = CardDocument::build(&ApiConfig::new("http://x"));
+        let doc = CardDocument::build(&ApiConfig::new("http://x"), &[]);
         let mut headers = HeaderMap::new();
         let first = doc.respond(&headers);
         let tag = first.headers().get(header::ETAG).cloned().expect("etag");

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use switchyard_engine::plan::PlanLimits;
 use switchyard_engine::route::RoutingRules;
 
 /// How the API serves requests.
@@ -23,6 +24,8 @@ pub struct ApiConfig {
     pub default_ttl: Option<Duration>,
     /// Bearer token for the admin API; `None` disables it.
     pub admin_token: Option<String>,
+    /// How wide and deep a fan-out or pipeline may grow.
+    pub plan_limits: PlanLimits,
 }
 
 impl ApiConfig {
@@ -36,6 +39,7 @@ impl ApiConfig {
             routing: RoutingRules::default(),
             default_ttl: None,
             admin_token: None,
+            plan_limits: PlanLimits::default(),
         }
     }
 }

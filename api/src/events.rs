@@ -157,12 +157,12 @@ pub async fn wait_until_settled(
     store: &Store,
     mut subscription: Subscription,
     task: TaskRecord,
+    baseline: i64,
     history: i64,
     timeout: Duration,
 ) -> Result<(TaskRecord, Option<Vec<a2a::Message>>), ApiError> {
-    // Versions are log sequence numbers: a status written after the one we
-    // started from is newer, whatever any clock says.
-    let baseline = task.version;
+    // Versions are log sequence numbers: a status written after `baseline`
+    // (where the client's message was logged) is newer, whatever any clock says.
     let settled = |t: &TaskRecord| t.state.is_terminal() || (t.state.is_interrupted() && t.version > baseline);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut current = (task, None);

@@ -8,10 +8,11 @@ use a2a::{
     SubscribeToTaskRequest, Task, TaskPushNotificationConfig,
 };
 use serde_json::json;
+use switchyard_engine::plan::{Node, PlanError, PlanSpec, Resolver};
 use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
-    Caller, FollowUp, JobKind, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId, TaskRecord,
-    TaskState,
+    Caller, FollowUp, JobKind, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId, TaskPlan,
+    TaskRecord, TaskState,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -35,41 +36,55 @@ pub struct A2aHandler {
     store: Store,
     hub: EventHub,
     config: Arc<ApiConfig>,
-    agents: AgentsCache,
+    registry: RegistryCache,
 }
 
-/// How long the api routes from the agents it last read. An agent added or
-/// removed (or whose breaker opened) is seen at most this late.
-const AGENTS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the api routes from the agents and plans it last read. An
+/// agent or plan added or removed (or a breaker that opened) is seen at
+/// most this late.
+const REGISTRY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The registered agents, read at most once per [`AGENTS_TTL`] per process:
+/// What routing reads: the registered agents and the named plans.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub agents: Vec<switchyard_engine::AgentRecord>,
+    pub plans: Vec<PlanSpec>,
+}
+
+/// The registry, read at most once per [`REGISTRY_TTL`] per process:
 /// routing a message needs no query.
 #[derive(Debug, Clone, Default)]
-struct AgentsCache(Arc<std::sync::Mutex<Option<Agents>>>);
+struct RegistryCache(Arc<std::sync::Mutex<Option<Read>>>);
 
-/// When the agents were read, and what they were.
-type Agents = (std::time::Instant, Arc<Vec<switchyard_engine::AgentRecord>>);
+/// When the registry was read, and what it held.
+type Read = (std::time::Instant, Arc<Registry>);
 
-impl AgentsCache {
-    async fn get(&self, store: &Store) -> Result<Arc<Vec<switchyard_engine::AgentRecord>>, StoreError> {
+impl RegistryCache {
+    async fn get(&self, store: &Store) -> Result<Arc<Registry>, StoreError> {
         {
             let cached = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((at, agents)) = cached.as_ref()
-                && at.elapsed() < AGENTS_TTL
+            if let Some((at, registry)) = cached.as_ref()
+                && at.elapsed() < REGISTRY_TTL
             {
-                return Ok(agents.clone());
+                return Ok(registry.clone());
             }
         }
         self.refresh(store).await
     }
 
-    /// Reads the agents now, whatever the cache holds.
-    async fn refresh(&self, store: &Store) -> Result<Arc<Vec<switchyard_engine::AgentRecord>>, StoreError> {
-        let agents = Arc::new(store.agents_list().await?);
+    /// Reads the registry now, whatever the cache holds.
+    async fn refresh(&self, store: &Store) -> Result<Arc<Registry>, StoreError> {
+        let registry = Arc::new(Registry { agents: store.agents_list().await?, plans: store.plans_list().await? });
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((std::time::Instant::now(), agents.clone()));
-        Ok(agents)
+            Some((std::time::Instant::now(), registry.clone()));
+        Ok(registry)
     }
+}
+
+/// Where a new task goes.
+enum Routed {
+    Agent(String),
+    Plan(TaskPlan),
 }
 
 /// Who the caller is. Until authentication lands every request is the
@@ -81,7 +96,7 @@ pub fn caller(tenant: Option<&str>) -> Caller {
 
 impl A2aHandler {
     pub fn new(store: Store, hub: EventHub, config: Arc<ApiConfig>) -> Self {
-        A2aHandler { store, hub, config, agents: AgentsCache::default() }
+        A2aHandler { store, hub, config, registry: RegistryCache::default() }
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -107,7 +122,7 @@ impl A2aHandler {
         // Subscribed before the task exists, so no change after it can be
         // missed and the wait needs no read of its own before the first wake.
         let subscription = self.hub.subscribe();
-        let (task, created) = self.accept(caller, request, intake).await?;
+        let (task, created, baseline) = self.accept(caller, request, intake).await?;
         record_task(&task);
         // A resent message whose task already waits or ended is answered at
         // once: there is nothing new to wait for.
@@ -119,7 +134,7 @@ impl A2aHandler {
         // answered with a Message.
         let wanted = history.max(1);
         let (task, messages) =
-            wait_until_settled(&self.store, subscription, task, wanted, self.config.blocking_timeout).await?;
+            wait_until_settled(&self.store, subscription, task, baseline, wanted, self.config.blocking_timeout).await?;
         let mut messages = match messages {
             Some(messages) => messages,
             None => self.store.task_history(task.id, wanted).await?,
@@ -149,7 +164,7 @@ impl A2aHandler {
             request.configuration.as_ref().and_then(|c| c.history_length),
             "configuration.historyLength",
         )?;
-        let (task, _) = self.accept(caller, request, intake).await?;
+        let (task, _, _) = self.accept(caller, request, intake).await?;
         record_task(&task);
         let messages = self.history(&task, history).await?;
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot))
@@ -162,7 +177,7 @@ impl A2aHandler {
         caller: &Caller,
         request: SendMessageRequest,
         intake: Intake,
-    ) -> Result<(TaskRecord, bool), ApiError> {
+    ) -> Result<(TaskRecord, bool, i64), ApiError> {
         let SendMessageRequest { message, configuration, metadata, .. } = request;
         if let Some(key) = &intake.idempotency_key {
             validate::identifier(key, "Idempotency-Key")?;
@@ -198,23 +213,30 @@ impl A2aHandler {
                         format!("this messageId was already used for task {}", submission.task.id),
                     ));
                 }
-                Ok((submission.task, submission.created))
+                Ok((submission.task, submission.created, submission.baseline))
             }
             None => {
                 // Route now, so a message nobody can take is rejected at once
                 // with the reason, and the job names its agent.
                 let deadline = deadline(message.metadata.as_ref(), self.config.default_ttl)?;
+                let adhoc = PlanSpec::from_metadata(message.metadata.as_ref()).map_err(plan_refused)?;
                 let target = Target::from_metadata(message.metadata.as_ref());
-                let agents = self.agents.get(&self.store).await?;
-                // A message the cached agents cannot take may name one
-                // registered a moment ago: look again before refusing it.
-                let chosen = match route::choose(&target, &agents, &self.config.routing) {
-                    Err(_) => route::choose(&target, &self.agents.refresh(&self.store).await?, &self.config.routing),
-                    chosen => chosen,
+                let registry = self.registry.get(&self.store).await?;
+                // A message the cached registry cannot take may name an agent
+                // or plan registered a moment ago: look again before refusing it.
+                let routed = match self.route(&target, adhoc.as_ref(), &registry) {
+                    Err(PlanError::NoRoute(_)) => {
+                        self.route(&target, adhoc.as_ref(), &*self.registry.refresh(&self.store).await?)
+                    }
+                    routed => routed,
                 };
-                let (job, reject_reason) = match chosen {
-                    Ok(agent) => (Some(NewJob { payload: json!({ "agent": agent, "trace": trace }), ..job }), None),
-                    Err(no_route) => (None, Some(no_route.to_string())),
+                let (job, plan, reject_reason) = match routed {
+                    Ok(Routed::Agent(agent)) => {
+                        (Some(NewJob { payload: json!({ "agent": agent, "trace": trace }), ..job }), None, None)
+                    }
+                    Ok(Routed::Plan(plan)) => (None, Some(plan), None),
+                    Err(PlanError::NoRoute(reason)) => (None, None, Some(reason)),
+                    Err(invalid @ PlanError::Invalid(_)) => return Err(plan_refused(invalid)),
                 };
                 // The id is filled in by the store; validate the rest now.
                 let push_config = push_config.map(|p| push_config_from(TaskId(uuid::Uuid::nil()), p)).transpose()?;
@@ -230,15 +252,40 @@ impl A2aHandler {
                     reject_reason,
                     push_config,
                     deadline,
+                    plan,
                 };
                 let submission = self.store.task_submit(new).await?;
                 if submission.created {
                     let outcome = if submission.task.state.is_terminal() { "rejected" } else { "accepted" };
                     metrics::counter!("switchyard_tasks_received_total", "outcome" => outcome).increment(1);
                 }
-                Ok((submission.task, submission.created))
+                Ok((submission.task, submission.created, submission.baseline))
             }
         }
+    }
+
+    /// The agent or plan a new task goes to: an ad hoc plan from the
+    /// message; else the plan named by `switchyard.skill`; else an agent
+    /// chosen by name, skill or default.
+    fn route(&self, target: &Target, adhoc: Option<&PlanSpec>, registry: &Registry) -> Result<Routed, PlanError> {
+        let resolver = Resolver { agents: &registry.agents, plans: &registry.plans, limits: self.config.plan_limits };
+        let spec = match (adhoc, &target.skill) {
+            (Some(spec), _) => Some(spec),
+            (None, Some(skill)) if target.agent.is_none() => resolver.plan(skill),
+            _ => None,
+        };
+        let Some(spec) = spec else {
+            return Ok(Routed::Agent(route::choose(target, &registry.agents, &self.config.routing)?));
+        };
+        Ok(match resolver.resolve(spec)? {
+            Node::Agent { agent } => Routed::Agent(agent),
+            node => Routed::Plan(TaskPlan { node, max_attempts: self.config.max_attempts }),
+        })
+    }
+
+    /// The named plans, for the card and the admin API.
+    pub async fn plans(&self) -> Result<Vec<PlanSpec>, ApiError> {
+        Ok(self.registry.get(&self.store).await?.plans.clone())
     }
 
     /// `GetTask`.
@@ -248,8 +295,14 @@ impl A2aHandler {
         self.render(&task, history).await
     }
 
-    /// `ListTasks`: the caller's tasks, newest status first.
-    pub async fn list_tasks(&self, caller: &Caller, request: ListTasksRequest) -> Result<ListTasksResponse, ApiError> {
+    /// `ListTasks`: the caller's top-level tasks, newest status first; with
+    /// `parent` (an extension: `parentTaskId`), that task's children.
+    pub async fn list_tasks(
+        &self,
+        caller: &Caller,
+        request: ListTasksRequest,
+        parent: Option<&str>,
+    ) -> Result<ListTasksResponse, ApiError> {
         let page_size = request.page_size.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&page_size) {
             return Err(ApiError::invalid_field("pageSize", format!("must be between 1 and {MAX_PAGE}")));
@@ -269,6 +322,7 @@ impl A2aHandler {
             context_id: request.context_id.clone().filter(|c| !c.is_empty()),
             state,
             status_after: request.status_timestamp_after,
+            parent: parent.map(|p| validate::task_id_field(p, "parentTaskId")).transpose()?,
         };
         let after = page::decode(request.page_token.as_deref().unwrap_or(""), &filter)?;
         let page = self.store.task_list(caller, &filter, i64::from(page_size), after).await?;
@@ -441,6 +495,11 @@ fn deadline(
         return Ok(Some(chrono::Utc::now() + ttl));
     }
     Ok(default_ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).map(|ttl| chrono::Utc::now() + ttl))
+}
+
+/// A plan the client asked for that cannot be run as asked: invalid params.
+fn plan_refused(e: PlanError) -> ApiError {
+    ApiError::invalid_field("message.metadata.switchyard", e.to_string())
 }
 
 /// Validates a client's webhook and gives it an id if it has none.

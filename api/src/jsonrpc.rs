@@ -174,7 +174,14 @@ async fn dispatch(
             Ok(Reply::Stream(handler.send_streaming_message(caller, validate::send_request(params)?, key).await?))
         }
         "GetTask" => value(handler.get_task(caller, decode::<GetTaskRequest>(params, "params")?).await),
-        "ListTasks" => value(handler.list_tasks(caller, decode::<ListTasksRequest>(params, "params")?).await),
+        "ListTasks" => {
+            // `parentTaskId` beside the standard fields lists a task's children.
+            let parent = params.get("parentTaskId").map(|p| p.as_str().map(str::to_owned));
+            let parent = parent
+                .map(|p| p.ok_or_else(|| ApiError::invalid_field("params.parentTaskId", "must be a task id")))
+                .transpose()?;
+            value(handler.list_tasks(caller, decode::<ListTasksRequest>(params, "params")?, parent.as_deref()).await)
+        }
         "CancelTask" => value(handler.cancel_task(caller, decode::<CancelTaskRequest>(params, "params")?).await),
         "SubscribeToTask" => {
             let request = decode::<SubscribeToTaskRequest>(params, "params")?;

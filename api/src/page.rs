@@ -22,10 +22,11 @@ struct Token {
 fn fingerprint(filter: &TaskFilter) -> String {
     // FNV-1a: stable across processes and releases (std's hasher is not).
     let text = format!(
-        "{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}",
         filter.context_id,
         filter.state.map(|s| s.as_str()),
-        filter.status_after.map(|t| t.to_rfc3339())
+        filter.status_after.map(|t| t.to_rfc3339()),
+        filter.parent.map(|p| p.to_string())
     );
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{hash:016x}")

@@ -156,7 +156,8 @@ async fn list(
                 include_artifacts,
                 tenant: None,
             };
-            Ok(ok(state.handler.list_tasks(&tenant(&p)?, request).await?))
+            let parent = q.get("parentTaskId").map(String::as_str);
+            Ok(ok(state.handler.list_tasks(&tenant(&p)?, request, parent).await?))
         }
         .await,
     )

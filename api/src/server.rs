@@ -14,7 +14,7 @@ use switchyard_engine::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::card::CardDocument;
+use crate::card::CardCache;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::handler::A2aHandler;
@@ -26,7 +26,7 @@ use crate::{admin, health, jsonrpc, rest};
 pub struct AppState {
     pub store: Store,
     pub handler: A2aHandler,
-    pub card: Arc<CardDocument>,
+    pub card: Arc<CardCache>,
     /// The process's metrics recorder, when one is installed.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -36,7 +36,7 @@ impl AppState {
     /// process, stopped by `shutdown`) and the agent card.
     pub fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Self {
         let hub = EventHub::start(store.clone(), shutdown);
-        let card = Arc::new(CardDocument::build(&config));
+        let card = Arc::new(CardCache::new(&config));
         let handler = A2aHandler::new(store.clone(), hub, Arc::new(config));
         AppState { store, handler, card, metrics: None }
     }
@@ -49,7 +49,12 @@ impl AppState {
 }
 
 async fn card(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    state.card.respond(&headers)
+    // The plans come from the same one-second cache routing reads.
+    let doc = match state.handler.plans().await {
+        Ok(plans) => state.card.for_plans(plans),
+        Err(_) => state.card.last(),
+    };
+    doc.respond(&headers)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -130,6 +135,8 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/agent.json", get(card))
         .route("/admin/agents", get(admin::list).post(admin::add))
         .route("/admin/agents/{name}", axum::routing::delete(admin::remove))
+        .route("/admin/plans", get(admin::plans_list))
+        .route("/admin/plans/{name}", axum::routing::put(admin::plans_put).delete(admin::plans_remove))
         .merge(rest::routes())
         .nest("/{tenant}", rest::routes())
         .layer(axum::middleware::from_fn(trace_request))

@@ -159,6 +159,12 @@ pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|_| ApiError::TaskNotFound(raw.to_owned()))
 }
 
+/// A task id in a field that is not the operation's subject (a filter):
+/// a malformed one is an invalid parameter, not a missing task.
+pub fn task_id_field(raw: &str, field: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid_field(field, "must be a task id"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! - [`task`]: the task snapshot and the fold that builds it from events.
 //! - [`retry`]: the pure delay function behind durable retries.
 //! - [`route`]: which registered agent a message goes to.
+//! - [`plan`]: fan-outs and pipelines, resolved into a tree of agents.
 //! - [`store`]: PostgreSQL — submit, append-and-fold, cancel, and the job
 //!   queue (claim, lease, heartbeat, complete, retry, dead-letter, rescue,
 //!   requeue). All SQL in Switchyard lives here.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod notify;
+pub mod plan;
 pub mod retry;
 pub mod route;
 pub mod state;
@@ -37,9 +39,9 @@ pub use notify::{Channels, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    AgentRecord, ClaimedJob, Cursor, Delegation, DelegationStart, Fold, FollowUp, Gate, JobFate, JobKind, JobRecord,
-    JobState, Lease, NewJob, NewTask, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, Swept, TaskFilter,
-    TaskPage,
+    AgentRecord, ChildPlace, ClaimedJob, Cursor, Delegation, DelegationStart, Fold, FollowUp, Gate, JobFate, JobKind,
+    JobRecord, JobState, Lease, NewJob, NewTask, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, Swept,
+    TaskFilter, TaskPage, TaskPlan, asking_child,
 };
 pub use task::{FoldError, TaskRecord};
 

@@ -127,6 +127,16 @@ pub(crate) struct SseEvent {
 }
 
 impl Sse {
+    /// Reads the SSE body of a response.
+    pub(crate) fn from_response(response: reqwest::Response) -> Sse {
+        Sse {
+            status: response.status().as_u16(),
+            content_type: content_type(response.headers()),
+            response: Some(response),
+            buffer: Vec::new(),
+        }
+    }
+
     /// The next event, or `None` when the server closed the stream.
     pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         loop {

@@ -145,6 +145,7 @@ pub(crate) fn new_task(text: &str) -> NewTask {
         reject_reason: None,
         push_config: None,
         deadline: None,
+        plan: None,
     }
 }
 

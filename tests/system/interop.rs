@@ -21,7 +21,7 @@ const PACKAGES: [&str; 2] = ["a2a-sdk[http-server]==1.3.0", "uvicorn==0.54.0"];
 /// `target/` so later runs reuse it.
 static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-fn python_sdk() -> PathBuf {
+pub(crate) fn python_sdk() -> PathBuf {
     let mut venv = VENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(python) = venv.as_ref() {
         return python.clone();

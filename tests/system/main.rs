@@ -9,6 +9,7 @@ mod delegation;
 mod exact;
 mod harness;
 mod interop;
+mod plans;
 mod strict_agent;
 
 mod a2a_compat;

@@ -35,6 +35,13 @@ impl Handler for Dispatcher {
                     Err(e) => Outcome::Retry { error: e.to_string(), retry_after: None },
                 }
             }
+            Ok(JobKind::CancelChild) => {
+                let reason = job.payload.get("reason").and_then(|r| r.as_str()).unwrap_or("the parent task ended");
+                match ctx.store().task_cancel_child(&job.lease, reason).await {
+                    Ok(()) => Outcome::Recorded,
+                    Err(e) => Outcome::Retry { error: e.to_string(), retry_after: None },
+                }
+            }
             // A newer version's job, met during a rolling upgrade: not a
             // failure of the task. Give it back without spending an attempt.
             Err(unknown) => Outcome::Snooze {

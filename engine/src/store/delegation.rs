@@ -122,6 +122,10 @@ impl Store {
             if written.job_held != 1 {
                 return Err(StoreError::LeaseLost(lease.job_id));
             }
+            // A child's change reaches its parent in this same transaction.
+            if task.parent_id.is_some() && !events.is_empty() {
+                self.propagate(tx, &task, &events).await?;
+            }
             if !finish || settle_here {
                 return Ok(Fold { task, ended, requeued: false });
             }

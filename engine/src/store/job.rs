@@ -29,11 +29,14 @@ pub enum JobKind {
     CancelRemote,
     /// Fire at a task's deadline.
     Deadline,
+    /// End a child task whose parent no longer needs it (the parent ended,
+    /// or the join was decided without it).
+    CancelChild,
 }
 
 impl JobKind {
     /// Every kind this build runs.
-    pub const ALL: [JobKind; 3] = [JobKind::Delegate, JobKind::CancelRemote, JobKind::Deadline];
+    pub const ALL: [JobKind; 4] = [JobKind::Delegate, JobKind::CancelRemote, JobKind::Deadline, JobKind::CancelChild];
 
     /// The name stored in `jobs.kind`.
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl JobKind {
             JobKind::Delegate => "delegate",
             JobKind::CancelRemote => "cancel_remote",
             JobKind::Deadline => "deadline",
+            JobKind::CancelChild => "cancel_child",
         }
     }
 }
@@ -272,7 +276,7 @@ pub(super) async fn insert_job(
 }
 
 /// The fenced `leased -> done` transition.
-async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &Lease) -> Result<(), StoreError> {
+pub(super) async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &Lease) -> Result<(), StoreError> {
     let done = sqlx::query!(
         r#"UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
            WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,

@@ -17,6 +17,9 @@ pub struct TaskFilter {
     pub state: Option<TaskState>,
     /// Keep tasks whose status changed at or after this instant.
     pub status_after: Option<DateTime<Utc>>,
+    /// This task's children (fan-out members, pipeline steps); without it,
+    /// only top-level tasks are listed.
+    pub parent: Option<TaskId>,
 }
 
 /// Where a page starts: just after this (status time, id) in the ordering.
@@ -57,6 +60,7 @@ impl Store {
                  AND ($4::text IS NULL OR state = $4)
                  AND ($5::timestamptz IS NULL OR status_at >= $5)
                  AND ($6::timestamptz IS NULL OR (status_at, id) < ($6, $7))
+                 AND (($9::uuid IS NULL AND parent_id IS NULL) OR parent_id = $9)
                ORDER BY status_at DESC, id DESC
                LIMIT $8"#,
             caller.tenant,
@@ -67,6 +71,7 @@ impl Store {
             after.map(|c| c.status_at),
             after.map(|c| c.id.0).unwrap_or(Uuid::nil()),
             page_size + 1,
+            filter.parent.map(|p| p.0),
         )
         .fetch_all(&self.pool)
         .await?;
@@ -75,12 +80,14 @@ impl Store {
                WHERE tenant = $1 AND owner = $2
                  AND ($3::text IS NULL OR context_id = $3)
                  AND ($4::text IS NULL OR state = $4)
-                 AND ($5::timestamptz IS NULL OR status_at >= $5)"#,
+                 AND ($5::timestamptz IS NULL OR status_at >= $5)
+                 AND (($6::uuid IS NULL AND parent_id IS NULL) OR parent_id = $6)"#,
             caller.tenant,
             caller.principal,
             filter.context_id,
             state,
             filter.status_after,
+            filter.parent.map(|p| p.0),
         )
         .fetch_one(&self.pool)
         .await?;
@@ -127,7 +134,7 @@ impl Store {
             TaskRow,
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
                       metadata, trace_context, version, created_at, status_at
-               FROM tasks WHERE parent_id = $1 ORDER BY created_at, id"#,
+               FROM tasks WHERE parent_id = $1 ORDER BY position, created_at, id"#,
             parent.0,
         )
         .fetch_all(&self.pool)

@@ -10,8 +10,8 @@ use crate::error::StoreError;
 /// What one sweep deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
-    /// Finished tasks, each with its log, jobs, checkpoint, push configs and
-    /// idempotency keys.
+    /// Finished top-level tasks, each with its log, jobs, checkpoint, push
+    /// configs, idempotency keys and children (which go with their root).
     pub tasks: u64,
     /// Done jobs of tasks that are still kept.
     pub jobs: u64,
@@ -33,7 +33,7 @@ impl Store {
             let deleted = sqlx::query!(
                 r#"DELETE FROM tasks WHERE id IN (
                        SELECT id FROM tasks
-                       WHERE state IN ('completed', 'failed', 'canceled', 'rejected')
+                       WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
                          AND status_at < now() - make_interval(secs => $1)
                        ORDER BY status_at LIMIT $2
                        FOR UPDATE SKIP LOCKED)"#,

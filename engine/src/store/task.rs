@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::in_tx;
 use super::job::{JobKind, Lease, NewJob, insert_job};
+use super::plan::TaskPlan;
 use super::push::{PushConfig, upsert_push_config};
 use super::row::{EventRows, Snapshot, TaskRow, task_row};
 use super::{Store, notify};
@@ -43,6 +44,9 @@ pub struct NewTask {
     /// When set, a `deadline` job fires then and fails the task if it has
     /// not ended (a durable timer: it survives every restart).
     pub deadline: Option<DateTime<Utc>>,
+    /// A fan-out or pipeline to run instead of one delegation: its first
+    /// children are created in the same transaction as the task.
+    pub plan: Option<TaskPlan>,
 }
 
 /// A client's message continuing an existing task (the answer to an
@@ -67,6 +71,11 @@ pub struct Submission {
     /// False when the idempotency key was seen before and `task` is the
     /// task the earlier submit created.
     pub created: bool,
+    /// The task's version once the client's message was logged: a blocking
+    /// wait looks for changes after it. (Below `task.version` when the same
+    /// transaction went on, as an answer to a plan's question does when it
+    /// surfaces the next child's question.)
+    pub baseline: i64,
 }
 
 impl Store {
@@ -99,7 +108,7 @@ impl Store {
                 }
             })?;
             if let Some(task) = created {
-                return Ok(Submission { task, created: true });
+                return Ok(Submission { baseline: task.version, task, created: true });
             }
             let existing = sqlx::query_scalar!(
                 "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
@@ -111,7 +120,7 @@ impl Store {
             .await?;
             if let Some(task_id) = existing {
                 let task = self.task_load(TaskId(task_id)).await?;
-                return Ok(Submission { task, created: false });
+                return Ok(Submission { baseline: task.version, task, created: false });
             }
         }
         Err(StoreError::Corrupt(format!("idempotency key {:?} kept changing hands", new.idempotency_key)))
@@ -128,9 +137,11 @@ impl Store {
         let mut message = new.message.clone();
         message.task_id = Some(id.to_string());
         message.context_id = Some(context_id.clone());
-        let mut events = vec![TaskEvent::status(TaskState::Submitted, None), TaskEvent::Message(message)];
+        let mut events = vec![TaskEvent::status(TaskState::Submitted, None), TaskEvent::Message(message.clone())];
         if let Some(reason) = &new.reject_reason {
             events.push(TaskEvent::status_with_text(TaskState::Rejected, reason.clone()));
+        } else if let Some(plan) = &new.plan {
+            events.push(TaskEvent::status_with_text(TaskState::Working, format!("running plan {}", plan.node.label())));
         }
 
         let events = stamped(&events, now);
@@ -199,6 +210,9 @@ impl Store {
             let timer = NewJob { run_at: Some(at), ..NewJob::new(JobKind::Deadline, 5) };
             insert_job(tx, id, &timer).await?;
         }
+        if let (Some(plan), false) = (&new.plan, task.state.is_terminal()) {
+            self.plan_start(tx, &task, plan, &message, now).await?;
+        }
         // No NOTIFY on the events channel: nobody can be streaming a task
         // whose id the caller has not been told yet.
         Ok(task)
@@ -207,8 +221,39 @@ impl Store {
     /// Adds a client's message to a task that waits for input, and enqueues
     /// the job that carries it onward, in one transaction. Idempotent on the
     /// key like a submit: a retried follow-up returns the task unchanged.
+    ///
+    /// A plan task asks on behalf of one of its children: the answer is
+    /// logged on the plan task and on that child, and carried to the child's
+    /// agent by the child's delegation. The child's row is locked before the
+    /// parent's (the order every child-to-parent write takes), so the child
+    /// is read first without a lock to learn which one it is, and the read
+    /// is checked again under both locks.
     pub async fn task_continue(&self, follow_up: FollowUp) -> Result<Submission, StoreError> {
-        let FollowUp { caller, task_id, context_id, idempotency_key, mut message, job, push_config } = follow_up;
+        for _ in 0..3 {
+            let asking = sqlx::query_scalar!(
+                r#"SELECT status->'message'->'metadata'->'switchyard'->>'childTaskId' AS "child"
+                   FROM tasks WHERE id = $1 AND state IN ('input_required', 'auth_required')"#,
+                follow_up.task_id.0,
+            )
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten()
+            .and_then(|id| Uuid::parse_str(&id).ok())
+            .map(TaskId);
+            match self.continue_once(&follow_up, asking).await? {
+                Continued::Done(submission) => return Ok(*submission),
+                Continued::AskerChanged => continue,
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "task {}: the question kept changing while it was answered",
+            follow_up.task_id
+        )))
+    }
+
+    async fn continue_once(&self, follow_up: &FollowUp, asking: Option<TaskId>) -> Result<Continued, StoreError> {
+        let FollowUp { caller, task_id, context_id, idempotency_key, message, job, push_config } = follow_up;
+        let task_id = *task_id;
         let continued = in_tx!(self, |tx| {
             let claimed = sqlx::query_scalar!(
                 r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
@@ -225,9 +270,19 @@ impl Store {
             if claimed.is_none() {
                 return Ok(None);
             }
-            let row = lock_task(tx, task_id).await?.map(|(row, _)| row).filter(|row| visible_to(row, &caller));
-            let task = TaskRecord::try_from(row.ok_or(StoreError::TaskNotFound(task_id))?)?;
-            if let Some(given) = context_id.filter(|c| *c != task.context_id) {
+            // The asking child first, then the task (see above).
+            let child = match asking {
+                Some(child_id) => lock_task(tx, child_id)
+                    .await?
+                    .map(|(row, _)| TaskRecord::try_from(row))
+                    .transpose()?
+                    .filter(|c| c.parent_id == Some(task_id)),
+                None => None,
+            };
+            let locked = lock_task(tx, task_id).await?.filter(|(row, _)| visible_to(row, caller));
+            let (row, now) = locked.ok_or(StoreError::TaskNotFound(task_id))?;
+            let task = TaskRecord::try_from(row)?;
+            if let Some(given) = context_id.clone().filter(|c| *c != task.context_id) {
                 return Err(StoreError::ContextMismatch { task: task_id, actual: task.context_id, given });
             }
             if task.state.is_terminal() {
@@ -239,21 +294,56 @@ impl Store {
             if !task.state.is_interrupted() {
                 return Err(StoreError::NotInterrupted { task: task_id, state: task.state });
             }
+            // Whether the question is still the one read before the locks.
+            // A name in the status that is not a child of this task (an
+            // agent's own metadata) makes it an ordinary question.
+            let now_asking = super::plan::asking_child(&task);
+            let child = match (child, now_asking) {
+                (Some(c), Some(a)) if c.id == a => Some(c),
+                (Some(_), _) => return Ok(Some(Continued::AskerChanged)),
+                (None, Some(a)) if asking != Some(a) => return Ok(Some(Continued::AskerChanged)),
+                (None, _) => None,
+            };
+            let mut message = message.clone();
             message.task_id = Some(task_id.to_string());
             message.context_id = Some(task.context_id.clone());
-            let task = self.append_in_tx(tx, task_id, &[TaskEvent::Message(message)]).await?;
+            let (task, baseline, carrier) = match child {
+                Some(child) => {
+                    let mut forwarded = message.clone();
+                    forwarded.task_id = Some(child.id.to_string());
+                    forwarded.context_id = Some(child.context_id.clone());
+                    let place = super::plan::ChildPlace::of(&child).map(|p| p.describe()).unwrap_or_default();
+                    self.append_in_tx(tx, child.id, &[TaskEvent::Message(forwarded)]).await?;
+                    let baseline = task.version + 1;
+                    let mut events = vec![
+                        TaskEvent::Message(message),
+                        TaskEvent::status_with_text(TaskState::Working, format!("answer passed to child {place}")),
+                    ];
+                    // Another child may be waiting with a question of its own.
+                    if let Some(next) = self.next_question(tx, task_id).await? {
+                        events.push(next);
+                    }
+                    let task = self.fold_locked(tx, task, now, &events).await?;
+                    (task, baseline, child.id)
+                }
+                None => {
+                    let task = self.fold_locked(tx, task, now, &[TaskEvent::Message(message)]).await?;
+                    let baseline = task.version;
+                    (task, baseline, task_id)
+                }
+            };
             // A task whose delegation is still live gets no second one: that
             // job forwards this message after the ones before it.
-            if insert_job(tx, task_id, &job).await?.is_some() {
+            if insert_job(tx, carrier, job).await?.is_some() {
                 notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
             }
-            if let Some(push) = &push_config {
+            if let Some(push) = push_config {
                 upsert_push_config(&mut **tx, task_id, push).await?;
             }
-            Ok(Some(task))
+            Ok(Some(Continued::Done(Box::new(Submission { task, created: true, baseline }))))
         })?;
-        if let Some(task) = continued {
-            return Ok(Submission { task, created: true });
+        if let Some(continued) = continued {
+            return Ok(continued);
         }
         // The key was used before: answer with the task it went to.
         let seen = sqlx::query_scalar!(
@@ -264,8 +354,8 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?;
-        let task = self.task_get(&caller, TaskId(seen)).await?;
-        Ok(Submission { task, created: false })
+        let task = self.task_get(caller, TaskId(seen)).await?;
+        Ok(Continued::Done(Box::new(Submission { baseline: task.version, task, created: false })))
     }
 
     /// Appends events to a task's log and folds them into its snapshot, in
@@ -336,6 +426,9 @@ impl Store {
             return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
         }
         notify(tx, &self.channels.events, &format!("{task_id}:{}", task.version)).await?;
+        if task.parent_id.is_some() {
+            self.propagate(tx, &task, events).await?;
+        }
         Ok(task)
     }
 
@@ -373,37 +466,37 @@ impl Store {
     }
 
     /// Ends a locked task with a terminal `event`, retires its waiting jobs,
-    /// and has a worker cancel its remote task (the api makes no outbound calls).
+    /// stops its open children, and has a worker cancel its remote task
+    /// (the api makes no outbound calls). If the remote task is not known
+    /// yet, the worker that learns it finds this task ended when it
+    /// checkpoints the id (under this same row lock) and cancels it there.
     async fn end_in_tx(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'_, Postgres>,
         task_id: TaskId,
         event: TaskEvent,
     ) -> Result<TaskRecord, StoreError> {
         let task = self.append_in_tx(tx, task_id, &[event]).await?;
-        sqlx::query!(
-            r#"UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task ended'
-               WHERE task_id = $1 AND state = 'ready'"#,
-            task_id.0,
-        )
-        .execute(&mut **tx)
-        .await?;
-        // The remote task, if one is known by now; if it is not, the worker
-        // that learns it finds this task ended when it checkpoints the id
-        // (under this same row lock) and cancels it there.
-        let cancel = sqlx::query!(
-            r#"INSERT INTO jobs (task_id, kind, max_attempts)
-               SELECT task_id, $2, 5 FROM delegations
-               WHERE task_id = $1 AND remote_task_id IS NOT NULL"#,
-            task_id.0,
-            JobKind::CancelRemote.as_str(),
-        )
-        .execute(&mut **tx)
-        .await?;
-        if cancel.rows_affected() > 0 {
-            notify(tx, &self.channels.jobs, JobKind::CancelRemote.as_str()).await?;
-        }
+        let reason = match task.state {
+            TaskState::Canceled => format!("the parent task {task_id} was canceled"),
+            state => format!("the parent task {task_id} {state}"),
+        };
+        self.retire(tx, task_id, &reason).await?;
         Ok(task)
+    }
+
+    /// Ends a child its parent no longer needs (a `cancel_child` job), and
+    /// settles the job, in one transaction. A child that already ended is
+    /// left as it is.
+    pub async fn task_cancel_child(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+        in_tx!(self, |tx| {
+            let (row, _) = lock_task(tx, lease.task_id).await?.ok_or(StoreError::TaskNotFound(lease.task_id))?;
+            let task = TaskRecord::try_from(row)?;
+            if !task.state.is_terminal() {
+                self.end_in_tx(tx, task.id, TaskEvent::status_with_text(TaskState::Canceled, reason)).await?;
+            }
+            super::job::mark_done(&mut **tx, lease).await
+        })
     }
 
     /// A caller's task; invisible tasks are reported as not found.
@@ -518,6 +611,14 @@ impl Store {
         .await?;
         row.map(|r| Ok((r.seq, serde_json::from_value(r.payload)?))).transpose()
     }
+}
+
+/// How one try at a follow-up ended.
+enum Continued {
+    Done(Box<Submission>),
+    /// A plan task's question moved to another child between the read and
+    /// the locks: try again.
+    AskerChanged,
 }
 
 /// Locks a task row for the rest of the transaction. Fenced writers lock the

@@ -45,6 +45,7 @@ pub async fn render(State(state): State<MetricsState>) -> Response {
                 let count = stats.tasks.iter().find(|(s, _)| s == task_state.as_str()).map_or(0, |(_, n)| *n);
                 metrics::gauge!("switchyard_tasks", "state" => task_state.as_str()).set(count as f64);
             }
+            metrics::gauge!("switchyard_plan_children_open").set(stats.children_open as f64);
             for (agent, open, failures) in stats.agents {
                 metrics::gauge!("switchyard_agent_breaker_open", "agent" => agent.clone()).set(if open {
                     1.0

@@ -373,6 +373,18 @@ async fn pipelines_pass_artifacts_along_and_questions_reach_the_client() {
         input["parts"].as_array().expect("parts").iter().filter_map(|p| p["text"].as_str()).collect();
     assert_eq!(parts, ["echo deep", "echo deep"], "{input}");
     assert_eq!(steps[1]["artifacts"][0]["parts"][0]["text"], "deep", "{}", steps[1]);
+    // The operator sees the tree.
+    let nested_id = nested["id"].as_str().expect("id");
+    let shown = switchyard(&stack.db, &["tasks", "show", nested_id]).output().await.expect("tasks show");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let tree: Vec<&str> = shown.lines().skip_while(|l| *l != "CHILDREN").skip(1).collect();
+    let fanout = steps[0]["id"].as_str().expect("id");
+    let summary = steps[1]["id"].as_str().expect("id");
+    assert_eq!(tree.len(), 4, "{shown}");
+    assert!(tree[0].starts_with("  ├─ #0 both") && tree[0].contains(fanout), "{shown}");
+    assert!(tree[1].starts_with("     ├─ #0 a") && tree[2].starts_with("     └─ #1 b"), "{shown}");
+    assert!(tree[3].starts_with("  └─ #1 a") && tree[3].contains(summary), "{shown}");
+    assert!(tree.iter().all(|l| l.contains("COMPLETED")), "{shown}");
 
     // A step asking for input: the question surfaces on the parent, naming
     // the child; the answer given to the parent reaches that child's agent.
@@ -399,6 +411,33 @@ async fn pipelines_pass_artifacts_along_and_questions_reach_the_client() {
         .filter_map(|m| m["parts"][0]["text"].as_str())
         .collect();
     assert_eq!(said, ["echo ask", "42"]);
+
+    // Two children asking at once: the first to ask is answered first; the
+    // answer surfaces the other's question at once; both answers arrive.
+    let pair = stack.send_to("both", "ask").await;
+    assert_eq!(state(&pair), "TASK_STATE_INPUT_REQUIRED", "{pair}");
+    let first = pair["status"]["message"]["metadata"]["switchyard"]["childTaskId"].clone();
+    let mut answer = message("one");
+    answer["taskId"] = pair["id"].clone();
+    let next = stack.send(answer).await;
+    assert_eq!(state(&next), "TASK_STATE_INPUT_REQUIRED", "{next}");
+    let second = next["status"]["message"]["metadata"]["switchyard"]["childTaskId"].clone();
+    assert!(second.is_string() && second != first, "the other child's question: {next}");
+    let mut answer = message("two");
+    answer["taskId"] = pair["id"].clone();
+    let done = stack.send(answer).await;
+    assert_eq!(state(&done), "TASK_STATE_COMPLETED", "{done}");
+    let by_child: HashMap<String, String> = done["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .map(|a| {
+            let child = a["metadata"]["switchyard"]["childTaskId"].as_str().unwrap_or("").to_owned();
+            (child, a["parts"][0]["text"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    assert_eq!(by_child[first.as_str().expect("first")], "answer: one");
+    assert_eq!(by_child[second.as_str().expect("second")], "answer: two");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,6 +469,22 @@ async fn canceling_a_parent_cancels_its_children_and_their_remote_tasks() {
         .await;
     }
     assert_eq!(stack.status_events(&id).await.last().map(String::as_str), Some("TASK_STATE_CANCELED"));
+
+    // A parent's deadline ends its children too.
+    let mut m = message("hang");
+    m["metadata"] = json!({"switchyard": {"skill": "both", "timeoutSeconds": 1}});
+    let expired = stack.send(m).await;
+    assert_eq!(state(&expired), "TASK_STATE_FAILED", "{expired}");
+    assert!(status_text(&expired).contains("deadline"), "{expired}");
+    let id = expired["id"].as_str().expect("id").to_owned();
+    for (child, agent) in stack.children(&id).await.iter().zip(["a", "b"]) {
+        let child = child["id"].as_str().expect("id").to_owned();
+        eventually(WAIT, "the child and its remote task ended with the parent", || async {
+            state(&stack.task(&child).await) == "TASK_STATE_CANCELED"
+                && stack.remote_state(agent, &child).await == "TASK_STATE_CANCELED"
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -346,6 +346,40 @@ async fn spans_from_api_worker_and_agent_reach_a_real_collector_as_one_tree() {
     assert_eq!(served.attr("rpc.method"), call.attr("rpc.method"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_is_one_trace_with_a_span_per_child() {
+    let (collector, port) = Collector::start().await;
+    let stack = Stack::start(&format!("http://127.0.0.1:{port}"), &[], &[]).await;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
+    let mut fanout = message("echo traced");
+    fanout["metadata"] = json!({"switchyard": {"fanout": ["demo", "demo"]}});
+    let headers = [("A2A-Version", "1.0"), ("traceparent", &*format!("00-{trace_id}-00f067aa0ba902b8-01"))];
+    let url = format!("http://127.0.0.1:{}/", stack.api_port);
+    let answer = rpc_call(&http, &url, "SendMessage", json!({"message": fanout}), &headers).await;
+    let parent = answer["result"]["task"]["id"].as_str().expect("parent id").to_owned();
+    assert_eq!(answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+    eventually(WAIT, "both children's delegations at the collector", || {
+        let collector = collector.clone();
+        async move { collector.of("switchyard-worker", trace_id).iter().filter(|s| s.name == "delegate").count() == 2 }
+    })
+    .await;
+    stack.stop().await;
+
+    let server = collector.of("switchyard-api", trace_id);
+    let server = server.iter().find(|s| s.name == "POST /").expect("the request's span");
+    let worker = collector.of("switchyard-worker", trace_id);
+    let delegations: Vec<&Received> = worker.iter().filter(|s| s.name == "delegate").collect();
+    let children: std::collections::HashSet<&str> = delegations.iter().filter_map(|d| d.attr("a2a.task.id")).collect();
+    assert_eq!(children.len(), 2, "a delegation span per child task");
+    assert!(!children.contains(parent.as_str()));
+    for delegate in &delegations {
+        assert_eq!(delegate.attr("switchyard.parent_task.id"), Some(parent.as_str()));
+        let job = worker.iter().find(|s| s.span_id == delegate.parent).expect("its job span");
+        assert_eq!(job.parent, server.span_id, "each child's job is a child of the request that made the plan");
+    }
+}
+
 /// Sends tasks with the collector in a bad way, and checks that they finish
 /// as usual while the lost spans are counted, in the api and the worker.
 async fn tasks_finish_and_drops_are_counted(endpoint: &str) {

@@ -256,6 +256,7 @@ impl Delegator {
             a2a.task.id = %job.lease.task_id,
             a2a.context.id = tracing::field::Empty,
             a2a.agent.name = tracing::field::Empty,
+            switchyard.parent_task.id = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         // A child of the job's span (a job enqueued without a trace context
@@ -284,6 +285,10 @@ impl Delegator {
         let task = start.task;
         let span = tracing::Span::current();
         span.record("a2a.context.id", task.context_id.as_str());
+        if let Some(parent) = task.parent_id {
+            // A fan-out member or pipeline step: its span names the task it serves.
+            span.record("switchyard.parent_task.id", tracing::field::display(parent));
+        }
         // A job enqueued without a trace context still joins the task's.
         if switchyard_engine::trace::current().is_none() {
             switchyard_engine::trace::continue_from(&span, task.trace_context.as_ref());

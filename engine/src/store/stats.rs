@@ -13,6 +13,8 @@ pub struct Stats {
     pub oldest_ready_seconds: f64,
     /// (task state, count) for open tasks.
     pub tasks: Vec<(String, i64)>,
+    /// Open tasks that are children of a plan (fan-out members, pipeline steps).
+    pub children_open: i64,
     /// (agent, breaker open, consecutive failures).
     pub agents: Vec<(String, bool, i32)>,
 }
@@ -39,15 +41,15 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?;
-        let tasks = sqlx::query!(
-            r#"SELECT state, count(*) AS "count!" FROM tasks
+        let rows = sqlx::query!(
+            r#"SELECT state, count(*) AS "count!", count(*) FILTER (WHERE parent_id IS NOT NULL) AS "children!"
+               FROM tasks
                WHERE state IN ('submitted', 'working', 'input_required', 'auth_required') GROUP BY state"#
         )
         .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.state, r.count))
-        .collect();
+        .await?;
+        let children_open = rows.iter().map(|r| r.children).sum();
+        let tasks = rows.into_iter().map(|r| (r.state, r.count)).collect();
         let agents = sqlx::query!(
             r#"SELECT name, COALESCE(breaker_open_until > now(), false) AS "open!", consecutive_failures FROM agents"#
         )
@@ -56,6 +58,6 @@ impl Store {
         .into_iter()
         .map(|r| (r.name, r.open, r.consecutive_failures))
         .collect();
-        Ok(Stats { jobs, oldest_ready_seconds, tasks, agents })
+        Ok(Stats { jobs, oldest_ready_seconds, tasks, children_open, agents })
     }
 }

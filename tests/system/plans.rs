@@ -401,6 +401,28 @@ async fn pipelines_pass_artifacts_along_and_questions_reach_the_client() {
     let steps = stack.children(asked["id"].as_str().expect("id")).await;
     assert_eq!(steps[1]["artifacts"][0]["parts"][0]["text"], "answer: 42");
     assert_eq!(steps[2]["artifacts"][0]["parts"][0]["text"], "answer: 42", "the last step got b's answer");
+    // A question from a plan inside a plan: each answer given to the top
+    // task reaches the grandchild that asked.
+    let deep = stack.send_to("nested", "ask").await;
+    assert_eq!(state(&deep), "TASK_STATE_INPUT_REQUIRED", "{deep}");
+    let mut answer = message("first");
+    answer["taskId"] = deep["id"].clone();
+    let again = stack.send(answer).await;
+    assert_eq!(state(&again), "TASK_STATE_INPUT_REQUIRED", "the other grandchild asks next: {again}");
+    let mut answer = message("second");
+    answer["taskId"] = deep["id"].clone();
+    let done = stack.send(answer).await;
+    assert_eq!(state(&done), "TASK_STATE_COMPLETED", "{done}");
+    let steps = stack.children(deep["id"].as_str().expect("id")).await;
+    let mut answers: Vec<String> = stack
+        .children(steps[0]["id"].as_str().expect("id"))
+        .await
+        .iter()
+        .map(|g| g["artifacts"][0]["parts"][0]["text"].as_str().unwrap_or("").to_owned())
+        .collect();
+    answers.sort();
+    assert_eq!(answers, ["answer: first", "answer: second"]);
+
     // The answer is in the parent's history and in the child's.
     let parent = stack.task(asked["id"].as_str().expect("id")).await;
     let said: Vec<&str> = parent["history"]

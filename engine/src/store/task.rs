@@ -222,25 +222,16 @@ impl Store {
     /// the job that carries it onward, in one transaction. Idempotent on the
     /// key like a submit: a retried follow-up returns the task unchanged.
     ///
-    /// A plan task asks on behalf of one of its children: the answer is
-    /// logged on the plan task and on that child, and carried to the child's
-    /// agent by the child's delegation. The child's row is locked before the
-    /// parent's (the order every child-to-parent write takes), so the child
-    /// is read first without a lock to learn which one it is, and the read
-    /// is checked again under both locks.
+    /// A plan task asks on behalf of one of its children (which may itself
+    /// be a plan asking for one of its own): the answer is logged on every
+    /// task down that line and carried to the agent of the one at its end by
+    /// that task's delegation. Rows are locked from the asking descendant up
+    /// to the task (the order every child-to-parent write takes), so the line
+    /// is read first without locks, and checked again under them.
     pub async fn task_continue(&self, follow_up: FollowUp) -> Result<Submission, StoreError> {
         for _ in 0..3 {
-            let asking = sqlx::query_scalar!(
-                r#"SELECT status->'message'->'metadata'->'switchyard'->>'childTaskId' AS "child"
-                   FROM tasks WHERE id = $1 AND state IN ('input_required', 'auth_required')"#,
-                follow_up.task_id.0,
-            )
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten()
-            .and_then(|id| Uuid::parse_str(&id).ok())
-            .map(TaskId);
-            match self.continue_once(&follow_up, asking).await? {
+            let line = self.asking_line(follow_up.task_id).await?;
+            match self.continue_once(&follow_up, &line).await? {
                 Continued::Done(submission) => return Ok(*submission),
                 Continued::AskerChanged => continue,
             }
@@ -251,7 +242,41 @@ impl Store {
         )))
     }
 
-    async fn continue_once(&self, follow_up: &FollowUp, asking: Option<TaskId>) -> Result<Continued, StoreError> {
+    /// Who is asking, as read without locks: for the task and each asking
+    /// descendant, the child its question names (if any), and the line of
+    /// descendants whose names are genuine children, top first.
+    async fn asking_line(&self, task_id: TaskId) -> Result<AskingLine, StoreError> {
+        let mut line = AskingLine { named: Vec::new(), chain: Vec::new() };
+        let mut at = task_id;
+        // Bounded by the plan depth limit in practice; by this in any case.
+        for _ in 0..16 {
+            let row = sqlx::query!(
+                r#"SELECT p.status->'message'->'metadata'->'switchyard'->>'childTaskId' AS named,
+                          (SELECT c.id FROM tasks c
+                           WHERE c.parent_id = p.id
+                             AND c.id::text = p.status->'message'->'metadata'->'switchyard'->>'childTaskId') AS child
+                   FROM tasks p WHERE p.id = $1 AND p.state IN ('input_required', 'auth_required')"#,
+                at.0,
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else {
+                line.named.push(None);
+                break;
+            };
+            line.named.push(row.named.and_then(|n| Uuid::parse_str(&n).ok()).map(TaskId));
+            match row.child {
+                Some(child) => {
+                    at = TaskId(child);
+                    line.chain.push(at);
+                }
+                None => break,
+            }
+        }
+        Ok(line)
+    }
+
+    async fn continue_once(&self, follow_up: &FollowUp, line: &AskingLine) -> Result<Continued, StoreError> {
         let FollowUp { caller, task_id, context_id, idempotency_key, message, job, push_config } = follow_up;
         let task_id = *task_id;
         let continued = in_tx!(self, |tx| {
@@ -270,15 +295,13 @@ impl Store {
             if claimed.is_none() {
                 return Ok(None);
             }
-            // The asking child first, then the task (see above).
-            let child = match asking {
-                Some(child_id) => lock_task(tx, child_id)
-                    .await?
-                    .map(|(row, _)| TaskRecord::try_from(row))
-                    .transpose()?
-                    .filter(|c| c.parent_id == Some(task_id)),
-                None => None,
-            };
+            // The asking descendants first, deepest first, then the task.
+            let mut chain = Vec::with_capacity(line.chain.len());
+            for id in line.chain.iter().rev() {
+                let (row, _) = lock_task(tx, *id).await?.ok_or(StoreError::TaskNotFound(*id))?;
+                chain.push(TaskRecord::try_from(row)?);
+            }
+            chain.reverse();
             let locked = lock_task(tx, task_id).await?.filter(|(row, _)| visible_to(row, caller));
             let (row, now) = locked.ok_or(StoreError::TaskNotFound(task_id))?;
             let task = TaskRecord::try_from(row)?;
@@ -294,26 +317,26 @@ impl Store {
             if !task.state.is_interrupted() {
                 return Err(StoreError::NotInterrupted { task: task_id, state: task.state });
             }
-            // Whether the question is still the one read before the locks.
-            // A name in the status that is not a child of this task (an
-            // agent's own metadata) makes it an ordinary question.
-            let now_asking = super::plan::asking_child(&task);
-            let child = match (child, now_asking) {
-                (Some(c), Some(a)) if c.id == a => Some(c),
-                (Some(_), _) => return Ok(Some(Continued::AskerChanged)),
-                (None, Some(a)) if asking != Some(a) => return Ok(Some(Continued::AskerChanged)),
-                (None, _) => None,
-            };
+            // Every question on the line still names what it named before
+            // the locks (a name that is no child of its task, an agent's own
+            // metadata, is only compared, never followed).
+            let now_named = std::iter::once(&task).chain(&chain).map(super::plan::asking_child);
+            if !now_named.eq(line.named.iter().copied()) {
+                return Ok(Some(Continued::AskerChanged));
+            }
             let mut message = message.clone();
             message.task_id = Some(task_id.to_string());
             message.context_id = Some(task.context_id.clone());
-            let (task, baseline, carrier) = match child {
-                Some(child) => {
-                    let mut forwarded = message.clone();
-                    forwarded.task_id = Some(child.id.to_string());
-                    forwarded.context_id = Some(child.context_id.clone());
-                    let place = super::plan::ChildPlace::of(&child).map(|p| p.describe()).unwrap_or_default();
-                    self.append_in_tx(tx, child.id, &[TaskEvent::Message(forwarded)]).await?;
+            let (task, baseline, carrier) = match chain.last() {
+                Some(leaf) => {
+                    let carrier = leaf.id;
+                    for member in &chain {
+                        let mut forwarded = message.clone();
+                        forwarded.task_id = Some(member.id.to_string());
+                        forwarded.context_id = Some(member.context_id.clone());
+                        self.append_in_tx(tx, member.id, &[TaskEvent::Message(forwarded)]).await?;
+                    }
+                    let place = super::plan::ChildPlace::of(&chain[0]).map(|p| p.describe()).unwrap_or_default();
                     let baseline = task.version + 1;
                     let mut events = vec![
                         TaskEvent::Message(message),
@@ -324,7 +347,7 @@ impl Store {
                         events.push(next);
                     }
                     let task = self.fold_locked(tx, task, now, &events).await?;
-                    (task, baseline, child.id)
+                    (task, baseline, carrier)
                 }
                 None => {
                     let task = self.fold_locked(tx, task, now, &[TaskEvent::Message(message)]).await?;
@@ -611,6 +634,16 @@ impl Store {
         .await?;
         row.map(|r| Ok((r.seq, serde_json::from_value(r.payload)?))).transpose()
     }
+}
+
+/// The asking line of a task, read before its rows are locked.
+struct AskingLine {
+    /// For the task and each descendant in `chain`, the child its question
+    /// names, if any (a name that is not its child included).
+    named: Vec<Option<TaskId>>,
+    /// The asking descendants, the task's child first, the one whose agent
+    /// asked last.
+    chain: Vec<TaskId>,
 }
 
 /// How one try at a follow-up ended.

@@ -168,7 +168,7 @@ pub async fn wait_until_settled(
     let mut current = (task, None);
     while !settled(&current.0) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() || !subscription.changed(current.0.id, left).await {
+        if left.is_zero() || !subscription.settled(current.0.id, left).await {
             break;
         }
         let (task, messages) = store.task_load_with_history(current.0.id, history).await?;

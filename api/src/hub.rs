@@ -10,15 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use switchyard_engine::{Listener, Store, StoreError, StoredEvent, TaskId, Wake};
+use switchyard_engine::{EventNotice, Listener, Store, StoreError, StoredEvent, TaskId, Wake};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// A wake-up for subscribers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// Task `0` has new events.
-    Task(TaskId),
+    /// Task `0` has new events; `settled` when the commit left it ended or
+    /// waiting for input (or did not say).
+    Task(TaskId, bool),
     /// Anything may have changed (the listener reconnected): re-read.
     All,
 }
@@ -89,12 +90,10 @@ impl EventHub {
                     wake = listener.recv() => wake,
                 };
                 let signal = match wake {
-                    Wake::Notified { payload, .. } => {
-                        match payload.split_once(':').and_then(|(id, _)| id.parse().ok()) {
-                            Some(id) => Signal::Task(id),
-                            None => Signal::All,
-                        }
-                    }
+                    Wake::Notified { payload, .. } => match EventNotice::parse(&payload) {
+                        Some(n) => Signal::Task(n.task, n.state.is_none_or(|s| s.is_terminal() || s.is_interrupted())),
+                        None => Signal::All,
+                    },
                     Wake::Resync => Signal::All,
                 };
                 // No receivers is fine: nobody is streaming right now.
@@ -140,10 +139,21 @@ impl Subscription {
     /// Waits until `task` may have changed, or `timeout` passes. Returns
     /// false on timeout. Lagging behind counts as a change: re-read.
     pub async fn changed(&mut self, task: TaskId, timeout: Duration) -> bool {
+        self.wait(task, timeout, false).await
+    }
+
+    /// Like [`Subscription::changed`], but passes over commits that left the
+    /// task working: for a waiter that needs it ended or asking.
+    pub async fn settled(&mut self, task: TaskId, timeout: Duration) -> bool {
+        self.wait(task, timeout, true).await
+    }
+
+    async fn wait(&mut self, task: TaskId, timeout: Duration, settled_only: bool) -> bool {
         let wait = async {
             loop {
                 match self.rx.recv().await {
-                    Ok(Signal::Task(id)) if id != task => continue,
+                    Ok(Signal::Task(id, _)) if id != task => continue,
+                    Ok(Signal::Task(_, false)) if settled_only => continue,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
                     // The hub stopped (shutdown): nothing will wake us; the timeout will.
                     Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,

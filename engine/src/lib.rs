@@ -35,7 +35,7 @@ pub mod trace;
 pub use error::StoreError;
 pub use event::{ArtifactUpdate, StoredEvent, TaskEvent};
 pub use id::{Caller, JobId, TaskId};
-pub use notify::{Channels, Listener, Wake};
+pub use notify::{Channels, EventNotice, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{

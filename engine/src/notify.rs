@@ -19,8 +19,36 @@ use crate::store::Store;
 pub struct Channels {
     /// New or newly ready jobs. Payload: the job kind.
     pub jobs: String,
-    /// New task events. Payload: `<task id>:<seq of the last event>`.
+    /// New task events. Payload: see [`EventNotice`].
     pub events: String,
+}
+
+/// What a NOTIFY on the events channel says: the task, the sequence number
+/// of its last event, and the state that commit left it in, as
+/// `<task id>:<seq>:<state>`. The state lets a waiter that only cares about
+/// the task settling skip the reads of progress it does not need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventNotice {
+    pub task: crate::id::TaskId,
+    pub version: i64,
+    /// `None` from a sender that did not say (re-read to know).
+    pub state: Option<crate::state::TaskState>,
+}
+
+impl EventNotice {
+    /// The payload announcing `task` as it now is.
+    pub fn payload(task: &crate::task::TaskRecord) -> String {
+        format!("{}:{}:{}", task.id, task.version, task.state.as_str())
+    }
+
+    /// Reads a payload; `None` if it names no task.
+    pub fn parse(payload: &str) -> Option<EventNotice> {
+        let mut fields = payload.split(':');
+        let task = fields.next()?.parse().ok()?;
+        let version = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let state = fields.next().and_then(|s| s.parse().ok());
+        Some(EventNotice { task, version, state })
+    }
 }
 
 impl Channels {
@@ -125,5 +153,25 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notices_round_trip_and_tolerate_older_payloads() {
+        let task = crate::task::TaskRecord::genesis(
+            crate::id::TaskId::new(),
+            &crate::id::Caller::new("t", "p"),
+            "c".into(),
+            chrono::Utc::now(),
+        );
+        let notice = EventNotice::parse(&EventNotice::payload(&task)).expect("parses");
+        assert_eq!((notice.task, notice.version, notice.state), (task.id, 0, Some(task.state)));
+        let older = EventNotice::parse(&format!("{}:7", task.id)).expect("parses");
+        assert_eq!((older.version, older.state), (7, None));
+        assert!(EventNotice::parse("garbage").is_none());
     }
 }

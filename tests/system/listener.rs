@@ -26,7 +26,7 @@ async fn submits_wake_job_listeners_and_appends_wake_event_listeners_after_commi
     let task = db.store.task_append(id, &[working], None).await.expect("append");
     assert_eq!(
         next(&mut listener).await,
-        Wake::Notified { channel: channels.events.clone(), payload: format!("{id}:{}", task.version) }
+        Wake::Notified { channel: channels.events.clone(), payload: format!("{id}:{}:working", task.version) }
     );
 }
 

@@ -243,7 +243,7 @@ async fn write_fold(
         lease.token,
         settle,
         channel,
-        format!("{}:{}", task.id, task.version),
+        crate::notify::EventNotice::payload(task),
     )
     .fetch_one(&mut **tx)
     .await?;

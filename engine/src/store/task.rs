@@ -448,7 +448,7 @@ impl Store {
         if updated.rows_affected() != 1 {
             return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
         }
-        notify(tx, &self.channels.events, &format!("{task_id}:{}", task.version)).await?;
+        notify(tx, &self.channels.events, &crate::notify::EventNotice::payload(&task)).await?;
         if task.parent_id.is_some() {
             self.propagate(tx, &task, events).await?;
         }

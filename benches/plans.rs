@@ -1,0 +1,263 @@
+//! Fan-outs and pipelines: what a plan costs beside the client doing the
+//! same work itself with separate single-agent tasks, in one run.
+//!
+//! `cargo bench --bench plans` (needs `DATABASE_URL`; the role must be
+//! allowed to create a database). It starts `switchyard demo-agent --pause
+//! 0ms` and `switchyard dev` on a database of its own (`perf_plans`,
+//! recreated each run, so `pg_stat_database` counts only this), with two
+//! plans: `fan10`, a 10-way fan-out joined by `all`, and `pipe5`, a 5-step
+//! pipeline, both over the demo agent. For each, at 1 and 8 clients:
+//!
+//! - the plan: blocking `SendMessage` naming it, until the parent completes;
+//! - the reference: what a client does without plans, through the same
+//!   broker: 10 blocking single-agent tasks sent at once (for the fan-out),
+//!   or 5 sent one after the other, each with the previous answer (for the
+//!   pipeline).
+//!
+//! It reports parent (or group) throughput and p50/p99 latency, and per
+//! child task: database transactions and, when `pg_stat_statements` is
+//! loaded, statements.
+//!
+//! Knobs: `BENCH_SECONDS` per cell (default 8), `BENCH_CLIENTS` (default "1 8").
+
+// A benchmark reports on stdout; that is its output, not stray logging.
+#![allow(clippy::print_stdout)]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::process::{Child, Command};
+
+const DATABASE: &str = "perf_plans";
+const WIDTH: usize = 10;
+const STEPS: usize = 5;
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn switchyard(url: &str, args: &[&str]) -> anyhow::Result<Child> {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("SWITCHYARD_SCHEMA", "switchyard")
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning switchyard")
+}
+
+fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let mut parsed = reqwest::Url::parse(url)?;
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// One blocking send; the completed task.
+async fn send(http: &reqwest::Client, url: &str, text: &str, plan: Option<&str>) -> anyhow::Result<Value> {
+    let mut message = json!({"messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER",
+                             "parts": [{"text": text}]});
+    if let Some(plan) = plan {
+        message["metadata"] = json!({"switchyard": {"skill": plan}});
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}});
+    let answer: Value = http.post(url).header("A2A-Version", "1.0").json(&body).send().await?.json().await?;
+    let task = answer["result"]["task"].clone();
+    anyhow::ensure!(task["status"]["state"] == "TASK_STATE_COMPLETED", "not completed: {answer}");
+    Ok(task)
+}
+
+/// What one client does once, in each scenario.
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    FanoutPlan,
+    SeparateParallel,
+    PipelinePlan,
+    SeparateSequential,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::FanoutPlan => "fan10 plan (10-way fan-out, join all)",
+            Scenario::SeparateParallel => "10 separate tasks at once",
+            Scenario::PipelinePlan => "pipe5 plan (5-step pipeline)",
+            Scenario::SeparateSequential => "5 separate tasks in sequence",
+        }
+    }
+
+    fn children(self) -> usize {
+        match self {
+            Scenario::FanoutPlan | Scenario::SeparateParallel => WIDTH,
+            Scenario::PipelinePlan | Scenario::SeparateSequential => STEPS,
+        }
+    }
+
+    async fn once(self, http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+        match self {
+            Scenario::FanoutPlan => {
+                let task = send(http, url, "echo fox", Some("fan10")).await?;
+                let n = task["artifacts"].as_array().map_or(0, Vec::len);
+                anyhow::ensure!(n == WIDTH, "{n} artifacts: {task}");
+            }
+            Scenario::SeparateParallel => {
+                let mut sends = tokio::task::JoinSet::new();
+                for _ in 0..WIDTH {
+                    let (http, url) = (http.clone(), url.to_owned());
+                    sends.spawn(async move { send(&http, &url, "echo fox", None).await });
+                }
+                while let Some(task) = sends.join_next().await {
+                    task??;
+                }
+            }
+            Scenario::PipelinePlan => {
+                send(http, url, "echo fox", Some("pipe5")).await?;
+            }
+            Scenario::SeparateSequential => {
+                let mut text = "echo fox".to_owned();
+                for _ in 0..STEPS {
+                    let task = send(http, url, &text, None).await?;
+                    text = task["artifacts"][0]["parts"][0]["text"].as_str().unwrap_or("fox").to_owned();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `scenario` from `clients` loops for `seconds`; each latency in ms.
+async fn load(url: &str, scenario: Scenario, clients: usize, seconds: u64) -> anyhow::Result<(Vec<f64>, Duration)> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients * WIDTH).tcp_nodelay(true).build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (http, stop, url) = (http.clone(), stop.clone(), url.to_owned());
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                scenario.once(&http, &url).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort_by(f64::total_cmp);
+    Ok((all, elapsed))
+}
+
+/// Transactions and statements the database has run so far.
+async fn db_work(admin: &mut PgConnection) -> anyhow::Result<(i64, Option<i64>)> {
+    admin.execute("SELECT pg_stat_clear_snapshot()").await?;
+    let xacts: i64 = sqlx::query_scalar("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1")
+        .bind(DATABASE)
+        .fetch_one(&mut *admin)
+        .await?;
+    let statements: Option<i64> = sqlx::query_scalar(
+        "SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
+    )
+    .bind(DATABASE)
+    .fetch_one(&mut *admin)
+    .await
+    .ok()
+    .flatten();
+    Ok((xacts, statements))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1 8".into())
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+
+    let mut admin = PgConnection::connect(&url).await?;
+    admin.execute("DROP DATABASE IF EXISTS perf_plans WITH (FORCE)").await?;
+    admin.execute("CREATE DATABASE perf_plans").await?;
+    let db_url = with_database(&url, DATABASE)?;
+
+    let agent_port = free_port()?;
+    let agent_listen = format!("127.0.0.1:{agent_port}");
+    let _agent = switchyard(&db_url, &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
+    let config = std::env::temp_dir().join("switchyard-plans-bench.toml");
+    let fan = ["\"demo\""; WIDTH].join(", ");
+    let pipe = ["\"demo\""; STEPS].join(", ");
+    std::fs::write(
+        &config,
+        format!(
+            "default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n\n\
+             [[plans]]\nname = \"fan10\"\nfanout = [{fan}]\n\n[[plans]]\nname = \"pipe5\"\npipeline = [{pipe}]\n"
+        ),
+    )?;
+    let api_port = free_port()?;
+    let api_listen = format!("127.0.0.1:{api_port}");
+    let config = config.to_string_lossy().into_owned();
+    let _dev = switchyard(&db_url, &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"])?;
+    let broker = format!("http://{api_listen}/");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        let ready = http.get(format!("http://{api_listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
+        if ready && http.get(format!("http://{agent_listen}/.well-known/agent-card.json")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scenarios =
+        [Scenario::FanoutPlan, Scenario::SeparateParallel, Scenario::PipelinePlan, Scenario::SeparateSequential];
+    for scenario in scenarios {
+        load(&broker, scenario, 2, 1).await?;
+    }
+    let statements = admin.execute("SELECT pg_stat_statements_reset()").await.is_ok();
+
+    println!("| clients | what | per second | p50 ms | p99 ms | transactions / child | statements / child |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    for &n in &clients {
+        for scenario in scenarios {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = db_work(&mut admin).await?;
+            let (latencies, elapsed) = load(&broker, scenario, n, seconds).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = db_work(&mut admin).await?;
+            let children = (latencies.len() * scenario.children()) as f64;
+            let statements = match (after.1, before.1) {
+                (Some(a), Some(b)) if statements => format!("{:.1}", (a - b) as f64 / children),
+                _ => "n/a".into(),
+            };
+            println!(
+                "| {n} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {statements} |",
+                scenario.name(),
+                latencies.len() as f64 / elapsed.as_secs_f64(),
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99),
+                (after.0 - before.0) as f64 / children,
+            );
+        }
+    }
+    drop(admin);
+    Ok(())
+}

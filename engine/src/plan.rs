@@ -24,7 +24,8 @@ use crate::store::AgentRecord;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
-    /// The skill id clients pick it with.
+    /// The skill id clients pick it with (over the admin API, the path's).
+    #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

@@ -91,9 +91,12 @@ impl Stack {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         processes.push(
-            switchyard(&db, &["serve", "--listen", &listen, "--config", &config, "--max-attempts", "2"])
-                .spawn()
-                .expect("serve"),
+            switchyard(
+                &db,
+                &["serve", "--listen", &listen, "--config", &config, "--max-attempts", "2", "--admin-token", "s3cret"],
+            )
+            .spawn()
+            .expect("serve"),
         );
         eventually(WAIT, "api and agents up", || async {
             let mut up = http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200);
@@ -319,6 +322,21 @@ async fn fanouts_are_joined_by_their_policy() {
     let why = status_text(&partial);
     assert!(why.starts_with("1 of 2 children completed; failed: #1 (dead) failed"), "{why}");
     assert_eq!(artifacts(&partial), [("a".into(), "p".into())]);
+
+    // A fan-out over a skill: every registered agent whose card offers it
+    // (the dead agent's card was never fetched, so it offers nothing).
+    let mut by_skill = message("echo skill");
+    by_skill["metadata"] = json!({"switchyard": {"fanoutSkill": "echo", "join": "quorum", "quorum": 2}});
+    let skilled = stack.send(by_skill).await;
+    assert_eq!(state(&skilled), "TASK_STATE_COMPLETED", "{skilled}");
+    let mut agents: Vec<String> = stack
+        .children(skilled["id"].as_str().expect("id"))
+        .await
+        .iter()
+        .map(|c| c["metadata"]["switchyard"]["agent"].as_str().unwrap_or("").to_owned())
+        .collect();
+    agents.sort();
+    assert_eq!(agents, ["a", "b", "slow"]);
 
     // Every parent ended exactly once.
     for task in [&both, &first, &quorum, &strict, &partial] {
@@ -622,4 +640,53 @@ async fn a_fanout_reaches_an_agent_on_the_official_python_sdk() {
         steps[1]["artifacts"][0]["parts"][0]["text"], "python says: echo bonjour",
         "a read py's words as its input"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_are_added_and_removed_at_run_time() {
+    let stack = Stack::start(&[]).await;
+    let admin = |method: reqwest::Method, path: &str| {
+        stack.http.request(method, format!("{}{path}", stack.base)).bearer_auth("s3cret")
+    };
+    // A bad plan is refused with the reason; a good one is stored.
+    let bad = admin(reqwest::Method::PUT, "/admin/plans/odd")
+        .json(&json!({"fanout": ["a"], "pipeline": ["b"]}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap_or_default().contains("exactly one"));
+    let put = admin(reqwest::Method::PUT, "/admin/plans/pair")
+        .json(&json!({"fanout": ["a", "b"], "join": "any"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 200);
+    let listed: Value =
+        admin(reqwest::Method::GET, "/admin/plans").send().await.expect("get").json().await.expect("json");
+    assert!(listed["plans"].as_array().expect("plans").iter().any(|p| p["name"] == "pair"), "{listed}");
+    // The card offers it within a second, and clients can use it.
+    eventually(WAIT, "the card lists the new plan", || async {
+        let card: Value = stack
+            .http
+            .get(format!("{}/.well-known/agent-card.json", stack.base))
+            .send()
+            .await
+            .expect("card")
+            .json()
+            .await
+            .expect("json");
+        card["skills"].as_array().is_some_and(|s| s.iter().any(|s| s["id"] == "pair"))
+    })
+    .await;
+    let done = stack.send_to("pair", "echo x").await;
+    assert_eq!(state(&done), "TASK_STATE_COMPLETED", "{done}");
+    // The CLI sees what the admin API stored, and removes it.
+    let listed = switchyard(&stack.db, &["plans", "list"]).output().await.expect("plans list");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.lines().any(|l| l.starts_with("pair") && l.contains("a, b (join any)")), "{listed}");
+    let removed = switchyard(&stack.db, &["plans", "remove", "pair"]).output().await.expect("plans remove");
+    assert!(removed.status.success());
+    let gone = admin(reqwest::Method::DELETE, "/admin/plans/pair").send().await.expect("delete");
+    assert_eq!(gone.status(), 404, "already removed by the CLI");
 }

@@ -166,7 +166,7 @@ impl A2aHandler {
         )?;
         let (task, _, _) = self.accept(caller, request, intake).await?;
         record_task(&task);
-        let messages = self.history(&task, history).await?;
+        let (task, messages) = self.complete(&task, history).await?;
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot))
     }
 
@@ -325,15 +325,15 @@ impl A2aHandler {
             parent: parent.map(|p| validate::task_id_field(p, "parentTaskId")).transpose()?,
         };
         let after = page::decode(request.page_token.as_deref().unwrap_or(""), &filter)?;
-        let page = self.store.task_list(caller, &filter, i64::from(page_size), after).await?;
+        let with_artifacts = request.include_artifacts == Some(true);
+        let page = self.store.task_list(caller, &filter, i64::from(page_size), after, with_artifacts).await?;
         let mut tasks = Vec::with_capacity(page.tasks.len());
         for record in &page.tasks {
-            let mut task = self.render(record, history).await?;
-            if request.include_artifacts != Some(true) {
-                task.artifacts = None;
-            } else if task.artifacts.is_none() {
-                task.artifacts = Some(Vec::new());
-            }
+            // The page read the artifacts if they were asked for, so no
+            // record needs completing.
+            let messages = self.history(record, history).await?;
+            let mut task = record.to_a2a((!messages.is_empty()).then_some(messages));
+            task.artifacts = with_artifacts.then(|| task.artifacts.unwrap_or_default());
             tasks.push(task);
         }
         Ok(ListTasksResponse {
@@ -460,8 +460,19 @@ impl A2aHandler {
     }
 
     async fn render(&self, task: &TaskRecord, history: i64) -> Result<Task, ApiError> {
-        let messages = self.history(task, history).await?;
+        let (task, messages) = self.complete(task, history).await?;
         Ok(task.to_a2a((!messages.is_empty()).then_some(messages)))
+    }
+
+    /// The task with its artifacts, and its last `history` messages: a
+    /// record a write returned has only its artifacts' ids, so it is read
+    /// again (with the history, in the same round trip); one that is
+    /// complete costs the history's read alone, if any.
+    async fn complete(&self, task: &TaskRecord, history: i64) -> Result<(TaskRecord, Vec<a2a::Message>), ApiError> {
+        if task.has_all_artifacts() {
+            return Ok((task.clone(), self.history(task, history).await?));
+        }
+        Ok(self.store.task_load_with_history(task.id, history).await?)
     }
 }
 

@@ -20,7 +20,12 @@ pub struct TaskRecord {
     pub parent_id: Option<TaskId>,
     pub state: TaskState,
     pub status: TaskStatus,
+    /// The artifacts, folded from the log. Reads fill them in; records that
+    /// writes return leave them empty (a writer needs only `artifact_ids`,
+    /// and rewriting them on every chunk would make appends O(artifact)).
     pub artifacts: Vec<Artifact>,
+    /// The ids of the artifacts that exist, in order of definition.
+    pub artifact_ids: Vec<String>,
     pub metadata: Option<HashMap<String, Value>>,
     /// W3C trace context of the request that created the task, so later work
     /// in other processes joins the same trace.
@@ -56,6 +61,7 @@ impl TaskRecord {
             state: TaskState::Submitted,
             status: TaskStatus { state: a2a::TaskState::Submitted, message: None, timestamp: Some(now) },
             artifacts: Vec::new(),
+            artifact_ids: Vec::new(),
             metadata: None,
             trace_context: None,
             version: 0,
@@ -91,18 +97,31 @@ impl TaskRecord {
         Ok(())
     }
 
+    /// Checks an artifact event against the ids that exist and records a
+    /// new one; folds it into `artifacts` too where those are loaded (a
+    /// record a write returned has only the ids, see the field).
     fn fold_artifact(&mut self, update: &ArtifactUpdate) -> Result<(), FoldError> {
-        let incoming = &update.artifact;
-        let existing = self.artifacts.iter_mut().find(|a| a.artifact_id == incoming.artifact_id);
-        match (existing, update.append) {
-            (Some(artifact), true) => artifact.parts.extend(incoming.parts.iter().cloned()),
-            (None, true) => {
-                return Err(FoldError::AppendToMissingArtifact(incoming.artifact_id.clone()));
-            }
-            (Some(artifact), false) => *artifact = incoming.clone(),
-            (None, false) => self.artifacts.push(incoming.clone()),
+        let id = &update.artifact.artifact_id;
+        let known = self.artifact_ids.contains(id);
+        if update.append && !known {
+            return Err(FoldError::AppendToMissingArtifact(id.clone()));
+        }
+        if !known {
+            self.artifact_ids.push(id.clone());
+        }
+        // Loaded when every known artifact is in the list (a record with
+        // none is trivially complete).
+        let loaded = self.artifacts.len() + usize::from(!known) == self.artifact_ids.len();
+        if loaded {
+            fold_into(&mut self.artifacts, update);
         }
         Ok(())
+    }
+
+    /// Whether `artifacts` holds every artifact (false for a record a write
+    /// returned, which carries only their ids).
+    pub fn has_all_artifacts(&self) -> bool {
+        self.artifacts.len() == self.artifact_ids.len()
     }
 
     /// The A2A wire form, with the given history (already trimmed by the caller).
@@ -116,6 +135,31 @@ impl TaskRecord {
             metadata: self.metadata.clone(),
         }
     }
+}
+
+/// Applies one artifact event to a list of artifacts: a definition adds or
+/// replaces, a chunk appends its parts.
+fn fold_into(artifacts: &mut Vec<Artifact>, update: &ArtifactUpdate) {
+    let incoming = &update.artifact;
+    match (artifacts.iter_mut().find(|a| a.artifact_id == incoming.artifact_id), update.append) {
+        (Some(artifact), true) => artifact.parts.extend(incoming.parts.iter().cloned()),
+        (Some(artifact), false) => *artifact = incoming.clone(),
+        (None, _) => artifacts.push(incoming.clone()),
+    }
+}
+
+/// A task's artifacts from its artifact events, in log order: what reads
+/// return. (A chunk for an artifact never defined is refused at write time,
+/// so the log holds none.)
+pub fn fold_artifacts(updates: &[ArtifactUpdate]) -> Result<Vec<Artifact>, FoldError> {
+    let mut artifacts: Vec<Artifact> = Vec::new();
+    for update in updates {
+        if update.append && !artifacts.iter().any(|a| a.artifact_id == update.artifact.artifact_id) {
+            return Err(FoldError::AppendToMissingArtifact(update.artifact.artifact_id.clone()));
+        }
+        fold_into(&mut artifacts, update);
+    }
+    Ok(artifacts)
 }
 
 #[cfg(test)]
@@ -186,5 +230,32 @@ mod tests {
         let orphan =
             TaskEvent::Artifact(ArtifactUpdate { artifact: artifact("b", "x"), append: true, last_chunk: true });
         assert_eq!(task.apply(&orphan), Err(FoldError::AppendToMissingArtifact("b".into())));
+    }
+
+    #[test]
+    fn a_record_without_its_artifacts_still_checks_appends_and_reads_fold_the_log() {
+        let chunk =
+            |id: &str, text: &str, append| ArtifactUpdate { artifact: artifact(id, text), append, last_chunk: false };
+        let log = [chunk("a", "one", false), chunk("b", "x", false), chunk("a", "two", true), chunk("b", "y", false)];
+        // A writer's record, as a row lock reads it after the first two
+        // events: the ids, not the artifacts.
+        let mut written = record();
+        written.artifact_ids = vec!["a".into(), "b".into()];
+        for update in &log[2..] {
+            written.apply(&TaskEvent::Artifact(update.clone())).expect("fits");
+        }
+        assert_eq!(written.artifact_ids, ["a", "b"]);
+        assert!(written.artifacts.is_empty(), "parts it never read are not gathered");
+        let orphan = TaskEvent::Artifact(chunk("c", "z", true));
+        assert_eq!(written.apply(&orphan), Err(FoldError::AppendToMissingArtifact("c".into())));
+        // A reader's: folded from the log, the same as folding in memory.
+        let read = fold_artifacts(&log).expect("folds");
+        let texts: Vec<Vec<&str>> = read.iter().map(|a| a.parts.iter().filter_map(|p| p.as_text()).collect()).collect();
+        assert_eq!(texts, [vec!["one", "two"], vec!["y"]]);
+        let mut loaded = record();
+        for update in &log {
+            loaded.apply(&TaskEvent::Artifact(update.clone())).expect("fits");
+        }
+        assert_eq!(loaded.artifacts, read);
     }
 }

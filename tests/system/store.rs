@@ -96,6 +96,47 @@ async fn appends_fold_into_the_snapshot_in_log_order() {
 }
 
 #[tokio::test]
+async fn an_appended_chunk_writes_a_log_row_and_a_task_row_of_constant_size() {
+    let db = TestDb::new().await;
+    let id = submit(&db.store, "work").await;
+    let chunk = |i: usize, append| {
+        TaskEvent::Artifact(ArtifactUpdate {
+            artifact: Artifact {
+                artifact_id: "long".into(),
+                name: None,
+                description: None,
+                parts: vec![Part::text(format!("{i:04}:{}", "x".repeat(200)))],
+                metadata: None,
+                extensions: None,
+            },
+            append,
+            last_chunk: false,
+        })
+    };
+    db.store.task_append(id, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
+    let row_size = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_column_size(t.*) FROM tasks t WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(db.pool())
+            .await
+            .expect("size")
+    };
+    db.store.task_append(id, &[chunk(0, false)], None).await.expect("first chunk");
+    let after_first = row_size().await;
+    for i in 1..300 {
+        let written = db.store.task_append(id, &[chunk(i, true)], None).await.expect("chunk");
+        assert!(written.artifacts.is_empty(), "a write does not read the artifact back");
+    }
+    // 300 chunks of 200 bytes are in the log; the task row did not grow with them.
+    assert_eq!(row_size().await, after_first);
+    let task = db.store.task_get(&caller(), id).await.expect("get");
+    assert_eq!(task.artifact_ids, ["long"]);
+    let texts: Vec<String> =
+        task.artifacts[0].parts.iter().filter_map(|p| p.as_text()).map(|t| t[..4].to_owned()).collect();
+    assert_eq!(texts, (0..300).map(|i| format!("{i:04}")).collect::<Vec<_>>(), "every chunk, in order");
+}
+
+#[tokio::test]
 async fn illegal_transitions_and_terminal_writes_are_refused_and_change_nothing() {
     let db = TestDb::new().await;
     let id = submit(&db.store, "x").await;

@@ -354,7 +354,11 @@ impl Run<'_> {
             }
             return Err(RunError::Ended);
         }
+        // The fold's record carries the artifact ids, not the artifacts;
+        // this one folded the same events over what it read at the start.
+        let artifacts = std::mem::take(&mut self.task.artifacts);
         self.task = folded.task;
+        self.task.artifacts = artifacts;
         if !was_terminal && self.task.state.is_terminal() {
             let took = (self.task.status_at - self.task.created_at).to_std().unwrap_or_default();
             metrics::histogram!("switchyard_task_duration_seconds", "state" => self.task.state.as_str())

@@ -42,7 +42,8 @@ impl Store {
     /// forward, in one round trip.
     pub async fn delegation_start(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
         let row = sqlx::query!(
-            r#"SELECT t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status, t.artifacts,
+            r#"SELECT t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status,
+                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts, t.artifact_ids,
                       t.metadata, t.trace_context, t.version, t.created_at, t.status_at,
                       d.agent AS "agent?", d.remote_task_id, d.remote_context_id, d.forwarded_message_id,
                       d.forwarded_seq, d.acked_seq, d.question_id,
@@ -205,7 +206,7 @@ async fn write_fold(
                FROM UNNEST($10::bigint[], $11::text[], $12::jsonb[]) AS e(seq, kind, payload)
            ),
            folded AS (
-               UPDATE tasks SET state = $13, status = $14, artifacts = $15, version = $16, status_at = $17
+               UPDATE tasks SET state = $13, status = $14, artifact_ids = $15, version = $16, status_at = $17
                WHERE id = $1 AND version = $18 AND cardinality($10::bigint[]) > 0
                RETURNING id
            ),
@@ -235,7 +236,7 @@ async fn write_fold(
         &rows.payloads,
         snapshot.state,
         snapshot.status,
-        snapshot.artifacts,
+        &snapshot.artifact_ids,
         task.version,
         task.status_at,
         before,

@@ -40,19 +40,24 @@ pub struct TaskPage {
 }
 
 impl Store {
-    /// A page of at most `page_size` of the caller's tasks, newest status first.
+    /// A page of at most `page_size` of the caller's tasks, newest status
+    /// first; their artifacts (folded from the log) only `with_artifacts`.
     pub async fn task_list(
         &self,
         caller: &Caller,
         filter: &TaskFilter,
         page_size: i64,
         after: Option<Cursor>,
+        with_artifacts: bool,
     ) -> Result<TaskPage, StoreError> {
         let state = filter.state.map(TaskState::as_str);
         // One more row than asked tells whether another page exists.
         let rows = sqlx::query_as!(
             TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
+                      CASE WHEN $10 THEN (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
+                                         WHERE e.task_id = tasks.id AND e.kind = 'artifact') END AS artifacts,
+                      artifact_ids,
                       metadata, trace_context, version, created_at, status_at
                FROM tasks
                WHERE tenant = $1 AND owner = $2
@@ -72,6 +77,7 @@ impl Store {
             after.map(|c| c.id.0).unwrap_or(Uuid::nil()),
             page_size + 1,
             filter.parent.map(|p| p.0),
+            with_artifacts,
         )
         .fetch_all(&self.pool)
         .await?;
@@ -113,7 +119,7 @@ impl Store {
     ) -> Result<Vec<TaskRecord>, StoreError> {
         let rows = sqlx::query_as!(
             TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
                       metadata, trace_context, version, created_at, status_at
                FROM tasks
                WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR state = $2)
@@ -132,7 +138,7 @@ impl Store {
     pub async fn task_children(&self, parent: TaskId) -> Result<Vec<TaskRecord>, StoreError> {
         let rows = sqlx::query_as!(
             TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
                       metadata, trace_context, version, created_at, status_at
                FROM tasks WHERE parent_id = $1 ORDER BY position, created_at, id"#,
             parent.0,

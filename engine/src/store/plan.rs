@@ -30,7 +30,7 @@ use crate::event::{ArtifactUpdate, TaskEvent};
 use crate::id::TaskId;
 use crate::plan::{Join, Node, PlanSpec, Tally, Verdict, judge};
 use crate::state::TaskState;
-use crate::task::TaskRecord;
+use crate::task::{TaskRecord, fold_artifacts};
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -437,7 +437,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query_as!(
             TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
                       metadata, trace_context, version, created_at, status_at
                FROM tasks WHERE parent_id = $1 AND state IN ('failed', 'canceled', 'rejected')
                ORDER BY position"#,
@@ -486,8 +486,19 @@ impl Store {
         .fetch_one(&mut **tx)
         .await?;
         let request: Message = serde_json::from_value(request)?;
+        // The step's artifacts, from its log (the record a fold returns
+        // carries only their ids).
+        let updates = sqlx::query_scalar!(
+            r#"SELECT payload FROM task_events WHERE task_id = $1 AND kind = 'artifact' ORDER BY seq"#,
+            child.id.0,
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        let updates = updates.into_iter().map(serde_json::from_value).collect::<Result<Vec<ArtifactUpdate>, _>>()?;
+        let artifacts = fold_artifacts(&updates).map_err(|e| StoreError::Corrupt(format!("task {}: {e}", child.id)))?;
         let position = place.position + 1;
-        let message = child_message(parent.id, position, step_input(child, &request), &request, true);
+        let input = step_input(&artifacts, child, &request);
+        let message = child_message(parent.id, position, input, &request, true);
         self.spawn(tx, parent, vec![NewChild { position, node: next.clone(), message }], max_attempts, now).await?;
         Ok(None)
     }
@@ -501,7 +512,7 @@ impl Store {
     ) -> Result<Option<TaskEvent>, StoreError> {
         let row = sqlx::query_as!(
             TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
                       metadata, trace_context, version, created_at, status_at
                FROM tasks c
                WHERE parent_id = $1 AND state IN ('input_required', 'auth_required')
@@ -582,8 +593,8 @@ fn child_message(parent: TaskId, position: i32, parts: Vec<Part>, request: &Mess
 
 /// What a pipeline step hands the next: its artifacts' parts in order;
 /// failing that, its closing status message; failing that, the request.
-fn step_input(step: &TaskRecord, request: &Message) -> Vec<Part> {
-    let parts: Vec<Part> = step.artifacts.iter().flat_map(|a| a.parts.iter().cloned()).collect();
+fn step_input(artifacts: &[a2a::Artifact], step: &TaskRecord, request: &Message) -> Vec<Part> {
+    let parts: Vec<Part> = artifacts.iter().flat_map(|a| a.parts.iter().cloned()).collect();
     if !parts.is_empty() {
         return parts;
     }

@@ -5,8 +5,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::event::ArtifactUpdate;
 use crate::id::TaskId;
-use crate::task::TaskRecord;
+use crate::task::{TaskRecord, fold_artifacts};
 
 /// A [`TaskRow`] from any query record that selects the task's columns
 /// under their own names (`query!` records are anonymous types).
@@ -22,6 +23,7 @@ macro_rules! task_row {
             state: $r.state,
             status: $r.status,
             artifacts: $r.artifacts,
+            artifact_ids: $r.artifact_ids,
             metadata: $r.metadata,
             trace_context: $r.trace_context,
             version: $r.version,
@@ -60,7 +62,10 @@ pub(super) struct TaskRow {
     pub parent_id: Option<Uuid>,
     pub state: String,
     pub status: Value,
-    pub artifacts: Value,
+    /// The task's artifact events in log order (a JSON array), when the
+    /// query read them; `None` from queries that do not need them.
+    pub artifacts: Option<Value>,
+    pub artifact_ids: Vec<String>,
     pub metadata: Option<Value>,
     pub trace_context: Option<Value>,
     pub version: i64,
@@ -80,7 +85,12 @@ impl TryFrom<TaskRow> for TaskRecord {
             parent_id: row.parent_id.map(TaskId),
             state: row.state.parse()?,
             status: serde_json::from_value(row.status)?,
-            artifacts: serde_json::from_value(row.artifacts)?,
+            artifacts: match row.artifacts {
+                Some(events) => fold_artifacts(&serde_json::from_value::<Vec<ArtifactUpdate>>(events)?)
+                    .map_err(|e| StoreError::Corrupt(format!("task {}: {e}", row.id)))?,
+                None => Vec::new(),
+            },
+            artifact_ids: row.artifact_ids,
             metadata: row.metadata.map(serde_json::from_value).transpose()?,
             trace_context: row.trace_context,
             version: row.version,
@@ -94,7 +104,7 @@ impl TryFrom<TaskRow> for TaskRecord {
 pub(super) struct Snapshot {
     pub state: &'static str,
     pub status: Value,
-    pub artifacts: Value,
+    pub artifact_ids: Vec<String>,
 }
 
 impl Snapshot {
@@ -102,7 +112,7 @@ impl Snapshot {
         Ok(Snapshot {
             state: task.state.as_str(),
             status: serde_json::to_value(&task.status)?,
-            artifacts: serde_json::to_value(&task.artifacts)?,
+            artifact_ids: task.artifact_ids.clone(),
         })
     }
 }

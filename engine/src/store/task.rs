@@ -162,7 +162,7 @@ impl Store {
         let rows = EventRows::of(1, &events);
         sqlx::query!(
             r#"WITH created AS (
-                   INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifacts,
+                   INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids,
                                       metadata, trace_context, version, created_at, status_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                ),
@@ -184,7 +184,7 @@ impl Store {
             task.parent_id.map(|p| p.0),
             snapshot.state,
             snapshot.status,
-            snapshot.artifacts,
+            &snapshot.artifact_ids,
             metadata,
             task.trace_context,
             task.version,
@@ -433,12 +433,12 @@ impl Store {
         // The row is locked, so the version guard cannot fail; it is the
         // compare-and-set that keeps this write correct even if that changes.
         let updated = sqlx::query!(
-            r#"UPDATE tasks SET state = $2, status = $3, artifacts = $4, version = $5, status_at = $6
+            r#"UPDATE tasks SET state = $2, status = $3, artifact_ids = $4, version = $5, status_at = $6
                WHERE id = $1 AND version = $7"#,
             task_id.0,
             snapshot.state,
             snapshot.status,
-            snapshot.artifacts,
+            &snapshot.artifact_ids,
             task.version,
             task.status_at,
             before,
@@ -526,7 +526,10 @@ impl Store {
     pub async fn task_get(&self, caller: &Caller, task_id: TaskId) -> Result<TaskRecord, StoreError> {
         let row = sqlx::query_as!(
             TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
+                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
+                       WHERE e.task_id = tasks.id AND e.kind = 'artifact') AS artifacts,
+                      artifact_ids,
                       metadata, trace_context, version, created_at, status_at
                FROM tasks WHERE id = $1 AND tenant = $2 AND owner = $3"#,
             task_id.0,
@@ -542,7 +545,10 @@ impl Store {
     pub async fn task_load(&self, task_id: TaskId) -> Result<TaskRecord, StoreError> {
         let row = sqlx::query_as!(
             TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
+                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
+                       WHERE e.task_id = tasks.id AND e.kind = 'artifact') AS artifacts,
+                      artifact_ids,
                       metadata, trace_context, version, created_at, status_at
                FROM tasks WHERE id = $1"#,
             task_id.0,
@@ -560,7 +566,10 @@ impl Store {
         history: i64,
     ) -> Result<(TaskRecord, Vec<Message>), StoreError> {
         let r = sqlx::query!(
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+            r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
+                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
+                       WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts,
+                      artifact_ids,
                       metadata, trace_context, version, created_at, status_at,
                       (SELECT coalesce(jsonb_agg(payload ORDER BY seq), '[]'::jsonb) FROM (
                            SELECT seq, payload FROM task_events
@@ -667,7 +676,7 @@ pub(super) async fn lock_task(
     task_id: TaskId,
 ) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {
     let row = sqlx::query!(
-        r#"SELECT id, tenant, owner, context_id, parent_id, state, status, artifacts,
+        r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
                   metadata, trace_context, version, created_at, status_at, now() AS "now!"
            FROM tasks WHERE id = $1 FOR UPDATE"#,
         task_id.0,

@@ -109,9 +109,7 @@ async fn main() -> anyhow::Result<()> {
         println!("| {from}–{to} | {ms:.3} | {wal:.0} |");
     }
     println!();
-    println!(
-        "task row after {i} chunks of {bytes} bytes: {row} bytes; reading the whole task back: {read_ms:.1} ms"
-    );
+    println!("task row after {i} chunks of {bytes} bytes: {row} bytes; reading the whole task back: {read_ms:.1} ms");
 
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(store.pool()).await?;
     Ok(())

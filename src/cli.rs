@@ -88,6 +88,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Webhook deliveries: list them, the dead-lettered ones, requeue one.
+    Webhooks {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Add, list and remove plans (fan-outs and pipelines offered as skills).
     Plans {
         #[command(flatten)]
@@ -147,6 +154,24 @@ pub(crate) enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// Recent deliveries, newest first (`--state pending|delivered|dead`).
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Dead-lettered deliveries, newest first.
+    Dead {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Put a dead delivery back in its webhook's outbox with a fresh set of attempts.
+    Requeue { delivery_id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,6 +338,13 @@ pub(crate) struct WorkerArgs {
     /// Longest delay between retries.
     #[arg(long, env = "SWITCHYARD_RETRY_CAP", default_value = "5m", value_parser = humantime::parse_duration)]
     pub(crate) retry_cap: Duration,
+    /// How long one webhook POST may take.
+    #[arg(long, env = "SWITCHYARD_PUSH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) push_timeout: Duration,
+    /// Tries a webhook delivery gets before it is dead-lettered (its delays
+    /// follow --retry-base and --retry-cap).
+    #[arg(long, env = "SWITCHYARD_PUSH_MAX_ATTEMPTS", default_value_t = 10)]
+    pub(crate) push_max_attempts: u32,
 }
 
 impl WorkerArgs {
@@ -326,6 +358,15 @@ impl WorkerArgs {
                 event_bytes: self.remote_max_event_bytes,
                 reply_bytes: self.remote_max_reply_bytes,
             },
+        }
+    }
+
+    pub(crate) fn push(&self, egress: switchyard_engine::egress::Egress) -> switchyard_worker::PushSettings {
+        switchyard_worker::PushSettings {
+            timeout: self.push_timeout,
+            max_attempts: i32::try_from(self.push_max_attempts.max(1)).unwrap_or(i32::MAX),
+            retry: RetryPolicy { base: self.retry_base, cap: self.retry_cap, ..RetryPolicy::default() },
+            egress,
         }
     }
 

@@ -20,6 +20,9 @@
 //! width = 128
 //! depth = 3
 //! tasks = 1024
+//!
+//! [push]
+//! allow = ["10.20.0.0/16", "hooks.internal.example"]
 //! ```
 
 use std::path::Path;
@@ -42,6 +45,18 @@ pub(crate) struct FileConfig {
     plans: Vec<PlanSpec>,
     #[serde(default)]
     plan_limits: LimitsEntry,
+    #[serde(default)]
+    push: PushEntry,
+}
+
+/// `[push]`: where webhooks may point beyond the public internet.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushEntry {
+    /// CIDRs, addresses and host names webhooks may reach although the SSRF
+    /// guard would refuse them (loopback, private, link-local, …).
+    #[serde(default)]
+    allow: Vec<String>,
 }
 
 /// `[plan_limits]`: how wide and deep a fan-out or pipeline may grow.
@@ -105,6 +120,7 @@ impl FileConfig {
         if let Some(name) = &config.default_agent {
             anyhow::ensure!(known(name), "default_agent {name:?} is not among [[agents]]");
         }
+        config.egress()?;
         let limits = config.plan_limits();
         anyhow::ensure!(
             limits.width >= 1 && limits.depth >= 1 && limits.tasks >= 1,
@@ -127,6 +143,11 @@ impl FileConfig {
             skills: self.routes.iter().map(|r| (r.skill.clone(), r.agent.clone())).collect(),
             default_agent: self.default_agent.clone(),
         }
+    }
+
+    /// The SSRF guard with the file's `[push] allow` list.
+    pub(crate) fn egress(&self) -> anyhow::Result<switchyard_engine::egress::Egress> {
+        switchyard_engine::egress::Egress::new(&self.push.allow).map_err(anyhow::Error::msg)
     }
 
     /// The limits on fan-outs and pipelines.

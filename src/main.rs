@@ -16,7 +16,10 @@ use switchyard_engine::{JobId, Store};
 use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
-use cli::{AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, PlansCommand, ServeArgs, TasksCommand, WorkerArgs};
+use cli::{
+    AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, PlansCommand, ServeArgs, TasksCommand, WebhooksCommand,
+    WorkerArgs,
+};
 use config_file::FileConfig;
 
 #[tokio::main]
@@ -41,7 +44,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let file = FileConfig::load(file.path.as_deref())?;
             let store = open(&db).await?;
             file.register(&store).await?;
-            work(store, &args, shutdown_on_signal()).await
+            work(store, &file, &args, shutdown_on_signal()).await
         }
         Command::Dev { db, file, serve: serve_args, worker: worker_args } => {
             let file = FileConfig::load(file.path.as_deref())?;
@@ -51,12 +54,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signal();
             let (api, worker) = tokio::join!(
                 serve(store.clone(), &file, &serve_args, shutdown.clone()),
-                work(store.clone(), &worker_args, shutdown.clone())
+                work(store.clone(), &file, &worker_args, shutdown.clone())
             );
             api.and(worker)
         }
         Command::Agents { db, command } => agents(open(&db).await?, command).await,
         Command::Plans { db, command } => plans(open(&db).await?, command).await,
+        Command::Webhooks { db, command } => webhooks(open(&db).await?, command).await,
         Command::Tasks { db, command } => {
             let store = open(&db).await?;
             let mut out = std::io::stdout().lock();
@@ -103,6 +107,7 @@ async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: Canc
     let config = switchyard_api::ApiConfig {
         routing: file.routing(),
         plan_limits: file.plan_limits(),
+        egress: file.egress()?,
         ..args.api_config(bound)
     };
     tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
@@ -111,7 +116,7 @@ async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: Canc
     Ok(())
 }
 
-async fn work(store: Store, args: &WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn work(store: Store, file: &FileConfig, args: &WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(listen) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let state = switchyard_api::metrics::MetricsState { store: store.clone(), handle: metrics_handle()? };
@@ -126,7 +131,8 @@ async fn work(store: Store, args: &WorkerArgs, shutdown: CancellationToken) -> a
             }
         });
     }
-    let worker = Worker::new(store, args.worker_config(), Dispatcher::new(args.delegation()))?;
+    let dispatcher = Dispatcher::new(args.delegation(), args.push(file.egress()?));
+    let worker = Worker::new(store, args.worker_config(), dispatcher)?;
     worker.run(shutdown).await?;
     Ok(())
 }
@@ -194,6 +200,47 @@ async fn plans(store: Store, command: PlansCommand) -> anyhow::Result<()> {
             anyhow::ensure!(store.plan_delete(&name).await?, "no plan named {name:?}");
             writeln!(out, "plan {name} removed")?;
         }
+    }
+    Ok(())
+}
+
+async fn webhooks(store: Store, command: WebhooksCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let (state, limit) = match command {
+        WebhooksCommand::Requeue { delivery_id } => {
+            store.push_requeue(delivery_id).await?;
+            writeln!(out, "delivery {delivery_id} requeued")?;
+            return Ok(());
+        }
+        WebhooksCommand::Dead { limit } => (Some("dead".to_owned()), limit),
+        WebhooksCommand::List { state, limit } => (state, limit),
+    };
+    if let Some(state) = &state {
+        anyhow::ensure!(
+            ["pending", "delivered", "dead"].contains(&state.as_str()),
+            "--state is pending, delivered or dead"
+        );
+    }
+    writeln!(
+        out,
+        "{:<8} {:<38} {:<16} {:>5} {:<9} {:>8}  {:<40} LAST ERROR",
+        "ID", "TASK", "WEBHOOK", "SEQ", "STATE", "ATTEMPTS", "URL"
+    )?;
+    for d in store.push_deliveries(state.as_deref(), limit).await? {
+        // The URL's path and query may carry secrets of the receiver's: the host only.
+        let host = d.url.split('/').take(3).collect::<Vec<_>>().join("/");
+        writeln!(
+            out,
+            "{:<8} {:<38} {:<16} {:>5} {:<9} {:>8}  {:<40} {}",
+            d.id,
+            d.task_id,
+            d.config_id,
+            d.seq,
+            d.state,
+            d.attempts,
+            host,
+            d.last_error.unwrap_or_default()
+        )?;
     }
     Ok(())
 }

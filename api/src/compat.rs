@@ -2,9 +2,10 @@
 //! translated to v1 in front of the same handler, and results back, so a
 //! v0.3 client sees only v0.3 and the handler only v1 (PROTOCOL.md §15).
 
-use a2a::{CancelTaskRequest, GetTaskRequest, StreamResponse, SubscribeToTaskRequest, TaskPushNotificationConfig};
+use a2a::{CancelTaskRequest, GetTaskRequest, SubscribeToTaskRequest, TaskPushNotificationConfig};
 use serde_json::{Map, Value, json};
 use switchyard_engine::Caller;
+use switchyard_engine::wire::{self, message_to_v03, task_to_v03};
 
 use crate::error::ApiError;
 use crate::events::StreamItem;
@@ -23,8 +24,10 @@ pub async fn dispatch(
     caller: &Caller,
     method: &str,
     params: Value,
-    intake: Intake,
+    mut intake: Intake,
 ) -> Result<Reply, ApiError> {
+    // Webhooks registered through this binding get v0.3 payloads.
+    intake.v03 = true;
     match method {
         "message/send" => {
             let request = validate::send_request(send_params(&params)?)?;
@@ -64,7 +67,7 @@ pub async fn dispatch(
                 .get("pushNotificationConfig")
                 .ok_or_else(|| ApiError::invalid_field("pushNotificationConfig", "is required"))?;
             let config = push_config_from_v03(&task_id, nested)?;
-            let stored = handler.create_push_config(caller, config).await?;
+            let stored = handler.create_push_config(caller, config, true).await?;
             Ok(Reply::Value(push_config_to_v03(&stored)))
         }
         "tasks/pushNotificationConfig/get" => {
@@ -113,37 +116,7 @@ pub fn error_to_v03(error: &ApiError) -> Value {
 /// A stream item in v0.3 shape: bare objects with `kind`, `final` on status.
 pub fn stream_item_to_v03(item: &StreamItem) -> Result<Value, ApiError> {
     let response = item.event.as_ref().map_err(Clone::clone)?;
-    let v1 = serde_json::to_value(response).unwrap_or(Value::Null);
-    Ok(match response {
-        StreamResponse::Task(_) => task_to_v03(&v1["task"]),
-        StreamResponse::Message(_) => message_to_v03(&v1["message"]),
-        StreamResponse::StatusUpdate(update) => {
-            let state = switchyard_engine::TaskState::from_a2a(&update.status.state);
-            let last = state.is_some_and(|s| s.is_terminal() || s.is_interrupted());
-            json!({
-                "kind": "status-update",
-                "taskId": update.task_id,
-                "contextId": update.context_id,
-                "status": status_to_v03(&v1["statusUpdate"]["status"]),
-                "final": last,
-            })
-        }
-        StreamResponse::ArtifactUpdate(update) => {
-            let mut event = json!({
-                "kind": "artifact-update",
-                "taskId": update.task_id,
-                "contextId": update.context_id,
-                "artifact": artifact_to_v03(&v1["artifactUpdate"]["artifact"]),
-            });
-            if let Some(append) = update.append {
-                event["append"] = json!(append);
-            }
-            if let Some(last) = update.last_chunk {
-                event["lastChunk"] = json!(last);
-            }
-            event
-        }
-    })
+    Ok(wire::stream_response_to_v03(response))
 }
 
 fn string_field(params: &Value, field: &str) -> Result<String, ApiError> {
@@ -243,86 +216,6 @@ fn part_from_v03(index: usize, part: &Value) -> Result<Value, ApiError> {
         v1["metadata"] = metadata.clone();
     }
     Ok(v1)
-}
-
-fn part_to_v03(part: &Value) -> Value {
-    let mut v03 = if let Some(text) = part.get("text") {
-        json!({ "kind": "text", "text": text })
-    } else if let Some(data) = part.get("data") {
-        // v0.3 data parts held objects only.
-        let data = if data.is_object() { data.clone() } else { json!({ "value": data }) };
-        json!({ "kind": "data", "data": data })
-    } else {
-        let mut file = Map::new();
-        if let Some(raw) = part.get("raw") {
-            file.insert("bytes".into(), raw.clone());
-        }
-        if let Some(url) = part.get("url") {
-            file.insert("uri".into(), url.clone());
-        }
-        if let Some(name) = part.get("filename") {
-            file.insert("name".into(), name.clone());
-        }
-        if let Some(media) = part.get("mediaType") {
-            file.insert("mimeType".into(), media.clone());
-        }
-        json!({ "kind": "file", "file": file })
-    };
-    if let Some(metadata) = part.get("metadata") {
-        v03["metadata"] = metadata.clone();
-    }
-    v03
-}
-
-fn parts_to_v03(parts: &Value) -> Value {
-    Value::Array(parts.as_array().map(|p| p.iter().map(part_to_v03).collect()).unwrap_or_default())
-}
-
-fn message_to_v03(message: &Value) -> Value {
-    let mut v03 = message.clone();
-    v03["kind"] = json!("message");
-    v03["role"] = json!(if message["role"] == "ROLE_AGENT" { "agent" } else { "user" });
-    v03["parts"] = parts_to_v03(&message["parts"]);
-    v03
-}
-
-fn state_to_v03(state: &Value) -> Value {
-    let name = state.as_str().unwrap_or("").trim_start_matches("TASK_STATE_");
-    json!(if name.is_empty() || name == "UNSPECIFIED" {
-        "unknown".to_owned()
-    } else {
-        name.to_lowercase().replace('_', "-")
-    })
-}
-
-fn status_to_v03(status: &Value) -> Value {
-    let mut v03 = json!({ "state": state_to_v03(&status["state"]) });
-    if let Some(message) = status.get("message") {
-        v03["message"] = message_to_v03(message);
-    }
-    if let Some(timestamp) = status.get("timestamp") {
-        v03["timestamp"] = timestamp.clone();
-    }
-    v03
-}
-
-fn artifact_to_v03(artifact: &Value) -> Value {
-    let mut v03 = artifact.clone();
-    v03["parts"] = parts_to_v03(&artifact["parts"]);
-    v03
-}
-
-fn task_to_v03(task: &Value) -> Value {
-    let mut v03 = task.clone();
-    v03["kind"] = json!("task");
-    v03["status"] = status_to_v03(&task["status"]);
-    if let Some(artifacts) = task.get("artifacts").and_then(Value::as_array) {
-        v03["artifacts"] = Value::Array(artifacts.iter().map(artifact_to_v03).collect());
-    }
-    if let Some(history) = task.get("history").and_then(Value::as_array) {
-        v03["history"] = Value::Array(history.iter().map(message_to_v03).collect());
-    }
-    v03
 }
 
 fn push_config_from_v03(task_id: &str, nested: &Value) -> Result<TaskPushNotificationConfig, ApiError> {

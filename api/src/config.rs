@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use switchyard_engine::egress::Egress;
 use switchyard_engine::plan::PlanLimits;
 use switchyard_engine::route::RoutingRules;
 
@@ -26,6 +27,8 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// How wide and deep a fan-out or pipeline may grow.
     pub plan_limits: PlanLimits,
+    /// Where webhooks may point (the SSRF guard and its allow-list).
+    pub egress: Egress,
 }
 
 impl ApiConfig {
@@ -40,6 +43,7 @@ impl ApiConfig {
             default_ttl: None,
             admin_token: None,
             plan_limits: PlanLimits::default(),
+            egress: Egress::default(),
         }
     }
 }

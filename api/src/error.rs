@@ -153,6 +153,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotInterrupted { task, state } => ApiError::UnsupportedOperation(format!(
                 "task {task} is {state}; it accepts new messages only while it waits for input"
             )),
+            StoreError::TooManyPushConfigs { limit, .. } => {
+                ApiError::invalid_field("id", format!("a task takes at most {limit} push notification configs"))
+            }
             StoreError::Rejected { task, source } => match source {
                 switchyard_engine::FoldError::Terminal(state) => ApiError::UnsupportedOperation(format!(
                     "task {task} is {state}; a terminal task takes no more messages (start a new task in the same context)"

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use a2a::{StreamResponse, TaskArtifactUpdateEvent, TaskStatusUpdateEvent};
-use switchyard_engine::{Store, StoredEvent, TaskEvent, TaskRecord, TaskState};
+use a2a::StreamResponse;
+use switchyard_engine::wire::to_stream_response;
+use switchyard_engine::{Store, TaskEvent, TaskRecord, TaskState};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -121,29 +122,6 @@ fn ends_stream(event: &TaskEvent) -> bool {
             TaskState::from_a2a(&status.state).is_some_and(|s| s.is_terminal() || s.is_interrupted())
         }
         _ => false,
-    }
-}
-
-/// The wire form of a log event. Messages are history, not stream events:
-/// a client sees the agent's words in the status that carries them.
-pub fn to_stream_response(stored: &StoredEvent, context_id: &str) -> Option<StreamResponse> {
-    let task_id = stored.task_id.to_string();
-    match &stored.event {
-        TaskEvent::Status(status) => Some(StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
-            task_id,
-            context_id: context_id.to_owned(),
-            status: status.clone(),
-            metadata: None,
-        })),
-        TaskEvent::Artifact(update) => Some(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
-            task_id,
-            context_id: context_id.to_owned(),
-            artifact: update.artifact.clone(),
-            append: update.append.then_some(true),
-            last_chunk: update.last_chunk.then_some(true),
-            metadata: None,
-        })),
-        TaskEvent::Message(_) => None,
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::json;
 use switchyard_engine::plan::{Node, PlanError, PlanSpec, Resolver};
 use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
-    Caller, FollowUp, JobKind, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId, TaskPlan,
-    TaskRecord, TaskState,
+    Caller, FollowUp, JobKind, MAX_PUSH_CONFIGS, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId,
+    TaskPlan, TaskRecord, TaskState,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -27,8 +27,6 @@ use crate::validate::{self, Intake, history_length};
 /// ListTasks page sizes (PROTOCOL.md §5.4 L5).
 const DEFAULT_PAGE: i32 = 50;
 const MAX_PAGE: i32 = 100;
-/// Webhooks per task, at most.
-const MAX_PUSH_CONFIGS: i64 = 50;
 
 /// Serves the A2A operations over the store.
 #[derive(Debug, Clone)]
@@ -193,7 +191,7 @@ impl A2aHandler {
         match message.task_id.as_deref().filter(|id| !id.is_empty()) {
             Some(raw) => {
                 let task_id = validate::task_id(raw)?;
-                let push_config = push_config.map(|p| push_config_from(task_id, p)).transpose()?;
+                let push_config = push_config.map(|p| self.push_config_from(task_id, p, intake.v03)).transpose()?;
                 let follow_up = FollowUp {
                     caller: caller.clone(),
                     task_id,
@@ -239,7 +237,8 @@ impl A2aHandler {
                     Err(invalid @ PlanError::Invalid(_)) => return Err(plan_refused(invalid)),
                 };
                 // The id is filled in by the store; validate the rest now.
-                let push_config = push_config.map(|p| push_config_from(TaskId(uuid::Uuid::nil()), p)).transpose()?;
+                let push_config =
+                    push_config.map(|p| self.push_config_from(TaskId(uuid::Uuid::nil()), p, intake.v03)).transpose()?;
                 let new = NewTask {
                     caller: caller.clone(),
                     context_id: message.context_id.clone().filter(|c| !c.is_empty()),
@@ -280,6 +279,52 @@ impl A2aHandler {
         Ok(match resolver.resolve(spec)? {
             Node::Agent { agent } => Routed::Agent(agent),
             node => Routed::Plan(TaskPlan { node, max_attempts: self.config.max_attempts }),
+        })
+    }
+
+    /// Validates a client's webhook (its URL through the SSRF guard, every
+    /// field's size and form) and gives it an id if it has none.
+    fn push_config_from(
+        &self,
+        task_id: TaskId,
+        config: TaskPushNotificationConfig,
+        v03: bool,
+    ) -> Result<PushConfig, ApiError> {
+        let url = config.url.trim();
+        if url.len() > 2048 {
+            return Err(ApiError::invalid_field("url", "must be at most 2048 characters"));
+        }
+        self.config.egress.check_url(url).map_err(|refused| ApiError::invalid_field("url", refused.0))?;
+        let header_safe = |s: &str| !s.contains(['\r', '\n']);
+        if let Some(token) = &config.token
+            && (!header_safe(token) || token.len() > 4096)
+        {
+            return Err(ApiError::invalid_field("token", "must be at most 4096 bytes, with no line breaks"));
+        }
+        if let Some(auth) = &config.authentication {
+            let scheme_ok = !auth.scheme.trim().is_empty()
+                && auth.scheme.len() <= 64
+                && auth.scheme.chars().all(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(c));
+            let credentials_ok = auth.credentials.as_deref().is_none_or(|c| header_safe(c) && c.len() <= 4096);
+            if !scheme_ok || !credentials_ok {
+                return Err(ApiError::invalid_field(
+                    "authentication",
+                    "needs a scheme (a token of at most 64 characters) and credentials of at most 4096 bytes, \
+                     with no line breaks",
+                ));
+            }
+        }
+        let id = config.id.filter(|id| !id.is_empty()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        if id.len() > 256 {
+            return Err(ApiError::invalid_field("id", "must be at most 256 characters"));
+        }
+        Ok(PushConfig {
+            task_id,
+            id,
+            url: url.to_owned(),
+            token: config.token,
+            authentication: config.authentication.map(|a| json!({ "scheme": a.scheme, "credentials": a.credentials })),
+            version: if v03 { "0.3" } else { "1.0" }.to_owned(),
         })
     }
 
@@ -383,18 +428,16 @@ impl A2aHandler {
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, start))
     }
 
-    /// `CreateTaskPushNotificationConfig` (replaces a config with the same id).
+    /// `CreateTaskPushNotificationConfig` (replaces a config with the same
+    /// id); `v03` when it came through the v0.3 binding.
     pub async fn create_push_config(
         &self,
         caller: &Caller,
         config: TaskPushNotificationConfig,
+        v03: bool,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
         let task_id = validate::task_id(&config.task_id)?;
-        let existing = self.store.push_config_list(caller, task_id, MAX_PUSH_CONFIGS, None).await?;
-        let config = push_config_from(task_id, config)?;
-        if existing.len() as i64 >= MAX_PUSH_CONFIGS && !existing.iter().any(|c| c.id == config.id) {
-            return Err(ApiError::invalid_field("id", format!("a task takes at most {MAX_PUSH_CONFIGS} configs")));
-        }
+        let config = self.push_config_from(task_id, config, v03)?;
         Ok(push_config_to(self.store.push_config_put(caller, &config).await?))
     }
 
@@ -511,37 +554,6 @@ fn deadline(
 /// A plan the client asked for that cannot be run as asked: invalid params.
 fn plan_refused(e: PlanError) -> ApiError {
     ApiError::invalid_field("message.metadata.switchyard", e.to_string())
-}
-
-/// Validates a client's webhook and gives it an id if it has none.
-fn push_config_from(task_id: TaskId, config: TaskPushNotificationConfig) -> Result<PushConfig, ApiError> {
-    let url = config.url.trim();
-    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-    if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
-        return Err(ApiError::invalid_field("url", "must be an absolute http(s) URL of at most 2048 characters"));
-    }
-    let header_safe = |s: &str| !s.contains(['\r', '\n']);
-    if !config.token.as_deref().is_none_or(header_safe) {
-        return Err(ApiError::invalid_field("token", "must not contain line breaks"));
-    }
-    if let Some(auth) = &config.authentication
-        && (auth.scheme.trim().is_empty()
-            || !header_safe(&auth.scheme)
-            || !auth.credentials.as_deref().is_none_or(header_safe))
-    {
-        return Err(ApiError::invalid_field("authentication", "needs a scheme, and no line breaks"));
-    }
-    let id = config.id.filter(|id| !id.is_empty()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    if id.len() > 256 {
-        return Err(ApiError::invalid_field("id", "must be at most 256 characters"));
-    }
-    Ok(PushConfig {
-        task_id,
-        id,
-        url: url.to_owned(),
-        token: config.token,
-        authentication: config.authentication.map(|a| json!({ "scheme": a.scheme, "credentials": a.credentials })),
-    })
 }
 
 fn push_config_to(config: PushConfig) -> TaskPushNotificationConfig {

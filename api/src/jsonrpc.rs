@@ -187,9 +187,9 @@ async fn dispatch(
             let request = decode::<SubscribeToTaskRequest>(params, "params")?;
             Ok(Reply::Stream(handler.subscribe(caller, request, sse::last_event_id(headers)).await?))
         }
-        "CreateTaskPushNotificationConfig" => {
-            value(handler.create_push_config(caller, decode::<TaskPushNotificationConfig>(params, "params")?).await)
-        }
+        "CreateTaskPushNotificationConfig" => value(
+            handler.create_push_config(caller, decode::<TaskPushNotificationConfig>(params, "params")?, false).await,
+        ),
         "GetTaskPushNotificationConfig" => {
             let r = decode::<GetTaskPushNotificationConfigRequest>(params, "params")?;
             value(handler.get_push_config(caller, &r.task_id, &r.id).await)

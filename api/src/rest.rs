@@ -241,7 +241,7 @@ async fn create_push(State(state): State<AppState>, Path(p): Params, request: Re
                 return Err(ApiError::invalid_field("taskId", "differs from the task in the path"));
             }
             config.task_id = task;
-            Ok(ok(state.handler.create_push_config(&tenant(&p)?, config).await?))
+            Ok(ok(state.handler.create_push_config(&tenant(&p)?, config, false).await?))
         }
         .await,
     )

@@ -122,6 +122,9 @@ pub fn history_length(value: Option<i32>, field: &str) -> Result<i64, ApiError> 
 pub struct Intake {
     pub idempotency_key: Option<String>,
     pub trace_context: Option<Value>,
+    /// The request came through the v0.3 binding: webhooks it registers
+    /// get v0.3 payloads.
+    pub v03: bool,
 }
 
 impl Intake {
@@ -136,7 +139,7 @@ impl Intake {
             }
             context
         });
-        Intake { idempotency_key: header("idempotency-key"), trace_context }
+        Intake { idempotency_key: header("idempotency-key"), trace_context, v03: false }
     }
 }
 

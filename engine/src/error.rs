@@ -30,6 +30,10 @@ pub enum StoreError {
     JobNotFound(JobId),
     #[error("job {job} is {state}; only dead jobs can be requeued")]
     JobNotDead { job: JobId, state: String },
+    #[error("task {task} has {limit} webhooks already; that is the most a task takes")]
+    TooManyPushConfigs { task: TaskId, limit: i64 },
+    #[error("delivery {0} is not dead-lettered (or does not exist)")]
+    DeliveryNotDead(i64),
     #[error("invalid schema name {0:?}: use lower-case letters, digits and underscores")]
     InvalidSchema(String),
     #[error("stored data does not decode: {0}")]

@@ -15,11 +15,14 @@
 //!   requeue). All SQL in Switchyard lives here.
 //! - [`notify`]: LISTEN/NOTIFY wake-ups with reconnects.
 //! - [`trace`]: the W3C trace context stored with a task and continued later.
+//! - [`wire`]: log events as A2A stream responses, and the v0.3 JSON shapes.
+//! - [`egress`]: where webhooks may be sent (the SSRF guard).
 //! - [`error`]: the store's error type.
 //!
 //! This crate has no HTTP server and no HTTP client; `api` and `worker`
 //! build on it and meet only through the database.
 
+pub mod egress;
 pub mod error;
 pub mod event;
 pub mod id;
@@ -31,6 +34,7 @@ pub mod state;
 pub mod store;
 pub mod task;
 pub mod trace;
+pub mod wire;
 
 pub use error::StoreError;
 pub use event::{ArtifactUpdate, StoredEvent, TaskEvent};
@@ -39,9 +43,10 @@ pub use notify::{Channels, EventNotice, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    AgentRecord, ChildPlace, ClaimedJob, Cursor, Delegation, DelegationStart, Fold, FollowUp, Gate, JobFate, JobKind,
-    JobRecord, JobState, Lease, NewJob, NewTask, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, Swept,
-    TaskFilter, TaskPage, TaskPlan, asking_child,
+    AgentRecord, ChildPlace, ClaimedJob, Cursor, Delegation, DelegationStart, DeliveryFate, DeliveryRecord, Fold,
+    FollowUp, Gate, JobFate, JobKind, JobRecord, JobState, Lease, MAX_PUSH_CONFIGS, NewJob, NewTask, Outbox,
+    PendingDelivery, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, Swept, TaskFilter, TaskPage, TaskPlan,
+    asking_child,
 };
 pub use task::{FoldError, TaskRecord};
 

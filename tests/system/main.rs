@@ -11,6 +11,7 @@ mod harness;
 mod interop;
 mod plans;
 mod strict_agent;
+mod webhooks;
 
 mod a2a_compat;
 mod a2a_jsonrpc;

@@ -6,6 +6,7 @@ use switchyard_engine::{ClaimedJob, JobKind};
 
 use crate::delegate::{DelegationSettings, Delegator};
 use crate::handler::{Handler, JobContext, Outcome};
+use crate::push::{PushSettings, Pusher};
 
 /// How long a job of a kind this worker does not know is left for another
 /// (newer) worker before this one looks at it again.
@@ -15,12 +16,13 @@ const UNKNOWN_KIND_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     delegator: Delegator,
+    pusher: Pusher,
 }
 
 impl Dispatcher {
-    /// A dispatcher delegating with these settings.
-    pub fn new(settings: DelegationSettings) -> Self {
-        Dispatcher { delegator: Delegator::new(settings) }
+    /// A dispatcher delegating and delivering webhooks with these settings.
+    pub fn new(settings: DelegationSettings, push: PushSettings) -> Self {
+        Dispatcher { delegator: Delegator::new(settings), pusher: Pusher::new(push) }
     }
 }
 
@@ -35,6 +37,7 @@ impl Handler for Dispatcher {
                     Err(e) => Outcome::Retry { error: e.to_string(), retry_after: None },
                 }
             }
+            Ok(JobKind::Push) => self.pusher.deliver(&job, &ctx).await,
             Ok(JobKind::CancelChild) => {
                 let reason = job.payload.get("reason").and_then(|r| r.as_str()).unwrap_or("the parent task ended");
                 match ctx.store().task_cancel_child(&job.lease, reason).await {

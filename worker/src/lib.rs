@@ -14,12 +14,15 @@
 //! - [`delegate`]: carries a task to its remote agent (streaming, blocking
 //!   or polling, as the agent's card allows), checkpoints the remote ids,
 //!   folds the agent's events into the task, and resumes after a crash.
+//! - [`push`]: delivers webhooks from the outbox, in order, behind the
+//!   SSRF guard.
 
 pub mod config;
 pub mod delegate;
 pub mod dispatch;
 mod exchange;
 pub mod handler;
+pub mod push;
 pub mod remote;
 pub mod runtime;
 pub mod sse;
@@ -27,4 +30,5 @@ pub mod sse;
 pub use config::{ConfigError, WorkerConfig};
 pub use dispatch::Dispatcher;
 pub use handler::{Handler, JobContext, Outcome};
+pub use push::PushSettings;
 pub use runtime::{Worker, WorkerError};

@@ -115,8 +115,18 @@ impl Store {
             // A settlement that may find a follow-up to forward needs the
             // look below; any other is written with everything else.
             let settle_here = finish && task.state.is_terminal();
-            let written =
-                write_fold(tx, &self.channels.events, lease, checkpoint, &task, before, &events, settle_here).await?;
+            let written = write_fold(
+                tx,
+                &self.channels.events,
+                &self.channels.jobs,
+                lease,
+                checkpoint,
+                &task,
+                before,
+                &events,
+                settle_here,
+            )
+            .await?;
             if !events.is_empty() && written.task_updated != 1 {
                 return Err(StoreError::Corrupt(format!("task {} changed under its row lock", task.id)));
             }
@@ -179,6 +189,7 @@ struct Written {
 async fn write_fold(
     tx: &mut Transaction<'_, Postgres>,
     channel: &str,
+    jobs_channel: &str,
     lease: &Lease,
     checkpoint: Option<&Delegation>,
     task: &TaskRecord,
@@ -218,10 +229,24 @@ async fn write_fold(
            held AS (
                SELECT id FROM jobs WHERE id = $19 AND lease_token = $20 AND state = 'leased' AND NOT $21
                FOR UPDATE
+           ),
+           pushed AS (
+               INSERT INTO push_deliveries (task_id, config_id, seq)
+               SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($24::bigint[]) AS s(seq)
+               WHERE c.task_id = $1
+               RETURNING config_id
+           ),
+           queued AS (
+               INSERT INTO jobs (task_id, kind, payload, max_attempts)
+               SELECT DISTINCT $1, 'push', jsonb_build_object('config', config_id), 1000 FROM pushed
+               ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
+               DO NOTHING
+               RETURNING id
            )
            SELECT (SELECT count(*) FROM folded) AS "task_updated!",
                   (SELECT count(*) FROM settled) + (SELECT count(*) FROM held) AS "job_held!",
-                  CASE WHEN cardinality($10::bigint[]) > 0 THEN pg_notify($22, $23) END AS notified"#,
+                  CASE WHEN cardinality($10::bigint[]) > 0 THEN pg_notify($22, $23) END AS notified,
+                  CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($25, 'push') END AS jobs_notified"#,
         lease.task_id.0,
         d.agent,
         d.remote_task_id,
@@ -245,6 +270,8 @@ async fn write_fold(
         settle,
         channel,
         crate::notify::EventNotice::payload(task),
+        &super::push::pushable(before + 1, events),
+        jobs_channel,
     )
     .fetch_one(&mut **tx)
     .await?;

@@ -32,11 +32,14 @@ pub enum JobKind {
     /// End a child task whose parent no longer needs it (the parent ended,
     /// or the join was decided without it).
     CancelChild,
+    /// Deliver one webhook's outbox, in log order.
+    Push,
 }
 
 impl JobKind {
     /// Every kind this build runs.
-    pub const ALL: [JobKind; 4] = [JobKind::Delegate, JobKind::CancelRemote, JobKind::Deadline, JobKind::CancelChild];
+    pub const ALL: [JobKind; 5] =
+        [JobKind::Delegate, JobKind::CancelRemote, JobKind::Deadline, JobKind::CancelChild, JobKind::Push];
 
     /// The name stored in `jobs.kind`.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl JobKind {
             JobKind::CancelRemote => "cancel_remote",
             JobKind::Deadline => "deadline",
             JobKind::CancelChild => "cancel_child",
+            JobKind::Push => "push",
         }
     }
 }

@@ -27,7 +27,7 @@ pub use delegation::{DelegationStart, Fold};
 pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use plan::{ChildPlace, TaskPlan, asking_child};
-pub use push::PushConfig;
+pub use push::{DeliveryFate, DeliveryRecord, MAX_PUSH_CONFIGS, Outbox, PendingDelivery, PushConfig};
 pub use retention::Swept;
 pub use stats::Stats;
 pub use task::{FollowUp, NewTask, Submission};

@@ -1,10 +1,27 @@
-//! Push-notification (webhook) configurations of a caller's tasks.
+//! Push notifications (webhooks): the configurations of a caller's tasks,
+//! and the outbox their deliveries go through.
+//!
+//! Every status and artifact event of a task with webhooks gets one outbox
+//! row per webhook, written by the statement that writes the event, and a
+//! `push` job per webhook (one live at a time) delivers that webhook's rows
+//! in log order. The job settles under the task's row lock, the lock every
+//! event writer holds, so a row written while it drained is never stranded.
+//! Failures are counted per delivery, not per job: the job waits for a
+//! retry without spending attempts, and its 1,000 attempts are spent only by
+//! workers that died holding it (each such loss requeues it).
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::{Postgres, Transaction};
 
-use super::Store;
+use super::job::{JobKind, Lease};
+use super::{Store, in_tx, notify};
 use crate::error::StoreError;
+use crate::event::{StoredEvent, TaskEvent};
 use crate::id::{Caller, TaskId};
+
+/// Webhooks a task may have at most.
+pub const MAX_PUSH_CONFIGS: i64 = 50;
 
 /// A webhook registered for a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,14 +32,87 @@ pub struct PushConfig {
     pub token: Option<String>,
     /// A2A `AuthenticationInfo` as JSON (`scheme`, `credentials`).
     pub authentication: Option<Value>,
+    /// The protocol version it was created through ("1.0" or "0.3"): its
+    /// deliveries take that version's payload shape.
+    pub version: String,
+}
+
+/// A delivery waiting to go out, with what it announces.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub id: i64,
+    pub attempts: i32,
+    pub next_at: DateTime<Utc>,
+    pub event: StoredEvent,
+}
+
+/// What a webhook's delivery job works from: the webhook, the task's
+/// context id, and its oldest pending deliveries in log order.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub config: PushConfig,
+    pub context_id: String,
+    /// The task's trace context, continued on the POST.
+    pub trace_context: Option<Value>,
+    pub pending: Vec<PendingDelivery>,
+    /// The database's clock, for comparing with `next_at`.
+    pub now: DateTime<Utc>,
+}
+
+/// A delivery as operators see it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub task_id: TaskId,
+    pub config_id: String,
+    pub url: String,
+    pub seq: i64,
+    pub state: String,
+    pub attempts: i32,
+    pub next_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What became of a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFate {
+    /// Tried again at this instant.
+    RetryAt(DateTime<Utc>),
+    /// Out of attempts: dead-lettered; the webhook's next deliveries go on.
+    Dead,
 }
 
 impl Store {
-    /// Creates or replaces (same id) a webhook on a caller's task.
+    /// Creates or replaces (same id) a webhook on a caller's task. The
+    /// limit of [`MAX_PUSH_CONFIGS`] is checked under the task's row lock,
+    /// so concurrent creates cannot pass it together.
     pub async fn push_config_put(&self, caller: &Caller, config: &PushConfig) -> Result<PushConfig, StoreError> {
-        self.task_get(caller, config.task_id).await?;
-        upsert_push_config(&self.pool, config.task_id, config).await?;
-        Ok(config.clone())
+        in_tx!(self, |tx| {
+            let owned = sqlx::query_scalar!(
+                "SELECT id FROM tasks WHERE id = $1 AND tenant = $2 AND owner = $3 FOR UPDATE",
+                config.task_id.0,
+                caller.tenant,
+                caller.principal,
+            )
+            .fetch_optional(&mut **tx)
+            .await?;
+            if owned.is_none() {
+                return Err(StoreError::TaskNotFound(config.task_id));
+            }
+            let count = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "count!" FROM push_configs WHERE task_id = $1 AND id <> $2"#,
+                config.task_id.0,
+                config.id,
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            if count >= MAX_PUSH_CONFIGS {
+                return Err(StoreError::TooManyPushConfigs { task: config.task_id, limit: MAX_PUSH_CONFIGS });
+            }
+            upsert_push_config(&mut **tx, config.task_id, config).await?;
+            Ok(config.clone())
+        })
     }
 
     /// One webhook of a caller's task; `None` when the task is visible but
@@ -35,7 +125,7 @@ impl Store {
     ) -> Result<Option<PushConfig>, StoreError> {
         self.task_get(caller, task_id).await?;
         let row = sqlx::query!(
-            "SELECT url, token, authentication FROM push_configs WHERE task_id = $1 AND id = $2",
+            "SELECT url, token, authentication, version FROM push_configs WHERE task_id = $1 AND id = $2",
             task_id.0,
             id,
         )
@@ -47,6 +137,7 @@ impl Store {
             url: r.url,
             token: r.token,
             authentication: r.authentication,
+            version: r.version,
         }))
     }
 
@@ -60,7 +151,7 @@ impl Store {
     ) -> Result<Vec<PushConfig>, StoreError> {
         self.task_get(caller, task_id).await?;
         let rows = sqlx::query!(
-            r#"SELECT id, url, token, authentication FROM push_configs
+            r#"SELECT id, url, token, authentication, version FROM push_configs
                WHERE task_id = $1 AND ($2::text IS NULL OR id > $2)
                ORDER BY id LIMIT $3"#,
             task_id.0,
@@ -71,7 +162,14 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| PushConfig { task_id, id: r.id, url: r.url, token: r.token, authentication: r.authentication })
+            .map(|r| PushConfig {
+                task_id,
+                id: r.id,
+                url: r.url,
+                token: r.token,
+                authentication: r.authentication,
+                version: r.version,
+            })
             .collect())
     }
 
@@ -93,16 +191,271 @@ pub(super) async fn upsert_push_config<'e, E: sqlx::PgExecutor<'e>>(
     push: &PushConfig,
 ) -> Result<(), StoreError> {
     sqlx::query!(
-        r#"INSERT INTO push_configs (task_id, id, url, token, authentication) VALUES ($1, $2, $3, $4, $5)
+        r#"INSERT INTO push_configs (task_id, id, url, token, authentication, version) VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (task_id, id) DO UPDATE
-               SET url = EXCLUDED.url, token = EXCLUDED.token, authentication = EXCLUDED.authentication"#,
+               SET url = EXCLUDED.url, token = EXCLUDED.token, authentication = EXCLUDED.authentication,
+                   version = EXCLUDED.version"#,
         task_id.0,
         push.id,
         push.url,
         push.token,
         push.authentication,
+        push.version,
     )
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// The sequence numbers of the events a webhook announces: status and
+/// artifact updates (messages are history, not stream events).
+pub(super) fn pushable(first_seq: i64, events: &[TaskEvent]) -> Vec<i64> {
+    (first_seq..).zip(events).filter(|(_, e)| !matches!(e, TaskEvent::Message(_))).map(|(seq, _)| seq).collect()
+}
+
+/// Writes the outbox rows for events `seqs` of a task, one per webhook it
+/// has, and makes sure each webhook has its live delivery job (waking
+/// workers for a new one). One statement; nothing when the task has none.
+pub(super) async fn enqueue_deliveries(
+    tx: &mut Transaction<'_, Postgres>,
+    jobs_channel: &str,
+    task_id: TaskId,
+    seqs: &[i64],
+) -> Result<(), StoreError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"WITH pushed AS (
+               INSERT INTO push_deliveries (task_id, config_id, seq)
+               SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($2::bigint[]) AS s(seq)
+               WHERE c.task_id = $1
+               RETURNING config_id
+           ),
+           queued AS (
+               INSERT INTO jobs (task_id, kind, payload, max_attempts)
+               SELECT DISTINCT $1, $3, jsonb_build_object('config', config_id), 1000 FROM pushed
+               ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
+               DO NOTHING
+               RETURNING id
+           )
+           SELECT CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($4, $3) END AS notified"#,
+        task_id.0,
+        seqs,
+        JobKind::Push.as_str(),
+        jobs_channel,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// A webhook's next pending deliveries (at most `limit`, in log order),
+    /// with the events they announce; `None` when the webhook is gone.
+    pub async fn push_outbox(
+        &self,
+        task_id: TaskId,
+        config_id: &str,
+        limit: i64,
+    ) -> Result<Option<Outbox>, StoreError> {
+        let config = sqlx::query!(
+            r#"SELECT c.url, c.token, c.authentication, c.version, t.context_id, t.trace_context, now() AS "now!"
+               FROM push_configs c JOIN tasks t ON t.id = c.task_id
+               WHERE c.task_id = $1 AND c.id = $2"#,
+            task_id.0,
+            config_id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(c) = config else { return Ok(None) };
+        let rows = sqlx::query!(
+            r#"SELECT d.id, d.attempts, d.next_at, e.seq, e.kind, e.payload, e.created_at
+               FROM push_deliveries d JOIN task_events e ON e.task_id = d.task_id AND e.seq = d.seq
+               WHERE d.task_id = $1 AND d.config_id = $2 AND d.state = 'pending'
+               ORDER BY d.seq LIMIT $3"#,
+            task_id.0,
+            config_id,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let pending = rows
+            .into_iter()
+            .map(|r| {
+                Ok(PendingDelivery {
+                    id: r.id,
+                    attempts: r.attempts,
+                    next_at: r.next_at,
+                    event: StoredEvent {
+                        task_id,
+                        seq: r.seq,
+                        event: TaskEvent::from_row(&r.kind, r.payload)?,
+                        created_at: r.created_at,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some(Outbox {
+            config: PushConfig {
+                task_id,
+                id: config_id.to_owned(),
+                url: c.url,
+                token: c.token,
+                authentication: c.authentication,
+                version: c.version,
+            },
+            context_id: c.context_id,
+            trace_context: c.trace_context,
+            pending,
+            now: c.now,
+        }))
+    }
+
+    /// Marks a delivery delivered (any 2xx). At least once: a crash before
+    /// this sends it again.
+    pub async fn push_delivered(&self, delivery: i64) -> Result<(), StoreError> {
+        sqlx::query!(
+            r#"UPDATE push_deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = now(),
+                                          last_error = NULL
+               WHERE id = $1 AND state = 'pending'"#,
+            delivery,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed try: again after `delay`, or dead-lettered once it
+    /// has had `max_attempts`.
+    pub async fn push_failed(
+        &self,
+        delivery: i64,
+        error: &str,
+        delay: std::time::Duration,
+        max_attempts: i32,
+    ) -> Result<DeliveryFate, StoreError> {
+        let row = sqlx::query!(
+            r#"UPDATE push_deliveries SET
+                   attempts = attempts + 1,
+                   state = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE 'pending' END,
+                   finished_at = CASE WHEN attempts + 1 >= $3 THEN now() END,
+                   next_at = CASE WHEN attempts + 1 >= $3 THEN next_at
+                                  ELSE now() + make_interval(secs => $4) END,
+                   last_error = $2
+               WHERE id = $1 AND state = 'pending'
+               RETURNING state, next_at"#,
+            delivery,
+            error,
+            max_attempts,
+            delay.as_secs_f64(),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) if r.state == "pending" => DeliveryFate::RetryAt(r.next_at),
+            _ => DeliveryFate::Dead,
+        })
+    }
+
+    /// Settles a webhook's delivery job once its outbox looked empty: done,
+    /// unless a delivery was written meanwhile (checked under the task's row
+    /// lock, which every event writer holds), in which case it is ready
+    /// again at once. True when it was requeued.
+    pub async fn push_settle(&self, lease: &Lease, config_id: &str) -> Result<bool, StoreError> {
+        in_tx!(self, |tx| {
+            sqlx::query!("SELECT id FROM tasks WHERE id = $1 FOR SHARE", lease.task_id.0)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let pending = sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM push_deliveries
+                                  WHERE task_id = $1 AND config_id = $2 AND state = 'pending') AS "pending!""#,
+                lease.task_id.0,
+                config_id,
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            let settled = sqlx::query!(
+                r#"UPDATE jobs SET
+                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
+                       run_at = now(),
+                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
+                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
+                       lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+                lease.job_id.0,
+                lease.token,
+                pending,
+            )
+            .execute(&mut **tx)
+            .await?;
+            if settled.rows_affected() == 0 {
+                return Err(StoreError::LeaseLost(lease.job_id));
+            }
+            if pending {
+                notify(tx, &self.channels.jobs, JobKind::Push.as_str()).await?;
+            }
+            Ok(pending)
+        })
+    }
+
+    /// Deliveries for operators: `state` one of pending, delivered, dead
+    /// (or all), newest first.
+    pub async fn push_deliveries(&self, state: Option<&str>, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT d.id, d.task_id, d.config_id, c.url, d.seq, d.state, d.attempts, d.next_at, d.last_error,
+                      d.finished_at
+               FROM push_deliveries d JOIN push_configs c ON c.task_id = d.task_id AND c.id = d.config_id
+               WHERE $1::text IS NULL OR d.state = $1
+               ORDER BY d.id DESC LIMIT $2"#,
+            state,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeliveryRecord {
+                id: r.id,
+                task_id: TaskId(r.task_id),
+                config_id: r.config_id,
+                url: r.url,
+                seq: r.seq,
+                state: r.state,
+                attempts: r.attempts,
+                next_at: r.next_at,
+                last_error: r.last_error,
+                finished_at: r.finished_at,
+            })
+            .collect())
+    }
+
+    /// Puts a dead delivery back in its webhook's outbox with a fresh set of
+    /// attempts, and makes sure the webhook's job is live.
+    pub async fn push_requeue(&self, delivery: i64) -> Result<(), StoreError> {
+        in_tx!(self, |tx| {
+            let row = sqlx::query!(
+                r#"UPDATE push_deliveries SET state = 'pending', attempts = 0, next_at = now(), finished_at = NULL
+                   WHERE id = $1 AND state = 'dead'
+                   RETURNING task_id, config_id"#,
+                delivery,
+            )
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::DeliveryNotDead(delivery))?;
+            sqlx::query!(
+                r#"INSERT INTO jobs (task_id, kind, payload, max_attempts)
+                   VALUES ($1, $2, jsonb_build_object('config', $3::text), 1000)
+                   ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
+                   DO NOTHING"#,
+                row.task_id,
+                JobKind::Push.as_str(),
+                row.config_id,
+            )
+            .execute(&mut **tx)
+            .await?;
+            notify(tx, &self.channels.jobs, JobKind::Push.as_str()).await?;
+            Ok(())
+        })
+    }
 }

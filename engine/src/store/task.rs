@@ -205,6 +205,8 @@ impl Store {
         .await?;
         if let Some(push) = &new.push_config {
             upsert_push_config(&mut **tx, id, push).await?;
+            // The webhook hears of the task from its first status on.
+            super::push::enqueue_deliveries(tx, &self.channels.jobs, id, &super::push::pushable(1, &events)).await?;
         }
         if let (Some(at), false) = (new.deadline, task.state.is_terminal()) {
             let timer = NewJob { run_at: Some(at), ..NewJob::new(JobKind::Deadline, 5) };
@@ -428,13 +430,40 @@ impl Store {
         if events.is_empty() {
             return Ok(task);
         }
-        insert_events(tx, task_id, before + 1, events).await?;
         let snapshot = Snapshot::of(&task)?;
-        // The row is locked, so the version guard cannot fail; it is the
-        // compare-and-set that keeps this write correct even if that changes.
-        let updated = sqlx::query!(
-            r#"UPDATE tasks SET state = $2, status = $3, artifact_ids = $4, version = $5, status_at = $6
-               WHERE id = $1 AND version = $7"#,
+        let rows = EventRows::of(before + 1, events);
+        let pushed = super::push::pushable(before + 1, events);
+        // The log rows, the snapshot, the webhooks' outbox rows and their
+        // delivery jobs, and the wake-ups, in ONE statement. The row is
+        // locked, so the version guard cannot fail; it is the compare-and-set
+        // that keeps this write correct even if that changes.
+        let written = sqlx::query!(
+            r#"WITH logged AS (
+                   INSERT INTO task_events (task_id, seq, kind, payload, created_at)
+                   SELECT $1, seq, kind, payload, now()
+                   FROM UNNEST($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, payload)
+               ),
+               folded AS (
+                   UPDATE tasks SET state = $2, status = $3, artifact_ids = $4, version = $5, status_at = $6
+                   WHERE id = $1 AND version = $7
+                   RETURNING id
+               ),
+               pushed AS (
+                   INSERT INTO push_deliveries (task_id, config_id, seq)
+                   SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($11::bigint[]) AS s(seq)
+                   WHERE c.task_id = $1
+                   RETURNING config_id
+               ),
+               queued AS (
+                   INSERT INTO jobs (task_id, kind, payload, max_attempts)
+                   SELECT DISTINCT $1, 'push', jsonb_build_object('config', config_id), 1000 FROM pushed
+                   ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
+                   DO NOTHING
+                   RETURNING id
+               )
+               SELECT (SELECT count(*) FROM folded) AS "updated!",
+                      CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($12, 'push') END AS jobs_notified,
+                      CASE WHEN true THEN pg_notify($13, $14) END AS events_notified"#,
             task_id.0,
             snapshot.state,
             snapshot.status,
@@ -442,13 +471,19 @@ impl Store {
             task.version,
             task.status_at,
             before,
+            &rows.seqs,
+            &rows.kinds,
+            &rows.payloads,
+            &pushed,
+            self.channels.jobs,
+            self.channels.events,
+            crate::notify::EventNotice::payload(&task),
         )
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-        if updated.rows_affected() != 1 {
+        if written.updated != 1 {
             return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
         }
-        notify(tx, &self.channels.events, &crate::notify::EventNotice::payload(&task)).await?;
         if task.parent_id.is_some() {
             self.propagate(tx, &task, events).await?;
         }
@@ -703,27 +738,4 @@ pub(super) fn stamped(events: &[TaskEvent], at: DateTime<Utc>) -> Vec<TaskEvent>
 
 fn visible_to(row: &TaskRow, caller: &Caller) -> bool {
     row.tenant == caller.tenant && row.owner == caller.principal
-}
-
-/// Writes events with consecutive sequence numbers starting at `first_seq`,
-/// in one statement, stamped with the database's now().
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    task_id: TaskId,
-    first_seq: i64,
-    events: &[TaskEvent],
-) -> Result<(), StoreError> {
-    let rows = EventRows::of(first_seq, events);
-    sqlx::query!(
-        r#"INSERT INTO task_events (task_id, seq, kind, payload, created_at)
-           SELECT $1, seq, kind, payload, now()
-           FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) AS e(seq, kind, payload)"#,
-        task_id.0,
-        &rows.seqs,
-        &rows.kinds,
-        &rows.payloads,
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -1,0 +1,411 @@
+//! Webhook delivery end to end: real `serve`, `worker` and demo agent
+//! processes, and a real receiver (an HTTP server in the test) on loopback.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use tokio::process::Child;
+
+use crate::api::{message, rpc_call};
+use crate::harness::{TestDb, eventually};
+use crate::processes::{free_port, http_get, switchyard};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the receiver got: per request, the hook's name, the headers that
+/// matter, and the body.
+#[derive(Debug, Clone)]
+struct Received {
+    hook: String,
+    authorization: Option<String>,
+    token: Option<String>,
+    content_type: Option<String>,
+    traceparent: Option<String>,
+    seq: Option<i64>,
+    body: Value,
+}
+
+/// A webhook receiver on loopback. `fail` makes the next N requests answer
+/// 503 (with `Retry-After: 0`); `stall` makes the next one answer only
+/// after 5 s (having recorded it).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    fail: Arc<AtomicU32>,
+    stall: Arc<AtomicU32>,
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = axum::Router::new().route("/hook/{name}", axum::routing::post(receive)).with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, base)
+    }
+
+    fn of(&self, hook: &str) -> Vec<Received> {
+        self.got.lock().expect("lock").iter().filter(|r| r.hook == hook).cloned().collect()
+    }
+}
+
+async fn receive(
+    State(receiver): State<Receiver>,
+    Path(hook): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, HeaderMap) {
+    let mut reply = HeaderMap::new();
+    if receiver.fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        reply.insert("retry-after", "0".parse().expect("header"));
+        return (StatusCode::SERVICE_UNAVAILABLE, reply);
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    receiver.got.lock().expect("lock").push(Received {
+        hook,
+        authorization: header("authorization"),
+        token: header("x-a2a-notification-token"),
+        content_type: header("content-type"),
+        traceparent: header("traceparent"),
+        seq: header("switchyard-event-seq").and_then(|s| s.parse().ok()),
+        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+    });
+    // Received, but the answer is late: the sender cannot know it arrived.
+    if receiver.stall.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    (StatusCode::OK, reply)
+}
+
+struct Stack {
+    db: TestDb,
+    base: String,
+    worker_config: String,
+    http: reqwest::Client,
+    _processes: Vec<Child>,
+    worker: Option<Child>,
+}
+
+impl Stack {
+    /// serve (its config allowing loopback webhooks unless `serve_allows`
+    /// is false), a worker (allowing them unless `worker_allows` is false),
+    /// and the demo agent.
+    async fn start(serve_allows: bool, worker_allows: bool) -> Stack {
+        let db = TestDb::new().await;
+        let agent_port = free_port();
+        let agent_listen = format!("127.0.0.1:{agent_port}");
+        let agent =
+            switchyard(&db, &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"]).spawn().expect("agent");
+        let write = |name: &str, allow: bool| {
+            let path = std::env::temp_dir().join(format!("{}-{name}.toml", db.schema));
+            let mut toml =
+                format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n");
+            if allow {
+                toml.push_str("\n[push]\nallow = [\"127.0.0.0/8\"]\n");
+            }
+            std::fs::write(&path, toml).expect("config");
+            path.to_string_lossy().into_owned()
+        };
+        let config = write("serve", serve_allows);
+        let worker_config = write("worker", worker_allows);
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+        eventually(WAIT, "api and agent up", || async {
+            http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
+                && http_get(agent_port, "/.well-known/agent-card.json").await.is_some()
+        })
+        .await;
+        let mut stack = Stack {
+            db,
+            base: format!("http://{listen}/"),
+            worker_config,
+            http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
+            _processes: vec![agent, serve],
+            worker: None,
+        };
+        stack.worker = Some(stack.spawn_worker("w1"));
+        stack
+    }
+
+    fn spawn_worker(&self, id: &str) -> Child {
+        let args = [
+            "worker",
+            "--config",
+            &self.worker_config,
+            "--worker-id",
+            id,
+            "--lease",
+            "2s",
+            "--heartbeat",
+            "500ms",
+            "--poll-interval",
+            "200ms",
+            "--retry-base",
+            "50ms",
+            "--retry-cap",
+            "200ms",
+            "--push-max-attempts",
+            "4",
+            "--push-timeout",
+            "2s",
+        ];
+        switchyard(&self.db, &args).spawn().expect("worker")
+    }
+
+    async fn rpc(&self, method: &str, params: Value, headers: &[(&str, &str)]) -> Value {
+        rpc_call(&self.http, &self.base, method, params, headers).await
+    }
+
+    /// Sends `text` with a webhook at `url` named `hook`; the task's id.
+    async fn send_with_hook(&self, text: &str, url: &str) -> String {
+        let params = json!({"message": message(text), "configuration": {
+            "returnImmediately": true,
+            "taskPushNotificationConfig": {"url": url, "token": "tok-1",
+                                           "authentication": {"scheme": "Bearer", "credentials": "s3cret"}}}});
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let answer = self.rpc("SendMessage", params, &[("A2A-Version", "1.0"), ("traceparent", traceparent)]).await;
+        answer["result"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned()
+    }
+
+    /// The states and artifact texts a task's log holds, in order, as the
+    /// webhook should announce them.
+    async fn announced(&self, task: &str) -> Vec<String> {
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT kind, payload FROM task_events WHERE task_id = $1::uuid AND kind <> 'message' ORDER BY seq",
+        )
+        .bind(task)
+        .fetch_all(self.db.pool())
+        .await
+        .expect("events");
+        rows.into_iter()
+            .map(|(kind, p)| match kind.as_str() {
+                "status" => p["state"].as_str().unwrap_or("").to_owned(),
+                _ => p["artifact"]["parts"][0]["text"].as_str().unwrap_or("").to_owned(),
+            })
+            .collect()
+    }
+}
+
+/// What a v1 body announces: a state, or an artifact's text.
+fn v1_item(body: &Value) -> String {
+    if let Some(update) = body.get("statusUpdate") {
+        return update["status"]["state"].as_str().unwrap_or("").to_owned();
+    }
+    body["artifactUpdate"]["artifact"]["parts"][0]["text"].as_str().unwrap_or("?").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_every_event_in_order_with_its_credentials_in_either_version() {
+    let (receiver, hooks) = Receiver::start().await;
+    let stack = Stack::start(true, true).await;
+
+    // v1: statusUpdate / artifactUpdate bodies, in log order.
+    let task = stack.send_with_hook("stream 3", &format!("{hooks}/hook/v1")).await;
+    eventually(WAIT, "the task completed", || async {
+        stack.announced(&task).await.last().is_some_and(|s| s == "TASK_STATE_COMPLETED")
+    })
+    .await;
+    let expected = stack.announced(&task).await;
+    eventually(WAIT, "every event delivered", || async { receiver.of("v1").len() == expected.len() }).await;
+    let got = receiver.of("v1");
+    assert_eq!(got.iter().map(|r| v1_item(&r.body)).collect::<Vec<_>>(), expected, "in log order, each once");
+    for r in &got {
+        assert_eq!(r.authorization.as_deref(), Some("Bearer s3cret"));
+        assert_eq!(r.token.as_deref(), Some("tok-1"));
+        assert_eq!(r.content_type.as_deref(), Some("application/a2a+json"));
+        assert!(r.traceparent.as_deref().is_some_and(|t| t.contains("4bf92f3577b34da6a3ce929d0e0e4736")), "{r:?}");
+        let update = r.body.get("statusUpdate").or_else(|| r.body.get("artifactUpdate")).expect("a StreamResponse");
+        assert_eq!(update["taskId"], task.as_str());
+        assert!(update["contextId"].is_string());
+    }
+
+    // v0.3: a config created through v0.3 gets `kind`-tagged bodies.
+    let params = json!({
+        "message": {"kind": "message", "messageId": uuid::Uuid::new_v4().to_string(), "role": "user",
+                    "parts": [{"kind": "text", "text": "echo old"}]},
+        "configuration": {"blocking": false,
+                          "pushNotificationConfig": {"url": format!("{hooks}/hook/v03"), "token": "tok-3"}}});
+    let answer = stack.rpc("message/send", params, &[]).await;
+    assert!(answer["result"]["id"].is_string(), "{answer}");
+    eventually(WAIT, "the v0.3 webhook heard the end", || async {
+        receiver.of("v03").iter().any(|r| r.body["kind"] == "status-update" && r.body["final"] == true)
+    })
+    .await;
+    let got = receiver.of("v03");
+    let kinds: Vec<&str> = got.iter().filter_map(|r| r.body["kind"].as_str()).collect();
+    assert_eq!(kinds, ["status-update", "status-update", "artifact-update", "status-update"], "{got:?}");
+    assert_eq!(got[0].body["status"]["state"], "submitted");
+    assert_eq!(got[2].body["artifact"]["parts"][0], json!({"kind": "text", "text": "old"}));
+    assert_eq!(got[3].body["status"]["state"], "completed");
+    assert!(got.iter().all(|r| r.token.as_deref() == Some("tok-3") && r.authorization.is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_was_down_gets_everything_in_order_and_dead_letters_can_be_requeued() {
+    let (receiver, hooks) = Receiver::start().await;
+    let stack = Stack::start(true, true).await;
+
+    // Down for three requests (each delivery has four tries here):
+    // retried, in order, nothing lost.
+    receiver.fail.store(3, Ordering::SeqCst);
+    let task = stack.send_with_hook("stream 4", &format!("{hooks}/hook/flaky")).await;
+    eventually(WAIT, "everything delivered after the outage", || async {
+        receiver.of("flaky").last().is_some_and(|r| v1_item(&r.body) == "TASK_STATE_COMPLETED")
+    })
+    .await;
+    let got: Vec<String> = receiver.of("flaky").iter().map(|r| v1_item(&r.body)).collect();
+    assert_eq!(got, stack.announced(&task).await, "every event once, in order");
+
+    // Down for longer than four tries: dead-lettered, shown, requeued, delivered.
+    receiver.fail.store(4, Ordering::SeqCst);
+    let task = stack.send_with_hook("echo late", &format!("{hooks}/hook/dead")).await;
+    let dead = || async {
+        let out = switchyard(&stack.db, &["webhooks", "dead"]).output().await.expect("webhooks dead");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(WAIT, "the first delivery dead-lettered", || async { dead().await.contains(&task) }).await;
+    let listing = dead().await;
+    let line = listing.lines().find(|l| l.contains(&task)).expect("the dead delivery");
+    assert!(line.contains("HTTP 503"), "the reason is shown: {line}");
+    assert!(!listing.contains("s3cret") && !listing.contains("tok-1"), "no secret is shown: {listing}");
+    let id = line.split_whitespace().next().expect("id").to_owned();
+    // Later deliveries went on meanwhile.
+    eventually(WAIT, "the others delivered", || async { !receiver.of("dead").is_empty() }).await;
+    let requeued = switchyard(&stack.db, &["webhooks", "requeue", &id]).output().await.expect("requeue");
+    assert!(requeued.status.success(), "{}", String::from_utf8_lossy(&requeued.stderr));
+    eventually(WAIT, "the requeued one delivered", || async {
+        receiver.of("dead").iter().any(|r| v1_item(&r.body) == "TASK_STATE_SUBMITTED")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_delivery_leaves_the_delivery_to_another() {
+    let (receiver, hooks) = Receiver::start().await;
+    let mut stack = Stack::start(true, true).await;
+    receiver.stall.store(1, Ordering::SeqCst);
+    let task = stack.send_with_hook("echo once", &format!("{hooks}/hook/k")).await;
+    // The first POST hangs at the receiver: kill the worker holding it.
+    eventually(WAIT, "a delivery in flight", || async {
+        let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'push' AND state = 'leased'")
+            .fetch_one(stack.db.pool())
+            .await
+            .expect("count");
+        leased == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut worker = stack.worker.take().expect("worker");
+    worker.start_kill().expect("SIGKILL");
+    worker.wait().await.expect("reaped");
+    stack.worker = Some(stack.spawn_worker("w2"));
+    eventually(WAIT, "every event delivered by the next worker", || async {
+        receiver.of("k").iter().any(|r| v1_item(&r.body) == "TASK_STATE_COMPLETED")
+    })
+    .await;
+    // At least once: the stalled one came again; dropping what a receiver
+    // has seen (by Switchyard-Event-Seq) leaves each event once, in order.
+    let got = receiver.of("k");
+    assert!(got.len() > stack.announced(&task).await.len(), "the unanswered POST was sent again");
+    let mut highest = 0;
+    let mut seen = Vec::new();
+    for r in &got {
+        let seq = r.seq.expect("every request names its event");
+        if seq > highest {
+            highest = seq;
+            seen.push(v1_item(&r.body));
+        }
+    }
+    assert_eq!(seen, stack.announced(&task).await, "all of them, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_inward_addresses_are_refused_when_created_and_when_delivered() {
+    let (receiver, hooks) = Receiver::start().await;
+    // serve allows nothing: creation refuses every inward class.
+    let strict = Stack::start(false, false).await;
+    let created = strict.rpc("SendMessage", json!({"message": message("echo x")}), &[("A2A-Version", "1.0")]).await;
+    let task = created["result"]["task"]["id"].as_str().expect("task").to_owned();
+    for url in [
+        format!("{hooks}/hook/x"),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://[::1]:9/".to_owned(),
+        "http://localhost:9/".to_owned(),
+        "http://user:pw@example.com/".to_owned(),
+    ] {
+        let answer = strict
+            .rpc("CreateTaskPushNotificationConfig", json!({"taskId": task, "url": url}), &[("A2A-Version", "1.0")])
+            .await;
+        assert_eq!(answer["error"]["code"], -32602, "{url}: {answer}");
+    }
+    let refused = strict
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": task, "url": "http://169.254.169.254/"}),
+            &[("A2A-Version", "1.0")],
+        )
+        .await;
+    assert!(refused["error"]["message"].as_str().unwrap_or("").contains("link-local"), "{refused}");
+    drop(strict);
+
+    // serve allows loopback, the worker does not: the worker refuses at
+    // delivery, and says why, without trying again.
+    let split = Stack::start(true, false).await;
+    let task = split.send_with_hook("echo in", &format!("{hooks}/hook/inward")).await;
+    eventually(WAIT, "the delivery refused and dead-lettered", || async {
+        let reasons: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT last_error FROM push_deliveries WHERE task_id = $1::uuid AND state = 'dead'")
+                .bind(&task)
+                .fetch_all(split.db.pool())
+                .await
+                .expect("deliveries");
+        !reasons.is_empty() && reasons.iter().all(|r| r.as_deref().is_some_and(|r| r.contains("loopback")))
+    })
+    .await;
+    assert!(receiver.of("inward").is_empty(), "nothing reached the inward address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_never_pass_the_limit_of_configs_per_task() {
+    let (_receiver, hooks) = Receiver::start().await;
+    let stack = Stack::start(true, true).await;
+    let created = stack
+        .rpc(
+            "SendMessage",
+            json!({"message": message("hang"), "configuration": {"returnImmediately": true}}),
+            &[("A2A-Version", "1.0")],
+        )
+        .await;
+    let task = created["result"]["task"]["id"].as_str().expect("task").to_owned();
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let (http, base, task, url) =
+            (stack.http.clone(), stack.base.clone(), task.clone(), format!("{hooks}/hook/n{i}"));
+        creates.spawn(async move {
+            let params = json!({"taskId": task, "id": format!("c{i}"), "url": url});
+            rpc_call(&http, &base, "CreateTaskPushNotificationConfig", params, &[("A2A-Version", "1.0")]).await
+        });
+    }
+    let mut stored = 0;
+    while let Some(answer) = creates.join_next().await {
+        let answer = answer.expect("joined");
+        if answer.get("result").is_some() {
+            stored += 1;
+        } else {
+            assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        }
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM push_configs WHERE task_id = $1::uuid")
+        .bind(&task)
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("count");
+    assert_eq!((stored, count), (50, 50));
+}

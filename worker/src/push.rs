@@ -1,0 +1,263 @@
+//! Webhook delivery: a `push` job drains one webhook's outbox, in log order.
+//!
+//! Each delivery is a POST of the event as an A2A `StreamResponse` (v1, or
+//! the v0.3 shape for a webhook registered through v0.3), with the
+//! webhook's `Authorization` and token headers and the task's trace
+//! context. Any 2xx delivers it. A failure is retried after a durable,
+//! growing delay (a `Retry-After` honoured) while the job waits without
+//! holding a lease, and later deliveries to the same webhook wait behind it;
+//! past the last attempt it is dead-lettered and the next one goes.
+//!
+//! Before connecting, the webhook's host is resolved and every address it
+//! resolves to checked by the SSRF guard; the request then goes to the
+//! address that was checked (no second lookup to rebind), and redirects are
+//! not followed. Credentials and tokens are never logged or put in spans.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchyard_engine::egress::{Egress, Target};
+use switchyard_engine::{ClaimedJob, DeliveryFate, Outbox, PendingDelivery, RetryPolicy, StoreError, wire};
+
+use crate::handler::{JobContext, Outcome};
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// How long one POST may take.
+    pub timeout: Duration,
+    /// Tries a delivery gets before it is dead-lettered.
+    pub max_attempts: i32,
+    /// Delays between tries.
+    pub retry: RetryPolicy,
+    /// Where webhooks may point.
+    pub egress: Egress,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            timeout: Duration::from_secs(10),
+            max_attempts: 10,
+            retry: RetryPolicy::default(),
+            egress: Egress::default(),
+        }
+    }
+}
+
+/// Deliveries taken from an outbox per read.
+const BATCH: i64 = 32;
+
+/// How long a job that met a database error waits before looking again
+/// (it has one attempt: failures are counted per delivery, not per job).
+const STORE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why one POST did not deliver.
+#[derive(Debug)]
+struct Failed {
+    message: String,
+    retry_after: Option<Duration>,
+    /// The guard refused the destination: trying again changes nothing
+    /// until the operator does.
+    refused: bool,
+}
+
+/// Delivers webhooks.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    settings: PushSettings,
+}
+
+impl Pusher {
+    pub fn new(settings: PushSettings) -> Self {
+        Pusher { settings }
+    }
+
+    /// One run of a `push` job: deliver what is due, in order; wait (without
+    /// the lease) when the oldest pending delivery is not due yet.
+    pub async fn deliver(&self, job: &ClaimedJob, ctx: &JobContext) -> Outcome {
+        let Some(config_id) = job.payload.get("config").and_then(|c| c.as_str()) else {
+            return Outcome::Done(Vec::new());
+        };
+        let store = ctx.store();
+        let task = job.lease.task_id;
+        loop {
+            let outbox = match store.push_outbox(task, config_id, BATCH).await {
+                Ok(Some(outbox)) => outbox,
+                // The webhook was deleted, and its deliveries with it.
+                Ok(None) => return self.settle(job, ctx, config_id).await,
+                Err(e) => return wait_for_store(&e),
+            };
+            let Some(oldest) = outbox.pending.first() else {
+                return self.settle(job, ctx, config_id).await;
+            };
+            if oldest.next_at > outbox.now {
+                let after = (oldest.next_at - outbox.now).to_std().unwrap_or_default();
+                return Outcome::Snooze { after, reason: format!("webhook {config_id}: retry not due yet") };
+            }
+            let client = match self.client(&outbox).await {
+                Ok(client) => client,
+                Err(failed) => {
+                    // Nothing can reach this webhook now: its oldest delivery
+                    // takes the failure (and, refused, is dead at once).
+                    match self.failed(ctx, oldest, failed).await {
+                        Ok(()) => continue,
+                        Err(outcome) => return outcome,
+                    }
+                }
+            };
+            for delivery in &outbox.pending {
+                if delivery.next_at > outbox.now {
+                    let after = (delivery.next_at - outbox.now).to_std().unwrap_or_default();
+                    return Outcome::Snooze { after, reason: format!("webhook {config_id}: retry not due yet") };
+                }
+                let started = std::time::Instant::now();
+                match self.post(&client, &outbox, delivery).await {
+                    Ok(()) => {
+                        if let Err(e) = store.push_delivered(delivery.id).await {
+                            return wait_for_store(&e);
+                        }
+                        metrics::counter!("switchyard_push_deliveries_total", "outcome" => "delivered").increment(1);
+                        let waited = (chrono::Utc::now() - delivery.event.created_at).to_std().unwrap_or_default();
+                        metrics::histogram!("switchyard_push_delivery_latency_seconds").record(waited.as_secs_f64());
+                        metrics::histogram!("switchyard_push_post_seconds").record(started.elapsed().as_secs_f64());
+                    }
+                    Err(failed) => match self.failed(ctx, delivery, failed).await {
+                        // Dead-lettered: the next one goes.
+                        Ok(()) => {}
+                        Err(outcome) => return outcome,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Records a failed delivery. `Ok` when it was dead-lettered (the next
+    /// may go); otherwise the outcome that makes the job wait for its retry.
+    async fn failed(&self, ctx: &JobContext, delivery: &PendingDelivery, failed: Failed) -> Result<(), Outcome> {
+        let attempt = u32::try_from(delivery.attempts + 1).unwrap_or(u32::MAX);
+        let delay = self.settings.retry.delay_with_random_jitter(attempt, failed.retry_after);
+        // A refused destination is not retried: the guard would refuse it again.
+        let max = if failed.refused { delivery.attempts + 1 } else { self.settings.max_attempts };
+        tracing::warn!(delivery = delivery.id, attempt, error = %failed.message, "webhook delivery failed");
+        match ctx.store().push_failed(delivery.id, &failed.message, delay, max).await {
+            Ok(DeliveryFate::Dead) => {
+                metrics::counter!("switchyard_push_deliveries_total", "outcome" => "dead").increment(1);
+                tracing::warn!(delivery = delivery.id, "webhook delivery dead-lettered");
+                Ok(())
+            }
+            Ok(DeliveryFate::RetryAt(_)) => {
+                metrics::counter!("switchyard_push_deliveries_total", "outcome" => "retry").increment(1);
+                Err(Outcome::Snooze { after: delay, reason: format!("webhook retry: {}", failed.message) })
+            }
+            Err(e) => Err(wait_for_store(&e)),
+        }
+    }
+
+    async fn settle(&self, job: &ClaimedJob, ctx: &JobContext, config_id: &str) -> Outcome {
+        match ctx.store().push_settle(&job.lease, config_id).await {
+            Ok(_) => Outcome::Recorded,
+            Err(StoreError::LeaseLost(_)) => Outcome::Recorded,
+            Err(e) => wait_for_store(&e),
+        }
+    }
+
+    /// An HTTP client bound to the webhook's checked addresses.
+    async fn client(&self, outbox: &Outbox) -> Result<reqwest::Client, Failed> {
+        let refused = |message: String| Failed { message, retry_after: None, refused: true };
+        let egress = &self.settings.egress;
+        let target = egress.check_url(&outbox.config.url).map_err(|r| refused(r.0))?;
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.settings.timeout)
+            .connect_timeout(self.settings.timeout)
+            .tcp_nodelay(true)
+            .no_proxy();
+        let builder = match resolve(&target).await {
+            // An address literal: checked above; nothing to resolve.
+            None => builder,
+            Some(Ok(addrs)) => {
+                if !egress.allows_host(&target.host) {
+                    for addr in &addrs {
+                        egress.check_ip(&target.host, addr.ip()).map_err(|r| refused(r.0))?;
+                    }
+                }
+                builder.resolve_to_addrs(&target.host, &addrs)
+            }
+            Some(Err(e)) => {
+                return Err(Failed {
+                    message: format!("resolving {}: {e}", target.host),
+                    retry_after: None,
+                    refused: false,
+                });
+            }
+        };
+        builder.build().map_err(|e| Failed { message: format!("http client: {e}"), retry_after: None, refused: false })
+    }
+
+    async fn post(&self, client: &reqwest::Client, outbox: &Outbox, delivery: &PendingDelivery) -> Result<(), Failed> {
+        let config = &outbox.config;
+        let Some(response) = wire::to_stream_response(&delivery.event, &outbox.context_id) else {
+            // Nothing a webhook announces (not written to the outbox; kept safe).
+            return Ok(());
+        };
+        let body = if config.version == "0.3" {
+            wire::stream_response_to_v03(&response)
+        } else {
+            serde_json::to_value(&response).unwrap_or_default()
+        };
+        let mut request = client
+            .post(&config.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/a2a+json")
+            .body(body.to_string());
+        if let Some(auth) = &config.authentication {
+            let scheme = auth.get("scheme").and_then(|s| s.as_str()).unwrap_or("Bearer");
+            let value = match auth.get("credentials").and_then(|c| c.as_str()) {
+                Some(credentials) => format!("{scheme} {credentials}"),
+                None => scheme.to_owned(),
+            };
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(token) = &config.token {
+            // The v0.3 spec's and the Python SDK's name, and the Rust SDK's.
+            request = request.header("X-A2A-Notification-Token", token).header("A2A-Notification-Token", token);
+        }
+        // The event's place in the task's log: (taskId, seq) names it exactly,
+        // so a receiver can drop a resend.
+        request = request.header("Switchyard-Event-Seq", delivery.event.seq.to_string());
+        for (name, value) in switchyard_engine::trace::outbound(outbox.trace_context.as_ref()) {
+            request = request.header(name, value);
+        }
+        let host = config.url.split('/').nth(2).unwrap_or("?").to_owned();
+        let response = request.send().await.map_err(|e| Failed {
+            // reqwest's message names the URL; the host is enough.
+            message: format!("POST to {host}: {}", if e.is_timeout() { "timed out".to_owned() } else { e.to_string() }),
+            retry_after: None,
+            refused: false,
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Err(Failed { message: format!("POST to {host}: HTTP {status}"), retry_after, refused: false })
+    }
+}
+
+/// The addresses a webhook's host resolves to; `None` for an address literal.
+async fn resolve(target: &Target) -> Option<std::io::Result<Vec<SocketAddr>>> {
+    let bare = target.host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(tokio::net::lookup_host((bare, target.port)).await.map(Iterator::collect))
+}
+
+fn wait_for_store(e: &StoreError) -> Outcome {
+    Outcome::Snooze { after: STORE_BACKOFF, reason: format!("store: {e}") }
+}

@@ -1,7 +1,9 @@
 //! Queue throughput: claim + complete, in jobs per second, at claim batch
 //! sizes 1, 16 and 128 with 1 and 8 concurrent workers; and claim latency
 //! with and without 100 000 future-dated jobs (retry backoffs, parked
-//! delegations, deadline timers) beside the due ones.
+//! delegations, deadline timers) beside the due ones; and the trickle: one
+//! job at a time through a real worker (woken by NOTIFY, claiming, calling
+//! its handler), from the enqueue's start to the handler's.
 //!
 //! Run with `cargo bench --bench queue` and `DATABASE_URL` pointing at a
 //! PostgreSQL you can create schemas in. Each run uses a fresh schema,
@@ -17,7 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use switchyard_engine::{Store, StoreConfig};
+use switchyard_engine::a2a::{Message, Part, Role};
+use switchyard_engine::{Caller, ClaimedJob, JobKind, NewJob, NewTask, Store, StoreConfig};
+use switchyard_worker::{Handler, JobContext, Outcome, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -58,6 +63,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+
+    println!();
+    let (samples, p50, p99) = trickle(&store, env_usize("BENCH_TRICKLE", 500)).await?;
+    println!("| trickle (one job at a time, real worker) | samples | enqueue → handler p50 ms | p99 ms |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!("| NOTIFY wake-up, claim, handler | {samples} | {p50:.2} | {p99:.2} |");
 
     println!();
     println!("| future-dated ready jobs present | claims | claim p50 ms | claim p99 ms |");
@@ -174,4 +185,64 @@ async fn print_claim_plan(store: &Store) -> anyhow::Result<()> {
     .await?;
     eprintln!("claim plan:\n  {}", plan.join("\n  "));
     Ok(())
+}
+
+/// A handler that reports when it was called.
+struct Probe(tokio::sync::mpsc::UnboundedSender<Instant>);
+
+impl Handler for Probe {
+    async fn handle(&self, _job: ClaimedJob, _ctx: JobContext) -> Outcome {
+        let _ = self.0.send(Instant::now());
+        Outcome::Done(Vec::new())
+    }
+}
+
+/// Enqueues one job at a time (5 ms apart) for a real worker and measures
+/// from the enqueue's start (its transaction and NOTIFY included) to the
+/// handler's start; returns (samples, p50 ms, p99 ms). The first 20 warm up.
+async fn trickle(store: &Store, samples: usize) -> anyhow::Result<(usize, f64, f64)> {
+    let message = Message::new(Role::User, vec![Part::text("trickle")]);
+    let task = store
+        .task_submit(NewTask {
+            caller: Caller::new("bench", "bench"),
+            context_id: None,
+            idempotency_key: message.message_id.clone(),
+            message,
+            metadata: None,
+            trace_context: None,
+            parent_id: None,
+            job: None,
+            reject_reason: None,
+            push_config: None,
+            deadline: None,
+            plan: None,
+        })
+        .await?
+        .task
+        .id;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let config = WorkerConfig {
+        concurrency: 4,
+        batch: 4,
+        poll_interval: Duration::from_secs(5),
+        ..WorkerConfig::new("trickle")
+    };
+    let worker = Worker::new(store.clone(), config, Probe(tx))?;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples + 20 {
+        let started = Instant::now();
+        store.job_enqueue(task, &NewJob::new(JobKind::Deadline, 1)).await?;
+        let called = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?.context("the worker stopped")?;
+        if i >= 20 {
+            latencies.push((called - started).as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    running.await??;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    Ok((latencies.len(), pct(0.5), pct(0.99)))
 }

@@ -66,11 +66,17 @@ struct Failed {
 #[derive(Debug, Clone)]
 pub struct Pusher {
     settings: PushSettings,
+    /// HTTP clients by the addresses they are pinned to, so connections
+    /// (and TLS sessions) are reused across deliveries.
+    clients: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>>,
 }
+
+/// Pinned clients kept at most; past it the cache starts afresh.
+const MAX_CLIENTS: usize = 256;
 
 impl Pusher {
     pub fn new(settings: PushSettings) -> Self {
-        Pusher { settings }
+        Pusher { settings, clients: std::sync::Arc::default() }
     }
 
     /// One run of a `push` job: deliver what is due, in order; wait (without
@@ -106,28 +112,46 @@ impl Pusher {
                     }
                 }
             };
+            // Successes are recorded together, before anything else is
+            // decided (a crash in between only sends them again).
+            let mut delivered = Vec::new();
+            let mut stop = None;
             for delivery in &outbox.pending {
                 if delivery.next_at > outbox.now {
                     let after = (delivery.next_at - outbox.now).to_std().unwrap_or_default();
-                    return Outcome::Snooze { after, reason: format!("webhook {config_id}: retry not due yet") };
+                    stop = Some(Outcome::Snooze { after, reason: format!("webhook {config_id}: retry not due yet") });
+                    break;
                 }
                 let started = std::time::Instant::now();
                 match self.post(&client, &outbox, delivery).await {
                     Ok(()) => {
-                        if let Err(e) = store.push_delivered(delivery.id).await {
-                            return wait_for_store(&e);
-                        }
+                        delivered.push(delivery.id);
                         metrics::counter!("switchyard_push_deliveries_total", "outcome" => "delivered").increment(1);
                         let waited = (chrono::Utc::now() - delivery.event.created_at).to_std().unwrap_or_default();
                         metrics::histogram!("switchyard_push_delivery_latency_seconds").record(waited.as_secs_f64());
                         metrics::histogram!("switchyard_push_post_seconds").record(started.elapsed().as_secs_f64());
                     }
-                    Err(failed) => match self.failed(ctx, delivery, failed).await {
-                        // Dead-lettered: the next one goes.
-                        Ok(()) => {}
-                        Err(outcome) => return outcome,
-                    },
+                    Err(failed) => {
+                        if let Err(e) = store.push_delivered(&delivered).await {
+                            return wait_for_store(&e);
+                        }
+                        delivered.clear();
+                        match self.failed(ctx, delivery, failed).await {
+                            // Dead-lettered: the next one goes.
+                            Ok(()) => {}
+                            Err(outcome) => {
+                                stop = Some(outcome);
+                                break;
+                            }
+                        }
+                    }
                 }
+            }
+            if let Err(e) = store.push_delivered(&delivered).await {
+                return wait_for_store(&e);
+            }
+            if let Some(outcome) = stop {
+                return outcome;
             }
         }
     }
@@ -167,22 +191,16 @@ impl Pusher {
         let refused = |message: String| Failed { message, retry_after: None, refused: true };
         let egress = &self.settings.egress;
         let target = egress.check_url(&outbox.config.url).map_err(|r| refused(r.0))?;
-        let builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.settings.timeout)
-            .connect_timeout(self.settings.timeout)
-            .tcp_nodelay(true)
-            .no_proxy();
-        let builder = match resolve(&target).await {
+        let pinned = match resolve(&target).await {
             // An address literal: checked above; nothing to resolve.
-            None => builder,
+            None => None,
             Some(Ok(addrs)) => {
                 if !egress.allows_host(&target.host) {
                     for addr in &addrs {
                         egress.check_ip(&target.host, addr.ip()).map_err(|r| refused(r.0))?;
                     }
                 }
-                builder.resolve_to_addrs(&target.host, &addrs)
+                Some(addrs)
             }
             Some(Err(e)) => {
                 return Err(Failed {
@@ -192,7 +210,33 @@ impl Pusher {
                 });
             }
         };
-        builder.build().map_err(|e| Failed { message: format!("http client: {e}"), retry_after: None, refused: false })
+        // One client per set of checked addresses, reused: its connections
+        // (and TLS sessions) serve the next deliveries too.
+        let key = format!("{}|{:?}", target.host, pinned);
+        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.settings.timeout)
+            .connect_timeout(self.settings.timeout)
+            .tcp_nodelay(true)
+            .no_proxy();
+        let builder = match &pinned {
+            Some(addrs) => builder.resolve_to_addrs(&target.host, addrs),
+            None => builder,
+        };
+        let client = builder.build().map_err(|e| Failed {
+            message: format!("http client: {e}"),
+            retry_after: None,
+            refused: false,
+        })?;
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 
     async fn post(&self, client: &reqwest::Client, outbox: &Outbox, delivery: &PendingDelivery) -> Result<(), Failed> {

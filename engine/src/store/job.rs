@@ -304,13 +304,28 @@ impl Store {
     /// `None` when the task already has a live delegation that will do the
     /// work (see [`insert_job`]).
     pub async fn job_enqueue(&self, task_id: TaskId, job: &NewJob) -> Result<Option<JobId>, StoreError> {
-        in_tx!(self, |tx| {
-            let id = insert_job(tx, task_id, job).await?;
-            if id.is_some() {
-                notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
-            }
-            Ok(id)
-        })
+        // One statement, so one round trip: the insert and its wake-up
+        // commit together without an explicit transaction.
+        let row = sqlx::query!(
+            r#"WITH queued AS (
+                   INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
+                   VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
+                   ON CONFLICT (task_id) WHERE kind = 'delegate' AND state IN ('ready', 'leased') DO NOTHING
+                   RETURNING id
+               )
+               SELECT (SELECT id FROM queued) AS id,
+                      CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($7, $2) END AS notified"#,
+            task_id.0,
+            job.kind.as_str(),
+            job.payload,
+            job.priority,
+            job.max_attempts,
+            job.run_at,
+            self.channels.jobs,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.id.map(JobId))
     }
 
     /// Claims up to `limit` ready jobs in one statement, longest due first, each under a fresh fencing token and a lease of `lease_for`.

@@ -312,14 +312,17 @@ impl Store {
         }))
     }
 
-    /// Marks a delivery delivered (any 2xx). At least once: a crash before
-    /// this sends it again.
-    pub async fn push_delivered(&self, delivery: i64) -> Result<(), StoreError> {
+    /// Marks deliveries delivered (any 2xx), in one statement. At least
+    /// once: a crash before this sends them again.
+    pub async fn push_delivered(&self, deliveries: &[i64]) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
         sqlx::query!(
             r#"UPDATE push_deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = now(),
                                           last_error = NULL
-               WHERE id = $1 AND state = 'pending'"#,
-            delivery,
+               WHERE id = ANY($1) AND state = 'pending'"#,
+            deliveries,
         )
         .execute(&self.pool)
         .await?;

@@ -345,6 +345,11 @@ pub(crate) struct WorkerArgs {
     /// follow --retry-base and --retry-cap).
     #[arg(long, env = "SWITCHYARD_PUSH_MAX_ATTEMPTS", default_value_t = 10)]
     pub(crate) push_max_attempts: u32,
+    /// The URL remote agents can reach the api at: a delegation parked on an
+    /// agent that pushes registers a webhook there and wakes on its push.
+    /// Unset, parked delegations only poll (`dev` defaults it to its own URL).
+    #[arg(long, env = "SWITCHYARD_PUSH_RECEIVER_URL")]
+    pub(crate) push_receiver_url: Option<String>,
 }
 
 impl WorkerArgs {
@@ -358,6 +363,7 @@ impl WorkerArgs {
                 event_bytes: self.remote_max_event_bytes,
                 reply_bytes: self.remote_max_reply_bytes,
             },
+            push_receiver: self.push_receiver_url.clone().filter(|u| !u.is_empty()),
         }
     }
 

@@ -46,8 +46,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             file.register(&store).await?;
             work(store, &file, &args, shutdown_on_signal()).await
         }
-        Command::Dev { db, file, serve: serve_args, worker: worker_args } => {
+        Command::Dev { db, file, serve: serve_args, worker: mut worker_args } => {
             let file = FileConfig::load(file.path.as_deref())?;
+            // Remote agents' pushes come back to this process's own api.
+            if worker_args.push_receiver_url.is_none() {
+                worker_args.push_receiver_url =
+                    Some(serve_args.public_url.clone().unwrap_or_else(|| format!("http://{}", serve_args.listen)));
+            }
             let store = open(&db).await?;
             store.migrate().await.context("migrating the database")?;
             file.register(&store).await?;

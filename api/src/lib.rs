@@ -12,7 +12,8 @@
 //! - [`events`], [`sse`], [`hub`]: task streams read from the event log,
 //!   framed as SSE, woken by this process's single LISTEN connection.
 //! - [`card`]: the agent card. [`health`]: liveness and readiness.
-//! - [`admin`]: the token-protected admin API for remote agents.
+//! - [`admin`]: the token-protected admin API for remote agents and plans.
+//! - [`remote_push`]: remote agents' pushes, which wake parked delegations.
 //! - [`metrics`]: Prometheus metrics, with deployment-wide gauges read from
 //!   the database at scrape time.
 //! - [`error`]: the one error type and its mapping to A2A codes and HTTP.
@@ -29,6 +30,7 @@ pub mod hub;
 pub mod jsonrpc;
 pub mod metrics;
 pub mod page;
+pub mod remote_push;
 pub mod rest;
 pub mod server;
 pub mod sse;

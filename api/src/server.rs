@@ -19,7 +19,7 @@ use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::handler::A2aHandler;
 use crate::hub::EventHub;
-use crate::{admin, health, jsonrpc, rest};
+use crate::{admin, health, jsonrpc, remote_push, rest};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -135,6 +135,7 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/agent.json", get(card))
         .route("/admin/agents", get(admin::list).post(admin::add))
         .route("/admin/agents/{name}", axum::routing::delete(admin::remove))
+        .route("/_switchyard/push/{task}", post(remote_push::receive))
         .route("/admin/plans", get(admin::plans_list))
         .route("/admin/plans/{name}", axum::routing::put(admin::plans_put).delete(admin::plans_remove))
         .merge(rest::routes())

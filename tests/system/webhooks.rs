@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -408,4 +408,89 @@ async fn concurrent_creates_never_pass_the_limit_of_configs_per_task() {
         .await
         .expect("count");
     assert_eq!((stored, count), (50, 50));
+}
+
+/// A delegation parked on an agent that pushes (the official Python SDK
+/// with a push config store) registers a webhook on the remote task and is
+/// woken by the push, well before its next poll (at least 5 s after parking).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_delegation_wakes_on_the_remote_agents_push() {
+    let python = tokio::task::spawn_blocking(crate::interop::python_sdk).await.expect("venv");
+    let agent_port = free_port();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_push_agent.py");
+    let _agent = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(agent_port.to_string())
+        .arg("1.5")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python agent");
+    let db = TestDb::new().await;
+    let config = std::env::temp_dir().join(format!("{}-pusher.toml", db.schema));
+    std::fs::write(
+        &config,
+        format!("default_agent = \"py\"\n[[agents]]\nname = \"py\"\nurl = \"http://127.0.0.1:{agent_port}\"\n"),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let receiver = format!("http://{listen}");
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+    let _worker = switchyard(
+        &db,
+        &[
+            "worker",
+            "--config",
+            &config,
+            "--poll-interval",
+            "200ms",
+            "--attach-budget",
+            "300ms",
+            "--push-receiver-url",
+            &receiver,
+        ],
+    )
+    .spawn()
+    .expect("worker");
+    eventually(Duration::from_secs(60), "api and python agent up", || async {
+        http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
+            && http_get(agent_port, "/.well-known/agent-card.json").await.is_some()
+    })
+    .await;
+    let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
+    let params = json!({"message": message("take your time"), "configuration": {"returnImmediately": true}});
+    let sent = Instant::now();
+    let answer = rpc_call(&http, &format!("{receiver}/"), "SendMessage", params, &[("A2A-Version", "1.0")]).await;
+    let task = answer["result"]["task"]["id"].as_str().expect("task").to_owned();
+    // Parked, with a webhook registered on the remote task.
+    eventually(WAIT, "the delegation parked with its webhook registered", || async {
+        let token: Option<String> = sqlx::query_scalar("SELECT push_token FROM delegations WHERE task_id = $1::uuid")
+            .bind(&task)
+            .fetch_optional(db.pool())
+            .await
+            .expect("delegation")
+            .flatten();
+        token.is_some()
+    })
+    .await;
+    let get = || async {
+        rpc_call(&http, &format!("{receiver}/"), "GetTask", json!({"id": task}), &[("A2A-Version", "1.0")]).await
+    };
+    eventually(WAIT, "the task completed", || async {
+        get().await["result"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    })
+    .await;
+    let took = sent.elapsed();
+    assert!(took < Duration::from_millis(4500), "woken by the push, not the 5 s poll: {took:?}");
+    assert_eq!(get().await["result"]["artifacts"][0]["parts"][0]["text"], "python slept");
+    // A push without the secret wakes nothing.
+    let forged = http
+        .post(format!("{receiver}/_switchyard/push/{task}"))
+        .header("X-A2A-Notification-Token", "guess")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(forged.status(), 401);
 }

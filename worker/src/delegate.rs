@@ -45,6 +45,10 @@ pub struct DelegationSettings {
     pub attach_budget: Duration,
     /// The most a remote agent's reply may make a worker hold.
     pub limits: Limits,
+    /// Where remote agents can reach this deployment's api: a delegation
+    /// parked on an agent that pushes registers a webhook there, so its
+    /// push wakes it. `None`: parked delegations only poll.
+    pub push_receiver: Option<String>,
 }
 
 impl Default for DelegationSettings {
@@ -55,6 +59,7 @@ impl Default for DelegationSettings {
             breaker_cooldown: Duration::from_secs(30),
             attach_budget: Duration::from_secs(300),
             limits: Limits::default(),
+            push_receiver: None,
         }
     }
 }
@@ -349,7 +354,45 @@ impl Delegator {
         let result = run.drive().await;
         metrics::histogram!("switchyard_remote_exchange_seconds", "agent" => name.to_owned())
             .record(started.elapsed().as_secs_f64());
-        self.conclude(&mut run, &agent, result, park_delay(working_for)).await
+        let parking = matches!(result, Ok(Settled::Later)) && card.capabilities.push_notifications == Some(true);
+        let outcome = self.conclude(&mut run, &agent, result, park_delay(working_for)).await;
+        // After the checkpoint (the remote task id) is written, before the
+        // job is put aside: a push that lands in between finds the job still
+        // leased and changes nothing; the poll covers that.
+        if parking && matches!(outcome, Ok(Outcome::Snooze { .. })) {
+            self.ask_for_pushes(&run).await;
+        }
+        outcome
+    }
+
+    /// Before parking on an agent that pushes: registers a webhook on the
+    /// remote task (once per delegation) whose secret token a push must
+    /// present to wake the job early. Failing that, the job polls as usual.
+    async fn ask_for_pushes(&self, run: &Run<'_>) {
+        let (Some(receiver), Some(remote)) = (&self.settings.push_receiver, &run.delegation.remote_task_id) else {
+            return;
+        };
+        let store = run.ctx.store();
+        let task = run.task.id;
+        match store.delegation_push_token(task).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the delegation's push registration");
+                return;
+            }
+        }
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let url = format!("{}/_switchyard/push/{task}", receiver.trim_end_matches('/'));
+        match run.client.register_push(remote, &url, &token).await {
+            Ok(true) => {
+                if let Err(error) = store.delegation_set_push_token(task, &token).await {
+                    tracing::warn!(%error, "could not record the push registration; the job polls");
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::info!(%error, "the agent took no webhook; the parked job polls"),
+        }
     }
 
     /// Counts a call, and writes the breaker's bookkeeping only when it

@@ -169,6 +169,19 @@ impl RemoteAgent {
                 .map_err(|e| RemoteError::from_sdk(&e)),
         }
     }
+
+    /// Registers a webhook on the remote task (its pushes wake a parked
+    /// delegation). `false` when this interface is not one we register on.
+    pub async fn register_push(&self, task_id: &str, url: &str, token: &str) -> Result<bool, RemoteError> {
+        match self {
+            RemoteAgent::JsonRpc(a) => {
+                let params = json!({ "taskId": task_id, "url": url, "token": token });
+                let _: Value = a.call("CreateTaskPushNotificationConfig", params).await?;
+                Ok(true)
+            }
+            RemoteAgent::Sdk(_) => Ok(false),
+        }
+    }
 }
 
 fn sdk_events(

@@ -192,3 +192,49 @@ impl Store {
         Ok(row)
     }
 }
+
+impl Store {
+    /// The secret a delegation's remote webhook was registered with, if any.
+    pub async fn delegation_push_token(&self, task_id: TaskId) -> Result<Option<String>, StoreError> {
+        let token = sqlx::query_scalar!("SELECT push_token FROM delegations WHERE task_id = $1", task_id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        Ok(token)
+    }
+
+    /// Records the secret a webhook was registered on the remote task with.
+    pub async fn delegation_set_push_token(&self, task_id: TaskId, token: &str) -> Result<(), StoreError> {
+        sqlx::query!("UPDATE delegations SET push_token = $2 WHERE task_id = $1", task_id.0, token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A remote agent pushed about a task's remote task: if `token` is the
+    /// delegation's secret, its parked job is due now (and workers woken).
+    /// False when the token does not match (nothing changes). The push is a
+    /// hint: the worker reads the remote task before trusting anything.
+    pub async fn delegation_pushed(&self, task_id: TaskId, token: &str) -> Result<bool, StoreError> {
+        let Some(expected) = self.delegation_push_token(task_id).await? else { return Ok(false) };
+        // Compared in time independent of where they first differ.
+        let same = expected.len() == token.len()
+            && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if !same {
+            return Ok(false);
+        }
+        sqlx::query!(
+            r#"WITH woken AS (
+                   UPDATE jobs SET run_at = now()
+                   WHERE task_id = $1 AND kind = 'delegate' AND state = 'ready' AND run_at > now()
+                   RETURNING id
+               )
+               SELECT CASE WHEN EXISTS (SELECT 1 FROM woken) THEN pg_notify($2, 'delegate') END AS notified"#,
+            task_id.0,
+            self.channels.jobs,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+}

@@ -225,6 +225,29 @@ async fn a_webhook_gets_every_event_in_order_with_its_credentials_in_either_vers
         assert!(update["contextId"].is_string());
     }
 
+    // HTTP+JSON: a config added to a running task hears what follows.
+    let params = json!({"message": message("sleep 400"), "configuration": {"returnImmediately": true}});
+    let answer = stack.rpc("SendMessage", params, &[("A2A-Version", "1.0")]).await;
+    let running = answer["result"]["task"]["id"].as_str().expect("task").to_owned();
+    let created = stack
+        .http
+        .post(format!("{}tasks/{running}/pushNotificationConfigs", stack.base))
+        .header("A2A-Version", "1.0")
+        .header("content-type", "application/json")
+        .body(json!({"taskId": running, "url": format!("{hooks}/hook/rest"), "token": "tok-r"}).to_string())
+        .send()
+        .await
+        .expect("create over REST");
+    assert_eq!(created.status(), 200, "{:?}", created.text().await);
+    eventually(WAIT, "the REST webhook heard the end", || async {
+        receiver.of("rest").last().is_some_and(|r| v1_item(&r.body) == "TASK_STATE_COMPLETED")
+    })
+    .await;
+    let heard: Vec<String> = receiver.of("rest").iter().map(|r| v1_item(&r.body)).collect();
+    let all = stack.announced(&running).await;
+    assert!(all.ends_with(&heard), "a suffix of the log, in order: {heard:?} of {all:?}");
+    assert!(receiver.of("rest").iter().all(|r| r.token.as_deref() == Some("tok-r")));
+
     // v0.3: a config created through v0.3 gets `kind`-tagged bodies.
     let params = json!({
         "message": {"kind": "message", "messageId": uuid::Uuid::new_v4().to_string(), "role": "user",

@@ -15,15 +15,15 @@
 // A benchmark reports on stdout; that is its output, not stray logging.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::env_usize;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use switchyard_engine::a2a::{Artifact, Message, Part, Role};
 use switchyard_engine::{ArtifactUpdate, Caller, JobKind, NewJob, NewTask, Store, StoreConfig, TaskEvent, TaskState};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn chunk(i: usize, bytes: usize) -> TaskEvent {
     TaskEvent::Artifact(ArtifactUpdate {

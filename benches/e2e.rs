@@ -10,40 +10,15 @@
 // A benchmark reports on stdout; that is its output, not stray logging.
 #![allow(clippy::print_stdout)]
 
-use std::process::Stdio;
+mod common;
+
+use common::{env_usize, free_port, percentile, switchyard};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn switchyard(url: &str, schema: &str, args: &[&str]) -> anyhow::Result<Child> {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("SWITCHYARD_SCHEMA", schema)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawning switchyard")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn send(http: &reqwest::Client, base: &str, text: &str, immediately: bool) -> anyhow::Result<Value> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {

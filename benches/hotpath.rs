@@ -17,7 +17,10 @@
 // A benchmark reports on stdout; that is its output, not stray logging.
 #![allow(clippy::print_stdout)]
 
-use std::process::Stdio;
+mod common;
+
+use common::{free_port, percentile, switchyard, with_database};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,41 +28,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
-use tokio::process::{Child, Command};
 
 /// Its own database, so `pg_stat_database` counts only this (named in the
 /// DROP and CREATE statements too).
 const DATABASE: &str = "perf_sy";
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn switchyard(url: &str, args: &[&str]) -> anyhow::Result<Child> {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("SWITCHYARD_SCHEMA", "switchyard")
-        .env("RUST_LOG", "warn")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawning switchyard")
-}
-
-fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
-    let mut parsed = reqwest::Url::parse(url)?;
-    parsed.set_path(&format!("/{database}"));
-    Ok(parsed.to_string())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Sends blocking echo tasks from `clients` loops for `seconds`; every
 /// answer must be a completed task (or a message) carrying the text.
@@ -156,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
 
     let agent_port = free_port()?;
     let agent_listen = format!("127.0.0.1:{agent_port}");
-    let _agent = switchyard(&db_url, &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
+    let _agent = switchyard(&db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
     let config = std::env::temp_dir().join("switchyard-hotpath.toml");
     std::fs::write(
         &config,
@@ -165,7 +137,11 @@ async fn main() -> anyhow::Result<()> {
     let api_port = free_port()?;
     let api_listen = format!("127.0.0.1:{api_port}");
     let config = config.to_string_lossy().into_owned();
-    let _dev = switchyard(&db_url, &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"])?;
+    let _dev = switchyard(
+        &db_url,
+        "switchyard",
+        &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"],
+    )?;
     let broker = format!("http://{api_listen}/");
     let agent = format!("http://{agent_listen}/");
     let http = reqwest::Client::new();

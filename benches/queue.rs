@@ -15,6 +15,10 @@
 // A benchmark reports on stdout; that is its output, not stray logging.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::env_usize;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +30,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(60);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

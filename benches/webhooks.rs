@@ -13,7 +13,10 @@
 // A benchmark reports on stdout; that is its output, not stray logging.
 #![allow(clippy::print_stdout)]
 
-use std::process::Stdio;
+mod common;
+
+use common::{env_usize, free_port, percentile, switchyard, with_database};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,36 +24,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
-use tokio::process::{Child, Command};
 
 const DATABASE: &str = "perf_hooks";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn switchyard(url: &str, args: &[&str]) -> anyhow::Result<Child> {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "error")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawning switchyard")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Per request: task id, event seq, and when it arrived.
 type Arrivals = Arc<Mutex<Vec<(String, i64, DateTime<Utc>)>>>;
@@ -78,9 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&url).await?;
     admin.execute("DROP DATABASE IF EXISTS perf_hooks WITH (FORCE)").await?;
     admin.execute("CREATE DATABASE perf_hooks").await?;
-    let mut db_url = reqwest::Url::parse(&url)?;
-    db_url.set_path(&format!("/{DATABASE}"));
-    let db_url = db_url.to_string();
+    let db_url = with_database(&url, DATABASE)?;
 
     let arrivals: Arrivals = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -89,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let agent_listen = format!("127.0.0.1:{}", free_port()?);
-    let _agent = switchyard(&db_url, &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
+    let _agent = switchyard(&db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
     let config = std::env::temp_dir().join("switchyard-webhooks-bench.toml");
     std::fs::write(
         &config,
@@ -100,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let config = config.to_string_lossy().into_owned();
     let api_listen = format!("127.0.0.1:{}", free_port()?);
-    let _dev = switchyard(&db_url, &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"])?;
+    let _dev = switchyard(
+        &db_url,
+        "switchyard",
+        &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"],
+    )?;
     let base = format!("http://{api_listen}/");
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients).tcp_nodelay(true).build()?;
     for _ in 0..300 {

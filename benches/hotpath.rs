@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{free_port, percentile, switchyard, with_database};
+use common::{DevStack, percentile, with_database};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,32 +126,8 @@ async fn main() -> anyhow::Result<()> {
     let statements = admin.execute("SELECT pg_stat_statements_reset()").await.is_ok();
     let db_url = with_database(&url, DATABASE)?;
 
-    let agent_port = free_port()?;
-    let agent_listen = format!("127.0.0.1:{agent_port}");
-    let _agent = switchyard(&db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
-    let config = std::env::temp_dir().join("switchyard-hotpath.toml");
-    std::fs::write(
-        &config,
-        format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n"),
-    )?;
-    let api_port = free_port()?;
-    let api_listen = format!("127.0.0.1:{api_port}");
-    let config = config.to_string_lossy().into_owned();
-    let _dev = switchyard(
-        &db_url,
-        "switchyard",
-        &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"],
-    )?;
-    let broker = format!("http://{api_listen}/");
-    let agent = format!("http://{agent_listen}/");
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        let ready = http.get(format!("http://{api_listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
-        if ready && http.get(format!("{agent}.well-known/agent-card.json")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stack = DevStack::start(&db_url, "hotpath", "").await?;
+    let (broker, agent) = (stack.broker.clone(), stack.agent.clone());
     // Warm up both paths (connections, the card cache, plans).
     load(&broker, 4, 2).await?;
     load(&agent, 4, 1).await?;

@@ -25,7 +25,7 @@
 
 mod common;
 
-use common::{free_port, percentile, switchyard, with_database};
+use common::{DevStack, percentile, with_database};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,36 +173,12 @@ async fn main() -> anyhow::Result<()> {
     admin.execute("CREATE DATABASE perf_plans").await?;
     let db_url = with_database(&url, DATABASE)?;
 
-    let agent_port = free_port()?;
-    let agent_listen = format!("127.0.0.1:{agent_port}");
-    let _agent = switchyard(&db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
-    let config = std::env::temp_dir().join("switchyard-plans-bench.toml");
     let fan = ["\"demo\""; WIDTH].join(", ");
     let pipe = ["\"demo\""; STEPS].join(", ");
-    std::fs::write(
-        &config,
-        format!(
-            "default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n\n\
-             [[plans]]\nname = \"fan10\"\nfanout = [{fan}]\n\n[[plans]]\nname = \"pipe5\"\npipeline = [{pipe}]\n"
-        ),
-    )?;
-    let api_port = free_port()?;
-    let api_listen = format!("127.0.0.1:{api_port}");
-    let config = config.to_string_lossy().into_owned();
-    let _dev = switchyard(
-        &db_url,
-        "switchyard",
-        &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"],
-    )?;
-    let broker = format!("http://{api_listen}/");
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        let ready = http.get(format!("http://{api_listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
-        if ready && http.get(format!("http://{agent_listen}/.well-known/agent-card.json")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let plans =
+        format!("[[plans]]\nname = \"fan10\"\nfanout = [{fan}]\n\n[[plans]]\nname = \"pipe5\"\npipeline = [{pipe}]\n");
+    let stack = DevStack::start(&db_url, "plans-bench", &plans).await?;
+    let broker = stack.broker.clone();
     let scenarios =
         [Scenario::FanoutPlan, Scenario::SeparateParallel, Scenario::PipelinePlan, Scenario::SeparateSequential];
     for scenario in scenarios {

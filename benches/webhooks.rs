@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{env_usize, free_port, percentile, switchyard, with_database};
+use common::{DevStack, env_usize, percentile, with_database};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,31 +61,9 @@ async fn main() -> anyhow::Result<()> {
     let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(arrivals.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let agent_listen = format!("127.0.0.1:{}", free_port()?);
-    let _agent = switchyard(&db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
-    let config = std::env::temp_dir().join("switchyard-webhooks-bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n\n\
-             [push]\nallow = [\"127.0.0.0/8\"]\n"
-        ),
-    )?;
-    let config = config.to_string_lossy().into_owned();
-    let api_listen = format!("127.0.0.1:{}", free_port()?);
-    let _dev = switchyard(
-        &db_url,
-        "switchyard",
-        &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"],
-    )?;
-    let base = format!("http://{api_listen}/");
+    let stack = DevStack::start(&db_url, "webhooks-bench", "[push]\nallow = [\"127.0.0.0/8\"]\n").await?;
+    let base = stack.broker.clone();
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients).tcp_nodelay(true).build()?;
-    for _ in 0..300 {
-        if http.get(format!("http://{api_listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();

@@ -48,3 +48,49 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// `switchyard demo-agent --pause 0ms` and `switchyard dev --concurrency 64`
+/// on one database, the config naming the agent `demo` (the default) plus
+/// `extra` TOML, both answering; dropped, both stop.
+pub(crate) struct DevStack {
+    /// The broker's JSON-RPC endpoint (`http://host:port/`).
+    pub(crate) broker: String,
+    /// The agent's JSON-RPC endpoint (`http://host:port/`).
+    pub(crate) agent: String,
+    _processes: [Child; 2],
+}
+
+impl DevStack {
+    pub(crate) async fn start(db_url: &str, name: &str, extra: &str) -> anyhow::Result<DevStack> {
+        let agent_listen = format!("127.0.0.1:{}", free_port()?);
+        let agent = switchyard(db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
+        let config = std::env::temp_dir().join(format!("switchyard-{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n\n{extra}"
+            ),
+        )?;
+        let config = config.to_string_lossy().into_owned();
+        let api_listen = format!("127.0.0.1:{}", free_port()?);
+        let dev = switchyard(
+            db_url,
+            "switchyard",
+            &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"],
+        )?;
+        let stack = DevStack {
+            broker: format!("http://{api_listen}/"),
+            agent: format!("http://{agent_listen}/"),
+            _processes: [agent, dev],
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            let ready = http.get(format!("{}readyz", stack.broker)).send().await.is_ok_and(|r| r.status().is_success());
+            if ready && http.get(format!("{}.well-known/agent-card.json", stack.agent)).send().await.is_ok() {
+                return Ok(stack);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("switchyard dev or the demo agent did not come up")
+    }
+}

@@ -48,6 +48,9 @@ fn value<T: serde::Serialize>(result: Result<T, ApiError>) -> Result<Reply, ApiE
 /// `POST /`.
 pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
+    if let Err(e) = validate::json_content_type(&parts.headers) {
+        return error(Value::Null, &e, Version::V1);
+    }
     let limit = state.handler.config().max_body_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,

@@ -85,6 +85,7 @@ async fn send(State(state): State<AppState>, Path(p): Params, request: Request<B
     into_response(
         async {
             check_version(&parts.headers, parts.uri.query())?;
+            validate::json_content_type(&parts.headers)?;
             let request = validate::send_request(body_json(&state, body).await?)?;
             let response = state
                 .handler
@@ -101,6 +102,7 @@ async fn stream(State(state): State<AppState>, Path(p): Params, request: Request
     into_response(
         async {
             check_version(&parts.headers, parts.uri.query())?;
+            validate::json_content_type(&parts.headers)?;
             let request = validate::send_request(body_json(&state, body).await?)?;
             let items = state
                 .handler
@@ -206,6 +208,7 @@ async fn cancel_or_subscribe(State(state): State<AppState>, Path(p): Params, req
             let segment = p.get("task").cloned().unwrap_or_default();
             match split_action(&segment) {
                 (id, Some("cancel")) => {
+                    validate::json_content_type(&parts.headers)?;
                     let body = body_json(&state, body).await?;
                     let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
                     let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
@@ -235,6 +238,7 @@ async fn create_push(State(state): State<AppState>, Path(p): Params, request: Re
     into_response(
         async {
             check_version(&parts.headers, parts.uri.query())?;
+            validate::json_content_type(&parts.headers)?;
             let task = p.get("task").cloned().unwrap_or_default();
             let mut config: TaskPushNotificationConfig = decode(body_json(&state, body).await?, "body")?;
             if !config.task_id.is_empty() && config.task_id != task {

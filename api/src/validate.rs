@@ -162,6 +162,28 @@ pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|_| ApiError::TaskNotFound(raw.to_owned()))
 }
 
+/// A request that changes something must say its body is JSON
+/// (`application/json`, or HTTP+JSON's `application/a2a+json`). A web page
+/// can make a browser send `text/plain` or a body-less POST to any origin
+/// without asking; it cannot send these without a CORS preflight, which this
+/// server does not grant. So no page a caller visits can act in its name.
+pub fn json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let media = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match media.as_deref() {
+        Some("application/json" | "application/a2a+json") => Ok(()),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "Content-Type {other:?} is not accepted: send application/json or application/a2a+json"
+        ))),
+        None => {
+            Err(ApiError::InvalidRequest("a Content-Type is required: application/json or application/a2a+json".into()))
+        }
+    }
+}
+
 /// A task id in a field that is not the operation's subject (a filter):
 /// a malformed one is an invalid parameter, not a missing task.
 pub fn task_id_field(raw: &str, field: &str) -> Result<TaskId, ApiError> {

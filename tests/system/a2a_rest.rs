@@ -147,3 +147,53 @@ async fn the_admin_api_registers_agents_only_for_its_token_holder() {
     let again = api.http.delete(format!("{url}/remote-1")).bearer_auth("s3cret").send().await.expect("delete");
     assert_eq!(again.status().as_u16(), 404);
 }
+
+/// A browser lets any web page POST `text/plain`, or nothing, to any
+/// origin without asking: such a request must change nothing, on either
+/// binding.
+#[tokio::test]
+async fn a_post_that_does_not_say_json_changes_nothing() {
+    let db = TestDb::new().await;
+    let api = Api::start(&db).await;
+    let (_, sent) = api
+        .rest(
+            Method::POST,
+            "/message:send",
+            Some(json!({"message": message("x"), "configuration": {"returnImmediately": true}})),
+        )
+        .await;
+    let id = sent["task"]["id"].as_str().expect("id").to_owned();
+    let body = json!({"message": message("forged")}).to_string();
+    let forged = [
+        ("/message:send".to_owned(), Some("text/plain"), body.clone()),
+        ("/message:send".to_owned(), None, body.clone()),
+        (format!("/tasks/{id}:cancel"), Some("text/plain"), String::new()),
+        (format!("/tasks/{id}:cancel"), None, String::new()),
+        (format!("/tasks/{id}:cancel"), Some("application/x-www-form-urlencoded"), "a=b".to_owned()),
+    ];
+    for (path, content_type, body) in forged {
+        let mut request = api.http.post(format!("{}{path}", api.base)).header("A2A-Version", "1.0").body(body);
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        let response = request.send().await.expect("post");
+        assert_eq!(response.status(), 400, "{path} {content_type:?}");
+    }
+    let rpc = json!({"jsonrpc": "2.0", "id": 1, "method": "CancelTask", "params": {"id": id}}).to_string();
+    let response = api
+        .http
+        .post(format!("{}/", api.base))
+        .header("A2A-Version", "1.0")
+        .header("content-type", "text/plain")
+        .body(rpc)
+        .send()
+        .await
+        .expect("post");
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    // Nothing was created or canceled.
+    let (_, task) = api.rest(Method::GET, &format!("/tasks/{id}"), None).await;
+    assert_ne!(task["status"]["state"], "TASK_STATE_CANCELED", "{task}");
+    let (_, listed) = api.rest(Method::GET, "/tasks", None).await;
+    assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(1), "{listed}");
+}

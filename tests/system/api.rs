@@ -76,9 +76,13 @@ impl Api {
     }
 
     pub(crate) async fn rest(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let post = method == reqwest::Method::POST;
         let mut request = self.http.request(method, format!("{}{path}", self.base)).header("A2A-Version", "1.0");
         if let Some(body) = body {
             request = request.header("content-type", "application/a2a+json").body(body.to_string());
+        } else if post {
+            // A POST says it is JSON even when it has no body, as clients do.
+            request = request.header("content-type", "application/a2a+json");
         }
         let response = request.send().await.expect("rest");
         let status = response.status().as_u16();

@@ -39,4 +39,4 @@ pub mod version;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
-pub use server::{AppState, app, no_delay, serve};
+pub use server::{AppState, HEADER_TIMEOUT, app, no_delay, serve, serve_with};

@@ -160,23 +160,71 @@ pub fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = std:
     })
 }
 
+/// How long a client may take to send a request's headers. A connection
+/// that has not sent them by then is closed, so slow senders (slowloris)
+/// cannot hold connections open.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves until `shutdown` fires, then stops accepting and lets open
 /// requests finish for up to `drain_timeout` (open streams are cut then).
+/// Every connection must send its request headers within `header_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
     drain_timeout: Duration,
 ) -> io::Result<()> {
-    let graceful = shutdown.clone();
-    let server =
-        axum::serve(no_delay(listener), app(state)).with_graceful_shutdown(async move { graceful.cancelled().await });
-    let mut server = std::pin::pin!(server.into_future());
+    serve_with(listener, state, shutdown, drain_timeout, HEADER_TIMEOUT).await
+}
+
+/// [`serve`] with another header timeout.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+    header_timeout: Duration,
+) -> io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let app = app(state);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, a connection reset before accept:
+                // this connection is lost, the server is not.
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let connection =
+            graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
     tokio::select! {
-        result = &mut server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(drain_timeout).await } => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(?drain_timeout, "requests still open after the drain timeout; closing them");
-            Ok(())
         }
     }
+    Ok(())
 }

@@ -197,3 +197,40 @@ async fn a_post_that_does_not_say_json_changes_nothing() {
     let (_, listed) = api.rest(Method::GET, "/tasks", None).await;
     assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(1), "{listed}");
 }
+
+/// A client that never finishes its headers (slowloris) is cut off at the
+/// header timeout; the server goes on serving others.
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = switchyard_api::ApiConfig::new(format!("http://{addr}"));
+    let state = switchyard_api::AppState::new(db.another_store().await, config, shutdown.clone());
+    let server = tokio::spawn(switchyard_api::serve_with(
+        listener,
+        state,
+        shutdown.clone(),
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_millis(500),
+    ));
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: appl").await.expect("write");
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 256];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read(&mut buffer))
+        .await
+        .expect("the server closed the connection in time");
+    // Closed (EOF or reset), or answered 408 before closing.
+    let n = read.unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buffer[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    // Everyone else is still served.
+    let ok = reqwest::get(format!("http://{addr}/healthz")).await.expect("healthz");
+    assert_eq!(ok.status(), 200);
+    shutdown.cancel();
+    server.await.expect("joined").expect("served");
+}

@@ -295,9 +295,11 @@ async fn fanouts_are_joined_by_their_policy() {
     assert!(status_text(&first).contains("#1 (a) completed first"), "{first}");
     let children = stack.children(first["id"].as_str().expect("id")).await;
     let loser = children[0]["id"].as_str().expect("loser").to_owned();
+    // Canceled here, and at its agent; or, on a busy machine, canceled
+    // before its delegation ever ran, so no remote task exists to cancel.
     eventually(WAIT, "the loser canceled here and at its agent", || async {
         state(&stack.task(&loser).await) == "TASK_STATE_CANCELED"
-            && stack.remote_state("slow", &loser).await == "TASK_STATE_CANCELED"
+            && matches!(stack.remote_state("slow", &loser).await.as_str(), "TASK_STATE_CANCELED" | "unknown")
     })
     .await;
 

@@ -260,22 +260,38 @@ pub(crate) struct ServeArgs {
     /// switchyard.deadline or switchyard.timeoutSeconds); unset for none.
     #[arg(long, env = "SWITCHYARD_TASK_TTL", value_parser = humantime::parse_duration)]
     pub(crate) task_ttl: Option<Duration>,
-    /// Bearer token that enables the admin API (`/admin/agents`); unset, it is off.
+    /// Bearer token that enables the admin API (`/admin/agents`); unset, it
+    /// is off. On a command line it shows in `ps`: prefer the environment
+    /// variable or --admin-token-file.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
+    /// A file holding the admin token (its first line), so the token appears
+    /// in no process listing.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub(crate) admin_token_file: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
-    pub(crate) fn api_config(&self, bound: SocketAddr) -> ApiConfig {
+    pub(crate) fn api_config(&self, bound: SocketAddr) -> anyhow::Result<ApiConfig> {
         let public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
-        ApiConfig {
+        let admin_token = match &self.admin_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading the admin token from {}: {e}", path.display()))?;
+                let token = text.lines().next().unwrap_or("").trim().to_owned();
+                anyhow::ensure!(!token.is_empty(), "the admin token file {} is empty", path.display());
+                Some(token)
+            }
+            None => self.admin_token.clone().filter(|t| !t.is_empty()),
+        };
+        Ok(ApiConfig {
             blocking_timeout: self.blocking_timeout,
             max_body_bytes: self.max_body_bytes,
             max_attempts: i32::try_from(self.max_attempts.max(1)).unwrap_or(i32::MAX),
             default_ttl: self.task_ttl,
-            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            admin_token,
             ..ApiConfig::new(public_url)
-        }
+        })
     }
 }
 

@@ -113,7 +113,7 @@ async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: Canc
         routing: file.routing(),
         plan_limits: file.plan_limits(),
         egress: file.egress()?,
-        ..args.api_config(bound)
+        ..args.api_config(bound)?
     };
     tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
     let state = AppState::new(store, config, shutdown.clone()).with_metrics(metrics_handle()?);

@@ -88,12 +88,27 @@ impl Stack {
         let path = std::env::temp_dir().join(format!("{}-plans.toml", db.schema));
         std::fs::write(&path, toml).expect("config");
         let config = path.to_string_lossy().into_owned();
+        // The admin token from a file, as it should be given (not on a
+        // command line, where `ps` shows it).
+        let token_file = std::env::temp_dir().join(format!("{}-admin-token", db.schema));
+        std::fs::write(&token_file, "s3cret\n").expect("token file");
+        let token_file = token_file.to_string_lossy().into_owned();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         processes.push(
             switchyard(
                 &db,
-                &["serve", "--listen", &listen, "--config", &config, "--max-attempts", "2", "--admin-token", "s3cret"],
+                &[
+                    "serve",
+                    "--listen",
+                    &listen,
+                    "--config",
+                    &config,
+                    "--max-attempts",
+                    "2",
+                    "--admin-token-file",
+                    &token_file,
+                ],
             )
             .spawn()
             .expect("serve"),
@@ -650,6 +665,9 @@ async fn plans_are_added_and_removed_at_run_time() {
     let admin = |method: reqwest::Method, path: &str| {
         stack.http.request(method, format!("{}{path}", stack.base)).bearer_auth("s3cret")
     };
+    // The token from the file is the one that works.
+    let wrong = stack.http.get(format!("{}/admin/plans", stack.base)).bearer_auth("guess").send().await.expect("get");
+    assert_eq!(wrong.status(), 401);
     // A bad plan is refused with the reason; a good one is stored.
     let bad = admin(reqwest::Method::PUT, "/admin/plans/odd")
         .json(&json!({"fanout": ["a"], "pipeline": ["b"]}))

@@ -265,6 +265,9 @@ pub(crate) struct ServeArgs {
     /// variable or --admin-token-file.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
+    /// How long a request's body may take to arrive after its headers.
+    #[arg(long, env = "SWITCHYARD_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) body_timeout: Duration,
     /// A file holding the admin token (its first line), so the token appears
     /// in no process listing.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
@@ -287,6 +290,7 @@ impl ServeArgs {
         Ok(ApiConfig {
             blocking_timeout: self.blocking_timeout,
             max_body_bytes: self.max_body_bytes,
+            body_timeout: self.body_timeout,
             max_attempts: i32::try_from(self.max_attempts.max(1)).unwrap_or(i32::MAX),
             default_ttl: self.task_ttl,
             admin_token,

@@ -17,6 +17,9 @@ pub struct ApiConfig {
     pub blocking_timeout: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive once its headers have:
+    /// a client trickling it cannot hold a request open.
+    pub body_timeout: Duration,
     /// Attempts a delegation gets before it is dead-lettered.
     pub max_attempts: i32,
     /// How messages are routed to registered agents.
@@ -38,6 +41,7 @@ impl ApiConfig {
             public_url: public_url.into().trim_end_matches('/').to_owned(),
             blocking_timeout: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
             max_attempts: 8,
             routing: RoutingRules::default(),
             default_ttl: None,

@@ -51,10 +51,10 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
     if let Err(e) = validate::json_content_type(&parts.headers) {
         return error(Value::Null, &e, Version::V1);
     }
-    let limit = state.handler.config().max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let config = state.handler.config();
+    let bytes = match validate::body_bytes(body, config.max_body_bytes, config.body_timeout).await {
         Ok(bytes) => bytes,
-        Err(_) => return error(Value::Null, &ApiError::PayloadTooLarge(limit), Version::V1),
+        Err(e) => return error(Value::Null, &e, Version::V1),
     };
     let envelope: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,

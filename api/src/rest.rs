@@ -59,8 +59,8 @@ fn tenant(params: &HashMap<String, String>) -> Result<switchyard_engine::Caller,
 }
 
 async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
-    let limit = state.handler.config().max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let config = state.handler.config();
+    let bytes = validate::body_bytes(body, config.max_body_bytes, config.body_timeout).await?;
     if bytes.is_empty() {
         return Ok(Value::Object(Default::default()));
     }

@@ -162,6 +162,21 @@ pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|_| ApiError::TaskNotFound(raw.to_owned()))
 }
 
+/// A request's body, whole: at most `limit` bytes, arrived within `timeout`.
+pub async fn body_bytes(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::PayloadTooLarge(limit)),
+        Err(_) => {
+            Err(ApiError::InvalidRequest(format!("the request body did not arrive within {} s", timeout.as_secs_f64())))
+        }
+    }
+}
+
 /// A request that changes something must say its body is JSON
 /// (`application/json`, or HTTP+JSON's `application/a2a+json`). A web page
 /// can make a browser send `text/plain` or a body-less POST to any origin

@@ -199,15 +199,19 @@ async fn a_post_that_does_not_say_json_changes_nothing() {
 }
 
 /// A client that never finishes its headers (slowloris) is cut off at the
-/// header timeout; the server goes on serving others.
+/// header timeout, one that trickles its body at the body timeout; the
+/// server goes on serving others.
 #[tokio::test]
-async fn a_connection_that_never_finishes_its_headers_is_closed() {
+async fn a_connection_that_never_finishes_its_headers_or_body_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let db = TestDb::new().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let config = switchyard_api::ApiConfig::new(format!("http://{addr}"));
+    let config = switchyard_api::ApiConfig {
+        body_timeout: std::time::Duration::from_millis(500),
+        ..switchyard_api::ApiConfig::new(format!("http://{addr}"))
+    };
     let state = switchyard_api::AppState::new(db.another_store().await, config, shutdown.clone());
     let server = tokio::spawn(switchyard_api::serve_with(
         listener,
@@ -227,6 +231,25 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     let n = read.unwrap_or(0);
     let answer = String::from_utf8_lossy(&buffer[..n]);
     assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    // A body that trickles is refused at the body timeout.
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head =
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"";
+    trickle.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    // The whole answer: headers and body may come in separate reads.
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("did not arrive") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), trickle.read(&mut buffer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(n > 0, "closed without the error: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("-32600"), "a JSON-RPC invalid request: {answer}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
     // Everyone else is still served.
     let ok = reqwest::get(format!("http://{addr}/healthz")).await.expect("healthz");

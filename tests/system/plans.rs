@@ -189,6 +189,14 @@ impl Stack {
         task
     }
 
+    /// The skill ids Switchyard's Agent Card offers.
+    async fn skills(&self) -> Vec<String> {
+        let url = format!("{}/.well-known/agent-card.json", self.base);
+        let card: Value = self.http.get(url).send().await.expect("card").json().await.expect("json");
+        let skills = card["skills"].as_array().expect("skills");
+        skills.iter().filter_map(|s| s["id"].as_str().map(str::to_owned)).collect()
+    }
+
     /// The parent's children as ListTasks gives them, by position.
     async fn children(&self, parent: &str) -> Vec<Value> {
         let listed =
@@ -267,19 +275,9 @@ async fn fanouts_are_joined_by_their_policy() {
     let stack = Stack::start(&[]).await;
 
     // The plans are skills on the card.
-    let card: Value = stack
-        .http
-        .get(format!("{}/.well-known/agent-card.json", stack.base))
-        .send()
-        .await
-        .expect("card")
-        .json()
-        .await
-        .expect("json");
-    let skills: Vec<&str> =
-        card["skills"].as_array().expect("skills").iter().filter_map(|s| s["id"].as_str()).collect();
+    let skills = stack.skills().await;
     for plan in ["both", "first", "two_of_three", "strict", "partial", "chain", "nested"] {
-        assert!(skills.contains(&plan), "{plan} missing from {skills:?}");
+        assert!(skills.iter().any(|s| s == plan), "{plan} missing from {skills:?}");
     }
 
     // all: both children complete; the parent shows each one's artifact,
@@ -686,19 +684,8 @@ async fn plans_are_added_and_removed_at_run_time() {
         admin(reqwest::Method::GET, "/admin/plans").send().await.expect("get").json().await.expect("json");
     assert!(listed["plans"].as_array().expect("plans").iter().any(|p| p["name"] == "pair"), "{listed}");
     // The card offers it within a second, and clients can use it.
-    eventually(WAIT, "the card lists the new plan", || async {
-        let card: Value = stack
-            .http
-            .get(format!("{}/.well-known/agent-card.json", stack.base))
-            .send()
-            .await
-            .expect("card")
-            .json()
-            .await
-            .expect("json");
-        card["skills"].as_array().is_some_and(|s| s.iter().any(|s| s["id"] == "pair"))
-    })
-    .await;
+    eventually(WAIT, "the card lists the new plan", || async { stack.skills().await.iter().any(|s| s == "pair") })
+        .await;
     let done = stack.send_to("pair", "echo x").await;
     assert_eq!(state(&done), "TASK_STATE_COMPLETED", "{done}");
     // The CLI sees what the admin API stored, and removes it.

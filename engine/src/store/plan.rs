@@ -116,14 +116,6 @@ impl Store {
         Ok(deleted.rows_affected() > 0)
     }
 
-    /// The plan a task runs, if it runs one.
-    pub async fn task_plan(&self, task_id: TaskId) -> Result<Option<TaskPlan>, StoreError> {
-        let row = sqlx::query!("SELECT plan, max_attempts FROM task_plans WHERE task_id = $1", task_id.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Ok(TaskPlan { node: serde_json::from_value(r.plan)?, max_attempts: r.max_attempts })).transpose()
-    }
-
     /// Starts a plan on a task this transaction just created (or whose row
     /// it holds): records the plan, and creates the children that start now
     /// (every fan-out member; a pipeline's first step), recursively for
@@ -265,7 +257,7 @@ impl Store {
             for (record, plan, message) in &plans {
                 self.plan_start(tx, record, plan, message, now).await?;
             }
-            metrics_children_started(rows.ids.len());
+            metrics::counter!("switchyard_plan_children_started_total").increment(rows.ids.len() as u64);
             Ok(())
         })
     }
@@ -634,10 +626,6 @@ fn question(child: &TaskRecord, place: &ChildPlace) -> TaskEvent {
 fn status_text(task: &TaskRecord) -> Option<String> {
     let text = task.status.message.as_ref()?.text()?.trim();
     (!text.is_empty()).then(|| text.chars().take(500).collect())
-}
-
-fn metrics_children_started(n: usize) {
-    metrics::counter!("switchyard_plan_children_started_total").increment(n as u64);
 }
 
 /// Children's columns for one `INSERT … SELECT FROM UNNEST(…)` each.

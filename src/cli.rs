@@ -43,6 +43,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         file: ConfigArgs,
         #[command(flatten)]
+        security: SecurityArgs,
+        #[command(flatten)]
         serve: ServeArgs,
     },
     /// Claim and run jobs.
@@ -52,18 +54,31 @@ pub(crate) enum Command {
         #[command(flatten)]
         file: ConfigArgs,
         #[command(flatten)]
+        security: SecurityArgs,
+        #[command(flatten)]
         worker: WorkerArgs,
     },
-    /// Migrate, then run the API and a worker in one process.
+    /// Migrate, then run the API and a worker in one process. Unless the
+    /// config file has an `[auth]` table, anyone may call it, and agents on
+    /// this machine (loopback) may be reached.
     Dev {
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
         file: ConfigArgs,
         #[command(flatten)]
+        security: SecurityArgs,
+        #[command(flatten)]
         serve: ServeArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+    },
+    /// Create, list and revoke API keys.
+    Keys {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Run the scriptable demo A2A agent (see `src/demo_agent.rs` for its commands).
     DemoAgent {
@@ -85,6 +100,10 @@ pub(crate) enum Command {
     Agents {
         #[command(flatten)]
         db: DatabaseArgs,
+        #[command(flatten)]
+        file: ConfigArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
         #[command(subcommand)]
         command: AgentsCommand,
     },
@@ -116,6 +135,31 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create a key; it is printed once, as the last line of output, and
+    /// only its hash is stored.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        principal: String,
+        /// A scope the key carries (`admin` admits it to the admin API); repeatable.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Requests per second this key may make (default: `[auth] rate`).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Requests it may make at once above the rate (default: one second's worth).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// List keys (ids, tenants, principals, scopes; never secrets).
+    List,
+    /// Revoke a key by its id; it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +247,19 @@ pub(crate) struct ConfigArgs {
     pub(crate) path: Option<std::path::PathBuf>,
 }
 
+/// Who may call, and where Switchyard may connect.
+#[derive(Debug, Args)]
+pub(crate) struct SecurityArgs {
+    /// Serve requests without credentials, as `[auth] anonymous = true`
+    /// does. Never for a deployment reachable by anyone you do not trust.
+    #[arg(long, env = "SWITCHYARD_ANONYMOUS")]
+    pub(crate) anonymous: bool,
+    /// CIDRs, addresses and host names agents may be at although the egress
+    /// guard would refuse them (comma-separated; adds to `[egress] allow`).
+    #[arg(long, env = "SWITCHYARD_EGRESS_ALLOW", value_delimiter = ',')]
+    pub(crate) egress_allow: Vec<String>,
+}
+
 /// Where the database is.
 #[derive(Debug, Args)]
 pub(crate) struct DatabaseArgs {
@@ -272,6 +329,9 @@ pub(crate) struct ServeArgs {
     /// in no process listing.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
     pub(crate) admin_token_file: Option<std::path::PathBuf>,
+    /// Streams (SSE) one principal may hold open per api process.
+    #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 64)]
+    pub(crate) max_streams_per_principal: usize,
 }
 
 impl ServeArgs {
@@ -294,6 +354,7 @@ impl ServeArgs {
             max_attempts: i32::try_from(self.max_attempts.max(1)).unwrap_or(i32::MAX),
             default_ttl: self.task_ttl,
             admin_token,
+            max_streams_per_principal: self.max_streams_per_principal.max(1),
             ..ApiConfig::new(public_url)
         })
     }
@@ -370,10 +431,19 @@ pub(crate) struct WorkerArgs {
     /// Unset, parked delegations only poll (`dev` defaults it to its own URL).
     #[arg(long, env = "SWITCHYARD_PUSH_RECEIVER_URL")]
     pub(crate) push_receiver_url: Option<String>,
+    /// Delegations one tenant may run at once across the deployment, so one
+    /// tenant's long tasks cannot take every worker slot (unset: no cap;
+    /// give every worker the same value).
+    #[arg(long, env = "SWITCHYARD_TENANT_MAX_RUNNING")]
+    pub(crate) tenant_max_running: Option<u32>,
 }
 
 impl WorkerArgs {
-    pub(crate) fn delegation(&self) -> switchyard_worker::delegate::DelegationSettings {
+    pub(crate) fn delegation(
+        &self,
+        egress: switchyard_engine::egress::Egress,
+        credentials: std::collections::HashMap<String, switchyard_worker::delegate::AgentCredentials>,
+    ) -> switchyard_worker::delegate::DelegationSettings {
         switchyard_worker::delegate::DelegationSettings {
             timeout: self.remote_timeout,
             breaker_failures: i32::try_from(self.breaker_failures.max(1)).unwrap_or(i32::MAX),
@@ -384,6 +454,8 @@ impl WorkerArgs {
                 reply_bytes: self.remote_max_reply_bytes,
             },
             push_receiver: self.push_receiver_url.clone().filter(|u| !u.is_empty()),
+            egress: std::sync::Arc::new(egress),
+            credentials,
         }
     }
 
@@ -407,6 +479,7 @@ impl WorkerArgs {
             drain_timeout: self.drain_timeout,
             retry: RetryPolicy { base: self.retry_base, cap: self.retry_cap, ..RetryPolicy::default() },
             retention: (!self.retention.is_zero()).then_some(self.retention),
+            tenant_cap: self.tenant_max_running.map(|n| i64::from(n.max(1))),
             ..WorkerConfig::new(id)
         }
     }

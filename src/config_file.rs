@@ -23,6 +23,19 @@
 //!
 //! [push]
 //! allow = ["10.20.0.0/16", "hooks.internal.example"]
+//!
+//! [egress]
+//! allow = ["10.30.0.0/16"]
+//!
+//! [auth]
+//! anonymous = false
+//! rate = 50.0
+//! burst = 100
+//!
+//! [auth.jwt]
+//! jwks_url = "https://id.example.com/.well-known/jwks.json"
+//! issuers = ["https://id.example.com/"]
+//! audiences = ["switchyard"]
 //! ```
 
 use std::path::Path;
@@ -47,6 +60,48 @@ pub(crate) struct FileConfig {
     plan_limits: LimitsEntry,
     #[serde(default)]
     push: PushEntry,
+    #[serde(default)]
+    egress: PushEntry,
+    auth: Option<AuthEntry>,
+}
+
+/// `[auth]`: who may call.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthEntry {
+    /// Serve requests without credentials (as the principal `anonymous`
+    /// of whatever tenant they name).
+    #[serde(default)]
+    pub(crate) anonymous: bool,
+    /// Requests per second per principal, unless its key sets its own.
+    rate: Option<f64>,
+    /// Requests a principal may make at once above the rate.
+    burst: Option<u32>,
+    /// The scope (key scope or JWT `scope`) that admits to the admin API.
+    admin_scope: Option<String>,
+    jwt: Option<JwtEntry>,
+}
+
+/// `[auth.jwt]`: which bearer tokens are trusted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtEntry {
+    /// The environment variable holding the HS256 secret.
+    hs256_secret_env: Option<String>,
+    /// A file holding the HS256 secret.
+    hs256_secret_file: Option<std::path::PathBuf>,
+    /// A JWKS document on disk (RS256 / ES256 keys).
+    jwks_file: Option<std::path::PathBuf>,
+    /// A JWKS URL (RS256 / ES256 keys), cached and refreshed.
+    jwks_url: Option<String>,
+    #[serde(default)]
+    issuers: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    /// Clock skew allowed on exp/nbf, e.g. "30s" (at most 5 minutes).
+    leeway: Option<String>,
+    tenant_claim: Option<String>,
+    default_tenant: Option<String>,
 }
 
 /// `[push]`: where webhooks may point beyond the public internet.
@@ -83,6 +138,15 @@ impl Default for LimitsEntry {
 struct AgentEntry {
     name: String,
     url: String,
+    /// The environment variable holding a bearer token for this agent.
+    bearer_env: Option<String>,
+    /// The environment variable holding an API key for this agent...
+    api_key_env: Option<String>,
+    /// ...and the header it goes in (default `X-API-Key`).
+    api_key_header: Option<String>,
+    /// PEM client certificate (chain) and key, for mutual TLS.
+    client_cert: Option<std::path::PathBuf>,
+    client_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +185,8 @@ impl FileConfig {
             anyhow::ensure!(known(name), "default_agent {name:?} is not among [[agents]]");
         }
         config.egress()?;
+        config.agent_egress(&[])?;
+        config.auth()?;
         let limits = config.plan_limits();
         anyhow::ensure!(
             limits.width >= 1 && limits.depth >= 1 && limits.tasks >= 1,
@@ -148,6 +214,147 @@ impl FileConfig {
     /// The SSRF guard with the file's `[push] allow` list.
     pub(crate) fn egress(&self) -> anyhow::Result<switchyard_engine::egress::Egress> {
         switchyard_engine::egress::Egress::new(&self.push.allow).map_err(anyhow::Error::msg)
+    }
+
+    /// The guard for agents: the file's `[egress] allow` list, plus `extra`
+    /// (from the command line).
+    pub(crate) fn agent_egress(&self, extra: &[String]) -> anyhow::Result<switchyard_engine::egress::Egress> {
+        let allow: Vec<String> = self.egress.allow.iter().chain(extra).cloned().collect();
+        switchyard_engine::egress::Egress::for_agents(&allow).map_err(anyhow::Error::msg)
+    }
+
+    /// Whether the file has an `[auth]` table.
+    pub(crate) fn has_auth(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The `[auth]` table as the api takes it (secrets read now, so a
+    /// missing one stops the process at start).
+    pub(crate) fn auth(&self) -> anyhow::Result<switchyard_api::auth::AuthConfig> {
+        use switchyard_api::auth::{AuthConfig, JwtConfig, JwtKeys, MAX_LEEWAY};
+        let default = AuthEntry::default();
+        let a = self.auth.as_ref().unwrap_or(&default);
+        let rate = match a.rate {
+            Some(per_sec) => {
+                anyhow::ensure!(per_sec.is_finite() && per_sec > 0.0, "[auth] rate must be a positive number");
+                let burst = a.burst.unwrap_or_else(|| switchyard_api::limit::Rate::burst_for(per_sec));
+                anyhow::ensure!(burst >= 1, "[auth] burst must be at least 1");
+                Some(switchyard_api::limit::Rate { per_sec, burst })
+            }
+            None => {
+                anyhow::ensure!(a.burst.is_none(), "[auth] burst needs a rate");
+                None
+            }
+        };
+        let jwt = match &a.jwt {
+            None => None,
+            Some(j) => {
+                let sources = [
+                    j.hs256_secret_env.is_some(),
+                    j.hs256_secret_file.is_some(),
+                    j.jwks_file.is_some(),
+                    j.jwks_url.is_some(),
+                ];
+                anyhow::ensure!(
+                    sources.iter().filter(|s| **s).count() == 1,
+                    "[auth.jwt] needs exactly one of hs256_secret_env, hs256_secret_file, jwks_file, jwks_url"
+                );
+                let keys = if let Some(var) = &j.hs256_secret_env {
+                    let secret =
+                        std::env::var(var).with_context(|| format!("[auth.jwt] hs256_secret_env: {var} is not set"))?;
+                    anyhow::ensure!(secret.len() >= 32, "[auth.jwt] the HS256 secret must be at least 32 bytes");
+                    JwtKeys::Secret(secret.into_bytes())
+                } else if let Some(path) = &j.hs256_secret_file {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("[auth.jwt] hs256_secret_file {}", path.display()))?;
+                    let secret = text.lines().next().unwrap_or("").trim().to_owned();
+                    anyhow::ensure!(secret.len() >= 32, "[auth.jwt] the HS256 secret must be at least 32 bytes");
+                    JwtKeys::Secret(secret.into_bytes())
+                } else if let Some(path) = &j.jwks_file {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("[auth.jwt] jwks_file {}", path.display()))?;
+                    serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
+                        .with_context(|| format!("[auth.jwt] jwks_file {} is not a JWKS", path.display()))?;
+                    JwtKeys::JwksFile(path.clone())
+                } else {
+                    let url = j.jwks_url.clone().unwrap_or_default();
+                    anyhow::ensure!(
+                        url.starts_with("https://") || url.starts_with("http://"),
+                        "[auth.jwt] jwks_url must be an http(s) URL"
+                    );
+                    JwtKeys::JwksUrl(url)
+                };
+                let leeway = match &j.leeway {
+                    Some(text) => humantime::parse_duration(text)
+                        .with_context(|| format!("[auth.jwt] leeway {text:?} is not a duration"))?,
+                    None => std::time::Duration::from_secs(30),
+                };
+                anyhow::ensure!(leeway <= MAX_LEEWAY, "[auth.jwt] leeway may be at most {MAX_LEEWAY:?}");
+                Some(JwtConfig {
+                    keys,
+                    issuers: j.issuers.clone(),
+                    audiences: j.audiences.clone(),
+                    leeway,
+                    tenant_claim: j.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
+                    default_tenant: j.default_tenant.clone(),
+                })
+            }
+        };
+        Ok(AuthConfig {
+            anonymous: a.anonymous,
+            jwt,
+            rate,
+            admin_scope: a.admin_scope.clone().unwrap_or_else(|| "admin".into()),
+        })
+    }
+
+    /// What each agent with credentials gets presented, read from the
+    /// environment and disk now (a missing one stops the process at start).
+    pub(crate) fn agent_credentials(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, switchyard_worker::delegate::AgentCredentials>> {
+        use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+        let mut all = std::collections::HashMap::new();
+        for agent in &self.agents {
+            let mut credentials = switchyard_worker::delegate::AgentCredentials::default();
+            let secret = |var: &str| {
+                let value = std::env::var(var)
+                    .with_context(|| format!("agent {:?}: the environment variable {var} is not set", agent.name))?;
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|_| anyhow::anyhow!("agent {:?}: {var} is not a valid header value", agent.name))?;
+                value.set_sensitive(true);
+                anyhow::Ok(value)
+            };
+            if let Some(var) = &agent.bearer_env {
+                let token = secret(var)?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.to_str().unwrap_or_default()))
+                    .map_err(|_| anyhow::anyhow!("agent {:?}: {var} is not a valid token", agent.name))?;
+                value.set_sensitive(true);
+                credentials.headers.insert(AUTHORIZATION, value);
+            }
+            if let Some(var) = &agent.api_key_env {
+                let name = agent.api_key_header.as_deref().unwrap_or("X-API-Key");
+                let header = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| anyhow::anyhow!("agent {:?}: {name:?} is not a header name", agent.name))?;
+                credentials.headers.insert(header, secret(var)?);
+            }
+            match (&agent.client_cert, &agent.client_key) {
+                (Some(cert), Some(key)) => {
+                    let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                    pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+                    let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                        format!("agent {:?}: the client certificate or key is unusable", agent.name)
+                    })?;
+                    credentials.identity = Some(identity);
+                }
+                (None, None) => {}
+                _ => anyhow::bail!("agent {:?}: client_cert and client_key go together", agent.name),
+            }
+            if !credentials.headers.is_empty() || credentials.identity.is_some() {
+                all.insert(agent.name.clone(), credentials);
+            }
+        }
+        Ok(all)
     }
 
     /// The limits on fan-outs and pipelines.

@@ -22,6 +22,7 @@ pub(crate) async fn show(
     let jobs = store.task_jobs(id).await?;
     let delegation = store.delegation_get(id).await?;
     let tree = descendants(store, id).await?;
+    let audit = store.audit_for_task(id).await?;
     let trace_id = trace_id(&task);
     let trace_link = trace_id.as_deref().zip(trace_url).map(|(id, template)| template.replace("{trace_id}", id));
 
@@ -45,6 +46,10 @@ pub(crate) async fn show(
                 "lastError": j.last_error, "createdAt": j.created_at, "finishedAt": j.finished_at,
             })).collect::<Vec<_>>(),
             "children": children_json(&tree, 1, 0, tree.len()),
+            "audit": audit.iter().map(|a| json!({
+                "at": a.at, "action": a.action, "tenant": a.tenant, "principal": a.principal,
+                "credential": a.credential, "detail": a.detail,
+            })).collect::<Vec<_>>(),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
         return Ok(());
@@ -102,6 +107,27 @@ pub(crate) async fn show(
             format!("{}/{}", job.attempt, job.max_attempts),
             stamp(job.run_at),
             job.last_error.as_deref().unwrap_or("")
+        )?;
+    }
+    writeln!(out, "\nAUDIT")?;
+    writeln!(out, "  {:<23}  {:<18}  {:<24}  {:<20}  DETAIL", "AT", "ACTION", "WHO", "CREDENTIAL")?;
+    writeln!(
+        out,
+        "  {:<23}  {:<18}  {:<24}  {:<20}",
+        stamp(task.created_at),
+        "task.create",
+        format!("{}/{}", task.tenant, task.owner),
+        "-"
+    )?;
+    for entry in &audit {
+        writeln!(
+            out,
+            "  {:<23}  {:<18}  {:<24}  {:<20}  {}",
+            entry.at.map(stamp).unwrap_or_default(),
+            entry.action,
+            format!("{}/{}", entry.tenant.as_deref().unwrap_or("-"), entry.principal),
+            entry.credential.as_deref().unwrap_or("-"),
+            entry.detail.as_ref().map(ToString::to_string).unwrap_or_default()
         )?;
     }
     if !tree.is_empty() {

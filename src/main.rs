@@ -17,8 +17,8 @@ use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
 use cli::{
-    AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, PlansCommand, ServeArgs, TasksCommand, WebhooksCommand,
-    WorkerArgs,
+    AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, KeysCommand, PlansCommand, SecurityArgs, ServeArgs,
+    TasksCommand, WebhooksCommand, WorkerArgs,
 };
 use config_file::FileConfig;
 
@@ -34,20 +34,33 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Migrate { db, undo } => migrate(&db, undo).await,
-        Command::Serve { db, file, serve: args } => {
+        Command::Serve { db, file, security, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let store = open(&db).await?;
             file.register(&store).await?;
-            serve(store, &file, &args, shutdown_on_signal()).await
+            serve(store, &file, &security, &args, shutdown_on_signal()).await
         }
-        Command::Worker { db, file, worker: args } => {
+        Command::Worker { db, file, security, worker: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let store = open(&db).await?;
             file.register(&store).await?;
-            work(store, &file, &args, shutdown_on_signal()).await
+            work(store, &file, &security, &args, shutdown_on_signal()).await
         }
-        Command::Dev { db, file, serve: serve_args, worker: mut worker_args } => {
+        Command::Dev { db, file, mut security, serve: serve_args, worker: mut worker_args } => {
             let file = FileConfig::load(file.path.as_deref())?;
+            // A development broker: open to anyone, and its demo agents live
+            // on this machine. Said loudly, since it must never face a network.
+            if !file.has_auth() {
+                security.anonymous = true;
+                tracing::warn!(
+                    "dev: anyone who can reach {} may call it without credentials (add an [auth] table to the config to require them)",
+                    serve_args.listen
+                );
+            }
+            if security.egress_allow.is_empty() {
+                security.egress_allow = vec!["127.0.0.0/8".into(), "::1".into()];
+                tracing::warn!("dev: agents on this machine (127.0.0.0/8, ::1) may be reached");
+            }
             // Remote agents' pushes come back to this process's own api.
             if worker_args.push_receiver_url.is_none() {
                 worker_args.push_receiver_url =
@@ -58,12 +71,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             file.register(&store).await?;
             let shutdown = shutdown_on_signal();
             let (api, worker) = tokio::join!(
-                serve(store.clone(), &file, &serve_args, shutdown.clone()),
-                work(store.clone(), &file, &worker_args, shutdown.clone())
+                serve(store.clone(), &file, &security, &serve_args, shutdown.clone()),
+                work(store.clone(), &file, &security, &worker_args, shutdown.clone())
             );
             api.and(worker)
         }
-        Command::Agents { db, command } => agents(open(&db).await?, command).await,
+        Command::Agents { db, file, security, command } => {
+            let file = FileConfig::load(file.path.as_deref())?;
+            agents(open(&db).await?, &file, &security, command).await
+        }
+        Command::Keys { db, command } => keys(open(&db).await?, command).await,
         Command::Plans { db, command } => plans(open(&db).await?, command).await,
         Command::Webhooks { db, command } => webhooks(open(&db).await?, command).await,
         Command::Tasks { db, command } => {
@@ -105,7 +122,13 @@ async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve(
+    store: Store,
+    file: &FileConfig,
+    security: &SecurityArgs,
+    args: &ServeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
@@ -113,15 +136,29 @@ async fn serve(store: Store, file: &FileConfig, args: &ServeArgs, shutdown: Canc
         routing: file.routing(),
         plan_limits: file.plan_limits(),
         egress: file.egress()?,
+        agent_egress: file.agent_egress(&security.egress_allow)?,
+        auth: switchyard_api::auth::AuthConfig {
+            anonymous: file.auth()?.anonymous || security.anonymous,
+            ..file.auth()?
+        },
         ..args.api_config(bound)?
     };
+    if config.auth.anonymous {
+        tracing::warn!("anonymous access is on: requests without credentials are served");
+    }
     tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
     let state = AppState::new(store, config, shutdown.clone()).with_metrics(metrics_handle()?);
     switchyard_api::serve(listener, state, shutdown, args.http_drain_timeout).await?;
     Ok(())
 }
 
-async fn work(store: Store, file: &FileConfig, args: &WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn work(
+    store: Store,
+    file: &FileConfig,
+    security: &SecurityArgs,
+    args: &WorkerArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if let Some(listen) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let state = switchyard_api::metrics::MetricsState { store: store.clone(), handle: metrics_handle()? };
@@ -136,21 +173,30 @@ async fn work(store: Store, file: &FileConfig, args: &WorkerArgs, shutdown: Canc
             }
         });
     }
-    let dispatcher = Dispatcher::new(args.delegation(), args.push(file.egress()?));
+    let delegation = args.delegation(file.agent_egress(&security.egress_allow)?, file.agent_credentials()?);
+    let dispatcher = Dispatcher::new(delegation, args.push(file.egress()?)).context("building the HTTP clients")?;
     let worker = Worker::new(store, args.worker_config(), dispatcher)?;
     worker.run(shutdown).await?;
     Ok(())
 }
 
-async fn agents(store: Store, command: AgentsCommand) -> anyhow::Result<()> {
+async fn agents(
+    store: Store,
+    file: &FileConfig,
+    security: &SecurityArgs,
+    command: AgentsCommand,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         AgentsCommand::Add { name, url } => {
-            let card = switchyard_worker::delegate::fetch_card(&url)
+            let egress = std::sync::Arc::new(file.agent_egress(&security.egress_allow)?);
+            let credentials = file.agent_credentials()?;
+            let card = switchyard_worker::delegate::fetch_card(&url, &egress, credentials.get(&name))
                 .await
                 .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
             store.agent_upsert(&name, &url).await?;
             store.agent_set_card(&name, &card).await?;
+            audit(&store, "admin.agent.add", serde_json::json!({ "agent": name, "url": url })).await;
             writeln!(out, "agent {name} registered ({})", card["name"].as_str().unwrap_or("unnamed"))?;
         }
         AgentsCommand::List => {
@@ -170,7 +216,94 @@ async fn agents(store: Store, command: AgentsCommand) -> anyhow::Result<()> {
         }
         AgentsCommand::Remove { name } => {
             anyhow::ensure!(store.agent_remove(&name).await?, "no agent named {name:?} is registered");
+            audit(&store, "admin.agent.remove", serde_json::json!({ "agent": name })).await;
             writeln!(out, "agent {name} removed")?;
+        }
+    }
+    Ok(())
+}
+
+/// Records an operator's change in the audit log (and as a log line); the
+/// operator is whoever runs the command with the database's credentials.
+async fn audit(store: &Store, action: &str, detail: serde_json::Value) {
+    let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    tracing::info!(target: "switchyard::audit", action, principal = %operator, credential = "cli", %detail);
+    let entry = switchyard_engine::AuditEntry {
+        credential: Some("cli".into()),
+        detail: Some(detail),
+        ..switchyard_engine::AuditEntry::new(operator, action)
+    };
+    if let Err(error) = store.audit(&entry).await {
+        tracing::error!(%error, action, "could not write the audit log");
+    }
+}
+
+async fn keys(store: Store, command: KeysCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        KeysCommand::Create { tenant, principal, scopes, rate, burst } => {
+            switchyard_api::validate::tenant(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            anyhow::ensure!(
+                !principal.is_empty() && principal.len() <= 256 && !principal.chars().any(char::is_control),
+                "--principal: 1-256 printable characters"
+            );
+            if let Some(rate) = rate {
+                anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number");
+            }
+            anyhow::ensure!(burst.is_none() || rate.is_some(), "--burst needs --rate");
+            let new = switchyard_engine::NewKey {
+                tenant,
+                principal,
+                scopes,
+                rate_per_sec: rate,
+                burst: burst.map(|b| i32::try_from(b.max(1)).unwrap_or(i32::MAX)),
+            };
+            let (record, key) = store.key_create(&new).await?;
+            audit(
+                &store,
+                "keys.create",
+                serde_json::json!({ "key": record.id, "tenant": record.tenant, "principal": record.principal, "scopes": record.scopes }),
+            )
+            .await;
+            writeln!(
+                out,
+                "key {} for {}/{} created{}; it is shown once, here:",
+                record.id,
+                record.tenant,
+                record.principal,
+                if record.scopes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (scopes: {})", record.scopes.join(","))
+                }
+            )?;
+            writeln!(out, "{key}")?;
+        }
+        KeysCommand::List => {
+            writeln!(
+                out,
+                "{:<14} {:<20} {:<20} {:<12} {:<10} {:<25} REVOKED",
+                "ID", "TENANT", "PRINCIPAL", "SCOPES", "RATE", "CREATED"
+            )?;
+            for key in store.keys_list().await? {
+                let rate = key.rate_per_sec.map_or_else(|| "default".to_owned(), |r| format!("{r}/s"));
+                writeln!(
+                    out,
+                    "{:<14} {:<20} {:<20} {:<12} {:<10} {:<25} {}",
+                    key.id,
+                    key.tenant,
+                    key.principal,
+                    if key.scopes.is_empty() { "-".to_owned() } else { key.scopes.join(",") },
+                    rate,
+                    key.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    key.revoked_at.map_or_else(|| "-".to_owned(), |at| at.format("%Y-%m-%d %H:%M:%S").to_string()),
+                )?;
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            anyhow::ensure!(store.key_revoke(&id).await?, "no live key has id {id:?}");
+            audit(&store, "keys.revoke", serde_json::json!({ "key": id })).await;
+            writeln!(out, "key {id} revoked")?;
         }
     }
     Ok(())

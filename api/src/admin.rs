@@ -1,5 +1,6 @@
-//! The admin API: register, list and remove remote agents and plans. Enabled only
-//! with an admin token, and every request must present it as a bearer token.
+//! The admin API: register, list and remove remote agents and plans. Every
+//! request must present the admin token, or an API key or JWT carrying the
+//! admin scope; every change is audited.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -8,7 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::{Principal, same_secret};
+use crate::error::ApiError;
 use crate::server::AppState;
+use switchyard_engine::AuditEntry;
 
 /// Body of `POST /admin/agents`.
 #[derive(Debug, Deserialize)]
@@ -22,40 +26,45 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": { "code": status.as_u16(), "message": message } }))).into_response()
 }
 
-/// Compares in time independent of where the strings first differ.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// Why a request may not use the admin API.
-#[derive(Debug, Clone, Copy)]
-enum Denied {
-    Disabled,
-    Unauthenticated,
-}
-
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        match self {
-            Denied::Disabled => {
-                error(StatusCode::FORBIDDEN, "the admin API is disabled; start serve with --admin-token")
-            }
-            Denied::Unauthenticated => {
-                let mut response = error(StatusCode::UNAUTHORIZED, "a valid admin bearer token is required");
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-                response
+/// Who may use the admin API: the holder of the admin token, or a caller
+/// whose key or token carries the admin scope. Anything else is refused.
+async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    if let Some(expected) = state.handler.config().admin_token.as_deref() {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_some_and(|token| same_secret(token.trim().as_bytes(), expected.as_bytes())) {
+            return Ok(Principal::admin_token());
+        }
+    }
+    let refuse = |e: ApiError| {
+        let mut response = error(e.classify().http, &e.to_string());
+        for (name, value) in e.headers() {
+            if let Ok(value) = header::HeaderValue::from_str(&value) {
+                response.headers_mut().append(name, value);
             }
         }
+        response
+    };
+    match state.auth.authenticate(headers).await {
+        Ok(who) if who.admin => Ok(who),
+        Ok(who) if who.is_anonymous() => {
+            Err(refuse(ApiError::Unauthenticated("the admin API needs an admin key, token or the admin token".into())))
+        }
+        Ok(_) => Err(refuse(ApiError::Forbidden(format!(
+            "the credential lacks the {:?} scope",
+            state.auth.config().admin_scope
+        )))),
+        Err(e) => Err(refuse(e)),
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Denied> {
-    let expected = state.handler.config().admin_token.as_deref().ok_or(Denied::Disabled)?;
-    let given =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(token) if same_secret(token.trim().as_bytes(), expected.as_bytes()) => Ok(()),
-        _ => Err(Denied::Unauthenticated),
+/// Writes an admin change to the audit log and the log; a failure to write
+/// is logged, not answered (the change is made).
+async fn audit(state: &AppState, who: &Principal, action: &str, detail: Value) {
+    tracing::info!(target: "switchyard::audit", action, principal = %who.principal, credential = %who.credential, %detail);
+    let entry = AuditEntry { detail: Some(detail), ..who.audit(action) };
+    if let Err(error) = state.store.audit(&entry).await {
+        tracing::error!(%error, action, "could not write the audit log");
     }
 }
 
@@ -72,8 +81,8 @@ fn agent_json(agent: &switchyard_engine::AgentRecord) -> Value {
 
 /// `GET /admin/agents`.
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
+    if let Err(refused) = authorize(&state, &headers).await {
+        return refused;
     }
     match state.store.agents_list().await {
         Ok(agents) => Json(json!({ "agents": agents.iter().map(agent_json).collect::<Vec<_>>() })).into_response(),
@@ -87,9 +96,10 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 /// `POST /admin/agents`: registers (or re-points) an agent; workers fetch
 /// its card on first use.
 pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
-    }
+    let who = match authorize(&state, &headers).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     let agent: NewAgent = match serde_json::from_slice(&body) {
         Ok(agent) => agent,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"name\", \"url\"}}: {e}")),
@@ -100,11 +110,16 @@ pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::
     if !name_ok {
         return error(StatusCode::BAD_REQUEST, "name: 1-63 letters, digits, '_', '.', '-'");
     }
-    if !(agent.url.starts_with("http://") || agent.url.starts_with("https://")) {
-        return error(StatusCode::BAD_REQUEST, "url: must be an http(s) URL");
+    // Where the agent is, as written: workers check again, after DNS, on
+    // every connection.
+    if let Err(refused) = state.handler.config().agent_egress.check_url(&agent.url) {
+        return error(StatusCode::BAD_REQUEST, &format!("url: {refused}"));
     }
     match state.store.agent_upsert(&agent.name, &agent.url).await {
-        Ok(()) => (StatusCode::CREATED, Json(json!({ "name": agent.name, "url": agent.url }))).into_response(),
+        Ok(()) => {
+            audit(&state, &who, "admin.agent.add", json!({ "agent": agent.name, "url": agent.url })).await;
+            (StatusCode::CREATED, Json(json!({ "name": agent.name, "url": agent.url }))).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "registering an agent");
             error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
@@ -114,11 +129,15 @@ pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::
 
 /// `DELETE /admin/agents/{name}`.
 pub async fn remove(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
-    }
+    let who = match authorize(&state, &headers).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     match state.store.agent_remove(&name).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(true) => {
+            audit(&state, &who, "admin.agent.remove", json!({ "agent": name })).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(false) => error(StatusCode::NOT_FOUND, "no such agent"),
         Err(e) => {
             tracing::error!(error = %e, "removing an agent");
@@ -129,8 +148,8 @@ pub async fn remove(State(state): State<AppState>, headers: HeaderMap, Path(name
 
 /// `GET /admin/plans`.
 pub async fn plans_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
+    if let Err(refused) = authorize(&state, &headers).await {
+        return refused;
     }
     match state.store.plans_list().await {
         Ok(plans) => Json(json!({ "plans": plans })).into_response(),
@@ -150,9 +169,10 @@ pub async fn plans_put(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
-    }
+    let who = match authorize(&state, &headers).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     let mut spec: switchyard_engine::plan::PlanSpec = match serde_json::from_slice(&body) {
         Ok(spec) => spec,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a plan: {e}")),
@@ -167,7 +187,10 @@ pub async fn plans_put(
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
     match state.store.plan_put(&spec).await {
-        Ok(()) => (StatusCode::OK, Json(json!(spec))).into_response(),
+        Ok(()) => {
+            audit(&state, &who, "admin.plan.put", json!({ "plan": spec.name })).await;
+            (StatusCode::OK, Json(json!(spec))).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "storing a plan");
             error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
@@ -177,27 +200,19 @@ pub async fn plans_put(
 
 /// `DELETE /admin/plans/{name}`. Tasks already running it carry on.
 pub async fn plans_remove(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
-    }
+    let who = match authorize(&state, &headers).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     match state.store.plan_delete(&name).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(true) => {
+            audit(&state, &who, "admin.plan.remove", json!({ "plan": name })).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(false) => error(StatusCode::NOT_FOUND, "no such plan"),
         Err(e) => {
             tracing::error!(error = %e, "removing a plan");
             error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_secret;
-
-    #[test]
-    fn secrets_compare_by_content() {
-        assert!(same_secret(b"s3cret", b"s3cret"));
-        assert!(!same_secret(b"s3cret", b"s3crex"));
-        assert!(!same_secret(b"s3cre", b"s3cret"));
     }
 }

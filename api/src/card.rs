@@ -84,7 +84,7 @@ fn card_json(config: &ApiConfig, plans: &[PlanSpec]) -> Value {
             streaming: Some(true),
             push_notifications: Some(true),
             extensions: None,
-            extended_agent_card: Some(false),
+            extended_agent_card: Some(true),
         },
         default_input_modes: vec!["text/plain".into(), "application/json".into()],
         default_output_modes: vec!["text/plain".into(), "application/json".into()],
@@ -106,8 +106,74 @@ fn card_json(config: &ApiConfig, plans: &[PlanSpec]) -> Value {
     value["protocolVersion"] = json!("0.3.0");
     value["preferredTransport"] = json!("JSONRPC");
     value["additionalInterfaces"] = json!([{ "url": url, "transport": "JSONRPC" }]);
-    value["supportsAuthenticatedExtendedCard"] = json!(false);
+    value["supportsAuthenticatedExtendedCard"] = json!(true);
+    declare_security(&mut value, config);
     value
+}
+
+/// The schemes every binding accepts, in both generations' shapes side by
+/// side (v1 `securitySchemes` members plus OpenAPI's `type`/`in`/`name`;
+/// `securityRequirements` for v1, `security` for v0.3). Anonymous access
+/// shows as an empty requirement: credentials optional.
+fn declare_security(card: &mut Value, config: &ApiConfig) {
+    let mut schemes = json!({
+        "apiKey": {
+            "apiKeySecurityScheme": {
+                "location": "header",
+                "name": "X-API-Key",
+                "description": "An API key from `switchyard keys create`.",
+            },
+            "type": "apiKey", "in": "header", "name": "X-API-Key",
+        },
+    });
+    let mut names = vec!["apiKey"];
+    if config.auth.jwt.is_some() {
+        schemes["bearer"] = json!({
+            "httpAuthSecurityScheme": { "scheme": "Bearer", "bearerFormat": "JWT" },
+            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        });
+        names.push("bearer");
+    }
+    let mut v1: Vec<Value> = names.iter().map(|n| json!({ "schemes": { *n: { "list": [] } } })).collect();
+    let mut v03: Vec<Value> = names.iter().map(|n| json!({ *n: [] })).collect();
+    if config.auth.anonymous {
+        v1.push(json!({ "schemes": {} }));
+        v03.push(json!({}));
+    }
+    card["securitySchemes"] = schemes;
+    card["securityRequirements"] = json!(v1);
+    card["security"] = json!(v03);
+}
+
+/// The extended card: the public one, plus a skill per skill of each
+/// registered agent (`<agent>/<skill>`, tagged with the agent's name),
+/// which a caller routes to with `switchyard.skill`. No agent URLs.
+pub fn extended(
+    public: &CardDocument,
+    agents: &[switchyard_engine::AgentRecord],
+) -> Result<AgentCard, crate::error::ApiError> {
+    let mut card: AgentCard = serde_json::from_value(public.json()).map_err(|error| {
+        tracing::error!(%error, "our own card does not parse");
+        crate::error::ApiError::Internal
+    })?;
+    for agent in agents {
+        let skills = agent.card.as_ref().and_then(|c| c.get("skills")).and_then(Value::as_array);
+        for skill in skills.into_iter().flatten() {
+            let Some(id) = skill.get("id").and_then(Value::as_str) else { continue };
+            let text = |field: &str| skill.get(field).and_then(Value::as_str).unwrap_or(id).to_owned();
+            card.skills.push(AgentSkill {
+                id: format!("{}/{id}", agent.name),
+                name: text("name"),
+                description: text("description"),
+                tags: vec!["agent".into(), agent.name.clone()],
+                examples: None,
+                input_modes: None,
+                output_modes: None,
+                security_requirements: None,
+            });
+        }
+    }
+    Ok(card)
 }
 
 /// A plan as a skill: picked with `{"switchyard": {"skill": NAME}}`.
@@ -182,6 +248,13 @@ mod tests {
         assert!(card.supported_interfaces.iter().all(|i| i.url == "http://broker.example:8080"));
         assert_eq!(card.capabilities.streaming, Some(true));
         assert!(!card.skills.is_empty());
+        assert_eq!(card.capabilities.extended_agent_card, Some(true));
+        let schemes = card.security_schemes.expect("schemes");
+        assert!(matches!(schemes.get("apiKey"), Some(a2a::SecurityScheme::ApiKey(k)) if k.name == "X-API-Key"));
+        assert_eq!(card.security_requirements.map(|r| r.len()), Some(1), "credentials required by default");
+        let json = doc.json();
+        assert_eq!(json["security"], json!([{ "apiKey": [] }]));
+        assert_eq!(json["securitySchemes"]["apiKey"]["in"], "header");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use switchyard_engine::egress::Egress;
+
+use crate::auth::AuthConfig;
 use switchyard_engine::plan::PlanLimits;
 use switchyard_engine::route::RoutingRules;
 
@@ -32,6 +34,12 @@ pub struct ApiConfig {
     pub plan_limits: PlanLimits,
     /// Where webhooks may point (the SSRF guard and its allow-list).
     pub egress: Egress,
+    /// Where agents registered through the admin API may be.
+    pub agent_egress: Egress,
+    /// Who may call, and how often.
+    pub auth: AuthConfig,
+    /// Streams (SSE) one principal may hold open in this process at once.
+    pub max_streams_per_principal: usize,
 }
 
 impl ApiConfig {
@@ -48,6 +56,9 @@ impl ApiConfig {
             admin_token: None,
             plan_limits: PlanLimits::default(),
             egress: Egress::default(),
+            agent_egress: Egress::for_agents(&[]).unwrap_or_default(),
+            auth: AuthConfig::default(),
+            max_streams_per_principal: 64,
         }
     }
 }

@@ -37,6 +37,12 @@ pub enum ApiError {
     PushConfigNotFound { task: String, config: String },
     #[error("the request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    Forbidden(String),
+    #[error("too many requests; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("the service is temporarily unavailable; retry shortly")]
     Unavailable,
     #[error("internal error")]
@@ -84,6 +90,11 @@ impl ApiError {
                 (-32007, StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "EXTENDED_AGENT_CARD_NOT_CONFIGURED")
             }
             VersionNotSupported(_) => (-32009, StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "VERSION_NOT_SUPPORTED"),
+            // Outside JSON-RPC's reserved range, and the HTTP status in the
+            // last three digits: A2A leaves these codes to the server.
+            Unauthenticated(_) => (-31401, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "UNAUTHENTICATED"),
+            Forbidden(_) => (-31403, StatusCode::FORBIDDEN, "PERMISSION_DENIED", "PERMISSION_DENIED"),
+            RateLimited { .. } => (-31429, StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", "RATE_LIMITED"),
             Unavailable => (-32603, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "UNAVAILABLE"),
             Internal => (-32603, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "INTERNAL_ERROR"),
         };
@@ -105,6 +116,9 @@ impl ApiError {
             }
             ApiError::VersionNotSupported(_) => {
                 metadata.insert("supportedVersions".into(), json!("1.0,0.3"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                metadata.insert("retryAfterSeconds".into(), json!(retry_after.to_string()));
             }
             _ => {}
         }
@@ -137,6 +151,22 @@ impl ApiError {
             "message": self.to_string(),
             "details": self.details(),
         }})
+    }
+}
+
+impl ApiError {
+    /// Headers this error's HTTP answer carries: the challenge of a 401,
+    /// the wait of a 429.
+    pub fn headers(&self) -> Vec<(axum::http::HeaderName, String)> {
+        use axum::http::header;
+        match self {
+            ApiError::Unauthenticated(_) => vec![
+                (header::WWW_AUTHENTICATE, r#"Bearer realm="switchyard""#.to_owned()),
+                (header::WWW_AUTHENTICATE, r#"ApiKey realm="switchyard", header="X-API-Key""#.to_owned()),
+            ],
+            ApiError::RateLimited { retry_after } => vec![(header::RETRY_AFTER, retry_after.to_string())],
+            _ => Vec::new(),
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! A task's log as a stream of A2A `StreamResponse`s: the snapshot first,
 //! then every update in log order, ending at a terminal or interrupted state.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use a2a::StreamResponse;
 use switchyard_engine::wire::to_stream_response;
-use switchyard_engine::{Store, TaskEvent, TaskRecord, TaskState};
+use switchyard_engine::{Caller, Store, TaskEvent, TaskRecord, TaskState};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -50,16 +52,60 @@ pub fn stream_task(
     task: TaskRecord,
     history: Vec<a2a::Message>,
     start: Start,
+    permit: StreamPermit,
 ) -> ReceiverStream<StreamItem> {
     let (tx, rx) = mpsc::channel(BUFFER);
     let subscription = hub.subscribe();
     let feed = hub.feed(task.id);
     tokio::spawn(async move {
+        // Held for as long as the stream runs.
+        let _permit = permit;
         if let Err(error) = produce(&store, &feed, subscription, task, history, start, &tx).await {
             let _ = tx.send(StreamItem { seq: 0, event: Err(error) }).await;
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The streams each principal holds open in this process.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCounts(Arc<Mutex<HashMap<(String, String), usize>>>);
+
+/// One open stream, counted against its principal until dropped.
+#[derive(Debug)]
+pub struct StreamPermit {
+    counts: StreamCounts,
+    key: (String, String),
+}
+
+impl StreamCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), usize>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A permit for one more stream, unless this caller holds `limit`.
+    pub fn acquire(&self, caller: &Caller, limit: usize) -> Option<StreamPermit> {
+        let key = (caller.tenant.clone(), caller.principal.clone());
+        let mut counts = self.lock();
+        let open = counts.entry(key.clone()).or_default();
+        if *open >= limit {
+            return None;
+        }
+        *open += 1;
+        Some(StreamPermit { counts: self.clone(), key })
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(open) = counts.get_mut(&self.key) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
 }
 
 async fn produce(

@@ -16,9 +16,10 @@ use switchyard_engine::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::card::CardCache;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
-use crate::events::{Start, StreamItem, stream_task, wait_until_settled};
+use crate::events::{Start, StreamCounts, StreamItem, StreamPermit, stream_task, wait_until_settled};
 use crate::hub::EventHub;
 use crate::page;
 use crate::validate::{self, Intake, history_length};
@@ -35,6 +36,8 @@ pub struct A2aHandler {
     hub: EventHub,
     config: Arc<ApiConfig>,
     registry: RegistryCache,
+    card: Arc<CardCache>,
+    streams: StreamCounts,
 }
 
 /// How long the api routes from the agents and plans it last read. An
@@ -85,16 +88,41 @@ enum Routed {
     Plan(TaskPlan),
 }
 
-/// Who the caller is. Until authentication lands every request is the
-/// anonymous principal of the tenant it names (or of `default`).
-pub fn caller(tenant: Option<&str>) -> Caller {
-    let tenant = tenant.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("default");
-    Caller::new(tenant, "anonymous")
-}
-
 impl A2aHandler {
-    pub fn new(store: Store, hub: EventHub, config: Arc<ApiConfig>) -> Self {
-        A2aHandler { store, hub, config, registry: RegistryCache::default() }
+    pub fn new(store: Store, hub: EventHub, config: Arc<ApiConfig>, card: Arc<CardCache>) -> Self {
+        A2aHandler { store, hub, config, registry: RegistryCache::default(), card, streams: StreamCounts::default() }
+    }
+
+    /// A permit for one more open stream of this caller.
+    fn stream_permit(&self, caller: &Caller) -> Result<StreamPermit, ApiError> {
+        let limit = self.config.max_streams_per_principal;
+        self.streams.acquire(caller, limit).ok_or(ApiError::RateLimited { retry_after: 1 }).inspect_err(|_| {
+            tracing::warn!(tenant = %caller.tenant, principal = %caller.principal, limit, "too many open streams");
+        })
+    }
+
+    /// Records what a caller did to a task: a structured log line, and a
+    /// row in the audit log (a failure to write it is logged; the action
+    /// itself has happened).
+    async fn audit(&self, caller: &Caller, action: &str, task: TaskId, detail: Option<serde_json::Value>) {
+        tracing::info!(
+            target: "switchyard::audit",
+            action,
+            tenant = %caller.tenant,
+            principal = %caller.principal,
+            credential = caller.credential.as_deref().unwrap_or("-"),
+            task = %task,
+        );
+        let entry = switchyard_engine::AuditEntry {
+            tenant: Some(caller.tenant.clone()),
+            credential: caller.credential.clone(),
+            task_id: Some(task),
+            detail,
+            ..switchyard_engine::AuditEntry::new(&caller.principal, action)
+        };
+        if let Err(error) = self.store.audit(&entry).await {
+            tracing::error!(%error, action, "could not write the audit log");
+        }
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -162,10 +190,11 @@ impl A2aHandler {
             request.configuration.as_ref().and_then(|c| c.history_length),
             "configuration.historyLength",
         )?;
+        let permit = self.stream_permit(caller)?;
         let (task, _, _) = self.accept(caller, request, intake).await?;
         record_task(&task);
         let (task, messages) = self.complete(&task, history).await?;
-        Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot))
+        Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot, permit))
     }
 
     /// Creates a task, or continues the one the message names, durably;
@@ -211,6 +240,9 @@ impl A2aHandler {
                         format!("this messageId was already used for task {}", submission.task.id),
                     ));
                 }
+                if submission.created {
+                    self.audit(caller, "task.message", task_id, None).await;
+                }
                 Ok((submission.task, submission.created, submission.baseline))
             }
             None => {
@@ -255,6 +287,16 @@ impl A2aHandler {
                 };
                 let submission = self.store.task_submit(new).await?;
                 if submission.created {
+                    // The task row names its owner and creation time: a log
+                    // line is enough, and the hot path takes no extra write.
+                    tracing::info!(
+                        target: "switchyard::audit",
+                        action = "task.create",
+                        tenant = %caller.tenant,
+                        principal = %caller.principal,
+                        credential = caller.credential.as_deref().unwrap_or("-"),
+                        task = %submission.task.id,
+                    );
                     let outcome = if submission.task.state.is_terminal() { "rejected" } else { "accepted" };
                     metrics::counter!("switchyard_tasks_received_total", "outcome" => outcome).increment(1);
                 }
@@ -399,6 +441,7 @@ impl A2aHandler {
             }
             Err(e) => return Err(e.into()),
         };
+        self.audit(caller, "task.cancel", task_id, None).await;
         self.render(&task, validate::MAX_HISTORY).await
     }
 
@@ -411,6 +454,7 @@ impl A2aHandler {
         resume_after: Option<i64>,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
         let task = self.store.task_get(caller, validate::task_id(&request.id)?).await?;
+        let permit = self.stream_permit(caller)?;
         let start = match resume_after {
             Some(seq) => Start::After(seq),
             None if task.state.is_terminal() => {
@@ -425,7 +469,7 @@ impl A2aHandler {
             Start::Snapshot | Start::Subscribe => self.history(&task, validate::MAX_HISTORY).await?,
             Start::After(_) => Vec::new(),
         };
-        Ok(stream_task(self.store.clone(), &self.hub, task, messages, start))
+        Ok(stream_task(self.store.clone(), &self.hub, task, messages, start, permit))
     }
 
     /// `CreateTaskPushNotificationConfig` (replaces a config with the same
@@ -438,7 +482,11 @@ impl A2aHandler {
     ) -> Result<TaskPushNotificationConfig, ApiError> {
         let task_id = validate::task_id(&config.task_id)?;
         let config = self.push_config_from(task_id, config, v03)?;
-        Ok(push_config_to(self.store.push_config_put(caller, &config).await?))
+        let stored = self.store.push_config_put(caller, &config).await?;
+        // The host only: paths and tokens may be secrets.
+        let host = switchyard_engine::egress::Target::parse(&stored.url).map(|t| t.host).unwrap_or_default();
+        self.audit(caller, "push_config.create", task_id, Some(json!({ "id": stored.id, "host": host }))).await;
+        Ok(push_config_to(stored))
     }
 
     /// `GetTaskPushNotificationConfig`.
@@ -486,13 +534,22 @@ impl A2aHandler {
 
     /// `DeleteTaskPushNotificationConfig`: idempotent.
     pub async fn delete_push_config(&self, caller: &Caller, task_id: &str, id: &str) -> Result<(), ApiError> {
-        self.store.push_config_delete(caller, validate::task_id(task_id)?, id).await?;
+        let task = validate::task_id(task_id)?;
+        self.store.push_config_delete(caller, task, id).await?;
+        self.audit(caller, "push_config.delete", task, Some(json!({ "id": id }))).await;
         Ok(())
     }
 
-    /// `GetExtendedAgentCard`: not offered (the public card says so).
-    pub async fn extended_card(&self, _caller: &Caller) -> Result<a2a::AgentCard, ApiError> {
-        Err(ApiError::UnsupportedOperation("this agent offers no extended agent card".into()))
+    /// `GetExtendedAgentCard`, for authenticated callers only: the public
+    /// card plus every skill the registered agents offer (what a caller can
+    /// route to by `switchyard.skill`), never their URLs.
+    pub async fn extended_card(&self, caller: &Caller) -> Result<a2a::AgentCard, ApiError> {
+        if caller.credential.as_deref().is_none_or(|c| c == "anonymous") {
+            return Err(ApiError::Unauthenticated("the extended agent card is for authenticated callers".into()));
+        }
+        let registry = self.registry.get(&self.store).await?;
+        let public = self.card.for_plans(registry.plans.clone());
+        crate::card::extended(&public, &registry.agents)
     }
 
     async fn history(&self, task: &TaskRecord, length: i64) -> Result<Vec<a2a::Message>, ApiError> {

@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::Principal;
 use crate::compat;
 use crate::error::ApiError;
 use crate::events::StreamItem;
-use crate::handler::{A2aHandler, caller};
+use crate::handler::A2aHandler;
 use crate::server::AppState;
 use crate::sse;
 use crate::validate::{self, decode};
@@ -79,17 +80,23 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
     let span = tracing::Span::current();
     span.record("rpc.system", "jsonrpc");
     span.record("rpc.method", method.as_str());
-    // PostgreSQL stores no NUL, and a tenant is an identifier: refused here,
-    // by name, rather than failing in the store.
-    let checked = validate::no_nul(&params).and_then(|()| match params.get("tenant") {
-        Some(Value::String(t)) => validate::identifier(t, "tenant"),
-        _ => Ok(()),
+    // PostgreSQL stores no NUL: refused here, by name, rather than failing
+    // in the store. The tenant must be one the credential covers.
+    let caller = validate::no_nul(&params).and_then(|()| {
+        let Some(who) = parts.extensions.get::<Principal>() else {
+            return Err(ApiError::Unauthenticated("no credentials were checked".into()));
+        };
+        let tenant = match params.get("tenant") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(t.as_str()),
+            Some(_) => return Err(ApiError::invalid_field("params.tenant", "must be a string")),
+        };
+        who.caller(tenant, task_named(&params))
     });
-    if let Err(e) = checked {
-        return error(id, &e, version);
-    }
-    let tenant = params.get("tenant").and_then(Value::as_str).map(str::to_owned);
-    let caller = caller(tenant.as_deref());
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(e) => return error(id, &e, version),
+    };
     let key = validate::Intake::from_headers(&parts.headers);
     let reply = match version {
         Version::V1 => dispatch(&state.handler, &caller, &method, params, key, &parts.headers).await,
@@ -132,6 +139,15 @@ fn error(id: Value, e: &ApiError, version: Version) -> Response {
     let status = if matches!(e, ApiError::PayloadTooLarge(_)) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::OK };
     let body = json!({"jsonrpc": "2.0", "id": id, "error": render_error(e, version)});
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The task a request is about, in either generation's params.
+fn task_named(params: &Value) -> Option<&str> {
+    params
+        .get("id")
+        .or_else(|| params.get("taskId"))
+        .or_else(|| params.get("message").and_then(|m| m.get("taskId")))
+        .and_then(Value::as_str)
 }
 
 /// Checks the envelope; on failure, the id if it could be read.

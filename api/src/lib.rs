@@ -12,13 +12,16 @@
 //! - [`events`], [`sse`], [`hub`]: task streams read from the event log,
 //!   framed as SSE, woken by this process's single LISTEN connection.
 //! - [`card`]: the agent card. [`health`]: liveness and readiness.
-//! - [`admin`]: the token-protected admin API for remote agents and plans.
+//! - [`auth`], [`limit`]: who is calling (API keys, JWT, or anonymous by
+//!   explicit choice) and how often they may.
+//! - [`admin`]: the admin API for remote agents and plans (admin scope).
 //! - [`remote_push`]: remote agents' pushes, which wake parked delegations.
 //! - [`metrics`]: Prometheus metrics, with deployment-wide gauges read from
 //!   the database at scrape time.
 //! - [`error`]: the one error type and its mapping to A2A codes and HTTP.
 
 pub mod admin;
+pub mod auth;
 pub mod card;
 pub mod compat;
 pub mod config;
@@ -28,6 +31,7 @@ pub mod handler;
 pub mod health;
 pub mod hub;
 pub mod jsonrpc;
+pub mod limit;
 pub mod metrics;
 pub mod page;
 pub mod remote_push;

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use a2a::{CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::handler::caller;
 use crate::server::AppState;
 use crate::sse;
 use crate::validate::{self, decode};
@@ -50,12 +50,11 @@ fn check_version(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiErro
     version::requested(headers, query).map(|_| ())
 }
 
-fn tenant(params: &HashMap<String, String>) -> Result<switchyard_engine::Caller, ApiError> {
-    let tenant = params.get("tenant").map(String::as_str);
-    if let Some(t) = tenant {
-        validate::identifier(t, "tenant")?;
-    }
-    Ok(caller(tenant))
+/// The caller, from the credential and the path's tenant; a tenant the
+/// credential does not cover makes the path's task not found.
+fn tenant(who: &Principal, params: &HashMap<String, String>) -> Result<switchyard_engine::Caller, ApiError> {
+    let task = params.get("task").map(|segment| split_action(segment).0);
+    who.caller(params.get("tenant").map(String::as_str), task)
 }
 
 async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
@@ -80,7 +79,12 @@ fn rest_frame(item: crate::events::StreamItem) -> Value {
     }
 }
 
-async fn send(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
+async fn send(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Extension(who): Extension<Principal>,
+    request: Request<Body>,
+) -> Response {
     let (parts, body) = request.into_parts();
     into_response(
         async {
@@ -89,7 +93,7 @@ async fn send(State(state): State<AppState>, Path(p): Params, request: Request<B
             let request = validate::send_request(body_json(&state, body).await?)?;
             let response = state
                 .handler
-                .send_message(&tenant(&p)?, request, validate::Intake::from_headers(&parts.headers))
+                .send_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers))
                 .await?;
             Ok(ok(response))
         }
@@ -97,7 +101,12 @@ async fn send(State(state): State<AppState>, Path(p): Params, request: Request<B
     )
 }
 
-async fn stream(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
+async fn stream(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Extension(who): Extension<Principal>,
+    request: Request<Body>,
+) -> Response {
     let (parts, body) = request.into_parts();
     into_response(
         async {
@@ -106,7 +115,7 @@ async fn stream(State(state): State<AppState>, Path(p): Params, request: Request
             let request = validate::send_request(body_json(&state, body).await?)?;
             let items = state
                 .handler
-                .send_streaming_message(&tenant(&p)?, request, validate::Intake::from_headers(&parts.headers))
+                .send_streaming_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers))
                 .await?;
             Ok(sse::respond(items, rest_frame))
         }
@@ -121,6 +130,7 @@ fn query_i32(q: &HashMap<String, String>, field: &str) -> Result<Option<i32>, Ap
 async fn list(
     State(state): State<AppState>,
     Path(p): Params,
+    Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -159,7 +169,7 @@ async fn list(
                 tenant: None,
             };
             let parent = q.get("parentTaskId").map(String::as_str);
-            Ok(ok(state.handler.list_tasks(&tenant(&p)?, request, parent).await?))
+            Ok(ok(state.handler.list_tasks(&tenant(&who, &p)?, request, parent).await?))
         }
         .await,
     )
@@ -176,6 +186,7 @@ fn split_action(segment: &str) -> (&str, Option<&str>) {
 async fn get_or_subscribe(
     State(state): State<AppState>,
     Path(p): Params,
+    Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -190,9 +201,9 @@ async fn get_or_subscribe(
                         history_length: query_i32(&q, "historyLength")?,
                         tenant: None,
                     };
-                    Ok(ok(state.handler.get_task(&tenant(&p)?, request).await?))
+                    Ok(ok(state.handler.get_task(&tenant(&who, &p)?, request).await?))
                 }
-                (id, Some("subscribe")) => subscribe(&state, &p, id, &headers).await,
+                (id, Some("subscribe")) => subscribe(&state, &who, &p, id, &headers).await,
                 (_, Some(action)) => Err(ApiError::MethodNotFound(format!("GET :{action}"))),
             }
         }
@@ -200,7 +211,12 @@ async fn get_or_subscribe(
     )
 }
 
-async fn cancel_or_subscribe(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
+async fn cancel_or_subscribe(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Extension(who): Extension<Principal>,
+    request: Request<Body>,
+) -> Response {
     let (parts, body) = request.into_parts();
     into_response(
         async {
@@ -212,9 +228,9 @@ async fn cancel_or_subscribe(State(state): State<AppState>, Path(p): Params, req
                     let body = body_json(&state, body).await?;
                     let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
                     let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
-                    Ok(ok(state.handler.cancel_task(&tenant(&p)?, request).await?))
+                    Ok(ok(state.handler.cancel_task(&tenant(&who, &p)?, request).await?))
                 }
-                (id, Some("subscribe")) => subscribe(&state, &p, id, &parts.headers).await,
+                (id, Some("subscribe")) => subscribe(&state, &who, &p, id, &parts.headers).await,
                 _ => Err(ApiError::MethodNotFound(format!("POST /tasks/{segment}"))),
             }
         }
@@ -224,16 +240,22 @@ async fn cancel_or_subscribe(State(state): State<AppState>, Path(p): Params, req
 
 async fn subscribe(
     state: &AppState,
+    who: &Principal,
     p: &HashMap<String, String>,
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = SubscribeToTaskRequest { id: id.to_owned(), tenant: None };
-    let items = state.handler.subscribe(&tenant(p)?, request, sse::last_event_id(headers)).await?;
+    let items = state.handler.subscribe(&tenant(who, p)?, request, sse::last_event_id(headers)).await?;
     Ok(sse::respond(items, rest_frame))
 }
 
-async fn create_push(State(state): State<AppState>, Path(p): Params, request: Request<Body>) -> Response {
+async fn create_push(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Extension(who): Extension<Principal>,
+    request: Request<Body>,
+) -> Response {
     let (parts, body) = request.into_parts();
     into_response(
         async {
@@ -245,7 +267,7 @@ async fn create_push(State(state): State<AppState>, Path(p): Params, request: Re
                 return Err(ApiError::invalid_field("taskId", "differs from the task in the path"));
             }
             config.task_id = task;
-            Ok(ok(state.handler.create_push_config(&tenant(&p)?, config, false).await?))
+            Ok(ok(state.handler.create_push_config(&tenant(&who, &p)?, config, false).await?))
         }
         .await,
     )
@@ -254,6 +276,7 @@ async fn create_push(State(state): State<AppState>, Path(p): Params, request: Re
 async fn list_push(
     State(state): State<AppState>,
     Path(p): Params,
+    Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -264,43 +287,58 @@ async fn list_push(
             let page_size = query_i32(&q, "pageSize")?;
             Ok(ok(state
                 .handler
-                .list_push_configs(&tenant(&p)?, &task, page_size, q.get("pageToken").map(String::as_str))
+                .list_push_configs(&tenant(&who, &p)?, &task, page_size, q.get("pageToken").map(String::as_str))
                 .await?))
         }
         .await,
     )
 }
 
-async fn get_push(State(state): State<AppState>, Path(p): Params, headers: HeaderMap) -> Response {
+async fn get_push(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
     into_response(
         async {
             check_version(&headers, None)?;
             let (task, config) =
                 (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-            Ok(ok(state.handler.get_push_config(&tenant(&p)?, &task, &config).await?))
+            Ok(ok(state.handler.get_push_config(&tenant(&who, &p)?, &task, &config).await?))
         }
         .await,
     )
 }
 
-async fn delete_push(State(state): State<AppState>, Path(p): Params, headers: HeaderMap) -> Response {
+async fn delete_push(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
     into_response(
         async {
             check_version(&headers, None)?;
             let (task, config) =
                 (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-            state.handler.delete_push_config(&tenant(&p)?, &task, &config).await?;
+            state.handler.delete_push_config(&tenant(&who, &p)?, &task, &config).await?;
             Ok(ok(serde_json::json!({})))
         }
         .await,
     )
 }
 
-async fn extended_card(State(state): State<AppState>, Path(p): Params, headers: HeaderMap) -> Response {
+async fn extended_card(
+    State(state): State<AppState>,
+    Path(p): Params,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
     into_response(
         async {
             check_version(&headers, None)?;
-            Ok(ok(state.handler.extended_card(&tenant(&p)?).await?))
+            Ok(ok(state.handler.extended_card(&tenant(&who, &p)?).await?))
         }
         .await,
     )

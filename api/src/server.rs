@@ -7,13 +7,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_engine::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Authenticator, Principal};
 use crate::card::CardCache;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
@@ -26,6 +27,7 @@ use crate::{admin, health, jsonrpc, remote_push, rest};
 pub struct AppState {
     pub store: Store,
     pub handler: A2aHandler,
+    pub auth: Arc<Authenticator>,
     pub card: Arc<CardCache>,
     /// The process's metrics recorder, when one is installed.
     pub metrics: Option<PrometheusHandle>,
@@ -37,8 +39,9 @@ impl AppState {
     pub fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Self {
         let hub = EventHub::start(store.clone(), shutdown);
         let card = Arc::new(CardCache::new(&config));
-        let handler = A2aHandler::new(store.clone(), hub, Arc::new(config));
-        AppState { store, handler, card, metrics: None }
+        let auth = Arc::new(Authenticator::new(config.auth.clone(), store.clone()));
+        let handler = A2aHandler::new(store.clone(), hub, Arc::new(config), card.clone());
+        AppState { store, handler, auth, card, metrics: None }
     }
 
     /// Serves this recorder's metrics at `/metrics`.
@@ -112,6 +115,47 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
+/// Authenticates every A2A request before it is read, then takes it from
+/// the principal's rate budget; the principal goes on in the request's
+/// extensions. Refusals are answered in the binding's own error shape.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let json_rpc = request.uri().path() == "/";
+    let refuse = |e: ApiError| {
+        let body = if json_rpc {
+            serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": e.to_jsonrpc() })
+        } else {
+            e.to_rest()
+        };
+        let mut response =
+            (e.classify().http, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+                .into_response();
+        for (name, value) in e.headers() {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
+    };
+    let principal: Principal = match state.auth.authenticate(request.headers()).await {
+        Ok(principal) => principal,
+        Err(e) => {
+            if matches!(e, ApiError::Unauthenticated(_)) {
+                tracing::warn!(target: "switchyard::audit", action = "auth.refused", reason = %e, path = %request.uri().path());
+            }
+            return refuse(e);
+        }
+    };
+    if let Err(e) = state.auth.admit(&principal, None) {
+        return refuse(e);
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
 /// `host[:port]` from a Host header.
 fn split_host(host: &str) -> (Option<&str>, Option<u16>) {
     if host.is_empty() {
@@ -126,8 +170,15 @@ fn split_host(host: &str) -> (Option<&str>, Option<u16>) {
 
 /// The whole HTTP surface, ready for `oneshot` in tests or a listener in `serve`.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    // The A2A operations, each authenticated (the card, health, metrics and
+    // the admin API are not A2A operations; the admin API checks its own).
+    let a2a = Router::new()
         .route("/", post(jsonrpc::endpoint))
+        .merge(rest::routes())
+        .nest("/{tenant}", rest::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(a2a)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
@@ -138,8 +189,6 @@ pub fn app(state: AppState) -> Router {
         .route("/_switchyard/push/{task}", post(remote_push::receive))
         .route("/admin/plans", get(admin::plans_list))
         .route("/admin/plans/{name}", axum::routing::put(admin::plans_put).delete(admin::plans_remove))
-        .merge(rest::routes())
-        .nest("/{tenant}", rest::routes())
         .layer(axum::middleware::from_fn(trace_request))
         .fallback(|| async {
             let e = ApiError::MethodNotFound("no such endpoint".into());

@@ -51,6 +51,30 @@ pub fn identifier(value: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The longest tenant name.
+pub const MAX_TENANT_BYTES: usize = 64;
+
+/// Names a tenant cannot take: they would read as routes.
+const RESERVED_TENANTS: [&str; 8] =
+    ["tasks", "extendedAgentCard", "admin", "healthz", "readyz", "metrics", "_switchyard", "v1"];
+
+/// A tenant name: 1 to [`MAX_TENANT_BYTES`] letters, digits, `.`, `_` and
+/// `-`, not starting with a dot, not a route word. Checked as given: never
+/// trimmed, case-folded or otherwise aliased to another tenant.
+pub fn tenant(value: &str) -> Result<(), ApiError> {
+    let plain = value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if value.is_empty() || value.len() > MAX_TENANT_BYTES || !plain || value.starts_with('.') {
+        return Err(ApiError::invalid_field(
+            "tenant",
+            format!("must be 1-{MAX_TENANT_BYTES} letters, digits, '.', '_' or '-', not starting with '.'"),
+        ));
+    }
+    if RESERVED_TENANTS.contains(&value) {
+        return Err(ApiError::invalid_field("tenant", format!("{value:?} is reserved")));
+    }
+    Ok(())
+}
+
 /// Decodes a request object, turning serde's complaint into a field error.
 pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
     if !value.is_object() {

@@ -27,6 +27,10 @@ pub(crate) fn switchyard(url: &str, schema: &str, args: &[&str]) -> anyhow::Resu
         .env("DATABASE_URL", url)
         .env("SWITCHYARD_SCHEMA", schema)
         .env("RUST_LOG", "warn")
+        // Loopback agents, clients without credentials: what a benchmark on
+        // one machine needs.
+        .env("SWITCHYARD_ANONYMOUS", "true")
+        .env("SWITCHYARD_EGRESS_ALLOW", "127.0.0.0/8,::1")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -1,23 +1,36 @@
-//! Where Switchyard may send webhooks: the SSRF guard.
+//! Where Switchyard may connect: the SSRF guard.
 //!
-//! A webhook URL is the client's choice, so it must not point Switchyard at
-//! its own network: loopback, private, link-local (the cloud metadata
-//! address among them), carrier-grade NAT, multicast, unspecified and other
-//! special addresses are refused, unless the operator's allow-list (config
-//! file `[push] allow`, CIDRs and host names) permits them. The check runs
-//! on the URL when a config is created, and again on every address its host
-//! resolves to at delivery time (a name may resolve elsewhere later); the
-//! delivery then connects to the address it checked.
+//! A webhook URL is the client's choice, and an agent's URL (or the
+//! interface URL inside whatever card it serves) is whatever the admin API
+//! was given, so neither may point Switchyard at its own network: loopback,
+//! private, link-local (the cloud metadata address among them), carrier-grade
+//! NAT, multicast, unspecified and other special addresses are refused,
+//! unless the operator's allow-list (config file `[push] allow` for
+//! webhooks, `[egress] allow` for agents: CIDRs, addresses and host names)
+//! permits them. The check runs on the URL when it is given, and again on
+//! every address its host resolves to when it is used (a name may resolve
+//! elsewhere later); the connection then goes to an address it checked.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-/// The operator's exceptions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The operator's exceptions, for one kind of destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Egress {
     nets: Vec<IpNet>,
     hosts: Vec<String>,
+    /// What the destinations are ("webhook", "agent"), for messages.
+    what: &'static str,
+    /// Where the operator lists exceptions, for messages.
+    section: &'static str,
+}
+
+impl Default for Egress {
+    /// The webhook guard with no exceptions.
+    fn default() -> Self {
+        Egress { nets: Vec::new(), hosts: Vec::new(), what: "webhook", section: "[push] allow" }
+    }
 }
 
 /// Why a webhook destination is refused; the text is what the client reads.
@@ -29,7 +42,17 @@ impl Egress {
     /// The allow-list from `[push] allow`: each entry a CIDR (`10.1.0.0/16`),
     /// a single address, or a host name.
     pub fn new(allow: &[String]) -> Result<Egress, String> {
-        let mut egress = Egress::default();
+        Egress::default().allowing(allow)
+    }
+
+    /// The guard for remote agents, with the allow-list from `[egress] allow`.
+    pub fn for_agents(allow: &[String]) -> Result<Egress, String> {
+        Egress { what: "agent", section: "[egress] allow", ..Egress::default() }.allowing(allow)
+    }
+
+    fn allowing(mut self, allow: &[String]) -> Result<Egress, String> {
+        let section = self.section;
+        let egress = &mut self;
         for entry in allow {
             let entry = entry.trim();
             if let Ok(net) = entry.parse::<IpNet>() {
@@ -39,23 +62,23 @@ impl Egress {
             } else if valid_host(entry) {
                 egress.hosts.push(entry.to_ascii_lowercase());
             } else {
-                return Err(format!("[push] allow: {entry:?} is neither a CIDR, an address nor a host name"));
+                return Err(format!("{section}: {entry:?} is neither a CIDR, an address nor a host name"));
             }
         }
-        Ok(egress)
+        Ok(self)
     }
 
     /// Checks a webhook URL as written: its scheme, its form, and its host
     /// when that is an address or a name everyone knows is local.
     pub fn check_url(&self, url: &str) -> Result<Target, Refused> {
-        let target = Target::parse(url).map_err(Refused)?;
+        let target = Target::parse(url).map_err(|e| Refused(format!("{} URL: {e}", self.what)))?;
         if self.hosts.contains(&target.host) {
             return Ok(target);
         }
         if let Ok(ip) = target.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             self.check_ip(&target.host, ip)?;
         } else if target.host == "localhost" || target.host.ends_with(".localhost") {
-            return Err(Refused(format!("webhook host {} is this machine", target.host)));
+            return Err(Refused(format!("{} host {} is this machine", self.what, target.host)));
         }
         Ok(target)
     }
@@ -74,7 +97,8 @@ impl Egress {
         }
         match forbidden(ip) {
             Some(class) => Err(Refused(format!(
-                "webhook host {host} is {ip}, a {class} address; an operator may allow it in [push] allow"
+                "{} host {host} is {ip}, a {class} address; an operator may allow it in {}",
+                self.what, self.section
             ))),
             None => Ok(()),
         }
@@ -151,7 +175,7 @@ fn valid_host(host: &str) -> bool {
         })
 }
 
-/// A webhook URL taken apart (this crate has no HTTP client to do it).
+/// A destination URL taken apart (this crate has no HTTP client to do it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub https: bool,
@@ -168,14 +192,14 @@ impl Target {
         } else if let Some(rest) = url.strip_prefix("http://") {
             (false, rest)
         } else {
-            return Err("a webhook URL must be absolute http or https".into());
+            return Err("must be absolute http or https".into());
         };
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("a webhook URL may not contain spaces or control characters".into());
+            return Err("may not contain spaces or control characters".into());
         }
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         if authority.contains('@') {
-            return Err("a webhook URL may not carry credentials; use the config's authentication".into());
+            return Err("may not carry credentials; configure them separately".into());
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') && !port.contains(']') => {
@@ -185,7 +209,7 @@ impl Target {
             _ => (authority, if https { 443 } else { 80 }),
         };
         if host.is_empty() {
-            return Err("a webhook URL needs a host".into());
+            return Err("needs a host".into());
         }
         Ok(Target { https, host: host.to_ascii_lowercase(), port })
     }

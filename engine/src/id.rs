@@ -63,11 +63,20 @@ impl FromStr for JobId {
 pub struct Caller {
     pub tenant: String,
     pub principal: String,
+    /// The public name of the credential the caller used (for the audit
+    /// log; never the secret). Not part of what scopes a query.
+    pub credential: Option<String>,
 }
 
 impl Caller {
     /// A caller in the given tenant.
     pub fn new(tenant: impl Into<String>, principal: impl Into<String>) -> Self {
-        Caller { tenant: tenant.into(), principal: principal.into() }
+        Caller { tenant: tenant.into(), principal: principal.into(), credential: None }
+    }
+
+    /// The same caller, known by this credential.
+    pub fn with_credential(mut self, credential: impl Into<String>) -> Self {
+        self.credential = Some(credential.into());
+        self
     }
 }

@@ -43,10 +43,10 @@ pub use notify::{Channels, EventNotice, Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    AgentRecord, ChildPlace, ClaimedJob, Cursor, Delegation, DelegationStart, DeliveryFate, DeliveryRecord, Fold,
-    FollowUp, Gate, JobFate, JobKind, JobRecord, JobState, Lease, MAX_PUSH_CONFIGS, NewJob, NewTask, Outbox,
-    PendingDelivery, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, Swept, TaskFilter, TaskPage, TaskPlan,
-    asking_child,
+    AgentRecord, AuditEntry, ChildPlace, ClaimedJob, Cursor, Delegation, DelegationStart, DeliveryFate, DeliveryRecord,
+    Fold, FollowUp, Gate, JobFate, JobKind, JobRecord, JobState, KeyRecord, Lease, MAX_PUSH_CONFIGS, NewJob, NewKey,
+    NewTask, Outbox, PendingDelivery, PresentedKey, PushConfig, Rescued, Stats, Store, StoreConfig, Submission, Swept,
+    TaskFilter, TaskPage, TaskPlan, asking_child,
 };
 pub use task::{FoldError, TaskRecord};
 

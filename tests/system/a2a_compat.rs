@@ -65,7 +65,8 @@ async fn a_v03_client_sees_only_v03_shapes() {
 
     assert_eq!(error_code(&api.rpc_with("tasks/cancel", json!({"id": id}), &[]).await), -32002);
     assert_eq!(error_code(&api.rpc_with("tasks/get", json!({"id": uuid::Uuid::new_v4()}), &[]).await), -32001);
-    assert_eq!(error_code(&api.rpc_with("agent/getAuthenticatedExtendedCard", json!({}), &[]).await), -32004);
+    // Offered, to authenticated callers only; this one is anonymous.
+    assert_eq!(error_code(&api.rpc_with("agent/getAuthenticatedExtendedCard", json!({}), &[]).await), -31401);
 }
 
 #[tokio::test]
@@ -141,6 +142,7 @@ fn random_json_rpc_bodies_get_well_formed_answers() {
     let app = runtime.block_on(async {
         let config = switchyard_api::ApiConfig {
             blocking_timeout: std::time::Duration::from_millis(10),
+            auth: switchyard_api::auth::AuthConfig::anonymous(),
             ..switchyard_api::ApiConfig::new("http://fuzz")
         };
         switchyard_api::app(switchyard_api::AppState::new(db.store.clone(), config, shutdown.clone()))

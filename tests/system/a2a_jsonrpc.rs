@@ -288,7 +288,7 @@ async fn malformed_requests_get_the_right_json_rpc_errors() {
         format!(r#"{{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{{"pad":"{}"}}}}"#, "x".repeat(5 << 20));
     let (status, body) = raw(&huge).await;
     assert_eq!((status, error_code(&body)), (413, -32600));
-    assert_eq!(error_code(&api.rpc("GetExtendedAgentCard", json!({})).await), -32004);
+    assert_eq!(error_code(&api.rpc("GetExtendedAgentCard", json!({})).await), -31401, "anonymous callers get none");
     let text = serde_json::to_string(&missing_parts).expect("json");
     assert!(!text.to_lowercase().contains("sql"), "no internals in errors");
 }

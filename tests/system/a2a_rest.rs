@@ -44,7 +44,7 @@ async fn every_operation_has_its_route() {
     let (status, canceled) = api.rest(Method::POST, &format!("/tasks/{id}:cancel"), Some(json!({}))).await;
     assert_eq!((status, canceled["status"]["state"].as_str()), (200, Some("TASK_STATE_CANCELED")));
     let (status, _) = api.rest(Method::GET, "/extendedAgentCard", None).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 401, "the extended card is for authenticated callers");
 }
 
 #[tokio::test]
@@ -112,7 +112,7 @@ async fn the_admin_api_registers_agents_only_for_its_token_holder() {
     let db = TestDb::new().await;
     let closed = Api::start(&db).await;
     let (status, _) = closed.rest(Method::GET, "/admin/agents", None).await;
-    assert_eq!(status, 403, "off without a token configured");
+    assert_eq!(status, 401, "an anonymous caller is no admin");
 
     let api = Api::start_on(db.another_store().await, |c| switchyard_api::ApiConfig {
         admin_token: Some("s3cret".into()),
@@ -210,6 +210,7 @@ async fn a_connection_that_never_finishes_its_headers_or_body_is_cut_off() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let config = switchyard_api::ApiConfig {
         body_timeout: std::time::Duration::from_millis(500),
+        auth: switchyard_api::auth::AuthConfig::anonymous(),
         ..switchyard_api::ApiConfig::new(format!("http://{addr}"))
     };
     let state = switchyard_api::AppState::new(db.another_store().await, config, shutdown.clone());

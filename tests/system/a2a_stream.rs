@@ -212,9 +212,15 @@ async fn subscribers_of_one_task_share_each_read_of_its_log() {
     let id = crate::harness::submit(&db.store, "watched").await;
     let task = db.store.task_load(id).await.expect("task");
     let start = switchyard_api::events::Start::After(task.version);
+    let counts = switchyard_api::events::StreamCounts::default();
+    let caller = crate::harness::caller();
     let mut streams: Vec<_> = (0..20)
-        .map(|_| switchyard_api::events::stream_task(db.store.clone(), &hub, task.clone(), Vec::new(), start))
+        .map(|_| {
+            let permit = counts.acquire(&caller, 20).expect("a permit");
+            switchyard_api::events::stream_task(db.store.clone(), &hub, task.clone(), Vec::new(), start, permit)
+        })
         .collect();
+    assert!(counts.acquire(&caller, 20).is_none(), "the 21st stream is over the limit");
     // Each stream's first look at the log is its own.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let feed = hub.feed(id);

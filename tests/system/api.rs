@@ -37,8 +37,14 @@ impl Api {
         // tasks stay where the tests put them.
         store.agent_upsert("stub", "http://127.0.0.1:9").await.expect("register the stub agent");
         let routing = RoutingRules { default_agent: Some("stub".into()), ..RoutingRules::default() };
-        let config =
-            tweak(ApiConfig { blocking_timeout: Duration::from_secs(5), routing, ..ApiConfig::new(base.clone()) });
+        // Anonymous: these tests are about the protocol; the security tests
+        // start their own api with credentials required.
+        let config = tweak(ApiConfig {
+            blocking_timeout: Duration::from_secs(5),
+            routing,
+            auth: switchyard_api::auth::AuthConfig::anonymous(),
+            ..ApiConfig::new(base.clone())
+        });
         let shutdown = CancellationToken::new();
         let state = AppState::new(store, config, shutdown.clone());
         let token = shutdown.clone();

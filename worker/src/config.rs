@@ -27,6 +27,10 @@ pub struct WorkerConfig {
     /// How long finished tasks and done jobs are kept before the worker's
     /// retention sweep deletes them; `None` keeps them for good.
     pub retention: Option<Duration>,
+    /// Delegations one tenant may hold leased at once, across every worker
+    /// of the deployment (so one tenant's long tasks cannot starve the
+    /// others); `None` for no cap.
+    pub tenant_cap: Option<i64>,
 }
 
 /// A setting that cannot work.
@@ -47,6 +51,7 @@ impl WorkerConfig {
             drain_timeout: Duration::from_secs(20),
             retry: RetryPolicy::default(),
             retention: None,
+            tenant_cap: None,
         }
     }
 

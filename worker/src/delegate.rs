@@ -8,10 +8,13 @@
 //! that send; a worker resuming after a crash between the two looks at the
 //! remote task before deciding to send it again.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use a2a::{AgentCard, error_code};
 use a2a_client::A2AClientFactory;
+use switchyard_engine::egress::Egress;
 use switchyard_engine::{AgentRecord, ClaimedJob, Delegation, Gate, StoreError, TaskEvent, TaskState};
 use tokio::time::Instant;
 
@@ -23,11 +26,65 @@ use crate::sse::Limits;
 /// How long a fetched Agent Card is trusted before it is fetched again.
 const CARD_MAX_AGE: Duration = Duration::from_secs(600);
 
-/// Fetches and checks an agent's card (for registering it).
-pub async fn fetch_card(url: &str) -> Result<serde_json::Value, String> {
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+/// Fetches and checks an agent's card (for registering it), through the
+/// egress guard, with the agent's credentials if it has any.
+pub async fn fetch_card(
+    url: &str,
+    egress: &Arc<Egress>,
+    credentials: Option<&AgentCredentials>,
+) -> Result<serde_json::Value, String> {
+    crate::egress::check_url(egress, url).map_err(|e| e.to_string())?;
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    let http = crate::egress::client(with_credentials(builder, credentials), egress).map_err(|e| e.to_string())?;
     let card = crate::remote::fetch_card(&http, url, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+    check_interfaces(egress, &card).map_err(|e| e.to_string())?;
     serde_json::to_value(card).map_err(|e| e.to_string())
+}
+
+/// What Switchyard presents to one agent, and to no other: headers (a
+/// bearer token, an API key) and a client certificate for mutual TLS.
+#[derive(Clone, Default)]
+pub struct AgentCredentials {
+    /// Sent on every request to the agent; marked sensitive, so never
+    /// printed by the HTTP stack.
+    pub headers: reqwest::header::HeaderMap,
+    /// A PEM client certificate and key.
+    pub identity: Option<reqwest::Identity>,
+}
+
+impl std::fmt::Debug for AgentCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: the values are secrets.
+        f.debug_struct("AgentCredentials")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+fn with_credentials(builder: reqwest::ClientBuilder, credentials: Option<&AgentCredentials>) -> reqwest::ClientBuilder {
+    match credentials {
+        Some(c) => {
+            let builder = builder.default_headers(c.headers.clone());
+            match &c.identity {
+                Some(identity) => builder.identity(identity.clone()),
+                None => builder,
+            }
+        }
+        None => builder,
+    }
+}
+
+/// Every HTTP interface a card offers must pass the guard: a card is the
+/// agent's to write, and must not point us inward either.
+fn check_interfaces(egress: &Egress, card: &AgentCard) -> Result<(), RemoteError> {
+    for interface in &card.supported_interfaces {
+        if interface.protocol_binding.as_str() != "GRPC" {
+            crate::egress::check_url(egress, &interface.url)
+                .map_err(|e| RemoteError::Permanent { message: format!("its card's interface: {e}"), code: None })?;
+        }
+    }
+    Ok(())
 }
 
 /// How delegation behaves.
@@ -49,6 +106,10 @@ pub struct DelegationSettings {
     /// parked on an agent that pushes registers a webhook there, so its
     /// push wakes it. `None`: parked delegations only poll.
     pub push_receiver: Option<String>,
+    /// Where agents may be (the SSRF guard and its allow-list).
+    pub egress: Arc<Egress>,
+    /// Per agent (by name), what to present to it.
+    pub credentials: HashMap<String, AgentCredentials>,
 }
 
 impl Default for DelegationSettings {
@@ -60,17 +121,43 @@ impl Default for DelegationSettings {
             attach_budget: Duration::from_secs(300),
             limits: Limits::default(),
             push_receiver: None,
+            egress: Arc::new(Egress::for_agents(&[]).unwrap_or_default()),
+            credentials: HashMap::new(),
         }
     }
 }
 
-/// Calls remote agents over one shared HTTP client.
+/// Calls remote agents over one shared pair of HTTP clients, or the
+/// agent's own pair when it has credentials.
 #[derive(Debug, Clone)]
 pub struct Delegator {
-    http: reqwest::Client,
-    sdk_http: reqwest::Client,
+    shared: Clients,
+    own: Arc<HashMap<String, Clients>>,
     settings: DelegationSettings,
     agents: AgentCache,
+}
+
+/// The HTTP clients for agents: `http` (no read timeout, for streams and
+/// our JSON-RPC calls) and `sdk` (the official client's REST transport).
+#[derive(Debug, Clone)]
+struct Clients {
+    http: reqwest::Client,
+    sdk: reqwest::Client,
+}
+
+impl Clients {
+    fn new(settings: &DelegationSettings, credentials: Option<&AgentCredentials>) -> Result<Self, reqwest::Error> {
+        // No read timeout on the first: it would cut a quiet stream, and
+        // silence is not failure. Unary calls carry their own timeout.
+        let base = || reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).tcp_nodelay(true);
+        let http = crate::egress::client(with_credentials(base(), credentials), &settings.egress)?;
+        // The official client (REST agents) sets none per call: this one does.
+        let sdk = crate::egress::client(
+            with_credentials(base().read_timeout(settings.timeout), credentials),
+            &settings.egress,
+        )?;
+        Ok(Clients { http, sdk })
+    }
 }
 
 /// How long a worker trusts an agent's record (URL, card, breaker) without
@@ -82,11 +169,11 @@ const AGENT_CACHE_TTL: Duration = Duration::from_secs(1);
 /// routing one message needs no query.
 #[derive(Debug, Clone, Default)]
 struct AgentCache {
-    entries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, AgentRecord)>>>,
+    entries: Arc<std::sync::Mutex<HashMap<String, (Instant, AgentRecord)>>>,
 }
 
 impl AgentCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Instant, AgentRecord)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, AgentRecord)>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -137,23 +224,20 @@ fn classify(agent: &str, e: &RemoteError) -> Outcome {
 }
 
 impl Delegator {
-    /// A delegator with these settings.
-    pub fn new(settings: DelegationSettings) -> Self {
-        // No read timeout on the shared client: it would cut a quiet stream,
-        // and silence is not failure. Unary calls carry their own timeout.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        // The official client (REST agents) sets none per call: this one does.
-        let sdk_http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(settings.timeout)
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Delegator { http, sdk_http, settings, agents: AgentCache::default() }
+    /// A delegator with these settings (fails only if no HTTP client can
+    /// be built, say for an unreadable client certificate).
+    pub fn new(settings: DelegationSettings) -> Result<Self, reqwest::Error> {
+        let shared = Clients::new(&settings, None)?;
+        let own = settings
+            .credentials
+            .iter()
+            .map(|(name, credentials)| Ok((name.clone(), Clients::new(&settings, Some(credentials))?)))
+            .collect::<Result<HashMap<_, _>, reqwest::Error>>()?;
+        Ok(Delegator { shared, own: Arc::new(own), settings, agents: AgentCache::default() })
+    }
+
+    fn clients(&self, agent: &str) -> &Clients {
+        self.own.get(agent).unwrap_or(&self.shared)
     }
 
     /// The agent's card: stored, or fetched now and stored. A stored card
@@ -167,7 +251,13 @@ impl Delegator {
         if let (Some(card), true) = (&stored, fresh) {
             return Ok(card.clone());
         }
-        match crate::remote::fetch_card(&self.http, &agent.url, self.settings.timeout).await {
+        let fetched = match crate::egress::check_url(&self.settings.egress, &agent.url) {
+            Ok(()) => crate::remote::fetch_card(&self.clients(&agent.name).http, &agent.url, self.settings.timeout)
+                .await
+                .and_then(|card| check_interfaces(&self.settings.egress, &card).map(|()| card)),
+            Err(refused) => Err(RemoteError::Permanent { message: refused.0, code: None }),
+        };
+        match fetched {
             Ok(card) => {
                 let json = serde_json::to_value(&card).unwrap_or_default();
                 ctx.store().agent_set_card(&agent.name, &json).await?;
@@ -193,14 +283,23 @@ impl Delegator {
 
     /// The agent's JSON-RPC 1.x interface, called directly; failing that,
     /// the official client over whatever else the card offers.
-    async fn client(&self, card: &AgentCard, trace: Option<&serde_json::Value>) -> Result<RemoteAgent, RemoteError> {
+    async fn client(
+        &self,
+        agent: &str,
+        card: &AgentCard,
+        trace: Option<&serde_json::Value>,
+    ) -> Result<RemoteAgent, RemoteError> {
+        // The stored card was checked when fetched; the allow-list may have
+        // shrunk since.
+        check_interfaces(&self.settings.egress, card)?;
+        let clients = self.clients(agent);
         let json_rpc = card
             .supported_interfaces
             .iter()
             .find(|i| i.protocol_binding.as_str() == "JSONRPC" && i.protocol_version.as_str().starts_with("1."));
         if let Some(interface) = json_rpc {
             let agent = JsonRpcAgent::new(
-                self.http.clone(),
+                clients.http.clone(),
                 interface.url.clone(),
                 self.settings.timeout,
                 self.settings.limits,
@@ -210,7 +309,7 @@ impl Delegator {
         }
         A2AClientFactory::builder()
             .no_defaults()
-            .register(std::sync::Arc::new(a2a_client::rest::RestTransportFactory::new(Some(self.sdk_http.clone()))))
+            .register(Arc::new(a2a_client::rest::RestTransportFactory::new(Some(clients.sdk.clone()))))
             .build()
             .create_from_card(card)
             .await
@@ -232,7 +331,7 @@ impl Delegator {
             };
             let card = self.card(ctx, &agent).await?;
             let trace = store.task_load(job.lease.task_id).await?.trace_context;
-            let client = match self.client(&card, trace.as_ref()).await {
+            let client = match self.client(&agent.name, &card, trace.as_ref()).await {
                 Ok(client) => client,
                 Err(e) => return Ok(classify(&agent.name, &e)),
             };
@@ -326,7 +425,7 @@ impl Delegator {
             return Ok(Outcome::Snooze { after, reason: format!("agent {name}'s circuit breaker is open") });
         }
         let card = self.card(ctx, &agent).await?;
-        let client = match self.client(&card, task.trace_context.as_ref()).await {
+        let client = match self.client(name, &card, task.trace_context.as_ref()).await {
             Ok(client) => client,
             Err(e) => return Ok(classify(name, &e)),
         };

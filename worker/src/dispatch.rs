@@ -21,8 +21,8 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher delegating and delivering webhooks with these settings.
-    pub fn new(settings: DelegationSettings, push: PushSettings) -> Self {
-        Dispatcher { delegator: Delegator::new(settings), pusher: Pusher::new(push) }
+    pub fn new(settings: DelegationSettings, push: PushSettings) -> Result<Self, reqwest::Error> {
+        Ok(Dispatcher { delegator: Delegator::new(settings)?, pusher: Pusher::new(push) })
     }
 }
 

@@ -20,6 +20,7 @@
 pub mod config;
 pub mod delegate;
 pub mod dispatch;
+pub mod egress;
 mod exchange;
 pub mod handler;
 pub mod push;

@@ -53,13 +53,25 @@ impl RemoteError {
     }
 
     fn from_reqwest(e: &reqwest::Error) -> Self {
+        // The egress guard's refusal is a verdict: the address will not
+        // become allowed by retrying.
+        if let Some(refused) = crate::egress::refusal(e) {
+            return RemoteError::permanent(refused.0.clone());
+        }
+        if e.is_redirect() || e.status().is_some_and(|s| s.is_redirection()) {
+            return RemoteError::permanent("the agent answered with a redirect, which is not followed");
+        }
         // Connection, timeout and body errors are all about the way there.
         RemoteError::transient(format!("request failed: {e}"))
     }
 
-    fn from_status(status: StatusCode, headers: &HeaderMap, body: &str) -> Self {
-        let snippet: String = body.chars().take(200).collect();
-        let message = format!("HTTP {status}: {snippet}");
+    /// The status alone: what an endpoint wrote in its body (perhaps an
+    /// internal service's page) never reaches the caller.
+    fn from_status(status: StatusCode, headers: &HeaderMap, _body: &str) -> Self {
+        let message = format!("HTTP {status}");
+        if status.is_redirection() {
+            return RemoteError::permanent(format!("{message}: redirects are not followed"));
+        }
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
         {
             RemoteError::Transient { message, retry_after: retry_after(headers) }
@@ -71,7 +83,7 @@ impl RemoteError {
     /// An A2A/JSON-RPC error object from the agent.
     fn from_rpc(error: &Value) -> Self {
         let code = error.get("code").and_then(Value::as_i64).and_then(|c| i32::try_from(c).ok());
-        let message = error.get("message").and_then(Value::as_str).unwrap_or("error without a message").to_owned();
+        let message = sanitise(error.get("message").and_then(Value::as_str).unwrap_or("error without a message"));
         match code {
             // The agent's own failure may pass; everything else is a verdict.
             Some(error_code::INTERNAL_ERROR) => RemoteError::transient(format!("agent internal error: {message}")),
@@ -82,7 +94,7 @@ impl RemoteError {
     /// Classifies an error from the official client (REST transport).
     fn from_sdk(e: &A2AError) -> Self {
         if e.code != error_code::INTERNAL_ERROR {
-            return RemoteError::Permanent { message: e.message.clone(), code: Some(e.code) };
+            return RemoteError::Permanent { message: sanitise(&e.message), code: Some(e.code) };
         }
         // "HTTP 404 Not Found: …" — the REST transport's way of saying.
         let status = e
@@ -91,13 +103,42 @@ impl RemoteError {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|code| code.trim_end_matches(':').parse::<u16>().ok())
             .and_then(|code| StatusCode::from_u16(code).ok());
+        // Its text carries the reply's body after the status: kept out.
+        let message = match status {
+            Some(status) => format!("HTTP {status}"),
+            None => sanitise(&e.message),
+        };
         match status {
             Some(status) if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS => {
-                RemoteError::permanent(e.message.clone())
+                RemoteError::permanent(message)
             }
-            _ => RemoteError::transient(e.message.clone()),
+            _ => RemoteError::transient(message),
         }
     }
+}
+
+/// The longest text from a remote agent passed on in a reason.
+const MAX_REASON_CHARS: usize = 200;
+
+/// A remote party's words as they may appear in a task's status: printable
+/// characters only, whitespace collapsed, at most [`MAX_REASON_CHARS`].
+pub fn sanitise(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = 0;
+    for word in text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
+        let word: String = word.chars().filter(|c| !c.is_control()).collect();
+        if chars + word.chars().count() + 1 > MAX_REASON_CHARS {
+            out.push_str(" …");
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+            chars += 1;
+        }
+        chars += word.chars().count();
+        out.push_str(&word);
+    }
+    out
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
@@ -414,13 +455,24 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     #[test]
+    fn a_remote_reason_is_bounded_and_printable() {
+        assert_eq!(sanitise("a\r\nb\u{1b}[31m  c\0d"), "a b [31m c d");
+        let long = sanitise(&"word ".repeat(100));
+        assert!(long.chars().count() <= MAX_REASON_CHARS + 2, "{long}");
+        assert!(long.ends_with('…'));
+        // A body never makes it into the message.
+        let e = RemoteError::from_status(StatusCode::NOT_FOUND, &HeaderMap::new(), "internal admin page");
+        assert_eq!(e.to_string(), "HTTP 404 Not Found");
+    }
+
+    #[test]
     fn statuses_split_into_retry_and_verdict() {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(
             RemoteError::from_status(StatusCode::TOO_MANY_REQUESTS, &headers, "slow down"),
             RemoteError::Transient {
-                message: "HTTP 429 Too Many Requests: slow down".into(),
+                message: "HTTP 429 Too Many Requests".into(),
                 retry_after: Some(Duration::from_secs(7))
             }
         );

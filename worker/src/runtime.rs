@@ -139,7 +139,7 @@ impl<H: Handler> Worker<H> {
                 claim = false;
                 let want = free.min(config.batch);
                 let asked = Instant::now();
-                match self.store.job_claim(&config.id, want as i64, config.lease).await {
+                match self.store.job_claim_fair(&config.id, want as i64, config.lease, config.tenant_cap).await {
                     Ok(jobs) => {
                         // A full batch suggests more is ready: claim again
                         // before waiting, while slots remain.

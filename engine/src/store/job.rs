@@ -332,7 +332,78 @@ impl Store {
     /// `SKIP LOCKED` lets concurrent claimers pass each other without waiting,
     /// and no job is ever handed to two of them.
     pub async fn job_claim(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
-        let rows = sqlx::query!(
+        self.job_claim_fair(owner, limit, lease_for, None).await
+    }
+
+    /// [`Store::job_claim`], holding each tenant to at most `tenant_cap`
+    /// leased delegations across the deployment, so one tenant's long tasks
+    /// cannot take every worker slot while another tenant's work waits.
+    /// Jobs of a tenant at its cap are passed over (they stay ready, first
+    /// in line once one of its delegations ends); other kinds are not
+    /// capped. Claimers racing each other may overshoot the cap by one job
+    /// each, never more.
+    pub async fn job_claim_fair(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease_for: Duration,
+        tenant_cap: Option<i64>,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let Some(cap) = tenant_cap else {
+            return self.claim_any(owner, limit, lease_for).await;
+        };
+        // The leased delegations are few (at most every worker's
+        // concurrency), so counting them per tenant is cheap; the ready jobs
+        // are looked at in a bounded window, in claim order, skipping the
+        // tenants already at their cap.
+        let rows = sqlx::query_as!(
+            ClaimRow,
+            r#"WITH running AS (
+                   SELECT t.tenant, count(*) AS n FROM jobs r JOIN tasks t ON t.id = r.task_id
+                   WHERE r.state = 'leased' AND r.kind = $5
+                   GROUP BY t.tenant
+               ), candidates AS (
+                   SELECT j.id, j.kind, j.run_at, t.tenant FROM jobs j JOIN tasks t ON t.id = j.task_id
+                   WHERE j.state = 'ready' AND j.run_at <= now()
+                     AND (j.kind <> $5 OR t.tenant NOT IN (SELECT tenant FROM running WHERE n >= $4))
+                   ORDER BY j.run_at, j.id
+                   LIMIT $2::bigint * 4
+               ), allowed AS (
+                   SELECT c.id FROM (
+                       SELECT c.*, row_number() OVER (PARTITION BY c.tenant, c.kind ORDER BY c.run_at, c.id) AS rank
+                       FROM candidates c
+                   ) c
+                   LEFT JOIN running r ON r.tenant = c.tenant
+                   WHERE c.kind <> $5 OR c.rank + coalesce(r.n, 0) <= $4
+               )
+               UPDATE jobs SET state = 'leased',
+                              attempt = attempt + 1,
+                              lease_owner = $1,
+                              lease_token = lease_token + 1,
+                              lease_expires_at = now() + make_interval(secs => $3)
+               WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE id IN (SELECT id FROM allowed) AND state = 'ready'
+                   ORDER BY run_at, id
+                   LIMIT $2
+                   FOR UPDATE SKIP LOCKED
+               )
+               RETURNING id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at,
+                         lease_expires_at AS "lease_expires_at!""#,
+            owner,
+            limit,
+            seconds(lease_for),
+            cap,
+            JobKind::Delegate.as_str(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ClaimRow::into_jobs(rows, owner))
+    }
+
+    async fn claim_any(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
+        let rows = sqlx::query_as!(
+            ClaimRow,
             r#"UPDATE jobs SET state = 'leased',
                               attempt = attempt + 1,
                               lease_owner = $1,
@@ -353,26 +424,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut jobs: Vec<ClaimedJob> = rows
-            .into_iter()
-            .map(|r| ClaimedJob {
-                lease: Lease {
-                    job_id: JobId(r.id),
-                    task_id: TaskId(r.task_id),
-                    token: r.lease_token,
-                    attempt: r.attempt,
-                    max_attempts: r.max_attempts,
-                    owner: owner.to_owned(),
-                    expires_at: r.lease_expires_at,
-                },
-                kind_name: r.kind,
-                payload: r.payload,
-                due_at: r.run_at,
-            })
-            .collect();
-        // UPDATE .. RETURNING does not keep the subquery's order.
-        jobs.sort_by_key(|j| j.lease.job_id);
-        Ok(jobs)
+        Ok(ClaimRow::into_jobs(rows, owner))
     }
 
     /// Extends the given leases; returns the ids of those still held (a
@@ -626,5 +678,44 @@ impl Store {
             Err(e) => return Err(e),
         }
         Ok(())
+    }
+}
+
+/// A row a claim returns.
+struct ClaimRow {
+    id: i64,
+    task_id: uuid::Uuid,
+    kind: String,
+    payload: Value,
+    attempt: i32,
+    max_attempts: i32,
+    lease_token: i64,
+    run_at: DateTime<Utc>,
+    lease_expires_at: DateTime<Utc>,
+}
+
+impl ClaimRow {
+    /// The claimed jobs in id order (`UPDATE .. RETURNING` does not keep
+    /// the subquery's order).
+    fn into_jobs(rows: Vec<ClaimRow>, owner: &str) -> Vec<ClaimedJob> {
+        let mut jobs: Vec<ClaimedJob> = rows
+            .into_iter()
+            .map(|r| ClaimedJob {
+                lease: Lease {
+                    job_id: JobId(r.id),
+                    task_id: TaskId(r.task_id),
+                    token: r.lease_token,
+                    attempt: r.attempt,
+                    max_attempts: r.max_attempts,
+                    owner: owner.to_owned(),
+                    expires_at: r.lease_expires_at,
+                },
+                kind_name: r.kind,
+                payload: r.payload,
+                due_at: r.run_at,
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.lease.job_id);
+        jobs
     }
 }

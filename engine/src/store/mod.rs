@@ -4,6 +4,7 @@
 //! so names in SQL are unqualified and one database can hold several
 //! isolated deployments side by side (each test run gets its own).
 
+mod access;
 mod agent;
 mod delegation;
 mod job;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 
+pub use access::{AuditEntry, KeyRecord, NewKey, PresentedKey};
 pub use agent::{AgentRecord, Delegation, Gate};
 pub use delegation::{DelegationStart, Fold};
 pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};

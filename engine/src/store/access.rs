@@ -1,0 +1,251 @@
+//! Who may call: API keys (kept as hashes), and the audit log of what
+//! callers and operators did.
+
+use chrono::{DateTime, Utc};
+use rand::Rng as _;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::Store;
+use crate::error::StoreError;
+use crate::id::TaskId;
+
+/// Prefix of every key, so leaked keys are recognisable to secret scanners.
+const KEY_PREFIX: &str = "sy_";
+
+/// A stored API key, without its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// The public half: names the key in listings and the audit log.
+    pub id: String,
+    pub tenant: String,
+    pub principal: String,
+    pub scopes: Vec<String>,
+    /// Requests per second this key may make; `None` takes the default.
+    pub rate_per_sec: Option<f64>,
+    pub burst: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What a new key is for.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub tenant: String,
+    pub principal: String,
+    pub scopes: Vec<String>,
+    pub rate_per_sec: Option<f64>,
+    pub burst: Option<i32>,
+}
+
+/// A key as presented: `sy_<id>_<secret>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresentedKey<'a> {
+    pub id: &'a str,
+    secret: &'a str,
+}
+
+impl<'a> PresentedKey<'a> {
+    /// Splits a presented key; `None` when it is not in the key format.
+    pub fn parse(key: &'a str) -> Option<Self> {
+        let rest = key.strip_prefix(KEY_PREFIX)?;
+        let (id, secret) = rest.split_once('_')?;
+        let plain = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        (plain(id) && plain(secret)).then_some(PresentedKey { id, secret })
+    }
+
+    /// Whether this key's secret is the one whose hash is stored, compared
+    /// in time independent of where they differ.
+    pub fn matches(&self, stored_sha256: &[u8]) -> bool {
+        Sha256::digest(self.secret.as_bytes()).as_slice().ct_eq(stored_sha256).into()
+    }
+}
+
+/// Random letters and digits: `len` of them carry `len * 5.95` bits.
+fn random_alnum(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
+/// One audit entry: who (tenant, principal, and the credential's public
+/// name), did what, to which task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub at: Option<DateTime<Utc>>,
+    pub tenant: Option<String>,
+    pub principal: String,
+    pub credential: Option<String>,
+    pub action: String,
+    pub task_id: Option<TaskId>,
+    pub detail: Option<Value>,
+}
+
+impl AuditEntry {
+    /// An entry to record now.
+    pub fn new(principal: impl Into<String>, action: impl Into<String>) -> Self {
+        AuditEntry {
+            at: None,
+            tenant: None,
+            principal: principal.into(),
+            credential: None,
+            action: action.into(),
+            task_id: None,
+            detail: None,
+        }
+    }
+}
+
+impl Store {
+    /// Creates a key; the returned string is the only copy of its secret.
+    pub async fn key_create(&self, new: &NewKey) -> Result<(KeyRecord, String), StoreError> {
+        let id = random_alnum(12);
+        // 43 characters: more than 256 bits.
+        let secret = random_alnum(43);
+        let hash = Sha256::digest(secret.as_bytes()).to_vec();
+        let row = sqlx::query!(
+            r#"INSERT INTO api_keys (id, secret_sha256, tenant, principal, scopes, rate_per_sec, burst)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               RETURNING created_at"#,
+            id,
+            hash,
+            new.tenant,
+            new.principal,
+            &new.scopes,
+            new.rate_per_sec,
+            new.burst,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let record = KeyRecord {
+            id: id.clone(),
+            tenant: new.tenant.clone(),
+            principal: new.principal.clone(),
+            scopes: new.scopes.clone(),
+            rate_per_sec: new.rate_per_sec,
+            burst: new.burst,
+            created_at: row.created_at,
+            revoked_at: None,
+        };
+        Ok((record, format!("{KEY_PREFIX}{id}_{secret}")))
+    }
+
+    /// The live key this presented key names, if its secret matches. Read
+    /// on every request, so a revoked key stops working at once.
+    pub async fn key_verify(&self, presented: &PresentedKey<'_>) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT id, secret_sha256, tenant, principal, scopes, rate_per_sec, burst, created_at, revoked_at
+               FROM api_keys WHERE id = $1 AND revoked_at IS NULL"#,
+            presented.id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.filter(|r| presented.matches(&r.secret_sha256)).map(|r| KeyRecord {
+            id: r.id,
+            tenant: r.tenant,
+            principal: r.principal,
+            scopes: r.scopes,
+            rate_per_sec: r.rate_per_sec,
+            burst: r.burst,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }))
+    }
+
+    /// Every key, newest first (revoked ones too).
+    pub async fn keys_list(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT id, tenant, principal, scopes, rate_per_sec, burst, created_at, revoked_at
+               FROM api_keys ORDER BY created_at DESC, id"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| KeyRecord {
+                id: r.id,
+                tenant: r.tenant,
+                principal: r.principal,
+                scopes: r.scopes,
+                rate_per_sec: r.rate_per_sec,
+                burst: r.burst,
+                created_at: r.created_at,
+                revoked_at: r.revoked_at,
+            })
+            .collect())
+    }
+
+    /// Revokes a key; false when no live key has that id.
+    pub async fn key_revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query!("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Appends to the audit log.
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query!(
+            r#"INSERT INTO audit_log (tenant, principal, credential, action, task_id, detail)
+               VALUES ($1, $2, $3, $4, $5, $6)"#,
+            entry.tenant,
+            entry.principal,
+            entry.credential,
+            entry.action,
+            entry.task_id.map(|t| t.0),
+            entry.detail,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A task's audit entries, oldest first.
+    pub async fn audit_for_task(&self, task: TaskId) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT at, tenant, principal, credential, action, task_id, detail
+               FROM audit_log WHERE task_id = $1 ORDER BY id"#,
+            task.0,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                at: Some(r.at),
+                tenant: r.tenant,
+                principal: r.principal,
+                credential: r.credential,
+                action: r.action,
+                task_id: r.task_id.map(TaskId),
+                detail: r.detail,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_parsed_and_checked_against_its_hash() {
+        let stored = Sha256::digest(b"s3cret").to_vec();
+        let key = PresentedKey::parse("sy_abc123_s3cret").expect("key format");
+        assert_eq!(key.id, "abc123");
+        assert!(key.matches(&stored));
+        assert!(!PresentedKey::parse("sy_abc123_s3creT").expect("key format").matches(&stored));
+        for bad in ["", "sy_", "sy_abc", "sy__x", "sy_a_", "xx_a_b", "sy_a-b_c", "sy_a_b\r\n"] {
+            assert_eq!(PresentedKey::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_secrets_are_long_and_plain() {
+        let a = random_alnum(43);
+        assert_eq!(a.len(), 43);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(a, random_alnum(43));
+    }
+}

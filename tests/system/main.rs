@@ -23,6 +23,7 @@ mod processes;
 mod proxy;
 mod queue;
 mod races;
+mod security;
 mod store;
 mod traces;
 mod worker;

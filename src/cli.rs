@@ -443,6 +443,7 @@ impl WorkerArgs {
         &self,
         egress: switchyard_engine::egress::Egress,
         credentials: std::collections::HashMap<String, switchyard_worker::delegate::AgentCredentials>,
+        trusted_cards: Option<std::sync::Arc<jsonwebtoken::jwk::JwkSet>>,
     ) -> switchyard_worker::delegate::DelegationSettings {
         switchyard_worker::delegate::DelegationSettings {
             timeout: self.remote_timeout,
@@ -456,6 +457,7 @@ impl WorkerArgs {
             push_receiver: self.push_receiver_url.clone().filter(|u| !u.is_empty()),
             egress: std::sync::Arc::new(egress),
             credentials,
+            trusted_cards,
         }
     }
 

@@ -63,6 +63,31 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     egress: PushEntry,
     auth: Option<AuthEntry>,
+    #[serde(default)]
+    card: CardEntry,
+    #[serde(default)]
+    trust: TrustEntry,
+}
+
+/// `[card]`: how Switchyard's own card is signed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardEntry {
+    /// A PKCS#8 PEM private key (P-256 signs ES256, RSA signs RS256).
+    signing_key_file: Option<std::path::PathBuf>,
+    /// The `kid` verifiers find the public key under.
+    key_id: Option<String>,
+}
+
+/// `[trust]`: which agents' cards are believed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustEntry {
+    /// A JWKS with the public keys agents' cards may be signed with.
+    card_keys_file: Option<std::path::PathBuf>,
+    /// Refuse agents whose card carries no valid signature by those keys.
+    #[serde(default)]
+    require_signed_cards: bool,
 }
 
 /// `[auth]`: who may call.
@@ -187,6 +212,8 @@ impl FileConfig {
         config.egress()?;
         config.agent_egress(&[])?;
         config.auth()?;
+        config.card_signer()?;
+        config.trusted_cards()?;
         let limits = config.plan_limits();
         anyhow::ensure!(
             limits.width >= 1 && limits.depth >= 1 && limits.tasks >= 1,
@@ -221,6 +248,35 @@ impl FileConfig {
     pub(crate) fn agent_egress(&self, extra: &[String]) -> anyhow::Result<switchyard_engine::egress::Egress> {
         let allow: Vec<String> = self.egress.allow.iter().chain(extra).cloned().collect();
         switchyard_engine::egress::Egress::for_agents(&allow).map_err(anyhow::Error::msg)
+    }
+
+    /// The signer of our own card, if `[card]` names a key.
+    pub(crate) fn card_signer(&self) -> anyhow::Result<Option<switchyard_engine::card_signature::CardSigner>> {
+        let Some(path) = &self.card.signing_key_file else {
+            anyhow::ensure!(self.card.key_id.is_none(), "[card] key_id needs signing_key_file");
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).with_context(|| format!("[card] signing_key_file {}", path.display()))?;
+        let kid = self.card.key_id.clone().unwrap_or_else(|| "switchyard".into());
+        switchyard_engine::card_signature::CardSigner::from_pem(&pem, kid)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("[card] signing_key_file {}: {e}", path.display()))
+    }
+
+    /// The keys agents' cards must be signed with, if `[trust]` requires it.
+    pub(crate) fn trusted_cards(&self) -> anyhow::Result<Option<std::sync::Arc<jsonwebtoken::jwk::JwkSet>>> {
+        let t = &self.trust;
+        match (&t.card_keys_file, t.require_signed_cards) {
+            (Some(path), true) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("[trust] card_keys_file {}", path.display()))?;
+                let set = serde_json::from_str(&text)
+                    .with_context(|| format!("[trust] card_keys_file {} is not a JWKS", path.display()))?;
+                Ok(Some(std::sync::Arc::new(set)))
+            }
+            (None, true) => anyhow::bail!("[trust] require_signed_cards needs card_keys_file"),
+            (_, false) => Ok(None),
+        }
     }
 
     /// Whether the file has an `[auth]` table.

@@ -137,6 +137,7 @@ async fn serve(
         plan_limits: file.plan_limits(),
         egress: file.egress()?,
         agent_egress: file.agent_egress(&security.egress_allow)?,
+        card_signer: file.card_signer()?,
         auth: switchyard_api::auth::AuthConfig {
             anonymous: file.auth()?.anonymous || security.anonymous,
             ..file.auth()?
@@ -173,7 +174,8 @@ async fn work(
             }
         });
     }
-    let delegation = args.delegation(file.agent_egress(&security.egress_allow)?, file.agent_credentials()?);
+    let delegation =
+        args.delegation(file.agent_egress(&security.egress_allow)?, file.agent_credentials()?, file.trusted_cards()?);
     let dispatcher = Dispatcher::new(delegation, args.push(file.egress()?)).context("building the HTTP clients")?;
     let worker = Worker::new(store, args.worker_config(), dispatcher)?;
     worker.run(shutdown).await?;

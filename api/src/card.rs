@@ -19,7 +19,15 @@ pub struct CardDocument {
 impl CardDocument {
     /// Builds the card for this deployment, offering its plans as skills.
     pub fn build(config: &ApiConfig, plans: &[PlanSpec]) -> Self {
-        let body = card_json(config, plans).to_string();
+        let mut card = card_json(config, plans);
+        if let Some(signer) = &config.card_signer
+            && let Err(error) = signer.sign(&mut card)
+        {
+            // Checked at start (a key that cannot sign stops the process),
+            // so this is not expected; an unsigned card is still a card.
+            tracing::error!(%error, "could not sign the agent card");
+        }
+        let body = card.to_string();
         // FNV-1a of the body: the same card gives the same tag on every replica.
         let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         CardDocument { body, etag: format!("\"{hash:016x}\"") }

@@ -40,6 +40,8 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     /// Streams (SSE) one principal may hold open in this process at once.
     pub max_streams_per_principal: usize,
+    /// Signs the agent card, when configured.
+    pub card_signer: Option<switchyard_engine::card_signature::CardSigner>,
 }
 
 impl ApiConfig {
@@ -59,6 +61,7 @@ impl ApiConfig {
             agent_egress: Egress::for_agents(&[]).unwrap_or_default(),
             auth: AuthConfig::default(),
             max_streams_per_principal: 64,
+            card_signer: None,
         }
     }
 }

@@ -22,6 +22,7 @@
 //! This crate has no HTTP server and no HTTP client; `api` and `worker`
 //! build on it and meet only through the database.
 
+pub mod card_signature;
 pub mod egress;
 pub mod error;
 pub mod event;

@@ -575,6 +575,96 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
             .expect("attempts");
         assert_eq!(attempts, 1, "{agent}: a refusal is a verdict, not retried");
     }
-    let received = http_get(agent_port, "/received").await.expect("received").1;
-    assert!(!received.contains("never"), "the demo agent was never reached: {received}");
+    let received: Value =
+        serde_json::from_str(&http_get(agent_port, "/received").await.expect("received").1).expect("json");
+    assert_eq!(received.as_object().map(|m| m.len()), Some(0), "the demo agent was never reached: {received}");
+}
+
+#[tokio::test]
+async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() {
+    use switchyard_engine::card_signature::{CardSigner, verify};
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("{}-cards", db.schema));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (pem, _) = keypair(&dir, "card", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("key");
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(json!({ "keys": [jwk(&key, jsonwebtoken::Algorithm::ES256, "k1")] })).expect("jwks");
+    let jwks_file = dir.join("trusted.json");
+    std::fs::write(&jwks_file, serde_json::to_string(&jwks).expect("json")).expect("write");
+    let signer = CardSigner::from_pem(&pem, "k1").expect("signer");
+
+    // The demo agent's card as three servers would serve it.
+    let agent_port = free_port();
+    let _agent =
+        switchyard(&db, &["demo-agent", "--listen", &format!("127.0.0.1:{agent_port}")]).spawn().expect("agent");
+    eventually(WAIT, "agent up", || async { http_get(agent_port, "/.well-known/agent-card.json").await.is_some() })
+        .await;
+    let plain: Value =
+        serde_json::from_str(&http_get(agent_port, "/.well-known/agent-card.json").await.expect("card").1)
+            .expect("json");
+    let mut signed = plain.clone();
+    signer.sign(&mut signed).expect("sign");
+    let mut tampered = signed.clone();
+    tampered["description"] = json!("a card changed after it was signed");
+    let app = axum::Router::new()
+        .route("/signed/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(signed) }))
+        .route("/tampered/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(tampered) }))
+        .route("/unsigned/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(plain) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let cards = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let config = dir.join("switchyard.toml");
+    let mut toml = String::from("default_agent = \"signed\"\n");
+    for name in ["signed", "tampered", "unsigned"] {
+        toml.push_str(&format!("[[agents]]\nname = \"{name}\"\nurl = \"http://{cards}/{name}\"\n"));
+    }
+    toml.push_str(&format!(
+        "[card]\nsigning_key_file = {:?}\nkey_id = \"k1\"\n[trust]\ncard_keys_file = {:?}\nrequire_signed_cards = true\n",
+        dir.join("card.pem").to_string_lossy(),
+        jwks_file.to_string_lossy()
+    ));
+    std::fs::write(&config, toml).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+    let _worker =
+        switchyard(&db, &["worker", "--config", &config, "--poll-interval", "200ms"]).spawn().expect("worker");
+    eventually(WAIT, "serve up", || async { http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200) }).await;
+
+    // Our own card carries a signature that verifies against our key.
+    let ours: Value =
+        serde_json::from_str(&http_get(port, "/.well-known/agent-card.json").await.expect("card").1).expect("json");
+    assert_eq!(verify(&ours, &jwks), Ok("k1".to_owned()), "{ours}");
+
+    let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
+    for (agent, expected) in
+        [("signed", "TASK_STATE_COMPLETED"), ("tampered", "TASK_STATE_FAILED"), ("unsigned", "TASK_STATE_FAILED")]
+    {
+        let mut body = message(&format!("echo via {agent}"));
+        body["configuration"]["returnImmediately"] = json!(false);
+        body["message"]["metadata"] = json!({ "switchyard": { "agent": agent } });
+        let answer: Value = http
+            .post(format!("http://{listen}/message:send"))
+            .header("A2A-Version", "1.0")
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        let task = answer.get("task").unwrap_or(&answer);
+        assert_eq!(task["status"]["state"], expected, "{agent}: {answer}");
+        if expected == "TASK_STATE_FAILED" {
+            let reason = task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default();
+            assert!(reason.contains("signed") || reason.contains("signature"), "{agent}: {reason}");
+        }
+    }
+    // Only the signed card's task reached the agent.
+    let received: Value =
+        serde_json::from_str(&http_get(agent_port, "/received").await.expect("received").1).expect("json");
+    assert_eq!(received.as_object().map(|m| m.len()), Some(1), "{received}");
 }

@@ -36,7 +36,7 @@ pub async fn fetch_card(
     crate::egress::check_url(egress, url).map_err(|e| e.to_string())?;
     let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
     let http = crate::egress::client(with_credentials(builder, credentials), egress).map_err(|e| e.to_string())?;
-    let card = crate::remote::fetch_card(&http, url, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+    let card = crate::remote::fetch_card(&http, url, Duration::from_secs(10), None).await.map_err(|e| e.to_string())?;
     check_interfaces(egress, &card).map_err(|e| e.to_string())?;
     serde_json::to_value(card).map_err(|e| e.to_string())
 }
@@ -110,6 +110,8 @@ pub struct DelegationSettings {
     pub egress: Arc<Egress>,
     /// Per agent (by name), what to present to it.
     pub credentials: HashMap<String, AgentCredentials>,
+    /// When set, agents' cards must be signed by one of these keys.
+    pub trusted_cards: Option<Arc<jsonwebtoken::jwk::JwkSet>>,
 }
 
 impl Default for DelegationSettings {
@@ -123,6 +125,7 @@ impl Default for DelegationSettings {
             push_receiver: None,
             egress: Arc::new(Egress::for_agents(&[]).unwrap_or_default()),
             credentials: HashMap::new(),
+            trusted_cards: None,
         }
     }
 }
@@ -252,9 +255,14 @@ impl Delegator {
             return Ok(card.clone());
         }
         let fetched = match crate::egress::check_url(&self.settings.egress, &agent.url) {
-            Ok(()) => crate::remote::fetch_card(&self.clients(&agent.name).http, &agent.url, self.settings.timeout)
-                .await
-                .and_then(|card| check_interfaces(&self.settings.egress, &card).map(|()| card)),
+            Ok(()) => crate::remote::fetch_card(
+                &self.clients(&agent.name).http,
+                &agent.url,
+                self.settings.timeout,
+                self.settings.trusted_cards.as_deref(),
+            )
+            .await
+            .and_then(|card| check_interfaces(&self.settings.egress, &card).map(|()| card)),
             Err(refused) => Err(RemoteError::Permanent { message: refused.0, code: None }),
         };
         match fetched {

@@ -417,7 +417,14 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<St
 
 /// An agent's card, fetched and checked. Trouble reaching it may pass
 /// (transient); a card that is not valid A2A will not (permanent, at once).
-pub async fn fetch_card(http: &reqwest::Client, base_url: &str, timeout: Duration) -> Result<AgentCard, RemoteError> {
+/// With `trusted`, the card must carry a valid signature by one of its
+/// keys (checked on the card as served, before anything else reads it).
+pub async fn fetch_card(
+    http: &reqwest::Client,
+    base_url: &str,
+    timeout: Duration,
+    trusted: Option<&jsonwebtoken::jwk::JwkSet>,
+) -> Result<AgentCard, RemoteError> {
     let url = format!("{}/.well-known/agent-card.json", base_url.trim_end_matches('/'));
     let response = http.get(&url).timeout(timeout).send().await.map_err(|e| RemoteError::from_reqwest(&e))?;
     let status = response.status();
@@ -427,7 +434,12 @@ pub async fn fetch_card(http: &reqwest::Client, base_url: &str, timeout: Duratio
         return Err(RemoteError::from_status(status, &headers, &body));
     }
     let body = read_capped(response, CARD_MAX_BYTES).await?;
-    let card: AgentCard = serde_json::from_str(&body)
+    let raw: Value = serde_json::from_str(&body)
+        .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not JSON: {e}")))?;
+    if let Some(trusted) = trusted {
+        switchyard_engine::card_signature::verify(&raw, trusted).map_err(RemoteError::permanent)?;
+    }
+    let card: AgentCard = serde_json::from_value(raw)
         .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not a valid A2A card: {e}")))?;
     if card.supported_interfaces.is_empty() {
         return Err(RemoteError::permanent(format!("the agent card at {url} declares no interfaces")));

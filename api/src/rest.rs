@@ -338,7 +338,10 @@ async fn extended_card(
     into_response(
         async {
             check_version(&headers, None)?;
-            Ok(ok(state.handler.extended_card(&tenant(&who, &p)?).await?))
+            let mut response = ok(state.handler.extended_card(&tenant(&who, &p)?).await?);
+            // Per caller: no shared cache may keep it.
+            response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, no-store"));
+            Ok(response)
         }
         .await,
     )

@@ -51,6 +51,12 @@ pub fn identifier(value: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The most parts one message may have.
+pub const MAX_PARTS: usize = 1000;
+
+/// The largest metadata object (message or request), serialized.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
 /// The longest tenant name.
 pub const MAX_TENANT_BYTES: usize = 64;
 
@@ -103,6 +109,14 @@ pub fn send_request(raw: Value) -> Result<SendMessageRequest, ApiError> {
             return Err(ApiError::invalid_field("message.parts", "is required and must be a non-empty array"));
         }
     };
+    if parts.len() > MAX_PARTS {
+        return Err(ApiError::invalid_field("message.parts", format!("may have at most {MAX_PARTS} parts")));
+    }
+    for (field, metadata) in [("message.metadata", message.get("metadata")), ("metadata", raw.get("metadata"))] {
+        if metadata.is_some_and(|m| m.to_string().len() > MAX_METADATA_BYTES) {
+            return Err(ApiError::invalid_field(field, format!("may be at most {MAX_METADATA_BYTES} bytes")));
+        }
+    }
     for (i, part) in parts.iter().enumerate() {
         let members = ["text", "raw", "url", "data"].iter().filter(|m| part.get(**m).is_some()).count();
         if members != 1 {
@@ -249,6 +263,26 @@ mod tests {
     #[test]
     fn a_well_formed_request_passes() {
         assert!(send_request(ok_message()).is_ok());
+    }
+
+    #[test]
+    fn parts_metadata_and_tenants_are_bounded() {
+        let mut many = ok_message();
+        many["message"]["parts"] = json!(vec![json!({"text": "x"}); MAX_PARTS + 1]);
+        assert!(
+            matches!(send_request(many), Err(ApiError::InvalidParams { field: Some(f), .. }) if f == "message.parts")
+        );
+        let mut big = ok_message();
+        big["message"]["metadata"] = json!({ "pad": "x".repeat(MAX_METADATA_BYTES) });
+        assert!(
+            matches!(send_request(big), Err(ApiError::InvalidParams { field: Some(f), .. }) if f == "message.metadata")
+        );
+        for bad in ["", " acme", "acme ", "ACME\n", ".hidden", "tasks", "a/b", &"x".repeat(MAX_TENANT_BYTES + 1)] {
+            assert!(tenant(bad).is_err(), "{bad:?}");
+        }
+        for good in ["acme", "Acme-2.prod_eu", &"x".repeat(MAX_TENANT_BYTES)] {
+            assert!(tenant(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

@@ -241,6 +241,19 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever arrives in the header: no panic, and only the key
+        /// format parses.
+        #[test]
+        fn any_presented_text_parses_or_is_refused_without_panicking(text in "\\PC{0,200}") {
+            if let Some(key) = PresentedKey::parse(&text) {
+                proptest::prop_assert!(text.starts_with("sy_"));
+                proptest::prop_assert!(key.id.bytes().all(|b| b.is_ascii_alphanumeric()));
+                let _ = key.matches(&[0u8; 32]);
+            }
+        }
+    }
+
     #[test]
     fn generated_secrets_are_long_and_plain() {
         let a = random_alnum(43);

@@ -211,9 +211,10 @@ impl FileConfig {
         }
         config.egress()?;
         config.agent_egress(&[])?;
-        config.auth()?;
-        config.card_signer()?;
-        config.trusted_cards()?;
+        // `[auth]`, `[card]`, `[trust]` and agents' credentials name secrets
+        // only some processes hold (a worker has no JWT secret, an api no
+        // agent tokens): each is read, and checked, by the process that uses
+        // it, at its start.
         let limits = config.plan_limits();
         anyhow::ensure!(
             limits.width >= 1 && limits.depth >= 1 && limits.tasks >= 1,
@@ -457,5 +458,15 @@ mod tests {
         std::fs::write(&bad, "[[plans]]\nname = \"p\"\nfanout = [\"a\"]\njoin = \"quorum\"\nquorum = 2\n")
             .expect("write");
         assert!(FileConfig::load(Some(&bad)).is_err(), "a quorum larger than the fan-out");
+
+        // A secret only the api holds does not stop a worker reading the file;
+        // the api, which needs it, names what is missing.
+        std::fs::write(&bad, "[auth.jwt]\nhs256_secret_env = \"SWITCHYARD_TEST_UNSET_SECRET\"\n").expect("write");
+        let shared = FileConfig::load(Some(&bad)).expect("loads without the secret");
+        let err = shared.auth().expect_err("the api needs it").to_string();
+        assert!(err.contains("SWITCHYARD_TEST_UNSET_SECRET"), "{err}");
+        std::fs::write(&bad, "[auth.jwt]\njwks_file = \"/a\"\njwks_url = \"https://b\"\n").expect("write");
+        let err = FileConfig::load(Some(&bad)).expect("loads").auth().expect_err("two sources").to_string();
+        assert!(err.contains("exactly one"), "{err}");
     }
 }

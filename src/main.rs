@@ -132,16 +132,15 @@ async fn serve(
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
+    let mut auth = file.auth()?;
+    auth.anonymous |= security.anonymous;
     let config = switchyard_api::ApiConfig {
         routing: file.routing(),
         plan_limits: file.plan_limits(),
         egress: file.egress()?,
         agent_egress: file.agent_egress(&security.egress_allow)?,
         card_signer: file.card_signer()?,
-        auth: switchyard_api::auth::AuthConfig {
-            anonymous: file.auth()?.anonymous || security.anonymous,
-            ..file.auth()?
-        },
+        auth,
         ..args.api_config(bound)?
     };
     if config.auth.anonymous {
@@ -229,15 +228,11 @@ async fn agents(
 /// operator is whoever runs the command with the database's credentials.
 async fn audit(store: &Store, action: &str, detail: serde_json::Value) {
     let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-    tracing::info!(target: "switchyard::audit", action, principal = %operator, credential = "cli", %detail);
     let entry = switchyard_engine::AuditEntry {
         credential: Some("cli".into()),
-        detail: Some(detail),
         ..switchyard_engine::AuditEntry::new(operator, action)
     };
-    if let Err(error) = store.audit(&entry).await {
-        tracing::error!(%error, action, "could not write the audit log");
-    }
+    store.audit(&entry.with_detail(detail)).await;
 }
 
 async fn keys(store: Store, command: KeysCommand) -> anyhow::Result<()> {

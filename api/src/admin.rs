@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use crate::auth::{Principal, same_secret};
 use crate::error::ApiError;
 use crate::server::AppState;
-use switchyard_engine::AuditEntry;
 
 /// Body of `POST /admin/agents`.
 #[derive(Debug, Deserialize)]
@@ -36,15 +35,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Principal, R
             return Ok(Principal::admin_token());
         }
     }
-    let refuse = |e: ApiError| {
-        let mut response = error(e.classify().http, &e.to_string());
-        for (name, value) in e.headers() {
-            if let Ok(value) = header::HeaderValue::from_str(&value) {
-                response.headers_mut().append(name, value);
-            }
-        }
-        response
-    };
+    let refuse = |e: ApiError| e.respond_with(&e.to_rest());
     match state.auth.authenticate(headers).await {
         Ok(who) if who.admin => Ok(who),
         Ok(who) if who.is_anonymous() => {
@@ -58,14 +49,9 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Principal, R
     }
 }
 
-/// Writes an admin change to the audit log and the log; a failure to write
-/// is logged, not answered (the change is made).
+/// Records an admin change (in the audit log, and as a log line).
 async fn audit(state: &AppState, who: &Principal, action: &str, detail: Value) {
-    tracing::info!(target: "switchyard::audit", action, principal = %who.principal, credential = %who.credential, %detail);
-    let entry = AuditEntry { detail: Some(detail), ..who.audit(action) };
-    if let Err(error) = state.store.audit(&entry).await {
-        tracing::error!(%error, action, "could not write the audit log");
-    }
+    state.store.audit(&who.audit(action).with_detail(detail)).await;
 }
 
 fn agent_json(agent: &switchyard_engine::AgentRecord) -> Value {

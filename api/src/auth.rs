@@ -21,6 +21,9 @@ use crate::validate;
 /// The header an API key travels in.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
+/// The principal and credential name of a caller who presented nothing.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// How callers prove who they are.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -110,13 +113,7 @@ pub struct Principal {
 
 impl Principal {
     fn anonymous() -> Self {
-        Principal {
-            tenant: None,
-            principal: "anonymous".into(),
-            credential: "anonymous".into(),
-            admin: false,
-            rate: None,
-        }
+        Principal { tenant: None, principal: ANONYMOUS.into(), credential: ANONYMOUS.into(), admin: false, rate: None }
     }
 
     /// The holder of the deployment's admin token.
@@ -125,7 +122,7 @@ impl Principal {
     }
 
     pub fn is_anonymous(&self) -> bool {
-        self.credential == "anonymous"
+        self.credential == ANONYMOUS
     }
 
     /// The store's caller for a request naming `requested` as its tenant.
@@ -210,9 +207,10 @@ impl Authenticator {
     }
 
     /// Takes one request from the principal's budget; the wait until the
-    /// next one would be admitted when it is spent.
-    pub fn admit(&self, principal: &Principal, tenant: Option<&str>) -> Result<(), ApiError> {
-        let tenant = principal.tenant.as_deref().or(tenant).unwrap_or("default");
+    /// next one would be admitted when it is spent. Anonymous callers, whom
+    /// nothing tells apart, share one budget.
+    pub fn admit(&self, principal: &Principal) -> Result<(), ApiError> {
+        let tenant = principal.tenant.as_deref().unwrap_or("");
         self.limits
             .check(tenant, &principal.principal, principal.rate)
             .map_err(|wait| ApiError::RateLimited { retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) })

@@ -58,7 +58,7 @@ impl ApiConfig {
             admin_token: None,
             plan_limits: PlanLimits::default(),
             egress: Egress::default(),
-            agent_egress: Egress::for_agents(&[]).unwrap_or_default(),
+            agent_egress: Egress::agents(),
             auth: AuthConfig::default(),
             max_streams_per_principal: 64,
             card_signer: None,

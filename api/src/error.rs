@@ -157,7 +157,7 @@ impl ApiError {
 impl ApiError {
     /// Headers this error's HTTP answer carries: the challenge of a 401,
     /// the wait of a 429.
-    pub fn headers(&self) -> Vec<(axum::http::HeaderName, String)> {
+    fn headers(&self) -> Vec<(axum::http::HeaderName, String)> {
         use axum::http::header;
         match self {
             ApiError::Unauthenticated(_) => vec![
@@ -167,6 +167,21 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => vec![(header::RETRY_AFTER, retry_after.to_string())],
             _ => Vec::new(),
         }
+    }
+
+    /// The HTTP answer with this error's status and headers, carrying
+    /// `body` (the binding's rendering of it) as JSON.
+    pub fn respond_with(&self, body: &Value) -> axum::response::Response {
+        use axum::http::{HeaderValue, header};
+        use axum::response::IntoResponse;
+        let mut response =
+            (self.classify().http, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        for (name, value) in self.headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
     }
 }
 

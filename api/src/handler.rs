@@ -11,8 +11,8 @@ use serde_json::json;
 use switchyard_engine::plan::{Node, PlanError, PlanSpec, Resolver};
 use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
-    Caller, FollowUp, JobKind, MAX_PUSH_CONFIGS, NewJob, NewTask, PushConfig, Store, StoreError, TaskFilter, TaskId,
-    TaskPlan, TaskRecord, TaskState,
+    AuditEntry, Caller, FollowUp, JobKind, MAX_PUSH_CONFIGS, NewJob, NewTask, PushConfig, Store, StoreError,
+    TaskFilter, TaskId, TaskPlan, TaskRecord, TaskState,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -99,30 +99,6 @@ impl A2aHandler {
         self.streams.acquire(caller, limit).ok_or(ApiError::RateLimited { retry_after: 1 }).inspect_err(|_| {
             tracing::warn!(tenant = %caller.tenant, principal = %caller.principal, limit, "too many open streams");
         })
-    }
-
-    /// Records what a caller did to a task: a structured log line, and a
-    /// row in the audit log (a failure to write it is logged; the action
-    /// itself has happened).
-    async fn audit(&self, caller: &Caller, action: &str, task: TaskId, detail: Option<serde_json::Value>) {
-        tracing::info!(
-            target: "switchyard::audit",
-            action,
-            tenant = %caller.tenant,
-            principal = %caller.principal,
-            credential = caller.credential.as_deref().unwrap_or("-"),
-            task = %task,
-        );
-        let entry = switchyard_engine::AuditEntry {
-            tenant: Some(caller.tenant.clone()),
-            credential: caller.credential.clone(),
-            task_id: Some(task),
-            detail,
-            ..switchyard_engine::AuditEntry::new(&caller.principal, action)
-        };
-        if let Err(error) = self.store.audit(&entry).await {
-            tracing::error!(%error, action, "could not write the audit log");
-        }
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -241,7 +217,7 @@ impl A2aHandler {
                     ));
                 }
                 if submission.created {
-                    self.audit(caller, "task.message", task_id, None).await;
+                    self.store.audit(&AuditEntry::for_task(caller, "task.message", task_id)).await;
                 }
                 Ok((submission.task, submission.created, submission.baseline))
             }
@@ -289,14 +265,7 @@ impl A2aHandler {
                 if submission.created {
                     // The task row names its owner and creation time: a log
                     // line is enough, and the hot path takes no extra write.
-                    tracing::info!(
-                        target: "switchyard::audit",
-                        action = "task.create",
-                        tenant = %caller.tenant,
-                        principal = %caller.principal,
-                        credential = caller.credential.as_deref().unwrap_or("-"),
-                        task = %submission.task.id,
-                    );
+                    AuditEntry::for_task(caller, "task.create", submission.task.id).log();
                     let outcome = if submission.task.state.is_terminal() { "rejected" } else { "accepted" };
                     metrics::counter!("switchyard_tasks_received_total", "outcome" => outcome).increment(1);
                 }
@@ -441,7 +410,7 @@ impl A2aHandler {
             }
             Err(e) => return Err(e.into()),
         };
-        self.audit(caller, "task.cancel", task_id, None).await;
+        self.store.audit(&AuditEntry::for_task(caller, "task.cancel", task_id)).await;
         self.render(&task, validate::MAX_HISTORY).await
     }
 
@@ -485,7 +454,8 @@ impl A2aHandler {
         let stored = self.store.push_config_put(caller, &config).await?;
         // The host only: paths and tokens may be secrets.
         let host = switchyard_engine::egress::Target::parse(&stored.url).map(|t| t.host).unwrap_or_default();
-        self.audit(caller, "push_config.create", task_id, Some(json!({ "id": stored.id, "host": host }))).await;
+        let entry = AuditEntry::for_task(caller, "push_config.create", task_id);
+        self.store.audit(&entry.with_detail(json!({ "id": stored.id, "host": host }))).await;
         Ok(push_config_to(stored))
     }
 
@@ -536,7 +506,9 @@ impl A2aHandler {
     pub async fn delete_push_config(&self, caller: &Caller, task_id: &str, id: &str) -> Result<(), ApiError> {
         let task = validate::task_id(task_id)?;
         self.store.push_config_delete(caller, task, id).await?;
-        self.audit(caller, "push_config.delete", task, Some(json!({ "id": id }))).await;
+        self.store
+            .audit(&AuditEntry::for_task(caller, "push_config.delete", task).with_detail(json!({ "id": id })))
+            .await;
         Ok(())
     }
 
@@ -544,7 +516,7 @@ impl A2aHandler {
     /// card plus every skill the registered agents offer (what a caller can
     /// route to by `switchyard.skill`), never their URLs.
     pub async fn extended_card(&self, caller: &Caller) -> Result<a2a::AgentCard, ApiError> {
-        if caller.credential.as_deref().is_none_or(|c| c == "anonymous") {
+        if caller.credential.as_deref().is_none_or(|c| c == crate::auth::ANONYMOUS) {
             return Err(ApiError::Unauthenticated("the extended agent card is for authenticated callers".into()));
         }
         let registry = self.registry.get(&self.store).await?;

@@ -41,7 +41,7 @@ fn ok(value: impl serde::Serialize) -> Response {
 /// Errors are plain `application/json` (A2A §11.1, §11.6), whatever the
 /// binding's content type for results.
 fn fail(e: &ApiError) -> Response {
-    (e.classify().http, [(header::CONTENT_TYPE, "application/json")], e.to_rest().to_string()).into_response()
+    e.respond_with(&e.to_rest())
 }
 
 /// REST has no v0.3 here (v0.3 REST lived under `/v1`): a missing header is

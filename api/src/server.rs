@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_engine::Store;
@@ -130,15 +130,7 @@ async fn authenticate(
         } else {
             e.to_rest()
         };
-        let mut response =
-            (e.classify().http, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
-                .into_response();
-        for (name, value) in e.headers() {
-            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
-                response.headers_mut().append(name, value);
-            }
-        }
-        response
+        e.respond_with(&body)
     };
     let principal: Principal = match state.auth.authenticate(request.headers()).await {
         Ok(principal) => principal,
@@ -149,7 +141,7 @@ async fn authenticate(
             return refuse(e);
         }
     };
-    if let Err(e) = state.auth.admit(&principal, None) {
+    if let Err(e) = state.auth.admit(&principal) {
         return refuse(e);
     }
     request.extensions_mut().insert(principal);

@@ -45,9 +45,14 @@ impl Egress {
         Egress::default().allowing(allow)
     }
 
+    /// The guard for remote agents, with no exceptions.
+    pub fn agents() -> Egress {
+        Egress { what: "agent", section: "[egress] allow", ..Egress::default() }
+    }
+
     /// The guard for remote agents, with the allow-list from `[egress] allow`.
     pub fn for_agents(allow: &[String]) -> Result<Egress, String> {
-        Egress { what: "agent", section: "[egress] allow", ..Egress::default() }.allowing(allow)
+        Egress::agents().allowing(allow)
     }
 
     fn allowing(mut self, allow: &[String]) -> Result<Egress, String> {

@@ -244,3 +244,32 @@ async fn subscribers_of_one_task_share_each_read_of_its_log() {
     assert!(reads <= 8, "5 events to 20 streams took {reads} reads of the log, not one per stream");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_principal_holds_at_most_its_share_of_open_streams() {
+    let db = TestDb::new().await;
+    let api =
+        Api::start_on(db.another_store().await, |c| switchyard_api::ApiConfig { max_streams_per_principal: 2, ..c })
+            .await;
+    let (_, created) = api
+        .rest(
+            reqwest::Method::POST,
+            "/message:send",
+            Some(json!({ "message": message("stays submitted"), "configuration": { "returnImmediately": true } })),
+        )
+        .await;
+    let id = created["task"]["id"].as_str().expect("task id").to_owned();
+    let path = format!("/tasks/{id}:subscribe");
+    let first = api.sse(&path, None, &[("A2A-Version", "1.0")]).await;
+    let second = api.sse(&path, None, &[("A2A-Version", "1.0")]).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    let third = api.http.get(format!("{}{path}", api.base)).header("A2A-Version", "1.0").send().await.expect("third");
+    assert_eq!(third.status().as_u16(), 429, "a third open stream");
+    assert!(third.headers().get("retry-after").is_some(), "a 429 says when to come back");
+    // A stream given up frees its place.
+    drop(first);
+    crate::harness::eventually(Duration::from_secs(5), "a place to free up", || async {
+        api.sse(&path, None, &[("A2A-Version", "1.0")]).await.status == 200
+    })
+    .await;
+}

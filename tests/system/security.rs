@@ -84,6 +84,12 @@ async fn create_key(db: &TestDb, args: &[&str]) -> String {
     key
 }
 
+/// POSTs `body` as A2A v1 JSON; the JSON answer.
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let response = http.post(url).header("A2A-Version", "1.0").json(body).send().await.expect("send");
+    response.json().await.expect("json")
+}
+
 fn code(envelope: &Value) -> i64 {
     envelope["error"]["code"].as_i64().unwrap_or(0)
 }
@@ -172,7 +178,8 @@ async fn credentials_decide_who_sees_what_on_every_operation_and_binding() {
 
     // The same messageId from Bob is Bob's own message, not a resend of Ann's.
     let (_, bobs) = api.rpc(&[("X-API-Key", bob.as_str())], "SendMessage", request.clone()).await;
-    assert_ne!(bobs["result"]["task"]["id"].as_str(), Some(id.as_str()), "idempotency keys are per principal");
+    let bobs = bobs["result"]["task"]["id"].as_str().expect("Bob's own task");
+    assert_ne!(bobs, id, "idempotency keys are per principal");
     // Ann's resend is still hers.
     let (_, again) = api.rpc(&ann, "SendMessage", request).await;
     assert_eq!(again["result"]["task"]["id"].as_str(), Some(id.as_str()));
@@ -190,15 +197,7 @@ async fn credentials_decide_who_sees_what_on_every_operation_and_binding() {
     assert!(!shown.contains("sy_"), "no key in tasks show");
 
     // The card declares the scheme; the extended card is for Ann, not for nobody.
-    let card: Value = api
-        .http
-        .get(format!("{}/.well-known/agent-card.json", api.base))
-        .send()
-        .await
-        .expect("card")
-        .json()
-        .await
-        .expect("json");
+    let (_, card) = api.rest(&[], Method::GET, "/.well-known/agent-card.json", None).await;
     assert_eq!(card["securitySchemes"]["apiKey"]["apiKeySecurityScheme"]["name"], "X-API-Key");
     assert_eq!(card["capabilities"]["extendedAgentCard"], true);
     let (status, extended) = api.rest(&ann, Method::GET, "/extendedAgentCard", None).await;
@@ -530,16 +529,7 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
     ] {
         let mut body = message("echo never");
         body["message"]["metadata"] = json!({ "switchyard": { "agent": agent } });
-        let sent: Value = http
-            .post(format!("{base}/message:send"))
-            .header("A2A-Version", "1.0")
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let sent = post_json(&http, &format!("{base}/message:send"), &body).await;
         let id = sent["task"]["id"].as_str().expect("id").to_owned();
         let deadline = std::time::Instant::now() + WAIT;
         let task = loop {
@@ -646,16 +636,7 @@ async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() 
         let mut body = message(&format!("echo via {agent}"));
         body["configuration"]["returnImmediately"] = json!(false);
         body["message"]["metadata"] = json!({ "switchyard": { "agent": agent } });
-        let answer: Value = http
-            .post(format!("http://{listen}/message:send"))
-            .header("A2A-Version", "1.0")
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let answer = post_json(&http, &format!("http://{listen}/message:send"), &body).await;
         let task = answer.get("task").unwrap_or(&answer);
         assert_eq!(task["status"]["state"], expected, "{agent}: {answer}");
         if expected == "TASK_STATE_FAILED" {

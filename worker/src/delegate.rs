@@ -33,7 +33,7 @@ pub async fn fetch_card(
     egress: &Arc<Egress>,
     credentials: Option<&AgentCredentials>,
 ) -> Result<serde_json::Value, String> {
-    crate::egress::check_url(egress, url).map_err(|e| e.to_string())?;
+    egress.check_url(url).map_err(|e| e.to_string())?;
     let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
     let http = crate::egress::client(with_credentials(builder, credentials), egress).map_err(|e| e.to_string())?;
     let card = crate::remote::fetch_card(&http, url, Duration::from_secs(10), None).await.map_err(|e| e.to_string())?;
@@ -80,7 +80,8 @@ fn with_credentials(builder: reqwest::ClientBuilder, credentials: Option<&AgentC
 fn check_interfaces(egress: &Egress, card: &AgentCard) -> Result<(), RemoteError> {
     for interface in &card.supported_interfaces {
         if interface.protocol_binding.as_str() != "GRPC" {
-            crate::egress::check_url(egress, &interface.url)
+            egress
+                .check_url(&interface.url)
                 .map_err(|e| RemoteError::Permanent { message: format!("its card's interface: {e}"), code: None })?;
         }
     }
@@ -123,7 +124,7 @@ impl Default for DelegationSettings {
             attach_budget: Duration::from_secs(300),
             limits: Limits::default(),
             push_receiver: None,
-            egress: Arc::new(Egress::for_agents(&[]).unwrap_or_default()),
+            egress: Arc::new(Egress::agents()),
             credentials: HashMap::new(),
             trusted_cards: None,
         }
@@ -254,15 +255,18 @@ impl Delegator {
         if let (Some(card), true) = (&stored, fresh) {
             return Ok(card.clone());
         }
-        let fetched = match crate::egress::check_url(&self.settings.egress, &agent.url) {
-            Ok(()) => crate::remote::fetch_card(
-                &self.clients(&agent.name).http,
-                &agent.url,
-                self.settings.timeout,
-                self.settings.trusted_cards.as_deref(),
-            )
-            .await
-            .and_then(|card| check_interfaces(&self.settings.egress, &card).map(|()| card)),
+        // A literal address meets no resolver: judged here. Names are judged
+        // by the client's resolver; the card's interfaces by `client`.
+        let fetched = match self.settings.egress.check_url(&agent.url) {
+            Ok(_) => {
+                crate::remote::fetch_card(
+                    &self.clients(&agent.name).http,
+                    &agent.url,
+                    self.settings.timeout,
+                    self.settings.trusted_cards.as_deref(),
+                )
+                .await
+            }
             Err(refused) => Err(RemoteError::Permanent { message: refused.0, code: None }),
         };
         match fetched {

@@ -2,7 +2,7 @@
 //! URL (or its card's interface URL) resolves to is checked before the
 //! connection is made, so an allowed-looking name that resolves inward is
 //! refused, and redirects are never followed. Literal addresses skip DNS,
-//! so [`check_url`] judges them before each use.
+//! so callers judge URLs with [`Egress::check_url`] before each use.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,11 +49,6 @@ impl Resolve for GuardedResolver {
             }
         })
     }
-}
-
-/// Judges a URL as written (scheme, credentials, literal addresses).
-pub fn check_url(egress: &Egress, url: &str) -> Result<(), Refused> {
-    egress.check_url(url).map(|_| ())
 }
 
 /// The guard's refusal, if it is what stopped this request.

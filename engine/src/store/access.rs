@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use super::Store;
 use crate::error::StoreError;
-use crate::id::TaskId;
+use crate::id::{Caller, TaskId};
 
 /// Prefix of every key, so leaked keys are recognisable to secret scanners.
 const KEY_PREFIX: &str = "sy_";
@@ -95,6 +95,35 @@ impl AuditEntry {
             detail: None,
         }
     }
+
+    /// An entry about something a caller did to a task.
+    pub fn for_task(caller: &Caller, action: impl Into<String>, task: TaskId) -> Self {
+        AuditEntry {
+            tenant: Some(caller.tenant.clone()),
+            credential: caller.credential.clone(),
+            task_id: Some(task),
+            ..AuditEntry::new(&caller.principal, action)
+        }
+    }
+
+    /// The same entry, with details.
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// Writes the entry as a structured `switchyard::audit` log line.
+    pub fn log(&self) {
+        tracing::info!(
+            target: "switchyard::audit",
+            action = %self.action,
+            tenant = self.tenant.as_deref().unwrap_or("-"),
+            principal = %self.principal,
+            credential = self.credential.as_deref().unwrap_or("-"),
+            task = self.task_id.map(|t| t.to_string()).unwrap_or_default(),
+            detail = self.detail.as_ref().map(ToString::to_string).unwrap_or_default(),
+        );
+    }
 }
 
 impl Store {
@@ -155,25 +184,13 @@ impl Store {
 
     /// Every key, newest first (revoked ones too).
     pub async fn keys_list(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query!(
+        Ok(sqlx::query_as!(
+            KeyRecord,
             r#"SELECT id, tenant, principal, scopes, rate_per_sec, burst, created_at, revoked_at
                FROM api_keys ORDER BY created_at DESC, id"#
         )
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| KeyRecord {
-                id: r.id,
-                tenant: r.tenant,
-                principal: r.principal,
-                scopes: r.scopes,
-                rate_per_sec: r.rate_per_sec,
-                burst: r.burst,
-                created_at: r.created_at,
-                revoked_at: r.revoked_at,
-            })
-            .collect())
+        .await?)
     }
 
     /// Revokes a key; false when no live key has that id.
@@ -184,8 +201,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Appends to the audit log.
-    pub async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+    /// Records an entry: a log line, and a row in the audit log. Called
+    /// once the action has happened, so a failure to write the row is
+    /// logged, not returned: the action is not undone by it.
+    pub async fn audit(&self, entry: &AuditEntry) {
+        entry.log();
+        if let Err(error) = self.audit_insert(entry).await {
+            tracing::error!(%error, action = %entry.action, "could not write the audit log");
+        }
+    }
+
+    async fn audit_insert(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         sqlx::query!(
             r#"INSERT INTO audit_log (tenant, principal, credential, action, task_id, detail)
                VALUES ($1, $2, $3, $4, $5, $6)"#,

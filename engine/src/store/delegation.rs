@@ -6,10 +6,10 @@ use a2a::Message;
 use sqlx::{Postgres, Transaction};
 
 use super::agent::Delegation;
-use super::job::Lease;
+use super::job::{JobKind, Lease};
 use super::row::{EventRows, Snapshot, task_row};
 use super::task::{lock_task, stamped};
-use super::{Store, in_tx, notify};
+use super::{Store, in_tx};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::TaskId;
@@ -150,26 +150,7 @@ impl Store {
             )
             .fetch_one(&mut **tx)
             .await?;
-            let settled = sqlx::query!(
-                r#"UPDATE jobs SET
-                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
-                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
-                       run_at = CASE WHEN $3 THEN now() ELSE run_at END,
-                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
-                       lease_owner = NULL, lease_expires_at = NULL
-                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-                lease.job_id.0,
-                lease.token,
-                pending,
-            )
-            .execute(&mut **tx)
-            .await?;
-            if settled.rows_affected() == 0 {
-                return Err(StoreError::LeaseLost(lease.job_id));
-            }
-            if pending {
-                notify(tx, &self.channels.jobs, "delegate").await?;
-            }
+            self.finish_or_requeue(tx, lease, pending, JobKind::Delegate).await?;
             Ok(Fold { task, ended, requeued: pending })
         })
     }

@@ -681,6 +681,42 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Ends a leased job's attempt inside `tx`: done, or, when `again`
+    /// (work arrived for it meanwhile, seen under the lock its writers
+    /// take), ready at once without spending the attempt, with a wake-up
+    /// for the workers. `LeaseLost` if the lease no longer holds.
+    pub(super) async fn finish_or_requeue(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        lease: &Lease,
+        again: bool,
+        kind: JobKind,
+    ) -> Result<(), StoreError> {
+        let settled = sqlx::query!(
+            r#"UPDATE jobs SET
+                   state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
+                   attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
+                   run_at = CASE WHEN $3 THEN now() ELSE run_at END,
+                   finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
+                   lease_owner = NULL, lease_expires_at = NULL
+               WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+            lease.job_id.0,
+            lease.token,
+            again,
+        )
+        .execute(&mut **tx)
+        .await?;
+        if settled.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost(lease.job_id));
+        }
+        if again {
+            notify(tx, &self.channels.jobs, kind.as_str()).await?;
+        }
+        Ok(())
+    }
+}
+
 /// A row a claim returns.
 struct ClaimRow {
     id: i64,

@@ -378,26 +378,7 @@ impl Store {
             )
             .fetch_one(&mut **tx)
             .await?;
-            let settled = sqlx::query!(
-                r#"UPDATE jobs SET
-                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
-                       run_at = now(),
-                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
-                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
-                       lease_owner = NULL, lease_expires_at = NULL
-                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-                lease.job_id.0,
-                lease.token,
-                pending,
-            )
-            .execute(&mut **tx)
-            .await?;
-            if settled.rows_affected() == 0 {
-                return Err(StoreError::LeaseLost(lease.job_id));
-            }
-            if pending {
-                notify(tx, &self.channels.jobs, JobKind::Push.as_str()).await?;
-            }
+            self.finish_or_requeue(tx, lease, pending, JobKind::Push).await?;
             Ok(pending)
         })
     }

@@ -49,6 +49,27 @@ pub struct NewTask {
     pub plan: Option<TaskPlan>,
 }
 
+impl NewTask {
+    /// A task for `message` from `caller`, keyed by the message's id, in a
+    /// fresh context, with nothing else: no job, no plan, no deadline.
+    pub fn new(caller: Caller, message: Message) -> Self {
+        NewTask {
+            caller,
+            context_id: None,
+            idempotency_key: message.message_id.clone(),
+            message,
+            metadata: None,
+            trace_context: None,
+            parent_id: None,
+            job: None,
+            reject_reason: None,
+            push_config: None,
+            deadline: None,
+            plan: None,
+        }
+    }
+}
+
 /// A client's message continuing an existing task (the answer to an
 /// `INPUT_REQUIRED` or `AUTH_REQUIRED` question).
 #[derive(Debug, Clone)]

@@ -56,18 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let message = Message::new(Role::User, vec![Part::text("stream")]);
     let task = store
         .task_submit(NewTask {
-            caller: Caller::new("bench", "bench"),
-            context_id: None,
-            idempotency_key: message.message_id.clone(),
-            message,
-            metadata: None,
-            trace_context: None,
-            parent_id: None,
             job: Some(NewJob::new(JobKind::Delegate, 3)),
-            reject_reason: None,
-            push_config: None,
-            deadline: None,
-            plan: None,
+            ..NewTask::new(Caller::new("bench", "bench"), message)
         })
         .await?
         .task;

@@ -21,9 +21,7 @@ mod common;
 
 use common::{DevStack, percentile, with_database};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -37,35 +35,20 @@ const DATABASE: &str = "perf_sy";
 /// answer must be a completed task (or a message) carrying the text.
 async fn load(url: &str, clients: usize, seconds: u64) -> anyhow::Result<(usize, Vec<f64>, Duration)> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients).tcp_nodelay(true).build()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for _ in 0..clients {
-        let (http, stop, url) = (http.clone(), stop.clone(), url.to_owned());
-        handles.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
-                    "message": {"messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER",
-                                "parts": [{"text": "echo the quick brown fox"}]}}});
-                let t = Instant::now();
-                let answer: Value =
-                    http.post(&url).header("A2A-Version", "1.0").json(&body).send().await?.json().await?;
-                let state = &answer["result"]["task"]["status"]["state"];
-                anyhow::ensure!(state == "TASK_STATE_COMPLETED", "not completed: {answer}");
-                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await??);
-    }
-    let elapsed = started.elapsed();
-    all.sort_by(f64::total_cmp);
+    let url = url.to_owned();
+    let (all, elapsed) = common::closed_loop(clients, seconds, move || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+                "message": {"messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER",
+                            "parts": [{"text": "echo the quick brown fox"}]}}});
+            let answer: Value = http.post(&url).header("A2A-Version", "1.0").json(&body).send().await?.json().await?;
+            let state = &answer["result"]["task"]["status"]["state"];
+            anyhow::ensure!(state == "TASK_STATE_COMPLETED", "not completed: {answer}");
+            Ok(())
+        }
+    })
+    .await?;
     Ok((all.len(), all, elapsed))
 }
 

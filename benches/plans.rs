@@ -27,9 +27,7 @@ mod common;
 
 use common::{DevStack, percentile, with_database};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -114,30 +112,12 @@ impl Scenario {
 /// Runs `scenario` from `clients` loops for `seconds`; each latency in ms.
 async fn load(url: &str, scenario: Scenario, clients: usize, seconds: u64) -> anyhow::Result<(Vec<f64>, Duration)> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients * WIDTH).tcp_nodelay(true).build()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for _ in 0..clients {
-        let (http, stop, url) = (http.clone(), stop.clone(), url.to_owned());
-        handles.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                scenario.once(&http, &url).await?;
-                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await??);
-    }
-    let elapsed = started.elapsed();
-    all.sort_by(f64::total_cmp);
-    Ok((all, elapsed))
+    let url = url.to_owned();
+    common::closed_loop(clients, seconds, move || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { scenario.once(&http, &url).await }
+    })
+    .await
 }
 
 /// Transactions and statements the database has run so far.

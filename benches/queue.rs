@@ -202,24 +202,7 @@ impl Handler for Probe {
 /// handler's start; returns (samples, p50 ms, p99 ms). The first 20 warm up.
 async fn trickle(store: &Store, samples: usize) -> anyhow::Result<(usize, f64, f64)> {
     let message = Message::new(Role::User, vec![Part::text("trickle")]);
-    let task = store
-        .task_submit(NewTask {
-            caller: Caller::new("bench", "bench"),
-            context_id: None,
-            idempotency_key: message.message_id.clone(),
-            message,
-            metadata: None,
-            trace_context: None,
-            parent_id: None,
-            job: None,
-            reject_reason: None,
-            push_config: None,
-            deadline: None,
-            plan: None,
-        })
-        .await?
-        .task
-        .id;
+    let task = store.task_submit(NewTask::new(Caller::new("bench", "bench"), message)).await?.task.id;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let config = WorkerConfig {
         concurrency: 4,

@@ -9,6 +9,46 @@ use std::process::Stdio;
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
+/// Runs `op` back to back from `clients` concurrent loops for `seconds`;
+/// each run's latency in ms (sorted), and how long it all took. The first
+/// error stops the measurement.
+pub(crate) async fn closed_loop<F, Fut>(
+    clients: usize,
+    seconds: u64,
+    op: F,
+) -> anyhow::Result<(Vec<f64>, std::time::Duration)>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (op, stop) = (op.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                op().await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort_by(f64::total_cmp);
+    Ok((all, elapsed))
+}
+
 /// A numeric knob from the environment, or its default.
 pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -16,39 +16,14 @@ use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
 use crate::harness::{TestDb, agent_config, eventually};
-use crate::processes::{free_port, http_get, switchyard};
+use crate::processes::{free_port, http_get, quick_worker, switchyard};
 use crate::strict_agent::{StrictAgent, Verdict};
 
 const TASKS: usize = 240;
 
 fn worker(db: &TestDb, config: &str, n: usize) -> Child {
-    let id = format!("chaos-{n}");
-    switchyard(
-        db,
-        &[
-            "worker",
-            "--config",
-            config,
-            "--worker-id",
-            &id,
-            "--concurrency",
-            "32",
-            "--lease",
-            "2s",
-            "--heartbeat",
-            "500ms",
-            "--poll-interval",
-            "200ms",
-            "--retry-base",
-            "100ms",
-            "--retry-cap",
-            "500ms",
-            "--remote-timeout",
-            "2s",
-        ],
-    )
-    .spawn()
-    .expect("worker")
+    let extra = ["--concurrency", "32", "--retry-base", "100ms", "--retry-cap", "500ms", "--remote-timeout", "2s"];
+    quick_worker(db, config, &format!("chaos-{n}"), &extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

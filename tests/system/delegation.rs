@@ -9,7 +9,7 @@ use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
 use crate::harness::{TestDb, eventually};
-use crate::processes::{free_port, http_get, switchyard};
+use crate::processes::{free_port, http_get, quick_worker, switchyard};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -75,26 +75,9 @@ impl Stack {
     }
 
     fn spawn_worker(&self, id: &str) -> Child {
-        let config = self.config.to_string_lossy().into_owned();
-        let mut args = vec![
-            "worker",
-            "--config",
-            &config,
-            "--worker-id",
-            id,
-            "--lease",
-            "2s",
-            "--heartbeat",
-            "500ms",
-            "--poll-interval",
-            "200ms",
-            "--retry-base",
-            "100ms",
-            "--retry-cap",
-            "300ms",
-        ];
-        args.extend(self.worker_args.iter().map(String::as_str));
-        switchyard(&self.db, &args).spawn().expect("worker")
+        let mut extra = vec!["--retry-base", "100ms", "--retry-cap", "300ms"];
+        extra.extend(self.worker_args.iter().map(String::as_str));
+        quick_worker(&self.db, &self.config.to_string_lossy(), id, &extra)
     }
 
     async fn job(&self, id: &str, kind: &str) -> (String, i32, Option<String>) {

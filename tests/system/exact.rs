@@ -13,7 +13,7 @@ use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
 use crate::harness::{TestDb, agent_config, eventually, submit};
-use crate::processes::{free_port, http_get, switchyard};
+use crate::processes::{free_port, http_get, quick_worker, switchyard};
 use crate::proxy::Proxy;
 use crate::strict_agent::{StrictAgent, Verdict};
 
@@ -40,25 +40,9 @@ impl Stack {
     }
 
     fn worker(&self, id: &str, extra: &[&str]) -> Child {
-        let mut args = vec![
-            "worker",
-            "--config",
-            &self.config,
-            "--worker-id",
-            id,
-            "--lease",
-            "2s",
-            "--heartbeat",
-            "500ms",
-            "--poll-interval",
-            "200ms",
-            "--retry-base",
-            "100ms",
-            "--retry-cap",
-            "300ms",
-        ];
-        args.extend_from_slice(extra);
-        switchyard(&self.db, &args).spawn().expect("worker")
+        let mut all = vec!["--retry-base", "100ms", "--retry-cap", "300ms"];
+        all.extend_from_slice(extra);
+        quick_worker(&self.db, &self.config, id, &all)
     }
 
     async fn rpc(&self, method: &str, params: Value) -> Value {

@@ -132,20 +132,9 @@ pub(crate) fn user_message(text: &str) -> Message {
 
 /// A task asking for `text`, keyed by a fresh messageId, with a delegate job.
 pub(crate) fn new_task(text: &str) -> NewTask {
-    let message = user_message(text);
     NewTask {
-        caller: caller(),
-        context_id: None,
-        idempotency_key: message.message_id.clone(),
-        message,
-        metadata: None,
-        trace_context: None,
-        parent_id: None,
         job: Some(NewJob::new(switchyard_engine::JobKind::Delegate, 3)),
-        reject_reason: None,
-        push_config: None,
-        deadline: None,
-        plan: None,
+        ..NewTask::new(caller(), user_message(text))
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::process::Child;
 
 use crate::api::{Sse, message, rpc_call};
 use crate::harness::{TestDb, eventually};
-use crate::processes::{free_port, http_get, switchyard};
+use crate::processes::{free_port, http_get, quick_worker, switchyard};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -135,26 +135,8 @@ impl Stack {
     }
 
     fn spawn_worker(&self, id: &str) -> Child {
-        let args = [
-            "worker",
-            "--config",
-            &self.config,
-            "--worker-id",
-            id,
-            "--concurrency",
-            "32",
-            "--lease",
-            "2s",
-            "--heartbeat",
-            "500ms",
-            "--poll-interval",
-            "200ms",
-            "--retry-base",
-            "100ms",
-            "--retry-cap",
-            "300ms",
-        ];
-        switchyard(&self.db, &args).spawn().expect("worker")
+        let extra = ["--concurrency", "32", "--retry-base", "100ms", "--retry-cap", "300ms"];
+        quick_worker(&self.db, &self.config, id, &extra)
     }
 
     async fn rpc(&self, method: &str, params: Value) -> Value {

@@ -30,6 +30,26 @@ pub(crate) fn switchyard(db: &TestDb, args: &[&str]) -> Command {
     cmd
 }
 
+/// A worker on `config` with a short lease and quick polling, so tests see
+/// takeovers and wake-ups within seconds; `extra` adds flags (not these).
+pub(crate) fn quick_worker(db: &TestDb, config: &str, id: &str, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "worker",
+        "--config",
+        config,
+        "--worker-id",
+        id,
+        "--lease",
+        "2s",
+        "--heartbeat",
+        "500ms",
+        "--poll-interval",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    switchyard(db, &args).spawn().expect("worker")
+}
+
 /// A worker with a short lease, so lost leases expire within the test.
 fn spawn_worker(db: &TestDb, id: &str, drain: &str) -> Child {
     switchyard(

@@ -12,7 +12,7 @@ use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
 use crate::harness::{TestDb, eventually};
-use crate::processes::{free_port, http_get, switchyard};
+use crate::processes::{free_port, http_get, quick_worker, switchyard};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -134,28 +134,9 @@ impl Stack {
     }
 
     fn spawn_worker(&self, id: &str) -> Child {
-        let args = [
-            "worker",
-            "--config",
-            &self.worker_config,
-            "--worker-id",
-            id,
-            "--lease",
-            "2s",
-            "--heartbeat",
-            "500ms",
-            "--poll-interval",
-            "200ms",
-            "--retry-base",
-            "50ms",
-            "--retry-cap",
-            "200ms",
-            "--push-max-attempts",
-            "4",
-            "--push-timeout",
-            "2s",
-        ];
-        switchyard(&self.db, &args).spawn().expect("worker")
+        let extra =
+            ["--retry-base", "50ms", "--retry-cap", "200ms", "--push-max-attempts", "4", "--push-timeout", "2s"];
+        quick_worker(&self.db, &self.worker_config, id, &extra)
     }
 
     async fn rpc(&self, method: &str, params: Value, headers: &[(&str, &str)]) -> Value {

@@ -26,6 +26,8 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Create or upgrade the database schema (or revert it with --undo).
@@ -296,6 +298,14 @@ pub(crate) struct ServeArgs {
     /// host:port to listen on.
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: SocketAddr,
+    /// host:port for the gRPC binding (A2A v1.0 `lf.a2a.v1.A2AService`);
+    /// unset, gRPC is not served.
+    #[arg(long, env = "SWITCHYARD_GRPC_LISTEN")]
+    pub(crate) grpc_listen: Option<SocketAddr>,
+    /// host:port clients reach the gRPC binding at, as the agent card
+    /// advertises it (default: the gRPC listen address).
+    #[arg(long, env = "SWITCHYARD_GRPC_PUBLIC_ADDRESS", requires = "grpc_listen")]
+    pub(crate) grpc_public_address: Option<String>,
     /// On shutdown, how long open requests may finish.
     #[arg(long, env = "SWITCHYARD_HTTP_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) http_drain_timeout: Duration,
@@ -335,7 +345,8 @@ pub(crate) struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub(crate) fn api_config(&self, bound: SocketAddr) -> anyhow::Result<ApiConfig> {
+    pub(crate) fn api_config(&self, bound: SocketAddr, grpc: Option<SocketAddr>) -> anyhow::Result<ApiConfig> {
+        let grpc_url = grpc.map(|bound| self.grpc_public_address.clone().unwrap_or_else(|| bound.to_string()));
         let public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let admin_token = match &self.admin_token_file {
             Some(path) => {
@@ -355,6 +366,7 @@ impl ServeArgs {
             default_ttl: self.task_ttl,
             admin_token,
             max_streams_per_principal: self.max_streams_per_principal.max(1),
+            grpc_url,
             ..ApiConfig::new(public_url)
         })
     }
@@ -444,6 +456,7 @@ impl WorkerArgs {
         egress: switchyard_engine::egress::Egress,
         credentials: std::collections::HashMap<String, switchyard_worker::delegate::AgentCredentials>,
         trusted_cards: Option<std::sync::Arc<jsonwebtoken::jwk::JwkSet>>,
+        bindings: std::collections::HashMap<String, Vec<String>>,
     ) -> switchyard_worker::delegate::DelegationSettings {
         switchyard_worker::delegate::DelegationSettings {
             timeout: self.remote_timeout,
@@ -458,6 +471,7 @@ impl WorkerArgs {
             egress: std::sync::Arc::new(egress),
             credentials,
             trusted_cards,
+            bindings,
         }
     }
 

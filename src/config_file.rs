@@ -6,6 +6,7 @@
 //! [[agents]]
 //! name = "echo"
 //! url = "http://127.0.0.1:9090"
+//! bindings = ["GRPC", "JSONRPC"]   # optional: the order to try its interfaces in
 //!
 //! [[routes]]
 //! skill = "translate"
@@ -172,6 +173,9 @@ struct AgentEntry {
     /// PEM client certificate (chain) and key, for mutual TLS.
     client_cert: Option<std::path::PathBuf>,
     client_key: Option<std::path::PathBuf>,
+    /// The bindings to call it over, in order of preference (default
+    /// JSONRPC, GRPC, HTTP+JSON).
+    bindings: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +200,16 @@ impl FileConfig {
                 agent.name,
                 agent.url
             );
+        }
+        for agent in &config.agents {
+            for binding in agent.bindings.iter().flatten() {
+                anyhow::ensure!(
+                    switchyard_worker::delegate::BINDINGS.iter().any(|b| b.eq_ignore_ascii_case(binding)),
+                    "agent {:?}: bindings: {binding:?} is not one of {}",
+                    agent.name,
+                    switchyard_worker::delegate::BINDINGS.join(", ")
+                );
+            }
         }
         let known = |name: &str| config.agents.iter().any(|a| a.name == name);
         for route in &config.routes {
@@ -363,6 +377,17 @@ impl FileConfig {
             rate,
             admin_scope: a.admin_scope.clone().unwrap_or_else(|| "admin".into()),
         })
+    }
+
+    /// Each agent's bindings in order of preference, where configured.
+    pub(crate) fn agent_bindings(&self) -> std::collections::HashMap<String, Vec<String>> {
+        self.agents
+            .iter()
+            .filter_map(|a| {
+                let bindings = a.bindings.as_ref()?;
+                Some((a.name.clone(), bindings.iter().map(|b| b.to_ascii_uppercase()).collect()))
+            })
+            .collect()
     }
 
     /// What each agent with credentials gets presented, read from the

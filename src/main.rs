@@ -26,7 +26,7 @@ use config_file::FileConfig;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = telemetry::init(cli.log_format)?;
-    let result = run(cli.command).await;
+    let result = Box::pin(run(cli.command)).await;
     telemetry.shutdown();
     result
 }
@@ -132,6 +132,11 @@ async fn serve(
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
+    let grpc = match args.grpc_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+        None => None,
+    };
+    let grpc_bound = grpc.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let mut auth = file.auth()?;
     auth.anonymous |= security.anonymous;
     let config = switchyard_api::ApiConfig {
@@ -141,15 +146,28 @@ async fn serve(
         agent_egress: file.agent_egress(&security.egress_allow)?,
         card_signer: file.card_signer()?,
         auth,
-        ..args.api_config(bound)?
+        ..args.api_config(bound, grpc_bound)?
     };
     if config.auth.anonymous {
         tracing::warn!("anonymous access is on: requests without credentials are served");
     }
-    tracing::info!(listen = %bound, public_url = %config.public_url, "serving");
+    tracing::info!(listen = %bound, public_url = %config.public_url, grpc = ?grpc_bound, "serving");
     let state = AppState::new(store, config, shutdown.clone()).with_metrics(metrics_handle()?);
-    switchyard_api::serve(listener, state, shutdown, args.http_drain_timeout).await?;
-    Ok(())
+    let grpc = async {
+        match grpc {
+            Some(listener) => {
+                switchyard_api::grpc::serve(listener, state.clone(), shutdown.clone()).await.context("serving gRPC")
+            }
+            None => Ok(()),
+        }
+    };
+    let http = async {
+        switchyard_api::serve(listener, state.clone(), shutdown.clone(), args.http_drain_timeout)
+            .await
+            .context("serving HTTP")
+    };
+    let (http, grpc) = tokio::join!(http, grpc);
+    http.and(grpc)
 }
 
 async fn work(
@@ -173,8 +191,12 @@ async fn work(
             }
         });
     }
-    let delegation =
-        args.delegation(file.agent_egress(&security.egress_allow)?, file.agent_credentials()?, file.trusted_cards()?);
+    let delegation = args.delegation(
+        file.agent_egress(&security.egress_allow)?,
+        file.agent_credentials()?,
+        file.trusted_cards()?,
+        file.agent_bindings(),
+    );
     let dispatcher = Dispatcher::new(delegation, args.push(file.egress()?)).context("building the HTTP clients")?;
     let worker = Worker::new(store, args.worker_config(), dispatcher)?;
     worker.run(shutdown).await?;

@@ -105,11 +105,15 @@ fn card_json(config: &ApiConfig, plans: &[PlanSpec]) -> Value {
         signatures: None,
     };
     let mut value = serde_json::to_value(card).unwrap_or_else(|_| json!({}));
-    value["supportedInterfaces"] =
-        json!(
-            [interface(url, "JSONRPC", "1.0"), interface(url, "HTTP+JSON", "1.0"), interface(url, "JSONRPC", "0.3"),]
-        );
-    // v0.3 fields, derived from the 0.3 interface.
+    let mut interfaces = vec![interface(url, "JSONRPC", "1.0"), interface(url, "HTTP+JSON", "1.0")];
+    if let Some(grpc) = &config.grpc_url {
+        interfaces.push(interface(grpc, "GRPC", "1.0"));
+    }
+    interfaces.push(interface(url, "JSONRPC", "0.3"));
+    value["supportedInterfaces"] = Value::Array(interfaces);
+    // v0.3 fields, derived from the 0.3 interfaces: v0.3 clients reach us
+    // over JSON-RPC only (v0.3 gRPC is another service, and v0.3 REST
+    // another set of routes, neither served).
     value["url"] = json!(url);
     value["protocolVersion"] = json!("0.3.0");
     value["preferredTransport"] = json!("JSONRPC");

@@ -14,6 +14,9 @@ pub struct ApiConfig {
     /// The base URL clients reach this server at, as the agent card
     /// advertises it (no trailing slash).
     pub public_url: String,
+    /// Where clients reach the gRPC binding (`host:port`), as the agent
+    /// card advertises it; `None` when it is not served.
+    pub grpc_url: Option<String>,
     /// How long a blocking `SendMessage` waits for the task to finish or ask
     /// for input before answering with the task as it is.
     pub blocking_timeout: Duration,
@@ -49,6 +52,7 @@ impl ApiConfig {
     pub fn new(public_url: impl Into<String>) -> Self {
         ApiConfig {
             public_url: public_url.into().trim_end_matches('/').to_owned(),
+            grpc_url: None,
             blocking_timeout: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),

@@ -155,6 +155,46 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The gRPC status: the table's code, the message, and the same
+    /// `ErrorInfo` (and `BadRequest`) details, as `google.rpc.Status`
+    /// carries them in `grpc-status-details-bin`; a 429 adds `RetryInfo`.
+    pub fn to_grpc(&self) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let c = self.classify();
+        let metadata = match self.details().first().and_then(|info| info.get("metadata")) {
+            Some(Value::Object(map)) => {
+                map.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()
+            }
+            _ => std::collections::HashMap::new(),
+        };
+        let mut details = ErrorDetails::with_error_info(c.reason, DOMAIN, metadata);
+        if let ApiError::InvalidParams { message, field: Some(field) } = self {
+            details.add_bad_request_violation(field.clone(), message.clone());
+        }
+        if let ApiError::RateLimited { retry_after } = self {
+            details.set_retry_info(Some(std::time::Duration::from_secs(*retry_after)));
+        }
+        tonic::Status::with_error_details(grpc_code(c.grpc), self.to_string(), details)
+    }
+}
+
+/// A gRPC status name (as the table spells it) as tonic's code.
+fn grpc_code(name: &str) -> tonic::Code {
+    use tonic::Code;
+    match name {
+        "INVALID_ARGUMENT" => Code::InvalidArgument,
+        "NOT_FOUND" => Code::NotFound,
+        "FAILED_PRECONDITION" => Code::FailedPrecondition,
+        "UNIMPLEMENTED" => Code::Unimplemented,
+        "RESOURCE_EXHAUSTED" => Code::ResourceExhausted,
+        "UNAUTHENTICATED" => Code::Unauthenticated,
+        "PERMISSION_DENIED" => Code::PermissionDenied,
+        "UNAVAILABLE" => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+impl ApiError {
     /// Headers this error's HTTP answer carries: the challenge of a 401,
     /// the wait of a 429.
     fn headers(&self) -> Vec<(axum::http::HeaderName, String)> {
@@ -244,6 +284,24 @@ mod tests {
         let e = ApiError::invalid_field("message.parts", "must not be empty");
         assert_eq!(e.classify().code, -32602);
         assert_eq!(e.details()[1]["fieldViolations"][0]["field"], "message.parts");
+    }
+
+    #[test]
+    fn grpc_statuses_carry_the_same_reason_and_field() {
+        use tonic_types::StatusExt;
+        let status = ApiError::TaskNotFound("t1".into()).to_grpc();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("TASK_NOT_FOUND", DOMAIN));
+        assert_eq!(info.metadata.get("taskId").map(String::as_str), Some("t1"));
+        let status = ApiError::invalid_field("message.parts", "must not be empty").to_grpc();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let bad = status.get_details_bad_request().expect("BadRequest");
+        assert_eq!(bad.field_violations[0].field, "message.parts");
+        let status = ApiError::RateLimited { retry_after: 2 }.to_grpc();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.get_details_retry_info().is_some());
+        assert_eq!(ApiError::Unauthenticated("no".into()).to_grpc().code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`jsonrpc`], [`rest`]: the two bindings, each a thin decode → call →
 //!   encode layer over the one [`handler`]; [`compat`] translates v0.3
 //!   JSON-RPC in front of the same handler; [`version`] negotiates.
+//! - [`grpc`]: the gRPC binding (A2A v1.0 `A2AService`) on its own port,
+//!   over the same handler.
 //! - [`handler`]: one method per A2A operation, over the engine's store.
 //! - [`validate`], [`page`]: input checks and opaque page tokens.
 //! - [`events`], [`sse`], [`hub`]: task streams read from the event log,
@@ -27,6 +29,7 @@ pub mod compat;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod handler;
 pub mod health;
 pub mod hub;

@@ -1,6 +1,6 @@
 //! Interoperability with an independent implementation: the official A2A
-//! Python SDK's client against a running `switchyard serve`, over JSON-RPC
-//! and HTTP+JSON in v1.0, and JSON-RPC in v0.3.
+//! Python SDK's client against a running `switchyard serve`, over JSON-RPC,
+//! HTTP+JSON and gRPC in v1.0, and JSON-RPC in v0.3.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,7 +15,7 @@ use crate::harness::{TestDb, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 
 /// What the interop virtualenv holds: the SDK, and a server to run its agent.
-const PACKAGES: [&str; 2] = ["a2a-sdk[http-server]==1.3.0", "uvicorn==0.54.0"];
+const PACKAGES: [&str; 2] = ["a2a-sdk[http-server,grpc]==1.3.0", "uvicorn==0.54.0"];
 
 /// One virtualenv for the whole run, created on first use and kept under
 /// `target/` so later runs reuse it.
@@ -61,7 +61,7 @@ async fn run_client(db: &TestDb, base: &str, binding: &str, version: &str) -> Ve
     let mut report = Vec::new();
     while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
         let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if event["step"] == "streaming" {
+        if event["step"] == "streaming" || event["step"] == "subscribing" {
             let id: TaskId = event["task_id"].as_str().expect("id").parse().expect("uuid");
             for events in [
                 vec![TaskEvent::status(TaskState::Working, None)],
@@ -92,11 +92,14 @@ async fn the_official_python_client_works_in_every_mode() {
     let toml = "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n";
     std::fs::write(&config, toml).expect("config");
     let config = config.to_string_lossy().into_owned();
-    let _server = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let _server = switchyard(&db, &["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", &config])
+        .spawn()
+        .expect("serve");
     eventually(Duration::from_secs(30), "the server up", || async { http_get(port, "/readyz").await.is_some() }).await;
     let base = format!("http://{listen}");
 
-    for (binding, version) in [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3")] {
+    for (binding, version) in [("GRPC", "1.0"), ("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3")] {
         let report = run_client(&db, &base, binding, version).await;
         let mode = format!("{binding} {version}");
         assert_eq!(step(&report, "card")["streaming"], true, "{mode}");
@@ -120,6 +123,31 @@ async fn the_official_python_client_works_in_every_mode() {
             ["task", "status_update:TASK_STATE_WORKING", "status_update:TASK_STATE_COMPLETED"],
             "{mode}"
         );
+        if version != "1.0" {
+            continue;
+        }
+        let configs = step(&report, "push_configs");
+        assert_eq!(configs["created"], "hook-1", "{mode}");
+        assert_eq!(
+            (configs["url"].as_str(), configs["token"].as_str()),
+            (Some("https://hooks.example.com/a2a"), Some("tok"))
+        );
+        assert_eq!(configs["listed"], serde_json::json!(["hook-1"]), "{mode}");
+        assert_eq!(configs["after_delete"], 0, "{mode}");
+        // The subscription starts from the task as it is, and ends with it.
+        let subscribed: Vec<&str> = step(&report, "subscribe_done")["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(subscribed.first(), Some(&"task"), "{mode}: {subscribed:?}");
+        assert_eq!(subscribed.last(), Some(&"status_update:TASK_STATE_COMPLETED"), "{mode}: {subscribed:?}");
+        let errors = step(&report, "errors");
+        assert_eq!(errors["get_unknown"], "TaskNotFoundError", "{mode}");
+        assert_eq!(errors["cancel_completed"], "TaskNotCancelableError", "{mode}");
+        assert_eq!(errors["list_bad_page"], "InvalidParamsError", "{mode}");
+        assert_eq!(errors["push_config_unknown"], "TaskNotFoundError", "{mode}");
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::exchange::{Run, RunError, Settled, park_delay};
 use crate::handler::{JobContext, Outcome};
-use crate::remote::{JsonRpcAgent, RemoteAgent, RemoteError};
+use crate::remote::{GrpcAgent, JsonRpcAgent, RemoteAgent, RemoteError};
 use crate::sse::Limits;
 
 /// How long a fetched Agent Card is trusted before it is fetched again.
@@ -75,17 +75,52 @@ fn with_credentials(builder: reqwest::ClientBuilder, credentials: Option<&AgentC
     }
 }
 
-/// Every HTTP interface a card offers must pass the guard: a card is the
-/// agent's to write, and must not point us inward either.
+/// Every interface a card offers must pass the guard: a card is the
+/// agent's to write, and must not point us inward either. (A gRPC address
+/// is `host:port`; its name is judged again by the channel's connector.)
 fn check_interfaces(egress: &Egress, card: &AgentCard) -> Result<(), RemoteError> {
     for interface in &card.supported_interfaces {
-        if interface.protocol_binding.as_str() != "GRPC" {
-            egress
-                .check_url(&interface.url)
-                .map_err(|e| RemoteError::Permanent { message: format!("its card's interface: {e}"), code: None })?;
-        }
+        let url = match interface.protocol_binding.as_str() {
+            GRPC if !interface.url.contains("://") => format!("http://{}", interface.url),
+            _ => interface.url.clone(),
+        };
+        egress
+            .check_url(&url)
+            .map_err(|e| RemoteError::Permanent { message: format!("its card's interface: {e}"), code: None })?;
     }
     Ok(())
+}
+
+const JSONRPC: &str = "JSONRPC";
+const GRPC: &str = "GRPC";
+const HTTP_JSON: &str = "HTTP+JSON";
+
+/// The bindings Switchyard calls agents over, in its default order of
+/// preference: JSON-RPC first (the binding every A2A agent is most likely
+/// to serve well, and the one whose failures we see best), then gRPC, then
+/// HTTP+JSON. Any v1 interface is preferred to a v0.3 one.
+pub const BINDINGS: [&str; 3] = [JSONRPC, GRPC, HTTP_JSON];
+
+/// The interface to call, from the card, in the order `preferred` gives
+/// (default [`BINDINGS`]): each binding at 1.x, then JSON-RPC at 0.3 (the
+/// one v0.3 binding spoken here).
+pub fn choose_interface<'a>(card: &'a AgentCard, preferred: Option<&[String]>) -> Option<&'a a2a::AgentInterface> {
+    let default: Vec<String> = BINDINGS.iter().map(|b| (*b).to_owned()).collect();
+    let order = preferred.filter(|p| !p.is_empty()).unwrap_or(&default);
+    let find = |binding: &str, v1: bool| {
+        card.supported_interfaces.iter().find(|i| {
+            i.protocol_binding.eq_ignore_ascii_case(binding)
+                && if v1 {
+                    i.protocol_version.starts_with("1.") || i.protocol_version == "1"
+                } else {
+                    i.protocol_version.starts_with("0.3")
+                }
+        })
+    };
+    order
+        .iter()
+        .find_map(|binding| find(binding, true))
+        .or_else(|| order.iter().any(|b| b.eq_ignore_ascii_case(JSONRPC)).then(|| find(JSONRPC, false)).flatten())
 }
 
 /// How delegation behaves.
@@ -113,6 +148,9 @@ pub struct DelegationSettings {
     pub credentials: HashMap<String, AgentCredentials>,
     /// When set, agents' cards must be signed by one of these keys.
     pub trusted_cards: Option<Arc<jsonwebtoken::jwk::JwkSet>>,
+    /// Per agent (by name), the bindings to call it over, in order of
+    /// preference (default [`BINDINGS`]).
+    pub bindings: HashMap<String, Vec<String>>,
 }
 
 impl Default for DelegationSettings {
@@ -127,6 +165,7 @@ impl Default for DelegationSettings {
             egress: Arc::new(Egress::agents()),
             credentials: HashMap::new(),
             trusted_cards: None,
+            bindings: HashMap::new(),
         }
     }
 }
@@ -139,6 +178,8 @@ pub struct Delegator {
     own: Arc<HashMap<String, Clients>>,
     settings: DelegationSettings,
     agents: AgentCache,
+    /// One gRPC channel (HTTP/2, multiplexed) per agent and address.
+    channels: Arc<std::sync::Mutex<HashMap<(String, String), tonic::transport::Channel>>>,
 }
 
 /// The HTTP clients for agents: `http` (no read timeout, for streams and
@@ -147,6 +188,8 @@ pub struct Delegator {
 struct Clients {
     http: reqwest::Client,
     sdk: reqwest::Client,
+    /// The credentials' headers, for gRPC metadata.
+    headers: reqwest::header::HeaderMap,
 }
 
 impl Clients {
@@ -160,7 +203,7 @@ impl Clients {
             with_credentials(base().read_timeout(settings.timeout), credentials),
             &settings.egress,
         )?;
-        Ok(Clients { http, sdk })
+        Ok(Clients { http, sdk, headers: credentials.map(|c| c.headers.clone()).unwrap_or_default() })
     }
 }
 
@@ -237,7 +280,7 @@ impl Delegator {
             .iter()
             .map(|(name, credentials)| Ok((name.clone(), Clients::new(&settings, Some(credentials))?)))
             .collect::<Result<HashMap<_, _>, reqwest::Error>>()?;
-        Ok(Delegator { shared, own: Arc::new(own), settings, agents: AgentCache::default() })
+        Ok(Delegator { shared, own: Arc::new(own), settings, agents: AgentCache::default(), channels: Arc::default() })
     }
 
     fn clients(&self, agent: &str) -> &Clients {
@@ -293,8 +336,9 @@ impl Delegator {
         }
     }
 
-    /// The agent's JSON-RPC 1.x interface, called directly; failing that,
-    /// the official client over whatever else the card offers.
+    /// The agent over the interface [`choose_interface`] picks: JSON-RPC
+    /// (v1.0 or v0.3) and gRPC called directly, HTTP+JSON through the
+    /// official client's REST transport.
     async fn client(
         &self,
         agent: &str,
@@ -305,28 +349,84 @@ impl Delegator {
         // shrunk since.
         check_interfaces(&self.settings.egress, card)?;
         let clients = self.clients(agent);
-        let json_rpc = card
-            .supported_interfaces
-            .iter()
-            .find(|i| i.protocol_binding.as_str() == "JSONRPC" && i.protocol_version.as_str().starts_with("1."));
-        if let Some(interface) = json_rpc {
-            let agent = JsonRpcAgent::new(
-                clients.http.clone(),
-                interface.url.clone(),
-                self.settings.timeout,
-                self.settings.limits,
-            )
-            .with_trace_context(trace);
-            return Ok(RemoteAgent::JsonRpc(agent));
+        let preferred = self.settings.bindings.get(agent).map(Vec::as_slice);
+        let Some(interface) = choose_interface(card, preferred) else {
+            let offered: Vec<String> = card
+                .supported_interfaces
+                .iter()
+                .map(|i| format!("{} {}", i.protocol_binding, i.protocol_version))
+                .collect();
+            return Err(RemoteError::Permanent {
+                message: format!(
+                    "no usable interface: the card offers [{}]; Switchyard calls JSONRPC, GRPC and HTTP+JSON at 1.x, \
+                     and JSONRPC at 0.3{}",
+                    offered.join(", "),
+                    preferred.map(|p| format!(" (this agent is configured for {})", p.join(", "))).unwrap_or_default()
+                ),
+                code: None,
+            });
+        };
+        let (timeout, limits) = (self.settings.timeout, self.settings.limits);
+        let v1 = !interface.protocol_version.starts_with("0.");
+        match interface.protocol_binding.to_ascii_uppercase().as_str() {
+            JSONRPC => {
+                let agent = JsonRpcAgent::new(clients.http.clone(), interface.url.clone(), timeout, limits)
+                    .with_trace_context(trace);
+                Ok(if v1 { RemoteAgent::JsonRpc(agent) } else { RemoteAgent::JsonRpcV03(agent.v03()) })
+            }
+            GRPC => {
+                let address = interface.url.clone();
+                // Judged before the first connection, so a refusal is a
+                // verdict here rather than a failed connection later.
+                let target = address.trim_start_matches("http://");
+                let (host, port) = target.rsplit_once(':').unwrap_or((target, "80"));
+                crate::egress::resolve_checked(&self.settings.egress, host, port.parse().unwrap_or(80)).await.map_err(
+                    |e| match crate::egress::refusal(e.as_ref()) {
+                        Some(refused) => RemoteError::Permanent { message: refused.0.clone(), code: None },
+                        None => RemoteError::Transient { message: format!("resolving {host}: {e}"), retry_after: None },
+                    },
+                )?;
+                let channel = self.channel(agent, &address)?;
+                let agent = GrpcAgent::new(
+                    channel,
+                    address,
+                    clients.headers.clone(),
+                    interface.tenant.clone(),
+                    timeout,
+                    limits,
+                )
+                .with_trace_context(trace);
+                Ok(RemoteAgent::Grpc(Box::new(agent)))
+            }
+            _ => {
+                let mut only = card.clone();
+                only.supported_interfaces = vec![interface.clone()];
+                A2AClientFactory::builder()
+                    .no_defaults()
+                    .register(Arc::new(a2a_client::rest::RestTransportFactory::new(Some(clients.sdk.clone()))))
+                    .build()
+                    .create_from_card(&only)
+                    .await
+                    .map(RemoteAgent::Sdk)
+                    .map_err(|e| RemoteError::Permanent {
+                        message: format!("no usable interface: {}", e.message),
+                        code: None,
+                    })
+            }
         }
-        A2AClientFactory::builder()
-            .no_defaults()
-            .register(Arc::new(a2a_client::rest::RestTransportFactory::new(Some(clients.sdk.clone()))))
-            .build()
-            .create_from_card(card)
-            .await
-            .map(RemoteAgent::Sdk)
-            .map_err(|e| RemoteError::Permanent { message: format!("no usable interface: {}", e.message), code: None })
+    }
+
+    /// The agent's gRPC channel to `address`, made on first use.
+    fn channel(&self, agent: &str, address: &str) -> Result<tonic::transport::Channel, RemoteError> {
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (agent.to_owned(), address.to_owned());
+        if let Some(channel) = channels.get(&key) {
+            return Ok(channel.clone());
+        }
+        let channel = crate::egress::grpc_channel(address, &self.settings.egress, Duration::from_secs(5))
+            .map_err(|message| RemoteError::Permanent { message, code: None })?;
+        channels.insert(key, channel.clone());
+        Ok(channel)
     }
 
     /// One attempt at a `cancel_remote` job: cancel the remote task of a

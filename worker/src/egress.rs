@@ -27,28 +27,95 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let egress = self.egress.clone();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if egress.allows_host(&host) {
-                return Ok(Box::new(resolved.into_iter()) as Addrs);
-            }
-            let mut refusal = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match egress.check_ip(&host, addr.ip()) {
-                    Ok(()) => true,
-                    Err(refused) => {
-                        refusal.get_or_insert(refused);
-                        false
-                    }
-                })
-                .collect();
-            match (allowed.is_empty(), refusal) {
-                (true, Some(refused)) => Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>),
-                _ => Ok(Box::new(allowed.into_iter()) as Addrs),
-            }
+            let allowed = resolve_checked(&egress, name.as_str(), 0).await?;
+            Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The addresses `host` resolves to that the guard allows; none left is
+/// the guard's refusal (an allow-listed name passes whatever it resolves to).
+pub async fn resolve_checked(egress: &Egress, host: &str, port: u16) -> Result<Vec<SocketAddr>, BoxError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    if egress.allows_host(host) {
+        return Ok(resolved);
+    }
+    let mut refusal = None;
+    let allowed: Vec<SocketAddr> = resolved
+        .into_iter()
+        .filter(|addr| match egress.check_ip(host, addr.ip()) {
+            Ok(()) => true,
+            Err(refused) => {
+                refusal.get_or_insert(refused);
+                false
+            }
+        })
+        .collect();
+    match (allowed.is_empty(), refusal) {
+        (true, Some(refused)) => Err(Box::new(refused)),
+        _ => Ok(allowed),
+    }
+}
+
+/// Connects gRPC channels only to addresses the guard allows, resolving
+/// the name itself so the checked address is the one connected to.
+#[derive(Debug, Clone)]
+pub struct GuardedConnector {
+    egress: Arc<Egress>,
+}
+
+impl tower::Service<tonic::transport::Uri> for GuardedConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: tonic::transport::Uri) -> Self::Future {
+        let egress = self.egress.clone();
+        Box::pin(async move {
+            let host = uri.host().ok_or("the gRPC address has no host")?.to_owned();
+            let port = uri.port_u16().unwrap_or(80);
+            let mut failure: Option<BoxError> = None;
+            for addr in resolve_checked(&egress, &host, port).await? {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        stream.set_nodelay(true)?;
+                        return Ok(hyper_util::rt::TokioIo::new(stream));
+                    }
+                    Err(e) => failure = Some(Box::new(e)),
+                }
+            }
+            Err(failure.unwrap_or_else(|| format!("{host} resolves to no address").into()))
+        })
+    }
+}
+
+/// A gRPC channel to `address` (`host:port` or `http://host:port`) through
+/// the guard. Connections are made lazily, on the first call; plaintext
+/// only (an `https://` endpoint is refused: TLS for gRPC is not built in).
+pub fn grpc_channel(
+    address: &str,
+    egress: &Arc<Egress>,
+    connect_timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, String> {
+    if address.starts_with("https://") {
+        return Err(format!(
+            "{address}: gRPC over TLS is not supported; use the agent's JSON-RPC or HTTP+JSON interface"
+        ));
+    }
+    let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| format!("{address} is not a gRPC address: {e}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30));
+    Ok(endpoint.connect_with_connector_lazy(GuardedConnector { egress: egress.clone() }))
 }
 
 /// The guard's refusal, if it is what stopped this request.

@@ -1,10 +1,12 @@
 //! The call to a remote agent, behind our own type so every failure is
-//! classified where it is visible: at the HTTP layer.
+//! classified where it is visible: at the HTTP or gRPC layer.
 //!
-//! JSON-RPC agents (the common case) are called by [`JsonRpcAgent`], which
-//! sees status codes and `Retry-After`; agents offering only HTTP+JSON go
-//! through the official client's REST transport, whose errors carry the
-//! status in their text.
+//! JSON-RPC agents, v1.0 or v0.3, are called by [`JsonRpcAgent`], which
+//! sees status codes and `Retry-After` (v0.3 shapes are translated by
+//! [`crate::v03`]); gRPC agents by [`GrpcAgent`], which sees status codes
+//! and their `ErrorInfo`; agents offering only HTTP+JSON go through the
+//! official client's REST transport, whose errors carry the status in their
+//! text.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use serde_json::{Value, json};
 use tokio_stream::{Stream, StreamExt};
 
 use crate::sse::{Decoder, Limits};
+use crate::v03;
 
 /// A stream of remote task events.
 pub type Events = Pin<Box<dyn Stream<Item = Result<StreamResponse, RemoteError>> + Send>>;
@@ -91,6 +94,38 @@ impl RemoteError {
         }
     }
 
+    /// A gRPC status: the ways there (unavailable, exhausted, deadline,
+    /// aborted) and the agent's own failure may pass; the rest is a verdict,
+    /// carrying the A2A code its `ErrorInfo` names.
+    fn from_grpc(status: &tonic::Status) -> Self {
+        use tonic::Code;
+        if let Some(refused) = crate::egress::refusal(status) {
+            return RemoteError::permanent(refused.0.clone());
+        }
+        let message = format!("gRPC {:?}: {}", status.code(), sanitise(status.message()));
+        match status.code() {
+            Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled => {
+                let retry_after = tonic_types::StatusExt::get_details_retry_info(status).and_then(|r| r.retry_delay);
+                RemoteError::Transient { message, retry_after }
+            }
+            _ => {
+                let code = a2a_grpc::errors::status_to_a2a_error(status).code;
+                RemoteError::Permanent { message, code: Some(code) }
+            }
+        }
+    }
+
+    /// An answer that does not translate into the v1 model.
+    fn untranslatable(method: &str, e: &v03::Untranslatable) -> Self {
+        RemoteError::permanent(format!("invalid result of {method}: {e}"))
+    }
+
     /// Classifies an error from the official client (REST transport).
     fn from_sdk(e: &A2AError) -> Self {
         if e.code != error_code::INTERNAL_ERROR {
@@ -154,6 +189,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// A remote agent, by whichever interface its card offers.
 pub enum RemoteAgent {
     JsonRpc(JsonRpcAgent),
+    /// A v0.3 JSON-RPC agent: v0.3 method names and shapes on the wire.
+    JsonRpcV03(JsonRpcAgent),
+    Grpc(Box<GrpcAgent>),
     Sdk(A2AClient<Box<dyn Transport>>),
 }
 
@@ -161,15 +199,32 @@ impl std::fmt::Debug for RemoteAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RemoteAgent::JsonRpc(a) => f.debug_tuple("JsonRpc").field(&a.url).finish(),
+            RemoteAgent::JsonRpcV03(a) => f.debug_tuple("JsonRpcV03").field(&a.url).finish(),
+            RemoteAgent::Grpc(a) => f.debug_tuple("Grpc").field(&a.endpoint).finish(),
             RemoteAgent::Sdk(_) => f.write_str("Sdk"),
         }
     }
 }
 
 impl RemoteAgent {
+    /// The binding and version on the wire, as a card names them.
+    pub fn binding(&self) -> &'static str {
+        match self {
+            RemoteAgent::JsonRpc(_) => "JSONRPC 1.0",
+            RemoteAgent::JsonRpcV03(_) => "JSONRPC 0.3",
+            RemoteAgent::Grpc(_) => "GRPC 1.0",
+            RemoteAgent::Sdk(_) => "HTTP+JSON 1.0",
+        }
+    }
+
     pub async fn send(&self, request: &SendMessageRequest) -> Result<SendMessageResponse, RemoteError> {
         match self {
             RemoteAgent::JsonRpc(a) => a.call("SendMessage", json!(request)).await,
+            RemoteAgent::JsonRpcV03(a) => {
+                let result: v03::V03Result = a.call("message/send", json!(v03::send_params(request))).await?;
+                v03::send_response_from_v03(result).map_err(|e| RemoteError::untranslatable("message/send", &e))
+            }
+            RemoteAgent::Grpc(a) => a.send(request).await,
             RemoteAgent::Sdk(c) => c.send_message(request).await.map_err(|e| RemoteError::from_sdk(&e)),
         }
     }
@@ -177,6 +232,8 @@ impl RemoteAgent {
     pub async fn send_streaming(&self, request: &SendMessageRequest) -> Result<Events, RemoteError> {
         match self {
             RemoteAgent::JsonRpc(a) => a.stream("SendStreamingMessage", json!(request)).await,
+            RemoteAgent::JsonRpcV03(a) => a.stream("message/stream", json!(v03::send_params(request))).await,
+            RemoteAgent::Grpc(a) => a.send_streaming(request).await,
             RemoteAgent::Sdk(c) => sdk_events(c.send_streaming_message(request).await),
         }
     }
@@ -184,6 +241,8 @@ impl RemoteAgent {
     pub async fn subscribe(&self, task_id: &str) -> Result<Events, RemoteError> {
         match self {
             RemoteAgent::JsonRpc(a) => a.stream("SubscribeToTask", json!({ "id": task_id })).await,
+            RemoteAgent::JsonRpcV03(a) => a.stream("tasks/resubscribe", json!({ "id": task_id })).await,
+            RemoteAgent::Grpc(a) => a.subscribe(task_id).await,
             RemoteAgent::Sdk(c) => {
                 sdk_events(c.subscribe_to_task(&a2a::SubscribeToTaskRequest { id: task_id.into(), tenant: None }).await)
             }
@@ -194,6 +253,11 @@ impl RemoteAgent {
     pub async fn get_task(&self, task_id: &str, history: i32) -> Result<Task, RemoteError> {
         match self {
             RemoteAgent::JsonRpc(a) => a.call("GetTask", json!({ "id": task_id, "historyLength": history })).await,
+            RemoteAgent::JsonRpcV03(a) => {
+                let result = a.call("tasks/get", json!({ "id": task_id, "historyLength": history })).await?;
+                v03::task_result_from_v03(result).map_err(|e| RemoteError::untranslatable("tasks/get", &e))
+            }
+            RemoteAgent::Grpc(a) => a.get_task(task_id, history).await,
             RemoteAgent::Sdk(c) => c
                 .get_task(&a2a::GetTaskRequest { id: task_id.into(), history_length: Some(history), tenant: None })
                 .await
@@ -204,6 +268,11 @@ impl RemoteAgent {
     pub async fn cancel(&self, task_id: &str) -> Result<Task, RemoteError> {
         match self {
             RemoteAgent::JsonRpc(a) => a.call("CancelTask", json!({ "id": task_id })).await,
+            RemoteAgent::JsonRpcV03(a) => {
+                let result = a.call("tasks/cancel", json!({ "id": task_id })).await?;
+                v03::task_result_from_v03(result).map_err(|e| RemoteError::untranslatable("tasks/cancel", &e))
+            }
+            RemoteAgent::Grpc(a) => a.cancel(task_id).await,
             RemoteAgent::Sdk(c) => c
                 .cancel_task(&a2a::CancelTaskRequest { id: task_id.into(), metadata: None, tenant: None })
                 .await
@@ -220,6 +289,12 @@ impl RemoteAgent {
                 let _: Value = a.call("CreateTaskPushNotificationConfig", params).await?;
                 Ok(true)
             }
+            RemoteAgent::JsonRpcV03(a) => {
+                let params = json!({ "taskId": task_id, "pushNotificationConfig": { "url": url, "token": token } });
+                let _: Value = a.call("tasks/pushNotificationConfig/set", params).await?;
+                Ok(true)
+            }
+            RemoteAgent::Grpc(a) => a.register_push(task_id, url, token).await.map(|()| true),
             RemoteAgent::Sdk(_) => Ok(false),
         }
     }
@@ -232,11 +307,13 @@ fn sdk_events(
     Ok(Box::pin(events.map(|e| e.map_err(|e| RemoteError::from_sdk(&e)))))
 }
 
-/// An A2A v1.0 JSON-RPC endpoint, called directly.
+/// An A2A JSON-RPC endpoint, v1.0 or v0.3, called directly.
 #[derive(Debug, Clone)]
 pub struct JsonRpcAgent {
     http: reqwest::Client,
     url: String,
+    /// Speaks v0.3: its stream frames are v0.3 objects.
+    v03: bool,
     /// The task's stored trace context, carried on calls made outside any
     /// traced span (tracing off); inside one, the span's own context goes.
     trace: Option<Value>,
@@ -249,7 +326,13 @@ pub struct JsonRpcAgent {
 impl JsonRpcAgent {
     /// `http` must not have a read timeout, or it would cut quiet streams.
     pub fn new(http: reqwest::Client, url: String, call_timeout: Duration, limits: Limits) -> Self {
-        JsonRpcAgent { http, url, trace: None, call_timeout, limits }
+        JsonRpcAgent { http, url, v03: false, trace: None, call_timeout, limits }
+    }
+
+    /// The same endpoint, speaking v0.3.
+    pub fn v03(mut self) -> Self {
+        self.v03 = true;
+        self
     }
 
     /// Carries `traceparent` (and `tracestate`) from a stored trace context.
@@ -261,8 +344,13 @@ impl JsonRpcAgent {
     fn request(&self, method: &str, params: Value) -> reqwest::RequestBuilder {
         let id = uuid::Uuid::now_v7().to_string();
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let mut request =
-            self.http.post(&self.url).header("A2A-Version", "1.0").header(CONTENT_TYPE, "application/json").json(&body);
+        let version = if self.v03 { "0.3" } else { "1.0" };
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("A2A-Version", version)
+            .header(CONTENT_TYPE, "application/json")
+            .json(&body);
         for (name, value) in switchyard_engine::trace::outbound(self.trace.as_ref()) {
             request = request.header(name, value);
         }
@@ -325,10 +413,11 @@ impl JsonRpcAgent {
             let body = read_capped(response, self.limits.event_bytes).await?;
             let envelope: Value = serde_json::from_str(&body)
                 .map_err(|_| RemoteError::permanent(format!("invalid response to {method}: neither SSE nor JSON")))?;
-            let first: StreamResponse = result_of(method, envelope)?;
+            let first = event_of(self.v03, method, envelope)?;
             return Ok(Box::pin(tokio_stream::once(Ok(first))));
         }
         let method = method.to_owned();
+        let v03 = self.v03;
         let mut bytes = response.bytes_stream();
         let mut decoder = Decoder::new(self.limits);
         let (tx, rx) = tokio::sync::mpsc::channel(32);
@@ -354,7 +443,7 @@ impl JsonRpcAgent {
                 for frame in frames {
                     let event = serde_json::from_str::<Value>(&frame)
                         .map_err(|_| RemoteError::permanent(format!("invalid SSE frame from {method}")))
-                        .and_then(|envelope| result_of::<StreamResponse>(&method, envelope));
+                        .and_then(|envelope| event_of(v03, &method, envelope));
                     let stop = event.is_err();
                     if tx.send(event).await.is_err() || stop {
                         return;
@@ -364,6 +453,191 @@ impl JsonRpcAgent {
         }));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
+}
+
+/// An A2A v1.0 gRPC endpoint (`lf.a2a.v1.A2AService`), called through
+/// the official proto and conversions, on a channel whose connections pass
+/// the egress guard.
+#[derive(Debug, Clone)]
+pub struct GrpcAgent {
+    client: a2a_pb::proto::a2a_service_client::A2aServiceClient<tonic::transport::Channel>,
+    endpoint: String,
+    /// The agent's credentials (the same headers HTTP calls carry).
+    credentials: HeaderMap,
+    /// The interface's declared tenant, put on every request.
+    tenant: String,
+    trace: Option<Value>,
+    call_timeout: Duration,
+}
+
+impl GrpcAgent {
+    pub fn new(
+        channel: tonic::transport::Channel,
+        endpoint: String,
+        credentials: HeaderMap,
+        tenant: Option<String>,
+        call_timeout: Duration,
+        limits: Limits,
+    ) -> Self {
+        let client = a2a_pb::proto::a2a_service_client::A2aServiceClient::new(channel)
+            .max_decoding_message_size(limits.event_bytes);
+        GrpcAgent { client, endpoint, credentials, tenant: tenant.unwrap_or_default(), trace: None, call_timeout }
+    }
+
+    /// Carries `traceparent` (and `tracestate`) from a stored trace context.
+    pub fn with_trace_context(mut self, context: Option<&Value>) -> Self {
+        self.trace = context.cloned();
+        self
+    }
+
+    /// The request with its metadata: the version, the credentials, the
+    /// trace context.
+    fn request<T>(&self, message: T, unary: bool) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        *metadata = tonic::metadata::MetadataMap::from_headers(self.credentials.clone());
+        metadata.insert("a2a-version", tonic::metadata::MetadataValue::from_static("1.0"));
+        for (name, value) in switchyard_engine::trace::outbound(self.trace.as_ref()) {
+            if let (Ok(name), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.as_str()),
+            ) {
+                metadata.insert(name, value);
+            }
+        }
+        if unary {
+            request.set_timeout(self.call_timeout);
+        }
+        request
+    }
+
+    async fn unary<T, F, Fut>(&self, method: &str, call: F) -> Result<T, RemoteError>
+    where
+        F: FnOnce(a2a_pb::proto::a2a_service_client::A2aServiceClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let span = grpc_span(method, &self.endpoint);
+        let attempt = tokio::time::timeout(self.call_timeout, call(self.client.clone()));
+        let result = match tracing::Instrument::instrument(attempt, span.clone()).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(RemoteError::from_grpc(&status)),
+            Err(_) => Err(RemoteError::transient(format!("{method} took longer than {:?}", self.call_timeout))),
+        };
+        record_outcome(&span, &result);
+        result
+    }
+
+    async fn events(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<tonic::Response<tonic::Streaming<a2a_pb::proto::StreamResponse>>, tonic::Status>>,
+    ) -> Result<Events, RemoteError> {
+        let span = grpc_span(method, &self.endpoint);
+        let result = match tracing::Instrument::instrument(call, span.clone()).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(RemoteError::from_grpc(&status)),
+        };
+        record_outcome(&span, &result);
+        let mut stream = result?;
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        // One error ends the stream: the caller judges what to do next. The
+        // reader carries the call's span, which lasts as long as the stream.
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                while let Some(item) = stream.next().await {
+                    let event = match item {
+                        Ok(event) => a2a_pb::pbconv::from_proto_stream_response(&event)
+                            .ok_or_else(|| RemoteError::permanent(format!("invalid event from {method}: empty"))),
+                        Err(status) => Err(RemoteError::from_grpc(&status)),
+                    };
+                    let stop = event.is_err();
+                    if tx.send(event).await.is_err() || stop {
+                        return;
+                    }
+                }
+            },
+            span,
+        ));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    fn send_request(&self, request: &SendMessageRequest) -> a2a_pb::proto::SendMessageRequest {
+        let mut proto = a2a_pb::pbconv::to_proto_send_message_request(request);
+        proto.tenant.clone_from(&self.tenant);
+        proto
+    }
+
+    pub async fn send(&self, request: &SendMessageRequest) -> Result<SendMessageResponse, RemoteError> {
+        let request = self.request(self.send_request(request), true);
+        let response = self.unary("SendMessage", |mut c| async move { c.send_message(request).await }).await?;
+        a2a_pb::pbconv::from_proto_send_message_response(&response)
+            .ok_or_else(|| RemoteError::permanent("invalid response to SendMessage: neither task nor message"))
+    }
+
+    pub async fn send_streaming(&self, request: &SendMessageRequest) -> Result<Events, RemoteError> {
+        let request = self.request(self.send_request(request), false);
+        self.events("SendStreamingMessage", self.client.clone().send_streaming_message(request)).await
+    }
+
+    pub async fn subscribe(&self, task_id: &str) -> Result<Events, RemoteError> {
+        let message = a2a_pb::proto::SubscribeToTaskRequest { id: task_id.into(), tenant: self.tenant.clone() };
+        let request = self.request(message, false);
+        self.events("SubscribeToTask", self.client.clone().subscribe_to_task(request)).await
+    }
+
+    pub async fn get_task(&self, task_id: &str, history: i32) -> Result<Task, RemoteError> {
+        let message = a2a_pb::proto::GetTaskRequest {
+            id: task_id.into(),
+            history_length: Some(history),
+            tenant: self.tenant.clone(),
+        };
+        let request = self.request(message, true);
+        let task = self.unary("GetTask", |mut c| async move { c.get_task(request).await }).await?;
+        Ok(a2a_pb::pbconv::from_proto_task(&task))
+    }
+
+    pub async fn cancel(&self, task_id: &str) -> Result<Task, RemoteError> {
+        let message =
+            a2a_pb::proto::CancelTaskRequest { id: task_id.into(), tenant: self.tenant.clone(), ..Default::default() };
+        let request = self.request(message, true);
+        let task = self.unary("CancelTask", |mut c| async move { c.cancel_task(request).await }).await?;
+        Ok(a2a_pb::pbconv::from_proto_task(&task))
+    }
+
+    pub async fn register_push(&self, task_id: &str, url: &str, token: &str) -> Result<(), RemoteError> {
+        let config = a2a::TaskPushNotificationConfig {
+            url: url.into(),
+            id: None,
+            task_id: task_id.into(),
+            token: Some(token.into()),
+            authentication: None,
+            tenant: Some(self.tenant.clone()).filter(|t| !t.is_empty()),
+        };
+        let request = self.request(a2a_pb::pbconv::to_proto_task_push_notification_config(&config), true);
+        let method = "CreateTaskPushNotificationConfig";
+        self.unary(method, |mut c| async move { c.create_task_push_notification_config(request).await }).await?;
+        Ok(())
+    }
+}
+
+/// A client span per gRPC call, by the OpenTelemetry RPC conventions.
+fn grpc_span(method: &str, endpoint: &str) -> tracing::Span {
+    let (address, port) = match endpoint.trim_start_matches("http://").rsplit_once(':') {
+        Some((host, port)) => (Some(host.to_owned()), port.parse::<u16>().ok()),
+        None => (Some(endpoint.to_owned()), None),
+    };
+    tracing::info_span!(
+        "remote call",
+        otel.name = %format!("lf.a2a.v1.A2AService/{method}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = "lf.a2a.v1.A2AService",
+        rpc.method = %method,
+        rpc.jsonrpc.error_code = tracing::field::Empty,
+        server.address = address,
+        server.port = port,
+    )
 }
 
 /// A client span per remote call, by the OpenTelemetry RPC conventions
@@ -439,8 +713,16 @@ pub async fn fetch_card(
     if let Some(trusted) = trusted {
         switchyard_engine::card_signature::verify(&raw, trusted).map_err(RemoteError::permanent)?;
     }
-    let card: AgentCard = serde_json::from_value(raw)
-        .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not a valid A2A card: {e}")))?;
+    // A v0.3 card is read as one and translated: its interfaces become
+    // interfaces of version 0.3 in our model.
+    let card: AgentCard = if v03::is_v03_card(&raw) {
+        serde_json::from_value::<v03::V03Card>(raw)
+            .map(v03::V03Card::into_v1)
+            .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not a valid A2A v0.3 card: {e}")))?
+    } else {
+        serde_json::from_value(raw)
+            .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not a valid A2A card: {e}")))?
+    };
     if card.supported_interfaces.is_empty() {
         return Err(RemoteError::permanent(format!("the agent card at {url} declares no interfaces")));
     }
@@ -449,6 +731,15 @@ pub async fn fetch_card(
 
 /// The largest Agent Card we read.
 const CARD_MAX_BYTES: usize = 1024 * 1024;
+
+/// One streamed event, in the v1 model whatever the agent's version.
+fn event_of(v03: bool, method: &str, envelope: Value) -> Result<StreamResponse, RemoteError> {
+    if v03 {
+        let result: v03::V03Result = result_of(method, envelope)?;
+        return v03::stream_response_from_v03(result).map_err(|e| RemoteError::untranslatable(method, &e));
+    }
+    result_of(method, envelope)
+}
 
 fn result_of<T: DeserializeOwned>(method: &str, mut envelope: Value) -> Result<T, RemoteError> {
     if let Some(error) = envelope.get("error") {

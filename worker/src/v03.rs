@@ -1,0 +1,587 @@
+//! Calling agents that speak A2A v0.3: its wire model, typed, and the
+//! translation to and from the v1 model the task log stores. Nothing past
+//! this module sees a v0.3 shape.
+//!
+//! v0.3 differs from v1 in form, not in meaning: objects carry a `kind`
+//! discriminator, roles and states are lower-case words, file parts nest
+//! their content under `file`, a status update says whether it is `final`,
+//! and the card names one `url` with a `preferredTransport` and
+//! `additionalInterfaces` instead of a list of versioned interfaces.
+
+use std::collections::HashMap;
+
+use a2a::{
+    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, Message, Part, PartContent, Role,
+    SendMessageRequest, SendMessageResponse, StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatus,
+    TaskStatusUpdateEvent,
+};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+type Metadata = Option<HashMap<String, Value>>;
+
+/// A v0.3 part: `kind` tells which.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum V03Part {
+    Text {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Metadata,
+    },
+    File {
+        file: V03File,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Metadata,
+    },
+    Data {
+        data: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Metadata,
+    },
+}
+
+/// A file: its bytes (base64) or a URI, never both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03File {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum V03Role {
+    User,
+    Agent,
+}
+
+/// A v0.3 message (`kind: "message"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03Message {
+    pub message_id: String,
+    pub role: V03Role,
+    pub parts: Vec<V03Part>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Metadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_task_ids: Option<Vec<String>>,
+}
+
+/// v0.3 task states: lower-case, hyphenated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum V03State {
+    Submitted,
+    Working,
+    InputRequired,
+    Completed,
+    Canceled,
+    Failed,
+    Rejected,
+    AuthRequired,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03Status {
+    pub state: V03State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<V03Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03Artifact {
+    pub artifact_id: String,
+    pub parts: Vec<V03Part>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Metadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03Task {
+    pub id: String,
+    pub context_id: String,
+    pub status: V03Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<V03Message>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Vec<V03Artifact>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03StatusUpdate {
+    pub task_id: String,
+    pub context_id: String,
+    pub status: V03Status,
+    #[serde(default, rename = "final")]
+    pub last: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03ArtifactUpdate {
+    pub task_id: String,
+    pub context_id: String,
+    pub artifact: V03Artifact,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_chunk: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Metadata,
+}
+
+/// Anything a v0.3 agent answers with, told apart by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum V03Result {
+    Task(V03Task),
+    Message(V03Message),
+    StatusUpdate(V03StatusUpdate),
+    ArtifactUpdate(V03ArtifactUpdate),
+}
+
+/// `MessageSendParams`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03SendParams {
+    pub message: V03SendMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<V03SendConfiguration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Metadata,
+}
+
+/// A message as sent: v0.3 wants its `kind` on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct V03SendMessage {
+    kind: &'static str,
+    #[serde(flatten)]
+    message: V03Message,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03SendConfiguration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_output_modes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_length: Option<i32>,
+    pub blocking: bool,
+}
+
+/// The v0.3 card, as far as a caller needs it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03Card {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub url: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub protocol_version: Option<String>,
+    #[serde(default)]
+    pub preferred_transport: Option<String>,
+    #[serde(default)]
+    pub additional_interfaces: Vec<V03Interface>,
+    #[serde(default)]
+    pub capabilities: V03Capabilities,
+    #[serde(default)]
+    pub default_input_modes: Vec<String>,
+    #[serde(default)]
+    pub default_output_modes: Vec<String>,
+    #[serde(default)]
+    pub skills: Vec<V03Skill>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct V03Interface {
+    pub url: String,
+    pub transport: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03Capabilities {
+    #[serde(default)]
+    pub streaming: Option<bool>,
+    #[serde(default)]
+    pub push_notifications: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03Skill {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub examples: Option<Vec<String>>,
+}
+
+/// The interface version a v0.3 card's entries get in our model.
+pub const VERSION: &str = "0.3";
+
+/// Whether a card as served is a v0.3 card: it names its `url` and has no
+/// v1 interface list (a card serving both generations has both, and is
+/// read as v1).
+pub fn is_v03_card(raw: &Value) -> bool {
+    raw.get("supportedInterfaces").is_none() && raw.get("url").is_some_and(Value::is_string)
+}
+
+impl V03Card {
+    /// The card in the v1 model: each transport it names becomes an
+    /// interface of version 0.3 (the preferred one first).
+    pub fn into_v1(self) -> AgentCard {
+        let preferred = self.preferred_transport.clone().unwrap_or_else(|| "JSONRPC".into());
+        let mut interfaces: Vec<AgentInterface> = Vec::new();
+        let named = std::iter::once((self.url.clone(), preferred))
+            .chain(self.additional_interfaces.iter().map(|i| (i.url.clone(), i.transport.to_uppercase())));
+        for (url, binding) in named {
+            if !interfaces.iter().any(|i| i.url == url && i.protocol_binding == binding) {
+                interfaces.push(AgentInterface {
+                    url,
+                    protocol_binding: binding,
+                    protocol_version: VERSION.into(),
+                    tenant: None,
+                });
+            }
+        }
+        AgentCard {
+            name: self.name,
+            description: self.description,
+            version: self.version,
+            supported_interfaces: interfaces,
+            capabilities: AgentCapabilities {
+                streaming: self.capabilities.streaming,
+                push_notifications: self.capabilities.push_notifications,
+                extensions: None,
+                extended_agent_card: None,
+            },
+            default_input_modes: self.default_input_modes,
+            default_output_modes: self.default_output_modes,
+            skills: self
+                .skills
+                .into_iter()
+                .map(|s| AgentSkill {
+                    id: s.id,
+                    name: s.name,
+                    description: s.description,
+                    tags: s.tags,
+                    examples: s.examples,
+                    input_modes: None,
+                    output_modes: None,
+                    security_requirements: None,
+                })
+                .collect(),
+            provider: None,
+            documentation_url: None,
+            icon_url: None,
+            security_schemes: None,
+            security_requirements: None,
+            signatures: None,
+        }
+    }
+}
+
+/// What a v0.3 answer could not be made into.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Untranslatable(pub String);
+
+// v1 → v0.3 (what we send).
+
+fn part_to_v03(part: &Part) -> V03Part {
+    let metadata = part.metadata.clone();
+    let file = |bytes: Option<String>, uri: Option<String>| V03Part::File {
+        file: V03File { bytes, uri, name: part.filename.clone(), mime_type: part.media_type.clone() },
+        metadata: metadata.clone(),
+    };
+    match &part.content {
+        PartContent::Text(text) => V03Part::Text { text: text.clone(), metadata: metadata.clone() },
+        PartContent::Data(data) => {
+            // v0.3 data parts hold objects only.
+            let data = if data.is_object() { data.clone() } else { serde_json::json!({ "value": data }) };
+            V03Part::Data { data, metadata: metadata.clone() }
+        }
+        PartContent::Raw(bytes) => file(Some(base64::engine::general_purpose::STANDARD.encode(bytes)), None),
+        PartContent::Url(url) => file(None, Some(url.clone())),
+    }
+}
+
+pub fn message_to_v03(message: &Message) -> V03Message {
+    V03Message {
+        message_id: message.message_id.clone(),
+        role: if message.role == Role::Agent { V03Role::Agent } else { V03Role::User },
+        parts: message.parts.iter().map(part_to_v03).collect(),
+        context_id: message.context_id.clone(),
+        task_id: message.task_id.clone(),
+        metadata: message.metadata.clone(),
+        extensions: message.extensions.clone(),
+        reference_task_ids: message.reference_task_ids.clone(),
+    }
+}
+
+/// `SendMessageRequest` → `MessageSendParams`. Blocking unless the request
+/// asks to return at once (v1's default is to wait too).
+pub fn send_params(request: &SendMessageRequest) -> V03SendParams {
+    let configuration = request.configuration.as_ref().map(|c| V03SendConfiguration {
+        accepted_output_modes: c.accepted_output_modes.clone(),
+        history_length: c.history_length,
+        blocking: c.return_immediately != Some(true),
+    });
+    V03SendParams {
+        message: V03SendMessage { kind: "message", message: message_to_v03(&request.message) },
+        configuration,
+        metadata: request.metadata.clone(),
+    }
+}
+
+// v0.3 → v1 (what we receive).
+
+fn part_from_v03(part: V03Part) -> Result<Part, Untranslatable> {
+    Ok(match part {
+        V03Part::Text { text, metadata } => Part { metadata, ..Part::text(text) },
+        V03Part::Data { data, metadata } => Part { metadata, ..Part::data(data) },
+        V03Part::File { file, metadata } => {
+            let content = match (file.bytes, file.uri) {
+                (Some(bytes), None) => PartContent::Raw(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(bytes.as_bytes())
+                        .map_err(|_| Untranslatable("a file part's bytes are not base64".into()))?,
+                ),
+                (None, Some(uri)) => PartContent::Url(uri),
+                _ => return Err(Untranslatable("a file part needs exactly one of bytes and uri".into())),
+            };
+            Part { content, filename: file.name, media_type: file.mime_type, metadata }
+        }
+    })
+}
+
+fn parts_from_v03(parts: Vec<V03Part>) -> Result<Vec<Part>, Untranslatable> {
+    parts.into_iter().map(part_from_v03).collect()
+}
+
+pub fn message_from_v03(message: V03Message) -> Result<Message, Untranslatable> {
+    Ok(Message {
+        message_id: message.message_id,
+        context_id: message.context_id,
+        task_id: message.task_id,
+        role: match message.role {
+            V03Role::User => Role::User,
+            V03Role::Agent => Role::Agent,
+        },
+        parts: parts_from_v03(message.parts)?,
+        metadata: message.metadata,
+        extensions: message.extensions,
+        reference_task_ids: message.reference_task_ids,
+    })
+}
+
+fn state_from_v03(state: V03State) -> TaskState {
+    match state {
+        V03State::Submitted => TaskState::Submitted,
+        V03State::Working => TaskState::Working,
+        V03State::InputRequired => TaskState::InputRequired,
+        V03State::Completed => TaskState::Completed,
+        V03State::Canceled => TaskState::Canceled,
+        V03State::Failed => TaskState::Failed,
+        V03State::Rejected => TaskState::Rejected,
+        V03State::AuthRequired => TaskState::AuthRequired,
+        V03State::Unknown => TaskState::Unspecified,
+    }
+}
+
+fn status_from_v03(status: V03Status) -> Result<TaskStatus, Untranslatable> {
+    Ok(TaskStatus {
+        state: state_from_v03(status.state),
+        message: status.message.map(message_from_v03).transpose()?,
+        timestamp: status.timestamp,
+    })
+}
+
+fn artifact_from_v03(artifact: V03Artifact) -> Result<Artifact, Untranslatable> {
+    Ok(Artifact {
+        artifact_id: artifact.artifact_id,
+        name: artifact.name,
+        description: artifact.description,
+        parts: parts_from_v03(artifact.parts)?,
+        metadata: artifact.metadata,
+        extensions: artifact.extensions,
+    })
+}
+
+pub fn task_from_v03(task: V03Task) -> Result<Task, Untranslatable> {
+    Ok(Task {
+        id: task.id,
+        context_id: task.context_id,
+        status: status_from_v03(task.status)?,
+        artifacts: task.artifacts.map(|a| a.into_iter().map(artifact_from_v03).collect()).transpose()?,
+        history: task.history.map(|h| h.into_iter().map(message_from_v03).collect()).transpose()?,
+        metadata: task.metadata,
+    })
+}
+
+/// A streamed (or returned) v0.3 object as a v1 `StreamResponse`.
+pub fn stream_response_from_v03(result: V03Result) -> Result<StreamResponse, Untranslatable> {
+    Ok(match result {
+        V03Result::Task(task) => StreamResponse::Task(task_from_v03(task)?),
+        V03Result::Message(message) => StreamResponse::Message(message_from_v03(message)?),
+        V03Result::StatusUpdate(update) => StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
+            task_id: update.task_id,
+            context_id: update.context_id,
+            status: status_from_v03(update.status)?,
+            metadata: update.metadata,
+        }),
+        V03Result::ArtifactUpdate(update) => StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
+            task_id: update.task_id,
+            context_id: update.context_id,
+            artifact: artifact_from_v03(update.artifact)?,
+            append: update.append,
+            last_chunk: update.last_chunk,
+            metadata: update.metadata,
+        }),
+    })
+}
+
+/// `message/send`'s answer: a task or a message, nothing else.
+pub fn send_response_from_v03(result: V03Result) -> Result<SendMessageResponse, Untranslatable> {
+    match stream_response_from_v03(result)? {
+        StreamResponse::Task(task) => Ok(SendMessageResponse::Task(task)),
+        StreamResponse::Message(message) => Ok(SendMessageResponse::Message(message)),
+        _ => Err(Untranslatable("message/send answered with an event, not a task or a message".into())),
+    }
+}
+
+/// `tasks/get`'s and `tasks/cancel`'s answer.
+pub fn task_result_from_v03(result: V03Result) -> Result<Task, Untranslatable> {
+    match result {
+        V03Result::Task(task) => task_from_v03(task),
+        _ => Err(Untranslatable("expected a task".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_v03_card_becomes_v1_interfaces_of_version_0_3() {
+        let raw = json!({
+            "protocolVersion": "0.3.0", "name": "old", "description": "d", "version": "1",
+            "url": "http://a/rpc", "preferredTransport": "JSONRPC",
+            "additionalInterfaces": [{"url": "http://a/rpc", "transport": "JSONRPC"}, {"url": "a:50051", "transport": "GRPC"}],
+            "capabilities": {"streaming": true, "pushNotifications": false},
+            "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
+            "skills": [{"id": "s", "name": "S", "description": "x", "tags": ["t"]}]
+        });
+        assert!(is_v03_card(&raw));
+        let card = serde_json::from_value::<V03Card>(raw).expect("a v0.3 card").into_v1();
+        let interfaces: Vec<(&str, &str, &str)> = card
+            .supported_interfaces
+            .iter()
+            .map(|i| (i.url.as_str(), i.protocol_binding.as_str(), i.protocol_version.as_str()))
+            .collect();
+        assert_eq!(interfaces, [("http://a/rpc", "JSONRPC", "0.3"), ("a:50051", "GRPC", "0.3")]);
+        assert_eq!(card.capabilities.streaming, Some(true));
+        assert_eq!(card.skills[0].id, "s");
+        // A card with both generations' fields is a v1 card.
+        assert!(!is_v03_card(&json!({"url": "http://a", "supportedInterfaces": []})));
+    }
+
+    #[test]
+    fn v03_answers_become_the_v1_model() {
+        let task: V03Result = serde_json::from_value(json!({
+            "kind": "task", "id": "t", "contextId": "c",
+            "status": {"state": "input-required", "message": {"kind": "message", "messageId": "q", "role": "agent",
+                        "parts": [{"kind": "text", "text": "which?"}]}},
+            "artifacts": [{"artifactId": "a", "parts": [
+                {"kind": "file", "file": {"bytes": "aGk=", "name": "f.txt", "mimeType": "text/plain"}},
+                {"kind": "data", "data": {"k": 1}}]}]
+        }))
+        .expect("a v0.3 task");
+        let task = task_result_from_v03(task).expect("translates");
+        assert_eq!(task.status.state, TaskState::InputRequired);
+        assert_eq!(task.status.message.as_ref().map(|m| m.role.clone()), Some(Role::Agent));
+        let parts = &task.artifacts.as_ref().expect("artifacts")[0].parts;
+        assert_eq!(parts[0].content, PartContent::Raw(b"hi".to_vec()));
+        assert_eq!(parts[0].filename.as_deref(), Some("f.txt"));
+        assert_eq!(parts[1].content, PartContent::Data(json!({"k": 1})));
+
+        let update: V03Result = serde_json::from_value(json!({
+            "kind": "status-update", "taskId": "t", "contextId": "c", "final": true,
+            "status": {"state": "completed", "timestamp": "2026-01-01T00:00:00Z"}
+        }))
+        .expect("an update");
+        let StreamResponse::StatusUpdate(update) = stream_response_from_v03(update).expect("translates") else {
+            panic!("a status update");
+        };
+        assert_eq!(update.status.state, TaskState::Completed);
+
+        let bad: V03Result = serde_json::from_value(json!({"kind": "message", "messageId": "m", "role": "agent",
+            "parts": [{"kind": "file", "file": {"bytes": "***"}}]}))
+        .expect("parses");
+        assert!(stream_response_from_v03(bad).is_err());
+    }
+
+    #[test]
+    fn v1_requests_go_out_in_v03_form() {
+        let mut message = Message::new(Role::User, vec![Part::text("hi"), Part::raw(b"hi".to_vec())]);
+        message.task_id = Some("t".into());
+        let request = SendMessageRequest {
+            message,
+            configuration: Some(a2a::SendMessageConfiguration {
+                accepted_output_modes: None,
+                task_push_notification_config: None,
+                history_length: Some(3),
+                return_immediately: Some(true),
+            }),
+            metadata: None,
+            tenant: None,
+        };
+        let wire = serde_json::to_value(send_params(&request)).expect("serialises");
+        assert_eq!(wire["message"]["kind"], "message");
+        assert_eq!(wire["message"]["role"], "user");
+        assert_eq!(wire["message"]["taskId"], "t");
+        assert_eq!(wire["message"]["parts"][0], json!({"kind": "text", "text": "hi"}));
+        assert_eq!(wire["message"]["parts"][1]["file"]["bytes"], "aGk=");
+        assert_eq!(wire["configuration"], json!({"historyLength": 3, "blocking": false}));
+    }
+}

@@ -14,22 +14,36 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::harness::{TestDb, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 
-/// What the interop virtualenv holds: the SDK, and a server to run its agent.
+/// What the interop virtualenv holds: the SDK with gRPC, and a server to
+/// run its agents.
 const PACKAGES: [&str; 2] = ["a2a-sdk[http-server,grpc]==1.3.0", "uvicorn==0.54.0"];
 
-/// One virtualenv for the whole run, created on first use and kept under
-/// `target/` so later runs reuse it.
-static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The last SDK of the v0.3 protocol, for v0.3 agents and clients.
+const PACKAGES_V03: [&str; 2] = ["a2a-sdk[http-server]==0.3.26", "uvicorn==0.54.0"];
 
+/// One virtualenv per SDK for the whole run, created on first use and
+/// kept under `target/` so later runs reuse it.
+static VENVS: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
+
+/// The Python of the SDK 1.x virtualenv.
 pub(crate) fn python_sdk() -> PathBuf {
-    let mut venv = VENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(python) = venv.as_ref() {
+    venv("interop-venv", &PACKAGES)
+}
+
+/// The Python of the SDK 0.3.x virtualenv.
+pub(crate) fn python_sdk_v03() -> PathBuf {
+    venv("interop-venv-v03", &PACKAGES_V03)
+}
+
+fn venv(name: &'static str, packages: &[&str]) -> PathBuf {
+    let mut venvs = VENVS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, python)) = venvs.iter().find(|(n, _)| *n == name) {
         return python.clone();
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
     let python = dir.join("bin/python");
     let marker = dir.join(".installed");
-    let wanted = PACKAGES.join(" ");
+    let wanted = packages.join(" ");
     let pinned = std::fs::read_to_string(&marker).unwrap_or_default();
     if pinned != wanted {
         let run = |cmd: &mut std::process::Command| {
@@ -37,10 +51,10 @@ pub(crate) fn python_sdk() -> PathBuf {
             assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         };
         run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&dir));
-        run(std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(PACKAGES));
+        run(std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(packages));
         std::fs::write(&marker, wanted).expect("marker");
     }
-    *venv = Some(python.clone());
+    venvs.push((name, python.clone()));
     python
 }
 

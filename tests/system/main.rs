@@ -23,6 +23,7 @@ mod processes;
 mod proxy;
 mod queue;
 mod races;
+mod reach;
 mod security;
 mod store;
 mod traces;

@@ -14,6 +14,7 @@ mod strict_agent;
 mod webhooks;
 
 mod a2a_compat;
+mod a2a_grpc;
 mod a2a_jsonrpc;
 mod a2a_rest;
 mod a2a_stream;

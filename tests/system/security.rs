@@ -73,7 +73,7 @@ impl Secured {
 }
 
 /// Runs `switchyard keys create`; the key is the last line it prints.
-async fn create_key(db: &TestDb, args: &[&str]) -> String {
+pub(crate) async fn create_key(db: &TestDb, args: &[&str]) -> String {
     let mut all = vec!["keys", "create"];
     all.extend_from_slice(args);
     let out = switchyard(db, &all).output().await.expect("keys create");

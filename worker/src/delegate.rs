@@ -675,3 +675,49 @@ impl Delegator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(interfaces: &[(&str, &str, &str)]) -> AgentCard {
+        let interfaces: Vec<serde_json::Value> = interfaces
+            .iter()
+            .map(|(url, binding, version)| {
+                serde_json::json!({ "url": url, "protocolBinding": binding, "protocolVersion": version })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "name": "a", "description": "", "version": "1", "supportedInterfaces": interfaces,
+            "capabilities": {}, "defaultInputModes": [], "defaultOutputModes": [], "skills": []
+        }))
+        .expect("a card")
+    }
+
+    fn chosen(card: &AgentCard, preferred: Option<&[String]>) -> Option<String> {
+        choose_interface(card, preferred).map(|i| format!("{} {}", i.protocol_binding, i.protocol_version))
+    }
+
+    #[test]
+    fn interfaces_are_chosen_by_binding_then_version() {
+        let all = card(&[
+            ("http://a/rest", "HTTP+JSON", "1.0"),
+            ("a:50051", "GRPC", "1.0"),
+            ("http://a/v03", "JSONRPC", "0.3"),
+            ("http://a/rpc", "JSONRPC", "1.0"),
+        ]);
+        assert_eq!(chosen(&all, None).as_deref(), Some("JSONRPC 1.0"));
+        let grpc_first = ["GRPC".to_owned(), "JSONRPC".to_owned()];
+        assert_eq!(chosen(&all, Some(&grpc_first)).as_deref(), Some("GRPC 1.0"));
+        // Any v1 interface goes before a v0.3 one.
+        let old_and_rest = card(&[("http://a/v03", "JSONRPC", "0.3"), ("http://a/rest", "HTTP+JSON", "1.0")]);
+        assert_eq!(chosen(&old_and_rest, None).as_deref(), Some("HTTP+JSON 1.0"));
+        let old = card(&[("http://a/v03", "JSONRPC", "0.3")]);
+        assert_eq!(chosen(&old, None).as_deref(), Some("JSONRPC 0.3"));
+        // Configured away from JSON-RPC, a v0.3 agent cannot be reached;
+        // nor can bindings Switchyard does not call.
+        assert_eq!(chosen(&old, Some(&["GRPC".to_owned()])), None);
+        let unknown = card(&[("slim://a", "SLIMRPC", "1.0"), ("a:1", "GRPC", "0.3")]);
+        assert_eq!(chosen(&unknown, None), None);
+    }
+}

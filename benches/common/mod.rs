@@ -94,13 +94,15 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// `switchyard demo-agent --pause 0ms` and `switchyard dev --concurrency 64`
-/// on one database, the config naming the agent `demo` (the default) plus
+/// (gRPC served too) on one database, the config naming the agent `demo` (the default) plus
 /// `extra` TOML, both answering; dropped, both stop.
 pub(crate) struct DevStack {
     /// The broker's JSON-RPC endpoint (`http://host:port/`).
     pub(crate) broker: String,
     /// The agent's JSON-RPC endpoint (`http://host:port/`).
     pub(crate) agent: String,
+    /// The broker's gRPC address (`host:port`).
+    pub(crate) grpc: String,
     _processes: [Child; 2],
 }
 
@@ -117,14 +119,16 @@ impl DevStack {
         )?;
         let config = config.to_string_lossy().into_owned();
         let api_listen = format!("127.0.0.1:{}", free_port()?);
+        let grpc = format!("127.0.0.1:{}", free_port()?);
         let dev = switchyard(
             db_url,
             "switchyard",
-            &["dev", "--listen", &api_listen, "--config", &config, "--concurrency", "64"],
+            &["dev", "--listen", &api_listen, "--grpc-listen", &grpc, "--config", &config, "--concurrency", "64"],
         )?;
         let stack = DevStack {
             broker: format!("http://{api_listen}/"),
             agent: format!("http://{agent_listen}/"),
+            grpc,
             _processes: [agent, dev],
         };
         let http = reqwest::Client::new();

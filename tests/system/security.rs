@@ -481,6 +481,19 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
         .await
         .expect("json");
     let inward = card.clone();
+    // gRPC interfaces too, by a literal address and by a name resolving
+    // inward (the channel's own resolution is what is judged there).
+    let host = String::from_utf8(std::process::Command::new("hostname").output().expect("hostname").stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let grpc_card = |address: String| {
+        let mut card = card.clone();
+        card["supportedInterfaces"] = json!([{ "url": address, "protocolBinding": "GRPC", "protocolVersion": "1.0" }]);
+        card
+    };
+    let (grpc_literal, grpc_dns) =
+        (grpc_card(format!("127.0.0.1:{agent_port}")), grpc_card(format!("{host}:{agent_port}")));
     let target = format!("http://127.0.0.1:{agent_port}/.well-known/agent-card.json");
     let app = axum::Router::new()
         .route(
@@ -492,6 +505,11 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
         )
         .route("/inward/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(inward) }))
         .route(
+            "/grpc-literal/.well-known/agent-card.json",
+            axum::routing::get(move || async move { axum::Json(grpc_literal) }),
+        )
+        .route("/grpc-dns/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(grpc_dns) }))
+        .route(
             "/leaky/.well-known/agent-card.json",
             axum::routing::get(|| async { (axum::http::StatusCode::NOT_FOUND, "SECRET-INTERNAL-PAGE db=10.0.0.3") }),
         );
@@ -500,10 +518,6 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
     tokio::spawn(async move { axum::serve(listener, app).await });
     // A name that resolves to loopback, and is not `localhost` (refused by
     // name before any lookup): this machine's own name, as /etc/hosts has it.
-    let host = String::from_utf8(std::process::Command::new("hostname").output().expect("hostname").stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
     let resolved: Vec<std::net::SocketAddr> =
         tokio::net::lookup_host((host.as_str(), 0)).await.map(Iterator::collect).unwrap_or_default();
     assert!(
@@ -516,6 +530,8 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
         ("redirect", format!("http://{other}/redirect")),
         ("inward", format!("http://{other}/inward")),
         ("leaky", format!("http://{other}/leaky")),
+        ("grpc-literal", format!("http://{other}/grpc-literal")),
+        ("grpc-dns", format!("http://{other}/grpc-dns")),
     ] {
         db.store.agent_upsert(name, &url).await.expect("register");
     }
@@ -526,6 +542,8 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
         ("redirect", "redirect"),
         ("inward", "loopback"),
         ("leaky", "HTTP 404"),
+        ("grpc-literal", "loopback"),
+        ("grpc-dns", "loopback"),
     ] {
         let mut body = message("echo never");
         body["message"]["metadata"] = json!({ "switchyard": { "agent": agent } });

@@ -479,3 +479,66 @@ async fn an_unknown_export_protocol_is_refused_at_startup() {
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"thrift\""), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A gRPC call continues the caller's trace from its `traceparent`
+/// metadata: one server span named by the RPC conventions, exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_is_a_server_span_in_the_callers_trace() {
+    use a2a_pb::proto;
+    let (collector, port) = Collector::start().await;
+    let db = TestDb::new().await;
+    let config = agent_config(&db, "stub", "http://127.0.0.1:9");
+    let (api_port, grpc) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let listen = format!("127.0.0.1:{api_port}");
+    let env: Vec<(String, String)> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("OTEL_SERVICE_NAME", "switchyard-api".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect();
+    let mut serve =
+        Process::spawn(&db, &["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", &config], &env);
+    eventually(WAIT, "serve up", || async { http_get(api_port, "/readyz").await.is_some() }).await;
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let client_span = "b7ad6b7169203331";
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = proto::a2a_service_client::A2aServiceClient::new(channel);
+    let mut request = tonic::Request::new(proto::SendMessageRequest {
+        message: Some(proto::Message {
+            message_id: uuid::Uuid::new_v4().to_string(),
+            role: proto::Role::User as i32,
+            parts: vec![proto::Part { content: Some(proto::part::Content::Text("hi".into())), ..Default::default() }],
+            ..Default::default()
+        }),
+        configuration: Some(proto::SendMessageConfiguration { return_immediately: true, ..Default::default() }),
+        ..Default::default()
+    });
+    let traceparent = format!("00-{trace_id}-{client_span}-01");
+    request.metadata_mut().insert("traceparent", traceparent.parse().expect("metadata"));
+    let answer = client.send_message(request).await.expect("send").into_inner();
+    let Some(proto::send_message_response::Payload::Task(task)) = answer.payload else { panic!("a task") };
+
+    let name = "lf.a2a.v1.A2AService/SendMessage";
+    eventually(WAIT, "the gRPC server span at the collector", || {
+        let collector = collector.clone();
+        async move { collector.of("switchyard-api", trace_id).iter().any(|s| s.name == name) }
+    })
+    .await;
+    let spans = collector.of("switchyard-api", trace_id);
+    let server = spans.iter().find(|s| s.name == name).expect("the span");
+    assert_eq!(server.parent, client_span, "the server span continues the caller's span");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(server.attr("rpc.system"), Some("grpc"));
+    assert_eq!(server.attr("rpc.service"), Some("lf.a2a.v1.A2AService"));
+    assert_eq!(server.attr("rpc.method"), Some("SendMessage"));
+    assert_eq!(server.attr("rpc.grpc.status_code"), Some("0"));
+    assert_eq!(server.attr("a2a.task.id"), Some(task.id.as_str()));
+    assert_eq!(serve.stop().await, 0, "serve exits cleanly:\n{}", serve.log());
+}

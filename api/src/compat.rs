@@ -2,10 +2,11 @@
 //! translated to v1 in front of the same handler, and results back, so a
 //! v0.3 client sees only v0.3 and the handler only v1 (PROTOCOL.md §15).
 
-use a2a::{CancelTaskRequest, GetTaskRequest, SubscribeToTaskRequest, TaskPushNotificationConfig};
-use serde_json::{Map, Value, json};
+use a2a::{CancelTaskRequest, GetTaskRequest, SubscribeToTaskRequest};
+use serde::Serialize;
+use serde_json::{Value, json};
 use switchyard_engine::Caller;
-use switchyard_engine::wire::{self, message_to_v03, task_to_v03};
+use switchyard_engine::v03::{self, V03PushConfig, V03Result, V03SendParams};
 
 use crate::error::ApiError;
 use crate::events::StreamItem;
@@ -16,6 +17,11 @@ use crate::validate::{self, Intake};
 /// Whether `method` is a v0.3 JSON-RPC method name.
 pub fn is_v03_method(method: &str) -> bool {
     method.contains('/')
+}
+
+/// A v0.3 result as JSON.
+fn reply(value: impl Serialize) -> Reply {
+    Reply::Value(serde_json::to_value(value).unwrap_or(Value::Null))
 }
 
 /// Runs a v0.3 call through the v1 handler.
@@ -30,17 +36,12 @@ pub async fn dispatch(
     intake.v03 = true;
     match method {
         "message/send" => {
-            let request = validate::send_request(send_params(&params)?)?;
+            let request = send_request(params)?;
             let response = handler.send_message(caller, request, intake).await?;
-            let v1 = serde_json::to_value(response).unwrap_or(Value::Null);
-            Ok(Reply::Value(match (v1.get("task"), v1.get("message")) {
-                (Some(task), _) => task_to_v03(task),
-                (None, Some(message)) => message_to_v03(message),
-                _ => Value::Null,
-            }))
+            Ok(reply(v03::send_response_to_v03(&response)))
         }
         "message/stream" => {
-            let request = validate::send_request(send_params(&params)?)?;
+            let request = send_request(params)?;
             Ok(Reply::Stream(handler.send_streaming_message(caller, request, intake).await?))
         }
         "tasks/get" => {
@@ -50,12 +51,12 @@ pub async fn dispatch(
                 tenant: None,
             };
             let task = handler.get_task(caller, request).await?;
-            Ok(Reply::Value(task_to_v03(&serde_json::to_value(task).unwrap_or(Value::Null))))
+            Ok(reply(V03Result::Task(v03::task_to_v03(&task))))
         }
         "tasks/cancel" => {
             let request = CancelTaskRequest { id: string_field(&params, "id")?, metadata: None, tenant: None };
             let task = handler.cancel_task(caller, request).await?;
-            Ok(Reply::Value(task_to_v03(&serde_json::to_value(task).unwrap_or(Value::Null))))
+            Ok(reply(V03Result::Task(v03::task_to_v03(&task))))
         }
         "tasks/resubscribe" => {
             let request = SubscribeToTaskRequest { id: string_field(&params, "id")?, tenant: None };
@@ -65,10 +66,11 @@ pub async fn dispatch(
             let task_id = string_field(&params, "taskId")?;
             let nested = params
                 .get("pushNotificationConfig")
+                .cloned()
                 .ok_or_else(|| ApiError::invalid_field("pushNotificationConfig", "is required"))?;
-            let config = push_config_from_v03(&task_id, nested)?;
-            let stored = handler.create_push_config(caller, config, true).await?;
-            Ok(Reply::Value(push_config_to_v03(&stored)))
+            let nested: V03PushConfig = validate::decode(nested, "pushNotificationConfig")?;
+            let stored = handler.create_push_config(caller, v03::push_config_from_v03(&task_id, nested), true).await?;
+            Ok(reply(v03::push_config_to_v03(&stored)))
         }
         "tasks/pushNotificationConfig/get" => {
             let task_id = string_field(&params, "id")?;
@@ -83,12 +85,12 @@ pub async fn dispatch(
                     .next()
                     .ok_or_else(|| ApiError::PushConfigNotFound { task: task_id.clone(), config: String::new() })?,
             };
-            Ok(Reply::Value(push_config_to_v03(&config)))
+            Ok(reply(v03::push_config_to_v03(&config)))
         }
         "tasks/pushNotificationConfig/list" => {
             let task_id = string_field(&params, "id")?;
             let list = handler.list_push_configs(caller, &task_id, None, None).await?;
-            Ok(Reply::Value(Value::Array(list.configs.iter().map(push_config_to_v03).collect())))
+            Ok(reply(list.configs.iter().map(v03::push_config_to_v03).collect::<Vec<_>>()))
         }
         "tasks/pushNotificationConfig/delete" => {
             let task_id = string_field(&params, "id")?;
@@ -116,7 +118,7 @@ pub fn error_to_v03(error: &ApiError) -> Value {
 /// A stream item in v0.3 shape: bare objects with `kind`, `final` on status.
 pub fn stream_item_to_v03(item: &StreamItem) -> Result<Value, ApiError> {
     let response = item.event.as_ref().map_err(Clone::clone)?;
-    Ok(wire::stream_response_to_v03(response))
+    Ok(serde_json::to_value(v03::stream_response_to_v03(response)).unwrap_or(Value::Null))
 }
 
 fn string_field(params: &Value, field: &str) -> Result<String, ApiError> {
@@ -137,118 +139,15 @@ fn optional_i32(params: &Value, field: &str) -> Result<Option<i32>, ApiError> {
     }
 }
 
-/// `MessageSendParams` (v0.3) → `SendMessageRequest` (v1), as JSON.
-fn send_params(params: &Value) -> Result<Value, ApiError> {
-    let message = params.get("message").ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
-    let mut request = json!({ "message": message_from_v03(message)? });
-    if let Some(config) = params.get("configuration").filter(|c| c.is_object()) {
-        let mut v1 = Map::new();
-        if let Some(modes) = config.get("acceptedOutputModes") {
-            v1.insert("acceptedOutputModes".into(), modes.clone());
-        }
-        if let Some(length) = config.get("historyLength") {
-            v1.insert("historyLength".into(), length.clone());
-        }
-        if let Some(blocking) = config.get("blocking").and_then(Value::as_bool) {
-            v1.insert("returnImmediately".into(), json!(!blocking));
-        }
-        if let Some(push) = config.get("pushNotificationConfig").filter(|p| p.is_object()) {
-            let flat = push_config_from_v03("", push)?;
-            v1.insert("taskPushNotificationConfig".into(), serde_json::to_value(flat).unwrap_or(Value::Null));
-        }
-        request["configuration"] = Value::Object(v1);
-    }
-    if let Some(metadata) = params.get("metadata") {
-        request["metadata"] = metadata.clone();
-    }
-    Ok(request)
-}
-
-fn message_from_v03(message: &Value) -> Result<Value, ApiError> {
-    let mut v1 = Map::new();
-    for key in ["messageId", "contextId", "taskId", "metadata", "extensions", "referenceTaskIds"] {
-        if let Some(value) = message.get(key) {
-            v1.insert(key.into(), value.clone());
-        }
-    }
-    let role = match message.get("role").and_then(Value::as_str) {
-        Some("user") => "ROLE_USER",
-        Some("agent") => "ROLE_AGENT",
-        _ => return Err(ApiError::invalid_field("message.role", "must be \"user\"")),
-    };
-    v1.insert("role".into(), json!(role));
-    let parts = message
-        .get("parts")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::invalid_field("message.parts", "is required and must be an array"))?;
-    let parts = parts.iter().enumerate().map(|(i, p)| part_from_v03(i, p)).collect::<Result<Vec<_>, _>>()?;
-    v1.insert("parts".into(), Value::Array(parts));
-    Ok(Value::Object(v1))
-}
-
-fn part_from_v03(index: usize, part: &Value) -> Result<Value, ApiError> {
-    let field = format!("message.parts[{index}]");
-    let mut v1 = match part.get("kind").and_then(Value::as_str) {
-        Some("text") => json!({ "text": part.get("text").cloned().unwrap_or(Value::Null) }),
-        Some("data") => json!({ "data": part.get("data").cloned().unwrap_or(Value::Null) }),
-        Some("file") => {
-            let file = part.get("file").ok_or_else(|| ApiError::invalid_field(&field, "a file part needs `file`"))?;
-            let mut v1 = match (file.get("bytes"), file.get("uri")) {
-                (Some(bytes), None) => json!({ "raw": bytes }),
-                (None, Some(uri)) => json!({ "url": uri }),
-                _ => {
-                    return Err(ApiError::invalid_field(&field, "a file needs exactly one of bytes, uri"));
-                }
-            };
-            if let Some(name) = file.get("name") {
-                v1["filename"] = name.clone();
-            }
-            if let Some(mime) = file.get("mimeType") {
-                v1["mediaType"] = mime.clone();
-            }
-            v1
-        }
-        _ => {
-            return Err(ApiError::invalid_field(&field, "kind must be text, file or data"));
-        }
-    };
-    if let Some(metadata) = part.get("metadata") {
-        v1["metadata"] = metadata.clone();
-    }
-    Ok(v1)
-}
-
-fn push_config_from_v03(task_id: &str, nested: &Value) -> Result<TaskPushNotificationConfig, ApiError> {
-    let url = nested
-        .get("url")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_field("pushNotificationConfig.url", "is required"))?;
-    let authentication = nested.get("authentication").and_then(|a| {
-        let scheme = a.get("schemes")?.as_array()?.first()?.as_str()?.to_owned();
-        Some(a2a::AuthenticationInfo {
-            scheme,
-            credentials: a.get("credentials").and_then(Value::as_str).map(str::to_owned),
-        })
-    });
-    Ok(TaskPushNotificationConfig {
-        url: url.to_owned(),
-        id: nested.get("id").and_then(Value::as_str).map(str::to_owned),
-        task_id: task_id.to_owned(),
-        token: nested.get("token").and_then(Value::as_str).map(str::to_owned),
-        authentication,
-        tenant: None,
-    })
-}
-
-fn push_config_to_v03(config: &TaskPushNotificationConfig) -> Value {
-    let mut nested = json!({ "id": config.id, "url": config.url });
-    if let Some(token) = &config.token {
-        nested["token"] = json!(token);
-    }
-    if let Some(auth) = &config.authentication {
-        nested["authentication"] = json!({ "schemes": [auth.scheme], "credentials": auth.credentials });
-    }
-    json!({ "taskId": config.task_id, "pushNotificationConfig": nested })
+/// `MessageSendParams` (v0.3) → `SendMessageRequest` (v1), then the same
+/// checks as a v1 request gets (sizes, roles, parts, NUL characters).
+fn send_request(params: Value) -> Result<a2a::SendMessageRequest, ApiError> {
+    validate::no_nul(&params)?;
+    let params: V03SendParams = validate::decode(params, "params")?;
+    let request = v03::send_request_from_v03(params).map_err(|e| ApiError::invalid_field("message.parts", e.0))?;
+    validate::send_request(
+        serde_json::to_value(request).map_err(|_| ApiError::invalid_field("message", "is not valid"))?,
+    )
 }
 
 #[cfg(test)]
@@ -256,34 +155,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn v03_messages_become_v1_and_tasks_go_back() {
-        let v03 = json!({"kind": "message", "messageId": "m", "role": "user", "parts": [
+    fn v03_messages_become_v1_requests() {
+        let params = json!({"message": {"kind": "message", "messageId": "m", "role": "user", "parts": [
             {"kind": "text", "text": "hi"},
             {"kind": "file", "file": {"uri": "https://x/y.png", "mimeType": "image/png", "name": "y.png"}},
             {"kind": "data", "data": {"a": 1}},
-        ]});
-        let v1 = message_from_v03(&v03).expect("translates");
-        assert_eq!(v1["role"], "ROLE_USER");
-        assert_eq!(v1["parts"][1], json!({"url": "https://x/y.png", "mediaType": "image/png", "filename": "y.png"}));
-        let parsed: a2a::Message = serde_json::from_value(v1).expect("a v1 message");
-        assert_eq!(parsed.parts.len(), 3);
-
-        let task = json!({"id": "t", "contextId": "c", "status": {"state": "TASK_STATE_INPUT_REQUIRED"},
-                          "history": [{"messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "?"}]}]});
-        let back = task_to_v03(&task);
-        assert_eq!(back["kind"], "task");
-        assert_eq!(back["status"]["state"], "input-required");
-        assert_eq!(back["history"][0]["role"], "agent");
-        assert_eq!(back["history"][0]["parts"][0], json!({"kind": "text", "text": "?"}));
+        ]}, "configuration": {"blocking": false, "historyLength": 2}});
+        let request = send_request(params).expect("translates");
+        assert_eq!(request.message.role, a2a::Role::User);
+        assert_eq!(request.message.parts.len(), 3);
+        assert_eq!(request.message.parts[1].filename.as_deref(), Some("y.png"));
+        let config = request.configuration.expect("configuration");
+        assert_eq!((config.return_immediately, config.history_length), (Some(true), Some(2)));
     }
 
     #[test]
-    fn blocking_false_means_return_immediately() {
-        let params = json!({"message": {"messageId": "m", "role": "user", "parts": [{"kind": "text", "text": "x"}]},
-                            "configuration": {"blocking": false, "historyLength": 2}});
-        let v1 = send_params(&params).expect("translates");
-        assert_eq!(v1["configuration"]["returnImmediately"], true);
-        assert_eq!(v1["configuration"]["historyLength"], 2);
+    fn bad_v03_messages_name_the_field() {
+        let unknown_kind = json!({"message": {"messageId": "m", "role": "user", "parts": [{"kind": "video"}]}});
+        let ApiError::InvalidParams { field, .. } = send_request(unknown_kind).expect_err("refused") else {
+            panic!("invalid params")
+        };
+        assert_eq!(field.as_deref(), Some("params.message.parts[0].kind"));
+        let agent_role =
+            json!({"message": {"messageId": "m", "role": "agent", "parts": [{"kind": "text", "text": "x"}]}});
+        let ApiError::InvalidParams { field, .. } = send_request(agent_role).expect_err("refused") else {
+            panic!("invalid params")
+        };
+        assert_eq!(field.as_deref(), Some("message.role"));
+        let both = json!({"message": {"messageId": "m", "role": "user",
+                          "parts": [{"kind": "file", "file": {"uri": "u", "bytes": "aGk="}}]}});
+        assert!(matches!(send_request(both), Err(ApiError::InvalidParams { .. })));
     }
 
     #[test]

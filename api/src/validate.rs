@@ -81,12 +81,19 @@ pub fn tenant(value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Decodes a request object, turning serde's complaint into a field error.
+/// Decodes a request object, turning serde's complaint into an error
+/// naming the field it is about (`what` and the path below it).
 pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::invalid_field(what, "must be a JSON object"));
     }
-    serde_json::from_value(value).map_err(|e| ApiError::invalid_field(what, e.to_string()))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = match e.path().to_string().as_str() {
+            "." => what.to_owned(),
+            path => format!("{what}.{path}"),
+        };
+        ApiError::invalid_field(&field, e.into_inner().to_string())
+    })
 }
 
 /// Checks the raw `SendMessageRequest` (what serde would let through, such

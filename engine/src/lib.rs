@@ -15,7 +15,9 @@
 //!   requeue). All SQL in Switchyard lives here.
 //! - [`notify`]: LISTEN/NOTIFY wake-ups with reconnects.
 //! - [`trace`]: the W3C trace context stored with a task and continued later.
-//! - [`wire`]: log events as A2A stream responses, and the v0.3 JSON shapes.
+//! - [`wire`]: log events as A2A stream responses.
+//! - [`v03`]: the A2A v0.3 wire model and its translation to and from v1,
+//!   for v0.3 clients, webhooks and agents.
 //! - [`egress`]: where webhooks may be sent (the SSRF guard).
 //! - [`error`]: the store's error type.
 //!
@@ -35,6 +37,7 @@ pub mod state;
 pub mod store;
 pub mod task;
 pub mod trace;
+pub mod v03;
 pub mod wire;
 
 pub use error::StoreError;

@@ -11,8 +11,6 @@
 //! - [`dispatch`]: the built-in handler that routes each job kind.
 //! - [`remote`]: the call to a remote agent, with failures classified at
 //!   the HTTP layer (retry or not, and `Retry-After`).
-//! - [`v03`]: the v0.3 wire model of the agents that still speak it, and
-//!   its translation to and from the v1 model.
 //! - [`delegate`]: carries a task to its remote agent (streaming, blocking
 //!   or polling, as the agent's card allows), checkpoints the remote ids,
 //!   folds the agent's events into the task, and resumes after a crash.
@@ -29,7 +27,6 @@ pub mod push;
 pub mod remote;
 pub mod runtime;
 pub mod sse;
-pub mod v03;
 
 pub use config::{ConfigError, WorkerConfig};
 pub use dispatch::Dispatcher;

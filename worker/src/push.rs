@@ -246,7 +246,7 @@ impl Pusher {
             return Ok(());
         };
         let body = if config.version == "0.3" {
-            wire::stream_response_to_v03(&response)
+            serde_json::to_value(switchyard_engine::v03::stream_response_to_v03(&response)).unwrap_or_default()
         } else {
             serde_json::to_value(&response).unwrap_or_default()
         };

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio_stream::{Stream, StreamExt};
 
 use crate::sse::{Decoder, Limits};
-use crate::v03;
+use switchyard_engine::v03;
 
 /// A stream of remote task events.
 pub type Events = Pin<Box<dyn Stream<Item = Result<StreamResponse, RemoteError>> + Send>>;

@@ -1,6 +1,7 @@
-//! Calling agents that speak A2A v0.3: its wire model, typed, and the
-//! translation to and from the v1 model the task log stores. Nothing past
-//! this module sees a v0.3 shape.
+//! A2A v0.3: its wire model, typed, and the translation to and from the v1
+//! model the task log stores, in both directions — for v0.3 clients (the
+//! api's compatibility layer), v0.3 webhooks, and v0.3 agents (the worker's
+//! client). Nothing past this module sees a v0.3 shape.
 //!
 //! v0.3 differs from v1 in form, not in meaning: objects carry a `kind`
 //! discriminator, roles and states are lower-case words, file parts nest
@@ -11,9 +12,9 @@
 use std::collections::HashMap;
 
 use a2a::{
-    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, Message, Part, PartContent, Role,
-    SendMessageRequest, SendMessageResponse, StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatus,
-    TaskStatusUpdateEvent,
+    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, AuthenticationInfo, Message, Part, PartContent,
+    Role, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse, Task,
+    TaskArtifactUpdateEvent, TaskPushNotificationConfig, TaskState, TaskStatus, TaskStatusUpdateEvent,
 };
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,23 @@ pub struct V03File {
     pub mime_type: Option<String>,
 }
 
+/// The `kind` each v0.3 object names itself with: one value per type, so
+/// a message reads as a message wherever it appears (in history too).
+macro_rules! kind {
+    ($name:ident, $value:literal) => {
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            #[default]
+            #[serde(rename = $value)]
+            Is,
+        }
+    };
+}
+kind!(MessageKind, "message");
+kind!(TaskKind, "task");
+kind!(StatusUpdateKind, "status-update");
+kind!(ArtifactUpdateKind, "artifact-update");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum V03Role {
@@ -67,6 +85,9 @@ pub enum V03Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V03Message {
+    /// Optional when read (history entries often omit it), always written.
+    #[serde(default)]
+    pub kind: MessageKind,
     pub message_id: String,
     pub role: V03Role,
     pub parts: Vec<V03Part>,
@@ -125,6 +146,7 @@ pub struct V03Artifact {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V03Task {
+    pub kind: TaskKind,
     pub id: String,
     pub context_id: String,
     pub status: V03Status,
@@ -139,6 +161,7 @@ pub struct V03Task {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V03StatusUpdate {
+    pub kind: StatusUpdateKind,
     pub task_id: String,
     pub context_id: String,
     pub status: V03Status,
@@ -151,6 +174,7 @@ pub struct V03StatusUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V03ArtifactUpdate {
+    pub kind: ArtifactUpdateKind,
     pub task_id: String,
     pub context_id: String,
     pub artifact: V03Artifact,
@@ -162,9 +186,10 @@ pub struct V03ArtifactUpdate {
     pub metadata: Metadata,
 }
 
-/// Anything a v0.3 agent answers with, told apart by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+/// Anything a v0.3 agent answers with (or we answer a v0.3 client with),
+/// told apart by its `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum V03Result {
     Task(V03Task),
     Message(V03Message),
@@ -172,33 +197,79 @@ pub enum V03Result {
     ArtifactUpdate(V03ArtifactUpdate),
 }
 
-/// `MessageSendParams`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl<'de> Deserialize<'de> for V03Result {
+    /// By `kind` first, so a bad object is reported as the type it says it
+    /// is (not as "matched no variant").
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = Value::deserialize(deserializer)?;
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let parsed = match kind.as_str() {
+            "task" => serde_json::from_value(value).map(V03Result::Task),
+            "message" => serde_json::from_value(value).map(V03Result::Message),
+            "status-update" => serde_json::from_value(value).map(V03Result::StatusUpdate),
+            "artifact-update" => serde_json::from_value(value).map(V03Result::ArtifactUpdate),
+            other => return Err(D::Error::custom(format!("unknown kind {other:?}"))),
+        };
+        parsed.map_err(|e| D::Error::custom(format!("{kind}: {e}")))
+    }
+}
+
+/// `MessageSendParams`, both ways: what a v0.3 client sends us and what we
+/// send a v0.3 agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V03SendParams {
-    pub message: V03SendMessage,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: V03Message,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<V03SendConfiguration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Metadata,
 }
 
-/// A message as sent: v0.3 wants its `kind` on it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct V03SendMessage {
-    kind: &'static str,
-    #[serde(flatten)]
-    message: V03Message,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct V03SendConfiguration {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_output_modes: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_length: Option<i32>,
-    pub blocking: bool,
+    /// Absent means blocking, as in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_notification_config: Option<V03PushConfig>,
+}
+
+/// A webhook, v0.3 style: nested under its task, authentication as a list
+/// of schemes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03PushConfig {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<V03PushAuthentication>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03PushAuthentication {
+    #[serde(default)]
+    pub schemes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+}
+
+/// `TaskPushNotificationConfig` (v0.3): a task id and its nested config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V03TaskPushConfig {
+    pub task_id: String,
+    pub push_notification_config: V03PushConfig,
 }
 
 /// The v0.3 card, as far as a caller needs it.
@@ -347,6 +418,7 @@ fn part_to_v03(part: &Part) -> V03Part {
 
 pub fn message_to_v03(message: &Message) -> V03Message {
     V03Message {
+        kind: MessageKind::Is,
         message_id: message.message_id.clone(),
         role: if message.role == Role::Agent { V03Role::Agent } else { V03Role::User },
         parts: message.parts.iter().map(part_to_v03).collect(),
@@ -364,13 +436,142 @@ pub fn send_params(request: &SendMessageRequest) -> V03SendParams {
     let configuration = request.configuration.as_ref().map(|c| V03SendConfiguration {
         accepted_output_modes: c.accepted_output_modes.clone(),
         history_length: c.history_length,
-        blocking: c.return_immediately != Some(true),
+        blocking: Some(c.return_immediately != Some(true)),
+        push_notification_config: c
+            .task_push_notification_config
+            .as_ref()
+            .map(|p| push_config_to_v03(p).push_notification_config),
     });
-    V03SendParams {
-        message: V03SendMessage { kind: "message", message: message_to_v03(&request.message) },
-        configuration,
-        metadata: request.metadata.clone(),
+    V03SendParams { message: message_to_v03(&request.message), configuration, metadata: request.metadata.clone() }
+}
+
+pub fn state_to_v03(state: &TaskState) -> V03State {
+    match state {
+        TaskState::Submitted => V03State::Submitted,
+        TaskState::Working => V03State::Working,
+        TaskState::InputRequired => V03State::InputRequired,
+        TaskState::Completed => V03State::Completed,
+        TaskState::Canceled => V03State::Canceled,
+        TaskState::Failed => V03State::Failed,
+        TaskState::Rejected => V03State::Rejected,
+        TaskState::AuthRequired => V03State::AuthRequired,
+        TaskState::Unspecified => V03State::Unknown,
     }
+}
+
+pub fn status_to_v03(status: &TaskStatus) -> V03Status {
+    V03Status {
+        state: state_to_v03(&status.state),
+        message: status.message.as_ref().map(message_to_v03),
+        timestamp: status.timestamp,
+    }
+}
+
+pub fn artifact_to_v03(artifact: &Artifact) -> V03Artifact {
+    V03Artifact {
+        artifact_id: artifact.artifact_id.clone(),
+        parts: artifact.parts.iter().map(part_to_v03).collect(),
+        name: artifact.name.clone(),
+        description: artifact.description.clone(),
+        metadata: artifact.metadata.clone(),
+        extensions: artifact.extensions.clone(),
+    }
+}
+
+pub fn task_to_v03(task: &Task) -> V03Task {
+    V03Task {
+        kind: TaskKind::Is,
+        id: task.id.clone(),
+        context_id: task.context_id.clone(),
+        status: status_to_v03(&task.status),
+        history: task.history.as_ref().map(|h| h.iter().map(message_to_v03).collect()),
+        artifacts: task.artifacts.as_ref().map(|a| a.iter().map(artifact_to_v03).collect()),
+        metadata: task.metadata.clone(),
+    }
+}
+
+/// A v1 stream event as v0.3 sends it: a bare object with its `kind`, and
+/// `final` on a status update that ends the stream (a terminal state, or
+/// one that waits for the client).
+pub fn stream_response_to_v03(response: &StreamResponse) -> V03Result {
+    match response {
+        StreamResponse::Task(task) => V03Result::Task(task_to_v03(task)),
+        StreamResponse::Message(message) => V03Result::Message(message_to_v03(message)),
+        StreamResponse::StatusUpdate(update) => {
+            let state = &update.status.state;
+            V03Result::StatusUpdate(V03StatusUpdate {
+                kind: StatusUpdateKind::Is,
+                task_id: update.task_id.clone(),
+                context_id: update.context_id.clone(),
+                status: status_to_v03(&update.status),
+                last: state.is_terminal() || matches!(state, TaskState::InputRequired | TaskState::AuthRequired),
+                metadata: update.metadata.clone(),
+            })
+        }
+        StreamResponse::ArtifactUpdate(update) => V03Result::ArtifactUpdate(V03ArtifactUpdate {
+            kind: ArtifactUpdateKind::Is,
+            task_id: update.task_id.clone(),
+            context_id: update.context_id.clone(),
+            artifact: artifact_to_v03(&update.artifact),
+            append: update.append,
+            last_chunk: update.last_chunk,
+            metadata: update.metadata.clone(),
+        }),
+    }
+}
+
+/// `SendMessageResponse` as v0.3 answers `message/send`: the bare object.
+pub fn send_response_to_v03(response: &SendMessageResponse) -> V03Result {
+    match response {
+        SendMessageResponse::Task(task) => V03Result::Task(task_to_v03(task)),
+        SendMessageResponse::Message(message) => V03Result::Message(message_to_v03(message)),
+    }
+}
+
+pub fn push_config_to_v03(config: &TaskPushNotificationConfig) -> V03TaskPushConfig {
+    V03TaskPushConfig {
+        task_id: config.task_id.clone(),
+        push_notification_config: V03PushConfig {
+            url: config.url.clone(),
+            id: config.id.clone(),
+            token: config.token.clone(),
+            authentication: config
+                .authentication
+                .as_ref()
+                .map(|a| V03PushAuthentication { schemes: vec![a.scheme.clone()], credentials: a.credentials.clone() }),
+        },
+    }
+}
+
+/// A v0.3 webhook for `task_id`; of its schemes, the first is kept (v1
+/// has one).
+pub fn push_config_from_v03(task_id: &str, config: V03PushConfig) -> TaskPushNotificationConfig {
+    TaskPushNotificationConfig {
+        url: config.url,
+        id: config.id,
+        task_id: task_id.to_owned(),
+        token: config.token,
+        authentication: config.authentication.and_then(|a| {
+            Some(AuthenticationInfo { scheme: a.schemes.into_iter().next()?, credentials: a.credentials })
+        }),
+        tenant: None,
+    }
+}
+
+/// `MessageSendParams` (from a v0.3 client) → `SendMessageRequest`.
+pub fn send_request_from_v03(params: V03SendParams) -> Result<SendMessageRequest, Untranslatable> {
+    let configuration = params.configuration.map(|c| SendMessageConfiguration {
+        accepted_output_modes: c.accepted_output_modes,
+        task_push_notification_config: c.push_notification_config.map(|p| push_config_from_v03("", p)),
+        history_length: c.history_length,
+        return_immediately: c.blocking.map(|blocking| !blocking),
+    });
+    Ok(SendMessageRequest {
+        message: message_from_v03(params.message)?,
+        configuration,
+        metadata: params.metadata,
+        tenant: None,
+    })
 }
 
 // v0.3 → v1 (what we receive).
@@ -562,12 +763,36 @@ mod tests {
     }
 
     #[test]
+    fn v1_tasks_and_events_go_out_in_v03_form() {
+        let task: Task = serde_json::from_value(json!({
+            "id": "t", "contextId": "c", "status": {"state": "TASK_STATE_INPUT_REQUIRED"},
+            "history": [{"messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "?"}, {"data": [1, 2]}]}]
+        }))
+        .expect("a v1 task");
+        let wire = serde_json::to_value(V03Result::Task(task_to_v03(&task))).expect("serialises");
+        assert_eq!(wire["kind"], "task");
+        assert_eq!(wire["status"]["state"], "input-required");
+        assert_eq!(wire["history"][0]["role"], "agent");
+        assert_eq!(wire["history"][0]["kind"], "message", "a message says so wherever it is");
+        assert_eq!(wire["history"][0]["parts"][0], json!({"kind": "text", "text": "?"}));
+        assert_eq!(wire["history"][0]["parts"][1], json!({"kind": "data", "data": {"value": [1, 2]}}));
+        let update = StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
+            task_id: "t".into(),
+            context_id: "c".into(),
+            status: TaskStatus { state: TaskState::InputRequired, message: None, timestamp: None },
+            metadata: None,
+        });
+        let wire = serde_json::to_value(stream_response_to_v03(&update)).expect("serialises");
+        assert_eq!((wire["kind"].as_str(), wire["final"].as_bool()), (Some("status-update"), Some(true)));
+    }
+
+    #[test]
     fn v1_requests_go_out_in_v03_form() {
         let mut message = Message::new(Role::User, vec![Part::text("hi"), Part::raw(b"hi".to_vec())]);
         message.task_id = Some("t".into());
         let request = SendMessageRequest {
             message,
-            configuration: Some(a2a::SendMessageConfiguration {
+            configuration: Some(SendMessageConfiguration {
                 accepted_output_modes: None,
                 task_push_notification_config: None,
                 history_length: Some(3),
@@ -583,5 +808,9 @@ mod tests {
         assert_eq!(wire["message"]["parts"][0], json!({"kind": "text", "text": "hi"}));
         assert_eq!(wire["message"]["parts"][1]["file"]["bytes"], "aGk=");
         assert_eq!(wire["configuration"], json!({"historyLength": 3, "blocking": false}));
+        // And a v0.3 client's params come back as the same request.
+        let back = send_request_from_v03(serde_json::from_value(wire).expect("params")).expect("translates");
+        assert_eq!(back.message, request.message);
+        assert_eq!(back.configuration.and_then(|c| c.return_immediately), Some(true));
     }
 }

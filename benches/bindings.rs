@@ -129,12 +129,7 @@ async fn once(t: Targets, binding: Binding, mode: Mode) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
-        .unwrap_or_else(|_| "1 32".into())
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .collect();
+    let (seconds, clients) = common::cells(5, "1 32");
 
     let mut admin = PgConnection::connect(&url).await?;
     admin.execute("DROP DATABASE IF EXISTS perf_bindings WITH (FORCE)").await?;

@@ -96,12 +96,7 @@ async fn top_statements(admin: &mut PgConnection, tasks: f64) -> Vec<(f64, Strin
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
-        .unwrap_or_else(|_| "1 32".into())
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .collect();
+    let (seconds, clients) = common::cells(10, "1 32");
 
     let mut admin = PgConnection::connect(&url).await?;
     admin.execute("DROP DATABASE IF EXISTS perf_sy WITH (FORCE)").await?;

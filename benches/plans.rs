@@ -141,12 +141,7 @@ async fn db_work(admin: &mut PgConnection) -> anyhow::Result<(i64, Option<i64>)>
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let url = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
-    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
-        .unwrap_or_else(|_| "1 8".into())
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .collect();
+    let (seconds, clients) = common::cells(8, "1 8");
 
     let mut admin = PgConnection::connect(&url).await?;
     admin.execute("DROP DATABASE IF EXISTS perf_plans WITH (FORCE)").await?;

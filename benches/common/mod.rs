@@ -54,6 +54,18 @@ pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The per-cell knobs: `BENCH_SECONDS` (else `seconds`) and the client
+/// counts in `BENCH_CLIENTS` (else `clients`, space-separated).
+pub(crate) fn cells(seconds: u64, clients: &str) -> (u64, Vec<usize>) {
+    let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(seconds);
+    let clients = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| clients.into())
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    (seconds, clients)
+}
+
 /// A loopback port nobody listens on right now.
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -123,6 +123,10 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: PlansCommand,
     },
+    /// Send a message to an A2A agent or broker (Switchyard or any other)
+    /// and show what comes back; asks you when the task asks for input.
+    /// Exit code 0 completed, 1 failed/canceled/rejected, 2 waiting for input.
+    Send(crate::client::SendArgs),
     /// Inspect tasks: one task's whole story, or the recent ones.
     Tasks {
         #[command(flatten)]

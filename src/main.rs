@@ -1,6 +1,7 @@
 //! The `switchyard` binary: `migrate`, `serve`, `worker`, `dev`, `jobs`.
 
 mod cli;
+mod client;
 mod config_file;
 mod demo_agent;
 mod inspect;
@@ -96,6 +97,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
+        Command::Send(args) => {
+            let ending = client::send(args).await?;
+            std::io::stdout().flush()?;
+            match ending.code() {
+                0 => Ok(()),
+                code => std::process::exit(code),
+            }
+        }
         Command::DemoAgent { listen, public_url, no_streaming, pause } => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(listen = %listener.local_addr()?, "demo agent serving");

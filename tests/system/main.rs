@@ -4,6 +4,7 @@
 
 mod api;
 mod chaos;
+mod client;
 mod conformance;
 mod delegation;
 mod exact;

@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use a2a::{AgentCard, error_code};
-use a2a_client::A2AClientFactory;
 use switchyard_engine::egress::Egress;
 use switchyard_engine::{AgentRecord, ClaimedJob, Delegation, Gate, StoreError, TaskEvent, TaskState};
 use tokio::time::Instant;
 
 use crate::exchange::{Run, RunError, Settled, park_delay};
 use crate::handler::{JobContext, Outcome};
-use crate::remote::{GrpcAgent, JsonRpcAgent, RemoteAgent, RemoteError};
+use crate::remote::{RemoteAgent, RemoteError};
 use crate::sse::Limits;
 
 /// How long a fetched Agent Card is trusted before it is fetched again.
@@ -100,6 +99,22 @@ const HTTP_JSON: &str = "HTTP+JSON";
 /// to serve well, and the one whose failures we see best), then gRPC, then
 /// HTTP+JSON. Any v1 interface is preferred to a v0.3 one.
 pub const BINDINGS: [&str; 3] = [JSONRPC, GRPC, HTTP_JSON];
+
+/// Why a card offers nothing to call (a verdict: the card will not change
+/// by asking again).
+pub fn no_interface(card: &AgentCard, preferred: Option<&[String]>) -> RemoteError {
+    let offered: Vec<String> =
+        card.supported_interfaces.iter().map(|i| format!("{} {}", i.protocol_binding, i.protocol_version)).collect();
+    RemoteError::Permanent {
+        message: format!(
+            "no usable interface: the card offers [{}]; Switchyard calls JSONRPC, GRPC and HTTP+JSON at 1.x, \
+             and JSONRPC at 0.3{}",
+            offered.join(", "),
+            preferred.map(|p| format!(" (configured for {})", p.join(", "))).unwrap_or_default()
+        ),
+        code: None,
+    }
+}
 
 /// The interface to call, from the card, in the order `preferred` gives
 /// (default [`BINDINGS`]): each binding at 1.x, then JSON-RPC at 0.3 (the
@@ -350,70 +365,28 @@ impl Delegator {
         check_interfaces(&self.settings.egress, card)?;
         let clients = self.clients(agent);
         let preferred = self.settings.bindings.get(agent).map(Vec::as_slice);
-        let Some(interface) = choose_interface(card, preferred) else {
-            let offered: Vec<String> = card
-                .supported_interfaces
-                .iter()
-                .map(|i| format!("{} {}", i.protocol_binding, i.protocol_version))
-                .collect();
-            return Err(RemoteError::Permanent {
-                message: format!(
-                    "no usable interface: the card offers [{}]; Switchyard calls JSONRPC, GRPC and HTTP+JSON at 1.x, \
-                     and JSONRPC at 0.3{}",
-                    offered.join(", "),
-                    preferred.map(|p| format!(" (this agent is configured for {})", p.join(", "))).unwrap_or_default()
-                ),
-                code: None,
-            });
-        };
-        let (timeout, limits) = (self.settings.timeout, self.settings.limits);
-        let v1 = !interface.protocol_version.starts_with("0.");
-        match interface.protocol_binding.to_ascii_uppercase().as_str() {
-            JSONRPC => {
-                let agent = JsonRpcAgent::new(clients.http.clone(), interface.url.clone(), timeout, limits)
-                    .with_trace_context(trace);
-                Ok(if v1 { RemoteAgent::JsonRpc(agent) } else { RemoteAgent::JsonRpcV03(agent.v03()) })
-            }
-            GRPC => {
-                let address = interface.url.clone();
-                // Judged before the first connection, so a refusal is a
-                // verdict here rather than a failed connection later.
-                let target = address.trim_start_matches("http://");
-                let (host, port) = target.rsplit_once(':').unwrap_or((target, "80"));
-                crate::egress::resolve_checked(&self.settings.egress, host, port.parse().unwrap_or(80)).await.map_err(
-                    |e| match crate::egress::refusal(e.as_ref()) {
-                        Some(refused) => RemoteError::Permanent { message: refused.0.clone(), code: None },
-                        None => RemoteError::Transient { message: format!("resolving {host}: {e}"), retry_after: None },
-                    },
-                )?;
-                let channel = self.channel(agent, &address)?;
-                let agent = GrpcAgent::new(
-                    channel,
-                    address,
-                    clients.headers.clone(),
-                    interface.tenant.clone(),
-                    timeout,
-                    limits,
-                )
-                .with_trace_context(trace);
-                Ok(RemoteAgent::Grpc(Box::new(agent)))
-            }
-            _ => {
-                let mut only = card.clone();
-                only.supported_interfaces = vec![interface.clone()];
-                A2AClientFactory::builder()
-                    .no_defaults()
-                    .register(Arc::new(a2a_client::rest::RestTransportFactory::new(Some(clients.sdk.clone()))))
-                    .build()
-                    .create_from_card(&only)
-                    .await
-                    .map(RemoteAgent::Sdk)
-                    .map_err(|e| RemoteError::Permanent {
-                        message: format!("no usable interface: {}", e.message),
-                        code: None,
-                    })
-            }
+        let interface = choose_interface(card, preferred).ok_or_else(|| no_interface(card, preferred))?;
+        if interface.protocol_binding.eq_ignore_ascii_case(GRPC) {
+            // Judged before the first connection, so a refusal is a verdict
+            // here rather than a failed connection later.
+            let target = interface.url.trim_start_matches("http://");
+            let (host, port) = target.rsplit_once(':').unwrap_or((target, "80"));
+            crate::egress::resolve_checked(&self.settings.egress, host, port.parse().unwrap_or(80)).await.map_err(
+                |e| match crate::egress::refusal(e.as_ref()) {
+                    Some(refused) => RemoteError::Permanent { message: refused.0.clone(), code: None },
+                    None => RemoteError::Transient { message: format!("resolving {host}: {e}"), retry_after: None },
+                },
+            )?;
         }
+        let transports = crate::remote::Transports {
+            http: &clients.http,
+            sdk: &clients.sdk,
+            headers: &clients.headers,
+            timeout: self.settings.timeout,
+            limits: self.settings.limits,
+            trace,
+        };
+        crate::remote::connect(card, interface, &transports, |address| self.channel(agent, address)).await
     }
 
     /// The agent's gRPC channel to `address`, made on first use.

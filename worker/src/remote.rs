@@ -300,6 +300,59 @@ impl RemoteAgent {
     }
 }
 
+/// What a connection to an agent is made of: the HTTP clients (`http`
+/// without a read timeout, for streams and our JSON-RPC calls; `sdk` for the
+/// official client's REST transport), the headers a gRPC call carries as
+/// metadata, and the limits every call keeps.
+#[derive(Debug)]
+pub struct Transports<'a> {
+    pub http: &'a reqwest::Client,
+    pub sdk: &'a reqwest::Client,
+    pub headers: &'a HeaderMap,
+    pub timeout: Duration,
+    pub limits: Limits,
+    pub trace: Option<&'a Value>,
+}
+
+/// The agent over `interface` (one of its card's): JSON-RPC (v1.0 or v0.3)
+/// and gRPC called directly, HTTP+JSON through the official client's REST
+/// transport. `channel` gives the gRPC channel to an address.
+pub async fn connect(
+    card: &AgentCard,
+    interface: &a2a::AgentInterface,
+    transports: &Transports<'_>,
+    channel: impl FnOnce(&str) -> Result<tonic::transport::Channel, RemoteError>,
+) -> Result<RemoteAgent, RemoteError> {
+    let t = transports;
+    let v1 = !interface.protocol_version.starts_with("0.");
+    match interface.protocol_binding.to_ascii_uppercase().as_str() {
+        "JSONRPC" => {
+            let agent = JsonRpcAgent::new(t.http.clone(), interface.url.clone(), t.timeout, t.limits)
+                .with_trace_context(t.trace);
+            Ok(if v1 { RemoteAgent::JsonRpc(agent) } else { RemoteAgent::JsonRpcV03(agent.v03()) })
+        }
+        "GRPC" => {
+            let channel = channel(&interface.url)?;
+            let (headers, tenant) = (t.headers.clone(), interface.tenant.clone());
+            let agent = GrpcAgent::new(channel, interface.url.clone(), headers, tenant, t.timeout, t.limits)
+                .with_trace_context(t.trace);
+            Ok(RemoteAgent::Grpc(Box::new(agent)))
+        }
+        _ => {
+            let mut only = card.clone();
+            only.supported_interfaces = vec![interface.clone()];
+            a2a_client::A2AClientFactory::builder()
+                .no_defaults()
+                .register(std::sync::Arc::new(a2a_client::rest::RestTransportFactory::new(Some(t.sdk.clone()))))
+                .build()
+                .create_from_card(&only)
+                .await
+                .map(RemoteAgent::Sdk)
+                .map_err(|e| RemoteError::permanent(format!("no usable interface: {}", e.message)))
+        }
+    }
+}
+
 fn sdk_events(
     result: Result<a2a_client::BoxStream<'static, Result<StreamResponse, A2AError>>, A2AError>,
 ) -> Result<Events, RemoteError> {

@@ -116,6 +116,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: WebhooksCommand,
     },
+    /// Print the commented default configuration, or check a file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Add, list and remove plans (fan-outs and pipelines offered as skills).
     Plans {
         #[command(flatten)]
@@ -222,6 +227,21 @@ pub(crate) enum WebhooksCommand {
     },
     /// Put a dead delivery back in its webhook's outbox with a fresh set of attempts.
     Requeue { delivery_id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the default configuration, every key commented:
+    /// `switchyard config default > switchyard.toml`.
+    Default,
+    /// Check a configuration file as `serve`, `worker` and `dev` will read
+    /// it; an error names the key.
+    Check {
+        /// The file (default: --config / SWITCHYARD_CONFIG).
+        file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -185,6 +185,9 @@ struct RouteEntry {
     agent: String,
 }
 
+/// The commented default configuration `switchyard config default` prints.
+pub(crate) const DEFAULT: &str = include_str!("default_config.toml");
+
 impl FileConfig {
     /// Reads and checks the file; no file means no agents and no routes.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -192,7 +195,13 @@ impl FileConfig {
             return Ok(FileConfig::default());
         };
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: FileConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        FileConfig::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses and checks a configuration's text. An unknown key is an error
+    /// naming it (and where it is), as is every value that cannot work.
+    pub(crate) fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        let config: FileConfig = toml::from_str(text)?;
         for agent in &config.agents {
             anyhow::ensure!(
                 agent.url.starts_with("http://") || agent.url.starts_with("https://"),
@@ -478,7 +487,7 @@ mod tests {
         std::fs::write(&bad, "[[agent]]\nname = \"typo\"\n").expect("write");
         assert!(FileConfig::load(Some(&bad)).is_err(), "unknown keys are errors, not silence");
         std::fs::write(&bad, "[[plans]]\nname = \"p\"\nfanout = [\"a\"]\npipeline = [\"b\"]\n").expect("write");
-        let err = FileConfig::load(Some(&bad)).expect_err("two kinds").to_string();
+        let err = format!("{:#}", FileConfig::load(Some(&bad)).expect_err("two kinds"));
         assert!(err.contains("exactly one"), "{err}");
         std::fs::write(&bad, "[[plans]]\nname = \"p\"\nfanout = [\"a\"]\njoin = \"quorum\"\nquorum = 2\n")
             .expect("write");
@@ -493,5 +502,33 @@ mod tests {
         std::fs::write(&bad, "[auth.jwt]\njwks_file = \"/a\"\njwks_url = \"https://b\"\n").expect("write");
         let err = FileConfig::load(Some(&bad)).expect("loads").auth().expect_err("two sources").to_string();
         assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn the_default_config_is_valid_and_unknown_keys_are_named() {
+        let config = FileConfig::parse(DEFAULT).expect("the printed default is valid");
+        assert!(config.agents.is_empty() && config.auth.is_none());
+        let limits = config.plan_limits();
+        let defaults = PlanLimits::default();
+        assert_eq!((limits.width, limits.depth, limits.tasks), (defaults.width, defaults.depth, defaults.tasks));
+        // Uncommenting the examples gives a valid configuration too.
+        let uncommented: String = DEFAULT
+            .lines()
+            .map(|line| line.strip_prefix("# ").filter(|l| l.contains('=') || l.starts_with('[')).unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = FileConfig::parse(&uncommented).expect("the commented examples are valid");
+        assert_eq!(config.agents.len(), 1);
+        assert_eq!(config.agent_bindings().get("demo").map(Vec::len), Some(3));
+
+        for (text, key) in [
+            ("[auth]\nanonymus = true\n", "anonymus"),
+            ("[[agents]]\nname = \"a\"\nurl = \"http://a\"\nbinding = [\"GRPC\"]\n", "binding"),
+            ("[plan_limit]\nwidth = 2\n", "plan_limit"),
+            ("[[agents]]\nname = \"a\"\nurl = \"http://a\"\nbindings = [\"SOAP\"]\n", "SOAP"),
+        ] {
+            let err = format!("{:#}", FileConfig::parse(text).expect_err(key));
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 }

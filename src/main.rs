@@ -18,8 +18,8 @@ use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
 use cli::{
-    AgentsCommand, Cli, Command, DatabaseArgs, JobsCommand, KeysCommand, PlansCommand, SecurityArgs, ServeArgs,
-    TasksCommand, WebhooksCommand, WorkerArgs,
+    AgentsCommand, Cli, Command, ConfigCommand, DatabaseArgs, JobsCommand, KeysCommand, PlansCommand, SecurityArgs,
+    ServeArgs, TasksCommand, WebhooksCommand, WorkerArgs,
 };
 use config_file::FileConfig;
 
@@ -97,6 +97,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
+        Command::Config { command } => {
+            let mut out = std::io::stdout().lock();
+            match command {
+                ConfigCommand::Default => out.write_all(config_file::DEFAULT.as_bytes())?,
+                ConfigCommand::Check { file, config } => {
+                    let path = file.or(config.path).context("no file given: name one, or set --config")?;
+                    FileConfig::load(Some(&path))?;
+                    writeln!(out, "{}: ok", path.display())?;
+                }
+            }
+            Ok(())
+        }
         Command::Send(args) => {
             let ending = client::send(args).await?;
             std::io::stdout().flush()?;

@@ -304,6 +304,26 @@ impl FileConfig {
     }
 
     /// Whether the file has an `[auth]` table.
+    /// Whether the file names any agent.
+    pub(crate) fn has_agents(&self) -> bool {
+        !self.agents.is_empty()
+    }
+
+    /// Adds an agent (the default, unless the file names one).
+    pub(crate) fn add_agent(&mut self, name: &str, url: &str) {
+        self.agents.push(AgentEntry {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            bearer_env: None,
+            api_key_env: None,
+            api_key_header: None,
+            client_cert: None,
+            client_key: None,
+            bindings: None,
+        });
+        self.default_agent.get_or_insert_with(|| name.to_owned());
+    }
+
     pub(crate) fn has_auth(&self) -> bool {
         self.auth.is_some()
     }

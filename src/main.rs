@@ -8,6 +8,7 @@ mod inspect;
 mod telemetry;
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -48,7 +49,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             work(store, &file, &security, &args, shutdown_on_signal()).await
         }
         Command::Dev { db, file, mut security, serve: serve_args, worker: mut worker_args } => {
-            let file = FileConfig::load(file.path.as_deref())?;
+            let mut file = FileConfig::load(file.path.as_deref())?;
+            let shutdown = shutdown_on_signal();
+            // No agents configured: the demo agent runs in this process,
+            // registered as "demo", the default.
+            let demo = if file.has_agents() {
+                None
+            } else {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the demo agent")?;
+                let url = format!("http://{}", listener.local_addr()?);
+                file.add_agent("demo", &url);
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = demo_agent::serve(listener, None, true, Duration::from_millis(20), stop).await {
+                        tracing::error!(%error, "the demo agent stopped");
+                    }
+                });
+                Some(url)
+            };
             // A development broker: open to anyone, and its demo agents live
             // on this machine. Said loudly, since it must never face a network.
             if !file.has_auth() {
@@ -70,7 +88,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let store = open(&db).await?;
             store.migrate().await.context("migrating the database")?;
             file.register(&store).await?;
-            let shutdown = shutdown_on_signal();
+            banner(&serve_args, demo.as_deref(), &store, security.anonymous)?;
             let (api, worker) = tokio::join!(
                 serve(store.clone(), &file, &security, &serve_args, shutdown.clone()),
                 work(store.clone(), &file, &security, &worker_args, shutdown.clone())
@@ -124,6 +142,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What `dev` tells the user at start: where everything listens, and
+/// three commands to try.
+fn banner(args: &ServeArgs, demo: Option<&str>, store: &Store, anonymous: bool) -> anyhow::Result<()> {
+    let api = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Switchyard dev is running")?;
+    writeln!(out, "  A2A API     {api}  (JSON-RPC and HTTP+JSON, A2A 1.0; JSON-RPC 0.3)")?;
+    if let Some(grpc) = &args.grpc_listen {
+        writeln!(out, "  gRPC        {grpc}")?;
+    }
+    writeln!(out, "  Agent Card  {api}/.well-known/agent-card.json")?;
+    if let Some(demo) = demo {
+        writeln!(out, "  Demo agent  {demo}  (registered as \"demo\", the default agent)")?;
+    }
+    writeln!(out, "  Store       PostgreSQL, schema \"{}\"", store.schema())?;
+    let url = if args.listen.to_string() == "127.0.0.1:8080" { String::new() } else { format!(" --url {api}") };
+    let key = if anonymous { "" } else { " (with SWITCHYARD_API_KEY set: the config requires credentials)" };
+    writeln!(out, "Try{key}:")?;
+    writeln!(out, "  switchyard send \"echo hello\"{url}")?;
+    writeln!(out, "  switchyard send \"stream 5\" --stream{url}")?;
+    writeln!(out, "  switchyard send ask{url}          # answer the question at the prompt")?;
+    out.flush()?;
+    Ok(())
 }
 
 async fn open(db: &DatabaseArgs) -> anyhow::Result<Store> {

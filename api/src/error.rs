@@ -11,7 +11,7 @@ const DOMAIN: &str = "a2a-protocol.org";
 /// internal detail (database text, stack traces) never reaches them.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
-    #[error("the request body is not valid JSON: {0}")]
+    #[error("the request body is malformed: {0}")]
     Parse(String),
     #[error("invalid JSON-RPC request: {0}")]
     InvalidRequest(String),

@@ -317,6 +317,22 @@ impl A2aService for GrpcBinding {
     }
 }
 
+/// tonic answers a request that is not the protobuf it should be with
+/// INTERNAL ("failed to decode Protobuf message: …"), a server fault by its
+/// code; the fault is the client's, so it is rendered as the A2A parse
+/// error (INVALID_ARGUMENT, `PARSE_ERROR`) like a malformed JSON body.
+fn undecodable_is_invalid(
+    response: tonic::codegen::http::Response<tonic::body::Body>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let undecodable = Status::from_header_map(response.headers()).filter(|status| {
+        status.code() == tonic::Code::Internal && status.message().starts_with("failed to decode Protobuf message")
+    });
+    match undecodable {
+        Some(status) => ApiError::Parse(status.message().to_owned()).to_grpc().into_http(),
+        None => response,
+    }
+}
+
 /// Serves the gRPC binding on `listener` until `shutdown` fires (HTTP/2
 /// only, `TCP_NODELAY` on every connection; open streams end then).
 pub async fn serve(
@@ -327,6 +343,7 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .layer(tower::util::MapResponseLayer::new(undecodable_is_invalid))
         .add_service(GrpcBinding::service(state))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

@@ -59,7 +59,7 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
     };
     let envelope: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
-        Err(e) => return error(Value::Null, &ApiError::Parse(e.to_string()), Version::V1),
+        Err(e) => return error(Value::Null, &ApiError::Parse(format!("not valid JSON: {e}")), Version::V1),
     };
     let (id, method, params) = match read_envelope(envelope) {
         Ok(call) => call,

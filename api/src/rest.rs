@@ -63,7 +63,7 @@ async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Parse(e.to_string()))?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Parse(format!("not valid JSON: {e}")))?;
     validate::no_nul(&value)?;
     Ok(value)
 }

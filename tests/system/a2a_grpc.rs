@@ -127,4 +127,27 @@ async fn grpc_is_authenticated_scoped_and_answers_errors_with_error_info() {
         client.send_message(request(send(&"x".repeat(100_000)), Some(&ann), None)).await.expect_err("too large");
     assert!(matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange), "{status:?}");
     client.get_task(request(get(""), Some(&ann), None)).await.expect("still serving");
+
+    // Bytes that are not the proto are the client's fault, not an internal
+    // error: sent raw by the grpc library itself.
+    let python = tokio::task::spawn_blocking(crate::interop::python_sdk).await.expect("venv");
+    let script = format!(
+        "import grpc\n\
+         call = grpc.insecure_channel('{grpc}').unary_unary('/lf.a2a.v1.A2AService/SendMessage', \
+         request_serializer=lambda b: b, response_deserializer=lambda b: b)\n\
+         for body in [b'\\xff\\xff\\xff', b'\\x12\\x03abc']:\n\
+         \x20   try:\n\
+         \x20       call(body, timeout=10, metadata=[('x-api-key', '{ann}')])\n\
+         \x20       print('OK')\n\
+         \x20   except grpc.RpcError as e:\n\
+         \x20       print(e.code().name)\n"
+    );
+    let out = tokio::process::Command::new(python).args(["-c", &script]).output().await.expect("python");
+    let codes = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        codes.lines().collect::<Vec<_>>(),
+        ["INVALID_ARGUMENT", "INVALID_ARGUMENT"],
+        "{codes}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -276,3 +276,32 @@ async fn a_worker_cut_off_from_postgresql_stops_calling_the_agent() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(agent.looks(), after_stop, "a worker that cannot prove its lease calls no agent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_after_the_remote_task_is_known_reaches_the_agent_once() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let _worker = stack.worker("w1", &[]);
+    let id = stack.send("silent 3000").await;
+    // The remote task is checkpointed: the cancel queues its own cancel_remote job.
+    eventually(WAIT, "the remote task checkpointed", || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT remote_task_id FROM delegations WHERE task_id = $1::uuid")
+            .bind(&id)
+            .fetch_optional(stack.db.pool())
+            .await
+            .expect("delegation")
+            .flatten()
+            .is_some()
+    })
+    .await;
+    let remote = agent.received()[0].task_id.clone();
+    let canceled = stack.rpc("CancelTask", json!({"id": id})).await;
+    assert_eq!(canceled["result"]["status"]["state"], "TASK_STATE_CANCELED", "{canceled}");
+    eventually(WAIT, "the remote task canceled", || async { agent.cancels().contains(&remote) }).await;
+    // The delegation, still following the silent stream, learns of the
+    // cancel when the agent speaks again (after 3 s), and leaves the remote
+    // task to the cancel_remote job.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let asked = agent.cancels().iter().filter(|t| **t == remote).count();
+    assert_eq!(asked, 1, "the agent is asked to cancel once");
+}

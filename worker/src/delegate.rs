@@ -516,6 +516,7 @@ impl Delegator {
         };
         let delegation =
             start.delegation.unwrap_or_else(|| Delegation { agent: name.to_owned(), ..Delegation::default() });
+        let remote_stored = delegation.remote_task_id.is_some();
         // Both instants are the database's: how long the remote task has
         // been at it when this attempt became due.
         let working_for = (job.due_at - task.status_at).to_std().unwrap_or_default();
@@ -533,6 +534,7 @@ impl Delegator {
             deadline: Instant::now() + self.settings.attach_budget,
             // Past one budget of following, look once per wake-up and park.
             look_once: working_for > self.settings.attach_budget,
+            remote_stored,
         };
         let started = Instant::now();
         let result = run.drive().await;

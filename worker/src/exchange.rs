@@ -85,6 +85,9 @@ pub(crate) struct Run<'a> {
     /// The remote task has been running for longer than one attach budget:
     /// look at it once and park, rather than hold a worker while it works.
     pub(crate) look_once: bool,
+    /// The stored checkpoint names the remote task: a cancel here queues a
+    /// `cancel_remote` job for it, so this run need not cancel it too.
+    pub(crate) remote_stored: bool,
 }
 
 /// The most events folded in memory before they are written.
@@ -333,14 +336,19 @@ impl Run<'_> {
     async fn write(&mut self, finish: bool) -> Result<(), RunError> {
         let checkpoint = self.dirty.then_some(&self.delegation);
         let was_terminal = self.task.state.is_terminal() && self.unwritten.is_empty();
+        let cancel_knew = self.remote_stored;
         let folded = self.ctx.store().delegation_fold(self.ctx.lease(), checkpoint, &self.unwritten, finish).await?;
+        self.remote_stored |= self.dirty && self.delegation.remote_task_id.is_some();
         self.unwritten.clear();
         self.dirty = false;
         self.since = None;
         if folded.ended {
-            // Ended here while we worked: the cancel may not have known the
-            // remote task. This worker does, and cancels it.
-            if let Some(remote) = &self.delegation.remote_task_id {
+            // Ended here while we worked. A cancel that knew the remote task
+            // queued its cancel; one that did not left it to this worker,
+            // which knows it now (so the agent is asked once, not twice).
+            if cancel_knew {
+                tracing::debug!("task ended here; its cancel_remote job cancels the remote task");
+            } else if let Some(remote) = &self.delegation.remote_task_id {
                 match self.client.cancel(remote).await {
                     Ok(_) => tracing::info!(%remote, "task ended here; remote task canceled"),
                     // It finished over there first: nothing left to cancel.

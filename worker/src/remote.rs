@@ -573,11 +573,10 @@ impl GrpcAgent {
         let attempt = tokio::time::timeout(self.call_timeout, call(self.client.clone()));
         let result = match tracing::Instrument::instrument(attempt, span.clone()).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(RemoteError::from_grpc(&status)),
-            Err(_) => Err(RemoteError::transient(format!("{method} took longer than {:?}", self.call_timeout))),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!("{method} took longer than {:?}", self.call_timeout))),
         };
-        record_outcome(&span, &result);
-        result
+        grpc_outcome(&span, result)
     }
 
     async fn events(
@@ -586,12 +585,8 @@ impl GrpcAgent {
         call: impl Future<Output = Result<tonic::Response<tonic::Streaming<a2a_pb::proto::StreamResponse>>, tonic::Status>>,
     ) -> Result<Events, RemoteError> {
         let span = grpc_span(method, &self.endpoint);
-        let result = match tracing::Instrument::instrument(call, span.clone()).await {
-            Ok(response) => Ok(response.into_inner()),
-            Err(status) => Err(RemoteError::from_grpc(&status)),
-        };
-        record_outcome(&span, &result);
-        let mut stream = result?;
+        let result = tracing::Instrument::instrument(call, span.clone()).await.map(tonic::Response::into_inner);
+        let mut stream = grpc_outcome(&span, result)?;
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         // One error ends the stream: the caller judges what to do next. The
         // reader carries the call's span, which lasts as long as the stream.
@@ -673,6 +668,22 @@ impl GrpcAgent {
     }
 }
 
+/// Records a gRPC call's status code on its span (and marks a failure),
+/// then classifies the failure.
+fn grpc_outcome<T>(span: &tracing::Span, result: Result<T, tonic::Status>) -> Result<T, RemoteError> {
+    match result {
+        Ok(value) => {
+            span.record("rpc.grpc.status_code", 0);
+            Ok(value)
+        }
+        Err(status) => {
+            span.record("rpc.grpc.status_code", status.code() as i32);
+            span.record("otel.status_code", "ERROR");
+            Err(RemoteError::from_grpc(&status))
+        }
+    }
+}
+
 /// A client span per gRPC call, by the OpenTelemetry RPC conventions.
 fn grpc_span(method: &str, endpoint: &str) -> tracing::Span {
     let (address, port) = match endpoint.trim_start_matches("http://").rsplit_once(':') {
@@ -687,7 +698,7 @@ fn grpc_span(method: &str, endpoint: &str) -> tracing::Span {
         rpc.system = "grpc",
         rpc.service = "lf.a2a.v1.A2AService",
         rpc.method = %method,
-        rpc.jsonrpc.error_code = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
         server.address = address,
         server.port = port,
     )

@@ -108,6 +108,11 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<Ending> {
         card.name, interface.protocol_binding, interface.protocol_version, interface.url
     ))?;
 
+    // An agent that does not stream is sent to and waited for instead.
+    let streaming = args.stream && card.capabilities.streaming == Some(true);
+    if args.stream && !streaming {
+        out.note("the agent does not stream; waiting for its answer instead")?;
+    }
     let mut text = args.text.clone();
     let mut task_id = args.task.clone();
     let mut context_id = None;
@@ -119,7 +124,7 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<Ending> {
             message.metadata = Some([("switchyard".to_owned(), serde_json::json!({ "agent": agent }))].into());
         }
         let request = SendMessageRequest { message, configuration: None, metadata: None, tenant: None };
-        let last = if args.stream {
+        let last = if streaming {
             stream(&agent, &request, &mut out).await?
         } else {
             blocking(&agent, &request, &mut out).await?

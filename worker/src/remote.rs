@@ -574,7 +574,9 @@ impl GrpcAgent {
         let result = match tracing::Instrument::instrument(attempt, span.clone()).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(status),
-            Err(_) => Err(tonic::Status::deadline_exceeded(format!("{method} took longer than {:?}", self.call_timeout))),
+            Err(_) => {
+                Err(tonic::Status::deadline_exceeded(format!("{method} took longer than {:?}", self.call_timeout)))
+            }
         };
         grpc_outcome(&span, result)
     }

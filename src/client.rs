@@ -151,10 +151,9 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<Ending> {
                 context_id = Some(task.context_id);
             }
             state if state.is_terminal() => return Ok(Ending::Unsuccessful),
-            // Still working when the agent stopped answering (a blocking
-            // send's own timeout): say where to look.
+            // A stream that ended before the task did.
             _ => {
-                out.note(&format!("the task is still working: switchyard tasks show {} (on the broker)", task.id))?;
+                out.note(&format!("the stream ended with the task {} still open", task.id))?;
                 return Ok(Ending::Waiting);
             }
         }
@@ -178,8 +177,21 @@ async fn blocking(
             out.message(&message)?;
             Ok(None)
         }
-        SendMessageResponse::Task(task) => {
+        SendMessageResponse::Task(mut task) => {
             out.task(&task)?;
+            // Answered before it settled (an agent that does not block, or
+            // a broker's blocking timeout): follow it until it does.
+            let mut wait = Duration::from_millis(100);
+            while matches!(task.status.state, TaskState::Submitted | TaskState::Working) {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+                let now = agent.get_task(&task.id, 0).await?;
+                let moved = now.status.state != task.status.state;
+                task = now;
+                if moved {
+                    out.task(&task)?;
+                }
+            }
             Ok(Some(Last { id: task.id, context_id: task.context_id, state: task.status.state }))
         }
     }

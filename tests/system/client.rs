@@ -34,9 +34,9 @@ async fn the_built_in_client_sends_streams_and_answers_questions() {
     let config = agent_config(&db, "demo", &format!("http://{agent_listen}"));
     let port = free_port();
     let (listen, grpc) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", free_port()));
-    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", &config])
-        .spawn()
-        .expect("serve");
+    // A short blocking timeout, so one task outlasts it.
+    let args = ["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", &config, "--blocking-timeout", "1s"];
+    let _serve = switchyard(&db, &args).spawn().expect("serve");
     let _worker = quick_worker(&db, &config, "client", &[]);
     eventually(Duration::from_secs(30), "broker and agent up", || async {
         http_get(port, "/readyz").await.is_some()
@@ -52,6 +52,11 @@ async fn the_built_in_client_sends_streams_and_answers_questions() {
         assert!(out.contains(&format!("{binding} 1.0")), "{binding}: the interface is named: {out}");
         assert!(out.contains(": hello\n") && out.trim_end().ends_with("completed"), "{binding}: {out}");
     }
+
+    // A task that outlasts the broker's blocking wait is followed to its end.
+    let (code, out) = send(&db, &["sleep 2000", "--url", &url], "").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("artifact result: slept") && out.trim_end().ends_with("completed"), "{out}");
 
     // Streamed: every chunk as it arrives, then the end.
     let (code, out) = send(&db, &["stream 3", "--stream", "--url", &url], "").await;

@@ -97,9 +97,16 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<Ending> {
     };
     let agent = remote::connect(&card, interface, &transports, |address| {
         let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
-        tonic::transport::Endpoint::from_shared(uri)
-            .map(|endpoint| endpoint.connect_timeout(Duration::from_secs(5)).connect_lazy())
-            .map_err(|e| remote::RemoteError::Permanent { message: format!("{address}: {e}"), code: None })
+        let refused = |e: tonic::transport::Error| remote::RemoteError::Permanent {
+            message: format!("{address}: {e}"),
+            code: None,
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(uri).map_err(refused)?;
+        if address.starts_with("https://") {
+            endpoint =
+                endpoint.tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots()).map_err(refused)?;
+        }
+        Ok(endpoint.connect_timeout(Duration::from_secs(5)).connect_lazy())
     })
     .await?;
     let mut out = Output { json: args.json, out: std::io::stdout().lock() };

@@ -1,9 +1,10 @@
 """An A2A agent built on the official Python SDK, for delegation tests.
 
-Usage: python_agent.py PORT [BINDING [GRPC_PORT]]
+Usage: python_agent.py PORT [BINDING [GRPC_PORT [CERT KEY]]]
   BINDING: JSONRPC (default), HTTP+JSON or GRPC. The card is served over
   HTTP on PORT whatever the binding; with GRPC, the agent itself listens on
-  GRPC_PORT and its card offers nothing else.
+  GRPC_PORT and its card offers nothing else; given a PEM certificate and
+  key, over TLS (the card says https://).
 
 It answers every message with an artifact "python says: <text>"; the
 message "ask" makes it ask a question first, and the answer completes it;
@@ -56,8 +57,10 @@ class Echo(AgentExecutor):
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 
 
-async def main(port: int, binding: str, grpc_port: int | None) -> None:
+async def main(port: int, binding: str, grpc_port: int | None, tls: tuple[str, str] | None) -> None:
     url = f"127.0.0.1:{grpc_port}" if binding == "GRPC" else f"http://127.0.0.1:{port}/"
+    if binding == "GRPC" and tls:
+        url = f"https://{url}"
     card = AgentCard(
         name="Python echo",
         description="An agent on the official A2A Python SDK",
@@ -83,7 +86,12 @@ async def main(port: int, binding: str, grpc_port: int | None) -> None:
 
         server = grpc.aio.server()
         a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler), server)
-        server.add_insecure_port(url)
+        address = f"127.0.0.1:{grpc_port}"
+        if tls:
+            cert, key = (open(path, "rb").read() for path in tls)
+            server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            server.add_insecure_port(address)
         await server.start()
         servers.append(server.wait_for_termination())
     await asyncio.gather(*servers)
@@ -91,4 +99,5 @@ async def main(port: int, binding: str, grpc_port: int | None) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    asyncio.run(main(int(args[0]), args[1] if len(args) > 1 else "JSONRPC", int(args[2]) if len(args) > 2 else None))
+    tls = (args[3], args[4]) if len(args) > 4 else None
+    asyncio.run(main(int(args[0]), args[1] if len(args) > 1 else "JSONRPC", int(args[2]) if len(args) > 2 else None, tls))

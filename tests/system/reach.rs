@@ -236,3 +236,121 @@ async fn questions_and_cancels_reach_every_kind_of_agent() {
         eventually(Duration::from_secs(30), "the cancel at the agent", reached).await;
     }
 }
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it, with openssl;
+/// (CA certificate, leaf certificate, leaf key) paths.
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (ca_key, ca, key, csr, cert, ext) =
+        (path("ca.key"), path("ca.pem"), path("leaf.key"), path("leaf.csr"), path("leaf.pem"), path("leaf.ext"));
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-subj",
+        "/CN=test ca",
+        "-days",
+        "2",
+    ]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    (ca, cert, key)
+}
+
+/// A gRPC agent behind TLS (`https://` on its card) is reached once the
+/// worker trusts its CA (the system roots, extended by `SSL_CERT_FILE`,
+/// as for HTTP agents); until then the connection is refused, never made
+/// in cleartext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_agent_over_tls_is_reached_when_its_certificate_is_trusted() {
+    let db = TestDb::new().await;
+    let (ca, cert, key) = certificates(&std::env::temp_dir().join(format!("{}-tls", db.schema)));
+    let python = tokio::task::spawn_blocking(python_sdk).await.expect("venv");
+    let args = ["GRPC".to_owned(), free_port().to_string(), cert, key];
+    let agent = PyAgent::start(python, "python_agent.py", &args).await;
+    let card_port = agent.port;
+    eventually(Duration::from_secs(60), "the agent up", || async move {
+        http_get(card_port, "/.well-known/agent-card.json").await.is_some()
+    })
+    .await;
+    let card = http_get(card_port, "/.well-known/agent-card.json").await.expect("card").1;
+    assert!(card.contains("https://127.0.0.1:"), "the card names TLS: {card}");
+    let config = std::env::temp_dir().join(format!("{}-tls.toml", db.schema));
+    std::fs::write(
+        &config,
+        format!("default_agent = \"tls\"\n[[agents]]\nname = \"tls\"\nurl = \"http://127.0.0.1:{card_port}\"\n"),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+    eventually(Duration::from_secs(30), "the api up", || async { http_get(port, "/readyz").await.is_some() }).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let url = format!("http://{listen}/");
+    let params = json!({ "message": message("hello"), "configuration": { "returnImmediately": true } });
+    let id = rpc_call(&http, &url, "SendMessage", params, &[("A2A-Version", "1.0")]).await["result"]["task"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // A worker that does not trust the CA: the attempt fails on the certificate.
+    let untrusting = quick_worker(&db, &config, "untrusting", &[]);
+    let error = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT last_error FROM jobs WHERE task_id = $1::uuid AND kind = 'delegate'",
+        )
+        .bind(&id)
+        .fetch_one(db.pool())
+        .await
+        .expect("job")
+    };
+    eventually(Duration::from_secs(30), "a failed attempt", || async { error().await.is_some() }).await;
+    let reason = error().await.unwrap_or_default();
+    assert!(reason.to_lowercase().contains("cert") || reason.contains("transport"), "{reason}");
+    assert!(agent.received().is_empty(), "nothing reached the agent: {:?}", agent.received());
+    drop(untrusting);
+
+    // One that does: the task completes over TLS.
+    let mut trusting = switchyard(
+        &db,
+        &["worker", "--config", &config, "--worker-id", "trusting", "--poll-interval", "200ms", "--retry-cap", "1s"],
+    );
+    trusting.env("SSL_CERT_FILE", &ca);
+    let _trusting = trusting.spawn().expect("worker");
+    eventually(Duration::from_secs(60), "the task completed over TLS", || async {
+        let task = rpc_call(&http, &url, "GetTask", json!({ "id": id }), &[("A2A-Version", "1.0")]).await;
+        task["result"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    })
+    .await;
+    assert!(agent.received().iter().any(|e| e["text"] == "hello"), "{:?}", agent.received());
+}

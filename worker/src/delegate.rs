@@ -369,14 +369,20 @@ impl Delegator {
         if interface.protocol_binding.eq_ignore_ascii_case(GRPC) {
             // Judged before the first connection, so a refusal is a verdict
             // here rather than a failed connection later.
-            let target = interface.url.trim_start_matches("http://");
-            let (host, port) = target.rsplit_once(':').unwrap_or((target, "80"));
-            crate::egress::resolve_checked(&self.settings.egress, host, port.parse().unwrap_or(80)).await.map_err(
-                |e| match crate::egress::refusal(e.as_ref()) {
+            let tls = interface.url.starts_with("https://");
+            let target = interface.url.trim_start_matches("http://").trim_start_matches("https://");
+            let target = target.split('/').next().unwrap_or(target);
+            let default = if tls { 443 } else { 80 };
+            let (host, port) = match target.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                Some((host, Ok(port))) => (host, port),
+                _ => (target, default),
+            };
+            crate::egress::resolve_checked(&self.settings.egress, host, port).await.map_err(|e| {
+                match crate::egress::refusal(e.as_ref()) {
                     Some(refused) => RemoteError::Permanent { message: refused.0.clone(), code: None },
                     None => RemoteError::Transient { message: format!("resolving {host}: {e}"), retry_after: None },
-                },
-            )?;
+                }
+            })?;
         }
         let transports = crate::remote::Transports {
             http: &clients.http,

@@ -80,7 +80,7 @@ impl tower::Service<tonic::transport::Uri> for GuardedConnector {
         let egress = self.egress.clone();
         Box::pin(async move {
             let host = uri.host().ok_or("the gRPC address has no host")?.to_owned();
-            let port = uri.port_u16().unwrap_or(80);
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
             let mut failure: Option<BoxError> = None;
             for addr in resolve_checked(&egress, &host, port).await? {
                 match tokio::net::TcpStream::connect(addr).await {
@@ -96,25 +96,25 @@ impl tower::Service<tonic::transport::Uri> for GuardedConnector {
     }
 }
 
-/// A gRPC channel to `address` (`host:port` or `http://host:port`) through
-/// the guard. Connections are made lazily, on the first call; plaintext
-/// only (an `https://` endpoint is refused: TLS for gRPC is not built in).
+/// A gRPC channel to `address` through the guard: `host:port` or
+/// `http://host:port` in cleartext, `https://host:port` over TLS verified
+/// against the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace
+/// them), as HTTP agents are. Connections are made lazily, on first use.
 pub fn grpc_channel(
     address: &str,
     egress: &Arc<Egress>,
     connect_timeout: std::time::Duration,
 ) -> Result<tonic::transport::Channel, String> {
-    if address.starts_with("https://") {
-        return Err(format!(
-            "{address}: gRPC over TLS is not supported; use the agent's JSON-RPC or HTTP+JSON interface"
-        ));
-    }
     let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri)
         .map_err(|e| format!("{address} is not a gRPC address: {e}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(30));
+    if address.starts_with("https://") {
+        let tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("{address}: {e}"))?;
+    }
     Ok(endpoint.connect_with_connector_lazy(GuardedConnector { egress: egress.clone() }))
 }
 

@@ -8,7 +8,7 @@ Usage: python_agent.py PORT [BINDING [GRPC_PORT [CERT KEY]]]
 
 It answers every message with an artifact "python says: <text>"; the
 message "ask" makes it ask a question first, and the answer completes it;
-"slow" keeps it working until it is canceled. Each message and each cancel
+"slow" keeps it working until it is canceled; "wait" works 3 s. Each message and each cancel
 it receives is printed as a JSON line, so a test can check what arrived.
 """
 
@@ -49,6 +49,8 @@ class Echo(AgentExecutor):
             return
         if text == "slow":
             await asyncio.sleep(60)
+        if text == "wait":
+            await asyncio.sleep(3)
         await updater.add_artifact([Part(text=f"python says: {text}")], name="reply")
         await updater.complete()
 

@@ -4,7 +4,7 @@ delegation tests: Switchyard must read its v0.3 card and speak v0.3 to it.
 Usage: python_agent_v03.py PORT
 
 The same behaviour as python_agent.py: "python says: <text>" as an
-artifact; "ask" asks a question first; "slow" works until canceled. Each
+artifact; "ask" asks a question first; "slow" works until canceled; "wait" works 3 s. Each
 message and cancel it receives is printed as a JSON line.
 """
 
@@ -44,6 +44,8 @@ class Echo(AgentExecutor):
             return
         if text == "slow":
             await asyncio.sleep(60)
+        if text == "wait":
+            await asyncio.sleep(3)
         await updater.add_artifact([Part(root=TextPart(text=f"python says: {text}"))], name="reply")
         await updater.complete()
 

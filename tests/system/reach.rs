@@ -354,3 +354,54 @@ async fn a_grpc_agent_over_tls_is_reached_when_its_certificate_is_trusted() {
     .await;
     assert!(agent.received().iter().any(|e| e["text"] == "hello"), "{:?}", agent.received());
 }
+
+/// A worker killed while an agent of each kind works is replaced, and the
+/// replacement re-attaches to the remote task (`tasks/resubscribe` on v0.3,
+/// `SubscribeToTask` over gRPC and HTTP+JSON) instead of sending again: the
+/// task completes, and each agent received the message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_is_resumed_on_every_kind_of_agent() {
+    let db = TestDb::new().await;
+    let fleet = Fleet::start().await;
+    let config = fleet.config(&db);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
+    eventually(Duration::from_secs(30), "the api up", || async { http_get(port, "/readyz").await.is_some() }).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let url = format!("http://{listen}/");
+    let agents = ["v03", "grpc", "rest"];
+    let mut ids = Vec::new();
+    for agent in agents {
+        let mut m = message("wait");
+        m["metadata"] = json!({ "switchyard": { "agent": agent } });
+        let params = json!({ "message": m, "configuration": { "returnImmediately": true } });
+        let sent = rpc_call(&http, &url, "SendMessage", params, &[("A2A-Version", "1.0")]).await;
+        ids.push(sent["result"]["task"]["id"].as_str().expect("id").to_owned());
+    }
+
+    let mut first = quick_worker(&db, &config, "first", &[]);
+    // Every remote task is known (checkpointed) and still working.
+    eventually(Duration::from_secs(30), "every remote task checkpointed", || async {
+        let known: i64 = sqlx::query_scalar("SELECT count(*) FROM delegations WHERE remote_task_id IS NOT NULL")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+        known == agents.len() as i64
+    })
+    .await;
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("killed");
+
+    let _second = quick_worker(&db, &config, "second", &[]);
+    for (agent, id) in agents.iter().zip(&ids) {
+        let done = || async {
+            let task = rpc_call(&http, &url, "GetTask", json!({ "id": id }), &[("A2A-Version", "1.0")]).await;
+            task["result"]["status"]["state"] == "TASK_STATE_COMPLETED"
+                && task["result"]["artifacts"][0]["parts"][0]["text"] == "python says: wait"
+        };
+        eventually(Duration::from_secs(60), agent, done).await;
+        let sends = fleet.agent(agent).received().iter().filter(|e| e["text"] == "wait").count();
+        assert_eq!(sends, 1, "{agent}: the message reached the agent once");
+    }
+}

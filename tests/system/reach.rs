@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::api::{message, rpc_call};
-use crate::harness::{TestDb, eventually};
+use crate::harness::{TestDb, agent_config, eventually};
 use crate::interop::{python_sdk, python_sdk_v03};
 use crate::processes::{free_port, http_get, quick_worker, switchyard};
 
@@ -107,15 +107,21 @@ struct Broker {
 }
 
 async fn broker(db: &TestDb, config: &str) -> Broker {
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let (serve, base) = api(db, config, &["--grpc-listen", &grpc]).await;
+    let worker = quick_worker(db, config, "reach", &[]);
+    Broker { _serve: serve, _worker: worker, base }
+}
+
+/// An api process on `config` (plus `extra` flags), answering; its base URL.
+async fn api(db: &TestDb, config: &str, extra: &[&str]) -> (tokio::process::Child, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let serve = switchyard(db, &["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", config])
-        .spawn()
-        .expect("serve");
-    let worker = quick_worker(db, config, "reach", &[]);
+    let mut args = vec!["serve", "--listen", &listen, "--config", config];
+    args.extend_from_slice(extra);
+    let serve = switchyard(db, &args).spawn().expect("serve");
     eventually(Duration::from_secs(30), "the api up", || async { http_get(port, "/readyz").await.is_some() }).await;
-    Broker { _serve: serve, _worker: worker, base: format!("http://{listen}") }
+    (serve, format!("http://{listen}"))
 }
 
 /// Runs one row's client; one report line per agent.
@@ -304,19 +310,10 @@ async fn a_grpc_agent_over_tls_is_reached_when_its_certificate_is_trusted() {
     .await;
     let card = http_get(card_port, "/.well-known/agent-card.json").await.expect("card").1;
     assert!(card.contains("https://127.0.0.1:"), "the card names TLS: {card}");
-    let config = std::env::temp_dir().join(format!("{}-tls.toml", db.schema));
-    std::fs::write(
-        &config,
-        format!("default_agent = \"tls\"\n[[agents]]\nname = \"tls\"\nurl = \"http://127.0.0.1:{card_port}\"\n"),
-    )
-    .expect("config");
-    let config = config.to_string_lossy().into_owned();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
-    eventually(Duration::from_secs(30), "the api up", || async { http_get(port, "/readyz").await.is_some() }).await;
+    let config = agent_config(&db, "tls", &format!("http://127.0.0.1:{card_port}"));
+    let (_serve, base) = api(&db, &config, &[]).await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-    let url = format!("http://{listen}/");
+    let url = format!("{base}/");
     let params = json!({ "message": message("hello"), "configuration": { "returnImmediately": true } });
     let id = rpc_call(&http, &url, "SendMessage", params, &[("A2A-Version", "1.0")]).await["result"]["task"]["id"]
         .as_str()
@@ -364,12 +361,9 @@ async fn a_worker_killed_mid_task_is_resumed_on_every_kind_of_agent() {
     let db = TestDb::new().await;
     let fleet = Fleet::start().await;
     let config = fleet.config(&db);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
-    eventually(Duration::from_secs(30), "the api up", || async { http_get(port, "/readyz").await.is_some() }).await;
+    let (_serve, base) = api(&db, &config, &[]).await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-    let url = format!("http://{listen}/");
+    let url = format!("{base}/");
     let agents = ["v03", "grpc", "rest"];
     let mut ids = Vec::new();
     for agent in agents {

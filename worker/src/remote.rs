@@ -688,10 +688,10 @@ fn grpc_outcome<T>(span: &tracing::Span, result: Result<T, tonic::Status>) -> Re
 
 /// A client span per gRPC call, by the OpenTelemetry RPC conventions.
 fn grpc_span(method: &str, endpoint: &str) -> tracing::Span {
-    let (address, port) = match endpoint.trim_start_matches("http://").rsplit_once(':') {
-        Some((host, port)) => (Some(host.to_owned()), port.parse::<u16>().ok()),
-        None => (Some(endpoint.to_owned()), None),
-    };
+    let url = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
+    let parsed = reqwest::Url::parse(&url).ok();
+    let address = parsed.as_ref().and_then(|u| u.host_str().map(str::to_owned));
+    let port = parsed.as_ref().and_then(reqwest::Url::port_or_known_default);
     tracing::info_span!(
         "remote call",
         otel.name = %format!("lf.a2a.v1.A2AService/{method}"),

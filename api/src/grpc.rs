@@ -341,10 +341,42 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(reporter, state.store.clone(), shutdown.clone()));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .layer(tower::util::MapResponseLayer::new(undecodable_is_invalid))
+        .add_service(health)
         .add_service(GrpcBinding::service(state))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+}
+
+/// How often the gRPC health service looks at the database.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The standard gRPC health service (`grpc.health.v1.Health`, for load
+/// balancers and orchestrators) says what `/readyz` says: SERVING while the
+/// database answers, for the server as a whole ("") and for the A2A
+/// service; NOT_SERVING from shutdown on.
+async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    store: switchyard_engine::Store,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    loop {
+        let ready = matches!(tokio::time::timeout(HEALTH_INTERVAL, store.ping()).await, Ok(Ok(())));
+        let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for service in ["", SERVICE] {
+            reporter.set_service_status(service, status).await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
+    for service in ["", SERVICE] {
+        reporter.set_service_status(service, ServingStatus::NotServing).await;
+    }
 }

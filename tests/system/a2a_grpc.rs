@@ -64,7 +64,24 @@ async fn grpc_is_authenticated_scoped_and_answers_errors_with_error_info() {
     let ann = create_key(&db, &["--tenant", "acme", "--principal", "ann"]).await;
     let bob = create_key(&db, &["--tenant", "other", "--principal", "bob"]).await;
     let channel = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await.expect("connect");
-    let mut client = A2aServiceClient::new(channel);
+    let mut client = A2aServiceClient::new(channel.clone());
+
+    // The standard health service answers without credentials, as /readyz does.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "lf.a2a.v1.A2AService"] {
+        let check = || {
+            let mut health = health.clone();
+            async move {
+                let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
+                health.check(request).await.is_ok_and(|r| {
+                    r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                })
+            }
+        };
+        eventually(Duration::from_secs(10), "SERVING", check).await;
+    }
+    let unknown = health.check(tonic_health::pb::HealthCheckRequest { service: "nope".into() }).await;
+    assert_eq!(unknown.expect_err("unknown service").code(), tonic::Code::NotFound);
 
     // No credential, a made-up one: UNAUTHENTICATED.
     let (code, reason) = refused(client.send_message(request(send("hi"), None, Some("1.0"))).await);

@@ -220,7 +220,9 @@ async fn serve(
     let grpc = async {
         match grpc {
             Some(listener) => {
-                switchyard_api::grpc::serve(listener, state.clone(), shutdown.clone()).await.context("serving gRPC")
+                switchyard_api::grpc::serve(listener, state.clone(), shutdown.clone(), args.http_drain_timeout)
+                    .await
+                    .context("serving gRPC")
             }
             None => Ok(()),
         }

@@ -333,9 +333,28 @@ fn undecodable_is_invalid(
     }
 }
 
-/// Serves the gRPC binding on `listener` until `shutdown` fires (HTTP/2
-/// only, `TCP_NODELAY` on every connection; open streams end then).
+/// Serves the gRPC binding on `listener` until `shutdown` fires, then lets
+/// open calls finish for up to `drain_timeout` (open streams are cut then),
+/// as the HTTP server does. HTTP/2 only, `TCP_NODELAY` on every connection.
 pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+    drain_timeout: std::time::Duration,
+) -> Result<(), tonic::transport::Error> {
+    let stopped = shutdown.clone();
+    let drained = async move {
+        stopped.cancelled().await;
+        tokio::time::sleep(drain_timeout).await;
+        tracing::warn!(?drain_timeout, "gRPC calls still open after the drain timeout; closing them");
+    };
+    tokio::select! {
+        served = serve_until(listener, state, shutdown) => served,
+        () = drained => Ok(()),
+    }
+}
+
+async fn serve_until(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,

@@ -168,3 +168,31 @@ async fn grpc_is_authenticated_scoped_and_answers_errors_with_error_info() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An open gRPC stream holds a stopping api only for the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_grpc_stream_holds_shutdown_only_for_the_drain_timeout() {
+    let db = TestDb::new().await;
+    let config = crate::harness::agent_config(&db, "stub", "http://127.0.0.1:9");
+    let (port, grpc) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let listen = format!("127.0.0.1:{port}");
+    let args =
+        ["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", &config, "--http-drain-timeout", "1s"];
+    let mut serve = switchyard(&db, &args).spawn().expect("serve");
+    eventually(Duration::from_secs(30), "serve up", || async { http_get(port, "/readyz").await.is_some() }).await;
+    let channel = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await.expect("connect");
+    let mut client = A2aServiceClient::new(channel);
+    // A task nobody works on: its stream stays open.
+    let sent = client.send_message(send("hold")).await.expect("send").into_inner();
+    let Some(proto::send_message_response::Payload::Task(task)) = sent.payload else { panic!("a task") };
+    let subscribe = proto::SubscribeToTaskRequest { id: task.id, ..Default::default() };
+    let mut stream = client.subscribe_to_task(subscribe).await.expect("subscribe").into_inner();
+    assert!(stream.message().await.expect("first event").is_some(), "the stream is open");
+
+    let pid = nix::unistd::Pid::from_raw(serve.id().expect("pid") as i32);
+    let asked = std::time::Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), serve.wait()).await.expect("exits").expect("status");
+    assert!(status.success(), "{status:?}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "stopped after {:?}", asked.elapsed());
+}

@@ -179,7 +179,7 @@ async fn blocking(
     request: &SendMessageRequest,
     out: &mut Output<'_>,
 ) -> anyhow::Result<Option<Last>> {
-    match agent.send(request).await? {
+    match agent.send(request).await.map_err(explain)? {
         SendMessageResponse::Message(message) => {
             out.message(&message)?;
             Ok(None)
@@ -192,7 +192,7 @@ async fn blocking(
             while matches!(task.status.state, TaskState::Submitted | TaskState::Working) {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
-                let now = agent.get_task(&task.id, 0).await?;
+                let now = agent.get_task(&task.id, 0).await.map_err(explain)?;
                 let moved = now.status.state != task.status.state;
                 task = now;
                 if moved {
@@ -209,10 +209,10 @@ async fn stream(
     request: &SendMessageRequest,
     out: &mut Output<'_>,
 ) -> anyhow::Result<Option<Last>> {
-    let mut events = agent.send_streaming(request).await?;
+    let mut events = agent.send_streaming(request).await.map_err(explain)?;
     let mut last: Option<Last> = None;
     while let Some(event) = events.next().await {
-        let event = event?;
+        let event = event.map_err(explain)?;
         out.event(&event)?;
         match event {
             StreamResponse::Message(_) => return Ok(None),
@@ -231,6 +231,16 @@ async fn stream(
         }
     }
     Ok(last)
+}
+
+/// An agent's refusal, with what to do about the usual one.
+fn explain(error: remote::RemoteError) -> anyhow::Error {
+    let text = error.to_string();
+    let refused = text.contains("HTTP 401") || text.contains("Unauthenticated") || error.code() == Some(-31401);
+    if refused {
+        return anyhow::anyhow!("{text}: the agent wants credentials; pass --api-key or set SWITCHYARD_API_KEY");
+    }
+    error.into()
 }
 
 /// What the user sees: lines for people, or JSON.

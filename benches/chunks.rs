@@ -72,21 +72,21 @@ async fn main() -> anyhow::Result<()> {
             store.delegation_fold(&job.lease, None, &[chunk(i, bytes)], false).await?;
             i += 1;
         }
-        let wal = wal_lsn(store.pool()).await?;
+        let wal = wal_lsn(store.pg_pool().expect("the benchmark runs on PostgreSQL")).await?;
         let t = Instant::now();
         for _ in 0..100 {
             store.delegation_fold(&job.lease, None, &[chunk(i, bytes)], false).await?;
             i += 1;
         }
         let elapsed = t.elapsed();
-        let wal = wal_lsn(store.pool()).await? - wal;
+        let wal = wal_lsn(store.pg_pool().expect("the benchmark runs on PostgreSQL")).await? - wal;
         report.push((start + 1, start + 100, elapsed.as_secs_f64() * 1000.0 / 100.0, wal as f64 / 100.0));
     }
     let row: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT pg_column_size(t.*) FROM \"{schema}\".tasks t WHERE id = $1"
     )))
     .bind(task.id.0)
-    .fetch_one(store.pool())
+    .fetch_one(store.pg_pool().expect("the benchmark runs on PostgreSQL"))
     .await?;
     let t = Instant::now();
     let read = store.task_load(task.id).await?;
@@ -101,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("task row after {i} chunks of {bytes} bytes: {row} bytes; reading the whole task back: {read_ms:.1} ms");
 
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(store.pool()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+        .execute(store.pg_pool().expect("the benchmark runs on PostgreSQL"))
+        .await?;
     Ok(())
 }

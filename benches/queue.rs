@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("schema {schema}: prefilling {history} finished jobs");
     fill(&store, history, "done").await?;
-    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    sqlx::query("ANALYZE").execute(store.pg_pool().expect("the benchmark runs on PostgreSQL")).await?;
     print_claim_plan(&store).await?;
 
     println!("| completion | workers | claim batch | jobs | seconds | jobs/s |");
@@ -77,12 +77,12 @@ async fn main() -> anyhow::Result<()> {
     println!("| 0 | {} | {:.3} | {:.3} |", empty.0, empty.1, empty.2);
     let future = env_usize("BENCH_FUTURE", 100_000);
     fill_at(&store, future, "ready", "now() + interval '1 hour'").await?;
-    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    sqlx::query("ANALYZE").execute(store.pg_pool().expect("the benchmark runs on PostgreSQL")).await?;
     let crowded = claim_latency(&store).await?;
     println!("| {future} | {} | {:.3} | {:.3} |", crowded.0, crowded.1, crowded.2);
 
     let drop = format!(r#"DROP SCHEMA "{schema}" CASCADE"#);
-    sqlx::query(sqlx::AssertSqlSafe(drop)).execute(store.pool()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(drop)).execute(store.pg_pool().expect("the benchmark runs on PostgreSQL")).await?;
     Ok(())
 }
 
@@ -125,7 +125,10 @@ async fn fill_at(store: &Store, n: usize, state: &str, run_at: &str) -> anyhow::
            SELECT id, 'bench', '{state}', 3, CASE WHEN '{state}' = 'done' THEN 1 ELSE 0 END, {finished}, {run_at}
            FROM t"#
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(n as i64).execute(store.pool()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(n as i64)
+        .execute(store.pg_pool().expect("the benchmark runs on PostgreSQL"))
+        .await?;
     Ok(())
 }
 
@@ -181,7 +184,7 @@ async fn print_claim_plan(store: &Store) -> anyhow::Result<()> {
         "EXPLAIN SELECT id FROM jobs WHERE state = 'ready' AND run_at <= now() \
          ORDER BY run_at, id LIMIT 16 FOR UPDATE SKIP LOCKED",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.pg_pool().expect("the benchmark runs on PostgreSQL"))
     .await?;
     eprintln!("claim plan:\n  {}", plan.join("\n  "));
     Ok(())

@@ -2,6 +2,7 @@
 //! process's settings become one validated config struct.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -238,7 +239,7 @@ pub(crate) enum ConfigCommand {
     /// it; an error names the key.
     Check {
         /// The file (default: --config / SWITCHYARD_CONFIG).
-        file: Option<std::path::PathBuf>,
+        file: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -270,7 +271,7 @@ pub(crate) enum AgentsCommand {
 pub(crate) struct ConfigArgs {
     /// TOML file with `[[agents]]`, `[[routes]]`, `default_agent`, `[[plans]]` and `[plan_limits]`.
     #[arg(long = "config", env = "SWITCHYARD_CONFIG")]
-    pub(crate) path: Option<std::path::PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 /// Who may call, and where Switchyard may connect.
@@ -300,19 +301,62 @@ pub(crate) struct DatabaseArgs {
     /// Connections in this process's pool.
     #[arg(long, env = "SWITCHYARD_DB_MAX_CONNECTIONS", default_value_t = 8, global = true)]
     pub(crate) db_max_connections: u32,
+    /// Where `dev` keeps its embedded store when no database URL is given
+    /// (and where the other commands look for it).
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard", global = true)]
+    pub(crate) data_dir: PathBuf,
+}
+
+/// What a command may do with the embedded store when no database URL is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Embedded {
+    /// Open it, creating it if needed (`dev`).
+    Create,
+    /// Open it if it exists, as its one process (`keys`, `jobs`, …).
+    Existing,
+    /// Read it if it exists, beside the process that owns it (`tasks`).
+    Read,
+    /// Never: the command runs beside others on one store (`serve`, `worker`).
+    Refuse,
 }
 
 impl DatabaseArgs {
-    pub(crate) fn store_config(&self) -> anyhow::Result<StoreConfig> {
-        let url = self
-            .database_url
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("no database given: set --database-url or DATABASE_URL"))?;
-        Ok(StoreConfig {
+    /// The embedded store's file.
+    pub(crate) fn embedded_path(&self) -> PathBuf {
+        self.data_dir.join("switchyard.db")
+    }
+
+    pub(crate) fn store_config(&self, embedded: Embedded) -> anyhow::Result<StoreConfig> {
+        let config = |url: String| StoreConfig {
             max_connections: self.db_max_connections.max(2),
             schema: self.schema.clone(),
+            read_only: embedded == Embedded::Read,
             ..StoreConfig::new(url)
-        })
+        };
+        if let Some(url) = &self.database_url {
+            if embedded == Embedded::Refuse && switchyard_engine::is_sqlite_url(url) {
+                anyhow::bail!(
+                    "{url}: serve and worker share one store between processes, which the embedded store cannot; \
+                     run `switchyard dev` (one process), or give a PostgreSQL URL"
+                );
+            }
+            return Ok(config(url.clone()));
+        }
+        let path = self.embedded_path();
+        let url = format!("sqlite://{}", path.display());
+        match embedded {
+            Embedded::Create => Ok(config(url)),
+            Embedded::Existing | Embedded::Read if path.exists() => Ok(config(url)),
+            Embedded::Existing | Embedded::Read => anyhow::bail!(
+                "no database given: set DATABASE_URL (PostgreSQL), or run where `switchyard dev` keeps its \
+                 embedded store ({} does not exist; --data-dir names another)",
+                path.display()
+            ),
+            Embedded::Refuse => anyhow::bail!(
+                "no database given: set --database-url or DATABASE_URL to a PostgreSQL URL \
+                 (or run `switchyard dev`, which needs none)"
+            ),
+        }
     }
 }
 
@@ -362,7 +406,7 @@ pub(crate) struct ServeArgs {
     /// A file holding the admin token (its first line), so the token appears
     /// in no process listing.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
-    pub(crate) admin_token_file: Option<std::path::PathBuf>,
+    pub(crate) admin_token_file: Option<PathBuf>,
     /// Streams (SSE) one principal may hold open per api process.
     #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 64)]
     pub(crate) max_streams_per_principal: usize,

@@ -19,8 +19,8 @@ use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
 use cli::{
-    AgentsCommand, Cli, Command, ConfigCommand, DatabaseArgs, JobsCommand, KeysCommand, PlansCommand, SecurityArgs,
-    ServeArgs, TasksCommand, WebhooksCommand, WorkerArgs,
+    AgentsCommand, Cli, Command, ConfigCommand, DatabaseArgs, Embedded, JobsCommand, KeysCommand, PlansCommand,
+    SecurityArgs, ServeArgs, TasksCommand, WebhooksCommand, WorkerArgs,
 };
 use config_file::FileConfig;
 
@@ -38,13 +38,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate { db, undo } => migrate(&db, undo).await,
         Command::Serve { db, file, security, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
-            let store = open(&db).await?;
+            let store = open(&db, Embedded::Refuse).await?;
             file.register(&store).await?;
             serve(store, &file, &security, &args, shutdown_on_signal()).await
         }
         Command::Worker { db, file, security, worker: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
-            let store = open(&db).await?;
+            let store = open(&db, Embedded::Refuse).await?;
             file.register(&store).await?;
             work(store, &file, &security, &args, shutdown_on_signal()).await
         }
@@ -85,10 +85,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 worker_args.push_receiver_url =
                     Some(serve_args.public_url.clone().unwrap_or_else(|| format!("http://{}", serve_args.listen)));
             }
-            let store = open(&db).await?;
+            let store = open(&db, Embedded::Create).await?;
             store.migrate().await.context("migrating the database")?;
             file.register(&store).await?;
-            banner(&serve_args, demo.as_deref(), &store, security.anonymous)?;
+            banner(&serve_args, &db, demo.as_deref(), &store, security.anonymous)?;
             let (api, worker) = tokio::join!(
                 serve(store.clone(), &file, &security, &serve_args, shutdown.clone()),
                 work(store.clone(), &file, &security, &worker_args, shutdown.clone())
@@ -97,13 +97,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Agents { db, file, security, command } => {
             let file = FileConfig::load(file.path.as_deref())?;
-            agents(open(&db).await?, &file, &security, command).await
+            agents(open(&db, Embedded::Existing).await?, &file, &security, command).await
         }
-        Command::Keys { db, command } => keys(open(&db).await?, command).await,
-        Command::Plans { db, command } => plans(open(&db).await?, command).await,
-        Command::Webhooks { db, command } => webhooks(open(&db).await?, command).await,
+        Command::Keys { db, command } => keys(open(&db, Embedded::Existing).await?, command).await,
+        Command::Plans { db, command } => plans(open(&db, Embedded::Existing).await?, command).await,
+        Command::Webhooks { db, command } => webhooks(open(&db, Embedded::Existing).await?, command).await,
         Command::Tasks { db, command } => {
-            let store = open(&db).await?;
+            let store = open(&db, Embedded::Read).await?;
             let mut out = std::io::stdout().lock();
             match command {
                 TasksCommand::Show { task_id, json, trace_url } => {
@@ -114,7 +114,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Jobs { db, command } => jobs(open(&db).await?, command).await,
+        Command::Jobs { db, command } => jobs(open(&db, Embedded::Existing).await?, command).await,
         Command::Config { command } => {
             let mut out = std::io::stdout().lock();
             match command {
@@ -146,7 +146,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// What `dev` tells the user at start: where everything listens, and
 /// three commands to try.
-fn banner(args: &ServeArgs, demo: Option<&str>, store: &Store, anonymous: bool) -> anyhow::Result<()> {
+fn banner(
+    args: &ServeArgs,
+    db: &DatabaseArgs,
+    demo: Option<&str>,
+    store: &Store,
+    anonymous: bool,
+) -> anyhow::Result<()> {
     let api = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
     let mut out = std::io::stdout().lock();
     writeln!(out, "Switchyard dev is running")?;
@@ -158,7 +164,10 @@ fn banner(args: &ServeArgs, demo: Option<&str>, store: &Store, anonymous: bool) 
     if let Some(demo) = demo {
         writeln!(out, "  Demo agent  {demo}  (registered as \"demo\", the default agent)")?;
     }
-    writeln!(out, "  Store       PostgreSQL, schema \"{}\"", store.schema())?;
+    match store.driver() {
+        "sqlite" => writeln!(out, "  Store       embedded (SQLite), {}", db.embedded_path().display())?,
+        _ => writeln!(out, "  Store       PostgreSQL, schema \"{}\"", store.schema())?,
+    }
     let url = if args.listen.to_string() == "127.0.0.1:8080" { String::new() } else { format!(" --url {api}") };
     let key = if anonymous { "" } else { " (with SWITCHYARD_API_KEY set: the config requires credentials)" };
     writeln!(out, "Try{key}:")?;
@@ -169,13 +178,14 @@ fn banner(args: &ServeArgs, demo: Option<&str>, store: &Store, anonymous: bool) 
     Ok(())
 }
 
-async fn open(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    // The store's error names the host, the port and the reason.
-    Ok(Store::connect(&db.store_config()?).await?)
+async fn open(db: &DatabaseArgs, embedded: Embedded) -> anyhow::Result<Store> {
+    // The store's error names the host, the port and the reason (or, for
+    // the embedded store, the file and who holds it).
+    Ok(Store::connect(&db.store_config(embedded)?).await?)
 }
 
 async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open(db, Embedded::Existing).await?;
     if undo {
         store.migrate_undo(0).await.context("reverting migrations")?;
         tracing::info!(schema = store.schema(), "migrations reverted");

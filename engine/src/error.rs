@@ -41,6 +41,10 @@ pub enum StoreError {
     /// The database could not be reached at all: where, and why.
     #[error("cannot reach PostgreSQL at {host}:{port}: {reason}")]
     Unreachable { host: String, port: u16, reason: String },
+    /// The embedded store cannot be opened (its file is another process's,
+    /// its directory cannot be written): why, in words for an operator.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
@@ -57,7 +61,11 @@ impl StoreError {
                 sqlx::Error::Database(db) => {
                     // 40001 serialization_failure, 40P01 deadlock_detected,
                     // class 08 connection exceptions, 57P01 admin_shutdown.
-                    db.code().is_some_and(|c| c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01")
+                    // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and their
+                    // extended codes, which share the low byte).
+                    db.code().is_some_and(|c| {
+                        c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01" || sqlite_busy(&c)
+                    })
                 }
                 _ => false,
             },
@@ -72,6 +80,10 @@ impl StoreError {
             _ => None,
         }
     }
+}
+
+fn sqlite_busy(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 impl From<UndecodableEvent> for StoreError {

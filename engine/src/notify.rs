@@ -78,8 +78,10 @@ pub enum Wake {
 /// down is woken by NOTIFY once it is back, not left polling for good.
 #[derive(Debug)]
 pub struct Listener {
-    pool: sqlx::PgPool,
+    /// `None` on the embedded store, whose wake-ups are in-process.
+    pool: Option<sqlx::PgPool>,
     inner: Option<PgListener>,
+    lite: Option<tokio::sync::broadcast::Receiver<crate::store::Notice>>,
     channels: Vec<String>,
     backoff: ExponentialBuilder,
 }
@@ -94,8 +96,9 @@ impl Listener {
             .with_jitter()
             .without_max_times();
         Listener {
-            pool: store.pool().clone(),
+            pool: store.pg_pool().cloned(),
             inner: None,
+            lite: store.lite_notices(),
             channels: channels.iter().map(|c| (*c).to_owned()).collect(),
             backoff,
         }
@@ -104,13 +107,29 @@ impl Listener {
     /// Opens a dedicated connection listening on `channels` now.
     pub async fn connect(store: &Store, channels: &[&str]) -> Result<Listener, StoreError> {
         let mut listener = Listener::new(store, channels);
-        listener.inner = Some(listener.open().await?);
+        if listener.lite.is_none() {
+            listener.inner = Some(listener.open().await?);
+        }
         Ok(listener)
     }
 
     /// The next wake-up. Cancel-safe: dropping the future loses nothing
     /// that the tables do not still hold.
     pub async fn recv(&mut self) -> Wake {
+        if let Some(lite) = self.lite.as_mut() {
+            return loop {
+                match lite.recv().await {
+                    Ok((channel, payload)) if self.channels.contains(&channel) => {
+                        break Wake::Notified { channel, payload };
+                    }
+                    Ok(_) => continue,
+                    // Fell behind: whatever was dropped, re-read.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break Wake::Resync,
+                    // The store is gone: nothing will ever come.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            };
+        }
         let Some(inner) = self.inner.as_mut() else {
             self.reconnect().await;
             return Wake::Resync;
@@ -130,7 +149,8 @@ impl Listener {
     }
 
     async fn open(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let pool = self.pool.as_ref().ok_or(sqlx::Error::PoolClosed)?;
+        let mut listener = PgListener::connect_with(pool).await?;
         listener.listen_all(self.channels.iter().map(String::as_str)).await?;
         Ok(listener)
     }

@@ -70,7 +70,7 @@ async fn a_blocking_send_waits_for_the_end_and_a_timeout_answers_with_the_task_a
         let id = loop {
             let found: Option<uuid::Uuid> = sqlx::query_scalar("SELECT task_id FROM idempotency_keys WHERE key = $1")
                 .bind(&message_id)
-                .fetch_optional(store.pool())
+                .fetch_optional(store.pg_pool().expect("a PostgreSQL test database"))
                 .await
                 .expect("lookup");
             if let Some(id) = found {

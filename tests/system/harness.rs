@@ -95,7 +95,7 @@ impl TestDb {
 
     /// Runs raw SQL against the schema, for fixtures and inspection.
     pub(crate) fn pool(&self) -> &sqlx::PgPool {
-        self.store.pool()
+        self.store.pg_pool().expect("a PostgreSQL test database")
     }
 }
 

@@ -3,13 +3,13 @@
 //! transaction.
 
 use a2a::Message;
-use sqlx::{Postgres, Transaction};
+use sqlx::Row;
 
 use super::agent::Delegation;
 use super::job::{JobKind, Lease};
 use super::row::{EventRows, Snapshot, task_row};
 use super::task::{lock_task, stamped};
-use super::{Store, in_tx};
+use super::{Db, Store, Tx, in_tx, lite};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::TaskId;
@@ -41,6 +41,10 @@ impl Store {
     /// The task, its delegation checkpoint and the next client message to
     /// forward, in one round trip.
     pub async fn delegation_start(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(_) => return self.delegation_start_lite(task_id).await,
+        };
         let row = sqlx::query!(
             r#"SELECT t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status,
                       (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts, t.artifact_ids,
@@ -59,7 +63,7 @@ impl Store {
                WHERE t.id = $1"#,
             task_id.0,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
         let task = TaskRecord::try_from(task_row!(r))?;
@@ -75,6 +79,32 @@ impl Store {
         let next = match (r.next_seq, r.next_payload) {
             (Some(seq), Some(payload)) => Some((seq, serde_json::from_value(payload)?)),
             _ => None,
+        };
+        Ok(Some(DelegationStart { task, delegation, next }))
+    }
+
+    /// [`Store::delegation_start`] on the embedded store: the same reads,
+    /// as three statements (no lateral joins).
+    async fn delegation_start_lite(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
+        let Db::Lite(lite) = &self.db else { unreachable!("called on the embedded store") };
+        let task = match self.task_load(task_id).await {
+            Ok(task) => task,
+            Err(StoreError::TaskNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let delegation = self.delegation_get(task_id).await?;
+        let after = delegation.as_ref().and_then(|d| d.forwarded_seq).unwrap_or(0);
+        let next = sqlx::query(
+            "SELECT seq, payload FROM task_events WHERE task_id = ? AND kind = 'message' \
+             AND json_extract(payload, '$.role') = 'ROLE_USER' AND seq > ? ORDER BY seq LIMIT 1",
+        )
+        .bind(task_id.0)
+        .bind(after)
+        .fetch_optional(&lite.read)
+        .await?;
+        let next = match next {
+            Some(r) => Some((r.try_get("seq")?, serde_json::from_str(&r.try_get::<String, _>("payload")?)?)),
+            None => None,
         };
         Ok(Some(DelegationStart { task, delegation, next }))
     }
@@ -140,16 +170,30 @@ impl Store {
             if !finish || settle_here {
                 return Ok(Fold { task, ended, requeued: false });
             }
-            let pending = sqlx::query_scalar!(
-                r#"SELECT EXISTS (
-                       SELECT 1 FROM task_events
-                       WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
-                         AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
-                   ) AS "pending!""#,
-                lease.task_id.0,
-            )
-            .fetch_one(&mut **tx)
-            .await?;
+            let pending = match tx {
+                Tx::Pg(tx) => {
+                    sqlx::query_scalar!(
+                        r#"SELECT EXISTS (
+                           SELECT 1 FROM task_events
+                           WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
+                             AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
+                       ) AS "pending!""#,
+                        lease.task_id.0,
+                    )
+                    .fetch_one(&mut **tx)
+                    .await?
+                }
+                Tx::Lite(tx) => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM task_events WHERE task_id = ?1 AND kind = 'message' \
+                     AND json_extract(payload, '$.role') = 'ROLE_USER' \
+                     AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = ?1))",
+                    )
+                    .bind(lease.task_id.0)
+                    .fetch_one(tx.conn())
+                    .await?
+                }
+            };
             self.finish_or_requeue(tx, lease, pending, JobKind::Delegate).await?;
             Ok(Fold { task, ended, requeued: pending })
         })
@@ -168,7 +212,7 @@ struct Written {
 /// until COMMIT. The task row is already locked by this transaction.
 #[allow(clippy::too_many_arguments)]
 async fn write_fold(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     channel: &str,
     jobs_channel: &str,
     lease: &Lease,
@@ -181,6 +225,12 @@ async fn write_fold(
     let d = checkpoint.cloned().unwrap_or_default();
     let rows = EventRows::of(before + 1, events);
     let snapshot = Snapshot::of(task)?;
+    let tx = match tx {
+        Tx::Pg(tx) => tx,
+        Tx::Lite(tx) => {
+            return write_fold_lite(tx, channel, jobs_channel, lease, checkpoint, task, before, events, settle).await;
+        }
+    };
     let row = sqlx::query!(
         r#"WITH checkpoint AS (
                INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
@@ -258,4 +308,71 @@ async fn write_fold(
     .await?;
     let _ = row.notified;
     Ok(Written { task_updated: row.task_updated, job_held: row.job_held })
+}
+
+/// [`write_fold`] on the embedded store: the same writes, one statement each.
+#[allow(clippy::too_many_arguments)]
+async fn write_fold_lite(
+    tx: &mut lite::LiteTx,
+    channel: &str,
+    jobs_channel: &str,
+    lease: &Lease,
+    checkpoint: Option<&Delegation>,
+    task: &TaskRecord,
+    before: i64,
+    events: &[TaskEvent],
+    settle: bool,
+) -> Result<Written, StoreError> {
+    let now = lite::us(tx.now);
+    if let Some(d) = checkpoint {
+        sqlx::query(
+            "INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id, \
+                                      forwarded_seq, acked_seq, question_id, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (task_id) DO UPDATE SET agent = excluded.agent, \
+                 remote_task_id = excluded.remote_task_id, remote_context_id = excluded.remote_context_id, \
+                 forwarded_message_id = excluded.forwarded_message_id, forwarded_seq = excluded.forwarded_seq, \
+                 acked_seq = excluded.acked_seq, question_id = excluded.question_id, updated_at = excluded.updated_at",
+        )
+        .bind(lease.task_id.0)
+        .bind(&d.agent)
+        .bind(&d.remote_task_id)
+        .bind(&d.remote_context_id)
+        .bind(&d.forwarded_message_id)
+        .bind(d.forwarded_seq)
+        .bind(d.acked_seq)
+        .bind(&d.question_id)
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+    }
+    let mut task_updated = 0;
+    if !events.is_empty() {
+        lite::insert_events(tx, lease.task_id.0, &EventRows::of(before + 1, events), tx.now).await?;
+        task_updated = lite::update_snapshot(tx, task, before).await? as i64;
+    }
+    let held = if settle {
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', finished_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND lease_token = ? AND state = 'leased'",
+        )
+        .bind(now)
+        .bind(lease.job_id.0)
+        .bind(lease.token)
+        .execute(tx.conn())
+        .await?
+        .rows_affected()
+    } else {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM jobs WHERE id = ? AND lease_token = ? AND state = 'leased'")
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .fetch_optional(tx.conn())
+            .await?
+            .map_or(0, |_| 1)
+    };
+    lite::enqueue_deliveries(tx, jobs_channel, lease.task_id.0, &super::push::pushable(before + 1, events)).await?;
+    if !events.is_empty() {
+        tx.notify(channel, &crate::notify::EventNotice::payload(task));
+    }
+    Ok(Written { task_updated, job_held: held as i64 })
 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use super::in_tx;
-use super::{Store, notify};
+use super::{Db, Store, Tx, lite, notify};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::{JobId, TaskId};
@@ -242,14 +243,25 @@ impl Lease {
     /// between. Checking last (rather than first) means a writer waiting on
     /// a task lock never holds its job row meanwhile; if the lease changed
     /// hands while it waited, the whole transaction rolls back.
-    pub(super) async fn confirm(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
-        let held = sqlx::query_scalar!(
-            r#"SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'leased' FOR UPDATE"#,
-            self.job_id.0,
-            self.token,
-        )
-        .fetch_optional(&mut **tx)
-        .await?;
+    pub(super) async fn confirm(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        let held = match tx {
+            Tx::Pg(tx) => {
+                sqlx::query_scalar!(
+                    r#"SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'leased' FOR UPDATE"#,
+                    self.job_id.0,
+                    self.token,
+                )
+                .fetch_optional(&mut **tx)
+                .await?
+            }
+            Tx::Lite(tx) => {
+                sqlx::query_scalar("SELECT id FROM jobs WHERE id = ? AND lease_token = ? AND state = 'leased'")
+                    .bind(self.job_id.0)
+                    .bind(self.token)
+                    .fetch_optional(tx.conn())
+                    .await?
+            }
+        };
         held.map(|_| ()).ok_or(StoreError::LeaseLost(self.job_id))
     }
 }
@@ -257,11 +269,11 @@ impl Lease {
 /// Inserts a job; `None` when it is a delegation and the task already has a
 /// live one, which will carry whatever the new job would have (a task's
 /// delegation is driven by one job at a time).
-pub(super) async fn insert_job(
-    tx: &mut Transaction<'_, Postgres>,
-    task_id: TaskId,
-    job: &NewJob,
-) -> Result<Option<JobId>, StoreError> {
+pub(super) async fn insert_job(tx: &mut Tx, task_id: TaskId, job: &NewJob) -> Result<Option<JobId>, StoreError> {
+    let tx = match tx {
+        Tx::Pg(tx) => tx,
+        Tx::Lite(tx) => return Ok(lite::insert_job(tx, task_id.0, job).await?.map(JobId)),
+    };
     let id = sqlx::query_scalar!(
         r#"INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
            VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
@@ -280,7 +292,7 @@ pub(super) async fn insert_job(
 }
 
 /// The fenced `leased -> done` transition.
-pub(super) async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &Lease) -> Result<(), StoreError> {
+async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &Lease) -> Result<(), StoreError> {
     let done = sqlx::query!(
         r#"UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
            WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
@@ -295,6 +307,84 @@ pub(super) async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &
     Ok(())
 }
 
+/// [`mark_done`] on the embedded store, at `now`.
+async fn mark_done_lite<'e, E: sqlx::SqliteExecutor<'e>>(
+    executor: E,
+    lease: &Lease,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'done', finished_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = ? AND lease_token = ? AND state = 'leased'",
+    )
+    .bind(lite::us(now))
+    .bind(lease.job_id.0)
+    .bind(lease.token)
+    .execute(executor)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::LeaseLost(lease.job_id));
+    }
+    Ok(())
+}
+
+/// [`mark_done`] inside a transaction, on either driver.
+pub(super) async fn mark_done_in(tx: &mut Tx, lease: &Lease) -> Result<(), StoreError> {
+    match tx {
+        Tx::Pg(tx) => mark_done(&mut **tx, lease).await,
+        Tx::Lite(tx) => {
+            let now = tx.now;
+            mark_done_lite(tx.conn(), lease, now).await
+        }
+    }
+}
+
+/// A `jobs` row on the embedded store.
+fn job_record_lite(r: &SqliteRow) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
+        id: JobId(r.try_get("id")?),
+        task_id: TaskId(r.try_get("task_id")?),
+        kind: r.try_get("kind")?,
+        state: r.try_get::<String, _>("state")?.parse()?,
+        priority: r.try_get("priority")?,
+        attempt: r.try_get("attempt")?,
+        max_attempts: r.try_get("max_attempts")?,
+        run_at: lite::at(r.try_get("run_at")?),
+        lease_owner: r.try_get("lease_owner")?,
+        lease_token: r.try_get("lease_token")?,
+        lease_expires_at: r.try_get::<Option<i64>, _>("lease_expires_at")?.map(lite::at),
+        last_error: r.try_get("last_error")?,
+        created_at: lite::at(r.try_get("created_at")?),
+        finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(lite::at),
+    })
+}
+
+/// Claimed rows on the embedded store, as [`ClaimRow`]s.
+fn claim_rows_lite(rows: &[SqliteRow]) -> Result<Vec<ClaimRow>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            Ok(ClaimRow {
+                id: r.try_get("id")?,
+                task_id: r.try_get("task_id")?,
+                kind: r.try_get("kind")?,
+                payload: lite::parse(&r.try_get::<String, _>("payload")?)?,
+                attempt: r.try_get("attempt")?,
+                max_attempts: r.try_get("max_attempts")?,
+                lease_token: r.try_get("lease_token")?,
+                run_at: lite::at(r.try_get("run_at")?),
+                lease_expires_at: lite::at(r.try_get("lease_expires_at")?),
+            })
+        })
+        .collect()
+}
+
+/// The columns a claim returns.
+const CLAIMED: &str = "id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at, lease_expires_at";
+
+/// The columns of a [`JobRecord`].
+const JOB_COLUMNS: &str = "id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner, \
+     lease_token, lease_expires_at, last_error, created_at, finished_at";
+
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -304,6 +394,18 @@ impl Store {
     /// `None` when the task already has a live delegation that will do the
     /// work (see [`insert_job`]).
     pub async fn job_enqueue(&self, task_id: TaskId, job: &NewJob) -> Result<Option<JobId>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(_) => {
+                return in_tx!(self, |tx| {
+                    let id = insert_job(tx, task_id, job).await?;
+                    if id.is_some() {
+                        notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
+                    }
+                    Ok(id)
+                });
+            }
+        };
         // One statement, so one round trip: the insert and its wake-up
         // commit together without an explicit transaction.
         let row = sqlx::query!(
@@ -323,7 +425,7 @@ impl Store {
             job.run_at,
             self.channels.jobs,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
         Ok(row.id.map(JobId))
     }
@@ -351,6 +453,47 @@ impl Store {
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let Some(cap) = tenant_cap else {
             return self.claim_any(owner, limit, lease_for).await;
+        };
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let now = lite::now();
+                // The same window and ranks; the one writer needs no SKIP LOCKED.
+                let sql = format!(
+                    "WITH running AS (
+                         SELECT t.tenant, count(*) AS n FROM jobs r JOIN tasks t ON t.id = r.task_id
+                         WHERE r.state = 'leased' AND r.kind = ?5 GROUP BY t.tenant
+                     ), candidates AS (
+                         SELECT j.id, j.kind, j.run_at, t.tenant FROM jobs j JOIN tasks t ON t.id = j.task_id
+                         WHERE j.state = 'ready' AND j.run_at <= ?6
+                           AND (j.kind <> ?5 OR t.tenant NOT IN (SELECT tenant FROM running WHERE n >= ?4))
+                         ORDER BY j.run_at, j.id
+                         LIMIT ?2 * 4
+                     ), allowed AS (
+                         SELECT c.id FROM (
+                             SELECT c.*, row_number() OVER (PARTITION BY c.tenant, c.kind ORDER BY c.run_at, c.id) AS rank
+                             FROM candidates c
+                         ) c
+                         LEFT JOIN running r ON r.tenant = c.tenant
+                         WHERE c.kind <> ?5 OR c.rank + coalesce(r.n, 0) <= ?4
+                     )
+                     UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_owner = ?1,
+                                     lease_token = lease_token + 1, lease_expires_at = ?3
+                     WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM allowed) AND state = 'ready'
+                                  ORDER BY run_at, id LIMIT ?2)
+                     RETURNING {CLAIMED}"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(limit)
+                    .bind(lite::us_after(now, lease_for))
+                    .bind(cap)
+                    .bind(JobKind::Delegate.as_str())
+                    .bind(lite::us(now))
+                    .fetch_all(&lite.write)
+                    .await?;
+                return Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner));
+            }
         };
         // The leased delegations are few (at most every worker's
         // concurrency), so counting them per tenant is cheap; the ready jobs
@@ -396,12 +539,33 @@ impl Store {
             cap,
             JobKind::Delegate.as_str(),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(ClaimRow::into_jobs(rows, owner))
     }
 
     async fn claim_any(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let now = lite::now();
+                let sql = format!(
+                    "UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_owner = ?1,
+                                     lease_token = lease_token + 1, lease_expires_at = ?3
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= ?4
+                                  ORDER BY run_at, id LIMIT ?2)
+                     RETURNING {CLAIMED}"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(limit)
+                    .bind(lite::us_after(now, lease_for))
+                    .bind(lite::us(now))
+                    .fetch_all(&lite.write)
+                    .await?;
+                return Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner));
+            }
+        };
         let rows = sqlx::query_as!(
             ClaimRow,
             r#"UPDATE jobs SET state = 'leased',
@@ -422,7 +586,7 @@ impl Store {
             limit,
             seconds(lease_for),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(ClaimRow::into_jobs(rows, owner))
     }
@@ -430,6 +594,30 @@ impl Store {
     /// Extends the given leases; returns the ids of those still held (a
     /// lease missing from the answer was lost and its work must stop).
     pub async fn job_heartbeat(&self, leases: &[&Lease], lease_for: Duration) -> Result<Vec<JobId>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(_) => {
+                return in_tx!(self, |tx| {
+                    let Tx::Lite(tx) = tx else { unreachable!("an embedded store's transaction") };
+                    let until = lite::us_after(tx.now, lease_for);
+                    let mut held = Vec::new();
+                    for lease in leases {
+                        let done = sqlx::query(
+                            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND state = 'leased'",
+                        )
+                        .bind(until)
+                        .bind(lease.job_id.0)
+                        .bind(lease.token)
+                        .execute(tx.conn())
+                        .await?;
+                        if done.rows_affected() == 1 {
+                            held.push(lease.job_id);
+                        }
+                    }
+                    Ok(held)
+                });
+            }
+        };
         let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let held = sqlx::query_scalar!(
@@ -441,7 +629,7 @@ impl Store {
             &tokens,
             seconds(lease_for),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(held.into_iter().map(JobId).collect())
     }
@@ -452,12 +640,15 @@ impl Store {
         if events.is_empty() {
             // One statement needs no explicit transaction: one round trip
             // instead of three on the queue's hottest path.
-            return mark_done(&self.pool, lease).await;
+            return match &self.db {
+                Db::Pg(pool) => mark_done(pool, lease).await,
+                Db::Lite(lite) => mark_done_lite(&lite.write, lease, lite::now()).await,
+            };
         }
         in_tx!(self, |tx| {
             self.append_in_tx(tx, lease.task_id, events).await?;
             // On `LeaseLost`, dropping `tx` rolls the events back with it.
-            mark_done(&mut **tx, lease).await?;
+            mark_done_in(tx, lease).await?;
             Ok(())
         })
     }
@@ -474,6 +665,22 @@ impl Store {
     /// holds; returns the ids that were completed (the others' leases were
     /// lost). For jobs whose completion writes nothing to their tasks.
     pub async fn job_complete_many(&self, leases: &[&Lease]) -> Result<Vec<JobId>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(_) => {
+                return in_tx!(self, |tx| {
+                    let mut done = Vec::new();
+                    for lease in leases {
+                        match mark_done_in(tx, lease).await {
+                            Ok(()) => done.push(lease.job_id),
+                            Err(StoreError::LeaseLost(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(done)
+                });
+            }
+        };
         let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let done = sqlx::query_scalar!(
@@ -484,7 +691,7 @@ impl Store {
             &ids,
             &tokens,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(done.into_iter().map(JobId).collect())
     }
@@ -500,30 +707,50 @@ impl Store {
         on_dead: &[TaskEvent],
     ) -> Result<JobFate, StoreError> {
         in_tx!(self, |tx| {
-            let row = sqlx::query!(
-                r#"UPDATE jobs SET
-                       state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
-                       run_at = CASE WHEN attempt >= max_attempts THEN run_at
-                                     ELSE now() + make_interval(secs => $3) END,
-                       finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
-                       lease_owner = NULL, lease_expires_at = NULL, last_error = $4
-                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'
-                   RETURNING state, run_at"#,
-                lease.job_id.0,
-                lease.token,
-                seconds(delay),
-                error,
-            )
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(StoreError::LeaseLost(lease.job_id))?;
+            let row = match tx {
+                Tx::Pg(tx) => sqlx::query!(
+                    r#"UPDATE jobs SET
+                           state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
+                           run_at = CASE WHEN attempt >= max_attempts THEN run_at
+                                         ELSE now() + make_interval(secs => $3) END,
+                           finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
+                           lease_owner = NULL, lease_expires_at = NULL, last_error = $4
+                       WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+                       RETURNING state, run_at"#,
+                    lease.job_id.0,
+                    lease.token,
+                    seconds(delay),
+                    error,
+                )
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| (r.state, r.run_at)),
+                Tx::Lite(tx) => sqlx::query_as::<_, (String, i64)>(
+                    "UPDATE jobs SET
+                         state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
+                         run_at = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?3 END,
+                         finished_at = CASE WHEN attempt >= max_attempts THEN ?4 END,
+                         lease_owner = NULL, lease_expires_at = NULL, last_error = ?5
+                     WHERE id = ?1 AND lease_token = ?2 AND state = 'leased'
+                     RETURNING state, run_at",
+                )
+                .bind(lease.job_id.0)
+                .bind(lease.token)
+                .bind(lite::us_after(tx.now, delay))
+                .bind(lite::us(tx.now))
+                .bind(error)
+                .fetch_optional(tx.conn())
+                .await?
+                .map(|(state, run_at)| (state, lite::at(run_at))),
+            };
+            let (state, run_at) = row.ok_or(StoreError::LeaseLost(lease.job_id))?;
             // No NOTIFY for a retry: nobody can take it before it is due
             // (the retrying worker sets itself a timer for it).
-            let fate = if row.state == "dead" {
+            let fate = if state == "dead" {
                 self.fail_task_quietly(tx, lease.task_id, on_dead).await?;
                 JobFate::Dead
             } else {
-                JobFate::RetryAt(row.run_at)
+                JobFate::RetryAt(run_at)
             };
             Ok(fate)
         })
@@ -533,6 +760,23 @@ impl Store {
     /// attempt: for work that is waiting, not failing (a remote task still
     /// running, an agent whose circuit breaker is open).
     pub async fn job_snooze(&self, lease: &Lease, after: Duration, reason: &str) -> Result<DateTime<Utc>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let run_at: Option<i64> = sqlx::query_scalar(
+                    "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_owner = NULL, \
+                     lease_expires_at = NULL, last_error = ? \
+                     WHERE id = ? AND lease_token = ? AND state = 'leased' RETURNING run_at",
+                )
+                .bind(lite::us_after(lite::now(), after))
+                .bind(reason)
+                .bind(lease.job_id.0)
+                .bind(lease.token)
+                .fetch_optional(&lite.write)
+                .await?;
+                return run_at.map(lite::at).ok_or(StoreError::LeaseLost(lease.job_id));
+            }
+        };
         let run_at = sqlx::query_scalar!(
             r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now() + make_interval(secs => $3),
                               lease_owner = NULL, lease_expires_at = NULL, last_error = $4
@@ -543,7 +787,7 @@ impl Store {
             seconds(after),
             reason,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         run_at.ok_or(StoreError::LeaseLost(lease.job_id))
     }
@@ -552,16 +796,30 @@ impl Store {
     /// ready at once for another worker.
     pub async fn job_release(&self, lease: &Lease) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
-            let released = sqlx::query!(
-                r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now(),
-                                  lease_owner = NULL, lease_expires_at = NULL
-                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-                lease.job_id.0,
-                lease.token,
-            )
-            .execute(&mut **tx)
-            .await?;
-            if released.rows_affected() == 0 {
+            let released = match tx {
+                Tx::Pg(tx) => sqlx::query!(
+                    r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now(),
+                                      lease_owner = NULL, lease_expires_at = NULL
+                       WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+                    lease.job_id.0,
+                    lease.token,
+                )
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+                Tx::Lite(tx) => sqlx::query(
+                    "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, \
+                     lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = ? AND lease_token = ? AND state = 'leased'",
+                )
+                .bind(lite::us(tx.now))
+                .bind(lease.job_id.0)
+                .bind(lease.token)
+                .execute(tx.conn())
+                .await?
+                .rows_affected(),
+            };
+            if released == 0 {
                 return Err(StoreError::LeaseLost(lease.job_id));
             }
             notify(tx, &self.channels.jobs, "released").await?;
@@ -574,8 +832,9 @@ impl Store {
     /// its task failed, when that was its last attempt.
     pub async fn job_rescue_expired(&self, limit: i64, on_dead: &[TaskEvent]) -> Result<Rescued, StoreError> {
         in_tx!(self, |tx| {
-            let rows = sqlx::query!(
-                r#"UPDATE jobs SET
+            let rows: Vec<(i64, uuid::Uuid, String)> = match tx {
+                Tx::Pg(tx) => sqlx::query!(
+                    r#"UPDATE jobs SET
                        state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
                        finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
                        run_at = now(), lease_owner = NULL, lease_expires_at = NULL,
@@ -588,17 +847,37 @@ impl Store {
                        FOR UPDATE SKIP LOCKED
                    )
                    RETURNING id, task_id, state"#,
-                limit,
-            )
-            .fetch_all(&mut **tx)
-            .await?;
+                    limit,
+                )
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(|r| (r.id, r.task_id, r.state))
+                .collect(),
+                Tx::Lite(tx) => {
+                    sqlx::query_as(
+                        "UPDATE jobs SET
+                         state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
+                         finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+                         run_at = ?1, lease_owner = NULL, lease_expires_at = NULL,
+                         last_error = 'lease expired: the worker holding it stopped heartbeating'
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'leased' AND lease_expires_at < ?1
+                                  ORDER BY lease_expires_at LIMIT ?2)
+                     RETURNING id, task_id, state",
+                    )
+                    .bind(lite::us(tx.now))
+                    .bind(limit)
+                    .fetch_all(tx.conn())
+                    .await?
+                }
+            };
             let mut rescued = Rescued::default();
-            for row in rows {
-                if row.state == "dead" {
-                    self.fail_task_quietly(tx, TaskId(row.task_id), on_dead).await?;
-                    rescued.dead.push(JobId(row.id));
+            for (id, task_id, state) in rows {
+                if state == "dead" {
+                    self.fail_task_quietly(tx, TaskId(task_id), on_dead).await?;
+                    rescued.dead.push(JobId(id));
                 } else {
-                    rescued.requeued.push(JobId(row.id));
+                    rescued.requeued.push(JobId(id));
                 }
             }
             if !rescued.requeued.is_empty() {
@@ -611,20 +890,43 @@ impl Store {
     /// Puts a dead job back in the queue with a fresh set of attempts.
     pub async fn job_requeue(&self, job_id: JobId) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
-            let state = sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
-                .fetch_optional(&mut **tx)
-                .await?
-                .ok_or(StoreError::JobNotFound(job_id))?;
+            let state = match tx {
+                Tx::Pg(tx) => {
+                    sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                }
+                Tx::Lite(tx) => {
+                    sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+                        .bind(job_id.0)
+                        .fetch_optional(tx.conn())
+                        .await?
+                }
+            };
+            let state = state.ok_or(StoreError::JobNotFound(job_id))?;
             if state != "dead" {
                 return Err(StoreError::JobNotDead { job: job_id, state });
             }
-            sqlx::query!(
-                r#"UPDATE jobs SET state = 'ready', attempt = 0, run_at = now(), finished_at = NULL
-                   WHERE id = $1"#,
-                job_id.0,
-            )
-            .execute(&mut **tx)
-            .await?;
+            match tx {
+                Tx::Pg(tx) => {
+                    sqlx::query!(
+                        r#"UPDATE jobs SET state = 'ready', attempt = 0, run_at = now(), finished_at = NULL
+                           WHERE id = $1"#,
+                        job_id.0,
+                    )
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Tx::Lite(tx) => {
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, finished_at = NULL WHERE id = ?",
+                    )
+                    .bind(lite::us(tx.now))
+                    .bind(job_id.0)
+                    .execute(tx.conn())
+                    .await?;
+                }
+            }
             notify(tx, &self.channels.jobs, "requeued").await?;
             Ok(())
         })
@@ -632,6 +934,15 @@ impl Store {
 
     /// Dead-lettered jobs, most recent first.
     pub async fn jobs_dead(&self, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let sql =
+                    format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC LIMIT ?");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(&lite.read).await?;
+                return rows.iter().map(job_record_lite).collect();
+            }
+        };
         let rows = sqlx::query_as!(
             JobRow,
             r#"SELECT id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner,
@@ -639,13 +950,21 @@ impl Store {
                FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC LIMIT $1"#,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
     /// Every job of a task, oldest first.
     pub async fn task_jobs(&self, task_id: TaskId) -> Result<Vec<JobRecord>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE task_id = ? ORDER BY id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task_id.0).fetch_all(&lite.read).await?;
+                return rows.iter().map(job_record_lite).collect();
+            }
+        };
         let rows = sqlx::query_as!(
             JobRow,
             r#"SELECT id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner,
@@ -653,7 +972,7 @@ impl Store {
                FROM jobs WHERE task_id = $1 ORDER BY id"#,
             task_id.0,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         rows.into_iter().map(JobRecord::try_from).collect()
     }
@@ -661,20 +980,15 @@ impl Store {
     /// Appends a dead job's failure to its task, unless the task already
     /// ended (a cancel or a completion won the race): then there is nothing
     /// to fail and the log stays as it is.
-    async fn fail_task_quietly(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        task_id: TaskId,
-        events: &[TaskEvent],
-    ) -> Result<(), StoreError> {
+    async fn fail_task_quietly(&self, tx: &mut Tx, task_id: TaskId, events: &[TaskEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
         // A savepoint, so a refused fold does not abort the whole transaction.
-        let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
-        match self.append_in_tx(&mut sp, task_id, events).await {
-            Ok(_) => sp.commit().await?,
-            Err(e) if e.terminal_state().is_some() => sp.rollback().await?,
+        savepoint(tx, "SAVEPOINT fail_task").await?;
+        match self.append_in_tx(tx, task_id, events).await {
+            Ok(_) => savepoint(tx, "RELEASE SAVEPOINT fail_task").await?,
+            Err(e) if e.terminal_state().is_some() => savepoint(tx, "ROLLBACK TO SAVEPOINT fail_task").await?,
             Err(e) => return Err(e),
         }
         Ok(())
@@ -688,26 +1002,45 @@ impl Store {
     /// for the workers. `LeaseLost` if the lease no longer holds.
     pub(super) async fn finish_or_requeue(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut Tx,
         lease: &Lease,
         again: bool,
         kind: JobKind,
     ) -> Result<(), StoreError> {
-        let settled = sqlx::query!(
-            r#"UPDATE jobs SET
-                   state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
-                   attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
-                   run_at = CASE WHEN $3 THEN now() ELSE run_at END,
-                   finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
-                   lease_owner = NULL, lease_expires_at = NULL
-               WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-            lease.job_id.0,
-            lease.token,
-            again,
-        )
-        .execute(&mut **tx)
-        .await?;
-        if settled.rows_affected() == 0 {
+        let settled = match tx {
+            Tx::Pg(tx) => sqlx::query!(
+                r#"UPDATE jobs SET
+                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
+                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
+                       run_at = CASE WHEN $3 THEN now() ELSE run_at END,
+                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
+                       lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
+                lease.job_id.0,
+                lease.token,
+                again,
+            )
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+            Tx::Lite(tx) => sqlx::query(
+                "UPDATE jobs SET
+                     state = CASE WHEN ?3 THEN 'ready' ELSE 'done' END,
+                     attempt = CASE WHEN ?3 THEN attempt - 1 ELSE attempt END,
+                     run_at = CASE WHEN ?3 THEN ?4 ELSE run_at END,
+                     finished_at = CASE WHEN ?3 THEN NULL ELSE ?4 END,
+                     lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased'",
+            )
+            .bind(lease.job_id.0)
+            .bind(lease.token)
+            .bind(again)
+            .bind(lite::us(tx.now))
+            .execute(tx.conn())
+            .await?
+            .rows_affected(),
+        };
+        if settled == 0 {
             return Err(StoreError::LeaseLost(lease.job_id));
         }
         if again {
@@ -754,4 +1087,13 @@ impl ClaimRow {
         jobs.sort_by_key(|j| j.lease.job_id);
         jobs
     }
+}
+
+/// Runs a savepoint statement (the same SQL on both drivers).
+async fn savepoint(tx: &mut Tx, sql: &'static str) -> Result<(), StoreError> {
+    match tx {
+        Tx::Pg(tx) => sqlx::query(sql).execute(&mut **tx).await?.rows_affected(),
+        Tx::Lite(tx) => sqlx::query(sql).execute(tx.conn()).await?.rows_affected(),
+    };
+    Ok(())
 }

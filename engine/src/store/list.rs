@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Store;
 use super::row::TaskRow;
+use super::{Db, Store, lite};
 use crate::error::StoreError;
 use crate::id::{Caller, TaskId};
 use crate::state::TaskState;
@@ -51,6 +51,46 @@ impl Store {
         with_artifacts: bool,
     ) -> Result<TaskPage, StoreError> {
         let state = filter.state.map(TaskState::as_str);
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let columns = if with_artifacts { lite::TASK_COLUMNS_WITH_ARTIFACTS } else { lite::TASK_COLUMNS };
+                let filters = "t.tenant = ?1 AND t.owner = ?2
+                     AND (?3 IS NULL OR t.context_id = ?3)
+                     AND (?4 IS NULL OR t.state = ?4)
+                     AND (?5 IS NULL OR t.status_at >= ?5)
+                     AND ((?6 IS NULL AND t.parent_id IS NULL) OR t.parent_id = ?6)";
+                let sql = format!(
+                    "SELECT {columns} FROM tasks t WHERE {filters}
+                       AND (?7 IS NULL OR (t.status_at, t.id) < (?7, ?8))
+                     ORDER BY t.status_at DESC, t.id DESC LIMIT ?9"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&caller.tenant)
+                    .bind(&caller.principal)
+                    .bind(&filter.context_id)
+                    .bind(state)
+                    .bind(filter.status_after.map(lite::us))
+                    .bind(filter.parent.map(|p| p.0))
+                    .bind(after.map(|c| lite::us(c.status_at)))
+                    .bind(after.map(|c| c.id.0).unwrap_or(Uuid::nil()))
+                    .bind(page_size + 1)
+                    .fetch_all(&lite.read)
+                    .await?;
+                let total: i64 =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM tasks t WHERE {filters}")))
+                        .bind(&caller.tenant)
+                        .bind(&caller.principal)
+                        .bind(&filter.context_id)
+                        .bind(state)
+                        .bind(filter.status_after.map(lite::us))
+                        .bind(filter.parent.map(|p| p.0))
+                        .fetch_one(&lite.read)
+                        .await?;
+                let rows = rows.iter().map(lite::task_row).collect::<Result<Vec<_>, _>>()?;
+                return page(rows, total, page_size);
+            }
+        };
         // One more row than asked tells whether another page exists.
         let rows = sqlx::query_as!(
             TaskRow,
@@ -79,7 +119,7 @@ impl Store {
             filter.parent.map(|p| p.0),
             with_artifacts,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         let total = sqlx::query_scalar!(
             r#"SELECT count(*) AS "count!" FROM tasks
@@ -95,16 +135,9 @@ impl Store {
             filter.status_after,
             filter.parent.map(|p| p.0),
         )
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
-        let mut tasks = rows.into_iter().map(TaskRecord::try_from).collect::<Result<Vec<_>, _>>()?;
-        let next = if tasks.len() as i64 > page_size {
-            tasks.truncate(page_size as usize);
-            tasks.last().map(|t| Cursor { status_at: t.status_at, id: t.id })
-        } else {
-            None
-        };
-        Ok(TaskPage { tasks, total, next })
+        page(rows, total, page_size)
     }
 }
 
@@ -117,6 +150,23 @@ impl Store {
         state: Option<TaskState>,
         limit: i64,
     ) -> Result<Vec<TaskRecord>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let sql = format!(
+                    "SELECT {} FROM tasks t WHERE (?1 IS NULL OR t.tenant = ?1) AND (?2 IS NULL OR t.state = ?2) \
+                     ORDER BY t.status_at DESC, t.id DESC LIMIT ?3",
+                    lite::TASK_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .bind(state.map(TaskState::as_str))
+                    .bind(limit)
+                    .fetch_all(&lite.read)
+                    .await?;
+                return rows.iter().map(|r| lite::task_row(r)?.try_into()).collect();
+            }
+        };
         let rows = sqlx::query_as!(
             TaskRow,
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
@@ -129,13 +179,24 @@ impl Store {
             state.map(TaskState::as_str),
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         rows.into_iter().map(TaskRecord::try_from).collect()
     }
 
     /// A task's children (fan-out branches and pipeline steps), oldest first.
     pub async fn task_children(&self, parent: TaskId) -> Result<Vec<TaskRecord>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let sql = format!(
+                    "SELECT {} FROM tasks t WHERE t.parent_id = ? ORDER BY t.position, t.created_at, t.id",
+                    lite::TASK_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(parent.0).fetch_all(&lite.read).await?;
+                return rows.iter().map(|r| lite::task_row(r)?.try_into()).collect();
+            }
+        };
         let rows = sqlx::query_as!(
             TaskRow,
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
@@ -143,8 +204,20 @@ impl Store {
                FROM tasks WHERE parent_id = $1 ORDER BY position, created_at, id"#,
             parent.0,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         rows.into_iter().map(TaskRecord::try_from).collect()
     }
+}
+
+/// A page from `page_size + 1` rows: the extra one says another page exists.
+fn page(rows: Vec<TaskRow>, total: i64, page_size: i64) -> Result<TaskPage, StoreError> {
+    let mut tasks = rows.into_iter().map(TaskRecord::try_from).collect::<Result<Vec<_>, _>>()?;
+    let next = if tasks.len() as i64 > page_size {
+        tasks.truncate(page_size as usize);
+        tasks.last().map(|t| Cursor { status_at: t.status_at, id: t.id })
+    } else {
+        None
+    };
+    Ok(TaskPage { tasks, total, next })
 }

@@ -1,14 +1,24 @@
-//! The PostgreSQL store: the only place in Switchyard that speaks SQL.
+//! The store: the only place in Switchyard that speaks SQL, on one of two
+//! drivers behind the one `Store` type the api and workers call.
 //!
-//! Every statement runs with `search_path` set to the store's own schema,
-//! so names in SQL are unqualified and one database can hold several
-//! isolated deployments side by side (each test run gets its own).
+//! - **PostgreSQL** for every deployment of more than one process. Every
+//!   statement runs with `search_path` set to the store's own schema, so
+//!   names in SQL are unqualified and one database can hold several
+//!   isolated deployments side by side (each test run gets its own).
+//! - **SQLite** (embedded, see [`lite`]) for one process on one machine:
+//!   `switchyard dev` without a database.
+//!
+//! The logic of every operation (what is read, decided and written, under
+//! which lock) is written once; where the two dialects differ, the
+//! statement is written twice, side by side, in a `match` on the driver.
+//! The store conformance suite runs against both.
 
 mod access;
 mod agent;
 mod delegation;
 mod job;
 mod list;
+mod lite;
 mod plan;
 mod push;
 mod retention;
@@ -36,6 +46,7 @@ pub use task::{FollowUp, NewTask, Submission};
 
 use crate::error::StoreError;
 use crate::notify::Channels;
+pub(crate) use lite::{Lite, LiteTx, Notice};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -46,6 +57,9 @@ pub struct StoreConfig {
     pub schema: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// Open the embedded store only to read it, beside the process that
+    /// owns it (`tasks show` while `dev` runs); ignored on PostgreSQL.
+    pub read_only: bool,
 }
 
 impl StoreConfig {
@@ -57,23 +71,49 @@ impl StoreConfig {
             schema: "switchyard".into(),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
+            read_only: false,
         }
     }
 }
 
-/// A handle on the store; cheap to clone (it shares one pool).
+/// A handle on the store; cheap to clone (it shares its pools).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: PgPool,
+    db: Db,
     schema: Arc<str>,
     channels: Channels,
+}
+
+/// The driver a store speaks to.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Pg(PgPool),
+    Lite(Lite),
+}
+
+/// A transaction on either driver. Every write of the store goes through
+/// one, begun and ended by [`in_tx`].
+pub(crate) enum Tx {
+    Pg(Transaction<'static, Postgres>),
+    Lite(LiteTx),
+}
+
+/// The SQLite store's URL scheme: `sqlite:PATH` (or `sqlite://PATH`).
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
 }
 
 impl Store {
     /// Connects lazily: no connection is made until the first query, so a
     /// process can start (and report unreadiness) while the database is down.
+    /// (An embedded store is opened at once: it is a file, and the lock
+    /// that keeps a second process out must be taken at start.)
     pub fn connect_lazy(config: &StoreConfig) -> Result<Store, StoreError> {
         let schema = validate_schema(&config.schema)?;
+        if is_sqlite_url(&config.url) {
+            let lite = Lite::open(&config.url, config.max_connections, config.read_only)?;
+            return Ok(Store { db: Db::Lite(lite), schema: schema.into(), channels: Channels::for_schema(schema) });
+        }
         let options = PgConnectOptions::from_str(&config.url)?.options([("search_path", schema)]);
         // No liveness ping per checkout: it is a round trip on every query,
         // and a dead connection fails its query anyway, which callers treat
@@ -83,16 +123,25 @@ impl Store {
             .acquire_timeout(config.acquire_timeout)
             .test_before_acquire(false)
             .connect_lazy_with(options);
-        Ok(Store { pool, schema: schema.into(), channels: Channels::for_schema(schema) })
+        Ok(Store { db: Db::Pg(pool), schema: schema.into(), channels: Channels::for_schema(schema) })
     }
 
     /// Connects and checks the database answers.
     pub async fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
         let store = Store::connect_lazy(config)?;
+        let pool = match &store.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                // The writer first: it creates the file the readers open.
+                lite.open_file().await?;
+                store.ping().await?;
+                return Ok(store);
+            }
+        };
         // One direct connection first: its error says why (refused, unknown
         // host, authentication, no such database), where the pool would
         // only say that it timed out.
-        let options = store.pool.connect_options();
+        let options = pool.connect_options();
         if let Err(e) = sqlx::ConnectOptions::connect(&*options).await {
             let reason = match &e {
                 sqlx::Error::Database(db) => db.message().to_owned(),
@@ -111,23 +160,45 @@ impl Store {
     /// Creates the schema if needed and applies every pending migration.
     /// Safe to run from several processes at once (sqlx takes an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => return lite.migrate().await,
+        };
         // The identifier was validated, so quoting it is enough.
         let create = format!(r#"CREATE SCHEMA IF NOT EXISTS "{}""#, self.schema);
-        self.pool.execute(sqlx::AssertSqlSafe(create)).await?;
-        MIGRATOR.run(&self.pool).await?;
+        pool.execute(sqlx::AssertSqlSafe(create)).await?;
+        MIGRATOR.run(pool).await?;
         Ok(())
     }
 
     /// Reverts migrations down to (not including) `target` version; 0 reverts all.
     pub async fn migrate_undo(&self, target: i64) -> Result<(), StoreError> {
-        MIGRATOR.undo(&self.pool, target).await?;
+        match &self.db {
+            Db::Pg(pool) => MIGRATOR.undo(pool, target).await?,
+            Db::Lite(lite) => return lite.migrate_undo(target).await,
+        }
         Ok(())
     }
 
     /// Round-trips to the database (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&self.pool).await?;
+        match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool).await?;
+            }
+            Db::Lite(lite) => {
+                sqlx::query("SELECT 1").execute(&lite.read).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Which driver this store runs on, as operators name it.
+    pub fn driver(&self) -> &'static str {
+        match &self.db {
+            Db::Pg(_) => "postgres",
+            Db::Lite(_) => "sqlite",
+        }
     }
 
     /// The schema this store lives in.
@@ -140,14 +211,57 @@ impl Store {
         &self.channels
     }
 
-    /// The underlying pool, for listeners and for tests that inspect rows.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The PostgreSQL pool, for listeners and for tests that inspect rows;
+    /// `None` on the embedded store.
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.db {
+            Db::Pg(pool) => Some(pool),
+            Db::Lite(_) => None,
+        }
+    }
+
+    /// The embedded store's pool of writing connections (one), for tests
+    /// that inspect rows; `None` on PostgreSQL.
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.db {
+            Db::Pg(_) => None,
+            Db::Lite(lite) => Some(&lite.write),
+        }
+    }
+
+    /// The embedded store's wake-ups, which stand in for LISTEN/NOTIFY.
+    pub(crate) fn lite_notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        match &self.db {
+            Db::Pg(_) => None,
+            Db::Lite(lite) => Some(lite.notices.subscribe()),
+        }
     }
 
     /// Closes every connection (graceful shutdown).
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.db {
+            Db::Pg(pool) => pool.close().await,
+            Db::Lite(lite) => lite.close().await,
+        }
+    }
+
+    /// Begins a transaction on whichever driver this store runs on.
+    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.db {
+            Db::Pg(pool) => Tx::Pg(pool.begin().await?),
+            Db::Lite(lite) => Tx::Lite(lite.begin().await?),
+        })
+    }
+
+    /// Ends a transaction according to `result` (see [`in_tx`]).
+    pub(crate) async fn finish<T>(&self, tx: Tx, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match tx {
+            Tx::Pg(tx) => finish(tx, result).await,
+            Tx::Lite(tx) => match &self.db {
+                Db::Lite(lite) => lite.finish(tx, result).await,
+                Db::Pg(_) => unreachable!("a transaction is begun on its own store's driver"),
+            },
+        }
     }
 }
 
@@ -159,22 +273,19 @@ impl Store {
 /// async closure: such closures are not yet `Send` when spawned.)
 macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:block) => {{
-        let mut transaction = $store.pool.begin().await?;
+        let mut transaction = $store.begin().await?;
         let result: Result<_, $crate::error::StoreError> = async {
             let $tx = &mut transaction;
             $body
         }
         .await;
-        $crate::store::finish(transaction, result).await
+        $store.finish(transaction, result).await
     }};
 }
 pub(crate) use in_tx;
 
-/// Ends a transaction according to `result` (see [`in_tx`]).
-pub(crate) async fn finish<T>(
-    tx: Transaction<'static, Postgres>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
+/// Ends a PostgreSQL transaction according to `result` (see [`in_tx`]).
+async fn finish<T>(tx: Transaction<'static, Postgres>, result: Result<T, StoreError>) -> Result<T, StoreError> {
     match result {
         Ok(value) => {
             tx.commit().await?;
@@ -204,9 +315,15 @@ fn validate_schema(schema: &str) -> Result<&str, StoreError> {
 
 /// Sends a NOTIFY inside the caller's transaction, so it is delivered on
 /// COMMIT and never for work that rolled back. (`pg_notify` returns `void`,
-/// which the compile-time macros cannot type, hence the plain query.)
-async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, payload: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut **tx).await?;
+/// which the compile-time macros cannot type, hence the plain query.) The
+/// embedded store keeps it with the transaction and sends it after COMMIT.
+async fn notify(tx: &mut Tx, channel: &str, payload: &str) -> Result<(), StoreError> {
+    match tx {
+        Tx::Pg(tx) => {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut **tx).await?;
+        }
+        Tx::Lite(tx) => tx.notify(channel, payload),
+    }
     Ok(())
 }
 

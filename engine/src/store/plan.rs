@@ -18,13 +18,12 @@ use std::pin::Pin;
 use a2a::{Message, Part, Role};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::job::JobKind;
 use super::row::TaskRow;
 use super::task::{lock_task, stamped};
-use super::{Store, notify};
+use super::{Db, Store, Tx, lite, notify};
 use crate::error::StoreError;
 use crate::event::{ArtifactUpdate, TaskEvent};
 use crate::id::TaskId;
@@ -92,51 +91,94 @@ struct NewChild {
 impl Store {
     /// Every named plan, by name.
     pub async fn plans_list(&self) -> Result<Vec<PlanSpec>, StoreError> {
-        let rows = sqlx::query_scalar!("SELECT spec FROM plans ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = match &self.db {
+            Db::Pg(pool) => sqlx::query_scalar!("SELECT spec FROM plans ORDER BY name").fetch_all(pool).await?,
+            Db::Lite(lite) => {
+                let texts: Vec<String> =
+                    sqlx::query_scalar("SELECT spec FROM plans ORDER BY name").fetch_all(&lite.read).await?;
+                texts.iter().map(|t| lite::parse(t)).collect::<Result<_, _>>()?
+            }
+        };
         rows.into_iter().map(|spec| serde_json::from_value(spec).map_err(StoreError::from)).collect()
     }
 
     /// Adds a named plan, or replaces the one with its name. Tasks already
     /// running keep the plan they were resolved with.
     pub async fn plan_put(&self, spec: &PlanSpec) -> Result<(), StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let now = lite::us(lite::now());
+                sqlx::query(
+                    "INSERT INTO plans (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+                )
+                .bind(&spec.name)
+                .bind(serde_json::to_string(spec)?)
+                .bind(now)
+                .bind(now)
+                .execute(&lite.write)
+                .await?;
+                return Ok(());
+            }
+        };
         sqlx::query!(
             r#"INSERT INTO plans (name, spec) VALUES ($1, $2)
                ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now()"#,
             spec.name,
             serde_json::to_value(spec)?,
         )
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
     }
 
     /// Removes a named plan; false if there was none.
     pub async fn plan_delete(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = sqlx::query!("DELETE FROM plans WHERE name = $1", name).execute(&self.pool).await?;
-        Ok(deleted.rows_affected() > 0)
+        let deleted = match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query!("DELETE FROM plans WHERE name = $1", name).execute(pool).await?.rows_affected()
+            }
+            Db::Lite(lite) => {
+                sqlx::query("DELETE FROM plans WHERE name = ?").bind(name).execute(&lite.write).await?.rows_affected()
+            }
+        };
+        Ok(deleted > 0)
     }
 
     /// Starts a plan on a task this transaction just created (or whose row
     /// it holds): records the plan, and creates the children that start now
     /// (every fan-out member; a pipeline's first step), recursively for
     /// children that are plans themselves.
-    pub(super) fn plan_start<'a, 'c: 'a>(
+    pub(super) fn plan_start<'a>(
         &'a self,
-        tx: &'a mut Transaction<'c, Postgres>,
+        tx: &'a mut Tx,
         task: &'a TaskRecord,
         plan: &'a TaskPlan,
         request: &'a Message,
         now: DateTime<Utc>,
     ) -> Boxed<'a, ()> {
         Box::pin(async move {
-            sqlx::query!(
-                "INSERT INTO task_plans (task_id, plan, max_attempts) VALUES ($1, $2, $3)",
-                task.id.0,
-                serde_json::to_value(&plan.node)?,
-                plan.max_attempts,
-            )
-            .execute(&mut **tx)
-            .await?;
+            match tx {
+                Tx::Pg(tx) => {
+                    sqlx::query!(
+                        "INSERT INTO task_plans (task_id, plan, max_attempts) VALUES ($1, $2, $3)",
+                        task.id.0,
+                        serde_json::to_value(&plan.node)?,
+                        plan.max_attempts,
+                    )
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Tx::Lite(tx) => {
+                    sqlx::query("INSERT INTO task_plans (task_id, plan, max_attempts) VALUES (?, ?, ?)")
+                        .bind(task.id.0)
+                        .bind(serde_json::to_string(&plan.node)?)
+                        .bind(plan.max_attempts)
+                        .execute(tx.conn())
+                        .await?;
+                }
+            }
             let first = match &plan.node {
                 Node::Agent { .. } => return Ok(()),
                 Node::Fanout { children, .. } => children
@@ -160,9 +202,9 @@ impl Store {
 
     /// Creates children of `parent` in three statements whatever their
     /// number, then starts the plans of those that run one.
-    fn spawn<'a, 'c: 'a>(
+    fn spawn<'a>(
         &'a self,
-        tx: &'a mut Transaction<'c, Postgres>,
+        tx: &'a mut Tx,
         parent: &'a TaskRecord,
         children: Vec<NewChild>,
         max_attempts: i32,
@@ -210,7 +252,9 @@ impl Store {
                     node => plans.push((record, TaskPlan { node, max_attempts }, message)),
                 }
             }
-            sqlx::query!(
+            match tx {
+                Tx::Pg(tx) => {
+                    sqlx::query!(
                 r#"WITH created AS (
                        INSERT INTO tasks (id, tenant, owner, context_id, parent_id, position, state, status,
                                           metadata, trace_context, version, created_at, status_at)
@@ -254,6 +298,9 @@ impl Store {
             )
             .execute(&mut **tx)
             .await?;
+                }
+                Tx::Lite(tx) => rows.insert_lite(tx, parent, max_attempts, now, &self.channels.jobs).await?,
+            }
             for (record, plan, message) in &plans {
                 self.plan_start(tx, record, plan, message, now).await?;
             }
@@ -265,9 +312,9 @@ impl Store {
     /// What a child's events do to its parent, in the child's transaction
     /// (see the module's note on lock order). `events` are the child's
     /// events just folded, as stamped; `child` is the child after them.
-    pub(super) fn propagate<'a, 'c: 'a>(
+    pub(super) fn propagate<'a>(
         &'a self,
-        tx: &'a mut Transaction<'c, Postgres>,
+        tx: &'a mut Tx,
         child: &'a TaskRecord,
         events: &'a [TaskEvent],
     ) -> Boxed<'a, ()> {
@@ -341,22 +388,29 @@ impl Store {
     }
 
     /// A plan task's plan, read under its row lock.
-    async fn locked_plan(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        id: TaskId,
-    ) -> Result<Option<TaskPlan>, StoreError> {
-        let row = sqlx::query!("SELECT plan, max_attempts FROM task_plans WHERE task_id = $1", id.0)
-            .fetch_optional(&mut **tx)
-            .await?;
-        row.map(|r| Ok(TaskPlan { node: serde_json::from_value(r.plan)?, max_attempts: r.max_attempts })).transpose()
+    async fn locked_plan(&self, tx: &mut Tx, id: TaskId) -> Result<Option<TaskPlan>, StoreError> {
+        let row = match tx {
+            Tx::Pg(tx) => sqlx::query!("SELECT plan, max_attempts FROM task_plans WHERE task_id = $1", id.0)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| (r.plan, r.max_attempts)),
+            Tx::Lite(tx) => {
+                let row: Option<(String, i32)> =
+                    sqlx::query_as("SELECT plan, max_attempts FROM task_plans WHERE task_id = ?")
+                        .bind(id.0)
+                        .fetch_optional(tx.conn())
+                        .await?;
+                row.map(|(plan, max)| Ok::<_, StoreError>((lite::parse(&plan)?, max))).transpose()?
+            }
+        };
+        row.map(|(plan, max_attempts)| Ok(TaskPlan { node: serde_json::from_value(plan)?, max_attempts })).transpose()
     }
 
     /// The parent's decision when a fan-out child ended, if it is decisive.
     #[allow(clippy::too_many_arguments)]
     async fn judge_fanout(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut Tx,
         parent: &TaskRecord,
         child: &TaskRecord,
         place: &ChildPlace,
@@ -364,19 +418,34 @@ impl Store {
         join: Join,
         allow_partial: bool,
     ) -> Result<Option<TaskEvent>, StoreError> {
-        let t = sqlx::query!(
-            r#"SELECT count(*) FILTER (WHERE state = 'completed') AS "completed!",
-                      count(*) FILTER (WHERE state IN ('failed', 'canceled', 'rejected')) AS "failed!",
-                      count(*) AS "all!"
-               FROM tasks WHERE parent_id = $1"#,
-            parent.id.0,
-        )
-        .fetch_one(&mut **tx)
-        .await?;
+        let (completed, failed, all) = match tx {
+            Tx::Pg(tx) => {
+                let t = sqlx::query!(
+                    r#"SELECT count(*) FILTER (WHERE state = 'completed') AS "completed!",
+                              count(*) FILTER (WHERE state IN ('failed', 'canceled', 'rejected')) AS "failed!",
+                              count(*) AS "all!"
+                       FROM tasks WHERE parent_id = $1"#,
+                    parent.id.0,
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                (t.completed, t.failed, t.all)
+            }
+            Tx::Lite(tx) => {
+                sqlx::query_as::<_, (i64, i64, i64)>(
+                    "SELECT count(*) FILTER (WHERE state = 'completed'), \
+                        count(*) FILTER (WHERE state IN ('failed', 'canceled', 'rejected')), count(*) \
+                 FROM tasks WHERE parent_id = ?",
+                )
+                .bind(parent.id.0)
+                .fetch_one(tx.conn())
+                .await?
+            }
+        };
         let tally = Tally {
-            completed: t.completed as usize,
-            failed: t.failed as usize,
-            open: (t.all - t.completed - t.failed).max(0) as usize,
+            completed: completed as usize,
+            failed: failed as usize,
+            open: (all - completed - failed).max(0) as usize,
         };
         let why = |c: &TaskRecord| status_text(c).map(|t| format!(": {t}")).unwrap_or_default();
         let event = match judge(join, allow_partial, tally) {
@@ -422,21 +491,28 @@ impl Store {
     }
 
     /// `#1 (agent b) failed: reason` for each child that did not complete.
-    async fn failed_children(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        parent: TaskId,
-    ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query_as!(
-            TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
-                      metadata, trace_context, version, created_at, status_at
-               FROM tasks WHERE parent_id = $1 AND state IN ('failed', 'canceled', 'rejected')
-               ORDER BY position"#,
-            parent.0,
-        )
-        .fetch_all(&mut **tx)
-        .await?;
+    async fn failed_children(&self, tx: &mut Tx, parent: TaskId) -> Result<Vec<String>, StoreError> {
+        let rows = match tx {
+            Tx::Pg(tx) => sqlx::query_as!(
+                TaskRow,
+                r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
+                          metadata, trace_context, version, created_at, status_at
+                   FROM tasks WHERE parent_id = $1 AND state IN ('failed', 'canceled', 'rejected')
+                   ORDER BY position"#,
+                parent.0,
+            )
+            .fetch_all(&mut **tx)
+            .await?,
+            Tx::Lite(tx) => {
+                let sql = format!(
+                    "SELECT {} FROM tasks t WHERE t.parent_id = ? AND t.state IN ('failed', 'canceled', 'rejected') \
+                     ORDER BY t.position",
+                    lite::TASK_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(parent.0).fetch_all(tx.conn()).await?;
+                rows.iter().map(lite::task_row).collect::<Result<_, _>>()?
+            }
+        };
         rows.into_iter()
             .map(|row| {
                 let c = TaskRecord::try_from(row)?;
@@ -451,7 +527,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     async fn advance_pipeline(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut Tx,
         parent: &TaskRecord,
         child: &TaskRecord,
         place: &ChildPlace,
@@ -471,21 +547,41 @@ impl Store {
         let Some(next) = steps.get(step + 1) else {
             return Ok(Some(TaskEvent::status_with_text(TaskState::Completed, format!("all {of} steps completed"))));
         };
-        let request = sqlx::query_scalar!(
-            r#"SELECT payload FROM task_events WHERE task_id = $1 AND kind = 'message' ORDER BY seq LIMIT 1"#,
-            parent.id.0,
-        )
-        .fetch_one(&mut **tx)
-        .await?;
+        let (request, updates) = match tx {
+            Tx::Pg(tx) => {
+                let request = sqlx::query_scalar!(
+                    r#"SELECT payload FROM task_events WHERE task_id = $1 AND kind = 'message' ORDER BY seq LIMIT 1"#,
+                    parent.id.0,
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                // The step's artifacts, from its log (the record a fold
+                // returns carries only their ids).
+                let updates = sqlx::query_scalar!(
+                    r#"SELECT payload FROM task_events WHERE task_id = $1 AND kind = 'artifact' ORDER BY seq"#,
+                    child.id.0,
+                )
+                .fetch_all(&mut **tx)
+                .await?;
+                (request, updates)
+            }
+            Tx::Lite(tx) => {
+                let request: String = sqlx::query_scalar(
+                    "SELECT payload FROM task_events WHERE task_id = ? AND kind = 'message' ORDER BY seq LIMIT 1",
+                )
+                .bind(parent.id.0)
+                .fetch_one(tx.conn())
+                .await?;
+                let updates: Vec<String> = sqlx::query_scalar(
+                    "SELECT payload FROM task_events WHERE task_id = ? AND kind = 'artifact' ORDER BY seq",
+                )
+                .bind(child.id.0)
+                .fetch_all(tx.conn())
+                .await?;
+                (lite::parse(&request)?, updates.iter().map(|u| lite::parse(u)).collect::<Result<_, _>>()?)
+            }
+        };
         let request: Message = serde_json::from_value(request)?;
-        // The step's artifacts, from its log (the record a fold returns
-        // carries only their ids).
-        let updates = sqlx::query_scalar!(
-            r#"SELECT payload FROM task_events WHERE task_id = $1 AND kind = 'artifact' ORDER BY seq"#,
-            child.id.0,
-        )
-        .fetch_all(&mut **tx)
-        .await?;
         let updates = updates.into_iter().map(serde_json::from_value).collect::<Result<Vec<ArtifactUpdate>, _>>()?;
         let artifacts = fold_artifacts(&updates).map_err(|e| StoreError::Corrupt(format!("task {}: {e}", child.id)))?;
         let position = place.position + 1;
@@ -497,27 +593,41 @@ impl Store {
 
     /// The oldest question among a parent's children that nobody has
     /// answered yet (asked first, then lowest position), as the parent's status.
-    pub(super) async fn next_question(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        parent: TaskId,
-    ) -> Result<Option<TaskEvent>, StoreError> {
-        let row = sqlx::query_as!(
-            TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
-                      metadata, trace_context, version, created_at, status_at
-               FROM tasks c
-               WHERE parent_id = $1 AND state IN ('input_required', 'auth_required')
-                 AND NOT EXISTS (
-                     SELECT 1 FROM task_events m
-                     WHERE m.task_id = c.id AND m.kind = 'message' AND m.payload->>'role' = 'ROLE_USER'
-                       AND m.seq > (SELECT max(seq) FROM task_events s WHERE s.task_id = c.id AND s.kind = 'status'))
-               ORDER BY status_at, position
-               LIMIT 1"#,
-            parent.0,
-        )
-        .fetch_optional(&mut **tx)
-        .await?;
+    pub(super) async fn next_question(&self, tx: &mut Tx, parent: TaskId) -> Result<Option<TaskEvent>, StoreError> {
+        let row = match tx {
+            Tx::Pg(tx) => sqlx::query_as!(
+                TaskRow,
+                r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
+                          metadata, trace_context, version, created_at, status_at
+                   FROM tasks c
+                   WHERE parent_id = $1 AND state IN ('input_required', 'auth_required')
+                     AND NOT EXISTS (
+                         SELECT 1 FROM task_events m
+                         WHERE m.task_id = c.id AND m.kind = 'message' AND m.payload->>'role' = 'ROLE_USER'
+                           AND m.seq > (SELECT max(seq) FROM task_events s WHERE s.task_id = c.id AND s.kind = 'status'))
+                   ORDER BY status_at, position
+                   LIMIT 1"#,
+                parent.0,
+            )
+            .fetch_optional(&mut **tx)
+            .await?,
+            Tx::Lite(tx) => {
+                let sql = format!(
+                    "SELECT {} FROM tasks t
+                     WHERE t.parent_id = ? AND t.state IN ('input_required', 'auth_required')
+                       AND NOT EXISTS (
+                           SELECT 1 FROM task_events m
+                           WHERE m.task_id = t.id AND m.kind = 'message'
+                             AND json_extract(m.payload, '$.role') = 'ROLE_USER'
+                             AND m.seq > (SELECT max(seq) FROM task_events s WHERE s.task_id = t.id AND s.kind = 'status'))
+                     ORDER BY t.status_at, t.position
+                     LIMIT 1",
+                    lite::TASK_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(parent.0).fetch_optional(tx.conn()).await?;
+                row.as_ref().map(lite::task_row).transpose()?
+            }
+        };
         let Some(row) = row else { return Ok(None) };
         let child = TaskRecord::try_from(row)?;
         Ok(ChildPlace::of(&child).map(|place| question(&child, &place)))
@@ -526,14 +636,11 @@ impl Store {
     /// Everything that follows a task's end in its own transaction: its
     /// waiting jobs retired (a deadline timer), its open children told to
     /// stop, and its remote task, if one is known, canceled.
-    pub(super) async fn retire(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        task_id: TaskId,
-        children_reason: &str,
-    ) -> Result<(), StoreError> {
-        let row = sqlx::query!(
-            r#"WITH retired AS (
+    pub(super) async fn retire(&self, tx: &mut Tx, task_id: TaskId, children_reason: &str) -> Result<(), StoreError> {
+        let queued = match tx {
+            Tx::Pg(tx) => {
+                sqlx::query!(
+                    r#"WITH retired AS (
                    UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task ended'
                    WHERE task_id = $1 AND state = 'ready'
                ),
@@ -549,14 +656,18 @@ impl Store {
                    RETURNING id
                )
                SELECT (SELECT count(*) FROM remote) + (SELECT count(*) FROM children) AS "queued!""#,
-            task_id.0,
-            JobKind::CancelRemote.as_str(),
-            JobKind::CancelChild.as_str(),
-            children_reason,
-        )
-        .fetch_one(&mut **tx)
-        .await?;
-        if row.queued > 0 {
+                    task_id.0,
+                    JobKind::CancelRemote.as_str(),
+                    JobKind::CancelChild.as_str(),
+                    children_reason,
+                )
+                .fetch_one(&mut **tx)
+                .await?
+                .queued
+            }
+            Tx::Lite(tx) => retire_lite(tx, task_id, children_reason).await?,
+        };
+        if queued > 0 {
             notify(tx, &self.channels.jobs, JobKind::CancelChild.as_str()).await?;
         }
         Ok(())
@@ -647,6 +758,68 @@ struct ChildRows {
 }
 
 impl ChildRows {
+    /// The children, their first events and their delegations, on the
+    /// embedded store (a statement per row).
+    async fn insert_lite(
+        &self,
+        tx: &mut lite::LiteTx,
+        parent: &TaskRecord,
+        max_attempts: i32,
+        now: DateTime<Utc>,
+        jobs_channel: &str,
+    ) -> Result<(), StoreError> {
+        let at = lite::us(now);
+        for i in 0..self.ids.len() {
+            sqlx::query(
+                "INSERT INTO tasks (id, tenant, owner, context_id, parent_id, position, state, status, metadata, \
+                                    trace_context, version, created_at, status_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(self.ids[i])
+            .bind(&parent.tenant)
+            .bind(&parent.owner)
+            .bind(&self.contexts[i])
+            .bind(parent.id.0)
+            .bind(self.positions[i])
+            .bind(&self.states[i])
+            .bind(lite::json(&self.statuses[i]))
+            .bind(lite::json(&self.metadata[i]))
+            .bind(parent.trace_context.as_ref().map(lite::json))
+            .bind(self.versions[i])
+            .bind(at)
+            .bind(at)
+            .execute(tx.conn())
+            .await?;
+        }
+        for i in 0..self.event_tasks.len() {
+            sqlx::query("INSERT INTO task_events (task_id, seq, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(self.event_tasks[i])
+                .bind(self.event_seqs[i])
+                .bind(&self.event_kinds[i])
+                .bind(lite::json(&self.event_payloads[i]))
+                .bind(at)
+                .execute(tx.conn())
+                .await?;
+        }
+        for (task, payload) in self.jobs.iter().zip(&self.job_payloads) {
+            sqlx::query(
+                "INSERT INTO jobs (task_id, kind, payload, max_attempts, run_at, created_at) \
+                 VALUES (?, 'delegate', ?, ?, ?, ?)",
+            )
+            .bind(task)
+            .bind(lite::json(payload))
+            .bind(max_attempts)
+            .bind(at)
+            .bind(at)
+            .execute(tx.conn())
+            .await?;
+        }
+        if !self.jobs.is_empty() {
+            tx.notify(jobs_channel, "delegate");
+        }
+        Ok(())
+    }
+
     fn push(&mut self, task: &TaskRecord, position: i32, events: &[TaskEvent]) -> Result<(), StoreError> {
         let snapshot = super::row::Snapshot::of(task)?;
         self.ids.push(task.id.0);
@@ -663,4 +836,39 @@ impl ChildRows {
         self.event_payloads.extend(rows.payloads);
         Ok(())
     }
+}
+
+/// [`Store::retire`]'s writes on the embedded store; how many jobs it queued.
+async fn retire_lite(tx: &mut lite::LiteTx, task_id: TaskId, children_reason: &str) -> Result<i64, StoreError> {
+    let now = lite::us(tx.now);
+    sqlx::query("UPDATE jobs SET state = 'done', finished_at = ?, last_error = 'task ended' WHERE task_id = ? AND state = 'ready'")
+        .bind(now)
+        .bind(task_id.0)
+        .execute(tx.conn())
+        .await?;
+    let remote = sqlx::query(
+        "INSERT INTO jobs (task_id, kind, max_attempts, run_at, created_at) \
+         SELECT task_id, ?, 5, ?, ? FROM delegations WHERE task_id = ? AND remote_task_id IS NOT NULL",
+    )
+    .bind(JobKind::CancelRemote.as_str())
+    .bind(now)
+    .bind(now)
+    .bind(task_id.0)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    let children = sqlx::query(
+        "INSERT INTO jobs (task_id, kind, payload, max_attempts, run_at, created_at) \
+         SELECT id, ?, json_object('reason', ?), 5, ?, ? FROM tasks \
+         WHERE parent_id = ? AND state IN ('submitted', 'working', 'input_required', 'auth_required')",
+    )
+    .bind(JobKind::CancelChild.as_str())
+    .bind(children_reason)
+    .bind(now)
+    .bind(now)
+    .bind(task_id.0)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    Ok((remote + children) as i64)
 }

@@ -12,10 +12,11 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use super::job::{JobKind, Lease};
-use super::{Store, in_tx, notify};
+use super::{Db, Store, Tx, in_tx, lite, notify};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
 use crate::id::{Caller, TaskId};
@@ -89,28 +90,49 @@ impl Store {
     /// so concurrent creates cannot pass it together.
     pub async fn push_config_put(&self, caller: &Caller, config: &PushConfig) -> Result<PushConfig, StoreError> {
         in_tx!(self, |tx| {
-            let owned = sqlx::query_scalar!(
-                "SELECT id FROM tasks WHERE id = $1 AND tenant = $2 AND owner = $3 FOR UPDATE",
-                config.task_id.0,
-                caller.tenant,
-                caller.principal,
-            )
-            .fetch_optional(&mut **tx)
-            .await?;
-            if owned.is_none() {
+            let (owned, count) = match tx {
+                Tx::Pg(tx) => {
+                    let owned = sqlx::query_scalar!(
+                        "SELECT id FROM tasks WHERE id = $1 AND tenant = $2 AND owner = $3 FOR UPDATE",
+                        config.task_id.0,
+                        caller.tenant,
+                        caller.principal,
+                    )
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let count = sqlx::query_scalar!(
+                        r#"SELECT count(*) AS "count!" FROM push_configs WHERE task_id = $1 AND id <> $2"#,
+                        config.task_id.0,
+                        config.id,
+                    )
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    (owned.is_some(), count)
+                }
+                Tx::Lite(tx) => {
+                    let owned: Option<uuid::Uuid> =
+                        sqlx::query_scalar("SELECT id FROM tasks WHERE id = ? AND tenant = ? AND owner = ?")
+                            .bind(config.task_id.0)
+                            .bind(&caller.tenant)
+                            .bind(&caller.principal)
+                            .fetch_optional(tx.conn())
+                            .await?;
+                    let count: i64 =
+                        sqlx::query_scalar("SELECT count(*) FROM push_configs WHERE task_id = ? AND id <> ?")
+                            .bind(config.task_id.0)
+                            .bind(&config.id)
+                            .fetch_one(tx.conn())
+                            .await?;
+                    (owned.is_some(), count)
+                }
+            };
+            if !owned {
                 return Err(StoreError::TaskNotFound(config.task_id));
             }
-            let count = sqlx::query_scalar!(
-                r#"SELECT count(*) AS "count!" FROM push_configs WHERE task_id = $1 AND id <> $2"#,
-                config.task_id.0,
-                config.id,
-            )
-            .fetch_one(&mut **tx)
-            .await?;
             if count >= MAX_PUSH_CONFIGS {
                 return Err(StoreError::TooManyPushConfigs { task: config.task_id, limit: MAX_PUSH_CONFIGS });
             }
-            upsert_push_config(&mut **tx, config.task_id, config).await?;
+            upsert_push_config(tx, config.task_id, config).await?;
             Ok(config.clone())
         })
     }
@@ -124,12 +146,26 @@ impl Store {
         id: &str,
     ) -> Result<Option<PushConfig>, StoreError> {
         self.task_get(caller, task_id).await?;
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let row = sqlx::query(
+                    "SELECT task_id, id, url, token, authentication, version FROM push_configs \
+                     WHERE task_id = ? AND id = ?",
+                )
+                .bind(task_id.0)
+                .bind(id)
+                .fetch_optional(&lite.read)
+                .await?;
+                return row.as_ref().map(push_config_lite).transpose();
+            }
+        };
         let row = sqlx::query!(
             "SELECT url, token, authentication, version FROM push_configs WHERE task_id = $1 AND id = $2",
             task_id.0,
             id,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(row.map(|r| PushConfig {
             task_id,
@@ -150,6 +186,22 @@ impl Store {
         after: Option<&str>,
     ) -> Result<Vec<PushConfig>, StoreError> {
         self.task_get(caller, task_id).await?;
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let rows = sqlx::query(
+                    "SELECT task_id, id, url, token, authentication, version FROM push_configs \
+                     WHERE task_id = ? AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+                )
+                .bind(task_id.0)
+                .bind(after)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&lite.read)
+                .await?;
+                return rows.iter().map(push_config_lite).collect();
+            }
+        };
         let rows = sqlx::query!(
             r#"SELECT id, url, token, authentication, version FROM push_configs
                WHERE task_id = $1 AND ($2::text IS NULL OR id > $2)
@@ -158,7 +210,7 @@ impl Store {
             after,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .into_iter()
@@ -176,20 +228,46 @@ impl Store {
     /// Deletes a webhook; true when one was deleted.
     pub async fn push_config_delete(&self, caller: &Caller, task_id: TaskId, id: &str) -> Result<bool, StoreError> {
         self.task_get(caller, task_id).await?;
-        let deleted = sqlx::query!("DELETE FROM push_configs WHERE task_id = $1 AND id = $2", task_id.0, id)
-            .execute(&self.pool)
-            .await?;
-        Ok(deleted.rows_affected() > 0)
+        let deleted = match &self.db {
+            Db::Pg(pool) => sqlx::query!("DELETE FROM push_configs WHERE task_id = $1 AND id = $2", task_id.0, id)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Db::Lite(lite) => sqlx::query("DELETE FROM push_configs WHERE task_id = ? AND id = ?")
+                .bind(task_id.0)
+                .bind(id)
+                .execute(&lite.write)
+                .await?
+                .rows_affected(),
+        };
+        Ok(deleted > 0)
     }
 }
 
 /// Creates or replaces (same id) a webhook of `task_id`; the caller has
 /// checked the task is theirs, or is creating it.
-pub(super) async fn upsert_push_config<'e, E: sqlx::PgExecutor<'e>>(
-    executor: E,
-    task_id: TaskId,
-    push: &PushConfig,
-) -> Result<(), StoreError> {
+pub(super) async fn upsert_push_config(tx: &mut Tx, task_id: TaskId, push: &PushConfig) -> Result<(), StoreError> {
+    let tx = match tx {
+        Tx::Pg(tx) => tx,
+        Tx::Lite(tx) => {
+            sqlx::query(
+                "INSERT INTO push_configs (task_id, id, url, token, authentication, version, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (task_id, id) DO UPDATE SET url = excluded.url, token = excluded.token, \
+                     authentication = excluded.authentication, version = excluded.version",
+            )
+            .bind(task_id.0)
+            .bind(&push.id)
+            .bind(&push.url)
+            .bind(&push.token)
+            .bind(push.authentication.as_ref().map(lite::json))
+            .bind(&push.version)
+            .bind(lite::us(tx.now))
+            .execute(tx.conn())
+            .await?;
+            return Ok(());
+        }
+    };
     sqlx::query!(
         r#"INSERT INTO push_configs (task_id, id, url, token, authentication, version) VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (task_id, id) DO UPDATE
@@ -202,7 +280,7 @@ pub(super) async fn upsert_push_config<'e, E: sqlx::PgExecutor<'e>>(
         push.authentication,
         push.version,
     )
-    .execute(executor)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -217,7 +295,7 @@ pub(super) fn pushable(first_seq: i64, events: &[TaskEvent]) -> Vec<i64> {
 /// has, and makes sure each webhook has its live delivery job (waking
 /// workers for a new one). One statement; nothing when the task has none.
 pub(super) async fn enqueue_deliveries(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     jobs_channel: &str,
     task_id: TaskId,
     seqs: &[i64],
@@ -225,6 +303,10 @@ pub(super) async fn enqueue_deliveries(
     if seqs.is_empty() {
         return Ok(());
     }
+    let tx = match tx {
+        Tx::Pg(tx) => tx,
+        Tx::Lite(tx) => return lite::enqueue_deliveries(tx, jobs_channel, task_id.0, seqs).await,
+    };
     sqlx::query!(
         r#"WITH pushed AS (
                INSERT INTO push_deliveries (task_id, config_id, seq)
@@ -259,6 +341,10 @@ impl Store {
         config_id: &str,
         limit: i64,
     ) -> Result<Option<Outbox>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => return outbox_lite(lite, task_id, config_id, limit).await,
+        };
         let config = sqlx::query!(
             r#"SELECT c.url, c.token, c.authentication, c.version, t.context_id, t.trace_context, now() AS "now!"
                FROM push_configs c JOIN tasks t ON t.id = c.task_id
@@ -266,7 +352,7 @@ impl Store {
             task_id.0,
             config_id,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         let Some(c) = config else { return Ok(None) };
         let rows = sqlx::query!(
@@ -278,7 +364,7 @@ impl Store {
             config_id,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         let pending = rows
             .into_iter()
@@ -318,13 +404,32 @@ impl Store {
         if deliveries.is_empty() {
             return Ok(());
         }
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let now = lite::us(lite::now());
+                let mut tx = lite.write.begin().await?;
+                for id in deliveries {
+                    sqlx::query(
+                        "UPDATE push_deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, \
+                         last_error = NULL WHERE id = ? AND state = 'pending'",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                return Ok(());
+            }
+        };
         sqlx::query!(
             r#"UPDATE push_deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = now(),
                                           last_error = NULL
                WHERE id = ANY($1) AND state = 'pending'"#,
             deliveries,
         )
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
     }
@@ -338,6 +443,33 @@ impl Store {
         delay: std::time::Duration,
         max_attempts: i32,
     ) -> Result<DeliveryFate, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let now = lite::now();
+                let row: Option<(String, i64)> = sqlx::query_as(
+                    "UPDATE push_deliveries SET
+                         attempts = attempts + 1,
+                         state = CASE WHEN attempts + 1 >= ?3 THEN 'dead' ELSE 'pending' END,
+                         finished_at = CASE WHEN attempts + 1 >= ?3 THEN ?4 END,
+                         next_at = CASE WHEN attempts + 1 >= ?3 THEN next_at ELSE ?5 END,
+                         last_error = ?2
+                     WHERE id = ?1 AND state = 'pending'
+                     RETURNING state, next_at",
+                )
+                .bind(delivery)
+                .bind(error)
+                .bind(max_attempts)
+                .bind(lite::us(now))
+                .bind(lite::us_after(now, delay))
+                .fetch_optional(&lite.write)
+                .await?;
+                return Ok(match row {
+                    Some((state, next_at)) if state == "pending" => DeliveryFate::RetryAt(lite::at(next_at)),
+                    _ => DeliveryFate::Dead,
+                });
+            }
+        };
         let row = sqlx::query!(
             r#"UPDATE push_deliveries SET
                    attempts = attempts + 1,
@@ -353,7 +485,7 @@ impl Store {
             max_attempts,
             delay.as_secs_f64(),
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(match row {
             Some(r) if r.state == "pending" => DeliveryFate::RetryAt(r.next_at),
@@ -367,17 +499,29 @@ impl Store {
     /// again at once. True when it was requeued.
     pub async fn push_settle(&self, lease: &Lease, config_id: &str) -> Result<bool, StoreError> {
         in_tx!(self, |tx| {
-            sqlx::query!("SELECT id FROM tasks WHERE id = $1 FOR SHARE", lease.task_id.0)
-                .fetch_optional(&mut **tx)
-                .await?;
-            let pending = sqlx::query_scalar!(
-                r#"SELECT EXISTS (SELECT 1 FROM push_deliveries
-                                  WHERE task_id = $1 AND config_id = $2 AND state = 'pending') AS "pending!""#,
-                lease.task_id.0,
-                config_id,
-            )
-            .fetch_one(&mut **tx)
-            .await?;
+            let pending = match tx {
+                Tx::Pg(tx) => {
+                    sqlx::query!("SELECT id FROM tasks WHERE id = $1 FOR SHARE", lease.task_id.0)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    sqlx::query_scalar!(
+                        r#"SELECT EXISTS (SELECT 1 FROM push_deliveries
+                                          WHERE task_id = $1 AND config_id = $2 AND state = 'pending') AS "pending!""#,
+                        lease.task_id.0,
+                        config_id,
+                    )
+                    .fetch_one(&mut **tx)
+                    .await?
+                }
+                // The one writer: nothing can be written in between.
+                Tx::Lite(tx) => sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM push_deliveries WHERE task_id = ? AND config_id = ? AND state = 'pending')",
+                )
+                .bind(lease.task_id.0)
+                .bind(config_id)
+                .fetch_one(tx.conn())
+                .await?,
+            };
             self.finish_or_requeue(tx, lease, pending, JobKind::Push).await?;
             Ok(pending)
         })
@@ -386,6 +530,38 @@ impl Store {
     /// Deliveries for operators: `state` one of pending, delivered, dead
     /// (or all), newest first.
     pub async fn push_deliveries(&self, state: Option<&str>, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let rows = sqlx::query(
+                    "SELECT d.id, d.task_id, d.config_id, c.url, d.seq, d.state, d.attempts, d.next_at, d.last_error, \
+                            d.finished_at \
+                     FROM push_deliveries d JOIN push_configs c ON c.task_id = d.task_id AND c.id = d.config_id \
+                     WHERE ?1 IS NULL OR d.state = ?1 ORDER BY d.id DESC LIMIT ?2",
+                )
+                .bind(state)
+                .bind(limit)
+                .fetch_all(&lite.read)
+                .await?;
+                return rows
+                    .iter()
+                    .map(|r| {
+                        Ok(DeliveryRecord {
+                            id: r.try_get("id")?,
+                            task_id: TaskId(r.try_get("task_id")?),
+                            config_id: r.try_get("config_id")?,
+                            url: r.try_get("url")?,
+                            seq: r.try_get("seq")?,
+                            state: r.try_get("state")?,
+                            attempts: r.try_get("attempts")?,
+                            next_at: lite::at(r.try_get("next_at")?),
+                            last_error: r.try_get("last_error")?,
+                            finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(lite::at),
+                        })
+                    })
+                    .collect();
+            }
+        };
         let rows = sqlx::query!(
             r#"SELECT d.id, d.task_id, d.config_id, c.url, d.seq, d.state, d.attempts, d.next_at, d.last_error,
                       d.finished_at
@@ -395,7 +571,7 @@ impl Store {
             state,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .into_iter()
@@ -418,28 +594,108 @@ impl Store {
     /// attempts, and makes sure the webhook's job is live.
     pub async fn push_requeue(&self, delivery: i64) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
-            let row = sqlx::query!(
-                r#"UPDATE push_deliveries SET state = 'pending', attempts = 0, next_at = now(), finished_at = NULL
-                   WHERE id = $1 AND state = 'dead'
-                   RETURNING task_id, config_id"#,
-                delivery,
-            )
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(StoreError::DeliveryNotDead(delivery))?;
-            sqlx::query!(
-                r#"INSERT INTO jobs (task_id, kind, payload, max_attempts)
-                   VALUES ($1, $2, jsonb_build_object('config', $3::text), 1000)
-                   ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
-                   DO NOTHING"#,
-                row.task_id,
-                JobKind::Push.as_str(),
-                row.config_id,
-            )
-            .execute(&mut **tx)
-            .await?;
+            match tx {
+                Tx::Pg(tx) => {
+                    let row = sqlx::query!(
+                        r#"UPDATE push_deliveries SET state = 'pending', attempts = 0, next_at = now(), finished_at = NULL
+                           WHERE id = $1 AND state = 'dead'
+                           RETURNING task_id, config_id"#,
+                        delivery,
+                    )
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::DeliveryNotDead(delivery))?;
+                    sqlx::query!(
+                        r#"INSERT INTO jobs (task_id, kind, payload, max_attempts)
+                           VALUES ($1, $2, jsonb_build_object('config', $3::text), 1000)
+                           ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
+                           DO NOTHING"#,
+                        row.task_id,
+                        JobKind::Push.as_str(),
+                        row.config_id,
+                    )
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Tx::Lite(tx) => {
+                    let row: (uuid::Uuid, String) = sqlx::query_as(
+                        "UPDATE push_deliveries SET state = 'pending', attempts = 0, next_at = ?, finished_at = NULL \
+                         WHERE id = ? AND state = 'dead' RETURNING task_id, config_id",
+                    )
+                    .bind(lite::us(tx.now))
+                    .bind(delivery)
+                    .fetch_optional(tx.conn())
+                    .await?
+                    .ok_or(StoreError::DeliveryNotDead(delivery))?;
+                    lite::ensure_push_job(tx, row.0, &row.1).await?;
+                }
+            }
             notify(tx, &self.channels.jobs, JobKind::Push.as_str()).await?;
             Ok(())
         })
     }
+}
+
+/// A `push_configs` row on the embedded store.
+fn push_config_lite(r: &SqliteRow) -> Result<PushConfig, StoreError> {
+    Ok(PushConfig {
+        task_id: TaskId(r.try_get("task_id")?),
+        id: r.try_get("id")?,
+        url: r.try_get("url")?,
+        token: r.try_get("token")?,
+        authentication: lite::parse_opt(r.try_get("authentication")?)?,
+        version: r.try_get("version")?,
+    })
+}
+
+/// [`Store::push_outbox`] on the embedded store.
+async fn outbox_lite(
+    lite: &lite::Lite,
+    task_id: TaskId,
+    config_id: &str,
+    limit: i64,
+) -> Result<Option<Outbox>, StoreError> {
+    let config = sqlx::query(
+        "SELECT c.task_id, c.id, c.url, c.token, c.authentication, c.version, t.context_id, t.trace_context \
+         FROM push_configs c JOIN tasks t ON t.id = c.task_id WHERE c.task_id = ? AND c.id = ?",
+    )
+    .bind(task_id.0)
+    .bind(config_id)
+    .fetch_optional(&lite.read)
+    .await?;
+    let Some(c) = config else { return Ok(None) };
+    let rows = sqlx::query(
+        "SELECT d.id, d.attempts, d.next_at, e.seq, e.kind, e.payload, e.created_at \
+         FROM push_deliveries d JOIN task_events e ON e.task_id = d.task_id AND e.seq = d.seq \
+         WHERE d.task_id = ? AND d.config_id = ? AND d.state = 'pending' ORDER BY d.seq LIMIT ?",
+    )
+    .bind(task_id.0)
+    .bind(config_id)
+    .bind(limit)
+    .fetch_all(&lite.read)
+    .await?;
+    let pending = rows
+        .iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            Ok(PendingDelivery {
+                id: r.try_get("id")?,
+                attempts: r.try_get("attempts")?,
+                next_at: lite::at(r.try_get("next_at")?),
+                event: StoredEvent {
+                    task_id,
+                    seq: r.try_get("seq")?,
+                    event: TaskEvent::from_row(&kind, lite::parse(&r.try_get::<String, _>("payload")?)?)?,
+                    created_at: lite::at(r.try_get("created_at")?),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(Outbox {
+        config: push_config_lite(&c)?,
+        context_id: c.try_get("context_id")?,
+        trace_context: lite::parse_opt(c.try_get("trace_context")?)?,
+        pending,
+        now: lite::now(),
+    }))
 }

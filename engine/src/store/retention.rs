@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::Store;
+use super::{Db, Store, lite};
 use crate::error::StoreError;
 
 /// What one sweep deleted.
@@ -29,6 +29,38 @@ impl Store {
         max_batches: u32,
     ) -> Result<Swept, StoreError> {
         let secs = older_than.as_secs_f64();
+        if let Db::Lite(lite) = &self.db {
+            let before = lite::us(lite::now()) - i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX / 2);
+            let tasks = || async {
+                let deleted = sqlx::query(
+                    "DELETE FROM tasks WHERE id IN (
+                         SELECT id FROM tasks
+                         WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
+                           AND status_at < ? ORDER BY status_at LIMIT ?)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&lite.write)
+                .await?;
+                Ok(deleted.rows_affected())
+            };
+            let jobs = || async {
+                let deleted = sqlx::query(
+                    "DELETE FROM jobs WHERE id IN (
+                         SELECT id FROM jobs WHERE state = 'done' AND finished_at < ? ORDER BY finished_at LIMIT ?)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&lite.write)
+                .await?;
+                Ok(deleted.rows_affected())
+            };
+            return Ok(Swept {
+                tasks: in_batches(batch, max_batches, tasks).await?,
+                jobs: in_batches(batch, max_batches, jobs).await?,
+            });
+        }
+        let Db::Pg(pool) = &self.db else { unreachable!("the embedded store returned above") };
         let tasks = || async {
             let deleted = sqlx::query!(
                 r#"DELETE FROM tasks WHERE id IN (
@@ -40,7 +72,7 @@ impl Store {
                 secs,
                 batch,
             )
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
             Ok(deleted.rows_affected())
         };
@@ -54,7 +86,7 @@ impl Store {
                 secs,
                 batch,
             )
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
             Ok(deleted.rows_affected())
         };

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use a2a::Message;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::Row;
 use uuid::Uuid;
 
 use super::in_tx;
@@ -13,7 +13,7 @@ use super::job::{JobKind, Lease, NewJob, insert_job};
 use super::plan::TaskPlan;
 use super::push::{PushConfig, upsert_push_config};
 use super::row::{EventRows, Snapshot, TaskRow, task_row};
-use super::{Store, notify};
+use super::{Db, Store, Tx, lite, notify};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
 use crate::id::{Caller, TaskId};
@@ -111,18 +111,23 @@ impl Store {
             let created = in_tx!(self, |tx| {
                 // The key's row says when: the database's clock, which the
                 // task's creation and first status take too.
-                let claimed = sqlx::query_scalar!(
-                    r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
-                           VALUES ($1, $2, $3, $4)
-                           ON CONFLICT DO NOTHING
-                           RETURNING created_at"#,
-                    new.caller.tenant,
-                    new.caller.principal,
-                    new.idempotency_key,
-                    id.0,
-                )
-                .fetch_optional(&mut **tx)
-                .await?;
+                let claimed = match tx {
+                    Tx::Pg(tx) => {
+                        sqlx::query_scalar!(
+                            r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
+                                   VALUES ($1, $2, $3, $4)
+                                   ON CONFLICT DO NOTHING
+                                   RETURNING created_at"#,
+                            new.caller.tenant,
+                            new.caller.principal,
+                            new.idempotency_key,
+                            id.0,
+                        )
+                        .fetch_optional(&mut **tx)
+                        .await?
+                    }
+                    Tx::Lite(tx) => claim_key_lite(tx, &new.caller, &new.idempotency_key, id).await?.then_some(tx.now),
+                };
                 match claimed {
                     Some(now) => Ok(Some(self.insert_task(tx, id, &new, now).await?)),
                     None => Ok(None),
@@ -131,25 +136,42 @@ impl Store {
             if let Some(task) = created {
                 return Ok(Submission { baseline: task.version, task, created: true });
             }
-            let existing = sqlx::query_scalar!(
-                "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
-                new.caller.tenant,
-                new.caller.principal,
-                new.idempotency_key,
-            )
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(task_id) = existing {
-                let task = self.task_load(TaskId(task_id)).await?;
+            if let Some(task_id) = self.key_owner(&new.caller, &new.idempotency_key).await? {
+                let task = self.task_load(task_id).await?;
                 return Ok(Submission { baseline: task.version, task, created: false });
             }
         }
         Err(StoreError::Corrupt(format!("idempotency key {:?} kept changing hands", new.idempotency_key)))
     }
 
+    /// The task an idempotency key went to, if it was used.
+    async fn key_owner(&self, caller: &Caller, key: &str) -> Result<Option<TaskId>, StoreError> {
+        let id = match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query_scalar!(
+                    "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
+                    caller.tenant,
+                    caller.principal,
+                    key,
+                )
+                .fetch_optional(pool)
+                .await?
+            }
+            Db::Lite(lite) => {
+                sqlx::query_scalar("SELECT task_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?")
+                    .bind(&caller.tenant)
+                    .bind(&caller.principal)
+                    .bind(key)
+                    .fetch_optional(&lite.write)
+                    .await?
+            }
+        };
+        Ok(id.map(TaskId))
+    }
+
     async fn insert_task(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut Tx,
         id: TaskId,
         new: &NewTask,
         now: DateTime<Utc>,
@@ -181,51 +203,82 @@ impl Store {
         // task row is there).
         let job = new.job.as_ref().filter(|_| !task.state.is_terminal());
         let rows = EventRows::of(1, &events);
-        sqlx::query!(
-            r#"WITH created AS (
-                   INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids,
-                                      metadata, trace_context, version, created_at, status_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-               ),
-               logged AS (
-                   INSERT INTO task_events (task_id, seq, kind, payload, created_at)
-                   SELECT $1, seq, kind, payload, $12
-                   FROM UNNEST($14::bigint[], $15::text[], $16::jsonb[]) AS e(seq, kind, payload)
-               ),
-               queued AS (
-                   INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
-                   SELECT $1, $17, $18, $19, $20, COALESCE($21, now()) WHERE $22
-                   RETURNING id
-               )
-               SELECT CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($23, $17) END AS notified"#,
-            id.0,
-            task.tenant,
-            task.owner,
-            task.context_id,
-            task.parent_id.map(|p| p.0),
-            snapshot.state,
-            snapshot.status,
-            &snapshot.artifact_ids,
-            metadata,
-            task.trace_context,
-            task.version,
-            task.created_at,
-            task.status_at,
-            &rows.seqs,
-            &rows.kinds,
-            &rows.payloads,
-            job.map_or(JobKind::Delegate.as_str(), |j| j.kind.as_str()),
-            job.map(|j| j.payload.clone()),
-            job.map_or(0, |j| j.priority),
-            job.map_or(1, |j| j.max_attempts),
-            job.and_then(|j| j.run_at),
-            job.is_some(),
-            self.channels.jobs,
-        )
-        .fetch_one(&mut **tx)
-        .await?;
+        match tx {
+            Tx::Pg(tx) => {
+                sqlx::query!(
+                    r#"WITH created AS (
+                           INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids,
+                                              metadata, trace_context, version, created_at, status_at)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                       ),
+                       logged AS (
+                           INSERT INTO task_events (task_id, seq, kind, payload, created_at)
+                           SELECT $1, seq, kind, payload, $12
+                           FROM UNNEST($14::bigint[], $15::text[], $16::jsonb[]) AS e(seq, kind, payload)
+                       ),
+                       queued AS (
+                           INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
+                           SELECT $1, $17, $18, $19, $20, COALESCE($21, now()) WHERE $22
+                           RETURNING id
+                       )
+                       SELECT CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($23, $17) END AS notified"#,
+                    id.0,
+                    task.tenant,
+                    task.owner,
+                    task.context_id,
+                    task.parent_id.map(|p| p.0),
+                    snapshot.state,
+                    snapshot.status,
+                    &snapshot.artifact_ids,
+                    metadata,
+                    task.trace_context,
+                    task.version,
+                    task.created_at,
+                    task.status_at,
+                    &rows.seqs,
+                    &rows.kinds,
+                    &rows.payloads,
+                    job.map_or(JobKind::Delegate.as_str(), |j| j.kind.as_str()),
+                    job.map(|j| j.payload.clone()),
+                    job.map_or(0, |j| j.priority),
+                    job.map_or(1, |j| j.max_attempts),
+                    job.and_then(|j| j.run_at),
+                    job.is_some(),
+                    self.channels.jobs,
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+            }
+            Tx::Lite(tx) => {
+                sqlx::query(
+                    "INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids, \
+                     metadata, trace_context, version, created_at, status_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id.0)
+                .bind(&task.tenant)
+                .bind(&task.owner)
+                .bind(&task.context_id)
+                .bind(task.parent_id.map(|p| p.0))
+                .bind(snapshot.state)
+                .bind(lite::json(&snapshot.status))
+                .bind(serde_json::to_string(&snapshot.artifact_ids)?)
+                .bind(metadata.as_ref().map(lite::json))
+                .bind(task.trace_context.as_ref().map(lite::json))
+                .bind(task.version)
+                .bind(lite::us(task.created_at))
+                .bind(lite::us(task.status_at))
+                .execute(tx.conn())
+                .await?;
+                lite::insert_events(tx, id.0, &rows, now).await?;
+                if let Some(job) = job {
+                    lite::insert_job(tx, id.0, job).await?;
+                    tx.notify(&self.channels.jobs, job.kind.as_str());
+                }
+            }
+        }
         if let Some(push) = &new.push_config {
-            upsert_push_config(&mut **tx, id, push).await?;
+            upsert_push_config(tx, id, push).await?;
             // The webhook hears of the task from its first status on.
             super::push::enqueue_deliveries(tx, &self.channels.jobs, id, &super::push::pushable(1, &events)).await?;
         }
@@ -273,22 +326,49 @@ impl Store {
         let mut at = task_id;
         // Bounded by the plan depth limit in practice; by this in any case.
         for _ in 0..16 {
-            let row = sqlx::query!(
-                r#"SELECT p.status->'message'->'metadata'->'switchyard'->>'childTaskId' AS named,
-                          (SELECT c.id FROM tasks c
-                           WHERE c.parent_id = p.id
-                             AND c.id::text = p.status->'message'->'metadata'->'switchyard'->>'childTaskId') AS child
-                   FROM tasks p WHERE p.id = $1 AND p.state IN ('input_required', 'auth_required')"#,
-                at.0,
-            )
-            .fetch_optional(&self.pool)
-            .await?;
-            let Some(row) = row else {
+            let row = match &self.db {
+                Db::Pg(pool) => sqlx::query!(
+                    r#"SELECT p.status->'message'->'metadata'->'switchyard'->>'childTaskId' AS named,
+                              (SELECT c.id FROM tasks c
+                               WHERE c.parent_id = p.id
+                                 AND c.id::text = p.status->'message'->'metadata'->'switchyard'->>'childTaskId') AS child
+                       FROM tasks p WHERE p.id = $1 AND p.state IN ('input_required', 'auth_required')"#,
+                    at.0,
+                )
+                .fetch_optional(pool)
+                .await?
+                .map(|r| (r.named, r.child)),
+                Db::Lite(lite) => {
+                    let named: Option<Option<String>> = sqlx::query_scalar(
+                        "SELECT json_extract(status, '$.message.metadata.switchyard.childTaskId') FROM tasks \
+                         WHERE id = ? AND state IN ('input_required', 'auth_required')",
+                    )
+                    .bind(at.0)
+                    .fetch_optional(&lite.read)
+                    .await?;
+                    match named {
+                        None => None,
+                        Some(named) => {
+                            let id = named.as_deref().and_then(|n| Uuid::parse_str(n).ok());
+                            let child = match id {
+                                Some(id) => sqlx::query_scalar("SELECT id FROM tasks WHERE id = ? AND parent_id = ?")
+                                    .bind(id)
+                                    .bind(at.0)
+                                    .fetch_optional(&lite.read)
+                                    .await?,
+                                None => None,
+                            };
+                            Some((named, child))
+                        }
+                    }
+                }
+            };
+            let Some((named, child)) = row else {
                 line.named.push(None);
                 break;
             };
-            line.named.push(row.named.and_then(|n| Uuid::parse_str(&n).ok()).map(TaskId));
-            match row.child {
+            line.named.push(named.and_then(|n| Uuid::parse_str(&n).ok()).map(TaskId));
+            match child {
                 Some(child) => {
                     at = TaskId(child);
                     line.chain.push(at);
@@ -303,19 +383,23 @@ impl Store {
         let FollowUp { caller, task_id, context_id, idempotency_key, message, job, push_config } = follow_up;
         let task_id = *task_id;
         let continued = in_tx!(self, |tx| {
-            let claimed = sqlx::query_scalar!(
-                r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
-                       VALUES ($1, $2, $3, $4)
-                       ON CONFLICT DO NOTHING
-                       RETURNING task_id"#,
-                caller.tenant,
-                caller.principal,
-                idempotency_key,
-                task_id.0,
-            )
-            .fetch_optional(&mut **tx)
-            .await?;
-            if claimed.is_none() {
+            let claimed = match tx {
+                Tx::Pg(tx) => sqlx::query_scalar!(
+                    r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
+                           VALUES ($1, $2, $3, $4)
+                           ON CONFLICT DO NOTHING
+                           RETURNING task_id"#,
+                    caller.tenant,
+                    caller.principal,
+                    idempotency_key,
+                    task_id.0,
+                )
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some(),
+                Tx::Lite(tx) => claim_key_lite(tx, caller, idempotency_key, task_id).await?,
+            };
+            if !claimed {
                 return Ok(None);
             }
             // The asking descendants first, deepest first, then the task.
@@ -384,7 +468,7 @@ impl Store {
                 notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
             }
             if let Some(push) = push_config {
-                upsert_push_config(&mut **tx, task_id, push).await?;
+                upsert_push_config(tx, task_id, push).await?;
             }
             Ok(Some(Continued::Done(Box::new(Submission { task, created: true, baseline }))))
         })?;
@@ -392,15 +476,9 @@ impl Store {
             return Ok(continued);
         }
         // The key was used before: answer with the task it went to.
-        let seen = sqlx::query_scalar!(
-            "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
-            caller.tenant,
-            caller.principal,
-            idempotency_key,
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let task = self.task_get(caller, TaskId(seen)).await?;
+        let seen = self.key_owner(caller, idempotency_key).await?;
+        let seen = seen.ok_or_else(|| StoreError::Corrupt(format!("idempotency key {idempotency_key:?} vanished")))?;
+        let task = self.task_get(caller, seen).await?;
         Ok(Continued::Done(Box::new(Submission { baseline: task.version, task, created: false })))
     }
 
@@ -425,7 +503,7 @@ impl Store {
     /// The append itself; the caller owns the transaction (and any fencing).
     pub(super) async fn append_in_tx(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut Tx,
         task_id: TaskId,
         events: &[TaskEvent],
     ) -> Result<TaskRecord, StoreError> {
@@ -437,7 +515,7 @@ impl Store {
     /// stamped at `now` (the database's time): log rows, snapshot, NOTIFY.
     pub(super) async fn fold_locked(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut Tx,
         mut task: TaskRecord,
         now: DateTime<Utc>,
         events: &[TaskEvent],
@@ -458,8 +536,10 @@ impl Store {
         // delivery jobs, and the wake-ups, in ONE statement. The row is
         // locked, so the version guard cannot fail; it is the compare-and-set
         // that keeps this write correct even if that changes.
-        let written = sqlx::query!(
-            r#"WITH logged AS (
+        let updated = match tx {
+            Tx::Pg(tx) => {
+                let written = sqlx::query!(
+                    r#"WITH logged AS (
                    INSERT INTO task_events (task_id, seq, kind, payload, created_at)
                    SELECT $1, seq, kind, payload, now()
                    FROM UNNEST($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, payload)
@@ -485,24 +565,34 @@ impl Store {
                SELECT (SELECT count(*) FROM folded) AS "updated!",
                       CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($12, 'push') END AS jobs_notified,
                       CASE WHEN true THEN pg_notify($13, $14) END AS events_notified"#,
-            task_id.0,
-            snapshot.state,
-            snapshot.status,
-            &snapshot.artifact_ids,
-            task.version,
-            task.status_at,
-            before,
-            &rows.seqs,
-            &rows.kinds,
-            &rows.payloads,
-            &pushed,
-            self.channels.jobs,
-            self.channels.events,
-            crate::notify::EventNotice::payload(&task),
-        )
-        .fetch_one(&mut **tx)
-        .await?;
-        if written.updated != 1 {
+                    task_id.0,
+                    snapshot.state,
+                    snapshot.status,
+                    &snapshot.artifact_ids,
+                    task.version,
+                    task.status_at,
+                    before,
+                    &rows.seqs,
+                    &rows.kinds,
+                    &rows.payloads,
+                    &pushed,
+                    self.channels.jobs,
+                    self.channels.events,
+                    crate::notify::EventNotice::payload(&task),
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                written.updated
+            }
+            Tx::Lite(tx) => {
+                lite::insert_events(tx, task_id.0, &rows, now).await?;
+                let updated = lite::update_snapshot(tx, &task, before).await?;
+                lite::enqueue_deliveries(tx, &self.channels.jobs, task_id.0, &pushed).await?;
+                tx.notify(&self.channels.events, &crate::notify::EventNotice::payload(&task));
+                updated as i64
+            }
+        };
+        if updated != 1 {
             return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
         }
         if task.parent_id.is_some() {
@@ -549,12 +639,7 @@ impl Store {
     /// (the api makes no outbound calls). If the remote task is not known
     /// yet, the worker that learns it finds this task ended when it
     /// checkpoints the id (under this same row lock) and cancels it there.
-    async fn end_in_tx(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        task_id: TaskId,
-        event: TaskEvent,
-    ) -> Result<TaskRecord, StoreError> {
+    async fn end_in_tx(&self, tx: &mut Tx, task_id: TaskId, event: TaskEvent) -> Result<TaskRecord, StoreError> {
         let task = self.append_in_tx(tx, task_id, &[event]).await?;
         let reason = match task.state {
             TaskState::Canceled => format!("the parent task {task_id} was canceled"),
@@ -574,12 +659,28 @@ impl Store {
             if !task.state.is_terminal() {
                 self.end_in_tx(tx, task.id, TaskEvent::status_with_text(TaskState::Canceled, reason)).await?;
             }
-            super::job::mark_done(&mut **tx, lease).await
+            super::job::mark_done_in(tx, lease).await
         })
     }
 
     /// A caller's task; invisible tasks are reported as not found.
     pub async fn task_get(&self, caller: &Caller, task_id: TaskId) -> Result<TaskRecord, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let sql = format!(
+                    "SELECT {} FROM tasks t WHERE t.id = ? AND t.tenant = ? AND t.owner = ?",
+                    lite::TASK_COLUMNS_WITH_ARTIFACTS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(task_id.0)
+                    .bind(&caller.tenant)
+                    .bind(&caller.principal)
+                    .fetch_optional(&lite.read)
+                    .await?;
+                return lite::task_row(&row.ok_or(StoreError::TaskNotFound(task_id))?)?.try_into();
+            }
+        };
         let row = sqlx::query_as!(
             TaskRow,
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
@@ -592,13 +693,21 @@ impl Store {
             caller.tenant,
             caller.principal,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
     }
 
     /// Any task, whoever owns it: for workers and operators, never for callers.
     pub async fn task_load(&self, task_id: TaskId) -> Result<TaskRecord, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let sql = format!("SELECT {} FROM tasks t WHERE t.id = ?", lite::TASK_COLUMNS_WITH_ARTIFACTS);
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task_id.0).fetch_optional(&lite.read).await?;
+                return lite::task_row(&row.ok_or(StoreError::TaskNotFound(task_id))?)?.try_into();
+            }
+        };
         let row = sqlx::query_as!(
             TaskRow,
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
@@ -609,7 +718,7 @@ impl Store {
                FROM tasks WHERE id = $1"#,
             task_id.0,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
     }
@@ -621,6 +730,13 @@ impl Store {
         task_id: TaskId,
         history: i64,
     ) -> Result<(TaskRecord, Vec<Message>), StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(_) => {
+                let task = self.task_load(task_id).await?;
+                return Ok((task, self.task_history(task_id, history).await?));
+            }
+        };
         let r = sqlx::query!(
             r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
                       (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
@@ -635,7 +751,7 @@ impl Store {
             task_id.0,
             history,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?
         .ok_or(StoreError::TaskNotFound(task_id))?;
         let task = TaskRecord::try_from(task_row!(r))?;
@@ -649,6 +765,33 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let rows = sqlx::query(
+                    "SELECT seq, kind, payload, created_at FROM task_events \
+                     WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                )
+                .bind(task_id.0)
+                .bind(after_seq)
+                .bind(limit)
+                .fetch_all(&lite.read)
+                .await?;
+                return rows
+                    .iter()
+                    .map(|r| {
+                        let kind: String = r.try_get("kind")?;
+                        let payload = lite::parse(&r.try_get::<String, _>("payload")?)?;
+                        Ok(StoredEvent {
+                            task_id,
+                            seq: r.try_get("seq")?,
+                            event: TaskEvent::from_row(&kind, payload)?,
+                            created_at: lite::at(r.try_get("created_at")?),
+                        })
+                    })
+                    .collect();
+            }
+        };
         let rows = sqlx::query!(
             r#"SELECT seq, kind, payload, created_at FROM task_events
                WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
@@ -656,7 +799,7 @@ impl Store {
             after_seq,
             limit,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -672,22 +815,51 @@ impl Store {
 
     /// The last `limit` messages of a task's conversation, oldest first.
     pub async fn task_history(&self, task_id: TaskId, limit: i64) -> Result<Vec<Message>, StoreError> {
-        let payloads = sqlx::query_scalar!(
-            r#"SELECT payload AS "payload!" FROM (
-                   SELECT seq, payload FROM task_events
-                   WHERE task_id = $1 AND kind = 'message' ORDER BY seq DESC LIMIT $2
-               ) recent ORDER BY seq"#,
-            task_id.0,
-            limit,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let payloads = match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query_scalar!(
+                    r#"SELECT payload AS "payload!" FROM (
+                       SELECT seq, payload FROM task_events
+                       WHERE task_id = $1 AND kind = 'message' ORDER BY seq DESC LIMIT $2
+                   ) recent ORDER BY seq"#,
+                    task_id.0,
+                    limit,
+                )
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Lite(lite) => {
+                let texts: Vec<String> = sqlx::query_scalar(
+                    "SELECT payload FROM (SELECT seq, payload FROM task_events \
+                     WHERE task_id = ? AND kind = 'message' ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                )
+                .bind(task_id.0)
+                .bind(limit)
+                .fetch_all(&lite.read)
+                .await?;
+                texts.iter().map(|t| lite::parse(t)).collect::<Result<_, _>>()?
+            }
+        };
         payloads.into_iter().map(|p| serde_json::from_value(p).map_err(StoreError::from)).collect()
     }
 
     /// The first client message of a task after sequence number `after`,
     /// with its own sequence number: what a delegation forwards next.
     pub async fn task_message_after(&self, task_id: TaskId, after: i64) -> Result<Option<(i64, Message)>, StoreError> {
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => {
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT seq, payload FROM task_events WHERE task_id = ? AND kind = 'message' AND seq > ? \
+                     AND json_extract(payload, '$.role') = 'ROLE_USER' ORDER BY seq LIMIT 1",
+                )
+                .bind(task_id.0)
+                .bind(after)
+                .fetch_optional(&lite.read)
+                .await?;
+                return row.map(|(seq, p)| Ok((seq, serde_json::from_str(&p)?))).transpose();
+            }
+        };
         let row = sqlx::query!(
             r#"SELECT seq, payload FROM task_events
                WHERE task_id = $1 AND kind = 'message' AND seq > $2 AND payload->>'role' = 'ROLE_USER'
@@ -695,7 +867,7 @@ impl Store {
             task_id.0,
             after,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         row.map(|r| Ok((r.seq, serde_json::from_value(r.payload)?))).transpose()
     }
@@ -727,10 +899,11 @@ enum Continued {
 ///
 /// Also returns the database's clock (the transaction's start): the one
 /// clock every stored timestamp comes from.
-pub(super) async fn lock_task(
-    tx: &mut Transaction<'_, Postgres>,
-    task_id: TaskId,
-) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {
+pub(super) async fn lock_task(tx: &mut Tx, task_id: TaskId) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {
+    let tx = match tx {
+        Tx::Pg(tx) => tx,
+        Tx::Lite(tx) => return lite::lock_task(tx, task_id.0).await,
+    };
     let row = sqlx::query!(
         r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
                   metadata, trace_context, version, created_at, status_at, now() AS "now!"
@@ -759,4 +932,22 @@ pub(super) fn stamped(events: &[TaskEvent], at: DateTime<Utc>) -> Vec<TaskEvent>
 
 fn visible_to(row: &TaskRow, caller: &Caller) -> bool {
     row.tenant == caller.tenant && row.owner == caller.principal
+}
+
+/// Claims an idempotency key for `task` on the embedded store; false when
+/// it was taken before.
+async fn claim_key_lite(tx: &mut lite::LiteTx, caller: &Caller, key: &str, task: TaskId) -> Result<bool, StoreError> {
+    let now = lite::us(tx.now);
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant, owner, key, task_id, created_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&caller.tenant)
+    .bind(&caller.principal)
+    .bind(key)
+    .bind(task.0)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    Ok(claimed.rows_affected() == 1)
 }

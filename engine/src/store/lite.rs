@@ -1,0 +1,401 @@
+//! The embedded SQLite driver: one file, one process, no server.
+//!
+//! - **One writer.** Every write runs on the single connection of the write
+//!   pool, so transactions are serialized by the pool itself: the row locks
+//!   PostgreSQL takes (`FOR UPDATE`, `SKIP LOCKED`) have nothing left to
+//!   exclude, and no transaction ever meets `SQLITE_BUSY` halfway. Reads
+//!   outside transactions use a pool of read-only connections, which WAL
+//!   lets run beside the writer.
+//! - **Durable on COMMIT.** WAL with `synchronous = FULL` (unless the URL
+//!   says otherwise): a committed transaction is on disk before the call
+//!   returns, as on PostgreSQL.
+//! - **One process.** The data directory holds a lock file, locked
+//!   exclusively for as long as the store is open; a second process on the
+//!   same file is refused with a message naming it.
+//! - **One clock.** Timestamps come from this process, the only one using
+//!   the database: a transaction's time is read once when it begins (like
+//!   PostgreSQL's `now()`), in microseconds, the precision PostgreSQL keeps.
+//! - **Wake-ups** are an in-process broadcast, sent after COMMIT, in place
+//!   of LISTEN/NOTIFY.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::row::TaskRow;
+use crate::error::StoreError;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations-sqlite");
+
+/// A wake-up: the channel and payload a NOTIFY would carry.
+pub(crate) type Notice = (String, String);
+
+/// How many wake-ups a slow listener may fall behind before it is told to
+/// re-read everything (as after a lost LISTEN connection).
+const NOTICE_BACKLOG: usize = 4096;
+
+/// An open embedded store.
+#[derive(Debug, Clone)]
+pub(crate) struct Lite {
+    /// One connection: every transaction and every write.
+    pub(crate) write: SqlitePool,
+    /// Read-only connections for reads outside transactions.
+    pub(crate) read: SqlitePool,
+    pub(crate) notices: broadcast::Sender<Notice>,
+    /// Held open (and so locked) for as long as any clone of the store
+    /// lives; `None` for a read-only store.
+    _lock: Option<Arc<std::fs::File>>,
+}
+
+/// A transaction on the embedded store, with its time and the wake-ups it
+/// sends once committed.
+pub(crate) struct LiteTx {
+    pub(crate) tx: Transaction<'static, Sqlite>,
+    pub(crate) now: DateTime<Utc>,
+    notices: Vec<Notice>,
+}
+
+impl LiteTx {
+    /// Queues a wake-up for after COMMIT.
+    pub(crate) fn notify(&mut self, channel: &str, payload: &str) {
+        self.notices.push((channel.to_owned(), payload.to_owned()));
+    }
+
+    /// The connection to run statements on (`&mut *tx.conn()`).
+    pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.tx
+    }
+}
+
+impl Lite {
+    /// Opens (creating if needed) the database a `sqlite:` URL names, and
+    /// takes the lock that keeps other processes out. `read_only` opens an
+    /// existing database beside its owner, without the lock: WAL lets
+    /// readers in other processes see every committed transaction.
+    pub(crate) fn open(url: &str, max_readers: u32, read_only: bool) -> Result<Lite, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(!read_only)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        // FULL unless the URL chose otherwise (`?synchronous=NORMAL`).
+        let options = if url.contains("synchronous=") { options } else { options.synchronous(SqliteSynchronous::Full) };
+        let path = options.get_filename().to_path_buf();
+        if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+            return Err(StoreError::Corrupt(format!(
+                "{url}: the embedded store needs a file (sqlite:PATH), not an in-memory database"
+            )));
+        }
+        if read_only && !path.exists() {
+            return Err(StoreError::Unavailable(format!("{}: no such database", path.display())));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let lock = if read_only { None } else { Some(Arc::new(lock_exclusively(&path)?)) };
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options.clone().read_only(read_only));
+        let read = SqlitePoolOptions::new()
+            .max_connections(max_readers.clamp(1, 8))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options.read_only(true));
+        let (notices, _) = broadcast::channel(NOTICE_BACKLOG);
+        Ok(Lite { write, read, notices, _lock: lock })
+    }
+
+    /// Opens the writing connection, which creates the file if need be.
+    pub(crate) async fn open_file(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.write).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.write).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn migrate_undo(&self, target: i64) -> Result<(), StoreError> {
+        MIGRATOR.undo(&self.write, target).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn begin(&self) -> Result<LiteTx, StoreError> {
+        let tx = self.write.begin().await?;
+        Ok(LiteTx { tx, now: now(), notices: Vec::new() })
+    }
+
+    /// COMMIT and then the wake-ups, or ROLLBACK and none.
+    pub(crate) async fn finish<T>(&self, tx: LiteTx, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let LiteTx { tx, notices, .. } = tx;
+        match result {
+            Ok(value) => {
+                tx.commit().await?;
+                for notice in notices {
+                    // No receiver is fine: nobody is waiting.
+                    let _ = self.notices.send(notice);
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(%rollback, "rollback failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends a wake-up outside any transaction (after a one-statement write).
+    pub(crate) fn wake(&self, channel: &str, payload: &str) {
+        let _ = self.notices.send((channel.to_owned(), payload.to_owned()));
+    }
+
+    pub(crate) async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// Locks `<database>.lock` exclusively, or says which process has it.
+fn lock_exclusively(database: &Path) -> Result<std::fs::File, StoreError> {
+    let mut path: PathBuf = database.to_path_buf();
+    path.as_mut_os_string().push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message the next process prints.
+            let _ = std::fs::write(&path, format!("{}\n", std::process::id()));
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { String::new() } else { format!(" (process {holder})") };
+            Err(StoreError::Unavailable(format!(
+                "{} is in use by another Switchyard process{holder}; the embedded store serves one process — \
+                 stop that one, or run several processes on PostgreSQL (DATABASE_URL)",
+                database.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Unavailable(format!("{}: cannot lock: {e}", path.display())))
+        }
+    }
+}
+
+/// The store's clock, at the precision PostgreSQL keeps (microseconds).
+pub(crate) fn now() -> DateTime<Utc> {
+    at(Utc::now().timestamp_micros())
+}
+
+/// A stored time (microseconds since the epoch).
+pub(crate) fn at(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// A time as stored.
+pub(crate) fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// `now + d`, as stored.
+pub(crate) fn us_after(now: DateTime<Utc>, d: Duration) -> i64 {
+    us(now) + i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
+}
+
+/// JSON as stored (text).
+pub(crate) fn json(value: &Value) -> String {
+    value.to_string()
+}
+
+/// Stored JSON text back to a value.
+pub(crate) fn parse(text: &str) -> Result<Value, StoreError> {
+    Ok(serde_json::from_str(text)?)
+}
+
+/// An optional JSON column.
+pub(crate) fn parse_opt(text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.as_deref().map(parse).transpose()
+}
+
+/// The columns of a task row, `t` being the task; `artifacts` is the
+/// task's artifact events in log order as one JSON array.
+pub(crate) const TASK_COLUMNS: &str = "t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status, \
+     t.artifact_ids, t.metadata, t.trace_context, t.version, t.created_at, t.status_at";
+
+/// [`TASK_COLUMNS`] and the artifacts.
+pub(crate) const TASK_COLUMNS_WITH_ARTIFACTS: &str = "t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, \
+     t.status, t.artifact_ids, t.metadata, t.trace_context, t.version, t.created_at, t.status_at, \
+     (SELECT json_group_array(json(e.payload) ORDER BY e.seq) FROM task_events e \
+      WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts";
+
+/// A task row as [`TASK_COLUMNS`] (and perhaps `artifacts`) select it.
+pub(crate) fn task_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {
+    let artifacts: Option<String> = row.try_get("artifacts").ok().flatten();
+    let artifact_ids: String = row.try_get("artifact_ids")?;
+    Ok(TaskRow {
+        id: row.try_get::<Uuid, _>("id")?,
+        tenant: row.try_get("tenant")?,
+        owner: row.try_get("owner")?,
+        context_id: row.try_get("context_id")?,
+        parent_id: row.try_get("parent_id")?,
+        state: row.try_get("state")?,
+        status: parse(&row.try_get::<String, _>("status")?)?,
+        artifacts: artifacts.as_deref().map(parse).transpose()?,
+        artifact_ids: serde_json::from_str(&artifact_ids)?,
+        metadata: parse_opt(row.try_get("metadata")?)?,
+        trace_context: parse_opt(row.try_get("trace_context")?)?,
+        version: row.try_get("version")?,
+        created_at: at(row.try_get("created_at")?),
+        status_at: at(row.try_get("status_at")?),
+    })
+}
+
+/// Reads a task row for the rest of the transaction (the one writer holds
+/// the database, so reading it is locking it), with the transaction's time.
+pub(crate) async fn lock_task(tx: &mut LiteTx, task: Uuid) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task).fetch_optional(tx.conn()).await?;
+    let now = tx.now;
+    row.map(|r| Ok((task_row(&r)?, now))).transpose()
+}
+
+/// Appends log rows.
+pub(crate) async fn insert_events(
+    tx: &mut LiteTx,
+    task: Uuid,
+    rows: &super::row::EventRows,
+    created_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for ((seq, kind), payload) in rows.seqs.iter().zip(&rows.kinds).zip(&rows.payloads) {
+        sqlx::query("INSERT INTO task_events (task_id, seq, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(task)
+            .bind(seq)
+            .bind(kind)
+            .bind(json(payload))
+            .bind(us(created_at))
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes a folded snapshot over version `before`; the rows changed (1, or
+/// 0 if the version moved).
+pub(crate) async fn update_snapshot(
+    tx: &mut LiteTx,
+    task: &crate::task::TaskRecord,
+    before: i64,
+) -> Result<u64, StoreError> {
+    let snapshot = super::row::Snapshot::of(task)?;
+    let done = sqlx::query(
+        "UPDATE tasks SET state = ?, status = ?, artifact_ids = ?, version = ?, status_at = ? \
+         WHERE id = ? AND version = ?",
+    )
+    .bind(snapshot.state)
+    .bind(json(&snapshot.status))
+    .bind(serde_json::to_string(&snapshot.artifact_ids)?)
+    .bind(task.version)
+    .bind(us(task.status_at))
+    .bind(task.id.0)
+    .bind(before)
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts a job; `None` when it is a delegation and the task already has
+/// a live one (see the PostgreSQL `insert_job`).
+pub(crate) async fn insert_job(tx: &mut LiteTx, task: Uuid, job: &super::NewJob) -> Result<Option<i64>, StoreError> {
+    let now = tx.now;
+    let id = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (task_id) WHERE kind = 'delegate' AND state IN ('ready', 'leased') DO NOTHING \
+         RETURNING id",
+    )
+    .bind(task)
+    .bind(job.kind.as_str())
+    .bind(json(&job.payload))
+    .bind(job.priority)
+    .bind(job.max_attempts)
+    .bind(us(job.run_at.unwrap_or(now)))
+    .bind(us(now))
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(id)
+}
+
+/// The outbox rows for events `seqs` of a task, one per webhook it has,
+/// and each webhook's live delivery job (a wake-up for a new one).
+pub(crate) async fn enqueue_deliveries(
+    tx: &mut LiteTx,
+    jobs_channel: &str,
+    task: Uuid,
+    seqs: &[i64],
+) -> Result<(), StoreError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let configs: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM push_configs WHERE task_id = ?").bind(task).fetch_all(tx.conn()).await?;
+    let now = us(tx.now);
+    let mut queued = false;
+    for config in &configs {
+        for seq in seqs {
+            sqlx::query(
+                "INSERT INTO push_deliveries (task_id, config_id, seq, next_at, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(task)
+            .bind(config)
+            .bind(seq)
+            .bind(now)
+            .bind(now)
+            .execute(tx.conn())
+            .await?;
+        }
+        queued |= ensure_push_job(tx, task, config).await?;
+    }
+    if queued {
+        tx.notify(jobs_channel, "push");
+    }
+    Ok(())
+}
+
+/// Makes sure a webhook has its live delivery job; true when one was created.
+pub(crate) async fn ensure_push_job(tx: &mut LiteTx, task: Uuid, config: &str) -> Result<bool, StoreError> {
+    let now = us(tx.now);
+    let created = sqlx::query(
+        "INSERT INTO jobs (task_id, kind, payload, max_attempts, run_at, created_at) \
+         VALUES (?, 'push', json_object('config', ?), 1000, ?, ?) \
+         ON CONFLICT (task_id, json_extract(payload, '$.config')) WHERE kind = 'push' AND state IN ('ready', 'leased') \
+         DO NOTHING",
+    )
+    .bind(task)
+    .bind(config)
+    .bind(now)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    Ok(created.rows_affected() > 0)
+}

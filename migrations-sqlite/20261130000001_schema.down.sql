@@ -1,0 +1,12 @@
+DROP TABLE audit_log;
+DROP TABLE api_keys;
+DROP TABLE task_plans;
+DROP TABLE plans;
+DROP TABLE delegations;
+DROP TABLE agents;
+DROP TABLE push_deliveries;
+DROP TABLE push_configs;
+DROP TABLE jobs;
+DROP TABLE idempotency_keys;
+DROP TABLE task_events;
+DROP TABLE tasks;

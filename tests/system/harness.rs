@@ -68,22 +68,42 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A migrated schema of one's own, dropped when the test ends.
+/// The store drivers the conformance suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Driver {
+    Postgres,
+    Sqlite,
+}
+
+/// A migrated store of one's own, removed when the test ends: a schema in
+/// the shared PostgreSQL, or an embedded database in a directory of its own.
 pub(crate) struct TestDb {
     pub(crate) store: Store,
     pub(crate) url: String,
     pub(crate) schema: String,
+    pub(crate) driver: Driver,
+    /// The embedded store's directory.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl TestDb {
     pub(crate) async fn new() -> TestDb {
-        let server = server().await;
+        TestDb::on(Driver::Postgres).await
+    }
+
+    pub(crate) async fn on(driver: Driver) -> TestDb {
         let schema = format!("t_{}_{}", unix_now(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let config =
-            StoreConfig { schema: schema.clone(), max_connections: 16, ..StoreConfig::new(server.url.clone()) };
+        let (url, dir) = match driver {
+            Driver::Postgres => (server().await.url.clone(), None),
+            Driver::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("switchyard-{schema}"));
+                (format!("sqlite://{}", dir.join("switchyard.db").display()), Some(dir))
+            }
+        };
+        let config = StoreConfig { schema: schema.clone(), max_connections: 16, ..StoreConfig::new(url.clone()) };
         let store = Store::connect(&config).await.expect("connect to the test database");
         store.migrate().await.expect("migrate the test schema");
-        TestDb { store, url: server.url.clone(), schema }
+        TestDb { store, url, schema, driver, dir }
     }
 
     /// A second, independent handle on the same schema (another "process").
@@ -97,10 +117,65 @@ impl TestDb {
     pub(crate) fn pool(&self) -> &sqlx::PgPool {
         self.store.pg_pool().expect("a PostgreSQL test database")
     }
+
+    /// Runs a fixture statement on either driver (`$1` binds `id` on both);
+    /// the rows it changed.
+    pub(crate) async fn exec(&self, postgres: &str, sqlite: &str, id: uuid::Uuid) -> Result<u64, sqlx::Error> {
+        match self.driver {
+            Driver::Postgres => {
+                let sql = sqlx::AssertSqlSafe(postgres.to_owned());
+                Ok(sqlx::query(sql).bind(id).execute(self.pool()).await?.rows_affected())
+            }
+            Driver::Sqlite => {
+                let pool = self.store.sqlite_pool().expect("an embedded test database");
+                let sql = sqlx::AssertSqlSafe(sqlite.to_owned());
+                Ok(sqlx::query(sql).bind(id).execute(pool).await?.rows_affected())
+            }
+        }
+    }
+
+    /// A count (or any integer) read the same way.
+    pub(crate) async fn count(&self, postgres: &str, sqlite: &str, id: uuid::Uuid) -> i64 {
+        match self.driver {
+            Driver::Postgres => sqlx::query_scalar(sqlx::AssertSqlSafe(postgres.to_owned()))
+                .bind(id)
+                .fetch_one(self.pool())
+                .await
+                .expect("count"),
+            Driver::Sqlite => {
+                let pool = self.store.sqlite_pool().expect("an embedded test database");
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sqlite.to_owned()))
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .expect("count")
+            }
+        }
+    }
+
+    /// Moves a task's jobs' due time by `seconds` from now.
+    pub(crate) async fn jobs_due_in(&self, task: TaskId, seconds: i64) {
+        self.exec(
+            &format!("UPDATE jobs SET run_at = now() + make_interval(secs => {seconds}) WHERE task_id = $1"),
+            &format!("UPDATE jobs SET run_at = {} WHERE task_id = $1", lite_now() + seconds * 1_000_000),
+            task.0,
+        )
+        .await
+        .expect("move the jobs");
+    }
+}
+
+/// The embedded store's clock, as it stores times.
+fn lite_now() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
         // On a thread of its own (the test's runtime may be shutting down),
         // and waited for: the test binary may exit right after this test.
         let url = self.url.clone();
@@ -121,6 +196,27 @@ impl Drop for TestDb {
         let _ = cleanup.join();
     }
 }
+
+/// Runs each named test, an `async fn(TestDb)`, once on each driver: a
+/// module per test with a `postgres` and a `sqlite` case.
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name(crate::harness::TestDb::on(crate::harness::Driver::Postgres).await).await
+                }
+
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(crate::harness::TestDb::on(crate::harness::Driver::Sqlite).await).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_drivers;
 
 pub(crate) fn caller() -> Caller {
     Caller::new("acme", "alice")
@@ -180,11 +276,22 @@ where
 
 /// Backdates a job's lease so it counts as expired (instead of sleeping).
 pub(crate) async fn expire_lease(db: &TestDb, job: switchyard_engine::JobId) {
-    sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(job.0)
-        .execute(db.pool())
-        .await
-        .expect("expire lease");
+    let expired = match db.driver {
+        Driver::Postgres => sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1")
+            .bind(job.0)
+            .execute(db.pool())
+            .await
+            .expect("expire lease")
+            .rows_affected(),
+        Driver::Sqlite => sqlx::query("UPDATE jobs SET lease_expires_at = $2 WHERE id = $1")
+            .bind(job.0)
+            .bind(lite_now() - 1_000_000)
+            .execute(db.store.sqlite_pool().expect("embedded"))
+            .await
+            .expect("expire lease")
+            .rows_affected(),
+    };
+    assert_eq!(expired, 1, "job {job} exists");
 }
 
 /// Writes a config file that registers `agent` at `url` and routes every

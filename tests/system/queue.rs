@@ -1,11 +1,12 @@
 //! The job queue, one operation at a time: claim, heartbeat, complete,
-//! retry, dead-letter, requeue, release, rescue.
+//! retry, dead-letter, requeue, release, rescue. Part of the store
+//! conformance suite: every test runs on PostgreSQL and on SQLite.
 
 use std::time::Duration;
 
 use switchyard_engine::{JobFate, JobState, StoreError, TaskEvent, TaskState};
 
-use crate::harness::{TestDb, expire_lease, status_trail, submit};
+use crate::harness::{TestDb, expire_lease, on_both_drivers, status_trail, submit};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -13,23 +14,13 @@ fn failed(reason: &str) -> Vec<TaskEvent> {
     vec![TaskEvent::status_with_text(TaskState::Failed, reason)]
 }
 
-#[tokio::test]
-async fn claims_take_ready_jobs_in_due_order_and_leave_future_ones() {
-    let db = TestDb::new().await;
+async fn claims_take_ready_jobs_in_due_order_and_leave_future_ones(db: TestDb) {
     let a = submit(&db.store, "a").await;
     let b = submit(&db.store, "b").await;
     let overdue = submit(&db.store, "c").await;
-    sqlx::query("UPDATE jobs SET run_at = now() - interval '1 minute' WHERE task_id = $1")
-        .bind(overdue.0)
-        .execute(db.pool())
-        .await
-        .expect("overdue");
+    db.jobs_due_in(overdue, -60).await;
     let later = submit(&db.store, "d").await;
-    sqlx::query("UPDATE jobs SET run_at = now() + interval '1 hour' WHERE task_id = $1")
-        .bind(later.0)
-        .execute(db.pool())
-        .await
-        .expect("future");
+    db.jobs_due_in(later, 3600).await;
 
     let first = db.store.job_claim("w1", 1, LEASE).await.expect("claim");
     assert_eq!(first[0].lease.task_id, overdue, "the longest due first");
@@ -40,9 +31,7 @@ async fn claims_take_ready_jobs_in_due_order_and_leave_future_ones() {
     assert!(db.store.job_claim("w2", 10, LEASE).await.expect("claim").is_empty());
 }
 
-#[tokio::test]
-async fn complete_appends_its_events_and_closes_the_job() {
-    let db = TestDb::new().await;
+async fn complete_appends_its_events_and_closes_the_job(db: TestDb) {
     let id = submit(&db.store, "x").await;
     let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
     db.store.job_complete(&job.lease, &[TaskEvent::status(TaskState::Completed, None)]).await.expect("complete");
@@ -53,9 +42,7 @@ async fn complete_appends_its_events_and_closes_the_job() {
     assert!(matches!(db.store.job_complete(&job.lease, &[]).await, Err(StoreError::LeaseLost(_))), "only once");
 }
 
-#[tokio::test]
-async fn heartbeats_extend_held_leases_and_report_lost_ones() {
-    let db = TestDb::new().await;
+async fn heartbeats_extend_held_leases_and_report_lost_ones(db: TestDb) {
     submit(&db.store, "a").await;
     submit(&db.store, "b").await;
     let jobs = db.store.job_claim("w", 2, Duration::from_secs(5)).await.expect("claim");
@@ -68,9 +55,7 @@ async fn heartbeats_extend_held_leases_and_report_lost_ones() {
     assert!(row.lease_expires_at.expect("leased") > a.expires_at + chrono::Duration::seconds(30));
 }
 
-#[tokio::test]
-async fn retries_back_off_then_dead_letter_fails_the_task_and_requeue_revives_the_job() {
-    let db = TestDb::new().await;
+async fn retries_back_off_then_dead_letter_fails_the_task_and_requeue_revives_the_job(db: TestDb) {
     let id = submit(&db.store, "flaky").await; // max_attempts = 3
     for attempt in 1..=2 {
         let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
@@ -79,11 +64,7 @@ async fn retries_back_off_then_dead_letter_fails_the_task_and_requeue_revives_th
             db.store.job_retry(&job.lease, "agent down", Duration::from_secs(3600), &failed("x")).await.expect("retry");
         assert!(matches!(fate, JobFate::RetryAt(at) if at > chrono::Utc::now() + chrono::Duration::minutes(59)));
         assert!(db.store.job_claim("w", 1, LEASE).await.expect("claim").is_empty(), "not before run_at");
-        sqlx::query("UPDATE jobs SET run_at = now() WHERE task_id = $1")
-            .bind(id.0)
-            .execute(db.pool())
-            .await
-            .expect("due");
+        db.jobs_due_in(id, 0).await;
     }
     let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
     let fate =
@@ -102,15 +83,10 @@ async fn retries_back_off_then_dead_letter_fails_the_task_and_requeue_revives_th
     assert!(again.lease.token > job.lease.token, "fencing tokens never repeat");
 }
 
-#[tokio::test]
-async fn dead_lettering_a_task_that_already_ended_leaves_it_alone() {
-    let db = TestDb::new().await;
+async fn dead_lettering_a_task_that_already_ended_leaves_it_alone(db: TestDb) {
     let id = submit(&db.store, "x").await;
-    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE task_id = $1")
-        .bind(id.0)
-        .execute(db.pool())
-        .await
-        .expect("one");
+    let sql = "UPDATE jobs SET max_attempts = 1 WHERE task_id = $1";
+    db.exec(sql, sql, id.0).await.expect("one");
     let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
     db.store.task_cancel(&crate::harness::caller(), id, None).await.expect("cancel");
     let fate = db.store.job_retry(&job.lease, "boom", Duration::from_secs(1), &failed("gave up")).await.expect("retry");
@@ -118,9 +94,7 @@ async fn dead_lettering_a_task_that_already_ended_leaves_it_alone() {
     assert_eq!(status_trail(&db.store, id).await, ["submitted", "canceled"]);
 }
 
-#[tokio::test]
-async fn release_gives_the_job_back_without_spending_the_attempt() {
-    let db = TestDb::new().await;
+async fn release_gives_the_job_back_without_spending_the_attempt(db: TestDb) {
     submit(&db.store, "x").await;
     let job = db.store.job_claim("w1", 1, LEASE).await.expect("claim").remove(0);
     db.store.job_release(&job.lease).await.expect("release");
@@ -129,9 +103,7 @@ async fn release_gives_the_job_back_without_spending_the_attempt() {
     assert!(matches!(db.store.job_release(&job.lease).await, Err(StoreError::LeaseLost(_))));
 }
 
-#[tokio::test]
-async fn expired_leases_are_rescued_and_the_last_attempt_is_dead_lettered() {
-    let db = TestDb::new().await;
+async fn expired_leases_are_rescued_and_the_last_attempt_is_dead_lettered(db: TestDb) {
     let id = submit(&db.store, "x").await; // 3 attempts
     for round in 1..=3 {
         let job = db.store.job_claim("doomed", 1, LEASE).await.expect("claim").remove(0);
@@ -148,9 +120,7 @@ async fn expired_leases_are_rescued_and_the_last_attempt_is_dead_lettered() {
     assert!(leased_now.requeued.is_empty() && leased_now.dead.is_empty());
 }
 
-#[tokio::test]
-async fn fenced_appends_stop_when_the_lease_is_gone() {
-    let db = TestDb::new().await;
+async fn fenced_appends_stop_when_the_lease_is_gone(db: TestDb) {
     let id = submit(&db.store, "x").await;
     let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
     db.store.task_append(id, &[TaskEvent::status(TaskState::Working, None)], Some(&job.lease)).await.expect("held");
@@ -161,9 +131,7 @@ async fn fenced_appends_stop_when_the_lease_is_gone() {
     assert_eq!(status_trail(&db.store, id).await, ["submitted", "working"], "nothing from the stale holder");
 }
 
-#[tokio::test]
-async fn batch_completion_closes_only_the_jobs_whose_leases_still_hold() {
-    let db = TestDb::new().await;
+async fn batch_completion_closes_only_the_jobs_whose_leases_still_hold(db: TestDb) {
     for i in 0..3 {
         submit(&db.store, &format!("{i}")).await;
     }
@@ -175,7 +143,21 @@ async fn batch_completion_closes_only_the_jobs_whose_leases_still_hold() {
     let mut done_sorted = done.clone();
     done_sorted.sort();
     assert_eq!(done_sorted, vec![jobs[0].lease.job_id, jobs[2].lease.job_id]);
-    let states: Vec<String> =
-        sqlx::query_scalar("SELECT state FROM jobs ORDER BY id").fetch_all(db.pool()).await.expect("states");
-    assert_eq!(states, ["done", "ready", "done"]);
+    let mut states = Vec::new();
+    for job in &jobs {
+        states.push(db.store.task_jobs(job.lease.task_id).await.expect("jobs")[0].state);
+    }
+    assert_eq!(states, [JobState::Done, JobState::Ready, JobState::Done]);
 }
+
+on_both_drivers!(
+    claims_take_ready_jobs_in_due_order_and_leave_future_ones,
+    complete_appends_its_events_and_closes_the_job,
+    heartbeats_extend_held_leases_and_report_lost_ones,
+    retries_back_off_then_dead_letter_fails_the_task_and_requeue_revives_the_job,
+    dead_lettering_a_task_that_already_ended_leaves_it_alone,
+    release_gives_the_job_back_without_spending_the_attempt,
+    expired_leases_are_rescued_and_the_last_attempt_is_dead_lettered,
+    fenced_appends_stop_when_the_lease_is_gone,
+    batch_completion_closes_only_the_jobs_whose_leases_still_hold,
+);

@@ -1,14 +1,14 @@
 //! Tasks and their event log: submit, fold, cancel, scoping, and the
-//! database's own guards.
+//! database's own guards. The store conformance suite: the tests listed in
+//! `on_both_drivers!` run on PostgreSQL and on SQLite; the others look at
+//! what only PostgreSQL has (row sizes, its clock).
 
 use a2a::{Artifact, Part};
 use switchyard_engine::{ArtifactUpdate, Caller, FoldError, StoreError, TaskEvent, TaskState};
 
-use crate::harness::{TestDb, caller, new_task, status_trail, submit, user_message};
+use crate::harness::{TestDb, caller, new_task, on_both_drivers, status_trail, submit, user_message};
 
-#[tokio::test]
-async fn submit_writes_task_log_and_job_in_one_go() {
-    let db = TestDb::new().await;
+async fn submit_writes_task_log_and_job_in_one_go(db: TestDb) {
     let mut new = new_task("hello");
     new.context_id = Some("ctx-1".into());
     let submitted = db.store.task_submit(new.clone()).await.expect("submit");
@@ -35,9 +35,7 @@ async fn submit_writes_task_log_and_job_in_one_go() {
     assert_eq!(db.store.task_jobs(task.id).await.expect("jobs").len(), 1);
 }
 
-#[tokio::test]
-async fn idempotency_keys_are_per_caller() {
-    let db = TestDb::new().await;
+async fn idempotency_keys_are_per_caller(db: TestDb) {
     let mine = new_task("x");
     let mut theirs = mine.clone();
     theirs.caller = Caller::new("acme", "bob");
@@ -47,9 +45,7 @@ async fn idempotency_keys_are_per_caller() {
     assert_ne!(a.task.id, b.task.id);
 }
 
-#[tokio::test]
-async fn a_task_rejected_at_creation_gets_no_job() {
-    let db = TestDb::new().await;
+async fn a_task_rejected_at_creation_gets_no_job(db: TestDb) {
     let mut new = new_task("nobody can do this");
     new.reject_reason = Some("no route".into());
     let task = db.store.task_submit(new).await.expect("submit").task;
@@ -58,9 +54,7 @@ async fn a_task_rejected_at_creation_gets_no_job() {
     assert_eq!(status_trail(&db.store, task.id).await, ["submitted", "rejected"]);
 }
 
-#[tokio::test]
-async fn appends_fold_into_the_snapshot_in_log_order() {
-    let db = TestDb::new().await;
+async fn appends_fold_into_the_snapshot_in_log_order(db: TestDb) {
     let id = submit(&db.store, "work").await;
     let artifact = |text: &str| Artifact {
         artifact_id: "out".into(),
@@ -136,9 +130,7 @@ async fn an_appended_chunk_writes_a_log_row_and_a_task_row_of_constant_size() {
     assert_eq!(texts, (0..300).map(|i| format!("{i:04}")).collect::<Vec<_>>(), "every chunk, in order");
 }
 
-#[tokio::test]
-async fn illegal_transitions_and_terminal_writes_are_refused_and_change_nothing() {
-    let db = TestDb::new().await;
+async fn illegal_transitions_and_terminal_writes_are_refused_and_change_nothing(db: TestDb) {
     let id = submit(&db.store, "x").await;
     let err = db.store.task_append(id, &[TaskEvent::status(TaskState::Completed, None)], None).await;
     assert!(err.is_ok());
@@ -168,23 +160,20 @@ async fn illegal_transitions_and_terminal_writes_are_refused_and_change_nothing(
     assert_eq!(db.store.task_events(other, 0, 100).await.expect("events").len(), 2);
 }
 
-#[tokio::test]
-async fn the_database_itself_refuses_to_reopen_a_terminal_task_or_edit_the_log() {
-    let db = TestDb::new().await;
+async fn the_database_itself_refuses_to_reopen_a_terminal_task_or_edit_the_log(db: TestDb) {
     let id = submit(&db.store, "x").await;
     db.store.task_append(id, &[TaskEvent::status(TaskState::Failed, None)], None).await.expect("fail");
-    let reopen = sqlx::query("UPDATE tasks SET state = 'working' WHERE id = $1").bind(id.0).execute(db.pool()).await;
-    assert!(reopen.is_err(), "the trigger must refuse");
-    let edit =
-        sqlx::query("UPDATE task_events SET kind = 'status' WHERE task_id = $1").bind(id.0).execute(db.pool()).await;
-    assert!(edit.is_err(), "the log is append-only");
-    let bogus = sqlx::query("UPDATE tasks SET state = 'paused' WHERE id = $1").bind(id.0).execute(db.pool()).await;
-    assert!(bogus.is_err());
+    let reopen = "UPDATE tasks SET state = 'working' WHERE id = $1";
+    assert!(db.exec(reopen, reopen, id.0).await.is_err(), "the trigger must refuse");
+    let edit = "UPDATE task_events SET kind = 'status' WHERE task_id = $1";
+    assert!(db.exec(edit, edit, id.0).await.is_err(), "the log is append-only");
+    let open = submit(&db.store, "y").await;
+    let bogus = "UPDATE tasks SET state = 'paused' WHERE id = $1";
+    assert!(db.exec(bogus, bogus, open.0).await.is_err(), "only known states");
+    assert_eq!(db.store.task_load(id).await.expect("load").state, TaskState::Failed);
 }
 
-#[tokio::test]
-async fn callers_see_only_their_own_tasks() {
-    let db = TestDb::new().await;
+async fn callers_see_only_their_own_tasks(db: TestDb) {
     let id = submit(&db.store, "private").await;
     for stranger in [Caller::new("acme", "mallory"), Caller::new("other-tenant", "alice")] {
         assert!(matches!(db.store.task_get(&stranger, id).await, Err(StoreError::TaskNotFound(_))));
@@ -193,9 +182,7 @@ async fn callers_see_only_their_own_tasks() {
     assert_eq!(db.store.task_get(&caller(), id).await.expect("owner").state, TaskState::Submitted);
 }
 
-#[tokio::test]
-async fn cancel_is_idempotent_and_refused_on_other_terminal_states() {
-    let db = TestDb::new().await;
+async fn cancel_is_idempotent_and_refused_on_other_terminal_states(db: TestDb) {
     let id = submit(&db.store, "x").await;
     let canceled = db.store.task_cancel(&caller(), id, None).await.expect("cancel");
     assert_eq!(canceled.state, TaskState::Canceled);
@@ -210,9 +197,7 @@ async fn cancel_is_idempotent_and_refused_on_other_terminal_states() {
     assert_eq!(err.terminal_state(), Some(TaskState::Completed));
 }
 
-#[tokio::test]
-async fn history_returns_the_latest_messages_oldest_first() {
-    let db = TestDb::new().await;
+async fn history_returns_the_latest_messages_oldest_first(db: TestDb) {
     let id = submit(&db.store, "first").await;
     for text in ["second", "third"] {
         db.store.task_append(id, &[TaskEvent::Message(user_message(text))], None).await.expect("message");
@@ -224,16 +209,20 @@ async fn history_returns_the_latest_messages_oldest_first() {
     assert!(db.store.task_history(id, 0).await.expect("none").is_empty());
 }
 
-#[tokio::test]
-async fn migrations_revert_and_reapply() {
-    let db = TestDb::new().await;
+async fn migrations_revert_and_reapply(db: TestDb) {
     db.store.migrate_undo(0).await.expect("undo");
-    let tables: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename <> '_sqlx_migrations'")
-            .bind(&db.schema)
-            .fetch_one(db.pool())
-            .await
-            .expect("count");
+    let tables = db
+        .count(
+            &format!(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename <> '_sqlx_migrations' \
+                 AND $1 IS NOT NULL",
+                db.schema
+            ),
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' \
+             AND name <> 'sqlite_sequence' AND $1 IS NOT NULL",
+            uuid::Uuid::nil(),
+        )
+        .await;
     assert_eq!(tables, 0);
     db.store.migrate().await.expect("redo");
     submit(&db.store, "works again").await;
@@ -277,35 +266,66 @@ async fn every_stored_timestamp_is_the_databases() {
 
 /// Retention deletes what finished long enough ago, with everything that
 /// hangs off it, and nothing else.
-#[tokio::test]
-async fn retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else() {
-    let db = TestDb::new().await;
+async fn retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else(db: TestDb) {
     let old_done = submit(&db.store, "old and done").await;
     let recent_done = submit(&db.store, "recently done").await;
     let old_open = submit(&db.store, "old but open").await;
     for task in [old_done, recent_done] {
         db.store.task_append(task, &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("finish");
     }
-    sqlx::query("UPDATE jobs SET state = 'done', finished_at = now() WHERE task_id = ANY($1)")
-        .bind(vec![old_done.0, recent_done.0])
-        .execute(db.pool())
+    for task in [old_done, recent_done] {
+        db.exec(
+            "UPDATE jobs SET state = 'done', finished_at = now() WHERE task_id = $1",
+            "UPDATE jobs SET state = 'done', finished_at = run_at WHERE task_id = $1",
+            task.0,
+        )
         .await
         .expect("jobs done");
+    }
     // Age two of them by 40 days. The database freezes finished tasks, so
     // this test-only rewrite of history is made with that trigger off.
-    sqlx::query("ALTER TABLE tasks DISABLE TRIGGER tasks_terminal_is_final").execute(db.pool()).await.expect("off");
-    sqlx::query("UPDATE tasks SET status_at = now() - interval '40 days' WHERE id = ANY($1)")
-        .bind(vec![old_done.0, old_open.0])
-        .execute(db.pool())
-        .await
-        .expect("age");
-    sqlx::query("ALTER TABLE tasks ENABLE TRIGGER tasks_terminal_is_final").execute(db.pool()).await.expect("on");
+    match db.driver {
+        crate::harness::Driver::Postgres => {
+            sqlx::query("ALTER TABLE tasks DISABLE TRIGGER tasks_terminal_is_final")
+                .execute(db.pool())
+                .await
+                .expect("off");
+            sqlx::query("UPDATE tasks SET status_at = now() - interval '40 days' WHERE id = ANY($1)")
+                .bind(vec![old_done.0, old_open.0])
+                .execute(db.pool())
+                .await
+                .expect("age");
+            sqlx::query("ALTER TABLE tasks ENABLE TRIGGER tasks_terminal_is_final")
+                .execute(db.pool())
+                .await
+                .expect("on");
+        }
+        crate::harness::Driver::Sqlite => {
+            // No DISABLE TRIGGER: dropped and created again as it was.
+            let pool = db.store.sqlite_pool().expect("embedded");
+            let trigger: String = sqlx::query_scalar(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'tasks_terminal_is_final'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("trigger");
+            sqlx::query("DROP TRIGGER tasks_terminal_is_final").execute(pool).await.expect("off");
+            for task in [old_done, old_open] {
+                sqlx::query("UPDATE tasks SET status_at = status_at - 40 * 86400000000 WHERE id = $1")
+                    .bind(task.0)
+                    .execute(pool)
+                    .await
+                    .expect("age");
+            }
+            sqlx::query(sqlx::AssertSqlSafe(trigger)).execute(pool).await.expect("on");
+        }
+    }
 
     let swept = db.store.retention_sweep(std::time::Duration::from_secs(30 * 86_400), 500, 20).await.expect("sweep");
     assert_eq!(swept.tasks, 1);
     let count = |sql: &'static str, id: uuid::Uuid| {
-        let pool = db.pool().clone();
-        async move { sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(&pool).await.expect("count") }
+        let db = &db;
+        async move { db.count(sql, sql, id).await }
     };
     for (table, sql) in [
         ("tasks", "SELECT count(*) FROM tasks WHERE id = $1"),
@@ -318,3 +338,17 @@ async fn retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else(
         assert!(count(sql, old_open.0).await > 0, "{table}: an open task is kept however old");
     }
 }
+
+on_both_drivers!(
+    submit_writes_task_log_and_job_in_one_go,
+    idempotency_keys_are_per_caller,
+    a_task_rejected_at_creation_gets_no_job,
+    appends_fold_into_the_snapshot_in_log_order,
+    illegal_transitions_and_terminal_writes_are_refused_and_change_nothing,
+    the_database_itself_refuses_to_reopen_a_terminal_task_or_edit_the_log,
+    callers_see_only_their_own_tasks,
+    cancel_is_idempotent_and_refused_on_other_terminal_states,
+    history_returns_the_latest_messages_oldest_first,
+    migrations_revert_and_reapply,
+    retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else,
+);

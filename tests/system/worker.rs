@@ -1,5 +1,6 @@
 //! The worker runtime in-process, with handlers that control timing: drain
-//! and release, panics, retries, lost leases, NOTIFY wake-ups.
+//! and release, panics, retries, lost leases, NOTIFY wake-ups. Every test
+//! runs on both store drivers (on SQLite, the wake-ups are in-process).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use switchyard_worker::{Handler, JobContext, Outcome, Worker, WorkerConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{TestDb, eventually, expire_lease, status_trail, submit};
+use crate::harness::{TestDb, eventually, expire_lease, on_both_drivers, status_trail, submit};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -80,12 +81,14 @@ fn spawn<H: Handler>(
 }
 
 async fn job_states(db: &TestDb) -> Vec<(String, i32)> {
-    sqlx::query_as("SELECT state, attempt FROM jobs ORDER BY id").fetch_all(db.pool()).await.expect("states")
+    let sql = "SELECT state, attempt FROM jobs ORDER BY id";
+    match db.store.sqlite_pool() {
+        Some(pool) => sqlx::query_as(sql).fetch_all(pool).await.expect("states"),
+        None => sqlx::query_as(sql).fetch_all(db.pool()).await.expect("states"),
+    }
 }
 
-#[tokio::test]
-async fn shutdown_releases_unfinished_work_without_spending_attempts() {
-    let db = TestDb::new().await;
+async fn shutdown_releases_unfinished_work_without_spending_attempts(db: TestDb) {
     for i in 0..6 {
         submit(&db.store, &format!("{i}")).await;
     }
@@ -98,9 +101,7 @@ async fn shutdown_releases_unfinished_work_without_spending_attempts() {
     assert!(states.iter().all(|s| *s == ("ready".to_owned(), 0)), "all ready, attempts refunded: {states:?}");
 }
 
-#[tokio::test]
-async fn shutdown_lets_work_that_finishes_within_the_drain_timeout_finish() {
-    let db = TestDb::new().await;
+async fn shutdown_lets_work_that_finishes_within_the_drain_timeout_finish(db: TestDb) {
     let task = submit(&db.store, "x").await;
     let gate = Gate::default();
     let (shutdown, worker) = spawn(&db, WorkerConfig { drain_timeout: WAIT, ..config("w") }, gate.clone());
@@ -111,9 +112,7 @@ async fn shutdown_lets_work_that_finishes_within_the_drain_timeout_finish() {
     assert_eq!(status_trail(&db.store, task).await, ["submitted", "completed"]);
 }
 
-#[tokio::test]
-async fn a_new_job_is_picked_up_by_notify_not_by_polling() {
-    let db = TestDb::new().await;
+async fn a_new_job_is_picked_up_by_notify_not_by_polling(db: TestDb) {
     let slow_poll = WorkerConfig { poll_interval: Duration::from_secs(3600), ..config("w") };
     let (shutdown, worker) = spawn(&db, slow_poll, Script(vec![|| Outcome::Done(vec![])], AtomicUsize::new(0)));
     // Let the first (immediate) poll find nothing, so only a NOTIFY can wake it.
@@ -127,9 +126,7 @@ async fn a_new_job_is_picked_up_by_notify_not_by_polling() {
     worker.await.expect("stopped");
 }
 
-#[tokio::test]
-async fn a_retry_is_taken_up_when_due_by_a_timer_not_by_polling() {
-    let db = TestDb::new().await;
+async fn a_retry_is_taken_up_when_due_by_a_timer_not_by_polling(db: TestDb) {
     // Polling once an hour, and a retry sends no NOTIFY: only the worker's
     // own timer for the job it put off can bring it back in time.
     let slow_poll = WorkerConfig { poll_interval: Duration::from_secs(3600), ..config("w") };
@@ -149,9 +146,7 @@ async fn a_retry_is_taken_up_when_due_by_a_timer_not_by_polling() {
     worker.await.expect("stopped");
 }
 
-#[tokio::test]
-async fn transient_failures_retry_until_success() {
-    let db = TestDb::new().await;
+async fn transient_failures_retry_until_success(db: TestDb) {
     let task = submit(&db.store, "x").await; // 3 attempts
     let flaky = Script(
         vec![
@@ -173,9 +168,7 @@ async fn transient_failures_retry_until_success() {
     assert_eq!(status_trail(&db.store, task).await, ["submitted", "completed"]);
 }
 
-#[tokio::test]
-async fn exhausted_retries_dead_letter_the_job_and_fail_the_task_with_the_reason() {
-    let db = TestDb::new().await;
+async fn exhausted_retries_dead_letter_the_job_and_fail_the_task_with_the_reason(db: TestDb) {
     let task = submit(&db.store, "x").await;
     let down =
         Script(vec![|| Outcome::Retry { error: "connection refused".into(), retry_after: None }], AtomicUsize::new(0));
@@ -192,9 +185,7 @@ async fn exhausted_retries_dead_letter_the_job_and_fail_the_task_with_the_reason
     assert!(reason.contains("3 attempts") && reason.contains("connection refused"), "{reason}");
 }
 
-#[tokio::test]
-async fn permanent_failures_and_panics_are_told_apart() {
-    let db = TestDb::new().await;
+async fn permanent_failures_and_panics_are_told_apart(db: TestDb) {
     let task = submit(&db.store, "x").await;
     let script = Script(
         vec![|| panic!("handler bug"), || Outcome::Fail { reason: "agent said 400".into() }],
@@ -211,9 +202,7 @@ async fn permanent_failures_and_panics_are_told_apart() {
     assert_eq!(status_trail(&db.store, task).await, ["submitted", "failed"]);
 }
 
-#[tokio::test]
-async fn a_worker_that_loses_its_lease_stops_and_writes_nothing() {
-    let db = TestDb::new().await;
+async fn a_worker_that_loses_its_lease_stops_and_writes_nothing(db: TestDb) {
     let task = submit(&db.store, "x").await;
     let gate = Gate::default();
     // One slot, held by the running attempt until a heartbeat finds the lease
@@ -242,16 +231,18 @@ async fn a_worker_that_loses_its_lease_stops_and_writes_nothing() {
     assert_eq!(status_trail(&db.store, task).await, ["submitted"], "the stale worker wrote nothing");
 }
 
-#[tokio::test]
-async fn a_worker_with_retention_deletes_tasks_finished_longer_ago() {
-    let db = TestDb::new().await;
+async fn a_worker_with_retention_deletes_tasks_finished_longer_ago(db: TestDb) {
     let done = submit(&db.store, "finishes at once").await;
     let open = submit(&db.store, "stays open").await;
-    sqlx::query("UPDATE jobs SET state = 'done', finished_at = now() WHERE task_id = ANY($1)")
-        .bind(vec![done.0, open.0])
-        .execute(db.pool())
+    for task in [done, open] {
+        db.exec(
+            "UPDATE jobs SET state = 'done', finished_at = now() WHERE task_id = $1",
+            "UPDATE jobs SET state = 'done', finished_at = run_at WHERE task_id = $1",
+            task.0,
+        )
         .await
         .expect("jobs done");
+    }
     db.store.task_append(done, &[TaskEvent::status(TaskState::Completed, None)], None).await.expect("finish");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let config = WorkerConfig { retention: Some(Duration::from_secs(1)), ..config("sweeper") };
@@ -264,3 +255,15 @@ async fn a_worker_with_retention_deletes_tasks_finished_longer_ago() {
     shutdown.cancel();
     worker.await.expect("stopped");
 }
+
+on_both_drivers!(
+    shutdown_releases_unfinished_work_without_spending_attempts,
+    shutdown_lets_work_that_finishes_within_the_drain_timeout_finish,
+    a_new_job_is_picked_up_by_notify_not_by_polling,
+    a_retry_is_taken_up_when_due_by_a_timer_not_by_polling,
+    transient_failures_retry_until_success,
+    exhausted_retries_dead_letter_the_job_and_fail_the_task_with_the_reason,
+    permanent_failures_and_panics_are_told_apart,
+    a_worker_that_loses_its_lease_stops_and_writes_nothing,
+    a_worker_with_retention_deletes_tasks_finished_longer_ago,
+);

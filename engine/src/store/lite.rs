@@ -91,7 +91,8 @@ impl Lite {
         // FULL unless the URL chose otherwise (`?synchronous=NORMAL`).
         let options = if url.contains("synchronous=") { options } else { options.synchronous(SqliteSynchronous::Full) };
         let path = options.get_filename().to_path_buf();
-        if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if in_memory || path.as_os_str().is_empty() || path == Path::new(":memory:") {
             return Err(StoreError::Corrupt(format!(
                 "{url}: the embedded store needs a file (sqlite:PATH), not an in-memory database"
             )));

@@ -9,6 +9,7 @@ mod conformance;
 mod contract;
 mod delegation;
 mod exact;
+mod first_run;
 mod harness;
 mod interop;
 mod plans;

@@ -126,6 +126,20 @@ impl Lite {
 
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.write).await?;
+        // Whoever held leases before us is gone: we hold the file's lock.
+        // Their leases expire now rather than after their term, so the
+        // first sweep hands the work on (the lost attempt counted, as for
+        // any lease that expires with its worker).
+        let orphaned =
+            sqlx::query("UPDATE jobs SET lease_expires_at = ? WHERE state = 'leased' AND lease_expires_at > ?")
+                .bind(us(now()) - 1)
+                .bind(us(now()))
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+        if orphaned > 0 {
+            tracing::warn!(orphaned, "leases held by a process that stopped without releasing them expire now");
+        }
         Ok(())
     }
 

@@ -1,11 +1,18 @@
-//! End to end: tasks through `switchyard serve`, one `switchyard worker` and
-//! `switchyard demo-agent`, all real processes on loopback.
+//! End to end: tasks through real Switchyard processes to
+//! `switchyard demo-agent` on loopback, in three shapes, one after the
+//! other in one invocation (this machine's speed drifts; only figures from
+//! one run compare):
+//!
+//! - `serve + worker, PostgreSQL`: the deployment shape, two processes;
+//! - `dev, PostgreSQL`: api and worker in one process;
+//! - `dev, embedded`: the same one process on the embedded SQLite store
+//!   (WAL, `synchronous=FULL`), in a fresh directory.
 //!
 //! Run with `cargo bench --bench e2e` and `DATABASE_URL` set. Knobs:
 //! `BENCH_TASKS` (default 2000), `BENCH_CLIENTS` (concurrent clients,
 //! default 32). Reports acceptance (SendMessage with returnImmediately:
 //! durable write + response), completion (accepted → COMPLETED by the agent,
-//! from the task's own timestamps) and blocking round trips.
+//! from the tasks' own timestamps) and blocking round trips.
 
 // A benchmark reports on stdout; that is its output, not stray logging.
 #![allow(clippy::print_stdout)]
@@ -19,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use switchyard_engine::{Store, StoreConfig, TaskState};
+use tokio::process::Child;
 
 async fn send(http: &reqwest::Client, base: &str, text: &str, immediately: bool) -> anyhow::Result<Value> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
@@ -56,102 +65,165 @@ async fn load(base: &str, total: usize, clients: usize, immediately: bool) -> an
     Ok((all, elapsed))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let url = std::env::var("DATABASE_URL").context("set DATABASE_URL to a PostgreSQL to benchmark against")?;
-    let tasks = env_usize("BENCH_TASKS", 2000);
-    let clients = env_usize("BENCH_CLIENTS", 32);
-    let schema = format!("bench_e2e_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let status = switchyard(&url, &schema, &["migrate"])?.wait().await?;
-    anyhow::ensure!(status.success(), "migrate failed");
+/// One way of running Switchyard.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Split,
+    DevPostgres,
+    DevEmbedded,
+}
 
-    let agent_port = free_port()?;
-    let agent_listen = format!("127.0.0.1:{agent_port}");
-    let _agent = switchyard(&url, &schema, &["demo-agent", "--listen", &agent_listen])?;
-    let config = std::env::temp_dir().join(format!("{schema}.toml"));
-    std::fs::write(
-        &config,
-        format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n"),
-    )?;
-    let config = config.to_string_lossy().into_owned();
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Split => "serve + worker, PostgreSQL",
+            Shape::DevPostgres => "dev, PostgreSQL",
+            Shape::DevEmbedded => "dev, embedded SQLite",
+        }
+    }
+}
+
+/// What one shape measured.
+struct Row {
+    accepted_per_sec: f64,
+    accept: (f64, f64),
+    completed_per_sec: f64,
+    turnaround: (f64, f64, f64),
+    blocking_per_sec: f64,
+    blocking: (f64, f64),
+}
+
+const WORKER: [&str; 4] = ["--concurrency", "64", "--batch", "16"];
+
+async fn measure(shape: Shape, pg_url: &str, config: &str, tasks: usize, clients: usize) -> anyhow::Result<Row> {
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let schema = format!("bench_e2e_{id}");
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-e2e-{id}"));
+    let url = match shape {
+        Shape::DevEmbedded => format!("sqlite://{}", dir.join("switchyard.db").display()),
+        _ => pg_url.to_owned(),
+    };
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let _serve = switchyard(&url, &schema, &["serve", "--listen", &listen, "--config", &config])?;
-    let _worker = switchyard(&url, &schema, &["worker", "--config", &config, "--concurrency", "64", "--batch", "16"])?;
+    let mut processes: Vec<Child> = Vec::new();
+    match shape {
+        Shape::Split => {
+            anyhow::ensure!(switchyard(&url, &schema, &["migrate"])?.wait().await?.success(), "migrate failed");
+            processes.push(switchyard(&url, &schema, &["serve", "--listen", &listen, "--config", config])?);
+            processes.push(switchyard(&url, &schema, &[&["worker", "--config", config][..], &WORKER].concat())?);
+        }
+        Shape::DevPostgres | Shape::DevEmbedded => {
+            let args = [&["dev", "--listen", &listen, "--config", config][..], &WORKER].concat();
+            processes.push(switchyard(&url, &schema, &args)?);
+        }
+    }
     let base = format!("http://{listen}/");
     let probe = reqwest::Client::new();
     for _ in 0..100 {
-        if probe.get(format!("http://{listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
-            && probe.get(format!("http://{agent_listen}/.well-known/agent-card.json")).send().await.is_ok()
-        {
+        if probe.get(format!("http://{listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Warm up: connections, the agent card, prepared statements.
     load(&base, 50, 8, false).await?;
-
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await?;
-    let stat = |sql: &str| sqlx::AssertSqlSafe(sql.replace("{schema}", &schema));
-    let baseline: i64 = sqlx::query_scalar(stat("SELECT count(*) FROM \"{schema}\".tasks")).fetch_one(&pool).await?;
+    // Read through the store itself (beside the embedded store's owner, read-only).
+    let store = Store::connect(&StoreConfig { schema: schema.clone(), read_only: true, ..StoreConfig::new(&url) })
+        .await
+        .context("reading the store")?;
+    let open = || async { anyhow::Ok(store.stats().await?.tasks.iter().map(|(_, n)| *n).sum::<i64>()) };
 
     let (accepts, accept_time) = load(&base, tasks, clients, true).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done: i64 = sqlx::query_scalar(stat("SELECT count(*) FROM \"{schema}\".tasks WHERE state = 'completed'"))
-            .fetch_one(&pool)
-            .await?;
-        if done >= baseline + tasks as i64 {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "only {done} of {} tasks completed", baseline + tasks as i64);
+    while open().await? > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "tasks still open after 10 minutes");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut turnarounds: Vec<f64> = sqlx::query_scalar(stat(
-        "SELECT (EXTRACT(EPOCH FROM status_at - created_at) * 1000)::float8 FROM \"{schema}\".tasks
-         ORDER BY created_at DESC LIMIT $1",
-    ))
-    .bind(tasks as i64)
-    .fetch_all(&pool)
-    .await?;
+    // The most recent completions are the measured tasks (the warm-up's ended before).
+    let done = store.tasks_recent(None, Some(TaskState::Completed), tasks as i64).await?;
+    anyhow::ensure!(done.len() == tasks, "{} of {tasks} tasks completed", done.len());
+    let mut turnarounds: Vec<f64> =
+        done.iter().map(|t| (t.status_at - t.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
     turnarounds.sort_by(f64::total_cmp);
-    let span: f64 = sqlx::query_scalar(stat(
-        "SELECT EXTRACT(EPOCH FROM max(status_at) - min(created_at))::float8 FROM
-         (SELECT created_at, status_at FROM \"{schema}\".tasks ORDER BY created_at DESC LIMIT $1) recent",
-    ))
-    .bind(tasks as i64)
-    .fetch_one(&pool)
-    .await?;
+    let first = done.iter().map(|t| t.created_at).min().context("no tasks")?;
+    let last = done.iter().map(|t| t.status_at).max().context("no tasks")?;
+    let span = (last - first).num_microseconds().unwrap_or(1) as f64 / 1e6;
 
     let blocking_total = tasks / 4;
     let (blocking, blocking_time) = load(&base, blocking_total, clients, false).await?;
 
-    println!("| measure | value |");
-    println!("| --- | ---: |");
-    println!("| tasks, clients | {tasks}, {clients} |");
-    println!("| accepted per second (returnImmediately) | {:.0} |", tasks as f64 / accept_time.as_secs_f64());
-    println!(
-        "| accept latency p50 / p99 (ms) | {:.1} / {:.1} |",
-        percentile(&accepts, 0.5),
-        percentile(&accepts, 0.99)
-    );
-    println!("| completed per second (first accept → last completion) | {:.0} |", tasks as f64 / span);
-    println!(
-        "| accept → completed p50 / p95 / p99 (ms) | {:.0} / {:.0} / {:.0} |",
-        percentile(&turnarounds, 0.5),
-        percentile(&turnarounds, 0.95),
-        percentile(&turnarounds, 0.99)
-    );
-    println!(
-        "| blocking round trips per second ({blocking_total} sends) | {:.0} |",
-        blocking_total as f64 / blocking_time.as_secs_f64()
-    );
-    println!(
-        "| blocking round trip p50 / p99 (ms) | {:.1} / {:.1} |",
-        percentile(&blocking, 0.5),
-        percentile(&blocking, 0.99)
-    );
+    store.close().await;
+    for mut process in processes {
+        process.kill().await?;
+    }
+    match shape {
+        Shape::DevEmbedded => std::fs::remove_dir_all(&dir)?,
+        _ => {
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(pg_url).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(&pool).await?;
+        }
+    }
+    Ok(Row {
+        accepted_per_sec: tasks as f64 / accept_time.as_secs_f64(),
+        accept: (percentile(&accepts, 0.5), percentile(&accepts, 0.99)),
+        completed_per_sec: tasks as f64 / span,
+        turnaround: (percentile(&turnarounds, 0.5), percentile(&turnarounds, 0.95), percentile(&turnarounds, 0.99)),
+        blocking_per_sec: blocking_total as f64 / blocking_time.as_secs_f64(),
+        blocking: (percentile(&blocking, 0.5), percentile(&blocking, 0.99)),
+    })
+}
 
-    sqlx::query(stat("DROP SCHEMA \"{schema}\" CASCADE")).execute(&pool).await?;
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL").context("set DATABASE_URL to a PostgreSQL to benchmark against")?;
+    let tasks = env_usize("BENCH_TASKS", 2000);
+    let clients = env_usize("BENCH_CLIENTS", 32);
+
+    let agent_port = free_port()?;
+    let agent_listen = format!("127.0.0.1:{agent_port}");
+    let _agent = switchyard(&url, "unused", &["demo-agent", "--listen", &agent_listen])?;
+    let config = std::env::temp_dir().join(format!("bench-e2e-{agent_port}.toml"));
+    std::fs::write(
+        &config,
+        format!("default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n"),
+    )?;
+    let config = config.to_string_lossy().into_owned();
+    let probe = reqwest::Client::new();
+    for _ in 0..100 {
+        if probe.get(format!("http://{agent_listen}/.well-known/agent-card.json")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let shapes = [Shape::Split, Shape::DevPostgres, Shape::DevEmbedded];
+    let mut rows = Vec::new();
+    for shape in shapes {
+        rows.push(measure(shape, &url, &config, tasks, clients).await.with_context(|| shape.name())?);
+    }
+
+    println!("{tasks} tasks, {clients} clients");
+    println!();
+    print!("| measure |");
+    for shape in shapes {
+        print!(" {} |", shape.name());
+    }
+    println!();
+    println!("| --- |{}", " ---: |".repeat(shapes.len()));
+    let line = |label: &str, cell: &dyn Fn(&Row) -> String| {
+        print!("| {label} |");
+        for row in &rows {
+            print!(" {} |", cell(row));
+        }
+        println!();
+    };
+    line("accepted per second (returnImmediately)", &|r| format!("{:.0}", r.accepted_per_sec));
+    line("accept latency p50 / p99 (ms)", &|r| format!("{:.1} / {:.1}", r.accept.0, r.accept.1));
+    line("completed per second (first accept → last completion)", &|r| format!("{:.0}", r.completed_per_sec));
+    line("accept → completed p50 / p95 / p99 (ms)", &|r| {
+        format!("{:.0} / {:.0} / {:.0}", r.turnaround.0, r.turnaround.1, r.turnaround.2)
+    });
+    line(&format!("blocking round trips per second ({} sends)", tasks / 4), &|r| format!("{:.0}", r.blocking_per_sec));
+    line("blocking round trip p50 / p99 (ms)", &|r| format!("{:.1} / {:.1}", r.blocking.0, r.blocking.1));
     Ok(())
 }

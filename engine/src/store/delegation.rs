@@ -43,7 +43,7 @@ impl Store {
     pub async fn delegation_start(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
-            Db::Lite(_) => return self.delegation_start_lite(task_id).await,
+            Db::Lite(lite) => return self.delegation_start_lite(lite, task_id).await,
         };
         let row = sqlx::query!(
             r#"SELECT t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status,
@@ -85,8 +85,11 @@ impl Store {
 
     /// [`Store::delegation_start`] on the embedded store: the same reads,
     /// as three statements (no lateral joins).
-    async fn delegation_start_lite(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
-        let Db::Lite(lite) = &self.db else { unreachable!("called on the embedded store") };
+    async fn delegation_start_lite(
+        &self,
+        lite: &lite::Lite,
+        task_id: TaskId,
+    ) -> Result<Option<DelegationStart>, StoreError> {
         let task = match self.task_load(task_id).await {
             Ok(task) => task,
             Err(StoreError::TaskNotFound(_)) => return Ok(None),

@@ -596,11 +596,11 @@ impl Store {
     pub async fn job_heartbeat(&self, leases: &[&Lease], lease_for: Duration) -> Result<Vec<JobId>, StoreError> {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
-            Db::Lite(_) => {
-                return in_tx!(self, |tx| {
-                    let Tx::Lite(tx) = tx else { unreachable!("an embedded store's transaction") };
-                    let until = lite::us_after(tx.now, lease_for);
-                    let mut held = Vec::new();
+            Db::Lite(lite) => {
+                let mut tx = lite.begin().await?;
+                let until = lite::us_after(tx.now, lease_for);
+                let mut held = Vec::new();
+                let mut beat = async || {
                     for lease in leases {
                         let done = sqlx::query(
                             "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND state = 'leased'",
@@ -614,8 +614,10 @@ impl Store {
                             held.push(lease.job_id);
                         }
                     }
-                    Ok(held)
-                });
+                    Ok::<_, StoreError>(())
+                };
+                let result = beat().await;
+                return tx.finish(result).await.map(|()| held);
             }
         };
         let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();

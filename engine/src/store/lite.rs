@@ -63,6 +63,8 @@ pub(crate) struct LiteTx {
     pub(crate) tx: Transaction<'static, Sqlite>,
     pub(crate) now: DateTime<Utc>,
     notices: Vec<Notice>,
+    /// Where the notices go after COMMIT.
+    wakes: broadcast::Sender<Notice>,
 }
 
 impl LiteTx {
@@ -71,9 +73,30 @@ impl LiteTx {
         self.notices.push((channel.to_owned(), payload.to_owned()));
     }
 
-    /// The connection to run statements on (`&mut *tx.conn()`).
+    /// The connection to run statements on.
     pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
         &mut self.tx
+    }
+
+    /// COMMIT and then the wake-ups, or ROLLBACK and none.
+    pub(crate) async fn finish<T>(self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let LiteTx { tx, notices, wakes, .. } = self;
+        match result {
+            Ok(value) => {
+                tx.commit().await?;
+                for notice in notices {
+                    // No receiver is fine: nobody is waiting.
+                    let _ = wakes.send(notice);
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(%rollback, "rollback failed");
+                }
+                Err(error)
+            }
+        }
     }
 }
 
@@ -150,28 +173,7 @@ impl Lite {
 
     pub(crate) async fn begin(&self) -> Result<LiteTx, StoreError> {
         let tx = self.write.begin().await?;
-        Ok(LiteTx { tx, now: now(), notices: Vec::new() })
-    }
-
-    /// COMMIT and then the wake-ups, or ROLLBACK and none.
-    pub(crate) async fn finish<T>(&self, tx: LiteTx, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        let LiteTx { tx, notices, .. } = tx;
-        match result {
-            Ok(value) => {
-                tx.commit().await?;
-                for notice in notices {
-                    // No receiver is fine: nobody is waiting.
-                    let _ = self.notices.send(notice);
-                }
-                Ok(value)
-            }
-            Err(error) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(%rollback, "rollback failed");
-                }
-                Err(error)
-            }
-        }
+        Ok(LiteTx { tx, now: now(), notices: Vec::new(), wakes: self.notices.clone() })
     }
 
     /// Sends a wake-up outside any transaction (after a one-statement write).

@@ -257,10 +257,7 @@ impl Store {
     pub(crate) async fn finish<T>(&self, tx: Tx, result: Result<T, StoreError>) -> Result<T, StoreError> {
         match tx {
             Tx::Pg(tx) => finish(tx, result).await,
-            Tx::Lite(tx) => match &self.db {
-                Db::Lite(lite) => lite.finish(tx, result).await,
-                Db::Pg(_) => unreachable!("a transaction is begun on its own store's driver"),
-            },
+            Tx::Lite(tx) => tx.finish(result).await,
         }
     }
 }

@@ -29,38 +29,10 @@ impl Store {
         max_batches: u32,
     ) -> Result<Swept, StoreError> {
         let secs = older_than.as_secs_f64();
-        if let Db::Lite(lite) = &self.db {
-            let before = lite::us(lite::now()) - i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX / 2);
-            let tasks = || async {
-                let deleted = sqlx::query(
-                    "DELETE FROM tasks WHERE id IN (
-                         SELECT id FROM tasks
-                         WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
-                           AND status_at < ? ORDER BY status_at LIMIT ?)",
-                )
-                .bind(before)
-                .bind(batch)
-                .execute(&lite.write)
-                .await?;
-                Ok(deleted.rows_affected())
-            };
-            let jobs = || async {
-                let deleted = sqlx::query(
-                    "DELETE FROM jobs WHERE id IN (
-                         SELECT id FROM jobs WHERE state = 'done' AND finished_at < ? ORDER BY finished_at LIMIT ?)",
-                )
-                .bind(before)
-                .bind(batch)
-                .execute(&lite.write)
-                .await?;
-                Ok(deleted.rows_affected())
-            };
-            return Ok(Swept {
-                tasks: in_batches(batch, max_batches, tasks).await?,
-                jobs: in_batches(batch, max_batches, jobs).await?,
-            });
-        }
-        let Db::Pg(pool) = &self.db else { unreachable!("the embedded store returned above") };
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(lite) => return sweep_lite(lite, older_than, batch, max_batches).await,
+        };
         let tasks = || async {
             let deleted = sqlx::query!(
                 r#"DELETE FROM tasks WHERE id IN (
@@ -96,6 +68,41 @@ impl Store {
         };
         Ok(swept)
     }
+}
+
+/// [`Store::retention_sweep`] on the embedded store (one writer: nothing to skip).
+async fn sweep_lite(
+    lite: &lite::Lite,
+    older_than: Duration,
+    batch: i64,
+    max_batches: u32,
+) -> Result<Swept, StoreError> {
+    let before = lite::us(lite::now()) - i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX / 2);
+    let tasks = || async {
+        let deleted = sqlx::query(
+            "DELETE FROM tasks WHERE id IN (
+                     SELECT id FROM tasks
+                     WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
+                       AND status_at < ? ORDER BY status_at LIMIT ?)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&lite.write)
+        .await?;
+        Ok(deleted.rows_affected())
+    };
+    let jobs = || async {
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                     SELECT id FROM jobs WHERE state = 'done' AND finished_at < ? ORDER BY finished_at LIMIT ?)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&lite.write)
+        .await?;
+        Ok(deleted.rows_affected())
+    };
+    Ok(Swept { tasks: in_batches(batch, max_batches, tasks).await?, jobs: in_batches(batch, max_batches, jobs).await? })
 }
 
 /// Runs `delete` (one batch of at most `batch` rows) until a batch comes back

@@ -10,7 +10,11 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 switchyard
+    && useradd --system --uid 10001 switchyard \
+    && mkdir -p /var/lib/switchyard && chown switchyard /var/lib/switchyard
+# `switchyard dev` without a database keeps its embedded store here
+# (mount a volume on it to keep it); deployments use PostgreSQL.
+WORKDIR /var/lib/switchyard
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
 COPY switchyard.example.toml /etc/switchyard/switchyard.toml
 USER switchyard

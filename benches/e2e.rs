@@ -6,7 +6,12 @@
 //! - `serve + worker, PostgreSQL`: the deployment shape, two processes;
 //! - `dev, PostgreSQL`: api and worker in one process;
 //! - `dev, embedded`: the same one process on the embedded SQLite store
-//!   (WAL, `synchronous=FULL`), in a fresh directory.
+//!   (WAL, `synchronous=FULL`, the default), in a fresh directory;
+//! - `dev, embedded, synchronous=NORMAL`: the same without an fsync per
+//!   commit (what `?synchronous=NORMAL` trades away: the last commits on
+//!   power loss, never on a process crash).
+//!
+//! `BENCH_SHAPES` picks some (`split,dev-pg,dev-sqlite,dev-sqlite-normal`).
 //!
 //! Run with `cargo bench --bench e2e` and `DATABASE_URL` set. Knobs:
 //! `BENCH_TASKS` (default 2000), `BENCH_CLIENTS` (concurrent clients,
@@ -71,6 +76,8 @@ enum Shape {
     Split,
     DevPostgres,
     DevEmbedded,
+    /// The embedded store with `synchronous=NORMAL`: no fsync per commit.
+    DevEmbeddedNormal,
 }
 
 impl Shape {
@@ -79,6 +86,16 @@ impl Shape {
             Shape::Split => "serve + worker, PostgreSQL",
             Shape::DevPostgres => "dev, PostgreSQL",
             Shape::DevEmbedded => "dev, embedded SQLite",
+            Shape::DevEmbeddedNormal => "dev, embedded, synchronous=NORMAL",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Shape::Split => "split",
+            Shape::DevPostgres => "dev-pg",
+            Shape::DevEmbedded => "dev-sqlite",
+            Shape::DevEmbeddedNormal => "dev-sqlite-normal",
         }
     }
 }
@@ -101,6 +118,7 @@ async fn measure(shape: Shape, pg_url: &str, config: &str, tasks: usize, clients
     let dir = std::env::temp_dir().join(format!("switchyard-bench-e2e-{id}"));
     let url = match shape {
         Shape::DevEmbedded => format!("sqlite://{}", dir.join("switchyard.db").display()),
+        Shape::DevEmbeddedNormal => format!("sqlite://{}?synchronous=NORMAL", dir.join("switchyard.db").display()),
         _ => pg_url.to_owned(),
     };
     let port = free_port()?;
@@ -112,7 +130,7 @@ async fn measure(shape: Shape, pg_url: &str, config: &str, tasks: usize, clients
             processes.push(switchyard(&url, &schema, &["serve", "--listen", &listen, "--config", config])?);
             processes.push(switchyard(&url, &schema, &[&["worker", "--config", config][..], &WORKER].concat())?);
         }
-        Shape::DevPostgres | Shape::DevEmbedded => {
+        Shape::DevPostgres | Shape::DevEmbedded | Shape::DevEmbeddedNormal => {
             let args = [&["dev", "--listen", &listen, "--config", config][..], &WORKER].concat();
             processes.push(switchyard(&url, &schema, &args)?);
         }
@@ -157,7 +175,7 @@ async fn measure(shape: Shape, pg_url: &str, config: &str, tasks: usize, clients
         process.kill().await?;
     }
     match shape {
-        Shape::DevEmbedded => std::fs::remove_dir_all(&dir)?,
+        Shape::DevEmbedded | Shape::DevEmbeddedNormal => std::fs::remove_dir_all(&dir)?,
         _ => {
             let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(pg_url).await?;
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(&pool).await?;
@@ -196,16 +214,19 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let shapes = [Shape::Split, Shape::DevPostgres, Shape::DevEmbedded];
+    let all = [Shape::Split, Shape::DevPostgres, Shape::DevEmbedded, Shape::DevEmbeddedNormal];
+    let chosen = std::env::var("BENCH_SHAPES").unwrap_or_default();
+    let shapes: Vec<Shape> =
+        all.into_iter().filter(|s| chosen.is_empty() || chosen.split(',').any(|c| c.trim() == s.key())).collect();
     let mut rows = Vec::new();
-    for shape in shapes {
+    for &shape in &shapes {
         rows.push(measure(shape, &url, &config, tasks, clients).await.with_context(|| shape.name())?);
     }
 
     println!("{tasks} tasks, {clients} clients");
     println!();
     print!("| measure |");
-    for shape in shapes {
+    for shape in &shapes {
         print!(" {} |", shape.name());
     }
     println!();

@@ -61,9 +61,11 @@ pub(crate) enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
-    /// Migrate, then run the API and a worker in one process. Unless the
-    /// config file has an `[auth]` table, anyone may call it, and agents on
-    /// this machine (loopback) may be reached.
+    /// Migrate, then run the API and a worker in one process (and the demo
+    /// agent, when the config names no agents). With no database URL it
+    /// runs on an embedded store in `--data-dir`. Unless the config file has
+    /// an `[auth]` table, anyone may call it, and agents on this machine
+    /// (loopback) may be reached.
     Dev {
         #[command(flatten)]
         db: DatabaseArgs,

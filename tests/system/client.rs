@@ -108,48 +108,17 @@ async fn the_built_in_client_sends_streams_and_answers_questions() {
 /// printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_runs_the_demo_agent_and_its_suggestions_work_as_printed() {
-    use tokio::io::AsyncBufReadExt;
     let db = TestDb::new().await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut dev = switchyard(&db, &["dev", "--listen", &listen]).spawn().expect("dev");
-    let mut lines = tokio::io::BufReader::new(dev.stdout.take().expect("stdout")).lines();
-    let mut banner = Vec::new();
-    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
-        let done = line.contains("switchyard send ask");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
+    let banner = crate::first_run::banner(&mut dev).await;
     let text = banner.join("\n");
     assert!(text.contains(&format!("A2A API     http://{listen}")), "{text}");
     assert!(text.contains(&format!("Agent Card  http://{listen}/.well-known/agent-card.json")), "{text}");
     assert!(text.contains("Demo agent  http://127.0.0.1:"), "{text}");
     eventually(Duration::from_secs(30), "dev up", || async { http_get(port, "/readyz").await.is_some() }).await;
 
-    let commands: Vec<String> = banner
-        .iter()
-        .filter_map(|l| l.trim().strip_prefix("switchyard "))
-        .map(|c| c.split('#').next().unwrap_or_default().trim().to_owned())
-        .collect();
-    assert_eq!(commands.len(), 3, "{text}");
-    for (command, expect) in commands.iter().zip(["result: hello", "completed: streamed", "answer: bonjour"]) {
-        let line = format!("{} {command}", env!("CARGO_BIN_EXE_switchyard"));
-        let mut child = tokio::process::Command::new("sh")
-            .args(["-c", &line])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sh");
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(b"bonjour\n").await.expect("answer");
-        drop(input);
-        let out =
-            tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("done").expect("ran");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{command}: {stdout}");
-        assert!(stdout.contains(expect), "{command}: {stdout}");
-    }
+    assert!(text.contains(&format!("Store       PostgreSQL, schema \"{}\"", db.schema)), "{text}");
+    crate::first_run::suggestions_work_as_printed(&banner, &std::env::temp_dir()).await;
 }

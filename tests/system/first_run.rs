@@ -55,7 +55,7 @@ fn bare(dir: &Path, args: &[&str]) -> Command {
 }
 
 /// Reads `dev`'s banner up to its last suggestion.
-async fn banner(dev: &mut Child) -> Vec<String> {
+pub(crate) async fn banner(dev: &mut Child) -> Vec<String> {
     let mut lines = tokio::io::BufReader::new(dev.stdout.take().expect("stdout")).lines();
     let mut banner = Vec::new();
     while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
@@ -81,32 +81,7 @@ async fn dev_without_a_database_runs_everything_and_its_suggestions_work_as_prin
     assert!(dir.0.join(".switchyard/switchyard.db").exists(), "the store is in the working directory");
     eventually(Duration::from_secs(30), "dev up", || async { http_get(port, "/readyz").await.is_some() }).await;
 
-    let commands: Vec<String> = banner
-        .iter()
-        .filter_map(|l| l.trim().strip_prefix("switchyard "))
-        .map(|c| c.split('#').next().unwrap_or_default().trim().to_owned())
-        .collect();
-    assert_eq!(commands.len(), 3, "{text}");
-    for (command, expect) in commands.iter().zip(["result: hello", "completed: streamed", "answer: bonjour"]) {
-        let line = format!("{} {command}", env!("CARGO_BIN_EXE_switchyard"));
-        let mut child = Command::new("sh")
-            .args(["-c", &line])
-            .current_dir(&dir.0)
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sh");
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(b"bonjour\n").await.expect("answer");
-        drop(input);
-        let out =
-            tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("done").expect("ran");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{command}: {stdout}");
-        assert!(stdout.contains(expect), "{command}: {stdout}");
-    }
+    suggestions_work_as_printed(&banner, &dir.0).await;
 
     // Beside the running dev, from the same directory: its tasks.
     let out = bare(&dir.0, &["tasks", "list", "--json"]).output().await.expect("tasks list");
@@ -128,6 +103,39 @@ async fn dev_without_a_database_runs_everything_and_its_suggestions_work_as_prin
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a second process must not start");
     assert!(said.contains("in use by another Switchyard process"), "{said}");
+}
+
+/// Runs each command `dev`'s banner suggests through `sh` exactly as
+/// printed (in `dir`, with no database configured), answering the question
+/// on stdin, and checks each answer.
+pub(crate) async fn suggestions_work_as_printed(banner: &[String], dir: &Path) {
+    let text = banner.join("\n");
+    let commands: Vec<String> = banner
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("switchyard "))
+        .map(|c| c.split('#').next().unwrap_or_default().trim().to_owned())
+        .collect();
+    assert_eq!(commands.len(), 3, "{text}");
+    for (command, expect) in commands.iter().zip(["result: hello", "completed: streamed", "answer: bonjour"]) {
+        let line = format!("{} {command}", env!("CARGO_BIN_EXE_switchyard"));
+        let mut child = Command::new("sh")
+            .args(["-c", &line])
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sh");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(b"bonjour\n").await.expect("answer");
+        drop(input);
+        let out =
+            tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("done").expect("ran");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {stdout}");
+        assert!(stdout.contains(expect), "{command}: {stdout}");
+    }
 }
 
 /// `dev` with its store in `dir` and the strict agent as its one agent,

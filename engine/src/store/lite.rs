@@ -106,13 +106,16 @@ impl Lite {
     /// existing database beside its owner, without the lock: WAL lets
     /// readers in other processes see every committed transaction.
     pub(crate) fn open(url: &str, max_readers: u32, read_only: bool) -> Result<Lite, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        // FULL unless the URL chose otherwise (`?synchronous=NORMAL`), a
+        // parameter of ours: sqlx's URL parser does not know it.
+        let (url, synchronous) = take_synchronous(url)?;
+        let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(!read_only)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        // FULL unless the URL chose otherwise (`?synchronous=NORMAL`).
-        let options = if url.contains("synchronous=") { options } else { options.synchronous(SqliteSynchronous::Full) };
+            .busy_timeout(Duration::from_secs(10))
+            .synchronous(synchronous);
+        let url = url.as_str();
         let path = options.get_filename().to_path_buf();
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if in_memory || path.as_os_str().is_empty() || path == Path::new(":memory:") {
@@ -185,6 +188,28 @@ impl Lite {
         self.read.close().await;
         self.write.close().await;
     }
+}
+
+/// Splits `synchronous=…` off a URL's query: the URL without it, and the
+/// setting (FULL when absent).
+fn take_synchronous(url: &str) -> Result<(String, SqliteSynchronous), StoreError> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), SqliteSynchronous::Full)) };
+    let mut synchronous = SqliteSynchronous::Full;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                synchronous = SqliteSynchronous::from_str(value).map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "{url}: synchronous must be OFF, NORMAL, FULL or EXTRA, not {value:?}"
+                    ))
+                })?;
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, synchronous))
 }
 
 /// Locks `<database>.lock` exclusively, or says which process has it.
@@ -415,4 +440,20 @@ pub(crate) async fn ensure_push_job(tx: &mut LiteTx, task: Uuid, config: &str) -
     .execute(tx.conn())
     .await?;
     Ok(created.rows_affected() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_is_taken_from_the_url_and_the_rest_is_kept() {
+        let (url, sync) = take_synchronous("sqlite://d/s.db?synchronous=NORMAL&mode=rwc").expect("parses");
+        assert_eq!(url, "sqlite://d/s.db?mode=rwc");
+        assert!(matches!(sync, SqliteSynchronous::Normal));
+        let (url, sync) = take_synchronous("sqlite://d/s.db").expect("parses");
+        assert_eq!(url, "sqlite://d/s.db");
+        assert!(matches!(sync, SqliteSynchronous::Full));
+        assert!(take_synchronous("sqlite://d/s.db?synchronous=sometimes").is_err());
+    }
 }

@@ -356,7 +356,60 @@ async fn wake_ups_follow_commits_and_never_rollbacks(db: TestDb) {
     }
 }
 
+/// Concurrent writers: each call returns only once its write is committed
+/// (readers see it at once), a write that fails takes no other with it,
+/// and a write abandoned mid-way (its caller gone) is all or nothing and
+/// holds nobody up. (On the embedded store these share COMMITs.)
+async fn concurrent_writes_are_committed_when_they_return_and_fail_alone(db: TestDb) {
+    let store = db.store.clone();
+    let mut writers = Vec::new();
+    for i in 0..48 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let id = store.task_submit(new_task(&format!("w{i}"))).await.expect("submit").task.id;
+            // Returned, so committed: any reader sees it now.
+            assert_eq!(store.task_load(id).await.expect("visible at once").version, 2);
+            // Every other writer fails: back to submitted after working.
+            let back = [TaskEvent::status(TaskState::Working, None), TaskEvent::status(TaskState::Submitted, None)];
+            if i % 2 == 1 {
+                assert!(store.task_append(id, &back, None).await.is_err());
+            } else {
+                store.task_append(id, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
+            }
+            id
+        }));
+    }
+    let mut ids = Vec::new();
+    for writer in writers {
+        ids.push(writer.await.expect("writer"));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let expected: &[&str] = if i % 2 == 1 { &["submitted"] } else { &["submitted", "working"] };
+        assert_eq!(status_trail(&db.store, *id).await, expected, "task {i}");
+    }
+
+    // Callers that give up at every point of their transaction.
+    let mut abandoned = Vec::new();
+    for i in 0..40u64 {
+        let new = new_task(&format!("abandoned {i}"));
+        let key = new.idempotency_key.clone();
+        let give_up = Duration::from_micros(50 * i);
+        let _ = tokio::time::timeout(give_up, db.store.task_submit(new)).await;
+        abandoned.push(key);
+    }
+    let kept = db.store.task_submit(new_task("after them")).await.expect("the store goes on").task.id;
+    assert_eq!(db.store.task_load(kept).await.expect("kept").version, 2);
+    let page = db.store.task_list(&caller(), &TaskFilter::default(), 1000, None, false).await.expect("list");
+    for task in &page.tasks {
+        let events = db.store.task_events(task.id, 0, 100).await.expect("events");
+        let jobs = db.store.task_jobs(task.id).await.expect("jobs");
+        assert!(events.len() >= 2 && !jobs.is_empty(), "a task is there whole or not at all: {task:?}");
+    }
+    assert!(page.total >= 49, "every finished writer's task is there");
+}
+
 on_both_drivers!(
+    concurrent_writes_are_committed_when_they_return_and_fail_alone,
     a_delegation_checkpoints_and_carries_the_answer,
     an_answer_arriving_mid_attempt_requeues_the_delegation,
     webhooks_get_an_outbox_row_per_event_and_deliveries_settle,

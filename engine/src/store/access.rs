@@ -140,7 +140,7 @@ impl Store {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
                 let now = lite::now();
-                sqlx::query(
+                lite.write(async |c, _now| Ok(sqlx::query(
                     "INSERT INTO api_keys (id, secret_sha256, tenant, principal, scopes, rate_per_sec, burst, created_at) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 )
@@ -152,8 +152,8 @@ impl Store {
                 .bind(new.rate_per_sec)
                 .bind(new.burst)
                 .bind(lite::us(now))
-                .execute(&lite.write)
-                .await?;
+                .execute(c)
+                .await?)).await?;
                 return Ok((self.key_record(&id, new, now), format!("{KEY_PREFIX}{id}_{secret}")));
             }
         };
@@ -256,10 +256,14 @@ impl Store {
                     .await?
                     .rows_affected()
             }
-            Db::Lite(lite) => sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(lite::us(lite::now()))
-                .bind(id)
-                .execute(&lite.write)
+            Db::Lite(lite) => lite
+                .write(async |c, _now| {
+                    Ok(sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                        .bind(lite::us(lite::now()))
+                        .bind(id)
+                        .execute(c)
+                        .await?)
+                })
                 .await?
                 .rows_affected(),
         };
@@ -280,18 +284,21 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                sqlx::query(
-                    "INSERT INTO audit_log (at, tenant, principal, credential, action, task_id, detail) \
+                lite.write(async |c, _now| {
+                    Ok(sqlx::query(
+                        "INSERT INTO audit_log (at, tenant, principal, credential, action, task_id, detail) \
                      VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(lite::us(lite::now()))
-                .bind(&entry.tenant)
-                .bind(&entry.principal)
-                .bind(&entry.credential)
-                .bind(&entry.action)
-                .bind(entry.task_id.map(|t| t.0))
-                .bind(entry.detail.as_ref().map(lite::json))
-                .execute(&lite.write)
+                    )
+                    .bind(lite::us(lite::now()))
+                    .bind(&entry.tenant)
+                    .bind(&entry.principal)
+                    .bind(&entry.credential)
+                    .bind(&entry.action)
+                    .bind(entry.task_id.map(|t| t.0))
+                    .bind(entry.detail.as_ref().map(lite::json))
+                    .execute(c)
+                    .await?)
+                })
                 .await?;
                 return Ok(());
             }

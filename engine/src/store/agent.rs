@@ -77,16 +77,19 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                sqlx::query(
-                    "INSERT INTO agents (name, url, created_at) VALUES (?, ?, ?) \
+                lite.write(async |c, _now| {
+                    Ok(sqlx::query(
+                        "INSERT INTO agents (name, url, created_at) VALUES (?, ?, ?) \
                      ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
                          card = CASE WHEN agents.url = excluded.url THEN agents.card END, \
                          card_fetched_at = CASE WHEN agents.url = excluded.url THEN agents.card_fetched_at END",
-                )
-                .bind(name)
-                .bind(url)
-                .bind(lite::us(lite::now()))
-                .execute(&lite.write)
+                    )
+                    .bind(name)
+                    .bind(url)
+                    .bind(lite::us(lite::now()))
+                    .execute(c)
+                    .await?)
+                })
                 .await?;
                 return Ok(());
             }
@@ -113,12 +116,15 @@ impl Store {
                     .await?;
             }
             Db::Lite(lite) => {
-                sqlx::query("UPDATE agents SET card = ?, card_fetched_at = ? WHERE name = ?")
-                    .bind(lite::json(card))
-                    .bind(lite::us(lite::now()))
-                    .bind(name)
-                    .execute(&lite.write)
-                    .await?;
+                lite.write(async |c, _now| {
+                    Ok(sqlx::query("UPDATE agents SET card = ?, card_fetched_at = ? WHERE name = ?")
+                        .bind(lite::json(card))
+                        .bind(lite::us(lite::now()))
+                        .bind(name)
+                        .execute(c)
+                        .await?)
+                })
+                .await?;
             }
         }
         Ok(())
@@ -137,20 +143,23 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                sqlx::query(
-                    "UPDATE agents SET
+                lite.write(async |c, _now| {
+                    Ok(sqlx::query(
+                        "UPDATE agents SET
                          consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures + 1 END,
                          breaker_open_until = CASE
                              WHEN ?2 THEN NULL
                              WHEN consecutive_failures + 1 >= ?3 THEN ?4
                              ELSE breaker_open_until END
                      WHERE name = ?1",
-                )
-                .bind(name)
-                .bind(ok)
-                .bind(threshold)
-                .bind(lite::us_after(lite::now(), cooldown))
-                .execute(&lite.write)
+                    )
+                    .bind(name)
+                    .bind(ok)
+                    .bind(threshold)
+                    .bind(lite::us_after(lite::now(), cooldown))
+                    .execute(c)
+                    .await?)
+                })
                 .await?;
                 return Ok(());
             }
@@ -231,9 +240,12 @@ impl Store {
             Db::Pg(pool) => {
                 sqlx::query!("DELETE FROM agents WHERE name = $1", name).execute(pool).await?.rows_affected()
             }
-            Db::Lite(lite) => {
-                sqlx::query("DELETE FROM agents WHERE name = ?").bind(name).execute(&lite.write).await?.rows_affected()
-            }
+            Db::Lite(lite) => lite
+                .write(async |c, _now| {
+                    Ok(sqlx::query("DELETE FROM agents WHERE name = ?").bind(name).execute(c).await?)
+                })
+                .await?
+                .rows_affected(),
         };
         Ok(removed > 0)
     }
@@ -344,11 +356,14 @@ impl Store {
                     .await?;
             }
             Db::Lite(lite) => {
-                sqlx::query("UPDATE delegations SET push_token = ? WHERE task_id = ?")
-                    .bind(token)
-                    .bind(task_id.0)
-                    .execute(&lite.write)
-                    .await?;
+                lite.write(async |c, _now| {
+                    Ok(sqlx::query("UPDATE delegations SET push_token = ? WHERE task_id = ?")
+                        .bind(token)
+                        .bind(task_id.0)
+                        .execute(c)
+                        .await?)
+                })
+                .await?;
             }
         }
         Ok(())
@@ -370,14 +385,18 @@ impl Store {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
                 let now = lite::us(lite::now());
-                let woken = sqlx::query(
-                    "UPDATE jobs SET run_at = ?1 \
+                let woken = lite
+                    .write(async |c, _now| {
+                        Ok(sqlx::query(
+                            "UPDATE jobs SET run_at = ?1 \
                      WHERE task_id = ?2 AND kind = 'delegate' AND state = 'ready' AND run_at > ?1",
-                )
-                .bind(now)
-                .bind(task_id.0)
-                .execute(&lite.write)
-                .await?;
+                        )
+                        .bind(now)
+                        .bind(task_id.0)
+                        .execute(c)
+                        .await?)
+                    })
+                    .await?;
                 if woken.rows_affected() > 0 {
                     lite.wake(&self.channels.jobs, "delegate");
                 }

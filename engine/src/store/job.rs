@@ -483,14 +483,18 @@ impl Store {
                                   ORDER BY run_at, id LIMIT ?2)
                      RETURNING {CLAIMED}"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(limit)
-                    .bind(lite::us_after(now, lease_for))
-                    .bind(cap)
-                    .bind(JobKind::Delegate.as_str())
-                    .bind(lite::us(now))
-                    .fetch_all(&lite.write)
+                let rows = lite
+                    .write(async |c, _now| {
+                        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(owner)
+                            .bind(limit)
+                            .bind(lite::us_after(now, lease_for))
+                            .bind(cap)
+                            .bind(JobKind::Delegate.as_str())
+                            .bind(lite::us(now))
+                            .fetch_all(c)
+                            .await?)
+                    })
                     .await?;
                 return Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner));
             }
@@ -556,12 +560,16 @@ impl Store {
                                   ORDER BY run_at, id LIMIT ?2)
                      RETURNING {CLAIMED}"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(limit)
-                    .bind(lite::us_after(now, lease_for))
-                    .bind(lite::us(now))
-                    .fetch_all(&lite.write)
+                let rows = lite
+                    .write(async |c, _now| {
+                        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(owner)
+                            .bind(limit)
+                            .bind(lite::us_after(now, lease_for))
+                            .bind(lite::us(now))
+                            .fetch_all(c)
+                            .await?)
+                    })
                     .await?;
                 return Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner));
             }
@@ -644,7 +652,7 @@ impl Store {
             // instead of three on the queue's hottest path.
             return match &self.db {
                 Db::Pg(pool) => mark_done(pool, lease).await,
-                Db::Lite(lite) => mark_done_lite(&lite.write, lease, lite::now()).await,
+                Db::Lite(lite) => lite.write(async |c, now| mark_done_lite(c, lease, now).await).await,
             };
         }
         in_tx!(self, |tx| {
@@ -765,17 +773,21 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                let run_at: Option<i64> = sqlx::query_scalar(
-                    "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_owner = NULL, \
+                let run_at: Option<i64> = lite
+                    .write(async |c, _now| {
+                        Ok(sqlx::query_scalar(
+                            "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_owner = NULL, \
                      lease_expires_at = NULL, last_error = ? \
                      WHERE id = ? AND lease_token = ? AND state = 'leased' RETURNING run_at",
-                )
-                .bind(lite::us_after(lite::now(), after))
-                .bind(reason)
-                .bind(lease.job_id.0)
-                .bind(lease.token)
-                .fetch_optional(&lite.write)
-                .await?;
+                        )
+                        .bind(lite::us_after(lite::now(), after))
+                        .bind(reason)
+                        .bind(lease.job_id.0)
+                        .bind(lease.token)
+                        .fetch_optional(c)
+                        .await?)
+                    })
+                    .await?;
                 return run_at.map(lite::at).ok_or(StoreError::LeaseLost(lease.job_id));
             }
         };

@@ -1,14 +1,21 @@
 //! The embedded SQLite driver: one file, one process, no server.
 //!
-//! - **One writer.** Every write runs on the single connection of the write
-//!   pool, so transactions are serialized by the pool itself: the row locks
-//!   PostgreSQL takes (`FOR UPDATE`, `SKIP LOCKED`) have nothing left to
-//!   exclude, and no transaction ever meets `SQLITE_BUSY` halfway. Reads
-//!   outside transactions use a pool of read-only connections, which WAL
-//!   lets run beside the writer.
-//! - **Durable on COMMIT.** WAL with `synchronous = FULL` (unless the URL
-//!   says otherwise): a committed transaction is on disk before the call
-//!   returns, as on PostgreSQL.
+//! - **One writer.** Every write runs on one connection, held by one
+//!   transaction at a time (a fair mutex), so the row locks PostgreSQL
+//!   takes (`FOR UPDATE`, `SKIP LOCKED`) have nothing left to exclude, and
+//!   no transaction ever meets `SQLITE_BUSY` halfway. Reads outside
+//!   transactions use a pool of read-only connections, which WAL lets run
+//!   beside the writer.
+//! - **Durable on COMMIT, committed in groups.** WAL with
+//!   `synchronous = FULL` (unless the URL says otherwise): a transaction is
+//!   on disk before its call returns, as on PostgreSQL. An fsync per
+//!   COMMIT would cap the store at one transaction per fsync, so, as
+//!   PostgreSQL's group commit does, transactions that queue for the writer
+//!   share one: each runs as a SAVEPOINT inside one open SQLite
+//!   transaction, and the last of a group (or a flusher, should nobody come
+//!   after it) COMMITs for all of them. None returns before that COMMIT;
+//!   if it fails, all of them fail; a transaction that fails on its own is
+//!   rolled back to its SAVEPOINT and takes nobody with it.
 //! - **One process.** The data directory holds a lock file, locked
 //!   exclusively for as long as the store is open; a second process on the
 //!   same file is refused with a message naming it.
@@ -25,10 +32,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -47,8 +54,11 @@ const NOTICE_BACKLOG: usize = 4096;
 /// An open embedded store.
 #[derive(Debug, Clone)]
 pub(crate) struct Lite {
-    /// One connection: every transaction and every write.
-    pub(crate) write: SqlitePool,
+    /// Every transaction and every write of the store.
+    writer: Arc<Writer>,
+    /// One connection for migrations (before the writer starts) and for
+    /// tests' fixtures; the store's own writes never use it.
+    pub(crate) maintenance: SqlitePool,
     /// Read-only connections for reads outside transactions.
     pub(crate) read: SqlitePool,
     pub(crate) notices: broadcast::Sender<Notice>,
@@ -57,14 +67,75 @@ pub(crate) struct Lite {
     _lock: Option<Arc<std::fs::File>>,
 }
 
+/// The most transactions one COMMIT covers.
+const GROUP_LIMIT: usize = 64;
+
+/// The writing connection and the group of transactions waiting for its
+/// next COMMIT.
+///
+/// Callers may be dropped at any await (a worker gives up an attempt whose
+/// lease it lost; a client disconnects). So every statement that changes
+/// the writer's own state (BEGIN, SAVEPOINT, RELEASE, COMMIT, ROLLBACK)
+/// runs in a task of its own that no caller can cancel, and the only
+/// statements a dropped caller can leave half-done are its own, inside its
+/// SAVEPOINT, which the next holder rolls back.
+struct Writer {
+    options: SqliteConnectOptions,
+    state: tokio::sync::OnceCell<Arc<tokio::sync::Mutex<WriterState>>>,
+    /// Transactions queued for the mutex: while there are some, a finished
+    /// transaction leaves the COMMIT to them.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Wakes the flusher, which COMMITs a group nobody came after.
+    flush: Arc<tokio::sync::Notify>,
+    wakes: broadcast::Sender<Notice>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("filename", &self.options.get_filename()).finish_non_exhaustive()
+    }
+}
+
+struct WriterState {
+    conn: sqlx::SqliteConnection,
+    /// An SQLite transaction is open (`BEGIN IMMEDIATE`), holding the group.
+    open: bool,
+    /// A transaction's SAVEPOINT is open: if its holder was dropped
+    /// mid-way, the next one rolls it back first.
+    savepoint: bool,
+    /// Finished transactions waiting for the COMMIT.
+    group: Vec<Member>,
+}
+
+struct Member {
+    committed: tokio::sync::oneshot::Sender<Result<(), String>>,
+    notices: Vec<Notice>,
+}
+
+/// The writer, held: when dropped by a holder that did not settle it (a
+/// caller dropped mid-transaction), the flusher is told, so the group it
+/// leaves is committed all the same.
+struct Held {
+    guard: tokio::sync::OwnedMutexGuard<WriterState>,
+    flush: Arc<tokio::sync::Notify>,
+    settled: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.flush.notify_one();
+        }
+    }
+}
+
 /// A transaction on the embedded store, with its time and the wake-ups it
 /// sends once committed.
 pub(crate) struct LiteTx {
-    pub(crate) tx: Transaction<'static, Sqlite>,
+    held: Held,
+    writer: Arc<Writer>,
     pub(crate) now: DateTime<Utc>,
     notices: Vec<Notice>,
-    /// Where the notices go after COMMIT.
-    wakes: broadcast::Sender<Notice>,
 }
 
 impl LiteTx {
@@ -75,28 +146,167 @@ impl LiteTx {
 
     /// The connection to run statements on.
     pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.tx
+        &mut self.held.guard.conn
     }
 
-    /// COMMIT and then the wake-ups, or ROLLBACK and none.
+    /// Ends the transaction: on success it joins the group and returns once
+    /// the group's COMMIT is on disk (then its wake-ups go out); on failure
+    /// it is rolled back to its SAVEPOINT, alone.
     pub(crate) async fn finish<T>(self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        let LiteTx { tx, notices, wakes, .. } = self;
-        match result {
-            Ok(value) => {
-                tx.commit().await?;
-                for notice in notices {
+        let LiteTx { mut held, writer, notices, .. } = self;
+        let (committed, outcome) = tokio::sync::oneshot::channel();
+        let ok = result.is_ok();
+        let wakes = writer.wakes.clone();
+        tokio::spawn(async move {
+            let guard = &mut *held.guard;
+            if ok {
+                match control(guard, "RELEASE SAVEPOINT tx").await {
+                    Ok(()) => {
+                        guard.savepoint = false;
+                        guard.group.push(Member { committed, notices });
+                    }
+                    Err(e) => {
+                        let _ = committed.send(Err(e.to_string()));
+                        reset(guard, &e).await;
+                    }
+                }
+            } else {
+                drop(committed);
+                match control(guard, "ROLLBACK TO SAVEPOINT tx; RELEASE SAVEPOINT tx").await {
+                    Ok(()) => guard.savepoint = false,
+                    Err(e) => reset(guard, &e).await,
+                }
+            }
+            let queued = writer.waiting.load(std::sync::atomic::Ordering::SeqCst);
+            if queued == 0 || held.guard.group.len() >= GROUP_LIMIT {
+                commit(&mut held.guard, &wakes).await;
+            } else {
+                writer.flush.notify_one();
+            }
+            held.settled = true;
+            drop(held);
+        });
+        let value = result?;
+        match outcome.await {
+            Ok(Ok(())) => Ok(value),
+            Ok(Err(reason)) => Err(StoreError::Unavailable(format!("the commit failed: {reason}"))),
+            Err(_) => Err(StoreError::Unavailable("the commit was abandoned".into())),
+        }
+    }
+}
+
+impl Writer {
+    /// The writing connection's state, connecting on first use (and
+    /// starting the flusher).
+    async fn state(self: &Arc<Self>) -> Result<Arc<tokio::sync::Mutex<WriterState>>, StoreError> {
+        let state = self
+            .state
+            .get_or_try_init(|| async {
+                let conn = sqlx::ConnectOptions::connect(&self.options).await?;
+                let state = Arc::new(tokio::sync::Mutex::new(WriterState {
+                    conn,
+                    open: false,
+                    savepoint: false,
+                    group: Vec::new(),
+                }));
+                tokio::spawn(flusher(Arc::downgrade(self), Arc::downgrade(&state), self.flush.clone()));
+                Ok::<_, StoreError>(state)
+            })
+            .await?;
+        Ok(state.clone())
+    }
+
+    async fn begin(self: &Arc<Self>) -> Result<LiteTx, StoreError> {
+        use std::sync::atomic::Ordering;
+        let state = self.state().await?;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let guard = state.lock_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let mut held = Held { guard, flush: self.flush.clone(), settled: false };
+        // In a task of its own: a caller dropped here leaves the writer as
+        // the statements left it, with the flags saying so.
+        let prepared = tokio::spawn(async move {
+            let guard = &mut *held.guard;
+            recover(guard).await;
+            if !guard.open {
+                control(guard, "BEGIN IMMEDIATE").await?;
+                guard.open = true;
+            }
+            control(guard, "SAVEPOINT tx").await?;
+            guard.savepoint = true;
+            Ok::<_, StoreError>(held)
+        });
+        let held = prepared.await.map_err(|e| StoreError::Unavailable(format!("the writer stopped: {e}")))??;
+        Ok(LiteTx { held, writer: self.clone(), now: now(), notices: Vec::new() })
+    }
+}
+
+/// Puts the writer back in order after a holder that was dropped
+/// mid-transaction: what it wrote goes, the group stays.
+async fn recover(guard: &mut WriterState) {
+    if guard.savepoint {
+        match control(guard, "ROLLBACK TO SAVEPOINT tx; RELEASE SAVEPOINT tx").await {
+            Ok(()) => guard.savepoint = false,
+            Err(e) => reset(guard, &e).await,
+        }
+    }
+}
+
+/// COMMITs the open transaction for its group (or ends it, if the group
+/// is empty), and tells each member how it went.
+async fn commit(guard: &mut WriterState, wakes: &broadcast::Sender<Notice>) {
+    if !guard.open || guard.savepoint {
+        return;
+    }
+    let statement = if guard.group.is_empty() { "ROLLBACK" } else { "COMMIT" };
+    match control(guard, statement).await {
+        Ok(()) => {
+            guard.open = false;
+            for member in guard.group.drain(..) {
+                for notice in member.notices {
                     // No receiver is fine: nobody is waiting.
                     let _ = wakes.send(notice);
                 }
-                Ok(value)
-            }
-            Err(error) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(%rollback, "rollback failed");
-                }
-                Err(error)
+                let _ = member.committed.send(Ok(()));
             }
         }
+        Err(e) => reset(guard, &e).await,
+    }
+}
+
+/// The open transaction failed as a whole: roll back whatever is left of
+/// it and fail its group (nothing of it was acknowledged).
+async fn reset(guard: &mut WriterState, error: &StoreError) {
+    tracing::error!(%error, members = guard.group.len(), "an embedded store transaction failed; its group is rolled back");
+    let reason = error.to_string();
+    for member in guard.group.drain(..) {
+        let _ = member.committed.send(Err(reason.clone()));
+    }
+    // "No transaction is active" is a fine answer here.
+    let _ = control(guard, "ROLLBACK").await;
+    guard.open = false;
+    guard.savepoint = false;
+}
+
+/// Runs a control statement on the writer.
+async fn control(guard: &mut WriterState, sql: &'static str) -> Result<(), StoreError> {
+    sqlx::raw_sql(sql).execute(&mut guard.conn).await?;
+    Ok(())
+}
+
+/// COMMITs groups that nobody came after to commit. Runs while the store
+/// lives.
+async fn flusher(
+    writer: std::sync::Weak<Writer>,
+    state: std::sync::Weak<tokio::sync::Mutex<WriterState>>,
+    flush: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        flush.notified().await;
+        let (Some(writer), Some(state)) = (writer.upgrade(), state.upgrade()) else { return };
+        let mut guard = state.lock().await;
+        recover(&mut guard).await;
+        commit(&mut guard, &writer.wakes).await;
     }
 }
 
@@ -130,7 +340,7 @@ impl Lite {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
         let lock = if read_only { None } else { Some(Arc::new(lock_exclusively(&path)?)) };
-        let write = SqlitePoolOptions::new()
+        let maintenance = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .idle_timeout(None)
@@ -139,19 +349,26 @@ impl Lite {
         let read = SqlitePoolOptions::new()
             .max_connections(max_readers.clamp(1, 8))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_lazy_with(options.read_only(true));
+            .connect_lazy_with(options.clone().read_only(true));
         let (notices, _) = broadcast::channel(NOTICE_BACKLOG);
-        Ok(Lite { write, read, notices, _lock: lock })
+        let writer = Arc::new(Writer {
+            options: options.clone().read_only(read_only),
+            state: tokio::sync::OnceCell::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            flush: Arc::new(tokio::sync::Notify::new()),
+            wakes: notices.clone(),
+        });
+        Ok(Lite { writer, maintenance, read, notices, _lock: lock })
     }
 
     /// Opens the writing connection, which creates the file if need be.
     pub(crate) async fn open_file(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.write).await?;
+        sqlx::query("SELECT 1").execute(&self.maintenance).await?;
         Ok(())
     }
 
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.write).await?;
+        MIGRATOR.run(&self.maintenance).await?;
         // Whoever held leases before us is gone: we hold the file's lock.
         // Their leases expire now rather than after their term, so the
         // first sweep hands the work on (the lost attempt counted, as for
@@ -160,7 +377,7 @@ impl Lite {
             sqlx::query("UPDATE jobs SET lease_expires_at = ? WHERE state = 'leased' AND lease_expires_at > ?")
                 .bind(us(now()) - 1)
                 .bind(us(now()))
-                .execute(&self.write)
+                .execute(&self.maintenance)
                 .await?
                 .rows_affected();
         if orphaned > 0 {
@@ -170,13 +387,25 @@ impl Lite {
     }
 
     pub(crate) async fn migrate_undo(&self, target: i64) -> Result<(), StoreError> {
-        MIGRATOR.undo(&self.write, target).await?;
+        MIGRATOR.undo(&self.maintenance, target).await?;
         Ok(())
     }
 
+    /// Begins a transaction on the writer (waiting for its turn).
     pub(crate) async fn begin(&self) -> Result<LiteTx, StoreError> {
-        let tx = self.write.begin().await?;
-        Ok(LiteTx { tx, now: now(), notices: Vec::new(), wakes: self.notices.clone() })
+        self.writer.begin().await
+    }
+
+    /// Runs one write as a transaction of its own (`f` gets the connection
+    /// and the transaction's time).
+    pub(crate) async fn write<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut sqlx::SqliteConnection, DateTime<Utc>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tx = self.begin().await?;
+        let now = tx.now;
+        let result = f(tx.conn(), now).await;
+        tx.finish(result).await
     }
 
     /// Sends a wake-up outside any transaction (after a one-statement write).
@@ -185,8 +414,13 @@ impl Lite {
     }
 
     pub(crate) async fn close(&self) {
+        if let Some(state) = self.writer.state.get() {
+            let mut guard = state.lock().await;
+            recover(&mut guard).await;
+            commit(&mut guard, &self.notices).await;
+        }
         self.read.close().await;
-        self.write.close().await;
+        self.maintenance.close().await;
     }
 }
 

@@ -220,12 +220,12 @@ impl Store {
         }
     }
 
-    /// The embedded store's pool of writing connections (one), for tests
-    /// that inspect rows; `None` on PostgreSQL.
+    /// A connection to the embedded store beside its writer, for tests
+    /// that inspect rows or set up fixtures; `None` on PostgreSQL.
     pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
         match &self.db {
             Db::Pg(_) => None,
-            Db::Lite(lite) => Some(&lite.write),
+            Db::Lite(lite) => Some(&lite.maintenance),
         }
     }
 

@@ -109,15 +109,18 @@ impl Store {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
                 let now = lite::us(lite::now());
-                sqlx::query(
-                    "INSERT INTO plans (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?) \
+                lite.write(async |c, _now| {
+                    Ok(sqlx::query(
+                        "INSERT INTO plans (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?) \
                      ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
-                )
-                .bind(&spec.name)
-                .bind(serde_json::to_string(spec)?)
-                .bind(now)
-                .bind(now)
-                .execute(&lite.write)
+                    )
+                    .bind(&spec.name)
+                    .bind(serde_json::to_string(spec)?)
+                    .bind(now)
+                    .bind(now)
+                    .execute(c)
+                    .await?)
+                })
                 .await?;
                 return Ok(());
             }
@@ -139,9 +142,12 @@ impl Store {
             Db::Pg(pool) => {
                 sqlx::query!("DELETE FROM plans WHERE name = $1", name).execute(pool).await?.rows_affected()
             }
-            Db::Lite(lite) => {
-                sqlx::query("DELETE FROM plans WHERE name = ?").bind(name).execute(&lite.write).await?.rows_affected()
-            }
+            Db::Lite(lite) => lite
+                .write(async |c, _now| {
+                    Ok(sqlx::query("DELETE FROM plans WHERE name = ?").bind(name).execute(c).await?)
+                })
+                .await?
+                .rows_affected(),
         };
         Ok(deleted > 0)
     }

@@ -233,10 +233,14 @@ impl Store {
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            Db::Lite(lite) => sqlx::query("DELETE FROM push_configs WHERE task_id = ? AND id = ?")
-                .bind(task_id.0)
-                .bind(id)
-                .execute(&lite.write)
+            Db::Lite(lite) => lite
+                .write(async |c, _now| {
+                    Ok(sqlx::query("DELETE FROM push_configs WHERE task_id = ? AND id = ?")
+                        .bind(task_id.0)
+                        .bind(id)
+                        .execute(c)
+                        .await?)
+                })
                 .await?
                 .rows_affected(),
         };
@@ -407,20 +411,21 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                let now = lite::us(lite::now());
-                let mut tx = lite.write.begin().await?;
-                for id in deliveries {
-                    sqlx::query(
-                        "UPDATE push_deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, \
-                         last_error = NULL WHERE id = ? AND state = 'pending'",
-                    )
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                return Ok(());
+                return lite
+                    .write(async |c, now| {
+                        for id in deliveries {
+                            sqlx::query(
+                                "UPDATE push_deliveries SET state = 'delivered', attempts = attempts + 1, \
+                                 finished_at = ?, last_error = NULL WHERE id = ? AND state = 'pending'",
+                            )
+                            .bind(lite::us(now))
+                            .bind(id)
+                            .execute(&mut *c)
+                            .await?;
+                        }
+                        Ok(())
+                    })
+                    .await;
             }
         };
         sqlx::query!(
@@ -447,8 +452,10 @@ impl Store {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
                 let now = lite::now();
-                let row: Option<(String, i64)> = sqlx::query_as(
-                    "UPDATE push_deliveries SET
+                let row: Option<(String, i64)> = lite
+                    .write(async |c, _now| {
+                        Ok(sqlx::query_as(
+                            "UPDATE push_deliveries SET
                          attempts = attempts + 1,
                          state = CASE WHEN attempts + 1 >= ?3 THEN 'dead' ELSE 'pending' END,
                          finished_at = CASE WHEN attempts + 1 >= ?3 THEN ?4 END,
@@ -456,14 +463,16 @@ impl Store {
                          last_error = ?2
                      WHERE id = ?1 AND state = 'pending'
                      RETURNING state, next_at",
-                )
-                .bind(delivery)
-                .bind(error)
-                .bind(max_attempts)
-                .bind(lite::us(now))
-                .bind(lite::us_after(now, delay))
-                .fetch_optional(&lite.write)
-                .await?;
+                        )
+                        .bind(delivery)
+                        .bind(error)
+                        .bind(max_attempts)
+                        .bind(lite::us(now))
+                        .bind(lite::us_after(now, delay))
+                        .fetch_optional(c)
+                        .await?)
+                    })
+                    .await?;
                 return Ok(match row {
                     Some((state, next_at)) if state == "pending" => DeliveryFate::RetryAt(lite::at(next_at)),
                     _ => DeliveryFate::Dead,

@@ -79,27 +79,35 @@ async fn sweep_lite(
 ) -> Result<Swept, StoreError> {
     let before = lite::us(lite::now()) - i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX / 2);
     let tasks = || async {
-        let deleted = sqlx::query(
-            "DELETE FROM tasks WHERE id IN (
+        let deleted = lite
+            .write(async |c, _now| {
+                Ok(sqlx::query(
+                    "DELETE FROM tasks WHERE id IN (
                      SELECT id FROM tasks
                      WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
                        AND status_at < ? ORDER BY status_at LIMIT ?)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(&lite.write)
-        .await?;
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(c)
+                .await?)
+            })
+            .await?;
         Ok(deleted.rows_affected())
     };
     let jobs = || async {
-        let deleted = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
+        let deleted = lite
+            .write(async |c, _now| {
+                Ok(sqlx::query(
+                    "DELETE FROM jobs WHERE id IN (
                      SELECT id FROM jobs WHERE state = 'done' AND finished_at < ? ORDER BY finished_at LIMIT ?)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(&lite.write)
-        .await?;
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(c)
+                .await?)
+            })
+            .await?;
         Ok(deleted.rows_affected())
     };
     Ok(Swept { tasks: in_batches(batch, max_batches, tasks).await?, jobs: in_batches(batch, max_batches, jobs).await? })

@@ -162,7 +162,7 @@ impl Store {
                     .bind(&caller.tenant)
                     .bind(&caller.principal)
                     .bind(key)
-                    .fetch_optional(&lite.write)
+                    .fetch_optional(&lite.read)
                     .await?
             }
         };

@@ -42,6 +42,11 @@ use uuid::Uuid;
 use super::row::TaskRow;
 use crate::error::StoreError;
 
+mod writer;
+
+pub(crate) use writer::LiteTx;
+use writer::Writer;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations-sqlite");
 
 /// A wake-up: the channel and payload a NOTIFY would carry.
@@ -65,249 +70,6 @@ pub(crate) struct Lite {
     /// Held open (and so locked) for as long as any clone of the store
     /// lives; `None` for a read-only store.
     _lock: Option<Arc<std::fs::File>>,
-}
-
-/// The most transactions one COMMIT covers.
-const GROUP_LIMIT: usize = 64;
-
-/// The writing connection and the group of transactions waiting for its
-/// next COMMIT.
-///
-/// Callers may be dropped at any await (a worker gives up an attempt whose
-/// lease it lost; a client disconnects). So every statement that changes
-/// the writer's own state (BEGIN, SAVEPOINT, RELEASE, COMMIT, ROLLBACK)
-/// runs in a task of its own that no caller can cancel, and the only
-/// statements a dropped caller can leave half-done are its own, inside its
-/// SAVEPOINT, which the next holder rolls back.
-struct Writer {
-    options: SqliteConnectOptions,
-    state: tokio::sync::OnceCell<Arc<tokio::sync::Mutex<WriterState>>>,
-    /// Transactions queued for the mutex: while there are some, a finished
-    /// transaction leaves the COMMIT to them.
-    waiting: std::sync::atomic::AtomicUsize,
-    /// Wakes the flusher, which COMMITs a group nobody came after.
-    flush: Arc<tokio::sync::Notify>,
-    wakes: broadcast::Sender<Notice>,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("filename", &self.options.get_filename()).finish_non_exhaustive()
-    }
-}
-
-struct WriterState {
-    conn: sqlx::SqliteConnection,
-    /// An SQLite transaction is open (`BEGIN IMMEDIATE`), holding the group.
-    open: bool,
-    /// A transaction's SAVEPOINT is open: if its holder was dropped
-    /// mid-way, the next one rolls it back first.
-    savepoint: bool,
-    /// Finished transactions waiting for the COMMIT.
-    group: Vec<Member>,
-}
-
-struct Member {
-    committed: tokio::sync::oneshot::Sender<Result<(), String>>,
-    notices: Vec<Notice>,
-}
-
-/// The writer, held: when dropped by a holder that did not settle it (a
-/// caller dropped mid-transaction), the flusher is told, so the group it
-/// leaves is committed all the same.
-struct Held {
-    guard: tokio::sync::OwnedMutexGuard<WriterState>,
-    flush: Arc<tokio::sync::Notify>,
-    settled: bool,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.flush.notify_one();
-        }
-    }
-}
-
-/// A transaction on the embedded store, with its time and the wake-ups it
-/// sends once committed.
-pub(crate) struct LiteTx {
-    held: Held,
-    writer: Arc<Writer>,
-    pub(crate) now: DateTime<Utc>,
-    notices: Vec<Notice>,
-}
-
-impl LiteTx {
-    /// Queues a wake-up for after COMMIT.
-    pub(crate) fn notify(&mut self, channel: &str, payload: &str) {
-        self.notices.push((channel.to_owned(), payload.to_owned()));
-    }
-
-    /// The connection to run statements on.
-    pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.held.guard.conn
-    }
-
-    /// Ends the transaction: on success it joins the group and returns once
-    /// the group's COMMIT is on disk (then its wake-ups go out); on failure
-    /// it is rolled back to its SAVEPOINT, alone.
-    pub(crate) async fn finish<T>(self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        let LiteTx { mut held, writer, notices, .. } = self;
-        let (committed, outcome) = tokio::sync::oneshot::channel();
-        let ok = result.is_ok();
-        let wakes = writer.wakes.clone();
-        tokio::spawn(async move {
-            let guard = &mut *held.guard;
-            if ok {
-                match control(guard, "RELEASE SAVEPOINT tx").await {
-                    Ok(()) => {
-                        guard.savepoint = false;
-                        guard.group.push(Member { committed, notices });
-                    }
-                    Err(e) => {
-                        let _ = committed.send(Err(e.to_string()));
-                        reset(guard, &e).await;
-                    }
-                }
-            } else {
-                drop(committed);
-                match control(guard, "ROLLBACK TO SAVEPOINT tx; RELEASE SAVEPOINT tx").await {
-                    Ok(()) => guard.savepoint = false,
-                    Err(e) => reset(guard, &e).await,
-                }
-            }
-            let queued = writer.waiting.load(std::sync::atomic::Ordering::SeqCst);
-            if queued == 0 || held.guard.group.len() >= GROUP_LIMIT {
-                commit(&mut held.guard, &wakes).await;
-            } else {
-                writer.flush.notify_one();
-            }
-            held.settled = true;
-            drop(held);
-        });
-        let value = result?;
-        match outcome.await {
-            Ok(Ok(())) => Ok(value),
-            Ok(Err(reason)) => Err(StoreError::Unavailable(format!("the commit failed: {reason}"))),
-            Err(_) => Err(StoreError::Unavailable("the commit was abandoned".into())),
-        }
-    }
-}
-
-impl Writer {
-    /// The writing connection's state, connecting on first use (and
-    /// starting the flusher).
-    async fn state(self: &Arc<Self>) -> Result<Arc<tokio::sync::Mutex<WriterState>>, StoreError> {
-        let state = self
-            .state
-            .get_or_try_init(|| async {
-                let conn = sqlx::ConnectOptions::connect(&self.options).await?;
-                let state = Arc::new(tokio::sync::Mutex::new(WriterState {
-                    conn,
-                    open: false,
-                    savepoint: false,
-                    group: Vec::new(),
-                }));
-                tokio::spawn(flusher(Arc::downgrade(self), Arc::downgrade(&state), self.flush.clone()));
-                Ok::<_, StoreError>(state)
-            })
-            .await?;
-        Ok(state.clone())
-    }
-
-    async fn begin(self: &Arc<Self>) -> Result<LiteTx, StoreError> {
-        use std::sync::atomic::Ordering;
-        let state = self.state().await?;
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let guard = state.lock_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let mut held = Held { guard, flush: self.flush.clone(), settled: false };
-        // In a task of its own: a caller dropped here leaves the writer as
-        // the statements left it, with the flags saying so.
-        let prepared = tokio::spawn(async move {
-            let guard = &mut *held.guard;
-            recover(guard).await;
-            if !guard.open {
-                control(guard, "BEGIN IMMEDIATE").await?;
-                guard.open = true;
-            }
-            control(guard, "SAVEPOINT tx").await?;
-            guard.savepoint = true;
-            Ok::<_, StoreError>(held)
-        });
-        let held = prepared.await.map_err(|e| StoreError::Unavailable(format!("the writer stopped: {e}")))??;
-        Ok(LiteTx { held, writer: self.clone(), now: now(), notices: Vec::new() })
-    }
-}
-
-/// Puts the writer back in order after a holder that was dropped
-/// mid-transaction: what it wrote goes, the group stays.
-async fn recover(guard: &mut WriterState) {
-    if guard.savepoint {
-        match control(guard, "ROLLBACK TO SAVEPOINT tx; RELEASE SAVEPOINT tx").await {
-            Ok(()) => guard.savepoint = false,
-            Err(e) => reset(guard, &e).await,
-        }
-    }
-}
-
-/// COMMITs the open transaction for its group (or ends it, if the group
-/// is empty), and tells each member how it went.
-async fn commit(guard: &mut WriterState, wakes: &broadcast::Sender<Notice>) {
-    if !guard.open || guard.savepoint {
-        return;
-    }
-    let statement = if guard.group.is_empty() { "ROLLBACK" } else { "COMMIT" };
-    match control(guard, statement).await {
-        Ok(()) => {
-            guard.open = false;
-            for member in guard.group.drain(..) {
-                for notice in member.notices {
-                    // No receiver is fine: nobody is waiting.
-                    let _ = wakes.send(notice);
-                }
-                let _ = member.committed.send(Ok(()));
-            }
-        }
-        Err(e) => reset(guard, &e).await,
-    }
-}
-
-/// The open transaction failed as a whole: roll back whatever is left of
-/// it and fail its group (nothing of it was acknowledged).
-async fn reset(guard: &mut WriterState, error: &StoreError) {
-    tracing::error!(%error, members = guard.group.len(), "an embedded store transaction failed; its group is rolled back");
-    let reason = error.to_string();
-    for member in guard.group.drain(..) {
-        let _ = member.committed.send(Err(reason.clone()));
-    }
-    // "No transaction is active" is a fine answer here.
-    let _ = control(guard, "ROLLBACK").await;
-    guard.open = false;
-    guard.savepoint = false;
-}
-
-/// Runs a control statement on the writer.
-async fn control(guard: &mut WriterState, sql: &'static str) -> Result<(), StoreError> {
-    sqlx::raw_sql(sql).execute(&mut guard.conn).await?;
-    Ok(())
-}
-
-/// COMMITs groups that nobody came after to commit. Runs while the store
-/// lives.
-async fn flusher(
-    writer: std::sync::Weak<Writer>,
-    state: std::sync::Weak<tokio::sync::Mutex<WriterState>>,
-    flush: Arc<tokio::sync::Notify>,
-) {
-    loop {
-        flush.notified().await;
-        let (Some(writer), Some(state)) = (writer.upgrade(), state.upgrade()) else { return };
-        let mut guard = state.lock().await;
-        recover(&mut guard).await;
-        commit(&mut guard, &writer.wakes).await;
-    }
 }
 
 impl Lite {
@@ -351,13 +113,7 @@ impl Lite {
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(options.clone().read_only(true));
         let (notices, _) = broadcast::channel(NOTICE_BACKLOG);
-        let writer = Arc::new(Writer {
-            options: options.clone().read_only(read_only),
-            state: tokio::sync::OnceCell::new(),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            flush: Arc::new(tokio::sync::Notify::new()),
-            wakes: notices.clone(),
-        });
+        let writer = Arc::new(Writer::new(options.clone().read_only(read_only), notices.clone()));
         Ok(Lite { writer, maintenance, read, notices, _lock: lock })
     }
 
@@ -414,11 +170,7 @@ impl Lite {
     }
 
     pub(crate) async fn close(&self) {
-        if let Some(state) = self.writer.state.get() {
-            let mut guard = state.lock().await;
-            recover(&mut guard).await;
-            commit(&mut guard, &self.notices).await;
-        }
+        self.writer.close().await;
         self.read.close().await;
         self.maintenance.close().await;
     }

@@ -188,11 +188,12 @@ impl Writer {
     }
 
     pub(super) async fn begin(self: &Arc<Self>) -> Result<LiteTx, StoreError> {
-        use std::sync::atomic::Ordering;
         let state = self.state().await?;
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted while queued, and uncounted however the wait ends (a
+        // caller dropped while it waits must not look queued for good).
+        let queued = Queued::enter(&self.waiting);
         let guard = state.lock_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(queued);
         let mut held = Held { guard, flush: self.flush.clone(), settled: false };
         // In a task of its own: a caller dropped here leaves the writer as
         // the statements left it, with the flags saying so.
@@ -209,6 +210,22 @@ impl Writer {
         });
         let held = prepared.await.map_err(|e| StoreError::Unavailable(format!("the writer stopped: {e}")))??;
         Ok(LiteTx { held, writer: self.clone(), now: now(), notices: Vec::new() })
+    }
+}
+
+/// One transaction waiting for the writer, for as long as it waits.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(waiting: &'a std::sync::atomic::AtomicUsize) -> Self {
+        waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Queued(waiting)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -14,9 +14,7 @@ fn v03_message(text: &str) -> Value {
            "parts": [{"kind": "text", "text": text}]})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_v03_client_sees_only_v03_shapes() {
-    let db = TestDb::new().await;
+async fn a_v03_client_sees_only_v03_shapes(db: TestDb) {
     let api = Api::start(&db).await;
     let sent = api
         .rpc_with("message/send", json!({"message": v03_message("hi"), "configuration": {"blocking": false}}), &[])
@@ -69,9 +67,7 @@ async fn a_v03_client_sees_only_v03_shapes() {
     assert_eq!(error_code(&api.rpc_with("agent/getAuthenticatedExtendedCard", json!({}), &[]).await), -31401);
 }
 
-#[tokio::test]
-async fn a_v1_method_without_the_header_is_served_as_v1() {
-    let db = TestDb::new().await;
+async fn a_v1_method_without_the_header_is_served_as_v1(db: TestDb) {
     let api = Api::start(&db).await;
     let msg = json!({"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "hi"}]});
     let sent =
@@ -176,3 +172,5 @@ fn random_json_rpc_bodies_get_well_formed_answers() {
     });
     shutdown.cancel();
 }
+
+crate::harness::on_both_drivers!(a_v03_client_sees_only_v03_shapes, a_v1_method_without_the_header_is_served_as_v1,);

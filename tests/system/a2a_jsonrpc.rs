@@ -34,9 +34,7 @@ fn artifact(text: &str) -> TaskEvent {
     })
 }
 
-#[tokio::test]
-async fn send_message_acknowledges_a_durable_task_and_is_idempotent() {
-    let db = TestDb::new().await;
+async fn send_message_acknowledges_a_durable_task_and_is_idempotent(db: TestDb) {
     let api = Api::start(&db).await;
     let msg = message("hello");
     let params = json!({"message": msg, "configuration": {"returnImmediately": true}});
@@ -99,9 +97,7 @@ async fn a_blocking_send_waits_for_the_end_and_a_timeout_answers_with_the_task_a
     assert_eq!(result(&response)["task"]["status"]["state"], "TASK_STATE_SUBMITTED");
 }
 
-#[tokio::test]
-async fn follow_ups_continue_interrupted_tasks_and_are_refused_otherwise() {
-    let db = TestDb::new().await;
+async fn follow_ups_continue_interrupted_tasks_and_are_refused_otherwise(db: TestDb) {
     let api = Api::start(&db).await;
     let task = submit(&api, "book a flight").await;
     let id = task_id(&task);
@@ -146,9 +142,7 @@ async fn follow_ups_continue_interrupted_tasks_and_are_refused_otherwise() {
     assert_eq!(error_code(&api.rpc("SendMessage", json!({"message": unknown})).await), -32001);
 }
 
-#[tokio::test]
-async fn list_tasks_filters_and_pages_newest_first_without_gaps_or_repeats() {
-    let db = TestDb::new().await;
+async fn list_tasks_filters_and_pages_newest_first_without_gaps_or_repeats(db: TestDb) {
     let api = Api::start(&db).await;
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -199,9 +193,7 @@ async fn list_tasks_filters_and_pages_newest_first_without_gaps_or_repeats() {
     assert_eq!(result(&other_tenant)["totalSize"], 0, "tenants see only their own tasks");
 }
 
-#[tokio::test]
-async fn cancel_is_idempotent_and_refused_on_finished_tasks() {
-    let db = TestDb::new().await;
+async fn cancel_is_idempotent_and_refused_on_finished_tasks(db: TestDb) {
     let api = Api::start(&db).await;
     let task = submit(&api, "x").await;
     let canceled = api.rpc("CancelTask", json!({"id": task["id"]})).await;
@@ -217,9 +209,7 @@ async fn cancel_is_idempotent_and_refused_on_finished_tasks() {
     assert_eq!(error_code(&api.rpc("CancelTask", json!({"id": "not-a-task"})).await), -32001);
 }
 
-#[tokio::test]
-async fn push_notification_configs_have_full_crud() {
-    let db = TestDb::new().await;
+async fn push_notification_configs_have_full_crud(db: TestDb) {
     let api = Api::start(&db).await;
     let task = submit(&api, "x").await;
     let created = api
@@ -263,9 +253,7 @@ async fn push_notification_configs_have_full_crud() {
     assert_eq!(result(&stored)["url"], "https://hooks.example/b");
 }
 
-#[tokio::test]
-async fn malformed_requests_get_the_right_json_rpc_errors() {
-    let db = TestDb::new().await;
+async fn malformed_requests_get_the_right_json_rpc_errors(db: TestDb) {
     let api = Api::start(&db).await;
     let v1 = [("A2A-Version", "1.0")];
     let raw = |body: &str| api.post_raw("/", body.to_owned(), &v1);
@@ -284,18 +272,19 @@ async fn malformed_requests_get_the_right_json_rpc_errors() {
     let wrong_version = api.rpc_with("GetTask", json!({"id": "x"}), &[("A2A-Version", "2.0")]).await;
     assert_eq!(error_code(&wrong_version), -32009);
     assert_eq!(wrong_version["id"], 1);
+    assert_eq!(error_code(&api.rpc("GetExtendedAgentCard", json!({})).await), -31401, "anonymous callers get none");
+    let text = serde_json::to_string(&missing_parts).expect("json");
+    assert!(!text.to_lowercase().contains("sql"), "no internals in errors");
+    // Last: the server closes a connection whose body it refused unread, and
+    // a request after it could be sent on that connection before the
+    // client's pool notices.
     let huge =
         format!(r#"{{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{{"pad":"{}"}}}}"#, "x".repeat(5 << 20));
     let (status, body) = raw(&huge).await;
     assert_eq!((status, error_code(&body)), (413, -32600));
-    assert_eq!(error_code(&api.rpc("GetExtendedAgentCard", json!({})).await), -31401, "anonymous callers get none");
-    let text = serde_json::to_string(&missing_parts).expect("json");
-    assert!(!text.to_lowercase().contains("sql"), "no internals in errors");
 }
 
-#[tokio::test]
-async fn the_agent_card_is_served_cached_and_truthful() {
-    let db = TestDb::new().await;
+async fn the_agent_card_is_served_cached_and_truthful(db: TestDb) {
     let api = Api::start(&db).await;
     let (status, headers, card) = api.get("/.well-known/agent-card.json").await;
     assert_eq!(status, 200);
@@ -323,9 +312,7 @@ async fn the_agent_card_is_served_cached_and_truthful() {
     assert_eq!(revalidated.status().as_u16(), 304);
 }
 
-#[tokio::test]
-async fn an_idempotency_key_header_deduplicates_like_a_message_id() {
-    let db = TestDb::new().await;
+async fn an_idempotency_key_header_deduplicates_like_a_message_id(db: TestDb) {
     let api = Api::start(&db).await;
     let params = |text: &str| json!({"message": message(text), "configuration": {"returnImmediately": true}});
     let headers = [("A2A-Version", "1.0"), ("Idempotency-Key", "order-42")];
@@ -335,3 +322,14 @@ async fn an_idempotency_key_header_deduplicates_like_a_message_id() {
     let other = api.rpc("SendMessage", params("three")).await;
     assert_ne!(result(&other)["task"]["id"], result(&first)["task"]["id"]);
 }
+
+crate::harness::on_both_drivers!(
+    send_message_acknowledges_a_durable_task_and_is_idempotent,
+    follow_ups_continue_interrupted_tasks_and_are_refused_otherwise,
+    list_tasks_filters_and_pages_newest_first_without_gaps_or_repeats,
+    cancel_is_idempotent_and_refused_on_finished_tasks,
+    push_notification_configs_have_full_crud,
+    malformed_requests_get_the_right_json_rpc_errors,
+    the_agent_card_is_served_cached_and_truthful,
+    an_idempotency_key_header_deduplicates_like_a_message_id,
+);

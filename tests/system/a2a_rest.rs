@@ -7,9 +7,7 @@ use switchyard_engine::{TaskEvent, TaskState};
 use crate::api::{Api, message};
 use crate::harness::TestDb;
 
-#[tokio::test]
-async fn every_operation_has_its_route() {
-    let db = TestDb::new().await;
+async fn every_operation_has_its_route(db: TestDb) {
     let api = Api::start(&db).await;
     let (status, sent) = api
         .rest(
@@ -47,9 +45,7 @@ async fn every_operation_has_its_route() {
     assert_eq!(status, 401, "the extended card is for authenticated callers");
 }
 
-#[tokio::test]
-async fn errors_are_google_rpc_status_with_the_right_http_status() {
-    let db = TestDb::new().await;
+async fn errors_are_google_rpc_status_with_the_right_http_status(db: TestDb) {
     let api = Api::start(&db).await;
     let (status, body) = api.rest(Method::GET, &format!("/tasks/{}", uuid::Uuid::new_v4()), None).await;
     assert_eq!(status, 404);
@@ -87,9 +83,7 @@ async fn errors_are_google_rpc_status_with_the_right_http_status() {
     assert_eq!((status, body["error"]["code"].as_i64()), (404, Some(404)));
 }
 
-#[tokio::test]
-async fn tenant_prefixed_routes_scope_every_task() {
-    let db = TestDb::new().await;
+async fn tenant_prefixed_routes_scope_every_task(db: TestDb) {
     let api = Api::start(&db).await;
     let (_, sent) = api
         .rest(
@@ -107,9 +101,7 @@ async fn tenant_prefixed_routes_scope_every_task() {
     assert_eq!(rpc["result"]["id"], id.as_str(), "the JSON-RPC tenant is the same tenant");
 }
 
-#[tokio::test]
-async fn the_admin_api_registers_agents_only_for_its_token_holder() {
-    let db = TestDb::new().await;
+async fn the_admin_api_registers_agents_only_for_its_token_holder(db: TestDb) {
     let closed = Api::start(&db).await;
     let (status, _) = closed.rest(Method::GET, "/admin/agents", None).await;
     assert_eq!(status, 401, "an anonymous caller is no admin");
@@ -151,9 +143,7 @@ async fn the_admin_api_registers_agents_only_for_its_token_holder() {
 /// A browser lets any web page POST `text/plain`, or nothing, to any
 /// origin without asking: such a request must change nothing, on either
 /// binding.
-#[tokio::test]
-async fn a_post_that_does_not_say_json_changes_nothing() {
-    let db = TestDb::new().await;
+async fn a_post_that_does_not_say_json_changes_nothing(db: TestDb) {
     let api = Api::start(&db).await;
     let (_, sent) = api
         .rest(
@@ -258,3 +248,11 @@ async fn a_connection_that_never_finishes_its_headers_or_body_is_cut_off() {
     shutdown.cancel();
     server.await.expect("joined").expect("served");
 }
+
+crate::harness::on_both_drivers!(
+    every_operation_has_its_route,
+    errors_are_google_rpc_status_with_the_right_http_status,
+    tenant_prefixed_routes_scope_every_task,
+    the_admin_api_registers_agents_only_for_its_token_holder,
+    a_post_that_does_not_say_json_changes_nothing,
+);

@@ -32,9 +32,7 @@ fn kinds(events: &[crate::api::SseEvent], unwrap: impl Fn(&serde_json::Value) ->
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streaming_send_yields_the_task_then_every_update_then_closes() {
-    let db = TestDb::new().await;
+async fn a_streaming_send_yields_the_task_then_every_update_then_closes(db: TestDb) {
     let api = Api::start(&db).await;
     let body =
         json!({"jsonrpc": "2.0", "id": "s1", "method": "SendStreamingMessage", "params": {"message": message("hi")}});
@@ -72,9 +70,7 @@ async fn play_store(store: &switchyard_engine::Store, id: TaskId) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rest_streams_carry_bare_stream_responses_and_end_on_input_required() {
-    let db = TestDb::new().await;
+async fn rest_streams_carry_bare_stream_responses_and_end_on_input_required(db: TestDb) {
     let api = Api::start(&db).await;
     let mut sse = api.sse("/message:stream", Some(json!({"message": message("hi")})), &[("A2A-Version", "1.0")]).await;
     let first = sse.next().await.expect("task");
@@ -88,9 +84,7 @@ async fn rest_streams_carry_bare_stream_responses_and_end_on_input_required() {
     assert_eq!(rest[0].data["statusUpdate"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_replays_after_last_event_id_with_no_gap_and_no_duplicate() {
-    let db = TestDb::new().await;
+async fn subscribe_replays_after_last_event_id_with_no_gap_and_no_duplicate(db: TestDb) {
     let api = Api::start(&db).await;
     let sent =
         api.rpc("SendMessage", json!({"message": message("x"), "configuration": {"returnImmediately": true}})).await;
@@ -152,9 +146,7 @@ async fn a_second_replica_serves_a_stream_for_a_task_the_first_accepted() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_close_where_they_stop_even_when_they_start_there() {
-    let db = TestDb::new().await;
+async fn streams_close_where_they_stop_even_when_they_start_there(db: TestDb) {
     let api = Api::start(&db).await;
     let start = || async {
         let sent = api
@@ -245,9 +237,7 @@ async fn subscribers_of_one_task_share_each_read_of_its_log() {
     shutdown.cancel();
 }
 
-#[tokio::test]
-async fn a_principal_holds_at_most_its_share_of_open_streams() {
-    let db = TestDb::new().await;
+async fn a_principal_holds_at_most_its_share_of_open_streams(db: TestDb) {
     let api =
         Api::start_on(db.another_store().await, |c| switchyard_api::ApiConfig { max_streams_per_principal: 2, ..c })
             .await;
@@ -273,3 +263,11 @@ async fn a_principal_holds_at_most_its_share_of_open_streams() {
     })
     .await;
 }
+
+crate::harness::on_both_drivers!(
+    a_streaming_send_yields_the_task_then_every_update_then_closes,
+    rest_streams_carry_bare_stream_responses_and_end_on_input_required,
+    subscribe_replays_after_last_event_id_with_no_gap_and_no_duplicate,
+    streams_close_where_they_stop_even_when_they_start_there,
+    a_principal_holds_at_most_its_share_of_open_streams,
+);

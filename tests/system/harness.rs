@@ -106,8 +106,12 @@ impl TestDb {
         TestDb { store, url, schema, driver, dir }
     }
 
-    /// A second, independent handle on the same schema (another "process").
+    /// A second, independent handle on the same schema (another "process");
+    /// on the embedded store, which serves one process, the same handle.
     pub(crate) async fn another_store(&self) -> Store {
+        if self.driver == Driver::Sqlite {
+            return self.store.clone();
+        }
         let config =
             StoreConfig { schema: self.schema.clone(), max_connections: 16, ..StoreConfig::new(self.url.clone()) };
         Store::connect(&config).await.expect("second store")
@@ -198,17 +202,18 @@ impl Drop for TestDb {
 }
 
 /// Runs each named test, an `async fn(TestDb)`, once on each driver: a
-/// module per test with a `postgres` and a `sqlite` case.
+/// module per test with a `postgres` and a `sqlite` case (on a
+/// two-thread runtime, as the api and its streams run).
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     super::$name(crate::harness::TestDb::on(crate::harness::Driver::Postgres).await).await
                 }
 
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     super::$name(crate::harness::TestDb::on(crate::harness::Driver::Sqlite).await).await
                 }

@@ -93,6 +93,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serve(store.clone(), &file, &security, &serve_args, shutdown.clone()),
                 work(store.clone(), &file, &security, &worker_args, shutdown.clone())
             );
+            // Both have drained: close the store (the embedded one folds its
+            // write-ahead log back into the file as its last connection goes).
+            store.close().await;
             api.and(worker)
         }
         Command::Agents { db, file, security, command } => {

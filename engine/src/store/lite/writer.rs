@@ -158,12 +158,16 @@ impl Writer {
         }
     }
 
-    /// COMMITs whatever group is waiting (graceful shutdown).
+    /// COMMITs whatever group is waiting, then folds the write-ahead log
+    /// back into the database file (graceful shutdown).
     pub(super) async fn close(&self) {
         if let Some(state) = self.state.get() {
             let mut guard = state.lock().await;
             recover(&mut guard).await;
             commit(&mut guard, &self.wakes).await;
+            if let Err(error) = control(&mut guard, "PRAGMA wal_checkpoint(TRUNCATE)").await {
+                tracing::warn!(%error, "the write-ahead log could not be checkpointed; it is replayed at the next start");
+            }
         }
     }
 

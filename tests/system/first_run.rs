@@ -103,6 +103,16 @@ async fn dev_without_a_database_runs_everything_and_its_suggestions_work_as_prin
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a second process must not start");
     assert!(said.contains("in use by another Switchyard process"), "{said}");
+
+    // A graceful stop leaves one file holding everything.
+    kill(Pid::from_raw(dev.id().expect("running") as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait()).await.expect("stops").expect("status");
+    assert!(status.success(), "{status}");
+    let wal = dir.0.join(".switchyard/switchyard.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "the write-ahead log was folded back");
+    let out = bare(&dir.0, &["tasks", "list", "--json"]).output().await.expect("tasks list");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 }
 
 /// Runs each command `dev`'s banner suggests through `sh` exactly as

@@ -353,6 +353,23 @@ impl<H: Handler> JobRun<H> {
         tracing::Instrument::instrument(self.run_in_span(job), span).await
     }
 
+    /// An attempt stopped from outside: the lease released for another
+    /// worker (its attempt refunded), or, when it was lost, left alone.
+    async fn give_back(&self, lease: &Lease, kind: &str) {
+        let lost = self.lost.load(Ordering::SeqCst);
+        let outcome = if lost { "lease_lost" } else { "released" };
+        metrics::counter!("switchyard_job_outcomes_total", "kind" => kind.to_owned(), "outcome" => outcome)
+            .increment(1);
+        if lost {
+            tracing::warn!(job = %lease.job_id, "lease lost; attempt abandoned");
+            return;
+        }
+        match self.store.job_release(lease).await {
+            Ok(()) => tracing::info!(job = %lease.job_id, "lease released for another worker"),
+            Err(error) => tracing::warn!(job = %lease.job_id, %error, "could not release lease; it will expire"),
+        }
+    }
+
     async fn run_in_span(self, job: ClaimedJob) -> Option<std::time::Duration> {
         let lease = job.lease.clone();
         let kind = job.kind_name.clone();
@@ -364,6 +381,13 @@ impl<H: Handler> JobRun<H> {
         let abort = attempt.abort_handle();
         let outcome = tokio::select! {
             joined = attempt => match joined {
+                // A handler that gave up because it was told to stop (it
+                // and this select hear the same token, on any thread) has
+                // not failed: the attempt is given back, not spent.
+                Ok(Outcome::Retry { .. }) if self.cancel.is_cancelled() => {
+                    self.give_back(&lease, &kind).await;
+                    return None;
+                }
                 Ok(outcome) => outcome,
                 Err(e) => Outcome::Retry { error: format!("the job handler crashed: {e}"), retry_after: None },
             },
@@ -378,16 +402,7 @@ impl<H: Handler> JobRun<H> {
             }
             () = self.cancel.cancelled() => {
                 abort.abort();
-                let outcome = if self.lost.load(Ordering::SeqCst) { "lease_lost" } else { "released" };
-                metrics::counter!("switchyard_job_outcomes_total", "kind" => kind, "outcome" => outcome).increment(1);
-                if self.lost.load(Ordering::SeqCst) {
-                    tracing::warn!(job = %lease.job_id, "lease lost; attempt abandoned");
-                } else {
-                    match self.store.job_release(&lease).await {
-                        Ok(()) => tracing::info!(job = %lease.job_id, "lease released for another worker"),
-                        Err(error) => tracing::warn!(job = %lease.job_id, %error, "could not release lease; it will expire"),
-                    }
-                }
+                self.give_back(&lease, &kind).await;
                 return None;
             }
         };

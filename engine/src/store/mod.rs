@@ -248,7 +248,19 @@ impl Store {
     /// Begins a transaction on whichever driver this store runs on.
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.db {
-            Db::Pg(pool) => Tx::Pg(pool.begin().await?),
+            Db::Pg(pool) => {
+                // In a task of its own, so a caller dropped during `BEGIN`'s
+                // round trip (a client gone, an attempt abandoned) cannot
+                // leave the connection inside a transaction: sqlx 0.9.0
+                // returns such a connection to the pool with the server-side
+                // transaction open, and every later statement on it runs
+                // inside it, holding its locks (sqlx issue #4393, fixed
+                // after 0.9.0). Here the BEGIN completes, and the dropped
+                // transaction queues its ROLLBACK as any other does.
+                let pool = pool.clone();
+                let begun = tokio::spawn(async move { pool.begin().await });
+                Tx::Pg(begun.await.map_err(|e| StoreError::Unavailable(format!("BEGIN did not finish: {e}")))??)
+            }
             Db::Lite(lite) => Tx::Lite(lite.begin().await?),
         })
     }

@@ -266,7 +266,10 @@ async fn dev_killed_and_restarted_keeps_every_acknowledged_task_and_finishes_it_
     for r in &received {
         *per_message.entry(r.message_id.as_str()).or_default() += 1;
     }
-    assert!(per_message.values().all(|n| *n <= 2), "no message more than twice: {per_message:?}");
+    // A message sent when the process died, before the agent's answer was
+    // checkpointed, is sent again after the restart (the agent, which
+    // deduplicates on messageId, takes it once): at most once more per kill.
+    assert!(per_message.values().all(|n| *n <= 1 + kills), "no message more than once per kill: {per_message:?}");
     assert!(!received.iter().any(|r| r.verdict == Verdict::Refused), "no answer sent to a task that moved on");
     let accepted: HashSet<&str> = received
         .iter()

@@ -378,6 +378,33 @@ fn claim_rows_lite(rows: &[SqliteRow]) -> Result<Vec<ClaimRow>, StoreError> {
         .collect()
 }
 
+/// Runs a claim on the embedded store, as one transaction at its time:
+/// `?1` the owner, `?2` the limit, `?3` the lease's end, `?4` the tenant cap,
+/// `?5` the capped kind, `?6` now.
+async fn claim_lite(
+    lite: &lite::Lite,
+    sql: String,
+    owner: &str,
+    limit: i64,
+    lease_for: Duration,
+    cap: Option<i64>,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let rows = lite
+        .write(async |c, now| {
+            Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(limit)
+                .bind(lite::us_after(now, lease_for))
+                .bind(cap)
+                .bind(JobKind::Delegate.as_str())
+                .bind(lite::us(now))
+                .fetch_all(c)
+                .await?)
+        })
+        .await?;
+    Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner))
+}
+
 /// The columns a claim returns.
 const CLAIMED: &str = "id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at, lease_expires_at";
 
@@ -457,7 +484,6 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                let now = lite::now();
                 // The same window and ranks; the one writer needs no SKIP LOCKED.
                 let sql = format!(
                     "WITH running AS (
@@ -483,20 +509,7 @@ impl Store {
                                   ORDER BY run_at, id LIMIT ?2)
                      RETURNING {CLAIMED}"
                 );
-                let rows = lite
-                    .write(async |c, _now| {
-                        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .bind(owner)
-                            .bind(limit)
-                            .bind(lite::us_after(now, lease_for))
-                            .bind(cap)
-                            .bind(JobKind::Delegate.as_str())
-                            .bind(lite::us(now))
-                            .fetch_all(c)
-                            .await?)
-                    })
-                    .await?;
-                return Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner));
+                return claim_lite(lite, sql, owner, limit, lease_for, Some(cap)).await;
             }
         };
         // The leased delegations are few (at most every worker's
@@ -552,26 +565,14 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                let now = lite::now();
                 let sql = format!(
                     "UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_owner = ?1,
                                      lease_token = lease_token + 1, lease_expires_at = ?3
-                     WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= ?4
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= ?6
                                   ORDER BY run_at, id LIMIT ?2)
                      RETURNING {CLAIMED}"
                 );
-                let rows = lite
-                    .write(async |c, _now| {
-                        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .bind(owner)
-                            .bind(limit)
-                            .bind(lite::us_after(now, lease_for))
-                            .bind(lite::us(now))
-                            .fetch_all(c)
-                            .await?)
-                    })
-                    .await?;
-                return Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner));
+                return claim_lite(lite, sql, owner, limit, lease_for, None).await;
             }
         };
         let rows = sqlx::query_as!(

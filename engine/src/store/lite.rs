@@ -299,6 +299,17 @@ pub(crate) fn task_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {
     })
 }
 
+/// A log row (`seq`, `kind`, `payload`, `created_at`) of `task`.
+pub(crate) fn stored_event(task: crate::id::TaskId, r: &SqliteRow) -> Result<crate::event::StoredEvent, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    Ok(crate::event::StoredEvent {
+        task_id: task,
+        seq: r.try_get("seq")?,
+        event: crate::event::TaskEvent::from_row(&kind, parse(&r.try_get::<String, _>("payload")?)?)?,
+        created_at: at(r.try_get("created_at")?),
+    })
+}
+
 /// Reads a task row for the rest of the transaction (the one writer holds
 /// the database, so reading it is locking it), with the transaction's time.
 pub(crate) async fn lock_task(tx: &mut LiteTx, task: Uuid) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {

@@ -686,17 +686,11 @@ async fn outbox_lite(
     let pending = rows
         .iter()
         .map(|r| {
-            let kind: String = r.try_get("kind")?;
             Ok(PendingDelivery {
                 id: r.try_get("id")?,
                 attempts: r.try_get("attempts")?,
                 next_at: lite::at(r.try_get("next_at")?),
-                event: StoredEvent {
-                    task_id,
-                    seq: r.try_get("seq")?,
-                    event: TaskEvent::from_row(&kind, lite::parse(&r.try_get::<String, _>("payload")?)?)?,
-                    created_at: lite::at(r.try_get("created_at")?),
-                },
+                event: lite::stored_event(task_id, r)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use a2a::Message;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::in_tx;
@@ -777,19 +776,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(&lite.read)
                 .await?;
-                return rows
-                    .iter()
-                    .map(|r| {
-                        let kind: String = r.try_get("kind")?;
-                        let payload = lite::parse(&r.try_get::<String, _>("payload")?)?;
-                        Ok(StoredEvent {
-                            task_id,
-                            seq: r.try_get("seq")?,
-                            event: TaskEvent::from_row(&kind, payload)?,
-                            created_at: lite::at(r.try_get("created_at")?),
-                        })
-                    })
-                    .collect();
+                return rows.iter().map(|r| lite::stored_event(task_id, r)).collect();
             }
         };
         let rows = sqlx::query!(

@@ -257,9 +257,9 @@ impl Store {
                     .rows_affected()
             }
             Db::Lite(lite) => lite
-                .write(async |c, _now| {
+                .write(async |c, now| {
                     Ok(sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                        .bind(lite::us(lite::now()))
+                        .bind(lite::us(now))
                         .bind(id)
                         .execute(c)
                         .await?)
@@ -284,12 +284,12 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                lite.write(async |c, _now| {
+                lite.write(async |c, now| {
                     Ok(sqlx::query(
                         "INSERT INTO audit_log (at, tenant, principal, credential, action, task_id, detail) \
                      VALUES (?, ?, ?, ?, ?, ?, ?)",
                     )
-                    .bind(lite::us(lite::now()))
+                    .bind(lite::us(now))
                     .bind(&entry.tenant)
                     .bind(&entry.principal)
                     .bind(&entry.credential)

@@ -77,7 +77,7 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                lite.write(async |c, _now| {
+                lite.write(async |c, now| {
                     Ok(sqlx::query(
                         "INSERT INTO agents (name, url, created_at) VALUES (?, ?, ?) \
                      ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
@@ -86,7 +86,7 @@ impl Store {
                     )
                     .bind(name)
                     .bind(url)
-                    .bind(lite::us(lite::now()))
+                    .bind(lite::us(now))
                     .execute(c)
                     .await?)
                 })
@@ -116,10 +116,10 @@ impl Store {
                     .await?;
             }
             Db::Lite(lite) => {
-                lite.write(async |c, _now| {
+                lite.write(async |c, now| {
                     Ok(sqlx::query("UPDATE agents SET card = ?, card_fetched_at = ? WHERE name = ?")
                         .bind(lite::json(card))
-                        .bind(lite::us(lite::now()))
+                        .bind(lite::us(now))
                         .bind(name)
                         .execute(c)
                         .await?)
@@ -143,7 +143,7 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                lite.write(async |c, _now| {
+                lite.write(async |c, now| {
                     Ok(sqlx::query(
                         "UPDATE agents SET
                          consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures + 1 END,
@@ -156,7 +156,7 @@ impl Store {
                     .bind(name)
                     .bind(ok)
                     .bind(threshold)
-                    .bind(lite::us_after(lite::now(), cooldown))
+                    .bind(lite::us_after(now, cooldown))
                     .execute(c)
                     .await?)
                 })
@@ -384,14 +384,13 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                let now = lite::us(lite::now());
                 let woken = lite
-                    .write(async |c, _now| {
+                    .write(async |c, now| {
                         Ok(sqlx::query(
                             "UPDATE jobs SET run_at = ?1 \
                      WHERE task_id = ?2 AND kind = 'delegate' AND state = 'ready' AND run_at > ?1",
                         )
-                        .bind(now)
+                        .bind(lite::us(now))
                         .bind(task_id.0)
                         .execute(c)
                         .await?)

@@ -4,14 +4,10 @@
 //! (`lease_token`): zero rows changed means the lease was lost, and the
 //! caller hears `LeaseLost` instead of silently overwriting a newer holder.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::in_tx;
 use super::{Db, Store, Tx, lite, notify};
@@ -19,223 +15,13 @@ use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::{JobId, TaskId};
 
-/// What a job does. Stored by name in `jobs.kind`; a name this build does
-/// not know (written by a newer version during a rolling upgrade) stays a
-/// string on the claimed job, see [`ClaimedJob::kind`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobKind {
-    /// Carry a task to its remote agent and fold back what it says.
-    Delegate,
-    /// Cancel the remote task of a task that ended here.
-    CancelRemote,
-    /// Fire at a task's deadline.
-    Deadline,
-    /// End a child task whose parent no longer needs it (the parent ended,
-    /// or the join was decided without it).
-    CancelChild,
-    /// Deliver one webhook's outbox, in log order.
-    Push,
-}
+mod embedded;
+mod model;
 
-impl JobKind {
-    /// Every kind this build runs.
-    pub const ALL: [JobKind; 5] =
-        [JobKind::Delegate, JobKind::CancelRemote, JobKind::Deadline, JobKind::CancelChild, JobKind::Push];
+use embedded::{CLAIMED, JOB_COLUMNS, claim_lite, job_record_lite, mark_done_lite};
 
-    /// The name stored in `jobs.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Delegate => "delegate",
-            JobKind::CancelRemote => "cancel_remote",
-            JobKind::Deadline => "deadline",
-            JobKind::CancelChild => "cancel_child",
-            JobKind::Push => "push",
-        }
-    }
-}
-
-impl fmt::Display for JobKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        JobKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| s.to_owned())
-    }
-}
-
-/// A job to enqueue.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub kind: JobKind,
-    pub payload: Value,
-    pub priority: i16,
-    pub max_attempts: i32,
-    /// Not before this instant; `None` for now.
-    pub run_at: Option<DateTime<Utc>>,
-}
-
-impl NewJob {
-    /// A job of `kind` with defaults: no payload, priority 0, ready now.
-    pub fn new(kind: JobKind, max_attempts: i32) -> Self {
-        NewJob { kind, payload: Value::Object(Default::default()), priority: 0, max_attempts, run_at: None }
-    }
-}
-
-/// Proof of holding a job: the fencing token the claim handed out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub job_id: JobId,
-    pub task_id: TaskId,
-    pub token: i64,
-    /// This attempt's number, 1-based.
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub owner: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// A job handed to a worker.
-#[derive(Debug, Clone)]
-pub struct ClaimedJob {
-    pub lease: Lease,
-    /// The stored name; see [`ClaimedJob::kind`].
-    pub kind_name: String,
-    pub payload: Value,
-    /// When the job became due; claim latency is the time from then to the claim.
-    pub due_at: DateTime<Utc>,
-}
-
-/// What became of a job that failed an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobFate {
-    /// Ready again at this instant.
-    RetryAt(DateTime<Utc>),
-    /// Out of attempts: dead-lettered until an operator requeues it.
-    Dead,
-}
-
-/// A job's place in its lifecycle (`jobs.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Ready,
-    Leased,
-    Done,
-    Dead,
-}
-
-impl JobState {
-    /// The name stored in `jobs.state`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Ready => "ready",
-            JobState::Leased => "leased",
-            JobState::Done => "done",
-            JobState::Dead => "dead",
-        }
-    }
-}
-
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobState {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "ready" => Ok(JobState::Ready),
-            "leased" => Ok(JobState::Leased),
-            "done" => Ok(JobState::Done),
-            "dead" => Ok(JobState::Dead),
-            other => Err(StoreError::Corrupt(format!("unknown job state {other:?}"))),
-        }
-    }
-}
-
-/// A job as an operator sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    pub id: JobId,
-    pub task_id: TaskId,
-    pub kind: String,
-    pub state: JobState,
-    pub priority: i16,
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub run_at: DateTime<Utc>,
-    pub lease_owner: Option<String>,
-    pub lease_token: i64,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// What one sweep of expired leases did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rescued {
-    /// Made ready again for another worker.
-    pub requeued: Vec<JobId>,
-    /// Out of attempts (the lost leases counted): dead-lettered.
-    pub dead: Vec<JobId>,
-}
-
-/// A `jobs` row.
-struct JobRow {
-    id: i64,
-    task_id: uuid::Uuid,
-    kind: String,
-    state: String,
-    priority: i16,
-    attempt: i32,
-    max_attempts: i32,
-    run_at: DateTime<Utc>,
-    lease_owner: Option<String>,
-    lease_token: i64,
-    lease_expires_at: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<JobRow> for JobRecord {
-    type Error = StoreError;
-
-    fn try_from(r: JobRow) -> Result<Self, StoreError> {
-        Ok(JobRecord {
-            id: JobId(r.id),
-            task_id: TaskId(r.task_id),
-            kind: r.kind,
-            state: r.state.parse()?,
-            priority: r.priority,
-            attempt: r.attempt,
-            max_attempts: r.max_attempts,
-            run_at: r.run_at,
-            lease_owner: r.lease_owner,
-            lease_token: r.lease_token,
-            lease_expires_at: r.lease_expires_at,
-            last_error: r.last_error,
-            created_at: r.created_at,
-            finished_at: r.finished_at,
-        })
-    }
-}
-
-impl ClaimedJob {
-    /// What the job does, or the unknown name (a job written by a newer
-    /// version, which this worker must leave alone).
-    pub fn kind(&self) -> Result<JobKind, &str> {
-        self.kind_name.parse().map_err(|_| self.kind_name.as_str())
-    }
-}
+use model::JobRow;
+pub use model::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
 
 impl Lease {
     /// Confirms, at the end of a transaction, that this lease still holds
@@ -307,27 +93,6 @@ async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &Lease) -> R
     Ok(())
 }
 
-/// [`mark_done`] on the embedded store, at `now`.
-async fn mark_done_lite<'e, E: sqlx::SqliteExecutor<'e>>(
-    executor: E,
-    lease: &Lease,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE jobs SET state = 'done', finished_at = ?, lease_owner = NULL, lease_expires_at = NULL \
-         WHERE id = ? AND lease_token = ? AND state = 'leased'",
-    )
-    .bind(lite::us(now))
-    .bind(lease.job_id.0)
-    .bind(lease.token)
-    .execute(executor)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::LeaseLost(lease.job_id));
-    }
-    Ok(())
-}
-
 /// [`mark_done`] inside a transaction, on either driver.
 pub(super) async fn mark_done_in(tx: &mut Tx, lease: &Lease) -> Result<(), StoreError> {
     match tx {
@@ -338,79 +103,6 @@ pub(super) async fn mark_done_in(tx: &mut Tx, lease: &Lease) -> Result<(), Store
         }
     }
 }
-
-/// A `jobs` row on the embedded store.
-fn job_record_lite(r: &SqliteRow) -> Result<JobRecord, StoreError> {
-    Ok(JobRecord {
-        id: JobId(r.try_get("id")?),
-        task_id: TaskId(r.try_get("task_id")?),
-        kind: r.try_get("kind")?,
-        state: r.try_get::<String, _>("state")?.parse()?,
-        priority: r.try_get("priority")?,
-        attempt: r.try_get("attempt")?,
-        max_attempts: r.try_get("max_attempts")?,
-        run_at: lite::at(r.try_get("run_at")?),
-        lease_owner: r.try_get("lease_owner")?,
-        lease_token: r.try_get("lease_token")?,
-        lease_expires_at: r.try_get::<Option<i64>, _>("lease_expires_at")?.map(lite::at),
-        last_error: r.try_get("last_error")?,
-        created_at: lite::at(r.try_get("created_at")?),
-        finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(lite::at),
-    })
-}
-
-/// Claimed rows on the embedded store, as [`ClaimRow`]s.
-fn claim_rows_lite(rows: &[SqliteRow]) -> Result<Vec<ClaimRow>, StoreError> {
-    rows.iter()
-        .map(|r| {
-            Ok(ClaimRow {
-                id: r.try_get("id")?,
-                task_id: r.try_get("task_id")?,
-                kind: r.try_get("kind")?,
-                payload: lite::parse(&r.try_get::<String, _>("payload")?)?,
-                attempt: r.try_get("attempt")?,
-                max_attempts: r.try_get("max_attempts")?,
-                lease_token: r.try_get("lease_token")?,
-                run_at: lite::at(r.try_get("run_at")?),
-                lease_expires_at: lite::at(r.try_get("lease_expires_at")?),
-            })
-        })
-        .collect()
-}
-
-/// Runs a claim on the embedded store, as one transaction at its time:
-/// `?1` the owner, `?2` the limit, `?3` the lease's end, `?4` the tenant cap,
-/// `?5` the capped kind, `?6` now.
-async fn claim_lite(
-    lite: &lite::Lite,
-    sql: String,
-    owner: &str,
-    limit: i64,
-    lease_for: Duration,
-    cap: Option<i64>,
-) -> Result<Vec<ClaimedJob>, StoreError> {
-    let rows = lite
-        .write(async |c, now| {
-            Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(owner)
-                .bind(limit)
-                .bind(lite::us_after(now, lease_for))
-                .bind(cap)
-                .bind(JobKind::Delegate.as_str())
-                .bind(lite::us(now))
-                .fetch_all(c)
-                .await?)
-        })
-        .await?;
-    Ok(ClaimRow::into_jobs(claim_rows_lite(&rows)?, owner))
-}
-
-/// The columns a claim returns.
-const CLAIMED: &str = "id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at, lease_expires_at";
-
-/// The columns of a [`JobRecord`].
-const JOB_COLUMNS: &str = "id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner, \
-     lease_token, lease_expires_at, last_error, created_at, finished_at";
 
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -775,13 +467,13 @@ impl Store {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
                 let run_at: Option<i64> = lite
-                    .write(async |c, _now| {
+                    .write(async |c, now| {
                         Ok(sqlx::query_scalar(
                             "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_owner = NULL, \
                      lease_expires_at = NULL, last_error = ? \
                      WHERE id = ? AND lease_token = ? AND state = 'leased' RETURNING run_at",
                         )
-                        .bind(lite::us_after(lite::now(), after))
+                        .bind(lite::us_after(now, after))
                         .bind(reason)
                         .bind(lease.job_id.0)
                         .bind(lease.token)

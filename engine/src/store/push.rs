@@ -451,9 +451,8 @@ impl Store {
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(lite) => {
-                let now = lite::now();
                 let row: Option<(String, i64)> = lite
-                    .write(async |c, _now| {
+                    .write(async |c, now| {
                         Ok(sqlx::query_as(
                             "UPDATE push_deliveries SET
                          attempts = attempts + 1,

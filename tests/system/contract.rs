@@ -343,17 +343,31 @@ async fn wake_ups_follow_commits_and_never_rollbacks(db: TestDb) {
     let task = submit(&db.store, "wake").await;
     let first = next(&mut listener).await;
     assert!(matches!(&first, Wake::Notified { channel, .. } if *channel == channels.jobs), "{first:?}");
-    // A refused fold rolls back, and says nothing.
+    // A refused fold says nothing.
     let back = [TaskEvent::status(TaskState::Working, None), TaskEvent::status(TaskState::Submitted, None)];
     let refused = db.store.task_append(task, &back, None).await.expect_err("refused");
     assert!(matches!(refused, StoreError::Rejected { .. }));
+    // Nor does one whose statements ran and then rolled back: a stale
+    // holder's fold is written, its lease found gone, and all undone.
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    crate::harness::expire_lease(&db, job.lease.job_id).await;
+    db.store.job_rescue_expired(10, &[]).await.expect("rescue");
+    let stale = [TaskEvent::status(TaskState::Completed, None)];
+    let lost = db.store.task_append(task, &stale, Some(&job.lease)).await.expect_err("lease lost");
+    assert!(matches!(lost, StoreError::LeaseLost(_)), "{lost:?}");
     db.store.task_append(task, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
-    match next(&mut listener).await {
-        Wake::Notified { channel, payload } => {
-            assert_eq!(channel, channels.events);
-            assert!(payload.starts_with(&format!("{task}:3:")), "the committed version only: {payload}");
+    // The first task event heard is the committed one (jobs wake-ups, such
+    // as the rescue's, pass by).
+    loop {
+        match next(&mut listener).await {
+            Wake::Notified { channel, .. } if channel == channels.jobs => continue,
+            Wake::Notified { channel, payload } => {
+                assert_eq!(channel, channels.events);
+                assert_eq!(payload, format!("{task}:3:working"), "the committed fold only");
+                break;
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 

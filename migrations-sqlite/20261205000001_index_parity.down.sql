@@ -1,0 +1,2 @@
+DROP INDEX push_deliveries_done;
+DROP INDEX push_deliveries_pending;

@@ -498,3 +498,145 @@ async fn a_parked_delegation_wakes_on_the_remote_agents_push() {
         .expect("post");
     assert_eq!(forged.status(), 401);
 }
+
+/// Every way a task ends reaches its webhook: the terminal event arrives,
+/// after everything before it, once. Each ending below takes a different
+/// path to its terminal write (the agent's answer, the agent's refusal, the
+/// client's cancel, the deadline timer, a plan's join in a child's
+/// transaction, a parent's `cancel_child` job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_a_task_ends_reaches_its_webhook_once_in_order() {
+    let (receiver, hooks) = Receiver::start().await;
+    let stack = Stack::start(true, true).await;
+    let with_metadata = |text: &str, hook: &str, metadata: Value| {
+        let mut message = message(text);
+        message["metadata"] = metadata;
+        json!({"message": message, "configuration": {"returnImmediately": true,
+               "taskPushNotificationConfig": {"url": format!("{hooks}/hook/{hook}")}}})
+    };
+    let stack = &stack;
+    let send = |params: Value| async move {
+        let answer = stack.rpc("SendMessage", params, &[("A2A-Version", "1.0")]).await;
+        answer["result"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned()
+    };
+    let state = |task: String| async move {
+        let got = stack.rpc("GetTask", json!({"id": task}), &[("A2A-Version", "1.0")]).await;
+        got["result"]["status"]["state"].as_str().unwrap_or("").to_owned()
+    };
+
+    let completed = send(with_metadata("echo done", "completed", json!({}))).await;
+    let failed = send(with_metadata("status 400", "failed", json!({}))).await;
+    let rejected = send(with_metadata("reject", "rejected", json!({}))).await;
+    let expired = send(with_metadata("hang", "expired", json!({"switchyard": {"timeoutSeconds": 1}}))).await;
+    let joined =
+        send(with_metadata("echo both", "joined", json!({"switchyard": {"fanout": ["demo", "demo"], "join": "all"}})))
+            .await;
+    let canceled = send(with_metadata("hang", "canceled", json!({}))).await;
+    // A pipeline whose first step hangs: the child gets a webhook of its own,
+    // and ends when its parent is canceled.
+    let parent = send(with_metadata("hang", "parent", json!({"switchyard": {"pipeline": ["demo", "demo"]}}))).await;
+    let child = eventually_value(|| async {
+        let listed = stack.rpc("ListTasks", json!({"parentTaskId": parent}), &[("A2A-Version", "1.0")]).await;
+        listed["result"]["tasks"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    let created = stack
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": child, "url": format!("{hooks}/hook/child")}),
+            &[("A2A-Version", "1.0")],
+        )
+        .await;
+    assert!(created["result"]["id"].is_string(), "{created}");
+
+    for task in [&canceled, &child] {
+        eventually(WAIT, "working at its agent", || async { state(task.clone()).await == "TASK_STATE_WORKING" }).await;
+    }
+    for task in [&canceled, &parent] {
+        let answer = stack.rpc("CancelTask", json!({"id": task}), &[("A2A-Version", "1.0")]).await;
+        assert_eq!(answer["result"]["status"]["state"], "TASK_STATE_CANCELED", "{answer}");
+    }
+
+    for (hook, task, end) in [
+        ("completed", &completed, "TASK_STATE_COMPLETED"),
+        ("failed", &failed, "TASK_STATE_FAILED"),
+        ("rejected", &rejected, "TASK_STATE_REJECTED"),
+        ("expired", &expired, "TASK_STATE_FAILED"),
+        ("joined", &joined, "TASK_STATE_COMPLETED"),
+        ("canceled", &canceled, "TASK_STATE_CANCELED"),
+        ("parent", &parent, "TASK_STATE_CANCELED"),
+        ("child", &child, "TASK_STATE_CANCELED"),
+    ] {
+        eventually(WAIT, &format!("{hook}: the task ended"), || async {
+            stack.announced(task).await.last().is_some_and(|s| s == end)
+        })
+        .await;
+        let log = stack.announced(task).await;
+        eventually(WAIT, &format!("{hook}: the receiver heard the end"), || async {
+            receiver.of(hook).last().is_some_and(|r| v1_item(&r.body) == end)
+        })
+        .await;
+        let heard: Vec<String> = receiver.of(hook).iter().map(|r| v1_item(&r.body)).collect();
+        if hook == "child" {
+            // Its webhook was added while it ran: a suffix of its log.
+            assert!(log.ends_with(&heard), "{hook}: {heard:?} of {log:?}");
+        } else {
+            assert_eq!(heard, log, "{hook}: every event in log order, each once");
+        }
+    }
+    // Nothing more arrives later (a duplicate of the end would).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for hook in ["completed", "failed", "rejected", "expired", "joined", "canceled", "parent", "child"] {
+        let terminal = ["TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_REJECTED", "TASK_STATE_CANCELED"];
+        let ends = receiver.of(hook).iter().filter(|r| terminal.contains(&v1_item(&r.body).as_str())).count();
+        assert_eq!(ends, 1, "{hook}: one terminal event");
+    }
+}
+
+/// Polls `probe` until it gives a value.
+async fn eventually_value<T, F, Fut>(probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "no value within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The outbox's net: a webhook whose pending deliveries lost their job (as
+/// a retired task's did before) gets one back from the sweep, on both stores.
+async fn an_orphaned_outbox_gets_its_delivery_job_back(db: TestDb) {
+    let task = crate::harness::submit(&db.store, "with a webhook").await;
+    let caller = crate::harness::caller();
+    let config = switchyard_engine::PushConfig {
+        task_id: task,
+        id: "hook".into(),
+        url: "https://hooks.example/x".into(),
+        token: None,
+        authentication: None,
+        version: "1.0".into(),
+    };
+    db.store.push_config_put(&caller, &config).await.expect("config");
+    db.store
+        .task_append(task, &[switchyard_engine::TaskEvent::status(switchyard_engine::TaskState::Working, None)], None)
+        .await
+        .expect("an event to deliver");
+    let live = "SELECT count(*) FROM jobs WHERE task_id = $1 AND kind = 'push' AND state IN ('ready', 'leased')";
+    assert_eq!(db.count(live, live, task.0).await, 1);
+    assert_eq!(db.store.push_adopt_orphans(10).await.expect("sweep"), 0, "nothing to adopt");
+    let strand = "UPDATE jobs SET state = 'done', finished_at = CURRENT_TIMESTAMP WHERE task_id = $1 AND kind = 'push'";
+    let strand_lite = "UPDATE jobs SET state = 'done', finished_at = 1 WHERE task_id = $1 AND kind = 'push'";
+    db.exec(strand, strand_lite, task.0).await.expect("strand it");
+    assert_eq!(db.count(live, live, task.0).await, 0);
+    assert_eq!(db.store.push_adopt_orphans(10).await.expect("sweep"), 1);
+    assert_eq!(db.count(live, live, task.0).await, 1, "one live job again");
+    assert_eq!(db.store.push_adopt_orphans(10).await.expect("sweep"), 0, "and only one");
+}
+
+crate::harness::on_both_drivers!(an_orphaned_outbox_gets_its_delivery_job_back);

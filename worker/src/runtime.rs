@@ -269,12 +269,13 @@ pub(crate) async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// How often a worker runs the retention sweep, at most.
+/// How often a worker runs the sweeps, at most.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Runs the retention sweep in the background, at most once a minute and
+/// Runs the periodic sweeps in the background, at most once a minute and
 /// never two at once in this process (several workers sweeping at once only
-/// skip each other's rows).
+/// skip each other's rows): the webhook outbox's orphans given a delivery
+/// job, then, when retention is set, what finished long ago deleted.
 #[derive(Debug)]
 struct Sweeper {
     retention: Option<std::time::Duration>,
@@ -288,7 +289,6 @@ impl Sweeper {
     }
 
     fn maybe_sweep(&self, store: &Store) {
-        let Some(retention) = self.retention else { return };
         {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
             if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY) || self.running.swap(true, Ordering::SeqCst) {
@@ -296,16 +296,30 @@ impl Sweeper {
             }
             *last = Some(Instant::now());
         }
-        let (store, running) = (store.clone(), self.running.clone());
+        let (store, running, retention) = (store.clone(), self.running.clone(), self.retention);
         tokio::spawn(async move {
-            match store.retention_sweep(retention, 500, 20).await {
-                Ok(swept) if swept.tasks > 0 || swept.jobs > 0 => {
-                    metrics::counter!("switchyard_retention_deleted_total", "what" => "tasks").increment(swept.tasks);
-                    metrics::counter!("switchyard_retention_deleted_total", "what" => "jobs").increment(swept.jobs);
-                    tracing::info!(tasks = swept.tasks, jobs = swept.jobs, "retention: deleted what finished long ago");
+            match store.push_adopt_orphans(500).await {
+                Ok(0) => {}
+                Ok(adopted) => {
+                    tracing::warn!(adopted, "webhooks with pending deliveries had no delivery job; gave them one");
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "retention sweep failed; will retry"),
+                Err(error) => tracing::warn!(%error, "webhook outbox sweep failed; will retry"),
+            }
+            if let Some(retention) = retention {
+                match store.retention_sweep(retention, 500, 20).await {
+                    Ok(swept) if swept.tasks > 0 || swept.jobs > 0 => {
+                        metrics::counter!("switchyard_retention_deleted_total", "what" => "tasks")
+                            .increment(swept.tasks);
+                        metrics::counter!("switchyard_retention_deleted_total", "what" => "jobs").increment(swept.jobs);
+                        tracing::info!(
+                            tasks = swept.tasks,
+                            jobs = swept.jobs,
+                            "retention: deleted what finished long ago"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "retention sweep failed; will retry"),
+                }
             }
             running.store(false, Ordering::SeqCst);
         });

@@ -644,14 +644,16 @@ impl Store {
 
     /// Everything that follows a task's end in its own transaction: its
     /// waiting jobs retired (a deadline timer), its open children told to
-    /// stop, and its remote task, if one is known, canceled.
+    /// stop, and its remote task, if one is known, canceled. Webhook
+    /// deliveries are not retired: the ending itself is one of them, queued
+    /// by the same transaction, and every earlier one still owes its receiver.
     pub(super) async fn retire(&self, tx: &mut Tx, task_id: TaskId, children_reason: &str) -> Result<(), StoreError> {
         let queued = match tx {
             Tx::Pg(tx) => {
                 sqlx::query!(
                     r#"WITH retired AS (
                    UPDATE jobs SET state = 'done', finished_at = now(), last_error = 'task ended'
-                   WHERE task_id = $1 AND state = 'ready'
+                   WHERE task_id = $1 AND state = 'ready' AND kind <> 'push'
                ),
                remote AS (
                    INSERT INTO jobs (task_id, kind, max_attempts)

@@ -24,8 +24,23 @@ use crate::id::{Caller, TaskId};
 /// Webhooks a task may have at most.
 pub const MAX_PUSH_CONFIGS: i64 = 50;
 
+impl std::fmt::Debug for PushConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token, the credentials and the URL's query are the receiver's
+        // secrets: whether they are set, and where, is all a log may say.
+        f.debug_struct("PushConfig")
+            .field("task_id", &self.task_id)
+            .field("id", &self.id)
+            .field("url", &crate::egress::redacted(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("authentication", &self.authentication.as_ref().map(|_| "…"))
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 /// A webhook registered for a task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct PushConfig {
     pub task_id: TaskId,
     pub id: String,
@@ -66,6 +81,7 @@ pub struct DeliveryRecord {
     pub id: i64,
     pub task_id: TaskId,
     pub config_id: String,
+    /// Where it goes, without credentials, query or fragment.
     pub url: String,
     pub seq: i64,
     pub state: String,
@@ -535,6 +551,57 @@ impl Store {
         })
     }
 
+    /// Gives a delivery job back to every webhook that has pending
+    /// deliveries and no live job (at most `limit` webhooks), and wakes the
+    /// workers for them; how many it gave. Every writer queues the job with
+    /// the row, so this finds nothing unless a path forgot to: it is the
+    /// net under all of them, run by the workers' periodic sweep.
+    pub async fn push_adopt_orphans(&self, limit: i64) -> Result<u64, StoreError> {
+        in_tx!(self, |tx| {
+            let adopted = match tx {
+                Tx::Pg(tx) => sqlx::query!(
+                    r#"INSERT INTO jobs (task_id, kind, payload, max_attempts)
+                       SELECT o.task_id, $1, jsonb_build_object('config', o.config_id), 1000
+                       FROM (SELECT DISTINCT d.task_id, d.config_id FROM push_deliveries d
+                             WHERE d.state = 'pending'
+                               AND NOT EXISTS (SELECT 1 FROM jobs j
+                                               WHERE j.task_id = d.task_id AND j.kind = 'push'
+                                                 AND j.state IN ('ready', 'leased')
+                                                 AND j.payload->>'config' = d.config_id)
+                             LIMIT $2) o
+                       ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
+                       DO NOTHING"#,
+                    JobKind::Push.as_str(),
+                    limit,
+                )
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+                Tx::Lite(tx) => {
+                    let orphans: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+                        "SELECT DISTINCT d.task_id, d.config_id FROM push_deliveries d \
+                         WHERE d.state = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs j \
+                             WHERE j.task_id = d.task_id AND j.kind = 'push' AND j.state IN ('ready', 'leased') \
+                               AND json_extract(j.payload, '$.config') = d.config_id) \
+                         LIMIT ?",
+                    )
+                    .bind(limit)
+                    .fetch_all(tx.conn())
+                    .await?;
+                    let mut adopted = 0;
+                    for (task, config) in &orphans {
+                        adopted += u64::from(lite::ensure_push_job(tx, *task, config).await?);
+                    }
+                    adopted
+                }
+            };
+            if adopted > 0 {
+                notify(tx, &self.channels.jobs, JobKind::Push.as_str()).await?;
+            }
+            Ok(adopted)
+        })
+    }
+
     /// Deliveries for operators: `state` one of pending, delivered, dead
     /// (or all), newest first.
     pub async fn push_deliveries(&self, state: Option<&str>, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
@@ -558,7 +625,7 @@ impl Store {
                             id: r.try_get("id")?,
                             task_id: TaskId(r.try_get("task_id")?),
                             config_id: r.try_get("config_id")?,
-                            url: r.try_get("url")?,
+                            url: crate::egress::redacted(&r.try_get::<String, _>("url")?),
                             seq: r.try_get("seq")?,
                             state: r.try_get("state")?,
                             attempts: r.try_get("attempts")?,
@@ -587,7 +654,7 @@ impl Store {
                 id: r.id,
                 task_id: TaskId(r.task_id),
                 config_id: r.config_id,
-                url: r.url,
+                url: crate::egress::redacted(&r.url),
                 seq: r.seq,
                 state: r.state,
                 attempts: r.attempts,

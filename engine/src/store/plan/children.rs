@@ -192,7 +192,7 @@ pub(super) async fn retire_lite(
     children_reason: &str,
 ) -> Result<i64, StoreError> {
     let now = lite::us(tx.now);
-    sqlx::query("UPDATE jobs SET state = 'done', finished_at = ?, last_error = 'task ended' WHERE task_id = ? AND state = 'ready'")
+    sqlx::query("UPDATE jobs SET state = 'done', finished_at = ?, last_error = 'task ended' WHERE task_id = ? AND state = 'ready' AND kind <> 'push'")
         .bind(now)
         .bind(task_id.0)
         .execute(tx.conn())

@@ -679,3 +679,39 @@ async fn plans_are_added_and_removed_at_run_time() {
     let gone = admin(reqwest::Method::DELETE, "/admin/plans/pair").send().await.expect("delete");
     assert_eq!(gone.status(), 404, "already removed by the CLI");
 }
+
+/// Two answers racing to a plan whose children both ask: whichever locks
+/// second finds the question moved to the other child and tries again, and
+/// its answer still arrives there (a try that found the asker changed does
+/// not keep the message's idempotency key). Several rounds, so the two
+/// meet between reading the question and locking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_answers_to_a_changing_asker_are_both_delivered() {
+    let stack = Stack::start(&[]).await;
+    for round in 0..4 {
+        let pair = stack.send_to("both", "ask").await;
+        assert_eq!(state(&pair), "TASK_STATE_INPUT_REQUIRED", "{pair}");
+        let id = pair["id"].as_str().expect("id").to_owned();
+        let answer = |text: String| {
+            let mut m = message(&text);
+            m["taskId"] = json!(id);
+            stack.rpc("SendMessage", json!({"message": m, "configuration": {"returnImmediately": true}}))
+        };
+        let (one, two) = tokio::join!(answer(format!("{round}-one")), answer(format!("{round}-two")));
+        for sent in [&one, &two] {
+            assert!(sent.get("error").is_none(), "round {round}: {sent}");
+        }
+        // Input-required again in between (the other child's question).
+        let mut done = stack.task(&id).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !matches!(state(&done), "TASK_STATE_COMPLETED" | "TASK_STATE_FAILED" | "TASK_STATE_CANCELED") {
+            assert!(tokio::time::Instant::now() < deadline, "round {round}: an answer was swallowed: {done}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            done = stack.task(&id).await;
+        }
+        assert_eq!(state(&done), "TASK_STATE_COMPLETED", "round {round}: {done}");
+        let mut got: Vec<String> = artifacts(&done).into_iter().map(|(_, text)| text).collect();
+        got.sort();
+        assert_eq!(got, [format!("answer: {round}-one"), format!("answer: {round}-two")], "round {round}");
+    }
+}

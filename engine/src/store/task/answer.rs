@@ -103,6 +103,28 @@ impl Store {
         let FollowUp { caller, task_id, context_id, idempotency_key, message, job, push_config } = follow_up;
         let task_id = *task_id;
         let continued = in_tx!(self, |tx| {
+            // The asking descendants first, deepest first, then the task.
+            let mut chain = Vec::with_capacity(line.chain.len());
+            for id in line.chain.iter().rev() {
+                let (row, _) = lock_task(tx, *id).await?.ok_or(StoreError::TaskNotFound(*id))?;
+                chain.push(TaskRecord::try_from(row)?);
+            }
+            chain.reverse();
+            let locked = lock_task(tx, task_id).await?.filter(|(row, _)| visible_to(row, caller));
+            let (row, now) = locked.ok_or(StoreError::TaskNotFound(task_id))?;
+            let task = TaskRecord::try_from(row)?;
+            // Every question on the line still names what it named before
+            // the locks (a name that is no child of its task, an agent's own
+            // metadata, is only compared, never followed).
+            let now_named = std::iter::once(&task).chain(&chain).map(super::super::plan::asking_child);
+            if !now_named.eq(line.named.iter().copied()) {
+                return Ok(Some(Continued::AskerChanged));
+            }
+            // The key is claimed only once the answer is known to go where
+            // it was read to go: a try that finds the asker changed takes
+            // nothing with it, so the retry can still deliver the answer.
+            // (Claimed before the task's state is judged: a resent answer
+            // is a duplicate, not a message to a task that no longer asks.)
             let claimed = match tx {
                 Tx::Pg(tx) => sqlx::query_scalar!(
                     r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
@@ -122,16 +144,6 @@ impl Store {
             if !claimed {
                 return Ok(None);
             }
-            // The asking descendants first, deepest first, then the task.
-            let mut chain = Vec::with_capacity(line.chain.len());
-            for id in line.chain.iter().rev() {
-                let (row, _) = lock_task(tx, *id).await?.ok_or(StoreError::TaskNotFound(*id))?;
-                chain.push(TaskRecord::try_from(row)?);
-            }
-            chain.reverse();
-            let locked = lock_task(tx, task_id).await?.filter(|(row, _)| visible_to(row, caller));
-            let (row, now) = locked.ok_or(StoreError::TaskNotFound(task_id))?;
-            let task = TaskRecord::try_from(row)?;
             if let Some(given) = context_id.clone().filter(|c| *c != task.context_id) {
                 return Err(StoreError::ContextMismatch { task: task_id, actual: task.context_id, given });
             }
@@ -143,13 +155,6 @@ impl Store {
             }
             if !task.state.is_interrupted() {
                 return Err(StoreError::NotInterrupted { task: task_id, state: task.state });
-            }
-            // Every question on the line still names what it named before
-            // the locks (a name that is no child of its task, an agent's own
-            // metadata, is only compared, never followed).
-            let now_named = std::iter::once(&task).chain(&chain).map(super::super::plan::asking_child);
-            if !now_named.eq(line.named.iter().copied()) {
-                return Ok(Some(Continued::AskerChanged));
             }
             let mut message = message.clone();
             message.task_id = Some(task_id.to_string());

@@ -10,6 +10,11 @@
 //! permits them. The check runs on the URL when it is given, and again on
 //! every address its host resolves to when it is used (a name may resolve
 //! elsewhere later); the connection then goes to an address it checked.
+//!
+//! A URL is read by the WHATWG URL parser the HTTP client itself uses (the
+//! `url` crate, reqwest's), so the guard judges the host the client will
+//! connect to: `http://2130706433/`, `http://0x7f.1/`, `http://127。0。0。1/`,
+//! `http://127.0.0.1./` and `http://\\127.0.0.1/` are all 127.0.0.1 to both.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -73,16 +78,19 @@ impl Egress {
         Ok(self)
     }
 
-    /// Checks a webhook URL as written: its scheme, its form, and its host
-    /// when that is an address or a name everyone knows is local.
+    /// Checks a destination URL as the client will read it: its scheme, its
+    /// form, and its host when that is an address (in any spelling the
+    /// client accepts) or a name everyone knows is local. A name is checked
+    /// again, address by address, when it is resolved for use.
     pub fn check_url(&self, url: &str) -> Result<Target, Refused> {
         let target = Target::parse(url).map_err(|e| Refused(format!("{} URL: {e}", self.what)))?;
-        if self.hosts.contains(&target.host) {
-            return Ok(target);
-        }
-        if let Ok(ip) = target.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Some(ip) = target.ip {
             self.check_ip(&target.host, ip)?;
-        } else if target.host == "localhost" || target.host.ends_with(".localhost") {
+        } else if self.allows_host(&target.host) {
+            return Ok(target);
+        } else if let name = target.host.trim_end_matches('.')
+            && (name == "localhost" || name.ends_with(".localhost"))
+        {
             return Err(Refused(format!("{} host {} is this machine", self.what, target.host)));
         }
         Ok(target)
@@ -91,6 +99,7 @@ impl Egress {
     /// Whether a name the allow-list permits outright (its addresses are
     /// then not checked).
     pub fn allows_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
         self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 
@@ -107,6 +116,22 @@ impl Egress {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+/// A URL as a record or a log line may show it: scheme, host, port and
+/// path; never credentials, a query or a fragment, where tokens travel.
+pub fn redacted(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            let hidden = url.query().is_some() || url.fragment().is_some();
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            if hidden { format!("{url}?…") } else { url.to_string() }
+        }
+        Err(_) => "(not a URL)".to_owned(),
     }
 }
 
@@ -180,43 +205,50 @@ fn valid_host(host: &str) -> bool {
         })
 }
 
-/// A destination URL taken apart (this crate has no HTTP client to do it).
+/// A destination URL taken apart by the parser the HTTP client uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub https: bool,
-    /// Lower-case; an IPv6 literal keeps its brackets.
+    /// As the parser normalised it: lower-case, internationalised names in
+    /// ASCII, an address in its canonical form (an IPv6 one in brackets).
     pub host: String,
+    /// The address the client will connect to when the host is one; `None`
+    /// for a name, which is resolved (and checked) when used.
+    pub ip: Option<IpAddr>,
     pub port: u16,
 }
 
 impl Target {
     /// Parses an absolute http(s) URL with no credentials in it.
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err("must be absolute http or https".into());
-        };
-        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    pub fn parse(raw: &str) -> Result<Target, String> {
+        // The parser would silently drop tabs and newlines and trim spaces;
+        // a URL carrying them is refused instead.
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("may not contain spaces or control characters".into());
         }
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if authority.contains('@') {
+        let url = url::Url::parse(raw).map_err(|e| match e {
+            url::ParseError::RelativeUrlWithoutBase => "must be absolute http or https".to_owned(),
+            e => format!("is not a valid URL: {e}"),
+        })?;
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err("must be absolute http or https".into()),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
             return Err("may not carry credentials; configure them separately".into());
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') && !port.contains(']') => {
-                let port = port.parse::<u16>().map_err(|_| format!("{port:?} is not a port"))?;
-                (host, port)
-            }
-            _ => (authority, if https { 443 } else { 80 }),
+        let (host, ip) = match url.host() {
+            Some(url::Host::Domain(name)) => (name.to_ascii_lowercase(), None),
+            Some(url::Host::Ipv4(v4)) => (v4.to_string(), Some(IpAddr::V4(v4))),
+            Some(url::Host::Ipv6(v6)) => (format!("[{v6}]"), Some(IpAddr::V6(v6))),
+            None => return Err("needs a host".into()),
         };
         if host.is_empty() {
             return Err("needs a host".into());
         }
-        Ok(Target { https, host: host.to_ascii_lowercase(), port })
+        let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+        Ok(Target { https, host, ip, port })
     }
 }
 
@@ -274,5 +306,119 @@ mod tests {
         assert_eq!((t.https, t.host.as_str(), t.port), (true, "example.com", 8443));
         let t = guard.check_url("http://[2001:db8::1]:81/").expect("v6");
         assert_eq!((t.host.as_str(), t.port), ("[2001:db8::1]", 81));
+    }
+
+    /// The spellings of 127.0.0.1 that walked around the guard when it
+    /// parsed URLs its own way, each refused now with only 127.0.0.2 allowed.
+    #[test]
+    fn every_spelling_of_loopback_is_loopback() {
+        let guard = Egress::new(&["127.0.0.2".into()]).expect("valid");
+        for host in [
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "0x7f.1",
+            "017700000001",
+            "0",
+            "\\127.0.0.1",
+            "\u{ff11}\u{ff12}\u{ff17}.0.0.1",
+            "127\u{3002}0\u{3002}0\u{3002}1",
+            "127.0.0.1.",
+            "0x7f.0.0.1",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:7f00:1]",
+            "[::127.0.0.1]",
+            "localhost.",
+        ] {
+            let url = format!("http://{host}:9/x");
+            assert!(guard.check_url(&url).is_err(), "{url} must be refused");
+        }
+        // `\` is a path separator in http URLs: the host ends before it.
+        let refused = guard.check_url("http://127.0.0.1\\.example.com/").expect_err("loopback");
+        assert!(refused.0.contains("loopback"), "{refused}");
+        let refused = guard.check_url("http://2852039166/latest").expect_err("metadata");
+        assert!(refused.0.contains("169.254.169.254"), "{refused}");
+        assert!(guard.check_url("http://127.0.0.2/").is_ok());
+        assert!(guard.check_url("http://[fe80::1%25eth0]/").is_err(), "zone ids are not URLs");
+    }
+
+    /// One IPv4 address written in one of the ways the WHATWG parser
+    /// accepts: split into 1 to 4 parts, each in decimal, octal or hex,
+    /// with odd dots, full-width digits and a trailing dot.
+    fn spelling(ip: u32, parts: usize, radix: &[u8], dots: &[char], wide: bool, trailing: bool) -> String {
+        let octets = ip.to_be_bytes();
+        let mut numbers: Vec<u64> = octets[..parts - 1].iter().map(|&o| u64::from(o)).collect();
+        let rest = octets[parts - 1..].iter().fold(0u64, |acc, &o| acc << 8 | u64::from(o));
+        numbers.push(rest);
+        let mut host = String::new();
+        for (i, n) in numbers.iter().enumerate() {
+            if i > 0 {
+                host.push(dots[i % dots.len()]);
+            }
+            host.push_str(&match radix[i % radix.len()] % 3 {
+                0 => n.to_string(),
+                1 => format!("0{n:o}"),
+                _ => format!("0x{n:X}"),
+            });
+        }
+        if trailing {
+            host.push('.');
+        }
+        if wide {
+            // Full-width forms, which the parser maps to ASCII first.
+            host = host
+                .chars()
+                .map(|c| match c {
+                    '0'..='9' => char::from_u32(c as u32 - '0' as u32 + 0xff10).unwrap_or(c),
+                    'x' | 'X' => '\u{ff58}',
+                    c => c,
+                })
+                .collect();
+        }
+        host
+    }
+
+    proptest::proptest! {
+        /// The guard and the client's parser agree on the address for every
+        /// generated spelling, and the guard judges that address.
+        #[test]
+        fn the_guard_judges_the_address_the_client_reads(
+            ip in proptest::prop_oneof![
+                proptest::strategy::Just(0x7f00_0001u32),
+                proptest::strategy::Just(0xa9fe_a9feu32),
+                proptest::strategy::Just(0x0a00_0001u32),
+                proptest::num::u32::ANY,
+            ],
+            parts in 1usize..=4,
+            radix in proptest::collection::vec(proptest::num::u8::ANY, 4),
+            dots in proptest::collection::vec(proptest::sample::select(vec!['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']), 3),
+            wide: bool,
+            trailing: bool,
+        ) {
+            let url = format!("http://{}/x", spelling(ip, parts, &radix, &dots, wide, trailing));
+            let client = url::Url::parse(&url).ok().and_then(|u| match u.host() {
+                Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+                _ => None,
+            });
+            let expected = IpAddr::V4(Ipv4Addr::from(ip));
+            proptest::prop_assert_eq!(client, Some(expected), "{}", url);
+            let guard = Egress::new(&["127.0.0.2".into()]).expect("valid");
+            let judged = guard.check_url(&url);
+            match forbidden(expected) {
+                Some(_) => proptest::prop_assert!(judged.is_err(), "{} is {}", url, expected),
+                None => proptest::prop_assert_eq!(judged.ok().and_then(|t| t.ip), Some(expected)),
+            }
+        }
+    }
+
+    #[test]
+    fn redacted_urls_keep_where_and_drop_what_may_be_secret() {
+        assert_eq!(
+            redacted("https://u:p@hooks.example.com:8443/a/b?token=s3cret#f"),
+            "https://hooks.example.com:8443/a/b?…"
+        );
+        assert_eq!(redacted("http://hooks.example.com/x"), "http://hooks.example.com/x");
+        assert_eq!(redacted("no url ?token=s3cret"), "(not a URL)");
     }
 }

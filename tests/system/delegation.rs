@@ -509,3 +509,93 @@ async fn an_agent_without_streaming_is_sent_to_then_polled_without_repeating_its
         "each change once, however often we polled"
     );
 }
+
+/// An agent that serves its card and then accepts every call without ever
+/// answering: its JSON-RPC endpoint never sends response headers, and its
+/// gRPC port accepts connections and never writes a byte.
+struct StalledAgent {
+    url: String,
+}
+
+impl StalledAgent {
+    async fn start() -> StalledAgent {
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let grpc_addr = grpc.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = grpc.accept().await {
+                held.push(socket);
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let card = |interface: Value| {
+            json!({
+                "name": "stalled", "description": "Says nothing.", "version": "1.0.0",
+                "supportedInterfaces": [interface],
+                "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
+                "defaultOutputModes": ["text/plain"], "skills": [],
+            })
+        };
+        let http_card =
+            card(json!({"url": format!("{url}/rpc"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}));
+        let grpc_card = card(json!({"url": grpc_addr, "protocolBinding": "GRPC", "protocolVersion": "1.0"}));
+        let app = axum::Router::new()
+            .route(
+                "/http/.well-known/agent-card.json",
+                axum::routing::get(move || async move { axum::Json(http_card) }),
+            )
+            .route(
+                "/grpc/.well-known/agent-card.json",
+                axum::routing::get(move || async move { axum::Json(grpc_card) }),
+            )
+            .route("/rpc", axum::routing::post(std::future::pending::<()>));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        StalledAgent { url }
+    }
+}
+
+/// Agents that accept a call and never answer hold no worker slot for
+/// ever: the wait for the response headers has the unary deadline, the
+/// attempt fails as a transient failure (retried, then dead-lettered), and
+/// the breaker hears of it; meanwhile a worker with one slot still serves
+/// the working agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_never_answer_do_not_hold_a_worker() {
+    let stalled = StalledAgent::start().await;
+    let stack = Stack::start_with(
+        &["--max-attempts", "2"],
+        &["--remote-timeout", "1s", "--concurrency", "1", "--breaker-failures", "100"],
+    )
+    .await;
+    for name in ["http", "grpc"] {
+        let url = format!("{}/{name}", stalled.url);
+        let added = switchyard(&stack.db, &["agents", "add", &format!("stalled-{name}"), &url]).output().await;
+        let added = added.expect("agents add");
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    }
+    let mut tasks = Vec::new();
+    for name in ["http", "grpc"] {
+        let mut to = message("echo never");
+        to["metadata"] = json!({"switchyard": {"agent": format!("stalled-{name}")}});
+        let sent = stack
+            .rpc(&stack.base, "SendMessage", json!({"message": to, "configuration": {"returnImmediately": true}}))
+            .await;
+        tasks.push(sent["result"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{sent}")).to_owned());
+    }
+    for task in &tasks {
+        let task = stack.settled(task).await;
+        assert_eq!(state(&task), "TASK_STATE_FAILED", "{task}");
+        assert!(status_text(&task).contains("gave up after 2 attempts"), "{task}");
+        assert!(status_text(&task).contains("opened no stream within 1s"), "{task}");
+    }
+    let failures: Vec<i32> =
+        sqlx::query_scalar("SELECT consecutive_failures FROM agents WHERE name LIKE 'stalled-%' ORDER BY name")
+            .fetch_all(stack.db.pool())
+            .await
+            .expect("breakers");
+    assert_eq!(failures, [2, 2], "each stall counted against its agent");
+    let done = stack.send("echo still served").await;
+    assert_eq!(state(&stack.settled(done["id"].as_str().expect("id")).await), "TASK_STATE_COMPLETED");
+    drop(stalled);
+}

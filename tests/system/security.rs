@@ -615,17 +615,24 @@ async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() 
     signer.sign(&mut signed).expect("sign");
     let mut tampered = signed.clone();
     tampered["description"] = json!("a card changed after it was signed");
+    // `turncoat` serves the signed card until told to serve the tampered one.
+    let turned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let turncoat = {
+        let (turned, signed, tampered) = (turned.clone(), signed.clone(), tampered.clone());
+        move || async move { axum::Json(if turned.load(std::sync::atomic::Ordering::SeqCst) { tampered } else { signed }) }
+    };
     let app = axum::Router::new()
         .route("/signed/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(signed) }))
         .route("/tampered/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(tampered) }))
-        .route("/unsigned/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(plain) }));
+        .route("/unsigned/.well-known/agent-card.json", axum::routing::get(move || async move { axum::Json(plain) }))
+        .route("/turncoat/.well-known/agent-card.json", axum::routing::get(turncoat));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let cards = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let config = dir.join("switchyard.toml");
     let mut toml = String::from("default_agent = \"signed\"\n");
-    for name in ["signed", "tampered", "unsigned"] {
+    for name in ["signed", "tampered", "unsigned", "turncoat"] {
         toml.push_str(&format!("[[agents]]\nname = \"{name}\"\nurl = \"http://{cards}/{name}\"\n"));
     }
     toml.push_str(&format!(
@@ -647,23 +654,58 @@ async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() 
         serde_json::from_str(&http_get(port, "/.well-known/agent-card.json").await.expect("card").1).expect("json");
     assert_eq!(verify(&ours, &jwks), Ok("k1".to_owned()), "{ours}");
 
+    // `agents add` with signatures required refuses an unsigned card; one run
+    // without that config stores it, and the workers still refuse to use it.
+    let refused = switchyard(&db, &["agents", "--config", &config, "add", "late", &format!("http://{cards}/unsigned")])
+        .output()
+        .await
+        .expect("agents add");
+    assert!(!refused.status.success(), "an unsigned card registered with signatures required");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not signed"), "{refused:?}");
+    let sneaked = switchyard(&db, &["agents", "add", "sneaky", &format!("http://{cards}/unsigned")])
+        .output()
+        .await
+        .expect("agents add");
+    assert!(sneaked.status.success(), "{sneaked:?}");
+
     let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
-    for (agent, expected) in
-        [("signed", "TASK_STATE_COMPLETED"), ("tampered", "TASK_STATE_FAILED"), ("unsigned", "TASK_STATE_FAILED")]
-    {
-        let mut body = message(&format!("echo via {agent}"));
-        body["configuration"]["returnImmediately"] = json!(false);
-        body["message"]["metadata"] = json!({ "switchyard": { "agent": agent } });
-        let answer = post_json(&http, &format!("http://{listen}/message:send"), &body).await;
-        let task = answer.get("task").unwrap_or(&answer);
+    let send = |agent: &'static str| {
+        let http = http.clone();
+        let listen = listen.clone();
+        async move {
+            let mut body = message(&format!("echo via {agent}"));
+            body["configuration"]["returnImmediately"] = json!(false);
+            body["message"]["metadata"] = json!({ "switchyard": { "agent": agent } });
+            let answer = post_json(&http, &format!("http://{listen}/message:send"), &body).await;
+            answer.get("task").unwrap_or(&answer).clone()
+        }
+    };
+    // A card verified once and tampered with since is not used, although
+    // the stored copy verified when it was fetched.
+    assert_eq!(send("turncoat").await["status"]["state"], "TASK_STATE_COMPLETED");
+    turned.store(true, std::sync::atomic::Ordering::SeqCst);
+    sqlx::query("UPDATE agents SET card_fetched_at = now() - interval '1 hour' WHERE name = 'turncoat'")
+        .execute(db.pool())
+        .await
+        .expect("age the stored card");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the workers' agent cache
+    for (agent, expected) in [
+        ("signed", "TASK_STATE_COMPLETED"),
+        ("tampered", "TASK_STATE_FAILED"),
+        ("unsigned", "TASK_STATE_FAILED"),
+        ("sneaky", "TASK_STATE_FAILED"),
+        ("turncoat", "TASK_STATE_FAILED"),
+    ] {
+        let task = send(agent).await;
+        let answer = &task;
         assert_eq!(task["status"]["state"], expected, "{agent}: {answer}");
         if expected == "TASK_STATE_FAILED" {
             let reason = task["status"]["message"]["parts"][0]["text"].as_str().unwrap_or_default();
             assert!(reason.contains("signed") || reason.contains("signature"), "{agent}: {reason}");
         }
     }
-    // Only the signed card's task reached the agent.
+    // Only the tasks of verified cards reached the agent (signed, and turncoat before it turned).
     let received: Value =
         serde_json::from_str(&http_get(agent_port, "/received").await.expect("received").1).expect("json");
-    assert_eq!(received.as_object().map(|m| m.len()), Some(1), "{received}");
+    assert_eq!(received.as_object().map(|m| m.len()), Some(2), "{received}");
 }

@@ -26,16 +26,19 @@ use crate::sse::Limits;
 const CARD_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Fetches and checks an agent's card (for registering it), through the
-/// egress guard, with the agent's credentials if it has any.
+/// egress guard, with the agent's credentials if it has any, and verified
+/// against `trusted` when signed cards are required.
 pub async fn fetch_card(
     url: &str,
     egress: &Arc<Egress>,
     credentials: Option<&AgentCredentials>,
+    trusted: Option<&jsonwebtoken::jwk::JwkSet>,
 ) -> Result<serde_json::Value, String> {
     egress.check_url(url).map_err(|e| e.to_string())?;
     let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
     let http = crate::egress::client(with_credentials(builder, credentials), egress).map_err(|e| e.to_string())?;
-    let card = crate::remote::fetch_card(&http, url, Duration::from_secs(10), None).await.map_err(|e| e.to_string())?;
+    let card =
+        crate::remote::fetch_card(&http, url, Duration::from_secs(10), trusted).await.map_err(|e| e.to_string())?;
     check_interfaces(egress, &card).map_err(|e| e.to_string())?;
     serde_json::to_value(card).map_err(|e| e.to_string())
 }
@@ -195,6 +198,11 @@ pub struct Delegator {
     agents: AgentCache,
     /// One gRPC channel (HTTP/2, multiplexed) per agent and address.
     channels: Arc<std::sync::Mutex<HashMap<(String, String), tonic::transport::Channel>>>,
+    /// With signed cards required: the stored card of each agent that this
+    /// process fetched and verified itself. A stored card is used only if it
+    /// is that one: whoever else wrote it (`agents add`, an older process
+    /// with other trust) did not check its signature against our keys.
+    verified: Arc<std::sync::Mutex<HashMap<String, serde_json::Value>>>,
 }
 
 /// The HTTP clients for agents: `http` (no read timeout, for streams and
@@ -268,6 +276,11 @@ impl From<StoreError> for Stop {
         Stop::Outcome(match e {
             // Canceled (or otherwise ended) while we worked: nothing more to do.
             e if e.terminal_state().is_some() => Outcome::Done(Vec::new()),
+            // The database busy or away for a moment: the task did nothing
+            // wrong, so no attempt is spent on it.
+            e if e.is_transient() => {
+                Outcome::Snooze { after: crate::push::STORE_BACKOFF, reason: format!("store: {e}") }
+            }
             e => Outcome::Retry { error: format!("store: {e}"), retry_after: None },
         })
     }
@@ -295,7 +308,14 @@ impl Delegator {
             .iter()
             .map(|(name, credentials)| Ok((name.clone(), Clients::new(&settings, Some(credentials))?)))
             .collect::<Result<HashMap<_, _>, reqwest::Error>>()?;
-        Ok(Delegator { shared, own: Arc::new(own), settings, agents: AgentCache::default(), channels: Arc::default() })
+        Ok(Delegator {
+            shared,
+            own: Arc::new(own),
+            settings,
+            agents: AgentCache::default(),
+            channels: Arc::default(),
+            verified: Arc::default(),
+        })
     }
 
     fn clients(&self, agent: &str) -> &Clients {
@@ -305,8 +325,18 @@ impl Delegator {
     /// The agent's card: stored, or fetched now and stored. A stored card
     /// older than [`CARD_MAX_AGE`] is refreshed; if the refresh fails, the
     /// stored card is used (an agent whose card server hiccups still works).
+    /// With signed cards required, a stored card is used only if this
+    /// process verified it, and a card that fails verification is never
+    /// used: the task fails with the reason.
     async fn card(&self, ctx: &JobContext, agent: &AgentRecord) -> Result<AgentCard, Stop> {
-        let stored: Option<AgentCard> = agent.card.clone().and_then(|c| serde_json::from_value(c).ok());
+        let required = self.settings.trusted_cards.is_some();
+        let trusted_stored = |json: &serde_json::Value| {
+            !required
+                || self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&agent.name)
+                    == Some(json)
+        };
+        let stored: Option<AgentCard> =
+            agent.card.clone().filter(|json| trusted_stored(json)).and_then(|c| serde_json::from_value(c).ok());
         let fresh = agent
             .card_fetched_at
             .is_some_and(|at| chrono::Utc::now() - at < chrono::Duration::from_std(CARD_MAX_AGE).unwrap_or_default());
@@ -331,8 +361,22 @@ impl Delegator {
             Ok(card) => {
                 let json = serde_json::to_value(&card).unwrap_or_default();
                 ctx.store().agent_set_card(&agent.name, &json).await?;
+                if required {
+                    self.verified
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(agent.name.clone(), json);
+                }
                 self.agents.forget(&agent.name);
                 Ok(card)
+            }
+            // A card that fails verification now is not the agent's any
+            // more, whatever was verified before.
+            Err(RemoteError::Permanent { message, .. }) if required => {
+                self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&agent.name);
+                Err(Stop::Outcome(Outcome::Fail {
+                    reason: format!("agent {} has no usable Agent Card: {message}", agent.name),
+                }))
             }
             Err(e) => match (stored, e) {
                 (Some(card), e) => {
@@ -369,20 +413,27 @@ impl Delegator {
         if interface.protocol_binding.eq_ignore_ascii_case(GRPC) {
             // Judged before the first connection, so a refusal is a verdict
             // here rather than a failed connection later.
-            let tls = interface.url.starts_with("https://");
-            let target = interface.url.trim_start_matches("http://").trim_start_matches("https://");
-            let target = target.split('/').next().unwrap_or(target);
-            let default = if tls { 443 } else { 80 };
-            let (host, port) = match target.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
-                Some((host, Ok(port))) => (host, port),
-                _ => (target, default),
+            let url = match interface.url.contains("://") {
+                true => interface.url.clone(),
+                false => format!("http://{}", interface.url),
             };
-            crate::egress::resolve_checked(&self.settings.egress, host, port).await.map_err(|e| {
-                match crate::egress::refusal(e.as_ref()) {
-                    Some(refused) => RemoteError::Permanent { message: refused.0.clone(), code: None },
-                    None => RemoteError::Transient { message: format!("resolving {host}: {e}"), retry_after: None },
-                }
-            })?;
+            let target = self
+                .settings
+                .egress
+                .check_url(&url)
+                .map_err(|refused| RemoteError::Permanent { message: refused.0, code: None })?;
+            if target.ip.is_none() {
+                crate::egress::resolve_checked(&self.settings.egress, &target.host, target.port).await.map_err(
+                    |e| match crate::egress::refusal(e.as_ref()) {
+                        Some(refused) => RemoteError::Permanent { message: refused.0.clone(), code: None },
+                        // The resolver's text names the host: the agent's, not the client's business.
+                        None => RemoteError::Transient {
+                            message: "its gRPC host could not be resolved".into(),
+                            retry_after: None,
+                        },
+                    },
+                )?;
+            }
         }
         let transports = crate::remote::Transports {
             http: &clients.http,

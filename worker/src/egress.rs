@@ -2,7 +2,9 @@
 //! URL (or its card's interface URL) resolves to is checked before the
 //! connection is made, so an allowed-looking name that resolves inward is
 //! refused, and redirects are never followed. Literal addresses skip DNS,
-//! so callers judge URLs with [`Egress::check_url`] before each use.
+//! so callers judge URLs with [`Egress::check_url`] before each use; it reads
+//! them with the client's own URL parser, so the address it judges is the
+//! one the client connects to.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,8 +132,92 @@ pub fn refusal<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a R
     None
 }
 
-/// An HTTP client for remote agents: guarded resolution, no redirects.
+/// What a client or a log line may be told about a failed request: its
+/// kind, and the kind of I/O error under it if any, built from closed sets
+/// of words. Never reqwest's own text, which ends with the URL (query-string
+/// tokens included), nor a resolver's, which names hosts.
+pub fn reason(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_redirect() {
+        "answered with a redirect, which is not followed"
+    } else if e.is_body() || e.is_decode() {
+        "the response broke off or could not be read"
+    } else if e.is_request() {
+        "the request could not be sent"
+    } else {
+        "the request failed"
+    };
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return format!("{kind} ({})", io.kind());
+        }
+        current = error.source();
+    }
+    kind.to_owned()
+}
+
+/// An HTTP client for remote agents: guarded resolution, no redirects, and
+/// no proxy from the environment (`HTTP_PROXY` would make every request a
+/// connection to the proxy, which is all the resolver would ever check).
 /// (No fallback to a default client on failure: that one would be unguarded.)
 pub fn client(builder: reqwest::ClientBuilder, egress: &Arc<Egress>) -> Result<reqwest::Client, reqwest::Error> {
-    builder.dns_resolver(GuardedResolver::new(egress.clone())).redirect(reqwest::redirect::Policy::none()).build()
+    builder
+        .dns_resolver(GuardedResolver::new(egress.clone()))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A server on 127.0.0.1 and a guard that allows only 127.0.0.2: no
+    /// spelling of 127.0.0.1 gets a card fetched from it, and no connection
+    /// reaches it at all.
+    #[tokio::test]
+    async fn no_spelling_of_a_refused_address_reaches_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((_stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let egress = Arc::new(Egress::for_agents(&["127.0.0.2".into()]).expect("valid"));
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "0x7f.1",
+            "017700000001",
+            "\u{ff11}\u{ff12}\u{ff17}.0.0.1",
+            "127\u{3002}0\u{3002}0\u{3002}1",
+            "127.0.0.1.",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+        ] {
+            let url = format!("http://{host}:{port}/");
+            let refused = crate::delegate::fetch_card(&url, &egress, None, None).await.expect_err(&url);
+            assert!(refused.contains("loopback") || refused.contains("this machine"), "{url}: {refused}");
+        }
+        // The gRPC connector resolves what it is given itself.
+        let mut connector = GuardedConnector { egress: egress.clone() };
+        for host in ["2130706433", "127.1", "0x7f.0.0.1"] {
+            let uri: tonic::transport::Uri = format!("http://{host}:{port}").parse().expect("uri");
+            assert!(tower::Service::call(&mut connector, uri).await.is_err(), "{host}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "nothing reached the refused address");
+    }
 }

@@ -13,10 +13,9 @@
 //! address that was checked (no second lookup to rebind), and redirects are
 //! not followed. Credentials and tokens are never logged or put in spans.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchyard_engine::egress::{Egress, Target};
+use switchyard_engine::egress::Egress;
 use switchyard_engine::{ClaimedJob, DeliveryFate, Outbox, PendingDelivery, RetryPolicy, StoreError, wire};
 
 use crate::handler::{JobContext, Outcome};
@@ -50,7 +49,7 @@ const BATCH: i64 = 32;
 
 /// How long a job that met a database error waits before looking again
 /// (it has one attempt: failures are counted per delivery, not per job).
-const STORE_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const STORE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why one POST did not deliver.
 #[derive(Debug)]
@@ -191,24 +190,22 @@ impl Pusher {
         let refused = |message: String| Failed { message, retry_after: None, refused: true };
         let egress = &self.settings.egress;
         let target = egress.check_url(&outbox.config.url).map_err(|r| refused(r.0))?;
-        let pinned = match resolve(&target).await {
-            // An address literal: checked above; nothing to resolve.
-            None => None,
-            Some(Ok(addrs)) => {
-                if !egress.allows_host(&target.host) {
-                    for addr in &addrs {
-                        egress.check_ip(&target.host, addr.ip()).map_err(|r| refused(r.0))?;
+        let pinned = match target.ip {
+            // An address: checked above, and the one the client connects to.
+            Some(_) => None,
+            None => match crate::egress::resolve_checked(egress, &target.host, target.port).await {
+                Ok(addrs) => Some(addrs),
+                Err(e) => {
+                    if let Some(refusal) = crate::egress::refusal(&*e) {
+                        return Err(refused(refusal.0.clone()));
                     }
+                    return Err(Failed {
+                        message: format!("resolving {}: {e}", target.host),
+                        retry_after: None,
+                        refused: false,
+                    });
                 }
-                Some(addrs)
-            }
-            Some(Err(e)) => {
-                return Err(Failed {
-                    message: format!("resolving {}: {e}", target.host),
-                    retry_after: None,
-                    refused: false,
-                });
-            }
+            },
         };
         // One client per set of checked addresses, reused: its connections
         // (and TLS sessions) serve the next deliveries too.
@@ -272,10 +269,10 @@ impl Pusher {
         for (name, value) in switchyard_engine::trace::outbound(outbox.trace_context.as_ref()) {
             request = request.header(name, value);
         }
-        let host = config.url.split('/').nth(2).unwrap_or("?").to_owned();
+        // The host names the receiver; the rest of the URL may carry a token.
+        let host = switchyard_engine::egress::Target::parse(&config.url).map(|t| t.host).unwrap_or_default();
         let response = request.send().await.map_err(|e| Failed {
-            // reqwest's message names the URL; the host is enough.
-            message: format!("POST to {host}: {}", if e.is_timeout() { "timed out".to_owned() } else { e.to_string() }),
+            message: format!("POST to {host}: {}", crate::egress::reason(&e)),
             retry_after: None,
             refused: false,
         })?;
@@ -291,15 +288,6 @@ impl Pusher {
             .map(Duration::from_secs);
         Err(Failed { message: format!("POST to {host}: HTTP {status}"), retry_after, refused: false })
     }
-}
-
-/// The addresses a webhook's host resolves to; `None` for an address literal.
-async fn resolve(target: &Target) -> Option<std::io::Result<Vec<SocketAddr>>> {
-    let bare = target.host.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() {
-        return None;
-    }
-    Some(tokio::net::lookup_host((bare, target.port)).await.map(Iterator::collect))
 }
 
 fn wait_for_store(e: &StoreError) -> Outcome {

@@ -68,7 +68,7 @@ impl RemoteError {
             return RemoteError::permanent("the agent answered with a redirect, which is not followed");
         }
         // Connection, timeout and body errors are all about the way there.
-        RemoteError::transient(format!("request failed: {e}"))
+        RemoteError::transient(format!("request failed: {}", crate::egress::reason(e)))
     }
 
     /// The status alone: what an endpoint wrote in its body (perhaps an
@@ -422,11 +422,16 @@ impl JsonRpcAgent {
     }
 
     async fn stream_inner(&self, method: &str, params: Value) -> Result<Events, RemoteError> {
-        let response = self
-            .request(method, params)
-            .header(ACCEPT, "text/event-stream")
-            .send()
+        // The response headers are a unary wait: an agent that accepts the
+        // connection and never answers must not hold a worker's slot for
+        // ever. (Silence between events is the caller's to judge.)
+        let opened = tokio::time::timeout(
+            self.call_timeout,
+            self.request(method, params).header(ACCEPT, "text/event-stream").send(),
+        );
+        let response = opened
             .await
+            .map_err(|_| RemoteError::transient(format!("{method} opened no stream within {:?}", self.call_timeout)))?
             .map_err(|e| RemoteError::from_reqwest(&e))?;
         let status = response.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
@@ -552,8 +557,8 @@ pub async fn fetch_card(
         return Err(RemoteError::from_status(status, &headers, &body));
     }
     let body = read_capped(response, CARD_MAX_BYTES).await?;
-    let raw: Value = serde_json::from_str(&body)
-        .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not JSON: {e}")))?;
+    let raw: Value =
+        serde_json::from_str(&body).map_err(|e| RemoteError::permanent(format!("its agent card is not JSON: {e}")))?;
     if let Some(trusted) = trusted {
         switchyard_engine::card_signature::verify(&raw, trusted).map_err(RemoteError::permanent)?;
     }
@@ -562,13 +567,13 @@ pub async fn fetch_card(
     let card: AgentCard = if v03::is_v03_card(&raw) {
         serde_json::from_value::<v03::V03Card>(raw)
             .map(v03::V03Card::into_v1)
-            .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not a valid A2A v0.3 card: {e}")))?
+            .map_err(|e| RemoteError::permanent(format!("its agent card is not a valid A2A v0.3 card: {e}")))?
     } else {
         serde_json::from_value(raw)
-            .map_err(|e| RemoteError::permanent(format!("the agent card at {url} is not a valid A2A card: {e}")))?
+            .map_err(|e| RemoteError::permanent(format!("its agent card is not a valid A2A card: {e}")))?
     };
     if card.supported_interfaces.is_empty() {
-        return Err(RemoteError::permanent(format!("the agent card at {url} declares no interfaces")));
+        return Err(RemoteError::permanent("its agent card declares no interfaces".to_owned()));
     }
     Ok(card)
 }

@@ -119,7 +119,17 @@ impl GrpcAgent {
         call: impl Future<Output = Result<tonic::Response<tonic::Streaming<a2a_pb::proto::StreamResponse>>, tonic::Status>>,
     ) -> Result<Events, RemoteError> {
         let span = grpc_span(method, &self.endpoint);
-        let result = tracing::Instrument::instrument(call, span.clone()).await.map(tonic::Response::into_inner);
+        // The response headers are a unary wait: an agent that accepts the
+        // call and never answers must not hold a worker's slot for ever.
+        // (Silence between events is the caller's to judge.)
+        let opened = tokio::time::timeout(self.call_timeout, call);
+        let result = match tracing::Instrument::instrument(opened, span.clone()).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "{method} opened no stream within {:?}",
+                self.call_timeout
+            ))),
+        };
         let mut stream = grpc_outcome(&span, result)?;
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         // One error ends the stream: the caller judges what to do next. The

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use switchyard_api::AppState;
 use switchyard_engine::plan::{PlanLimits, PlanSpec};
-use switchyard_engine::{JobId, Store};
+use switchyard_engine::{JobId, SessionLimits, Store, StoreConfig};
 use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +44,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Worker { db, file, security, worker: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
-            let store = open(&db, Embedded::Refuse).await?;
+            let store = open_leasing(&db, Embedded::Refuse, args.lease).await?;
             file.register(&store).await?;
             work(store, &file, &security, &args, shutdown_on_signal()).await
         }
@@ -85,7 +85,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 worker_args.push_receiver_url =
                     Some(serve_args.public_url.clone().unwrap_or_else(|| format!("http://{}", serve_args.listen)));
             }
-            let store = open(&db, Embedded::Create).await?;
+            let store = open_leasing(&db, Embedded::Create, worker_args.lease).await?;
             store.migrate().await.context("migrating the database")?;
             file.register(&store).await?;
             banner(&serve_args, &db, demo.as_deref(), &store, security.anonymous)?;
@@ -185,6 +185,13 @@ async fn open(db: &DatabaseArgs, embedded: Embedded) -> anyhow::Result<Store> {
     // The store's error names the host, the port and the reason (or, for
     // the embedded store, the file and who holds it).
     Ok(Store::connect(&db.store_config(embedded)?).await?)
+}
+
+/// The store for a process that holds leases: no transaction of its may
+/// outlive half of one (see [`SessionLimits::within_lease`]).
+async fn open_leasing(db: &DatabaseArgs, embedded: Embedded, lease: Duration) -> anyhow::Result<Store> {
+    let config = StoreConfig { session: SessionLimits::within_lease(lease), ..db.store_config(embedded)? };
+    Ok(Store::connect(&config).await?)
 }
 
 async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {
@@ -293,9 +300,13 @@ async fn agents(
         AgentsCommand::Add { name, url } => {
             let egress = std::sync::Arc::new(file.agent_egress(&security.egress_allow)?);
             let credentials = file.agent_credentials()?;
-            let card = switchyard_worker::delegate::fetch_card(&url, &egress, credentials.get(&name))
-                .await
-                .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
+            // With signed cards required, an unsigned or tampered card is
+            // refused here too (workers verify it again on every fetch).
+            let trusted = file.trusted_cards()?;
+            let card =
+                switchyard_worker::delegate::fetch_card(&url, &egress, credentials.get(&name), trusted.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
             store.agent_upsert(&name, &url).await?;
             store.agent_set_card(&name, &card).await?;
             audit(&store, "admin.agent.add", serde_json::json!({ "agent": name, "url": url })).await;

@@ -60,15 +60,31 @@ impl StoreError {
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
                 sqlx::Error::Database(db) => {
                     // 40001 serialization_failure, 40P01 deadlock_detected,
-                    // class 08 connection exceptions, 57P01 admin_shutdown.
+                    // class 08 connection exceptions, 57P01 admin_shutdown;
+                    // the session limits: 57014 statement timeout, 55P03
+                    // lock timeout, 25P03 idle-in-transaction timeout.
                     // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and their
                     // extended codes, which share the low byte).
                     db.code().is_some_and(|c| {
-                        c == "40001" || c == "40P01" || c.starts_with("08") || c == "57P01" || sqlite_busy(&c)
+                        matches!(c.as_ref(), "40001" | "40P01" | "57P01" | "57014" | "55P03" | "25P03")
+                            || c.starts_with("08")
+                            || sqlite_busy(&c)
                     })
                 }
                 _ => false,
             },
+            _ => false,
+        }
+    }
+
+    /// Whether PostgreSQL refused a value for its characters (a NUL in
+    /// text, 22021; one the encoding cannot hold, 22P05): bad input, which
+    /// no retry fixes.
+    pub fn is_unstorable_input(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|c| matches!(c.as_ref(), "22021" | "22P05"))
+            }
             _ => false,
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::postgres::PgListener;
+use tokio::time::Instant;
 
 use crate::error::StoreError;
 use crate::store::Store;
@@ -76,6 +77,13 @@ pub enum Wake {
 /// LISTENs on the channels it was given, no more. A listener that could not
 /// connect at first keeps trying, so a worker started while PostgreSQL was
 /// down is woken by NOTIFY once it is back, not left polling for good.
+///
+/// A connection can also die without an error: a half-open socket, a
+/// partition that passes nothing and closes nothing. So a listener that has
+/// heard nothing for [`PROBE_AFTER`] sends a NOTIFY to a channel of its own
+/// (over another connection) and expects to hear it back within
+/// [`PROBE_DEADLINE`]; if it does not, the connection is dropped and a fresh
+/// one made, as after an error.
 #[derive(Debug)]
 pub struct Listener {
     /// `None` on the embedded store, whose wake-ups are in-process.
@@ -84,7 +92,21 @@ pub struct Listener {
     lite: Option<tokio::sync::broadcast::Receiver<crate::store::Notice>>,
     channels: Vec<String>,
     backoff: ExponentialBuilder,
+    /// This listener's own channel, for its liveness probes.
+    probe_channel: String,
+    /// When the connection last delivered anything (or was opened).
+    heard_at: Instant,
+    /// When the outstanding probe was sent, if one is.
+    probe_sent: Option<Instant>,
+    probe_after: Duration,
+    probe_deadline: Duration,
 }
+
+/// Silence on the LISTEN connection after which it is probed.
+pub const PROBE_AFTER: Duration = Duration::from_secs(10);
+/// How long a probe may take to come back before the connection is
+/// declared dead.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Listener {
     /// A listener on `channels` that connects on first use (and reports
@@ -101,7 +123,19 @@ impl Listener {
             lite: store.lite_notices(),
             channels: channels.iter().map(|c| (*c).to_owned()).collect(),
             backoff,
+            probe_channel: format!("switchyard_probe_{}", uuid::Uuid::new_v4().simple()),
+            heard_at: Instant::now(),
+            probe_sent: None,
+            probe_after: PROBE_AFTER,
+            probe_deadline: PROBE_DEADLINE,
         }
+    }
+
+    /// The same listener with other probe timings (tests use short ones).
+    pub fn with_probe(mut self, after: Duration, deadline: Duration) -> Listener {
+        self.probe_after = after;
+        self.probe_deadline = deadline;
+        self
     }
 
     /// Opens a dedicated connection listening on `channels` now.
@@ -109,6 +143,7 @@ impl Listener {
         let mut listener = Listener::new(store, channels);
         if listener.lite.is_none() {
             listener.inner = Some(listener.open().await?);
+            listener.heard_at = Instant::now();
         }
         Ok(listener)
     }
@@ -130,28 +165,68 @@ impl Listener {
                 }
             };
         }
-        let Some(inner) = self.inner.as_mut() else {
-            self.reconnect().await;
-            return Wake::Resync;
-        };
-        match inner.try_recv().await {
-            Ok(Some(n)) => Wake::Notified { channel: n.channel().to_owned(), payload: n.payload().to_owned() },
-            // The connection dropped and sqlx re-established it (eager
-            // reconnect, LISTENs re-issued); whatever was sent meanwhile is lost.
-            Ok(None) => Wake::Resync,
-            Err(error) => {
-                tracing::warn!(%error, "LISTEN connection lost; reconnecting");
-                self.inner = None;
+        loop {
+            let Some(inner) = self.inner.as_mut() else {
                 self.reconnect().await;
-                Wake::Resync
-            }
+                return Wake::Resync;
+            };
+            let next_check = match self.probe_sent {
+                Some(sent) => sent + self.probe_deadline,
+                None => self.heard_at + self.probe_after,
+            };
+            let received = tokio::select! {
+                received = inner.try_recv() => received,
+                () = tokio::time::sleep_until(next_check) => {
+                    if self.probe_sent.is_some() {
+                        tracing::warn!(
+                            deadline = ?self.probe_deadline,
+                            "LISTEN connection silent: its probe did not come back; reconnecting"
+                        );
+                        self.inner = None;
+                        self.reconnect().await;
+                        return Wake::Resync;
+                    }
+                    self.probe().await;
+                    continue;
+                }
+            };
+            self.heard_at = Instant::now();
+            self.probe_sent = None;
+            return match received {
+                Ok(Some(n)) if n.channel() == self.probe_channel => continue,
+                Ok(Some(n)) => Wake::Notified { channel: n.channel().to_owned(), payload: n.payload().to_owned() },
+                // The connection dropped and sqlx re-established it (eager
+                // reconnect, LISTENs re-issued); whatever was sent meanwhile is lost.
+                Ok(None) => Wake::Resync,
+                Err(error) => {
+                    tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                    self.inner = None;
+                    self.reconnect().await;
+                    Wake::Resync
+                }
+            };
+        }
+    }
+
+    /// Sends this listener's probe over another connection. Marked sent
+    /// first: a probe that cannot even be sent (the database unreachable)
+    /// counts as one that did not come back.
+    async fn probe(&mut self) {
+        self.probe_sent = Some(Instant::now());
+        let Some(pool) = &self.pool else { return };
+        let send = sqlx::query("SELECT pg_notify($1, '')").bind(&self.probe_channel).execute(pool);
+        match tokio::time::timeout(self.probe_deadline, send).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "LISTEN probe could not be sent"),
+            Err(_) => tracing::debug!("LISTEN probe could not be sent in time"),
         }
     }
 
     async fn open(&self) -> Result<PgListener, sqlx::Error> {
         let pool = self.pool.as_ref().ok_or(sqlx::Error::PoolClosed)?;
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen_all(self.channels.iter().map(String::as_str)).await?;
+        let channels = self.channels.iter().map(String::as_str).chain([self.probe_channel.as_str()]);
+        listener.listen_all(channels).await?;
         Ok(listener)
     }
 
@@ -164,6 +239,8 @@ impl Listener {
             match self.open().await {
                 Ok(listener) => {
                     self.inner = Some(listener);
+                    self.heard_at = Instant::now();
+                    self.probe_sent = None;
                     return;
                 }
                 Err(error) => {

@@ -87,3 +87,35 @@ async fn a_reset_connection_is_replaced_and_listening_resumes_every_time() {
         );
     }
 }
+
+/// A LISTEN connection that goes silent without closing (the proxy holds
+/// it open and passes nothing) is found out by its own probe and replaced;
+/// notifications flow on the new one.
+#[tokio::test]
+async fn a_silent_connection_is_found_by_its_probe_and_replaced() {
+    let db = TestDb::new().await;
+    let proxy = Proxy::start(&db.url).await;
+    let config = switchyard_engine::StoreConfig {
+        schema: db.schema.clone(),
+        ..switchyard_engine::StoreConfig::new(proxy.url(&db.url))
+    };
+    let store = switchyard_engine::Store::connect(&config).await.expect("store through the proxy");
+    let channels = db.store.channels().clone();
+    let mut listener = Listener::connect(&store, &[&channels.jobs])
+        .await
+        .expect("listen")
+        .with_probe(Duration::from_millis(500), Duration::from_millis(500));
+    // Quiet but alive: probes come back, nothing is reported.
+    assert!(tokio::time::timeout(Duration::from_secs(2), listener.recv()).await.is_err(), "a quiet, live connection");
+    for round in 0..2 {
+        proxy.silence_open();
+        submit(&db.store, "lost in the silence").await;
+        assert_eq!(next(&mut listener).await, Wake::Resync, "round {round}: the silence is found out");
+        submit(&db.store, "after the reconnect").await;
+        assert_eq!(
+            next(&mut listener).await,
+            Wake::Notified { channel: channels.jobs.clone(), payload: "delegate".into() },
+            "round {round}: notifications flow on the new connection"
+        );
+    }
+}

@@ -12,6 +12,8 @@ enum Fault {
     None,
     Reset(u32),
     Cut,
+    /// The connections open now go silent for good; new ones pass.
+    Silence(u32),
 }
 
 pub(crate) struct Proxy {
@@ -42,7 +44,7 @@ impl Proxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = watch.changed() => {
-                            if *watch.borrow() == Fault::Cut {
+                            if matches!(*watch.borrow(), Fault::Cut | Fault::Silence(_)) {
                                 // Hold both ends open and pass nothing.
                                 std::future::pending::<()>().await;
                             }
@@ -70,6 +72,17 @@ impl Proxy {
             *f = match *f {
                 Fault::Reset(n) => Fault::Reset(n + 1),
                 _ => Fault::Reset(0),
+            }
+        });
+    }
+
+    /// The connections open now pass nothing more and never close (a
+    /// half-open socket, a NAT that forgot them); new ones pass.
+    pub(crate) fn silence_open(&self) {
+        self.fault.send_modify(|f| {
+            *f = match *f {
+                Fault::Silence(n) => Fault::Silence(n + 1),
+                _ => Fault::Silence(0),
             }
         });
     }

@@ -60,6 +60,71 @@ pub struct StoreConfig {
     /// Open the embedded store only to read it, beside the process that
     /// owns it (`tasks show` while `dev` runs); ignored on PostgreSQL.
     pub read_only: bool,
+    /// How long PostgreSQL lets one of this process's sessions hold what it
+    /// holds; ignored by the embedded store (one process, nothing to cut).
+    pub session: SessionLimits,
+}
+
+/// The limits every PostgreSQL session of a process carries, so that a
+/// process cut off mid-transaction (a partition, a lost host, a stopped
+/// process) cannot hold a task's row locks past the lease that protects it:
+/// PostgreSQL ends the session itself and another worker proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// `statement_timeout`: one statement, lock waits included.
+    pub statement: Duration,
+    /// `idle_in_transaction_session_timeout`: a transaction waiting on its
+    /// client (the server's view of a client cut off mid-transaction).
+    pub idle_in_transaction: Duration,
+    /// `lock_timeout`: one wait for a lock, answered as a retryable error
+    /// (the api's writes: a client is waiting); none leaves lock waits to
+    /// the statement timeout.
+    pub lock: Option<Duration>,
+    /// The server's TCP keepalive on the session's socket: idle time before
+    /// the first probe; a vanished client is found within about twice this.
+    pub keepalive: Duration,
+}
+
+impl SessionLimits {
+    /// The api's limits (and every process's that holds no lease).
+    pub const DEFAULT: SessionLimits = SessionLimits {
+        statement: Duration::from_secs(10),
+        idle_in_transaction: Duration::from_secs(10),
+        lock: Some(Duration::from_secs(5)),
+        keepalive: Duration::from_secs(10),
+    };
+
+    /// The limits for a process holding leases of `lease`: a transaction
+    /// its client abandoned ends within half a lease, a statement within
+    /// half a lease (but no sooner than 2 s: waiting out a busy moment is
+    /// not a failure), and lock waits are left to the statement limit.
+    pub fn within_lease(lease: Duration) -> SessionLimits {
+        let half = lease / 2;
+        let d = SessionLimits::DEFAULT;
+        SessionLimits {
+            statement: half.clamp(Duration::from_secs(2), d.statement),
+            idle_in_transaction: half.clamp(Duration::from_secs(1), d.idle_in_transaction),
+            lock: None,
+            keepalive: half.clamp(Duration::from_secs(1), d.keepalive),
+        }
+    }
+
+    /// As PostgreSQL session settings.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
+        let secs = self.keepalive.as_secs().max(1);
+        let mut settings = vec![
+            ("statement_timeout", ms(self.statement)),
+            ("idle_in_transaction_session_timeout", ms(self.idle_in_transaction)),
+            ("tcp_keepalives_idle", secs.to_string()),
+            ("tcp_keepalives_interval", secs.div_ceil(3).to_string()),
+            ("tcp_keepalives_count", "3".to_owned()),
+        ];
+        if let Some(lock) = self.lock {
+            settings.push(("lock_timeout", ms(lock)));
+        }
+        settings
+    }
 }
 
 impl StoreConfig {
@@ -72,6 +137,7 @@ impl StoreConfig {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
             read_only: false,
+            session: SessionLimits::DEFAULT,
         }
     }
 }
@@ -114,7 +180,10 @@ impl Store {
             let lite = Lite::open(&config.url, config.max_connections, config.read_only)?;
             return Ok(Store { db: Db::Lite(lite), schema: schema.into(), channels: Channels::for_schema(schema) });
         }
-        let options = PgConnectOptions::from_str(&config.url)?.options([("search_path", schema)]);
+        let limits = config.session.settings();
+        let options = PgConnectOptions::from_str(&config.url)?
+            .options([("search_path", schema)])
+            .options(limits.iter().map(|(name, value)| (*name, value.as_str())));
         // No liveness ping per checkout: it is a round trip on every query,
         // and a dead connection fails its query anyway, which callers treat
         // as transient (sqlx then discards it).
@@ -167,14 +236,28 @@ impl Store {
         // The identifier was validated, so quoting it is enough.
         let create = format!(r#"CREATE SCHEMA IF NOT EXISTS "{}""#, self.schema);
         pool.execute(sqlx::AssertSqlSafe(create)).await?;
-        MIGRATOR.run(pool).await?;
+        // A migration may build an index over a large table or wait for
+        // a running transaction's lock: the session's limits are lifted
+        // for it, on a connection closed afterwards rather than reused.
+        let mut conn = pool.acquire().await?;
+        conn.execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+            .await?;
+        let migrated = MIGRATOR.run(&mut *conn).await;
+        conn.close_on_drop();
+        migrated?;
         Ok(())
     }
 
     /// Reverts migrations down to (not including) `target` version; 0 reverts all.
     pub async fn migrate_undo(&self, target: i64) -> Result<(), StoreError> {
         match &self.db {
-            Db::Pg(pool) => MIGRATOR.undo(pool, target).await?,
+            Db::Pg(pool) => {
+                let mut conn = pool.acquire().await?;
+                conn.execute("SET statement_timeout = 0; SET lock_timeout = 0").await?;
+                let undone = MIGRATOR.undo(&mut *conn, target).await;
+                conn.close_on_drop();
+                undone?;
+            }
             Db::Lite(lite) => return lite.migrate_undo(target).await,
         }
         Ok(())

@@ -49,6 +49,16 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Principal, R
     }
 }
 
+/// The most an admin request's body may hold: an agent or a plan.
+const ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+/// An admin request's body, read only once its sender is authorized (the
+/// handlers take the body unread), within the body timeout.
+async fn read_body(state: &AppState, body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    let timeout = state.handler.config().body_timeout;
+    crate::validate::body_bytes(body, ADMIN_BODY_BYTES, timeout).await.map_err(|e| e.respond_with(&e.to_rest()))
+}
+
 /// Records an admin change (in the audit log, and as a log line).
 async fn audit(state: &AppState, who: &Principal, action: &str, detail: Value) {
     state.store.audit(&who.audit(action).with_detail(detail)).await;
@@ -81,9 +91,13 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 /// `POST /admin/agents`: registers (or re-points) an agent; workers fetch
 /// its card on first use.
-pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let who = match authorize(&state, &headers).await {
         Ok(who) => who,
+        Err(refused) => return refused,
+    };
+    let body = match read_body(&state, body).await {
+        Ok(body) => body,
         Err(refused) => return refused,
     };
     let agent: NewAgent = match serde_json::from_slice(&body) {
@@ -153,10 +167,14 @@ pub async fn plans_put(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let who = match authorize(&state, &headers).await {
         Ok(who) => who,
+        Err(refused) => return refused,
+    };
+    let body = match read_body(&state, body).await {
+        Ok(body) => body,
         Err(refused) => return refused,
     };
     let mut spec: switchyard_engine::plan::PlanSpec = match serde_json::from_slice(&body) {

@@ -250,6 +250,15 @@ impl From<StoreError> for ApiError {
                     ApiError::Internal
                 }
             },
+            // A character the database cannot hold (a NUL that came in by a
+            // way no check covered): the client's input, never an outage.
+            e if e.is_unstorable_input() => {
+                tracing::warn!(error = %e, "a request carried a character the store cannot hold");
+                ApiError::InvalidParams {
+                    message: "a value holds a character that cannot be stored (NUL)".into(),
+                    field: None,
+                }
+            }
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::Unavailable

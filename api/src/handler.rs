@@ -374,6 +374,12 @@ impl A2aHandler {
                 TaskState::from_a2a(s).ok_or_else(|| ApiError::invalid_field("status", "must name a task state"))?,
             ),
         };
+        if let Some(context) = &request.context_id {
+            validate::identifier(context, "contextId")?;
+        }
+        if let Some(token) = &request.page_token {
+            validate::identifier(token, "pageToken")?;
+        }
         let filter = TaskFilter {
             context_id: request.context_id.clone().filter(|c| !c.is_empty()),
             state,
@@ -449,7 +455,7 @@ impl A2aHandler {
         config: TaskPushNotificationConfig,
         v03: bool,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
-        let task_id = validate::task_id(&config.task_id)?;
+        let task_id = validate::task_id_in(&config.task_id, "taskId")?;
         let config = self.push_config_from(task_id, config, v03)?;
         let stored = self.store.push_config_put(caller, &config).await?;
         // The host only: paths and tokens may be secrets.
@@ -466,7 +472,8 @@ impl A2aHandler {
         task_id: &str,
         id: &str,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
-        let task = validate::task_id(task_id)?;
+        let task = validate::task_id_in(task_id, "taskId")?;
+        validate::identifier(id, "id")?;
         self.store
             .push_config_get(caller, task, id)
             .await?
@@ -483,12 +490,15 @@ impl A2aHandler {
         page_size: Option<i32>,
         page_token: Option<&str>,
     ) -> Result<a2a::ListTaskPushNotificationConfigsResponse, ApiError> {
-        let task = validate::task_id(task_id)?;
+        let task = validate::task_id_in(task_id, "taskId")?;
         let size = i64::from(page_size.unwrap_or(MAX_PUSH_CONFIGS as i32));
         if !(1..=MAX_PUSH_CONFIGS).contains(&size) {
             return Err(ApiError::invalid_field("pageSize", format!("must be between 1 and {MAX_PUSH_CONFIGS}")));
         }
         let after = page_token.filter(|t| !t.is_empty());
+        if let Some(token) = after {
+            validate::identifier(token, "pageToken")?;
+        }
         let mut configs = self.store.push_config_list(caller, task, size + 1, after).await?;
         let next = if configs.len() as i64 > size {
             configs.truncate(size as usize);
@@ -504,7 +514,8 @@ impl A2aHandler {
 
     /// `DeleteTaskPushNotificationConfig`: idempotent.
     pub async fn delete_push_config(&self, caller: &Caller, task_id: &str, id: &str) -> Result<(), ApiError> {
-        let task = validate::task_id(task_id)?;
+        let task = validate::task_id_in(task_id, "taskId")?;
+        validate::identifier(id, "id")?;
         self.store.push_config_delete(caller, task, id).await?;
         self.store
             .audit(&AuditEntry::for_task(caller, "push_config.delete", task).with_detail(json!({ "id": id })))

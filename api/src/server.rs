@@ -187,6 +187,17 @@ pub fn app(state: AppState) -> Router {
             (e.classify().http, axum::Json(e.to_rest()))
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn(clean_uri))
+}
+
+/// Refuses a request whose path or query holds bytes no handler should
+/// see (see [`crate::validate::uri`]), whatever route it was meant for.
+async fn clean_uri(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::response::IntoResponse;
+    match crate::validate::uri(request.uri()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => (e.classify().http, axum::Json(e.to_rest())).into_response(),
+    }
 }
 
 /// A listener whose accepted sockets set `TCP_NODELAY`: `axum::serve`

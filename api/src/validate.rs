@@ -39,14 +39,44 @@ pub fn no_nul(value: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// An identifier a client gave: at most [`MAX_ID_BYTES`], no NUL (for
-/// those that reach us outside the JSON body, where [`no_nul`] looks).
+/// An identifier a client gave: at most [`MAX_ID_BYTES`], no NUL and no
+/// other control character (an id is echoed into logs, headers and other
+/// agents' requests, where such characters forge lines and escapes).
 pub fn identifier(value: &str, field: &str) -> Result<(), ApiError> {
     if value.len() > MAX_ID_BYTES {
         return Err(ApiError::invalid_field(field, format!("must be at most {MAX_ID_BYTES} bytes")));
     }
-    if value.contains('\0') {
-        return Err(ApiError::invalid_field(field, "must not contain the NUL character"));
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(field, "must not contain control characters (NUL among them)"));
+    }
+    Ok(())
+}
+
+/// A request's path and query as the client sent them: every segment and
+/// every query value, percent-decoded, must be UTF-8 without control
+/// characters (NUL among them). Checked before routing, so no such value
+/// reaches a handler or the store by any route; the error names where.
+pub fn uri(uri: &axum::http::Uri) -> Result<(), ApiError> {
+    for segment in uri.path().split('/') {
+        clean_text(segment).map_err(|why| ApiError::invalid_field("path", format!("a segment {why}")))?;
+    }
+    for pair in uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if let Err(why) = clean_text(name) {
+            return Err(ApiError::invalid_field("query", format!("a parameter name {why}")));
+        }
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        clean_text(value).map_err(|why| ApiError::invalid_field(&format!("query parameter {name}"), why))?;
+    }
+    Ok(())
+}
+
+/// Why percent-encoded text is not clean text, if it is not.
+fn clean_text(raw: &str) -> Result<(), &'static str> {
+    let decoded =
+        percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| "is not UTF-8 once percent-decoded")?;
+    if decoded.chars().any(char::is_control) {
+        return Err("holds a control character (NUL among them)");
     }
     Ok(())
 }
@@ -204,6 +234,15 @@ fn valid_traceparent(value: &str) -> bool {
 
 /// A task id from a client: ours are UUIDs, so anything else names no task.
 pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    task_id_in(raw, "id")
+}
+
+/// [`task_id`] for a field of another name: a NUL or another control
+/// character is a malformed request, not a task that is not there.
+pub fn task_id_in(raw: &str, field: &str) -> Result<TaskId, ApiError> {
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(field, "holds a control character (NUL among them)"));
+    }
     raw.parse().map_err(|_| ApiError::TaskNotFound(raw.to_owned()))
 }
 
@@ -339,5 +378,20 @@ mod tests {
         let mut negative = ok_message();
         negative["configuration"] = json!({"historyLength": -1});
         assert!(matches!(send_request(negative), Err(ApiError::InvalidParams { .. })));
+    }
+
+    #[test]
+    fn paths_and_queries_with_bad_bytes_are_refused_by_where() {
+        let check = |uri: &str| uri.parse::<axum::http::Uri>().map(|u| uri_check(&u)).expect("uri");
+        fn uri_check(u: &axum::http::Uri) -> Option<String> {
+            uri(u).err().map(|e| e.details()[1]["fieldViolations"][0]["field"].as_str().unwrap_or("").to_owned())
+        }
+        assert_eq!(check("/tasks/abc?pageSize=5&contextId=x%20y"), None);
+        assert_eq!(check("/tasks/a%00b"), Some("path".into()));
+        assert_eq!(check("/acme%FF/tasks"), Some("path".into()));
+        assert_eq!(check("/tasks?contextId=a%00"), Some("query parameter contextId".into()));
+        assert_eq!(check("/tasks?contextId=%C3%28"), Some("query parameter contextId".into()));
+        assert_eq!(check("/tasks?x%01=1"), Some("query".into()));
+        assert_eq!(check("/tasks?status=%1b%5b31m"), Some("query parameter status".into()));
     }
 }

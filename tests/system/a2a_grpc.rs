@@ -196,3 +196,99 @@ async fn an_open_grpc_stream_holds_shutdown_only_for_the_drain_timeout() {
     assert!(status.success(), "{status:?}");
     assert!(asked.elapsed() < Duration::from_secs(5), "stopped after {:?}", asked.elapsed());
 }
+
+/// A NUL, another control character or bytes that are not UTF-8, wherever a
+/// client can put them outside a JSON body (a path segment, a query value,
+/// a gRPC field), is the client's error: 400 / `INVALID_ARGUMENT` naming
+/// where, never a 5xx or a status a client would retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_in_paths_queries_and_grpc_fields_are_the_clients_fault() {
+    let db = TestDb::new().await;
+    let config = std::env::temp_dir().join(format!("{}-bytes.toml", db.schema));
+    std::fs::write(&config, "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n")
+        .expect("config");
+    let (port, grpc) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let listen = format!("127.0.0.1:{port}");
+    let config = config.to_string_lossy().into_owned();
+    let _serve = switchyard(&db, &["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", &config])
+        .spawn()
+        .expect("serve");
+    eventually(Duration::from_secs(30), "serve up", || async { http_get(port, "/readyz").await.is_some() }).await;
+    let task = uuid::Uuid::now_v7();
+
+    let http = reqwest::Client::new();
+    for bad in ["%00", "%01", "%FF", "a%00b", "%C3%28", "%1B"] {
+        for (path, field) in [
+            (format!("/tasks/{bad}"), "path"),
+            (format!("/{bad}/tasks"), "path"),
+            (format!("/tasks/{task}/pushNotificationConfigs/{bad}"), "path"),
+            (format!("/tasks?contextId={bad}"), "query parameter contextId"),
+            (format!("/tasks?pageToken={bad}"), "query parameter pageToken"),
+            (format!("/tasks?status={bad}"), "query parameter status"),
+            (format!("/tasks/{task}/pushNotificationConfigs?pageToken={bad}"), "query parameter pageToken"),
+        ] {
+            let response =
+                http.get(format!("http://{listen}{path}")).header("A2A-Version", "1.0").send().await.expect("request");
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            assert_eq!(status, 400, "{path}: {body}");
+            let named = body["error"]["details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["fieldViolations"][0]["field"].as_str())
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            assert_eq!(named, field, "{path}: {body}");
+        }
+    }
+
+    let channel = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await.expect("connect");
+    let mut client = A2aServiceClient::new(channel);
+    fn v1<T>(message: T) -> tonic::Request<T> {
+        request(message, None, Some("1.0"))
+    }
+    for bad in ["\0", "a\0b", "\u{1}", "x\u{1b}[31m"] {
+        let statuses = [
+            client.get_task(v1(proto::GetTaskRequest { id: bad.into(), ..Default::default() })).await.map(|_| ()),
+            client
+                .get_task(v1(proto::GetTaskRequest { id: task.to_string(), tenant: bad.into(), ..Default::default() }))
+                .await
+                .map(|_| ()),
+            client.cancel_task(v1(proto::CancelTaskRequest { id: bad.into(), ..Default::default() })).await.map(|_| ()),
+            client
+                .list_tasks(v1(proto::ListTasksRequest { context_id: bad.into(), ..Default::default() }))
+                .await
+                .map(|_| ()),
+            client
+                .list_tasks(v1(proto::ListTasksRequest { page_token: bad.into(), ..Default::default() }))
+                .await
+                .map(|_| ()),
+            client
+                .get_task_push_notification_config(v1(proto::GetTaskPushNotificationConfigRequest {
+                    task_id: task.to_string(),
+                    id: bad.into(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ()),
+            client
+                .delete_task_push_notification_config(v1(proto::DeleteTaskPushNotificationConfigRequest {
+                    task_id: bad.into(),
+                    id: "x".into(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ()),
+            client
+                .subscribe_to_task(v1(proto::SubscribeToTaskRequest { id: bad.into(), ..Default::default() }))
+                .await
+                .map(|_| ()),
+        ];
+        for (i, status) in statuses.into_iter().enumerate() {
+            let status = status.expect_err(&format!("case {i} with {bad:?} refused"));
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "case {i} with {bad:?}: {status:?}");
+        }
+    }
+}

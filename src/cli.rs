@@ -412,9 +412,31 @@ pub(crate) struct ServeArgs {
     /// Streams (SSE) one principal may hold open per api process.
     #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 64)]
     pub(crate) max_streams_per_principal: usize,
+    /// How long a new connection (HTTP or gRPC) may take to send its first
+    /// byte, and an HTTP/1 request its headers; it is closed after that.
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) header_timeout: Duration,
+    /// How long an HTTP connection (HTTP/1 keep-alive or HTTP/2) may stay
+    /// open with no request in flight.
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) idle_timeout: Duration,
+    /// Connections open at once in this process, HTTP and gRPC together;
+    /// past it new ones are refused at once (HTTP: 503). Keep it below the
+    /// process's descriptor limit (`ulimit -n`).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub(crate) max_connections: usize,
 }
 
 impl ServeArgs {
+    /// The places for connections, shared by the HTTP and gRPC ports.
+    pub(crate) fn admission(&self) -> switchyard_api::Admission {
+        switchyard_api::Admission::new(switchyard_api::ConnectionLimits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections.max(1),
+        })
+    }
+
     pub(crate) fn api_config(&self, bound: SocketAddr, grpc: Option<SocketAddr>) -> anyhow::Result<ApiConfig> {
         let grpc_url = grpc.map(|bound| self.grpc_public_address.clone().unwrap_or_else(|| bound.to_string()));
         let public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));

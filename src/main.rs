@@ -237,18 +237,23 @@ async fn serve(
     }
     tracing::info!(listen = %bound, public_url = %config.public_url, grpc = ?grpc_bound, "serving");
     let state = AppState::new(store, config, shutdown.clone()).with_metrics(metrics_handle()?);
+    let admission = args.admission();
     let grpc = async {
         match grpc {
-            Some(listener) => {
-                switchyard_api::grpc::serve(listener, state.clone(), shutdown.clone(), args.http_drain_timeout)
-                    .await
-                    .context("serving gRPC")
-            }
+            Some(listener) => switchyard_api::grpc::serve(
+                listener,
+                state.clone(),
+                shutdown.clone(),
+                args.http_drain_timeout,
+                admission.clone(),
+            )
+            .await
+            .context("serving gRPC"),
             None => Ok(()),
         }
     };
     let http = async {
-        switchyard_api::serve(listener, state.clone(), shutdown.clone(), args.http_drain_timeout)
+        switchyard_api::serve(listener, state.clone(), shutdown.clone(), args.http_drain_timeout, admission.clone())
             .await
             .context("serving HTTP")
     };

@@ -341,6 +341,7 @@ pub async fn serve(
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
     drain_timeout: std::time::Duration,
+    admission: crate::connections::Admission,
 ) -> Result<(), tonic::transport::Error> {
     let stopped = shutdown.clone();
     let drained = async move {
@@ -349,7 +350,7 @@ pub async fn serve(
         tracing::warn!(?drain_timeout, "gRPC calls still open after the drain timeout; closing them");
     };
     tokio::select! {
-        served = serve_until(listener, state, shutdown) => served,
+        served = serve_until(listener, state, shutdown, admission) => served,
         () = drained => Ok(()),
     }
 }
@@ -358,17 +359,104 @@ async fn serve_until(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
+    admission: crate::connections::Admission,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = admitted(listener, admission, shutdown.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(reporter, state.store.clone(), shutdown.clone()));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .max_concurrent_streams(256)
         .layer(tower::util::MapResponseLayer::new(undecodable_is_invalid))
         .add_service(health)
         .add_service(GrpcBinding::service(state))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+}
+
+/// The gRPC port's connections, held to the process's connection limits:
+/// past the cap a connection is closed at once, and one that sends nothing
+/// within the header timeout is closed before HTTP/2 is spoken on it.
+fn admitted(
+    listener: tokio::net::TcpListener,
+    admission: crate::connections::Admission,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Admitted, std::io::Error>> {
+    let (ready, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let timeout = admission.limits().header_timeout;
+        loop {
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "gRPC accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Past the cap: dropped, which closes it.
+            let Some(place) = admission.admit() else { continue };
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                if crate::connections::first_byte(&stream, timeout).await {
+                    let _ = stream.set_nodelay(true);
+                    let _ = ready.send(Ok(Admitted { stream, _place: place })).await;
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(incoming)
+}
+
+/// An admitted gRPC connection: the socket, and its place among the
+/// process's connections until it closes.
+#[derive(Debug)]
+pub struct Admitted {
+    stream: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Admitted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// How often the gRPC health service looks at the database.

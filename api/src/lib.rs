@@ -27,6 +27,7 @@ pub mod auth;
 pub mod card;
 pub mod compat;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod grpc;
@@ -45,5 +46,6 @@ pub mod validate;
 pub mod version;
 
 pub use config::ApiConfig;
+pub use connections::{Admission, ConnectionLimits};
 pub use error::ApiError;
-pub use server::{AppState, HEADER_TIMEOUT, app, no_delay, serve, serve_with};
+pub use server::{AppState, app, no_delay, serve};

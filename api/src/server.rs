@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Authenticator, Principal};
 use crate::card::CardCache;
 use crate::config::ApiConfig;
+use crate::connections::{self, Activity, Admission, ConnectionLimits, Tracking};
 use crate::error::ApiError;
 use crate::handler::A2aHandler;
 use crate::hub::EventHub;
@@ -212,40 +213,31 @@ pub fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = std:
     })
 }
 
-/// How long a client may take to send a request's headers. A connection
-/// that has not sent them by then is closed, so slow senders (slowloris)
-/// cannot hold connections open.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves until `shutdown` fires, then stops accepting and lets open
 /// requests finish for up to `drain_timeout` (open streams are cut then).
-/// Every connection must send its request headers within `header_timeout`.
+/// Connections are held to `admission`'s limits (see [`crate::connections`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
     drain_timeout: Duration,
+    admission: Admission,
 ) -> io::Result<()> {
-    serve_with(listener, state, shutdown, drain_timeout, HEADER_TIMEOUT).await
-}
-
-/// [`serve`] with another header timeout.
-pub async fn serve_with(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-    drain_timeout: Duration,
-    header_timeout: Duration,
-) -> io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
 
+    let limits = admission.limits();
     let app = app(state);
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-    let graceful = GracefulShutdown::new();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -260,23 +252,81 @@ pub async fn serve_with(
                 }
             },
         };
+        let Some(place) = admission.admit() else {
+            tokio::spawn(connections::refuse_http(stream));
+            continue;
+        };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
-        let connection =
-            graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+        let (app, builder, shutdown) = (app.clone(), builder.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let _place = place;
+            serve_connection(stream, app, &builder, limits, shutdown).await;
         });
     }
+    connections.close();
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = connections.wait() => {}
         () = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(?drain_timeout, "requests still open after the drain timeout; closing them");
         }
     }
     Ok(())
+}
+
+/// How long an idle connection asked to close may take to do so.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// One connection, from its first byte to its end: closed if it sends
+/// nothing within the header timeout, gracefully when it has been idle for
+/// the idle timeout or the server stops.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    if !connections::first_byte(&stream, limits.header_timeout).await {
+        return;
+    }
+    let activity = Activity::new();
+    let tracked = Tracking::new(app, activity.clone());
+    let service = TowerToHyperService::new(tracked);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    // An idle connection is asked to close (HTTP/2: GOAWAY), and dropped if
+    // the peer does not let it (an HTTP/2 peer that never acknowledges).
+    let mut give_up: Option<tokio::time::Instant> = None;
+    loop {
+        let abandon = async {
+            match give_up {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_for(limits.idle_timeout), if !closing => {
+                closing = true;
+                give_up = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
+                connection.as_mut().graceful_shutdown();
+            }
+            () = abandon => return,
+        }
+    }
 }

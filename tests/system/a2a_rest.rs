@@ -204,12 +204,16 @@ async fn a_connection_that_never_finishes_its_headers_or_body_is_cut_off() {
         ..switchyard_api::ApiConfig::new(format!("http://{addr}"))
     };
     let state = switchyard_api::AppState::new(db.another_store().await, config, shutdown.clone());
-    let server = tokio::spawn(switchyard_api::serve_with(
+    let limits = switchyard_api::ConnectionLimits {
+        header_timeout: std::time::Duration::from_millis(500),
+        ..switchyard_api::ConnectionLimits::default()
+    };
+    let server = tokio::spawn(switchyard_api::serve(
         listener,
         state,
         shutdown.clone(),
         std::time::Duration::from_secs(1),
-        std::time::Duration::from_millis(500),
+        switchyard_api::Admission::new(limits),
     ));
     let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
     slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: appl").await.expect("write");

@@ -48,7 +48,10 @@ impl Api {
         let shutdown = CancellationToken::new();
         let state = AppState::new(store, config, shutdown.clone());
         let token = shutdown.clone();
-        tokio::spawn(async move { switchyard_api::serve(listener, state, token, Duration::from_secs(1)).await });
+        let admission = switchyard_api::Admission::new(switchyard_api::ConnectionLimits::default());
+        tokio::spawn(
+            async move { switchyard_api::serve(listener, state, token, Duration::from_secs(1), admission).await },
+        );
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
         Api { base, http, shutdown }
     }

@@ -6,6 +6,7 @@ mod api;
 mod chaos;
 mod client;
 mod conformance;
+mod connections;
 mod contract;
 mod delegation;
 mod exact;

@@ -305,3 +305,72 @@ async fn a_cancel_after_the_remote_task_is_known_reaches_the_agent_once() {
     let asked = agent.cancels().iter().filter(|t| **t == remote).count();
     assert_eq!(asked, 1, "the agent is asked to cancel once");
 }
+
+/// A worker cut off from PostgreSQL in the middle of a transaction (the
+/// link goes silent, nothing closes) holds nothing past half its lease:
+/// PostgreSQL ends its session, releasing the task's and the job's row
+/// locks, so another worker finishes the task soon after the lease, a
+/// cancel during the cut is answered, and when the link returns nothing is
+/// applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_mid_transaction_blocks_nobody() {
+    let agent = StrictAgent::start().await;
+    let stack = Stack::start(&agent.url).await;
+    let proxy = Proxy::start(&stack.db.url).await;
+    let mut args = vec!["worker", "--config", &stack.config, "--lease", "2s", "--heartbeat", "500ms"];
+    args.extend(["--poll-interval", "200ms", "--worker-id", "cut-off"]);
+    let _cut_off = switchyard(&stack.db, &args).env("DATABASE_URL", proxy.url(&stack.db.url)).spawn().expect("worker");
+    let id = stack.send("silent 1500").await;
+    stack.reaches(&id, "TASK_STATE_WORKING").await;
+    // Its next transaction (folding the agent's answer) is cut after its
+    // first statement ran.
+    proxy.cut_after_begin();
+    eventually(WAIT, "the cut", || async { proxy.is_cut() }).await;
+    let cut_at = std::time::Instant::now();
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND client_port = ANY($1)",
+    )
+    .bind(proxy.upstream_ports())
+    .fetch_one(stack.db.pool())
+    .await
+    .expect("sessions");
+    assert_eq!(held, 1, "the cut-off worker's session is left inside its transaction");
+
+    let _rescuer = stack.worker("rescuer", &[]);
+    let cancel = async {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(8), stack.rpc("CancelTask", json!({"id": id}))).await;
+        (started.elapsed(), answer.expect("a cancel during the cut is answered within 8 s"))
+    };
+    let (waited, canceled) = cancel.await;
+    let state = canceled["result"]["status"]["state"].as_str().map(str::to_owned);
+    let refused = canceled["error"]["data"][0]["reason"].as_str().map(str::to_owned);
+    assert!(
+        state.as_deref() == Some("TASK_STATE_CANCELED") || refused.as_deref() == Some("TASK_NOT_CANCELABLE"),
+        "{canceled}"
+    );
+    assert!(waited < Duration::from_secs(4), "the cancel waited {waited:?} for a cut-off session's locks");
+    let terminal = ["TASK_STATE_COMPLETED", "TASK_STATE_CANCELED", "TASK_STATE_FAILED"];
+    eventually(WAIT, "the task ended", || async {
+        terminal.contains(&stack.task(&id).await["status"]["state"].as_str().unwrap_or(""))
+    })
+    .await;
+    let ended = stack.task(&id).await;
+    // Lease (2 s), then the rescuer's poll, then its fold: about 3 s; the
+    // bound leaves room for a busy machine, but not for a session left to
+    // live until the link returns.
+    assert!(cut_at.elapsed() < Duration::from_secs(8), "ended {:?} after the cut: {ended}", cut_at.elapsed());
+
+    proxy.heal();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let terminal: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_events WHERE task_id = $1::uuid AND kind = 'status' \
+         AND payload->>'state' IN ('TASK_STATE_COMPLETED', 'TASK_STATE_CANCELED', 'TASK_STATE_FAILED')",
+    )
+    .bind(&id)
+    .fetch_one(stack.db.pool())
+    .await
+    .expect("events");
+    assert_eq!(terminal, 1, "one ending, whatever the cut-off worker does when the link returns");
+    assert_eq!(agent.received().len(), 1, "the message reached the agent once");
+}

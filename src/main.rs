@@ -124,7 +124,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ConfigCommand::Default => out.write_all(config_file::DEFAULT.as_bytes())?,
                 ConfigCommand::Check { file, config } => {
                     let path = file.or(config.path).context("no file given: name one, or set --config")?;
-                    FileConfig::load(Some(&path))?;
+                    let file = FileConfig::load(Some(&path))?;
+                    // What `serve`, `worker` and `dev` check at their start,
+                    // with the secrets the file names (read here as they will
+                    // be there): a file this passes, they accept.
+                    file.auth().context("[auth]")?;
+                    file.card_signer()?;
+                    file.trusted_cards()?;
+                    file.agent_credentials()?;
                     writeln!(out, "{}: ok", path.display())?;
                 }
             }

@@ -284,6 +284,9 @@ impl Authenticator {
         })?;
         let claims = data.claims;
         let subject = claims.get("sub").and_then(Value::as_str).ok_or_else(|| invalid("sub must be a string"))?;
+        if subject.is_empty() {
+            return Err(invalid("sub is empty"));
+        }
         validate::identifier(subject, "sub").map_err(|_| invalid("sub is not a valid principal"))?;
         let tenant = match claims.get(&config.tenant_claim) {
             Some(Value::String(t)) => t.clone(),
@@ -343,6 +346,9 @@ struct JwksState {
     set: Arc<JwkSet>,
     fetched: Option<Instant>,
     tried: Option<Instant>,
+    /// A file's modification time when it was read: a file changed since
+    /// (a key added or removed) is read again on the next token.
+    modified: Option<std::time::SystemTime>,
 }
 
 impl Jwks {
@@ -359,7 +365,12 @@ impl Jwks {
     /// The verification key (and its one algorithm) for a token's `kid`.
     async fn key(&self, kid: Option<&str>) -> Result<(DecodingKey, Algorithm), String> {
         let mut state = self.state.lock().await;
-        let stale = state.fetched.is_none_or(|at| at.elapsed() >= JWKS_MAX_AGE);
+        let modified = match &self.source {
+            JwksSource::File(path) => tokio::fs::metadata(path).await.and_then(|m| m.modified()).ok(),
+            JwksSource::Url(_) => None,
+        };
+        let changed = modified.is_some() && modified != state.modified;
+        let stale = changed || state.fetched.is_none_or(|at| at.elapsed() >= JWKS_MAX_AGE);
         let known = find(&state.set, kid).is_some();
         // A file is cheap to read again; a key server is not ours to hammer.
         let min_refresh = match self.source {
@@ -373,6 +384,7 @@ impl Jwks {
                 Ok(set) => {
                     state.set = Arc::new(set);
                     state.fetched = Some(Instant::now());
+                    state.modified = modified;
                 }
                 // The keys we had stay good until they are replaced.
                 Err(error) => tracing::warn!(%error, "fetching the JWKS failed"),

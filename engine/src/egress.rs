@@ -226,6 +226,17 @@ impl Target {
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("may not contain spaces or control characters".into());
         }
+        // An IPv6 address outside brackets reads as a host and a port to
+        // any parser; say what is wrong rather than "invalid port".
+        let authority = raw.split_once("://").map_or("", |(_, rest)| rest);
+        let authority = authority.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if !host_port.starts_with('[') && host_port.matches(':').count() > 1 {
+            return Err(format!(
+                "{host_port:?} looks like an IPv6 address: write it in brackets, as http://[{host_port}]/ \
+                 (with a port: http://[ADDRESS]:PORT/)"
+            ));
+        }
         let url = url::Url::parse(raw).map_err(|e| match e {
             url::ParseError::RelativeUrlWithoutBase => "must be absolute http or https".to_owned(),
             e => format!("is not a valid URL: {e}"),
@@ -306,6 +317,10 @@ mod tests {
         assert_eq!((t.https, t.host.as_str(), t.port), (true, "example.com", 8443));
         let t = guard.check_url("http://[2001:db8::1]:81/").expect("v6");
         assert_eq!((t.host.as_str(), t.port), ("[2001:db8::1]", 81));
+        let t = guard.check_url("http://[2001:db8::1]/").expect("v6 without a port");
+        assert_eq!((t.host.as_str(), t.port), ("[2001:db8::1]", 80));
+        let bare = guard.check_url("http://2001:db8::1/").expect_err("brackets");
+        assert!(bare.0.contains("in brackets"), "{bare}");
     }
 
     /// The spellings of 127.0.0.1 that walked around the guard when it

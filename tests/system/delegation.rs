@@ -599,3 +599,46 @@ async fn agents_that_never_answer_do_not_hold_a_worker() {
     assert_eq!(state(&stack.settled(done["id"].as_str().expect("id")).await), "TASK_STATE_COMPLETED");
     drop(stalled);
 }
+
+/// What a client and the logs are told about an agent that cannot be
+/// reached is the kind of failure: never the agent's URL, whose query may
+/// carry a token, nor the HTTP client's text that ends with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_name_no_url_in_statuses_or_logs() {
+    let mut stack = Stack::start_with(&["--max-attempts", "2"], &[]).await;
+    drop(stack.worker.take()); // only the watched worker below runs
+    let closed = free_port();
+    let url = format!("http://127.0.0.1:{closed}/a2a?token=s3cret-token-123");
+    sqlx::query("INSERT INTO agents (name, url) VALUES ('hidden', $1)")
+        .bind(&url)
+        .execute(stack.db.pool())
+        .await
+        .expect("agent");
+    // A worker whose logs are read (the stack's own writes to the terminal).
+    let mut args = vec!["worker", "--config", stack.config.to_str().expect("path")];
+    args.extend(["--poll-interval", "200ms", "--retry-base", "100ms", "--retry-cap", "200ms"]);
+    let watched = switchyard(&stack.db, &args)
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("worker");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the api's agent registry
+    let mut to = message("echo never");
+    to["metadata"] = json!({"switchyard": {"agent": "hidden"}});
+    let task = stack.send_message(to).await;
+    let task = stack.settled(task["id"].as_str().expect("id")).await;
+    assert_eq!(state(&task), "TASK_STATE_FAILED", "{task}");
+    let text = status_text(&task);
+    assert!(text.contains("could not connect"), "{text}");
+    assert!(!text.contains("s3cret") && !text.contains(&closed.to_string()), "{text}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(watched.id().expect("pid")).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("stop");
+    let output = watched.wait_with_output().await.expect("output");
+    let logs = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    assert!(logs.contains("could not connect"), "the worker logged the failures");
+    assert!(!logs.contains("s3cret-token-123"), "a log line carries the agent's token");
+}

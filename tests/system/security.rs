@@ -329,6 +329,8 @@ async fn bearer_tokens_are_checked_for_signature_time_issuer_and_audience() {
         ("wrong audience", hs256(&with(json!({ "aud": "someone-else" })), secret.as_bytes())),
         ("no tenant", hs256(&with(json!({ "tenant": null })), secret.as_bytes())),
         ("no expiry", hs256(&with(json!({ "exp": null })), secret.as_bytes())),
+        ("empty subject", hs256(&with(json!({ "sub": "" })), secret.as_bytes())),
+        ("no subject", hs256(&with(json!({ "sub": null })), secret.as_bytes())),
         ("alg none", unsigned),
     ] {
         let (status, envelope) = api.rpc(&[("Authorization", &bearer(&token))], "GetTask", json!({ "id": id })).await;
@@ -404,9 +406,17 @@ async fn jwks_keys_verify_rs256_and_es256_rotate_and_refuse_algorithm_confusion(
     assert_eq!(call(next.clone()).await, 401);
     write(vec![jwk(&rsa2, Algorithm::RS256, "r2"), jwk(&ec, Algorithm::ES256, "e1")]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(call(next).await, 200, "the rotated-in key");
+    assert_eq!(call(next.clone()).await, 200, "the rotated-in key");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(call(signed(&rsa2, Algorithm::RS256, "r9", &claims)).await, 401);
+    // Rotation out: a key removed from the file is refused once the file
+    // changed, although its id is known and no unknown id forced a read.
+    let ec_token = signed(&ec, Algorithm::ES256, "e1", &claims);
+    assert_eq!(call(ec_token.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write(vec![jwk(&rsa2, Algorithm::RS256, "r2")]);
+    assert_eq!(call(ec_token).await, 401, "the removed key");
+    assert_eq!(call(next).await, 200, "the key that stayed");
 }
 
 /// Serve, a worker and the demo agent, every task routed to the demo agent.
@@ -708,4 +718,35 @@ async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() 
     let received: Value =
         serde_json::from_str(&http_get(agent_port, "/received").await.expect("received").1).expect("json");
     assert_eq!(received.as_object().map(|m| m.len()), Some(2), "{received}");
+}
+
+/// `config check` says ok only to what `serve` accepts: an `[auth]` table
+/// `serve` would refuse at start is refused by the check too, naming it.
+#[tokio::test]
+async fn config_check_refuses_what_serve_refuses() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("{}-check", db.schema));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let agent = "[[agents]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n";
+    for (name, auth, good) in [
+        ("fine", "[auth]\nanonymous = true\n", true),
+        ("no secret", "[auth.jwt]\nhs256_secret_env = \"SWITCHYARD_TEST_NO_SUCH_VAR\"\n", false),
+        ("no key file", "[auth.jwt]\njwks_file = \"/nonexistent/jwks.json\"\n", false),
+        ("two sources", "[auth.jwt]\njwks_file = \"/x\"\njwks_url = \"https://id.example/jwks\"\n", false),
+    ] {
+        let path = dir.join(format!("{}.toml", name.replace(' ', "-")));
+        std::fs::write(&path, format!("{agent}{auth}")).expect("write");
+        let path = path.to_string_lossy().into_owned();
+        let checked = switchyard(&db, &["config", "check", &path]).output().await.expect("check");
+        assert_eq!(checked.status.success(), good, "{name}: {checked:?}");
+        if !good {
+            assert!(String::from_utf8_lossy(&checked.stderr).contains("auth"), "{name}: {checked:?}");
+            let port = free_port();
+            let served = switchyard(&db, &["serve", "--listen", &format!("127.0.0.1:{port}"), "--config", &path])
+                .output()
+                .await
+                .expect("serve");
+            assert!(!served.status.success(), "{name}: serve started on a config the check refused");
+        }
+    }
 }

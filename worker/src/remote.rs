@@ -507,7 +507,8 @@ fn client_span(method: &str, url: &str) -> tracing::Span {
         rpc.jsonrpc.version = "2.0",
         rpc.jsonrpc.error_code = tracing::field::Empty,
         http.request.method = "POST",
-        url.full = %url,
+        // Without credentials or query: tokens travel there.
+        url.full = %switchyard_engine::egress::redacted(url),
         server.address = address,
         server.port = port,
         http.response.status_code = tracing::field::Empty,

@@ -1,8 +1,12 @@
-//! Chaos, bounded: a few hundred tasks (questions and answers, streams, slow
-//! and late agents) through three workers that are SIGKILLed at random while
-//! they work. Whatever the timing: no task is lost, none ends twice, no
-//! message reaches the agent more than twice, and the agent, which
-//! deduplicates on `messageId`, sees each answer exactly once.
+//! Chaos, bounded: a few hundred tasks (questions and answers, streams, slow,
+//! late and flaky agents) through three workers, while at random one is
+//! SIGKILLed, one is SIGSTOPped past its lease and let go again, the first
+//! worker's link to PostgreSQL goes silent in the middle of a transaction
+//! (and returns), and every connection of the other workers and of `serve`
+//! is reset at once; a flaky agent's streams break off mid-frame. Whatever
+//! the timing: no task is lost, none ends twice, no message reaches the
+//! agent more than twice, and the agent, which deduplicates on `messageId`,
+//! sees each answer exactly once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -16,24 +20,46 @@ use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
 use crate::harness::{TestDb, agent_config, eventually};
-use crate::processes::{free_port, http_get, quick_worker, switchyard};
+use crate::processes::{free_port, http_get, switchyard};
+use crate::proxy::Proxy;
 use crate::strict_agent::{StrictAgent, Verdict};
 
 const TASKS: usize = 240;
 
-fn worker(db: &TestDb, config: &str, n: usize) -> Child {
-    let extra = ["--concurrency", "32", "--retry-base", "100ms", "--retry-cap", "500ms", "--remote-timeout", "2s"];
-    quick_worker(db, config, &format!("chaos-{n}"), &extra)
+/// Worker `n` in slot `slot`: slot 0 reaches PostgreSQL through the proxy
+/// that cuts, the others through the one that resets.
+fn worker(db: &TestDb, config: &str, n: usize, database_url: &str) -> Child {
+    let mut args = vec!["worker", "--config", config, "--lease", "2s", "--heartbeat", "500ms", "--poll-interval"];
+    args.extend(["200ms", "--concurrency", "32", "--retry-base", "100ms", "--retry-cap", "500ms"]);
+    args.extend(["--remote-timeout", "2s"]);
+    let id = format!("chaos-{n}");
+    args.extend(["--worker-id", &id]);
+    switchyard(db, &args).env("DATABASE_URL", database_url).spawn().expect("worker")
+}
+
+/// What the chaos does next.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill,
+    Stop,
+    Cut,
+    Reset,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_killed_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() {
+async fn faults_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() {
     let agent = StrictAgent::start().await;
     let db = TestDb::new().await;
     let config = agent_config(&db, "strict", &agent.url);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    // Slot 0's worker through `cutting`; the other workers and serve through
+    // `resetting`.
+    let cutting = Proxy::start(&db.url).await;
+    let resetting = Proxy::start(&db.url).await;
+    let urls = [cutting.url(&db.url), resetting.url(&db.url), resetting.url(&db.url)];
     let _serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config, "--max-attempts", "20"])
+        .env("DATABASE_URL", resetting.url(&db.url))
         .spawn()
         .expect("serve");
     eventually(Duration::from_secs(30), "api up", || async {
@@ -44,11 +70,11 @@ async fn workers_killed_at_random_lose_nothing_and_repeat_nothing_the_agent_woul
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let headers = [("A2A-Version", "1.0")];
 
-    let mut workers: Vec<Child> = (0..3).map(|n| worker(&db, &config, n)).collect();
+    let mut workers: Vec<Child> = (0..3).map(|n| worker(&db, &config, n, &urls[n])).collect();
     let mut spawned = 3;
     let mut rng = StdRng::seed_from_u64(0x5eed);
 
-    let scripts = ["ask 1 400", "euro 300", "silent 2500", "late 600", "ask 1 50"];
+    let scripts = ["ask 1 400", "euro 300", "silent 2500", "late 600", "ask 1 50", "flaky 300"];
     let mut ids = Vec::new();
     for n in 0..TASKS {
         let text = scripts[n % scripts.len()];
@@ -63,22 +89,63 @@ async fn workers_killed_at_random_lose_nothing_and_repeat_nothing_the_agent_woul
         ids.push(reply["result"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{reply}")).to_owned());
     }
 
-    // Kill a random worker every second or so for 15 s, answering questions
-    // as they come; then let the survivors finish.
+    // A fault every second or so for 20 s, answering questions as they
+    // come; then the faults are undone and the survivors finish.
     let mut answered: HashSet<String> = HashSet::new();
-    let chaos_until = tokio::time::Instant::now() + Duration::from_secs(15);
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(150);
-    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(500..1500));
+    let chaos_until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut next_fault = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(500..1500));
+    // Stopped workers and when to let them go; when to heal the cut.
+    let mut stopped: Vec<(i32, tokio::time::Instant)> = Vec::new();
+    let mut heal_at: Option<tokio::time::Instant> = None;
+    let mut faults: HashMap<&'static str, usize> = HashMap::new();
     loop {
         let now = tokio::time::Instant::now();
-        if now < chaos_until && now >= next_kill {
-            let victim = rng.random_range(0..workers.len());
-            let pid = workers[victim].id().expect("running") as i32;
-            kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
-            let _ = workers[victim].wait().await;
-            workers[victim] = worker(&db, &config, spawned);
-            spawned += 1;
-            next_kill = now + Duration::from_millis(rng.random_range(500..1500));
+        if now < chaos_until && now >= next_fault {
+            let fault = [Fault::Kill, Fault::Kill, Fault::Stop, Fault::Cut, Fault::Reset][rng.random_range(0..5)];
+            match fault {
+                Fault::Kill => {
+                    let victim = rng.random_range(0..workers.len());
+                    let pid = workers[victim].id().expect("running") as i32;
+                    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+                    let _ = workers[victim].wait().await;
+                    workers[victim] = worker(&db, &config, spawned, &urls[victim]);
+                    spawned += 1;
+                    *faults.entry("killed").or_default() += 1;
+                }
+                Fault::Stop => {
+                    // Past its lease (2 s): its jobs go to others meanwhile.
+                    let pid = workers[rng.random_range(0..workers.len())].id().expect("running") as i32;
+                    if kill(Pid::from_raw(pid), Signal::SIGSTOP).is_ok() {
+                        stopped.push((pid, now + Duration::from_millis(3500)));
+                        *faults.entry("stopped").or_default() += 1;
+                    }
+                }
+                Fault::Cut if heal_at.is_none() => {
+                    cutting.cut_after_begin();
+                    heal_at = Some(now + Duration::from_secs(4));
+                    *faults.entry("cut").or_default() += 1;
+                }
+                Fault::Cut => {}
+                Fault::Reset => {
+                    resetting.reset_all();
+                    *faults.entry("reset").or_default() += 1;
+                }
+            }
+            next_fault = now + Duration::from_millis(rng.random_range(500..1500));
+        }
+        // Undo what is due, and everything once the chaos is over.
+        let over = now >= chaos_until;
+        stopped.retain(|(pid, at)| {
+            let due = over || now >= *at;
+            if due {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGCONT);
+            }
+            !due
+        });
+        if heal_at.is_some_and(|at| over || now >= at) {
+            cutting.heal();
+            heal_at = None;
         }
         let asking: Vec<(uuid::Uuid,)> = sqlx::query_as("SELECT id FROM tasks WHERE state = 'input_required'")
             .fetch_all(db.pool())
@@ -152,8 +219,7 @@ async fn workers_killed_at_random_lose_nothing_and_repeat_nothing_the_agent_woul
     assert_eq!(accepted.len(), answered.len(), "every answer reached the agent");
     assert!(accepted.values().all(|n| *n == 1), "each answer taken once: {accepted:?}");
     eprintln!(
-        "chaos: {TASKS} tasks, {} workers killed, {} messages received, {} sent twice",
-        spawned - 3,
+        "chaos: {TASKS} tasks, faults {faults:?}, {} messages received, {} sent twice",
         received.len(),
         per_message.values().filter(|n| **n == 2).count()
     );

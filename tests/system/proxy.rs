@@ -114,8 +114,10 @@ impl Proxy {
         self.fault.borrow().cut
     }
 
-    /// Ends a cut: connections held open pass again, with what was held back.
+    /// Ends a cut (and disarms one not yet sprung): connections held open
+    /// pass again, with what was held back.
     pub(crate) fn heal(&self) {
+        self.cut_after_begin.store(false, Ordering::SeqCst);
         self.fault.send_modify(|f| f.cut = false);
     }
 }

@@ -13,10 +13,11 @@
 //! - `silent MS`: working, then silent for MS milliseconds, then completes;
 //! - `forever`: one SSE frame that never ends;
 //! - `late MS`: creates its task at once but says nothing for MS
-//!   milliseconds, then works 2 s and completes.
+//!   milliseconds, then works 2 s and completes;
+//! - `flaky MS`: like `silent`, but the first stream of the task breaks off
+//!   in the middle of a frame (the connection dies mid-stream).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,7 +30,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio_stream::StreamExt;
 
 /// What became of a message the agent received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,8 @@ struct RemoteTask {
     events: Vec<StreamResponse>,
     script: Script,
     questions: u32,
+    /// Whether its first stream broke off already (`flaky`).
+    broke: bool,
 }
 
 #[derive(Debug, Default)]
@@ -224,7 +226,9 @@ impl StrictAgent {
                 history: Some(vec![stored]),
                 metadata: None,
             };
-            inner.tasks.insert(task_id.clone(), RemoteTask { task, events: Vec::new(), script, questions: 0 });
+            inner
+                .tasks
+                .insert(task_id.clone(), RemoteTask { task, events: Vec::new(), script, questions: 0, broke: false });
             inner.received.push(Received {
                 task_id: task_id.clone(),
                 message_id: message.message_id.clone(),
@@ -286,7 +290,7 @@ impl StrictAgent {
                     Some(agent_message(uuid::Uuid::new_v4().to_string(), "done")),
                 );
             }
-            Some("silent") => {
+            Some("silent" | "flaky") => {
                 self.status(task_id, TaskState::Working, None);
                 tokio::time::sleep(Duration::from_millis(number(1))).await;
                 self.status(task_id, TaskState::Completed, None);
@@ -330,7 +334,7 @@ impl StrictAgent {
     /// snapshot first when `snapshot`. `split` cuts every frame into pieces
     /// that fall inside characters and line ends.
     fn stream(&self, id: Value, task_id: String, from: usize, snapshot: bool, split: bool) -> Response {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         let agent = self.clone();
         let late =
             self.lock().tasks.get(&task_id).is_some_and(|t| {
@@ -340,6 +344,16 @@ impl StrictAgent {
             self.lock().tasks.get(&task_id).is_some_and(|t| {
                 t.task.history.iter().flatten().next().is_some_and(|m| text_of(m).starts_with("forever"))
             });
+        // `flaky`: the first stream of the task breaks off inside a frame.
+        let breaks = {
+            let mut inner = self.lock();
+            inner.tasks.get_mut(&task_id).is_some_and(|t| {
+                let flaky = t.task.history.iter().flatten().next().is_some_and(|m| text_of(m).starts_with("flaky"));
+                let first = flaky && !t.broke;
+                t.broke |= flaky;
+                first
+            })
+        };
         tokio::spawn(async move {
             let frame = |event: StreamResponse| {
                 let data = json!({"jsonrpc": "2.0", "id": id, "result": event});
@@ -352,11 +366,11 @@ impl StrictAgent {
                 }
             }
             if forever {
-                if tx.send(Bytes::from_static(b"data: ")).await.is_err() {
+                if tx.send(Ok(Bytes::from_static(b"data: "))).await.is_err() {
                     return;
                 }
                 loop {
-                    if tx.send(Bytes::from(vec![b'x'; 16 * 1024])).await.is_err() {
+                    if tx.send(Ok(Bytes::from(vec![b'x'; 16 * 1024]))).await.is_err() {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -364,7 +378,7 @@ impl StrictAgent {
             }
             if snapshot
                 && let Some(task) = agent.snapshot(&task_id, None)
-                && tx.send(frame(StreamResponse::Task(task))).await.is_err()
+                && tx.send(Ok(frame(StreamResponse::Task(task)))).await.is_err()
             {
                 return;
             }
@@ -376,6 +390,16 @@ impl StrictAgent {
                     (remote.events[next.min(remote.events.len())..].to_vec(), settled(&remote.task.status.state))
                 };
                 next += events.len();
+                if breaks && next > 0 {
+                    for event in events {
+                        if tx.send(Ok(frame(event))).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Ok(Bytes::from_static(b"data: {\"jsonrpc\": \"2.0\", \"res"))).await;
+                    let _ = tx.send(Err(std::io::Error::other("the connection broke off"))).await;
+                    return;
+                }
                 for event in events {
                     let bytes = frame(event);
                     if split {
@@ -384,16 +408,16 @@ impl StrictAgent {
                         let mut at = 0;
                         while at < end {
                             let to = (at + 1001).min(end);
-                            if tx.send(bytes.slice(at..to)).await.is_err() {
+                            if tx.send(Ok(bytes.slice(at..to))).await.is_err() {
                                 return;
                             }
                             at = to;
                             tokio::time::sleep(Duration::from_millis(1)).await;
                         }
-                        if tx.send(bytes.slice(end..)).await.is_err() {
+                        if tx.send(Ok(bytes.slice(end..))).await.is_err() {
                             return;
                         }
-                    } else if tx.send(bytes).await.is_err() {
+                    } else if tx.send(Ok(bytes)).await.is_err() {
                         return;
                     }
                 }
@@ -403,7 +427,7 @@ impl StrictAgent {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
-        let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+        let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
         ([("content-type", "text/event-stream")], body).into_response()
     }
 }

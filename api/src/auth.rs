@@ -357,6 +357,9 @@ impl Jwks {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
+            // The key server the operator named, not whatever a proxy
+            // variable in the environment would route it through.
+            .no_proxy()
             .build()
             .unwrap_or_default();
         Jwks { source, http, state: tokio::sync::Mutex::new(JwksState::default()) }

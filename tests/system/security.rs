@@ -258,6 +258,13 @@ async fn the_admin_api_needs_the_admin_scope_and_refuses_inward_agents() {
         ("http://user:pass@agents.example/", "credentials"),
         ("http://agents.example/\r\nX-Injected: 1", "control"),
         ("http://localhost:8080/", "this machine"),
+        // Spellings the HTTP client reads as those same addresses.
+        ("http://2130706433:5432/", "loopback"),
+        ("http://0x7f.1:5432/", "loopback"),
+        ("http://0177.0.0.1/", "loopback"),
+        ("http://127.0.0.1./", "loopback"),
+        ("http://2852039166/latest", "link-local"),
+        ("http://\u{ff11}\u{ff12}\u{ff17}\u{3002}0\u{3002}0\u{3002}1/", "loopback"),
     ] {
         let (status, body) =
             api.rest(&admin, Method::POST, "/admin/agents", Some(json!({ "name": "bad", "url": url }))).await;

@@ -343,6 +343,16 @@ async fn webhooks_to_inward_addresses_are_refused_when_created_and_when_delivere
         "http://[::1]:9/".to_owned(),
         "http://localhost:9/".to_owned(),
         "http://user:pw@example.com/".to_owned(),
+        // Other spellings of inward addresses, as the HTTP client reads them.
+        "http://2130706433:9/".to_owned(),
+        "http://0x7f.1:9/".to_owned(),
+        "http://0177.0.0.1:9/".to_owned(),
+        "http://127.1:9/".to_owned(),
+        "http://2852039166/latest".to_owned(),
+        "http://127.0.0.1.:9/".to_owned(),
+        "http://\u{ff11}\u{ff12}\u{ff17}.0.0.1:9/".to_owned(),
+        "http://[::ffff:127.0.0.1]:9/".to_owned(),
+        "http://localhost.:9/".to_owned(),
     ] {
         let answer = strict
             .rpc("CreateTaskPushNotificationConfig", json!({"taskId": task, "url": url}), &[("A2A-Version", "1.0")])

@@ -768,3 +768,23 @@ async fn outbox_lite(
         now: lite::now(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_configs_debug_form_shows_no_secret() {
+        let config = PushConfig {
+            task_id: TaskId(uuid::Uuid::nil()),
+            id: "hook".into(),
+            url: "https://hooks.example/in?token=url-s3cret".into(),
+            token: Some("token-s3cret".into()),
+            authentication: Some(serde_json::json!({"scheme": "Bearer", "credentials": "auth-s3cret"})),
+            version: "1.0".into(),
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("hooks.example/in"), "{shown}");
+    }
+}

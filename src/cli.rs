@@ -35,9 +35,14 @@ pub(crate) enum Command {
     Migrate {
         #[command(flatten)]
         db: DatabaseArgs,
-        /// Revert every migration instead of applying them.
+        /// Revert every migration instead of applying them: this drops every
+        /// table, with every task in it. Says what it will drop and asks
+        /// first (or needs --yes when no terminal can answer).
         #[arg(long)]
         undo: bool,
+        /// With --undo: drop without asking.
+        #[arg(long, requires = "undo")]
+        yes: bool,
     },
     /// Serve the HTTP API.
     Serve {

@@ -35,16 +35,19 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Migrate { db, undo } => migrate(&db, undo).await,
+        Command::Migrate { db, undo, yes } => migrate(&db, undo, yes).await,
         Command::Serve { db, file, security, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
+            let listeners = bind(&args).await?;
             let store = open(&db, Embedded::Refuse).await?;
+            ensure_migrated(&store).await?;
             file.register(&store).await?;
-            serve(store, &file, &security, &args, shutdown_on_signal()).await
+            serve(store, &file, &security, &args, listeners, shutdown_on_signal()).await
         }
         Command::Worker { db, file, security, worker: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let store = open_leasing(&db, Embedded::Refuse, args.lease).await?;
+            ensure_migrated(&store).await?;
             file.register(&store).await?;
             work(store, &file, &security, &args, shutdown_on_signal()).await
         }
@@ -85,12 +88,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 worker_args.push_receiver_url =
                     Some(serve_args.public_url.clone().unwrap_or_else(|| format!("http://{}", serve_args.listen)));
             }
+            // Bound before the banner says anything runs.
+            let listeners = bind(&serve_args).await?;
             let store = open_leasing(&db, Embedded::Create, worker_args.lease).await?;
             store.migrate().await.context("migrating the database")?;
             file.register(&store).await?;
             banner(&serve_args, &db, demo.as_deref(), &store, security.anonymous)?;
             let (api, worker) = tokio::join!(
-                serve(store.clone(), &file, &security, &serve_args, shutdown.clone()),
+                serve(store.clone(), &file, &security, &serve_args, listeners, shutdown.clone()),
                 work(store.clone(), &file, &security, &worker_args, shutdown.clone())
             );
             // Both have drained: close the store (the embedded one folds its
@@ -194,6 +199,23 @@ async fn open(db: &DatabaseArgs, embedded: Embedded) -> anyhow::Result<Store> {
     Ok(Store::connect(&db.store_config(embedded)?).await?)
 }
 
+/// Refuses to start on a schema that lacks this build's migrations (never
+/// migrated, or a misspelled `--schema`), saying which and what to run.
+async fn ensure_migrated(store: &Store) -> anyhow::Result<()> {
+    let missing = store.missing_migrations().await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().map(|(version, what)| format!("{version} ({what})")).collect();
+    anyhow::bail!(
+        "the schema {:?} lacks {} of this build's migrations: {}; run `switchyard migrate` with the same \
+         --database-url and --schema first",
+        store.schema(),
+        missing.len(),
+        names.join(", ")
+    )
+}
+
 /// The store for a process that holds leases: no transaction of its may
 /// outlive half of one (see [`SessionLimits::within_lease`]).
 async fn open_leasing(db: &DatabaseArgs, embedded: Embedded, lease: Duration) -> anyhow::Result<Store> {
@@ -201,16 +223,64 @@ async fn open_leasing(db: &DatabaseArgs, embedded: Embedded, lease: Duration) ->
     Ok(Store::connect(&config).await?)
 }
 
-async fn migrate(db: &DatabaseArgs, undo: bool) -> anyhow::Result<()> {
+async fn migrate(db: &DatabaseArgs, undo: bool, yes: bool) -> anyhow::Result<()> {
     let store = open(db, Embedded::Existing).await?;
     if undo {
+        let held = match store.task_and_job_counts().await {
+            Ok((tasks, jobs)) => format!("with {tasks} tasks and {jobs} jobs in them"),
+            Err(_) => "whatever they hold".to_owned(),
+        };
+        let what = format!("this drops every table of schema {:?} ({}), {held}", store.schema(), store.driver());
+        if !yes && !confirmed(&what)? {
+            anyhow::bail!("{what}; nothing was dropped (answer \"yes\" at the prompt, or pass --yes)");
+        }
         store.migrate_undo(0).await.context("reverting migrations")?;
         tracing::info!(schema = store.schema(), "migrations reverted");
+        return Ok(());
+    }
+    let missing = store.missing_migrations().await.context("reading the schema's migrations")?;
+    store.migrate().await.context("applying migrations")?;
+    if missing.is_empty() {
+        tracing::info!(schema = store.schema(), "database is up to date; nothing to apply");
     } else {
-        store.migrate().await.context("applying migrations")?;
-        tracing::info!(schema = store.schema(), "database is up to date");
+        let names: Vec<String> = missing.iter().map(|(version, what)| format!("{version} ({what})")).collect();
+        tracing::info!(schema = store.schema(), applied = %names.join(", "), "migrations applied");
     }
     Ok(())
+}
+
+/// Asks on the terminal whether to go ahead; no terminal is a no.
+fn confirmed(what: &str) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    let mut err = std::io::stderr().lock();
+    write!(err, "{what}. Type \"yes\" to go ahead: ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// The api's listeners, bound before anything says the api runs: a port
+/// that is taken stops the process at once, naming it.
+struct Listeners {
+    http: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+}
+
+async fn bind(args: &ServeArgs) -> anyhow::Result<Listeners> {
+    let http = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("binding {} (is another process using it? choose another with --listen)", args.listen)
+    })?;
+    let grpc = match args.grpc_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding {addr} (is another process using it? choose another with --grpc-listen)")
+        })?),
+        None => None,
+    };
+    Ok(Listeners { http, grpc })
 }
 
 async fn serve(
@@ -218,15 +288,11 @@ async fn serve(
     file: &FileConfig,
     security: &SecurityArgs,
     args: &ServeArgs,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let Listeners { http: listener, grpc } = listeners;
     let bound = listener.local_addr()?;
-    let grpc = match args.grpc_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
-        None => None,
-    };
     let grpc_bound = grpc.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let mut auth = file.auth()?;
     auth.anonymous |= security.anonymous;

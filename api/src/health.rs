@@ -18,10 +18,19 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// The process can do its work: the database answers within the timeout.
+/// The process can do its work: the database answers within the timeout,
+/// and its schema has every migration this build needs.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+    match tokio::time::timeout(READY_TIMEOUT, state.store.missing_migrations()).await {
+        Ok(Ok(missing)) if missing.is_empty() => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(Ok(missing)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "reason": format!("the schema lacks {} migration(s); run `switchyard migrate`", missing.len()),
+                "missingMigrations": missing.iter().map(|(version, _)| version).collect::<Vec<_>>(),
+            })),
+        ),
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness check failed");
             (

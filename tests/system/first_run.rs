@@ -284,3 +284,20 @@ async fn dev_killed_and_restarted_keeps_every_acknowledged_task_and_finishes_it_
     );
     let _ = dev.kill().await;
 }
+
+/// A port that is taken stops `dev` at once, naming it, before anything
+/// says it runs (and before its worker starts on the store).
+#[tokio::test]
+async fn dev_on_a_taken_port_says_so_and_stops_before_claiming_to_run() {
+    let dir = Workdir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr").to_string();
+    let output = bare(&dir.0, &["dev", "--listen", &address]).stderr(Stdio::piped()).output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output).await.expect("dev stopped").expect("dev");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "dev ran on a taken port: {stdout}");
+    assert!(!stdout.contains("is running"), "it said it runs: {stdout}");
+    assert!(stderr.contains(&address) && stderr.contains("in use"), "{stderr}");
+    drop(taken);
+}

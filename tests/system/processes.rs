@@ -242,3 +242,41 @@ async fn operators_list_and_requeue_dead_jobs_from_the_cli() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("only dead jobs"));
 }
+
+/// `serve` and `worker` refuse a schema that lacks their migrations, naming
+/// them and what to run; `migrate --undo` says what it would drop and drops
+/// nothing without "yes"; `/readyz` reports a schema undone under a
+/// running `serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmigrated_schema_is_refused_and_undo_asks_first() {
+    let db = TestDb::new().await;
+    let stderr_of = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let unmigrated = format!("{}_never", db.schema);
+    for args in [vec!["serve", "--listen", "127.0.0.1:0"], vec!["worker"]] {
+        let out = switchyard(&db, &args)
+            .env("SWITCHYARD_SCHEMA", &unmigrated)
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .expect("start");
+        assert!(!out.status.success(), "{args:?} started on an unmigrated schema");
+        let said = stderr_of(&out);
+        assert!(said.contains("switchyard migrate") && said.contains("20261121000001"), "{args:?}: {said}");
+    }
+
+    let port = free_port();
+    let _serve = switchyard(&db, &["serve", "--listen", &format!("127.0.0.1:{port}")]).spawn().expect("serve");
+    eventually(WAIT, "serve ready", || async { http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200) }).await;
+    submit(&db.store, "kept").await;
+    let refused = switchyard(&db, &["migrate", "--undo"]).stderr(Stdio::piped()).output().await.expect("undo");
+    assert!(!refused.status.success(), "undo without a yes");
+    assert!(stderr_of(&refused).contains("1 tasks"), "{}", stderr_of(&refused));
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(db.pool()).await.expect("tasks");
+    assert_eq!(kept, 1, "nothing dropped");
+
+    let undone = switchyard(&db, &["migrate", "--undo", "--yes"]).output().await.expect("undo");
+    assert!(undone.status.success());
+    let (status, body) = http_get(port, "/readyz").await.expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("switchyard migrate"), "{body}");
+}

@@ -147,6 +147,23 @@ impl Lite {
         Ok(())
     }
 
+    /// The migrations this build knows and the versions the file has.
+    pub(crate) async fn migrations(&self) -> Result<(&'static sqlx::migrate::Migrator, Vec<i64>), StoreError> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+                .fetch_optional(&self.read)
+                .await?;
+        let applied = match table {
+            Some(_) => {
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        Ok((&MIGRATOR, applied))
+    }
+
     /// Begins a transaction on the writer (waiting for its turn).
     pub(crate) async fn begin(&self) -> Result<LiteTx, StoreError> {
         self.writer.begin().await

@@ -263,6 +263,42 @@ impl Store {
         Ok(())
     }
 
+    /// Which of this build's migrations the schema lacks (version and
+    /// description, oldest first); empty when it is up to date. A schema
+    /// that was never migrated (or a misspelled `--schema`) lacks them all.
+    pub async fn missing_migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let (migrator, applied): (&sqlx::migrate::Migrator, Vec<i64>) = match &self.db {
+            Db::Pg(pool) => {
+                let applied = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                    .fetch_all(pool)
+                    .await;
+                let applied = match applied {
+                    Ok(applied) => applied,
+                    // No migrations table in this schema: nothing applied.
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+                    Err(e) => return Err(e.into()),
+                };
+                (&MIGRATOR, applied)
+            }
+            Db::Lite(lite) => lite.migrations().await?,
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| (m.version, m.description.to_string()))
+            .collect())
+    }
+
+    /// How many tasks and jobs the schema holds, all of them (a scan: for
+    /// an operator about to drop them, not for a hot path).
+    pub async fn task_and_job_counts(&self) -> Result<(i64, i64), StoreError> {
+        const SQL: &str = "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM jobs)";
+        Ok(match &self.db {
+            Db::Pg(pool) => sqlx::query_as(SQL).fetch_one(pool).await?,
+            Db::Lite(lite) => sqlx::query_as(SQL).fetch_one(&lite.read).await?,
+        })
+    }
+
     /// Round-trips to the database (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.db {

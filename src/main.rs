@@ -309,7 +309,10 @@ async fn serve(
         tracing::warn!("anonymous access is on: requests without credentials are served");
     }
     tracing::info!(listen = %bound, public_url = %config.public_url, grpc = ?grpc_bound, "serving");
-    let state = AppState::new(store, config, shutdown.clone()).with_metrics(metrics_handle()?);
+    // The event hub outlives the drain: a blocking send or a stream still
+    // open during it is answered as soon as its task moves.
+    let hub_stop = CancellationToken::new();
+    let state = AppState::new(store, config, hub_stop.clone()).with_metrics(metrics_handle()?);
     let admission = args.admission();
     let grpc = async {
         match grpc {
@@ -331,6 +334,7 @@ async fn serve(
             .context("serving HTTP")
     };
     let (http, grpc) = tokio::join!(http, grpc);
+    hub_stop.cancel();
     http.and(grpc)
 }
 

@@ -155,8 +155,12 @@ impl Subscription {
                     Ok(Signal::Task(id, _)) if id != task => continue,
                     Ok(Signal::Task(_, false)) if settled_only => continue,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                    // The hub stopped (shutdown): nothing will wake us; the timeout will.
-                    Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+                    // The hub stopped: nothing will wake us, so look again
+                    // now and then rather than wait out the whole timeout.
+                    Err(broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        return true;
+                    }
                 }
             }
         };

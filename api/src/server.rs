@@ -36,7 +36,9 @@ pub struct AppState {
 
 impl AppState {
     /// Wires the handler, the event hub (one LISTEN connection for this
-    /// process, stopped by `shutdown`) and the agent card.
+    /// process, stopped by `shutdown`: the process's servers must have
+    /// drained by then, since blocking sends and streams wait on it) and the
+    /// agent card.
     pub fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Self {
         let hub = EventHub::start(store.clone(), shutdown);
         let card = Arc::new(CardCache::new(&config));

@@ -642,3 +642,21 @@ async fn failures_name_no_url_in_statuses_or_logs() {
     assert!(logs.contains("could not connect"), "the worker logged the failures");
     assert!(!logs.contains("s3cret-token-123"), "a log line carries the agent's token");
 }
+
+/// A graceful stop of `serve` does not cut a client waiting on a blocking
+/// send: its task completes during the drain and the answer goes out then,
+/// not when the drain runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_send_is_answered_during_a_drain_as_soon_as_its_task_ends() {
+    let stack = Stack::start(&["--http-drain-timeout", "10s"]).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(stack._serve.id().expect("pid")).expect("pid"));
+    let started = std::time::Instant::now();
+    let waiting = stack.send_message(message("sleep 2500"));
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    };
+    let (task, ()) = tokio::join!(waiting, stop);
+    assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task}");
+    assert!(started.elapsed() < Duration::from_secs(7), "answered after {:?}: held for the drain", started.elapsed());
+}

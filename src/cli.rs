@@ -90,7 +90,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Run the scriptable demo A2A agent (see `src/demo_agent.rs` for its commands).
+    /// Run the scriptable demo A2A agent; the message text picks what it does:
+    /// `echo TEXT`, `stream N`, `sleep MS`, `ask`, `fail N REST`, `throttle N REST`,
+    /// `status CODE`, `reject`, `message TEXT`, `hang` (see the README).
     DemoAgent {
         /// host:port to listen on.
         #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:9090")]
@@ -341,6 +343,14 @@ impl DatabaseArgs {
             ..StoreConfig::new(url)
         };
         if let Some(url) = &self.database_url {
+            let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if !postgres && !switchyard_engine::is_sqlite_url(url) {
+                let scheme = url.split_once(':').map_or(url.as_str(), |(scheme, _)| scheme);
+                anyhow::bail!(
+                    "the database URL's scheme {scheme:?} is not one Switchyard runs on: give a PostgreSQL URL \
+                     (postgres://…) or an embedded store (sqlite:PATH)"
+                );
+            }
             if embedded == Embedded::Refuse && switchyard_engine::is_sqlite_url(url) {
                 anyhow::bail!(
                     "{url}: serve and worker share one store between processes, which the embedded store cannot; \

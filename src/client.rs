@@ -66,7 +66,11 @@ impl Ending {
     }
 }
 
-pub(crate) async fn send(args: SendArgs) -> anyhow::Result<Ending> {
+pub(crate) async fn send(mut args: SendArgs) -> anyhow::Result<Ending> {
+    // `--url 127.0.0.1:8080` means what it says on loopback: plain HTTP.
+    if !args.url.contains("://") {
+        args.url = format!("http://{}", args.url);
+    }
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = &args.api_key {
         let mut value = reqwest::header::HeaderValue::from_str(key).context("the API key is not a header value")?;

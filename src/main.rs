@@ -25,12 +25,42 @@ use cli::{
 use config_file::FileConfig;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let telemetry = telemetry::init(cli.log_format)?;
+    let telemetry = match telemetry::init(cli.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(error) => return fail(&error),
+    };
     let result = Box::pin(run(cli.command)).await;
     telemetry.shutdown();
-    result
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+/// Reports an error as its chain of causes, one per line: what the user
+/// needs, without a backtrace (set `RUST_BACKTRACE` or not). Output cut
+/// short by its reader (`switchyard tasks list | head`) is no error.
+fn fail(error: &anyhow::Error) -> std::process::ExitCode {
+    let broken_pipe = error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe));
+    if broken_pipe {
+        return std::process::ExitCode::SUCCESS;
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "Error: {error}");
+    let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
+    if !causes.is_empty() {
+        let _ = writeln!(err, "Caused by:");
+        for cause in causes {
+            for line in cause.lines() {
+                let _ = writeln!(err, "    {line}");
+            }
+        }
+    }
+    std::process::ExitCode::FAILURE
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

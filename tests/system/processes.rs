@@ -280,3 +280,32 @@ async fn an_unmigrated_schema_is_refused_and_undo_asks_first() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("switchyard migrate"), "{body}");
 }
+
+/// User errors read as errors, not crashes: the chain of causes without a
+/// backtrace (even with `RUST_BACKTRACE=1`), a database URL of another
+/// kind named as such, and output cut short by its reader is no error.
+#[tokio::test]
+async fn user_errors_are_plain_and_a_closed_pipe_is_not_one() {
+    let db = TestDb::new().await;
+    let out = switchyard(&db, &["tasks", "list"])
+        .env("DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
+        .env("RUST_BACKTRACE", "1")
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("tasks list");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("\"mysql\"") && said.contains("PostgreSQL"), "{said}");
+    assert!(!said.contains("stack backtrace") && !said.contains("panicked"), "{said}");
+
+    for i in 0..3 {
+        submit(&db.store, &format!("listed {i}")).await;
+    }
+    let mut listing = switchyard(&db, &["tasks", "list"]).stderr(Stdio::piped()).spawn().expect("tasks list");
+    drop(listing.stdout.take()); // the reader is gone before the first line
+    let out = listing.wait_with_output().await.expect("tasks list");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("Broken pipe"), "{said}");
+}

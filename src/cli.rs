@@ -107,6 +107,10 @@ pub(crate) enum Command {
         /// `stream` waits this long between chunks); `0ms` for benchmarks.
         #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
         pause: Duration,
+        /// A file its tasks are written to as they change, and read back from
+        /// at start: tasks survive a restart, and those in flight run again.
+        #[arg(long)]
+        journal: Option<PathBuf>,
     },
     /// Register, list and remove remote agents.
     Agents {

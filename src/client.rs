@@ -183,26 +183,57 @@ async fn blocking(
     request: &SendMessageRequest,
     out: &mut Output<'_>,
 ) -> anyhow::Result<Option<Last>> {
-    match agent.send(request).await.map_err(explain)? {
+    // A new task is acknowledged at once, then followed: its id is known
+    // from the start, so a client cut off while it waits can say which task
+    // goes on. (An answer to a task waits for the agent's reply: the task,
+    // and so its id, is known already, and an immediate reply would still
+    // show the question just answered.)
+    let mut request = request.clone();
+    let follow_up = request.message.task_id.clone();
+    if follow_up.is_none() {
+        request.configuration = Some(a2a::SendMessageConfiguration {
+            accepted_output_modes: None,
+            task_push_notification_config: None,
+            history_length: None,
+            return_immediately: Some(true),
+        });
+    }
+    let lost = |id: &str, state: &str| {
+        format!(
+            "lost touch with the agent while task {id} was {state}; the task goes on there: look at it again \
+             with GetTask (or `switchyard tasks show {id}` beside the broker's store)"
+        )
+    };
+    let answer = agent.send(&request).await.map_err(explain);
+    let answer = match &follow_up {
+        Some(id) => answer.with_context(|| lost(id, "working on the answer"))?,
+        None => answer?,
+    };
+    match answer {
         SendMessageResponse::Message(message) => {
             out.message(&message)?;
             Ok(None)
         }
-        SendMessageResponse::Task(mut task) => {
-            out.task(&task)?;
-            // Answered before it settled (an agent that does not block, or
-            // a broker's blocking timeout): follow it until it does.
-            let mut wait = Duration::from_millis(100);
+        SendMessageResponse::Task(mut task) if follow_up.is_none() => {
+            // Its id now, its outcome when it settles: the steps between
+            // are for --stream.
+            out.accepted(&task)?;
+            let mut wait = Duration::from_millis(50);
             while matches!(task.status.state, TaskState::Submitted | TaskState::Working) {
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-                let now = agent.get_task(&task.id, 0).await.map_err(explain)?;
-                let moved = now.status.state != task.status.state;
+                wait = (wait * 2).min(Duration::from_secs(1));
+                let now = agent
+                    .get_task(&task.id, 0)
+                    .await
+                    .map_err(explain)
+                    .with_context(|| lost(&task.id, &state_name(&task.status.state)))?;
                 task = now;
-                if moved {
-                    out.task(&task)?;
-                }
             }
+            out.outcome(&task)?;
+            Ok(Some(Last { id: task.id, context_id: task.context_id, state: task.status.state }))
+        }
+        SendMessageResponse::Task(task) => {
+            out.task(&task)?;
             Ok(Some(Last { id: task.id, context_id: task.context_id, state: task.status.state }))
         }
     }
@@ -292,6 +323,23 @@ impl Output<'_> {
             return self.json(&SendMessageResponse::Task(task.clone()));
         }
         writeln!(self.out, "task {}", task.id)?;
+        self.outcome(task)
+    }
+
+    /// A task just acknowledged: its id (JSON: the task as it is).
+    fn accepted(&mut self, task: &Task) -> std::io::Result<()> {
+        if self.json {
+            return self.json(&SendMessageResponse::Task(task.clone()));
+        }
+        writeln!(self.out, "task {}", task.id)?;
+        self.out.flush()
+    }
+
+    /// Where a task ended up: its artifacts and status (JSON: the task).
+    fn outcome(&mut self, task: &Task) -> std::io::Result<()> {
+        if self.json {
+            return self.json(&SendMessageResponse::Task(task.clone()));
+        }
         for artifact in task.artifacts.iter().flatten() {
             let name = artifact.name.as_deref().unwrap_or(&artifact.artifact_id);
             writeln!(self.out, "artifact {name}: {}", parts(&artifact.parts))?;

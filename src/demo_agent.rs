@@ -19,6 +19,13 @@
 //! `GET /received` reports how many times each messageId arrived, and
 //! `GET /traces` the `traceparent` it last came with, so tests can check what
 //! a broker delivered.
+//!
+//! With a journal file (`dev` keeps one beside its store, `--journal` for
+//! `demo-agent`), its tasks survive a restart, a `kill -9` included: every
+//! task, event and answer is appended to the file as it happens, and on
+//! start the agent reads it back and runs again what was in flight (a
+//! command from its start, an answer from the answer), so a broker that
+//! re-attaches after the restart finds the task and sees it finish.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,6 +58,26 @@ struct AgentTask {
     context_id: String,
     events: Vec<StreamResponse>,
     changed: watch::Sender<usize>,
+    /// The command it runs, and the answer it was given, if any: what a
+    /// restart needs to run it again.
+    command: String,
+    answer: Option<String>,
+}
+
+impl AgentTask {
+    fn new(context_id: String, command: String) -> AgentTask {
+        let (changed, _) = watch::channel(0);
+        AgentTask { context_id, events: Vec::new(), changed, command, answer: None }
+    }
+}
+
+/// One line of the journal.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Entry {
+    Task { task: String, context: String, command: String },
+    Event { task: String, event: Box<StreamResponse> },
+    Answer { task: String, text: String },
 }
 
 #[derive(Clone, Default)]
@@ -60,6 +87,8 @@ struct Agent {
     streaming: bool,
     /// Each scripted step's pause.
     pause: Duration,
+    /// Where its tasks are written as they change, if anywhere.
+    journal: Option<Arc<Mutex<std::fs::File>>>,
 }
 
 impl Agent {
@@ -70,10 +99,74 @@ impl Agent {
     fn push(&self, task_id: &str, event: StreamResponse) {
         let mut inner = self.lock();
         if let Some(task) = inner.tasks.get_mut(task_id) {
+            self.write(&Entry::Event { task: task_id.to_owned(), event: Box::new(event.clone()) });
             task.events.push(event);
             let n = task.events.len();
             task.changed.send_replace(n);
         }
+    }
+
+    /// Appends one entry to the journal (before the change is visible, so
+    /// nothing a caller saw is missing after a restart).
+    fn write(&self, entry: &Entry) {
+        let Some(journal) = &self.journal else { return };
+        let Ok(line) = serde_json::to_string(entry) else { return };
+        let mut file = journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(error) = std::io::Write::write_all(&mut *file, format!("{line}\n").as_bytes()) {
+            tracing::warn!(%error, "the demo agent could not write its journal");
+        }
+    }
+
+    /// Reads the journal back, and runs again what was in flight when it
+    /// was written last.
+    fn restore(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        {
+            let mut inner = self.lock();
+            // A line cut short by a kill is the last one: skipped.
+            for entry in text.lines().filter_map(|line| serde_json::from_str::<Entry>(line).ok()) {
+                match entry {
+                    Entry::Task { task, context, command } => {
+                        inner.tasks.insert(task, AgentTask::new(context, command));
+                    }
+                    Entry::Event { task, event } => {
+                        if let Some(t) = inner.tasks.get_mut(&task) {
+                            t.events.push(*event);
+                        }
+                    }
+                    Entry::Answer { task, text } => {
+                        if let Some(t) = inner.tasks.get_mut(&task) {
+                            t.answer = Some(text);
+                        }
+                    }
+                }
+            }
+        }
+        let in_flight: Vec<(String, String, Option<String>)> = {
+            let inner = self.lock();
+            inner.tasks.iter().map(|(id, t)| (id.clone(), t.command.clone(), t.answer.clone())).collect()
+        };
+        for (task_id, command, answer) in in_flight {
+            let Some(state) = self.snapshot(&task_id).map(|t| t.status.state) else { continue };
+            if state.is_terminal() || (state == TaskState::InputRequired && answer.is_none()) {
+                continue;
+            }
+            tracing::info!(task = %task_id, "the demo agent runs again a task it had in flight");
+            match answer {
+                Some(answer) => {
+                    self.artifact(&task_id, &format!("answer: {answer}"), false, true);
+                    self.status(&task_id, TaskState::Completed, None);
+                }
+                None => {
+                    tokio::spawn(self.clone().run(task_id, command));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn status(&self, task_id: &str, state: TaskState, text: Option<&str>) {
@@ -229,6 +322,10 @@ impl Agent {
             }
             // Working before the answer is acknowledged, so nobody sees the
             // old question as the reply to the answer.
+            self.write(&Entry::Answer { task: task_id.clone(), text: text.clone() });
+            if let Some(task) = self.lock().tasks.get_mut(&task_id) {
+                task.answer = Some(text.clone());
+            }
             self.status(&task_id, TaskState::Working, None);
             let answer = text.clone();
             let agent = self.clone();
@@ -241,8 +338,8 @@ impl Agent {
         }
         let task_id = uuid::Uuid::new_v4().to_string();
         let context_id = message.context_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let (changed, _) = watch::channel(0);
-        self.lock().tasks.insert(task_id.clone(), AgentTask { context_id, events: Vec::new(), changed });
+        self.write(&Entry::Task { task: task_id.clone(), context: context_id.clone(), command: command.clone() });
+        self.lock().tasks.insert(task_id.clone(), AgentTask::new(context_id, command.clone()));
         tokio::spawn(self.clone().run(task_id.clone(), command));
         Ok(Accepted::Task(task_id))
     }
@@ -429,19 +526,28 @@ async fn traces(State(agent): State<Agent>) -> Json<HashMap<String, String>> {
     Json(agent.lock().traces.clone())
 }
 
-/// Serves the demo agent until `shutdown`.
+/// Serves the demo agent until `shutdown`; with `journal`, its tasks
+/// outlive the process (see the module's documentation).
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     public_url: Option<String>,
     streaming: bool,
     pause: Duration,
+    journal: Option<&std::path::Path>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let url = match public_url {
         Some(url) => url,
         None => format!("http://{}", listener.local_addr()?),
     };
-    let agent = Agent { inner: Arc::default(), url: Arc::new(url), streaming, pause };
+    let file = match journal {
+        Some(path) => Some(Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))),
+        None => None,
+    };
+    let agent = Agent { inner: Arc::default(), url: Arc::new(url), streaming, pause, journal: file };
+    if let Some(path) = journal {
+        agent.restore(path)?;
+    }
     let app = Router::new()
         .route("/", post(jsonrpc))
         .route("/.well-known/agent-card.json", get(card))

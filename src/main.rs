@@ -86,19 +86,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signal();
             // No agents configured: the demo agent runs in this process,
             // registered as "demo", the default.
+            // Its tasks are journaled beside the store, so that they survive
+            // a restart of `dev` as the broker's do. It starts once the store
+            // is ours (a second `dev` on the same directory is refused first).
             let demo = if file.has_agents() {
                 None
             } else {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the demo agent")?;
                 let url = format!("http://{}", listener.local_addr()?);
                 file.add_agent("demo", &url);
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = demo_agent::serve(listener, None, true, Duration::from_millis(20), stop).await {
-                        tracing::error!(%error, "the demo agent stopped");
-                    }
-                });
-                Some(url)
+                Some((url, listener))
             };
             // A development broker: open to anyone, and its demo agents live
             // on this machine. Said loudly, since it must never face a network.
@@ -123,6 +120,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let store = open_leasing(&db, Embedded::Create, worker_args.lease).await?;
             store.migrate().await.context("migrating the database")?;
             file.register(&store).await?;
+            let demo = match demo {
+                Some((url, listener)) => {
+                    std::fs::create_dir_all(&db.data_dir)
+                        .with_context(|| format!("creating {}", db.data_dir.display()))?;
+                    let journal = db.data_dir.join("demo-agent.jsonl");
+                    let stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        let pause = Duration::from_millis(20);
+                        if let Err(error) = demo_agent::serve(listener, None, true, pause, Some(&journal), stop).await {
+                            tracing::error!(%error, "the demo agent stopped");
+                        }
+                    });
+                    Some(url)
+                }
+                None => None,
+            };
             banner(&serve_args, &db, demo.as_deref(), &store, security.anonymous)?;
             let (api, worker) = tokio::join!(
                 serve(store.clone(), &file, &security, &serve_args, listeners, shutdown.clone()),
@@ -180,10 +193,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 code => std::process::exit(code),
             }
         }
-        Command::DemoAgent { listen, public_url, no_streaming, pause } => {
+        Command::DemoAgent { listen, public_url, no_streaming, pause, journal } => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(listen = %listener.local_addr()?, "demo agent serving");
-            demo_agent::serve(listener, public_url, !no_streaming, pause, shutdown_on_signal()).await?;
+            let stop = shutdown_on_signal();
+            demo_agent::serve(listener, public_url, !no_streaming, pause, journal.as_deref(), stop).await?;
             Ok(())
         }
     }

@@ -301,3 +301,77 @@ async fn dev_on_a_taken_port_says_so_and_stops_before_claiming_to_run() {
     assert!(stderr.contains(&address) && stderr.contains("in use"), "{stderr}");
     drop(taken);
 }
+
+/// The `kill -9` promise with nothing but `dev` and its built-in demo
+/// agent: a task in flight at the kill, and a question answered after the
+/// restart, both complete; the demo agent's tasks survive with the broker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_with_its_demo_agent_finishes_what_was_in_flight_after_a_kill() {
+    let dir = Workdir::new();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = || bare(&dir.0, &["dev", "--listen", &listen, "--lease", "2s"]).stdout(Stdio::null()).spawn();
+    let up = || async {
+        eventually(Duration::from_secs(30), "dev up", || async {
+            http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
+        })
+        .await
+    };
+    let mut dev = start().expect("dev");
+    up().await;
+    let base = format!("http://{listen}/");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let headers = [("A2A-Version", "1.0")];
+    let send = |text: &str, task: Option<&str>| {
+        let mut m = message(text);
+        if let Some(task) = task {
+            m["taskId"] = json!(task);
+        }
+        rpc_call(
+            &http,
+            &base,
+            "SendMessage",
+            json!({"message": m, "configuration": {"returnImmediately": true}}),
+            &headers,
+        )
+    };
+    let state = |id: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let got = rpc_call(&http, &base, "GetTask", json!({"id": id}), &headers).await;
+            got["result"]["status"]["state"].as_str().unwrap_or("").to_owned()
+        }
+    };
+    let sleeping = send("sleep 4000", None).await["result"]["task"]["id"].as_str().expect("id").to_owned();
+    let asking = send("ask", None).await["result"]["task"]["id"].as_str().expect("id").to_owned();
+    // A client waiting on a task of its own when the broker dies.
+    let waiting = bare(&dir.0, &["send", "sleep 4000", "--url", &format!("http://{listen}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("send");
+    eventually(Duration::from_secs(30), "one working, one asking", || async {
+        state(sleeping.clone()).await == "TASK_STATE_WORKING"
+            && state(asking.clone()).await == "TASK_STATE_INPUT_REQUIRED"
+    })
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill(Pid::from_raw(i32::try_from(dev.id().expect("pid")).expect("pid")), Signal::SIGKILL).expect("kill -9");
+    dev.wait().await.expect("reaped");
+    // It says which task goes on, and how to look at it.
+    let cut_off = tokio::time::timeout(Duration::from_secs(30), waiting.wait_with_output()).await.expect("send ended");
+    let cut_off = cut_off.expect("send");
+    let (said, told) = (String::from_utf8_lossy(&cut_off.stdout), String::from_utf8_lossy(&cut_off.stderr));
+    assert!(!cut_off.status.success(), "{said}");
+    let id = said.lines().find_map(|l| l.strip_prefix("task ")).unwrap_or_else(|| panic!("no task id: {said}"));
+    assert!(told.contains(id) && told.contains("goes on"), "{told}");
+    let _dev = start().expect("dev again");
+    up().await;
+    let answered = send("forty-two", Some(&asking)).await;
+    assert!(answered.get("result").is_some(), "{answered}");
+    for (id, what) in [(&sleeping, "the task in flight at the kill"), (&asking, "the question answered after it")] {
+        eventually(Duration::from_secs(30), what, || async { state(id.clone()).await == "TASK_STATE_COMPLETED" }).await;
+    }
+    let got = rpc_call(&http, &base, "GetTask", json!({"id": asking}), &headers).await;
+    assert_eq!(got["result"]["artifacts"][0]["parts"][0]["text"], "answer: forty-two", "{got}");
+}

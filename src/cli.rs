@@ -43,6 +43,10 @@ pub(crate) enum Command {
         /// With --undo: drop without asking.
         #[arg(long, requires = "undo")]
         yes: bool,
+        /// Change nothing: list this build's migrations, applied or pending
+        /// (exit code 1 when some are pending).
+        #[arg(long, conflicts_with = "undo")]
+        status: bool,
     },
     /// Serve the HTTP API.
     Serve {
@@ -210,6 +214,14 @@ pub(crate) enum TasksCommand {
         /// (e.g. http://localhost:16686/trace/{trace_id}).
         #[arg(long, env = "SWITCHYARD_TRACE_URL")]
         trace_url: Option<String>,
+    },
+    /// Cancel an open task, whoever's it is (its children and its remote
+    /// task are canceled too); audited as the operator's.
+    Cancel {
+        task_id: String,
+        /// Why, as the task's status message says it.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Recent tasks, newest change first.
     List {

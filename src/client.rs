@@ -86,6 +86,7 @@ pub(crate) async fn send(mut args: SendArgs) -> anyhow::Result<Ending> {
         .build()?;
     let card = remote::fetch_card(&http, &args.url, Duration::from_secs(10), None)
         .await
+        .map_err(explain)
         .with_context(|| format!("reading the agent card at {}", args.url))?;
     let preferred: Vec<String> = args.binding.iter().map(|b| b.to_ascii_uppercase()).collect();
     let preferred = (!preferred.is_empty()).then_some(preferred.as_slice());
@@ -274,6 +275,9 @@ fn explain(error: remote::RemoteError) -> anyhow::Error {
     let refused = text.contains("HTTP 401") || text.contains("Unauthenticated") || error.code() == Some(-31401);
     if refused {
         return anyhow::anyhow!("{text}: the agent wants credentials; pass --api-key or set SWITCHYARD_API_KEY");
+    }
+    if text.contains("could not connect") {
+        return anyhow::anyhow!("{text}: is it running, and at that address (--url)?");
     }
     error.into()
 }

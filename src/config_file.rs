@@ -476,6 +476,35 @@ impl FileConfig {
 
     /// Registers the file's agents and plans (adding or updating; those
     /// added with the CLI or the admin API are left alone).
+    /// Looks once, in the background, at the card of every agent the file
+    /// names, and warns about each that does not answer: a typo'd port or
+    /// an agent not started yet is said at start, not after the first
+    /// task's retries. Nothing waits on it.
+    pub(crate) fn probe_agents(&self, security: &crate::cli::SecurityArgs) {
+        let (Ok(egress), Ok(credentials)) = (self.agent_egress(&security.egress_allow), self.agent_credentials())
+        else {
+            return;
+        };
+        let egress = std::sync::Arc::new(egress);
+        for agent in &self.agents {
+            let (name, url, egress) = (agent.name.clone(), agent.url.clone(), egress.clone());
+            let credentials = credentials.get(&name).cloned();
+            tokio::spawn(async move {
+                if let Err(error) =
+                    switchyard_worker::delegate::fetch_card(&url, &egress, credentials.as_ref(), None).await
+                {
+                    tracing::warn!(
+                        agent = %name,
+                        url = %switchyard_engine::egress::redacted(&url),
+                        %error,
+                        "the agent does not answer with its card: is it running, at that address? \
+                         its tasks wait and retry until it does"
+                    );
+                }
+            });
+        }
+    }
+
     pub(crate) async fn register(&self, store: &Store) -> anyhow::Result<()> {
         for agent in &self.agents {
             store.agent_upsert(&agent.name, &agent.url).await.with_context(|| format!("registering {}", agent.name))?;

@@ -65,13 +65,15 @@ fn fail(error: &anyhow::Error) -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Migrate { db, undo, yes } => migrate(&db, undo, yes).await,
+        Command::Migrate { db, status: true, .. } => migration_status(&db).await,
+        Command::Migrate { db, undo, yes, .. } => migrate(&db, undo, yes).await,
         Command::Serve { db, file, security, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let listeners = bind(&args).await?;
             let store = open(&db, Embedded::Refuse).await?;
             ensure_migrated(&store).await?;
             file.register(&store).await?;
+            file.probe_agents(&security);
             serve(store, &file, &security, &args, listeners, shutdown_on_signal()).await
         }
         Command::Worker { db, file, security, worker: args } => {
@@ -79,6 +81,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let store = open_leasing(&db, Embedded::Refuse, args.lease).await?;
             ensure_migrated(&store).await?;
             file.register(&store).await?;
+            file.probe_agents(&security);
             work(store, &file, &security, &args, shutdown_on_signal()).await
         }
         Command::Dev { db, file, mut security, serve: serve_args, worker: mut worker_args } => {
@@ -134,7 +137,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     });
                     Some(url)
                 }
-                None => None,
+                None => {
+                    file.probe_agents(&security);
+                    None
+                }
             };
             banner(&serve_args, &db, demo.as_deref(), &store, security.anonymous)?;
             let (api, worker) = tokio::join!(
@@ -154,14 +160,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Plans { db, command } => plans(open(&db, Embedded::Existing).await?, command).await,
         Command::Webhooks { db, command } => webhooks(open(&db, Embedded::Existing).await?, command).await,
         Command::Tasks { db, command } => {
-            let store = open(&db, Embedded::Read).await?;
             let mut out = std::io::stdout().lock();
             match command {
                 TasksCommand::Show { task_id, json, trace_url } => {
+                    let store = open(&db, Embedded::Read).await?;
                     inspect::show(&store, &task_id, json, trace_url.as_deref(), &mut out).await
                 }
                 TasksCommand::List { tenant, state, limit, json } => {
+                    let store = open(&db, Embedded::Read).await?;
                     inspect::list(&store, tenant.as_deref(), state.as_deref(), limit, json, &mut out).await
+                }
+                // A write: the embedded store only when no other process holds it.
+                TasksCommand::Cancel { task_id, reason } => {
+                    cancel_task(open(&db, Embedded::Existing).await?, &task_id, reason, &mut out).await
                 }
             }
         }
@@ -290,6 +301,26 @@ async fn migrate(db: &DatabaseArgs, undo: bool, yes: bool) -> anyhow::Result<()>
         let names: Vec<String> = missing.iter().map(|(version, what)| format!("{version} ({what})")).collect();
         tracing::info!(schema = store.schema(), applied = %names.join(", "), "migrations applied");
     }
+    Ok(())
+}
+
+/// `migrate --status`: each of this build's migrations, applied or
+/// pending; exit code 1 when any is pending.
+async fn migration_status(db: &DatabaseArgs) -> anyhow::Result<()> {
+    let store = open(db, Embedded::Existing).await?;
+    let status = store.migration_status().await.context("reading the schema's migrations")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "schema {:?} ({})", store.schema(), store.driver())?;
+    for (version, description, applied) in &status {
+        writeln!(out, "  {version}  {:<8} {description}", if *applied { "applied" } else { "pending" })?;
+    }
+    let pending = status.iter().filter(|(_, _, applied)| !applied).count();
+    if pending > 0 {
+        writeln!(out, "{pending} pending: run `switchyard migrate`")?;
+        out.flush()?;
+        std::process::exit(1);
+    }
+    writeln!(out, "up to date")?;
     Ok(())
 }
 
@@ -471,6 +502,26 @@ async fn audit(store: &Store, action: &str, detail: serde_json::Value) {
         ..switchyard_engine::AuditEntry::new(operator, action)
     };
     store.audit(&entry.with_detail(detail)).await;
+}
+
+/// `tasks cancel`: an operator's cancel of any open task, as its owner's
+/// would be (children, remote task and webhooks follow), audited as theirs.
+async fn cancel_task(store: Store, task_id: &str, reason: Option<String>, out: &mut impl Write) -> anyhow::Result<()> {
+    let id: switchyard_engine::TaskId = task_id.parse().map_err(|_| anyhow::anyhow!("{task_id:?} is not a task id"))?;
+    let task = store.task_load(id).await.with_context(|| format!("task {task_id}"))?;
+    let owner = switchyard_engine::Caller::new(&task.tenant, &task.owner);
+    let text = reason.unwrap_or_else(|| "canceled by an operator".to_owned());
+    let message = a2a::Message::new(a2a::Role::Agent, vec![a2a::Part::text(&text)]);
+    match store.task_cancel(&owner, id, Some(message)).await {
+        Ok(_) => {}
+        Err(e) if e.terminal_state().is_some_and(|s| s != switchyard_engine::TaskState::Canceled) => {
+            anyhow::bail!("task {task_id} is {} already; only an open task can be canceled", task.state)
+        }
+        Err(e) => return Err(e).with_context(|| format!("canceling task {task_id}")),
+    }
+    audit(&store, "task.cancel", serde_json::json!({ "task": task_id, "reason": text })).await;
+    writeln!(out, "task {task_id} canceled")?;
+    Ok(())
 }
 
 async fn keys(store: Store, command: KeysCommand) -> anyhow::Result<()> {

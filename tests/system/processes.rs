@@ -6,7 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use switchyard_engine::{JobState, TaskId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use crate::harness::{TestDb, eventually, status_trail, submit};
@@ -274,8 +274,16 @@ async fn an_unmigrated_schema_is_refused_and_undo_asks_first() {
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(db.pool()).await.expect("tasks");
     assert_eq!(kept, 1, "nothing dropped");
 
+    let status = switchyard(&db, &["migrate", "--status"]).output().await.expect("status");
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success() && listed.contains("up to date") && !listed.contains("pending"), "{listed}");
+
     let undone = switchyard(&db, &["migrate", "--undo", "--yes"]).output().await.expect("undo");
     assert!(undone.status.success());
+    let status = switchyard(&db, &["migrate", "--status"]).output().await.expect("status");
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{listed}");
+    assert!(listed.contains("20261121000001  pending") && listed.contains("run `switchyard migrate`"), "{listed}");
     let (status, body) = http_get(port, "/readyz").await.expect("readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("switchyard migrate"), "{body}");
@@ -308,4 +316,77 @@ async fn user_errors_are_plain_and_a_closed_pipe_is_not_one() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(!said.contains("Broken pipe"), "{said}");
+}
+
+/// An agent the config names that does not answer is reported at start,
+/// naming it, and a client pointed at nothing is told to check it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_not_answer_is_named_at_start() {
+    let db = TestDb::new().await;
+    let closed = free_port();
+    let config = std::env::temp_dir().join(format!("{}-absent.toml", db.schema));
+    std::fs::write(&config, format!("[[agents]]\nname = \"absent\"\nurl = \"http://127.0.0.1:{closed}\"\n"))
+        .expect("config");
+    let port = free_port();
+    let mut serve =
+        switchyard(&db, &["serve", "--listen", &format!("127.0.0.1:{port}"), "--config", &config.to_string_lossy()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve");
+    let mut lines = tokio::io::BufReader::new(serve.stderr.take().expect("stderr")).lines();
+    let warned = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("absent") && line.contains("is it running") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("a warning within the wait");
+    assert!(warned.contains(&closed.to_string()), "{warned}");
+
+    let out = switchyard(&db, &["send", "hello", "--url", &format!("127.0.0.1:{closed}")])
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("send");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("could not connect") && said.contains("is it running"), "{said}");
+}
+
+/// An operator cancels any open task from the CLI, with a reason the task's
+/// status carries; the audit log says who; a finished task is refused.
+#[tokio::test]
+async fn an_operator_cancels_a_task_from_the_cli() {
+    let db = TestDb::new().await;
+    let task = submit(&db.store, "to be canceled").await;
+    let out = switchyard(&db, &["tasks", "cancel", &task.to_string(), "--reason", "maintenance window"])
+        .output()
+        .await
+        .expect("tasks cancel");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let canceled = db.store.task_load(task).await.expect("task");
+    assert_eq!(canceled.state, switchyard_engine::TaskState::Canceled);
+    let said = canceled.status.message.as_ref().and_then(|m| m.text()).unwrap_or_default().to_owned();
+    assert_eq!(said, "maintenance window");
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'task.cancel'")
+        .fetch_one(db.pool())
+        .await
+        .expect("audit");
+    assert_eq!(audited, 1);
+
+    let done = submit(&db.store, "finished").await;
+    db.store
+        .task_append(done, &[switchyard_engine::TaskEvent::status(switchyard_engine::TaskState::Completed, None)], None)
+        .await
+        .expect("complete");
+    let out = switchyard(&db, &["tasks", "cancel", &done.to_string()])
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("tasks cancel");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only an open task"), "{out:?}");
 }

@@ -267,6 +267,18 @@ impl Store {
     /// description, oldest first); empty when it is up to date. A schema
     /// that was never migrated (or a misspelled `--schema`) lacks them all.
     pub async fn missing_migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(self
+            .migration_status()
+            .await?
+            .into_iter()
+            .filter(|(_, _, applied)| !applied)
+            .map(|(version, description, _)| (version, description))
+            .collect())
+    }
+
+    /// Every migration this build knows, oldest first: version,
+    /// description, and whether the schema has it.
+    pub async fn migration_status(&self) -> Result<Vec<(i64, String, bool)>, StoreError> {
         let (migrator, applied): (&sqlx::migrate::Migrator, Vec<i64>) = match &self.db {
             Db::Pg(pool) => {
                 let applied = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
@@ -284,8 +296,8 @@ impl Store {
         };
         Ok(migrator
             .iter()
-            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
-            .map(|m| (m.version, m.description.to_string()))
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| (m.version, m.description.to_string(), applied.contains(&m.version)))
             .collect())
     }
 

@@ -18,5 +18,9 @@ WORKDIR /var/lib/switchyard
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
 COPY switchyard.example.toml /etc/switchyard/switchyard.toml
 USER switchyard
+# Ready when /readyz says so: the api's port by default; a worker started
+# with --metrics-listen sets SWITCHYARD_HEALTH_URL to its own /readyz.
+HEALTHCHECK --interval=10s --timeout=4s --start-period=20s --retries=3 \
+    CMD ["switchyard", "probe"]
 ENTRYPOINT ["switchyard"]
 CMD ["--help"]

@@ -94,6 +94,15 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Exit 0 when URL answers 2xx within --timeout, else 1: a health check
+    /// for images without curl (the Dockerfile's HEALTHCHECK uses it).
+    Probe {
+        /// Default: $SWITCHYARD_HEALTH_URL, else http://127.0.0.1:8080/readyz.
+        #[arg(env = "SWITCHYARD_HEALTH_URL", default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Run the scriptable demo A2A agent; the message text picks what it does:
     /// `echo TEXT`, `stream N`, `sleep MS`, `ask`, `fail N REST`, `throttle N REST`,
     /// `status CODE`, `reject`, `message TEXT`, `hang` (see the README).

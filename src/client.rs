@@ -24,6 +24,10 @@ pub(crate) struct SendArgs {
     /// `switchyard.agent`; other agents ignore it).
     #[arg(long)]
     agent: Option<String>,
+    /// Route to an agent or plan by skill (`switchyard.skill`): a plan's
+    /// name runs the plan.
+    #[arg(long, conflicts_with = "agent")]
+    skill: Option<String>,
     /// Continue this task: the message answers its question.
     #[arg(long)]
     task: Option<String>,
@@ -90,8 +94,15 @@ pub(crate) async fn send(mut args: SendArgs) -> anyhow::Result<Ending> {
         .with_context(|| format!("reading the agent card at {}", args.url))?;
     let preferred: Vec<String> = args.binding.iter().map(|b| b.to_ascii_uppercase()).collect();
     let preferred = (!preferred.is_empty()).then_some(preferred.as_slice());
-    let interface = switchyard_worker::delegate::choose_interface(&card, preferred)
-        .ok_or_else(|| switchyard_worker::delegate::no_interface(&card, preferred))?;
+    let interface = switchyard_worker::delegate::choose_interface(&card, preferred).ok_or_else(|| {
+        let refused = anyhow::Error::from(switchyard_worker::delegate::no_interface(&card, preferred));
+        if preferred.is_some_and(|p| p.iter().any(|b| b == "GRPC")) {
+            // The usual reason, said: a Switchyard serves gRPC only when told to.
+            refused.context("a Switchyard offers gRPC only when started with --grpc-listen")
+        } else {
+            refused
+        }
+    })?;
     let transports = Transports {
         http: &http,
         sdk: &sdk,
@@ -134,6 +145,9 @@ pub(crate) async fn send(mut args: SendArgs) -> anyhow::Result<Ending> {
         message.context_id = context_id.clone();
         if let Some(agent) = &args.agent {
             message.metadata = Some([("switchyard".to_owned(), serde_json::json!({ "agent": agent }))].into());
+        }
+        if let Some(skill) = &args.skill {
+            message.metadata = Some([("switchyard".to_owned(), serde_json::json!({ "skill": skill }))].into());
         }
         let request = SendMessageRequest { message, configuration: None, metadata: None, tenant: None };
         let last = if streaming {

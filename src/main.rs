@@ -204,6 +204,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 code => std::process::exit(code),
             }
         }
+        Command::Probe { url, timeout } => {
+            let http = reqwest::Client::builder().timeout(timeout).no_proxy().build()?;
+            let response = http.get(&url).send().await.with_context(|| format!("probing {url}"))?;
+            let status = response.status();
+            anyhow::ensure!(
+                status.is_success(),
+                "{url} answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+            Ok(())
+        }
         Command::DemoAgent { listen, public_url, no_streaming, pause, journal } => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(listen = %listener.local_addr()?, "demo agent serving");

@@ -21,7 +21,12 @@ pub async fn healthz() -> impl IntoResponse {
 /// The process can do its work: the database answers within the timeout,
 /// and its schema has every migration this build needs.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match tokio::time::timeout(READY_TIMEOUT, state.store.missing_migrations()).await {
+    ready(&state.store).await
+}
+
+/// Readiness against `store`, for the api and the workers alike.
+pub async fn ready(store: &switchyard_engine::Store) -> (StatusCode, Json<serde_json::Value>) {
+    match tokio::time::timeout(READY_TIMEOUT, store.missing_migrations()).await {
         Ok(Ok(missing)) if missing.is_empty() => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Ok(Ok(missing)) => (
             StatusCode::SERVICE_UNAVAILABLE,

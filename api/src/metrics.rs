@@ -18,8 +18,17 @@ pub struct MetricsState {
 }
 
 /// A router serving `/metrics` alone (for processes without the API).
+/// A worker's own endpoints: its metrics, and the same `/healthz` and
+/// `/readyz` the api serves (for orchestrators' probes).
 pub fn router(state: MetricsState) -> Router {
-    Router::new().route("/metrics", get(render)).with_state(state)
+    Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(crate::health::healthz))
+        .route(
+            "/readyz",
+            get(|State(state): State<MetricsState>| async move { crate::health::ready(&state.store).await }),
+        )
+        .with_state(state)
 }
 
 /// Refreshes the database gauges, then renders everything.

@@ -101,6 +101,17 @@ async fn the_built_in_client_sends_streams_and_answers_questions() {
     let (code, out) = send(&db, &["echo direct", "--url", &format!("http://{agent_listen}")], "").await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(": direct\n"), "{out}");
+
+    // Routed by skill (the demo agent's "echo"); an unknown skill is refused.
+    let (code, out) = send(&db, &["echo by skill", "--skill", "echo", "--url", &url], "").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": by skill\n"), "{out}");
+    let (code, _) = send(&db, &["echo nowhere", "--skill", "no-such-skill", "--url", &url], "").await;
+    assert_eq!(code, 1);
+    // gRPC asked of an agent that offers none: the error says why.
+    let mut refused = switchyard(&db, &["send", "hi", "--binding", "GRPC", "--url", &format!("http://{agent_listen}")]);
+    let refused = refused.stderr(Stdio::piped()).output().await.expect("send");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--grpc-listen"), "{refused:?}");
 }
 
 /// `switchyard dev` with no config runs the demo agent in its own process,

@@ -451,6 +451,12 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
         let http = stack.http.clone();
         async move { http.get(url).send().await.expect("scrape").text().await.expect("text") }
     };
+    // The worker answers orchestrators' probes beside its metrics.
+    let probe = |path: &'static str| http_get(metrics_port, path);
+    eventually(WAIT, "the worker's endpoints up", || async { probe("/healthz").await.is_some_and(|r| r.0 == 200) })
+        .await;
+    let ready = probe("/readyz").await.expect("readyz");
+    assert_eq!(ready.0, 200, "{}", ready.1);
     // A task waiting for input is an open task; a resent message is not counted twice.
     let asking = stack.send("ask").await;
     assert_eq!(state(&asking), "TASK_STATE_INPUT_REQUIRED");

@@ -390,3 +390,18 @@ async fn an_operator_cancels_a_task_from_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only an open task"), "{out:?}");
 }
+
+/// `probe`, the images' health check: 0 for a ready endpoint, 1 otherwise.
+#[tokio::test]
+async fn probe_says_whether_an_endpoint_is_ready() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let _serve = switchyard(&db, &["serve", "--listen", &format!("127.0.0.1:{port}")]).spawn().expect("serve");
+    eventually(WAIT, "serve ready", || async { http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200) }).await;
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let out = switchyard(&db, &["probe", &ready]).output().await.expect("probe");
+    assert!(out.status.success());
+    let closed = format!("http://127.0.0.1:{}/readyz", free_port());
+    let out = switchyard(&db, &["probe", &closed]).stderr(Stdio::piped()).output().await.expect("probe");
+    assert_eq!(out.status.code(), Some(1));
+}

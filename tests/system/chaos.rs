@@ -5,8 +5,8 @@
 //! (and returns), and every connection of the other workers and of `serve`
 //! is reset at once; a flaky agent's streams break off mid-frame. Whatever
 //! the timing: no task is lost, none ends twice, no message reaches the
-//! agent more than twice, and the agent, which deduplicates on `messageId`,
-//! sees each answer exactly once.
+//! agent more than three times (see below), and the agent, which
+//! deduplicates on `messageId`, takes each answer exactly once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -208,8 +208,13 @@ async fn faults_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() 
     for r in &received {
         *per_message.entry(r.message_id.as_str()).or_default() += 1;
     }
-    let over: Vec<_> = per_message.iter().filter(|(_, n)| **n > 2).collect();
-    assert!(over.is_empty(), "no message more than twice: {over:?}");
+    // A message in flight when its worker dies is sent once more by the
+    // next; a worker SIGSTOPped in the middle of a send and let go after its
+    // lease passed may finish that send too, after the next worker's: at
+    // most twice more. (The agent deduplicates on `messageId`; what it
+    // accepts is checked below.)
+    let over: Vec<_> = per_message.iter().filter(|(_, n)| **n > 3).collect();
+    assert!(over.is_empty(), "no message more than three times: {over:?}");
     assert!(!received.iter().any(|r| r.verdict == Verdict::Refused), "no answer sent to a task that moved on");
     let answers: Vec<_> = received.iter().filter(|r| r.text.starts_with("answer for")).collect();
     let mut accepted: HashMap<&str, usize> = HashMap::new();
@@ -219,8 +224,9 @@ async fn faults_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() 
     assert_eq!(accepted.len(), answered.len(), "every answer reached the agent");
     assert!(accepted.values().all(|n| *n == 1), "each answer taken once: {accepted:?}");
     eprintln!(
-        "chaos: {TASKS} tasks, faults {faults:?}, {} messages received, {} sent twice",
+        "chaos: {TASKS} tasks, faults {faults:?}, {} messages received, {} sent twice, {} three times",
         received.len(),
-        per_message.values().filter(|n| **n == 2).count()
+        per_message.values().filter(|n| **n == 2).count(),
+        per_message.values().filter(|n| **n == 3).count()
     );
 }

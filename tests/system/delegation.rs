@@ -494,6 +494,32 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
     ] {
         assert!(worker.contains(expected), "worker metrics lack {expected:?}:\n{worker}");
     }
+
+    // Every metric the shipped alert rules and dashboard name exists.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/switchyard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("deploy file");
+        if file.ends_with(".json") {
+            let parsed: Result<Value, _> = serde_json::from_str(&text);
+            assert!(parsed.is_ok_and(|d| d["panels"].as_array().is_some_and(|p| !p.is_empty())), "{file}");
+        }
+        let mut named: Vec<&str> = text
+            .match_indices("switchyard_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                &rest[..rest.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(rest.len())]
+            })
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        assert!(named.len() >= 5, "{file} names metrics: {named:?}");
+        for metric in named {
+            let exported = |text: &str| {
+                text.lines().any(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+            };
+            assert!(exported(&api) || exported(&worker), "{file} names {metric}, which no process exports");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

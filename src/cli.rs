@@ -94,6 +94,15 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Copy the embedded store, consistent, to a new file, while `dev` runs
+    /// (PostgreSQL: use pg_dump). Restore by putting the copy in place of
+    /// `switchyard.db` while nothing runs on it.
+    Backup {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The file to write; it must not exist.
+        to: PathBuf,
+    },
     /// Exit 0 when URL answers 2xx within --timeout, else 1: a health check
     /// for images without curl (the Dockerfile's HEALTHCHECK uses it).
     Probe {

@@ -204,6 +204,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 code => std::process::exit(code),
             }
         }
+        Command::Backup { db, to } => {
+            anyhow::ensure!(!to.exists(), "{} exists already: a backup goes to a new file", to.display());
+            let store = open(&db, Embedded::Read).await?;
+            store.backup_to(&to).await.with_context(|| format!("writing the backup to {}", to.display()))?;
+            writeln!(std::io::stdout().lock(), "backed up to {}", to.display())?;
+            Ok(())
+        }
         Command::Probe { url, timeout } => {
             let http = reqwest::Client::builder().timeout(timeout).no_proxy().build()?;
             let response = http.get(&url).send().await.with_context(|| format!("probing {url}"))?;

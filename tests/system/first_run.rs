@@ -375,3 +375,33 @@ async fn dev_with_its_demo_agent_finishes_what_was_in_flight_after_a_kill() {
     let got = rpc_call(&http, &base, "GetTask", json!({"id": asking}), &headers).await;
     assert_eq!(got["result"]["artifacts"][0]["parts"][0]["text"], "answer: forty-two", "{got}");
 }
+
+/// `switchyard backup` copies the embedded store while `dev` runs on it;
+/// the copy is a store holding every task, which `dev` runs on as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_is_backed_up_while_dev_runs() {
+    let dir = Workdir::new();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _dev = bare(&dir.0, &["dev", "--listen", &listen]).stdout(Stdio::null()).spawn().expect("dev");
+    eventually(Duration::from_secs(30), "dev up", || async {
+        http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
+    })
+    .await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let base = format!("http://{listen}/");
+    for n in 0..3 {
+        let reply = rpc_call(&http, &base, "SendMessage", json!({"message": message(&format!("echo {n}"))}), &[]).await;
+        assert!(reply["result"]["task"]["id"].is_string(), "{reply}");
+    }
+    let out = bare(&dir.0, &["backup", "copy.db"]).output().await.expect("backup");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let again = bare(&dir.0, &["backup", "copy.db"]).stderr(Stdio::piped()).output().await.expect("backup");
+    assert!(!again.status.success(), "a backup never overwrites a file");
+
+    let url = format!("sqlite://{}", dir.0.join("copy.db").display());
+    let copy = Store::connect(&StoreConfig::new(url)).await.expect("the copy opens as a store");
+    let (tasks, _) = copy.task_and_job_counts().await.expect("counts");
+    assert_eq!(tasks, 3);
+    assert!(copy.missing_migrations().await.expect("migrations").is_empty(), "the copy is a whole store");
+}

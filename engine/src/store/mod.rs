@@ -301,6 +301,21 @@ impl Store {
             .collect())
     }
 
+    /// Writes a consistent copy of the embedded store to `path` (SQLite's
+    /// `VACUUM INTO`: a read transaction, so the running process goes on
+    /// writing meanwhile). `path` must not exist. PostgreSQL is backed up
+    /// with its own tools (`pg_dump --schema`), so this refuses it.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let Db::Lite(lite) = &self.db else {
+            return Err(StoreError::Unavailable(
+                "a PostgreSQL store is backed up with pg_dump (or the database's own backups), not here".into(),
+            ));
+        };
+        let target = path.to_str().ok_or_else(|| StoreError::Unavailable("the backup path is not UTF-8".into()))?;
+        sqlx::query("VACUUM INTO ?").bind(target).execute(&lite.read).await?;
+        Ok(())
+    }
+
     /// How many tasks and jobs the schema holds, all of them (a scan: for
     /// an operator about to drop them, not for a hot path).
     pub async fn task_and_job_counts(&self) -> Result<(i64, i64), StoreError> {

@@ -9,6 +9,7 @@ mod conformance;
 mod connections;
 mod contract;
 mod delegation;
+mod deploy;
 mod exact;
 mod first_run;
 mod harness;

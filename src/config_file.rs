@@ -476,6 +476,23 @@ impl FileConfig {
 
     /// Registers the file's agents and plans (adding or updating; those
     /// added with the CLI or the admin API are left alone).
+    /// Names the plans in the file use that the file does not define (as an
+    /// agent or a plan): they must be registered before the plan runs.
+    pub(crate) fn undefined_plan_members(&self) -> Vec<(String, String)> {
+        let defined =
+            |name: &str| self.agents.iter().any(|a| a.name == name) || self.plans.iter().any(|p| p.name == name);
+        let mut missing = Vec::new();
+        for plan in &self.plans {
+            let members = plan.fanout.iter().flatten().chain(plan.pipeline.iter().flatten()).chain(plan.agent.iter());
+            for member in members {
+                if !defined(member) {
+                    missing.push((plan.name.clone(), member.clone()));
+                }
+            }
+        }
+        missing
+    }
+
     /// Looks once, in the background, at the card of every agent the file
     /// names, and warns about each that does not answer: a typo'd port or
     /// an agent not started yet is said at start, not after the first

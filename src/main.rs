@@ -191,6 +191,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     file.card_signer()?;
                     file.trusted_cards()?;
                     file.agent_credentials()?;
+                    // Agents may be registered at run time (`agents add`):
+                    // said, not refused.
+                    for (plan, member) in file.undefined_plan_members() {
+                        writeln!(
+                            out,
+                            "warning: plan {plan:?} names {member:?}, which this file defines neither as an agent \
+                             nor as a plan: register it (`switchyard agents add`) before the plan runs"
+                        )?;
+                    }
                     writeln!(out, "{}: ok", path.display())?;
                 }
             }

@@ -727,6 +727,20 @@ async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() 
     assert_eq!(received.as_object().map(|m| m.len()), Some(2), "{received}");
 }
 
+/// `config check` warns about a plan naming an agent the file does not define.
+#[tokio::test]
+async fn config_check_names_a_plans_undefined_members() {
+    let db = TestDb::new().await;
+    let path = std::env::temp_dir().join(format!("{}-plans.toml", db.schema));
+    let toml = "[[agents]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n[[plans]]\nname = \"p\"\nfanout = [\"a\", \"ghost\"]\n";
+    std::fs::write(&path, toml).expect("write");
+    let path = path.to_string_lossy().into_owned();
+    let checked = switchyard(&db, &["config", "check", &path]).output().await.expect("check");
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{said}");
+    assert!(said.contains("\"ghost\"") && !said.contains("\"a\","), "{said}");
+}
+
 /// `config check` says ok only to what `serve` accepts: an `[auth]` table
 /// `serve` would refuse at start is refused by the check too, naming it.
 #[tokio::test]

@@ -43,10 +43,10 @@ pub(crate) enum Command {
         /// With --undo: drop without asking.
         #[arg(long, requires = "undo")]
         yes: bool,
-        /// Change nothing: list this build's migrations, applied or pending
-        /// (exit code 1 when some are pending).
-        #[arg(long, conflicts_with = "undo")]
-        status: bool,
+        /// `status`: change nothing; list this build's migrations, applied
+        /// or pending (exit code 1 when some are pending).
+        #[arg(value_parser = ["status"], conflicts_with = "undo")]
+        action: Option<String>,
     },
     /// Serve the HTTP API.
     Serve {

@@ -65,7 +65,7 @@ fn fail(error: &anyhow::Error) -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Migrate { db, status: true, .. } => migration_status(&db).await,
+        Command::Migrate { db, action: Some(_), .. } => migration_status(&db).await,
         Command::Migrate { db, undo, yes, .. } => migrate(&db, undo, yes).await,
         Command::Serve { db, file, security, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
@@ -331,7 +331,7 @@ async fn migrate(db: &DatabaseArgs, undo: bool, yes: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `migrate --status`: each of this build's migrations, applied or
+/// `migrate status`: each of this build's migrations, applied or
 /// pending; exit code 1 when any is pending.
 async fn migration_status(db: &DatabaseArgs) -> anyhow::Result<()> {
     let store = open(db, Embedded::Existing).await?;

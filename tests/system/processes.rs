@@ -274,13 +274,13 @@ async fn an_unmigrated_schema_is_refused_and_undo_asks_first() {
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(db.pool()).await.expect("tasks");
     assert_eq!(kept, 1, "nothing dropped");
 
-    let status = switchyard(&db, &["migrate", "--status"]).output().await.expect("status");
+    let status = switchyard(&db, &["migrate", "status"]).output().await.expect("status");
     let listed = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success() && listed.contains("up to date") && !listed.contains("pending"), "{listed}");
 
     let undone = switchyard(&db, &["migrate", "--undo", "--yes"]).output().await.expect("undo");
     assert!(undone.status.success());
-    let status = switchyard(&db, &["migrate", "--status"]).output().await.expect("status");
+    let status = switchyard(&db, &["migrate", "status"]).output().await.expect("status");
     let listed = String::from_utf8_lossy(&status.stdout);
     assert_eq!(status.status.code(), Some(1), "{listed}");
     assert!(listed.contains("20261121000001  pending") && listed.contains("run `switchyard migrate`"), "{listed}");

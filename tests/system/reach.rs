@@ -1,8 +1,8 @@
 //! Protocol reach: clients of every binding and version reach agents of
 //! every binding and version through Switchyard. The agents are the
 //! official Python SDK's (1.x over JSON-RPC, HTTP+JSON and gRPC only, and
-//! 0.3.x over JSON-RPC); so are the clients, one per row of the README's
-//! compatibility matrix.
+//! 0.3.x over JSON-RPC); so are the clients, one per row of the
+//! compatibility matrix in docs/a2a.md.
 
 use std::path::PathBuf;
 use std::process::Stdio;

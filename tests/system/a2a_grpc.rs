@@ -49,7 +49,7 @@ fn refused<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_is_authenticated_scoped_and_answers_errors_with_error_info() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let config = std::env::temp_dir().join(format!("{}-grpc.toml", db.schema));
     std::fs::write(&config, "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n")
         .expect("config");
@@ -172,7 +172,7 @@ async fn grpc_is_authenticated_scoped_and_answers_errors_with_error_info() {
 /// An open gRPC stream holds a stopping api only for the drain timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_grpc_stream_holds_shutdown_only_for_the_drain_timeout() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let config = crate::harness::agent_config(&db, "stub", "http://127.0.0.1:9");
     let (port, grpc) = (free_port(), format!("127.0.0.1:{}", free_port()));
     let listen = format!("127.0.0.1:{port}");
@@ -203,7 +203,7 @@ async fn an_open_grpc_stream_holds_shutdown_only_for_the_drain_timeout() {
 /// where, never a 5xx or a status a client would retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bytes_in_paths_queries_and_grpc_fields_are_the_clients_fault() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let config = std::env::temp_dir().join(format!("{}-bytes.toml", db.schema));
     std::fs::write(&config, "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n")
         .expect("config");

@@ -194,7 +194,7 @@ async fn a_post_that_does_not_say_json_changes_nothing(db: TestDb) {
 #[tokio::test]
 async fn a_connection_that_never_finishes_its_headers_or_body_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = tokio_util::sync::CancellationToken::new();

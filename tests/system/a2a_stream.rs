@@ -127,7 +127,7 @@ async fn subscribe_replays_after_last_event_id_with_no_gap_and_no_duplicate(db: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_serves_a_stream_for_a_task_the_first_accepted() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let a = Api::start(&db).await;
     let b = Api::start(&db).await;
     let sent =
@@ -196,7 +196,7 @@ async fn streams_close_where_they_stop_even_when_they_start_there(db: TestDb) {
 async fn subscribers_of_one_task_share_each_read_of_its_log() {
     use tokio_stream::StreamExt;
 
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let hub = switchyard_api::hub::EventHub::start(db.store.clone(), shutdown.clone());
     // Let the hub's LISTEN connect (its first wake-up goes to nobody).

@@ -27,7 +27,7 @@ async fn send(db: &TestDb, args: &[&str], stdin: &str) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_built_in_client_sends_streams_and_answers_questions() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let agent_port = free_port();
     let agent_listen = format!("127.0.0.1:{agent_port}");
     let _agent = switchyard(&db, &["demo-agent", "--listen", &agent_listen, "--pause", "20ms"]).spawn().expect("agent");
@@ -119,7 +119,7 @@ async fn the_built_in_client_sends_streams_and_answers_questions() {
 /// printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_runs_the_demo_agent_and_its_suggestions_work_as_printed() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut dev = switchyard(&db, &["dev", "--listen", &listen]).spawn().expect("dev");

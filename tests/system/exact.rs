@@ -28,15 +28,16 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(agent_url: &str) -> Stack {
-        let db = TestDb::new().await;
+    /// `None` when there is no PostgreSQL to test against.
+    async fn start(agent_url: &str) -> Option<Stack> {
+        let db = TestDb::new().await?;
         let config = agent_config(&db, "strict", agent_url);
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let serve = switchyard(&db, &["serve", "--listen", &listen, "--config", &config]).spawn().expect("serve");
         eventually(WAIT, "the api up", || async { http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200) }).await;
         let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
-        Stack { db, base: format!("http://{listen}"), config, http, _serve: serve }
+        Some(Stack { db, base: format!("http://{listen}"), config, http, _serve: serve })
     }
 
     fn worker(&self, id: &str, extra: &[&str]) -> Child {
@@ -100,7 +101,7 @@ fn status_text(task: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_while_the_agent_works_on_an_answer_does_not_send_it_again() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let mut worker = stack.worker("w1", &[]);
     let id = stack.send("ask 1 3000").await;
     stack.reaches(&id, "TASK_STATE_INPUT_REQUIRED").await;
@@ -121,7 +122,7 @@ async fn a_worker_killed_while_the_agent_works_on_an_answer_does_not_send_it_aga
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_given_before_the_first_is_delivered_reach_the_agent_once_each_in_order() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let mut worker = stack.worker("w1", &[]);
     let id = stack.send("ask 2 200").await;
     stack.reaches(&id, "TASK_STATE_INPUT_REQUIRED").await;
@@ -151,7 +152,7 @@ async fn answers_given_before_the_first_is_delivered_reach_the_agent_once_each_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_before_the_remote_task_is_known_cancels_it_there() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let _worker = stack.worker("w1", &[]);
     let id = stack.send("late 1500").await;
     // The agent has the message and has said nothing yet: we know no remote id.
@@ -167,7 +168,7 @@ async fn a_cancel_before_the_remote_task_is_known_cancels_it_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_text_split_inside_characters_and_line_ends_arrives_intact() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let _worker = stack.worker("w1", &[]);
     let id = stack.send("euro 50000").await;
     let task = stack.reaches(&id, "TASK_STATE_COMPLETED").await;
@@ -179,7 +180,7 @@ async fn streamed_text_split_inside_characters_and_line_ends_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_that_never_ends_fails_the_task_at_the_limit() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let _worker = stack.worker("w1", &["--remote-max-event-bytes", "65536"]);
     let id = stack.send("forever").await;
     let task = stack.reaches(&id, "TASK_STATE_FAILED").await;
@@ -190,7 +191,7 @@ async fn a_frame_that_never_ends_fails_the_task_at_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_remote_task_is_followed_not_failed() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let _worker = stack.worker("w1", &["--remote-timeout", "1s"]);
     let id = stack.send("silent 4000").await;
     stack.reaches(&id, "TASK_STATE_COMPLETED").await;
@@ -212,7 +213,7 @@ async fn an_agent_card_that_is_not_valid_a2a_fails_the_task_at_once() {
         axum::routing::get(|| async { axum::Json(json!({"name": 5, "skills": "none"})) }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let stack = Stack::start(&url).await;
+    let Some(stack) = Stack::start(&url).await else { return };
     let _worker = stack.worker("w1", &[]);
     let id = stack.send("hello").await;
     let task = stack.reaches(&id, "TASK_STATE_FAILED").await;
@@ -223,7 +224,7 @@ async fn an_agent_card_that_is_not_valid_a2a_fails_the_task_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_of_a_kind_this_worker_does_not_know_is_left_for_a_newer_one() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let task = submit(&stack.db.store, "from the future").await;
     sqlx::query("UPDATE jobs SET kind = 'from_the_future' WHERE task_id = $1")
         .bind(task.0)
@@ -257,7 +258,7 @@ async fn a_job_of_a_kind_this_worker_does_not_know_is_left_for_a_newer_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_from_postgresql_stops_calling_the_agent() {
     let agent = StrictAgent::start_polled().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let proxy = Proxy::start(&stack.db.url).await;
     // This worker reaches the database only through the proxy.
     let mut args = vec!["worker", "--config", &stack.config, "--lease", "2s", "--heartbeat", "500ms"];
@@ -280,7 +281,7 @@ async fn a_worker_cut_off_from_postgresql_stops_calling_the_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_after_the_remote_task_is_known_reaches_the_agent_once() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let _worker = stack.worker("w1", &[]);
     let id = stack.send("silent 3000").await;
     // The remote task is checkpointed: the cancel queues its own cancel_remote job.
@@ -315,7 +316,7 @@ async fn a_cancel_after_the_remote_task_is_known_reaches_the_agent_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_mid_transaction_blocks_nobody() {
     let agent = StrictAgent::start().await;
-    let stack = Stack::start(&agent.url).await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
     let proxy = Proxy::start(&stack.db.url).await;
     let mut args = vec!["worker", "--config", &stack.config, "--lease", "2s", "--heartbeat", "500ms"];
     args.extend(["--poll-interval", "200ms", "--worker-id", "cut-off"]);

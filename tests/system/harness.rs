@@ -2,15 +2,18 @@
 //! small assertion helpers.
 
 use std::future::Future;
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use a2a::{Message, Part, Role};
 use switchyard_engine::{Caller, NewJob, NewTask, Store, StoreConfig, TaskEvent, TaskId};
 use tokio::sync::OnceCell;
 
-/// The server every test in this process shares: `DATABASE_URL`, or a
-/// PostgreSQL container when it is unset (a newcomer with Docker needs no setup).
-static SERVER: OnceCell<Server> = OnceCell::const_new();
+/// The server every test in this process shares: `DATABASE_URL`; else a
+/// PostgreSQL on this machine's default port (trust auth, user `postgres`);
+/// else a container, when Docker runs; else none, and the PostgreSQL cases
+/// are skipped (said once), while the embedded store's still run.
+static SERVER: OnceCell<Option<Server>> = OnceCell::const_new();
 
 struct Server {
     url: String,
@@ -19,27 +22,51 @@ struct Server {
         Option<testcontainers_modules::testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>>,
 }
 
-async fn server() -> &'static Server {
+/// The local PostgreSQL a newcomer most likely has.
+const LOCAL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+
+async fn server() -> Option<&'static Server> {
     SERVER
         .get_or_init(|| async {
             let server = match std::env::var("DATABASE_URL") {
-                Ok(url) if !url.is_empty() => Server { url, _container: None },
-                _ => start_container().await,
+                Ok(url) if !url.is_empty() => Some(Server { url, _container: None }),
+                _ => match local().await {
+                    Some(server) => Some(server),
+                    None => start_container().await,
+                },
             };
-            drop_stale_schemas(&server.url).await;
+            match &server {
+                Some(server) => drop_stale_schemas(&server.url).await,
+                // Past the test harness's capture (which takes `eprintln!`),
+                // so it is said once, whichever case finds out first.
+                None => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "PostgreSQL: none here (DATABASE_URL is unset, nothing answers on 127.0.0.1:5432, and no \
+                         container could be started): the PostgreSQL cases pass without running; set \
+                         DATABASE_URL to run them. The embedded store's cases run."
+                    );
+                }
+            }
             server
         })
         .await
+        .as_ref()
 }
 
-async fn start_container() -> Server {
+async fn local() -> Option<Server> {
+    let options: sqlx::postgres::PgConnectOptions = LOCAL.parse().ok()?;
+    let connect = sqlx::ConnectOptions::connect(&options);
+    let mut connection = tokio::time::timeout(Duration::from_secs(2), connect).await.ok()?.ok()?;
+    sqlx::Connection::ping(&mut connection).await.ok()?;
+    Some(Server { url: LOCAL.to_owned(), _container: None })
+}
+
+async fn start_container() -> Option<Server> {
     use testcontainers_modules::testcontainers::runners::AsyncRunner;
-    let container = testcontainers_modules::postgres::Postgres::default()
-        .start()
-        .await
-        .expect("DATABASE_URL is unset and no PostgreSQL container could be started (is Docker running?)");
-    let port = container.get_host_port_ipv4(5432).await.expect("container port");
-    Server { url: format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"), _container: Some(container) }
+    let container = testcontainers_modules::postgres::Postgres::default().start().await.ok()?;
+    let port = container.get_host_port_ipv4(5432).await.ok()?;
+    Some(Server { url: format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"), _container: Some(container) })
 }
 
 /// Test schemas are named `t_<unix seconds>_<random>`; ones older than an
@@ -87,14 +114,16 @@ pub(crate) struct TestDb {
 }
 
 impl TestDb {
-    pub(crate) async fn new() -> TestDb {
+    /// A schema of one's own on PostgreSQL; `None` when there is no
+    /// PostgreSQL to test against (the case then returns at once).
+    pub(crate) async fn new() -> Option<TestDb> {
         TestDb::on(Driver::Postgres).await
     }
 
-    pub(crate) async fn on(driver: Driver) -> TestDb {
+    pub(crate) async fn on(driver: Driver) -> Option<TestDb> {
         let schema = format!("t_{}_{}", unix_now(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let (url, dir) = match driver {
-            Driver::Postgres => (server().await.url.clone(), None),
+            Driver::Postgres => (server().await?.url.clone(), None),
             Driver::Sqlite => {
                 let dir = std::env::temp_dir().join(format!("switchyard-{schema}"));
                 (format!("sqlite://{}", dir.join("switchyard.db").display()), Some(dir))
@@ -103,7 +132,7 @@ impl TestDb {
         let config = StoreConfig { schema: schema.clone(), max_connections: 16, ..StoreConfig::new(url.clone()) };
         let store = Store::connect(&config).await.expect("connect to the test database");
         store.migrate().await.expect("migrate the test schema");
-        TestDb { store, url, schema, driver, dir }
+        Some(TestDb { store, url, schema, driver, dir })
     }
 
     /// A second, independent handle on the same schema (another "process");
@@ -210,12 +239,15 @@ macro_rules! on_both_drivers {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$name(crate::harness::TestDb::on(crate::harness::Driver::Postgres).await).await
+                    if let Some(db) = crate::harness::TestDb::on(crate::harness::Driver::Postgres).await {
+                        super::$name(db).await
+                    }
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name(crate::harness::TestDb::on(crate::harness::Driver::Sqlite).await).await
+                    let db = crate::harness::TestDb::on(crate::harness::Driver::Sqlite).await;
+                    super::$name(db.expect("an embedded store needs no server")).await
                 }
             }
         )*

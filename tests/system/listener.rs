@@ -13,7 +13,7 @@ async fn next(listener: &mut Listener) -> Wake {
 
 #[tokio::test]
 async fn submits_wake_job_listeners_and_appends_wake_event_listeners_after_commit() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let channels = db.store.channels().clone();
     let mut listener = Listener::connect(&db.store, &[&channels.jobs, &channels.events]).await.expect("listen");
     let id = submit(&db.store, "x").await;
@@ -32,7 +32,7 @@ async fn submits_wake_job_listeners_and_appends_wake_event_listeners_after_commi
 
 #[tokio::test]
 async fn a_dropped_connection_is_reported_as_resync_and_listening_resumes() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let channels = db.store.channels().clone();
     let mut listener = Listener::connect(&db.store, &[&channels.jobs]).await.expect("listen");
     let killed: i64 = sqlx::query_scalar(
@@ -53,8 +53,7 @@ async fn a_dropped_connection_is_reported_as_resync_and_listening_resumes() {
 
 #[tokio::test]
 async fn schemas_sharing_a_database_do_not_wake_each_other() {
-    let a = TestDb::new().await;
-    let b = TestDb::new().await;
+    let (Some(a), Some(b)) = (TestDb::new().await, TestDb::new().await) else { return };
     let mut listener = Listener::connect(&a.store, &[&a.store.channels().jobs]).await.expect("listen");
     submit(&b.store, "for b").await;
     submit(&a.store, "for a").await;
@@ -67,7 +66,7 @@ async fn schemas_sharing_a_database_do_not_wake_each_other() {
 
 #[tokio::test]
 async fn a_reset_connection_is_replaced_and_listening_resumes_every_time() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let proxy = Proxy::start(&db.url).await;
     let config = switchyard_engine::StoreConfig {
         schema: db.schema.clone(),
@@ -93,7 +92,7 @@ async fn a_reset_connection_is_replaced_and_listening_resumes_every_time() {
 /// notifications flow on the new one.
 #[tokio::test]
 async fn a_silent_connection_is_found_by_its_probe_and_replaced() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let proxy = Proxy::start(&db.url).await;
     let config = switchyard_engine::StoreConfig {
         schema: db.schema.clone(),

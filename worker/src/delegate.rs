@@ -82,15 +82,20 @@ fn with_credentials(builder: reqwest::ClientBuilder, credentials: Option<&AgentC
 /// is `host:port`; its name is judged again by the channel's connector.)
 fn check_interfaces(egress: &Egress, card: &AgentCard) -> Result<(), RemoteError> {
     for interface in &card.supported_interfaces {
-        let url = match interface.protocol_binding.as_str() {
-            GRPC if !interface.url.contains("://") => format!("http://{}", interface.url),
-            _ => interface.url.clone(),
-        };
         egress
-            .check_url(&url)
+            .check_url(&interface_url(interface))
             .map_err(|e| RemoteError::Permanent { message: format!("its card's interface: {e}"), code: None })?;
     }
     Ok(())
+}
+
+/// An interface's address as a URL: a gRPC one may be a bare `host:port`.
+fn interface_url(interface: &a2a::AgentInterface) -> String {
+    if interface.protocol_binding.eq_ignore_ascii_case(GRPC) && !interface.url.contains("://") {
+        format!("http://{}", interface.url)
+    } else {
+        interface.url.clone()
+    }
 }
 
 const JSONRPC: &str = "JSONRPC";
@@ -413,15 +418,9 @@ impl Delegator {
         if interface.protocol_binding.eq_ignore_ascii_case(GRPC) {
             // Judged before the first connection, so a refusal is a verdict
             // here rather than a failed connection later.
-            let url = match interface.url.contains("://") {
-                true => interface.url.clone(),
-                false => format!("http://{}", interface.url),
-            };
-            let target = self
-                .settings
-                .egress
-                .check_url(&url)
-                .map_err(|refused| RemoteError::Permanent { message: refused.0, code: None })?;
+            // `check_interfaces` judged its address above; here its name.
+            let target = switchyard_engine::egress::Target::parse(&interface_url(interface))
+                .map_err(|e| RemoteError::Permanent { message: format!("its gRPC address: {e}"), code: None })?;
             if target.ip.is_none() {
                 crate::egress::resolve_checked(&self.settings.egress, &target.host, target.port).await.map_err(
                     |e| match crate::egress::refusal(e.as_ref()) {

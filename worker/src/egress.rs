@@ -37,11 +37,18 @@ impl Resolve for GuardedResolver {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The longest a name may take to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The addresses `host` resolves to that the guard allows; none left is
 /// the guard's refusal (an allow-listed name passes whatever it resolves to).
 pub async fn resolve_checked(egress: &Egress, host: &str, port: u16) -> Result<Vec<SocketAddr>, BoxError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    // The system resolver's own retries can take far longer than any caller
+    // would wait: every lookup has this deadline, whoever asks.
+    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)));
+    let resolved: Vec<SocketAddr> =
+        lookup.await.map_err(|_| format!("{host} did not resolve within {RESOLVE_TIMEOUT:?}"))??.collect();
     if egress.allows_host(host) {
         return Ok(resolved);
     }

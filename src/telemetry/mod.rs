@@ -6,7 +6,9 @@
 //! - `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL) or
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) turns export on;
 //! - `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`: `http/protobuf` (the default),
-//!   `http/json` or `grpc`;
+//!   `http/json` or `grpc`, each as far as this build has it (features
+//!   `otlp-http`, `otlp-http-json`, `otlp-grpc`; the first and last are
+//!   on by default);
 //! - `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, `…_TIMEOUT` (milliseconds),
 //!   `…_COMPRESSION`;
 //! - `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the process
@@ -87,17 +89,43 @@ fn sampler() -> Sampler {
 }
 
 /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`,
-/// else `http/protobuf`; a value we do not speak is an error, not a guess.
+/// else `http/protobuf`; a value we do not speak is an error, not a guess,
+/// and so is a transport this build left out (each is a cargo feature).
 fn protocol() -> anyhow::Result<Protocol> {
     let named = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"));
-    match named.as_deref().map(str::trim) {
-        None | Some("http/protobuf") => Ok(Protocol::HttpBinary),
-        Some("http/json") => Ok(Protocol::HttpJson),
-        Some("grpc") => Ok(Protocol::Grpc),
-        Some(other) => {
-            anyhow::bail!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not one of grpc, http/protobuf, http/json")
-        }
-    }
+    let named = named.as_deref().map_or("http/protobuf", str::trim);
+    let (protocol, feature) = match named {
+        "http/protobuf" => (http_protobuf(), "otlp-http"),
+        "http/json" => (http_json(), "otlp-http-json"),
+        "grpc" => (grpc(), "otlp-grpc"),
+        other => anyhow::bail!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not one of grpc, http/protobuf, http/json"),
+    };
+    protocol.with_context(|| {
+        format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={named}: this build has no such exporter (build with --features {feature})"
+        )
+    })
+}
+
+fn http_protobuf() -> Option<Protocol> {
+    #[cfg(feature = "otlp-http")]
+    return Some(Protocol::HttpBinary);
+    #[cfg(not(feature = "otlp-http"))]
+    None
+}
+
+fn http_json() -> Option<Protocol> {
+    #[cfg(feature = "otlp-http-json")]
+    return Some(Protocol::HttpJson);
+    #[cfg(not(feature = "otlp-http-json"))]
+    None
+}
+
+fn grpc() -> Option<Protocol> {
+    #[cfg(feature = "otlp-grpc")]
+    return Some(Protocol::Grpc);
+    #[cfg(not(feature = "otlp-grpc"))]
+    None
 }
 
 /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` in milliseconds (default 10 s).
@@ -110,8 +138,10 @@ fn export_timeout() -> Duration {
 
 fn exporter(protocol: Protocol) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
-    let built = match protocol {
+    let built: Result<_, opentelemetry_otlp::ExporterBuildError> = match protocol {
+        #[cfg(feature = "otlp-grpc")]
         Protocol::Grpc => builder.with_tonic().with_protocol(protocol).build(),
+        #[cfg(feature = "otlp-http")]
         _ => builder.with_http().with_protocol(protocol).build(),
     };
     built.context("building the OTLP span exporter")

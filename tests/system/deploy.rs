@@ -1,7 +1,8 @@
 //! The deployment files that ship beside the binary work with it: every
 //! command line in them (systemd units, Kubernetes manifests, the compose
 //! file) is one the binary accepts, the units pass `systemd-analyze
-//! verify`, and the TLS proxy points at the ports they listen on.
+//! verify`, the Kubernetes manifests validate against the API's own
+//! schemas, and the TLS proxy points at the ports they listen on.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -104,4 +105,43 @@ async fn the_deployment_files_run_the_binary_as_it_is() {
     for upstream in ["127.0.0.1:8080", "127.0.0.1:50051"] {
         assert!(caddy.contains(upstream) && serve.contains(upstream), "{upstream}");
     }
+}
+
+/// The Kubernetes manifests validate, strictly (no unknown field), against
+/// the OpenAPI schemas of the oldest Kubernetes release still supported
+/// upstream, with `kubernetes-validate` (schemas bundled: no cluster, no
+/// network beyond the package index). A broken copy is refused, so the
+/// check cannot pass by checking nothing.
+#[tokio::test]
+async fn the_kubernetes_manifests_validate_against_the_api_schemas() {
+    let python = tokio::task::spawn_blocking(|| crate::interop::venv("deploy-venv", &["kubernetes-validate==1.37.0"]))
+        .await
+        .expect("venv");
+    let validate = |path: std::path::PathBuf| {
+        let python = python.clone();
+        async move {
+            tokio::process::Command::new(python)
+                .args(["-m", "kubernetes_validate", "--strict", "--no-warn", "-k", "1.33.0"])
+                .arg(path)
+                .output()
+                .await
+                .expect("kubernetes-validate")
+        }
+    };
+    let manifests = root().join("deploy/kubernetes/switchyard.yaml");
+    let out = validate(manifests.clone()).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    for kind in ["configmap/", "job/switchyard-migrate", "deployment/switchyard-api", "deployment/switchyard-worker"] {
+        assert!(said.contains(&format!("passed for resource {kind}")), "{kind} was not checked: {said}");
+    }
+
+    let broken = read("deploy/kubernetes/switchyard.yaml").replacen("readinessProbe:", "readinessProbes:", 1);
+    let path = std::env::temp_dir().join(format!("switchyard-k8s-{}.yaml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, broken).expect("write");
+    let out = validate(path.clone()).await;
+    let _ = std::fs::remove_file(&path);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unknown field must be refused: {said}");
+    assert!(said.contains("'readinessProbes' was unexpected"), "{said}");
 }

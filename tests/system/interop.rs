@@ -35,7 +35,8 @@ pub(crate) fn python_sdk_v03() -> PathBuf {
     venv("interop-venv-v03", &PACKAGES_V03)
 }
 
-fn venv(name: &'static str, packages: &[&str]) -> PathBuf {
+/// A virtualenv under `target/` holding `packages`, made once per run.
+pub(crate) fn venv(name: &'static str, packages: &[&str]) -> PathBuf {
     let mut venvs = VENVS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((_, python)) = venvs.iter().find(|(n, _)| *n == name) {
         return python.clone();

@@ -16,8 +16,10 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::id::TaskId;
 use crate::route::NoRoute;
 use crate::store::AgentRecord;
+use crate::task::TaskRecord;
 
 /// A plan as configured: exactly one of `agent`, `fanout`, `fanout_skill`
 /// and `pipeline`. Members are names of agents or of other plans.
@@ -383,6 +385,44 @@ pub fn judge(join: Join, allow_partial: bool, t: Tally) -> Verdict {
         Join::Quorum { n } if t.completed + t.open < n as usize => Verdict::Failed,
         Join::Quorum { .. } => Verdict::Pending,
     }
+}
+
+/// Where a child sits in its parent's plan, from its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildPlace {
+    pub parent: TaskId,
+    pub position: i32,
+    /// The agent it delegates to, or the plan it runs.
+    pub label: String,
+}
+
+impl ChildPlace {
+    /// The place recorded in a child's metadata (`switchyard.parentTaskId`,
+    /// `position`, `agent`); `None` for a task that is nobody's child.
+    pub fn of(task: &TaskRecord) -> Option<ChildPlace> {
+        let hint = task.metadata.as_ref()?.get("switchyard")?;
+        Some(ChildPlace {
+            parent: task.parent_id?,
+            position: hint.get("position")?.as_i64().and_then(|p| i32::try_from(p).ok())?,
+            label: hint.get("agent").and_then(Value::as_str).unwrap_or("?").to_owned(),
+        })
+    }
+
+    /// How messages to clients name the child: `#1 (agent b)`.
+    pub fn describe(&self) -> String {
+        format!("#{} ({})", self.position, self.label)
+    }
+
+    pub(crate) fn tag(&self, child: TaskId) -> Value {
+        serde_json::json!({ "childTaskId": child.to_string(), "agent": self.label, "position": self.position })
+    }
+}
+
+/// A plan task's resolved plan and the attempts its children's delegations get.
+#[derive(Debug, Clone)]
+pub struct TaskPlan {
+    pub node: Node,
+    pub max_attempts: i32,
 }
 
 #[cfg(test)]

@@ -162,6 +162,16 @@ pub fn fold_artifacts(updates: &[ArtifactUpdate]) -> Result<Vec<Artifact>, FoldE
     Ok(artifacts)
 }
 
+/// The child a parent's current question came from, as its status says.
+pub fn asking_child(task: &TaskRecord) -> Option<TaskId> {
+    if !task.state.is_interrupted() {
+        return None;
+    }
+    let meta = task.status.message.as_ref()?.metadata.as_ref()?;
+    let id = meta.get("switchyard")?.get("childTaskId")?.as_str()?;
+    uuid::Uuid::parse_str(id).ok().map(TaskId)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,46 +228,6 @@ async fn migrations_revert_and_reapply(db: TestDb) {
     submit(&db.store, "works again").await;
 }
 
-/// The two schemas are kept by hand, so they are held equal here: the same
-/// indexes, by name and by the table they are on, after every migration.
-#[tokio::test]
-async fn both_stores_have_the_same_indexes() {
-    async fn indexes(db: &TestDb) -> Vec<(String, String)> {
-        let mut rows: Vec<(String, String)> = match db.driver {
-            crate::harness::Driver::Postgres => sqlx::query_as(
-                // Indexes of their own, not those behind a key or UNIQUE constraint
-                // (SQLite's stand-ins for those have no SQL, and are left out too).
-                "SELECT c.relname::text, i.relname::text FROM pg_index x \
-                 JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname <> '_sqlx_migrations' \
-                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)",
-            )
-            .bind(&db.schema)
-            .fetch_all(db.pool())
-            .await
-            .expect("pg indexes"),
-            crate::harness::Driver::Sqlite => sqlx::query_as(
-                "SELECT tbl_name, name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
-                 AND tbl_name NOT LIKE '\\_%' ESCAPE '\\'",
-            )
-            .fetch_all(db.store.sqlite_pool().expect("embedded"))
-            .await
-            .expect("sqlite indexes"),
-        };
-        rows.sort();
-        rows
-    }
-    let Some(pg) = TestDb::on(crate::harness::Driver::Postgres).await else { return };
-    let pg = indexes(&pg).await;
-    let lite = indexes(&TestDb::on(crate::harness::Driver::Sqlite).await.expect("embedded")).await;
-    let only = |a: &[(String, String)], b: &[(String, String)]| {
-        a.iter().filter(|i| !b.contains(i)).cloned().collect::<Vec<_>>()
-    };
-    assert!(pg.iter().any(|(_, name)| name == "idempotency_keys_task"), "{pg:?}");
-    assert_eq!((only(&pg, &lite), only(&lite, &pg)), (vec![], vec![]), "indexes only on PostgreSQL, only on SQLite");
-}
-
 /// One clock: a task's creation, its statuses and its log rows carry the
 /// database's time, whichever host wrote them.
 #[tokio::test]

@@ -7,10 +7,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use super::{Db, Store, lite};
+use super::Store;
 use crate::error::StoreError;
 use crate::id::{Caller, TaskId};
 
@@ -129,6 +126,21 @@ impl AuditEntry {
     }
 }
 
+super::seam::statements! {
+    room access;
+    /// Stores a new key (its secret as a hash); returns when it was made.
+    db fn key_insert(id: &str, secret_sha256: &[u8], new: &NewKey) -> DateTime<Utc>;
+    /// The key of this id, unless revoked, with its secret's hash.
+    db fn key_live(id: &str) -> Option<(KeyRecord, Vec<u8>)>;
+    /// Every key, newest first.
+    db fn keys_list() -> Vec<KeyRecord>;
+    /// Revokes a live key; how many were.
+    db fn key_revoke(id: &str) -> u64;
+    db fn audit_insert(entry: &AuditEntry) -> ();
+    /// A task's entries, oldest first.
+    db fn audit_for_task(task: TaskId) -> Vec<AuditEntry>;
+}
+
 impl Store {
     /// Creates a key; the returned string is the only copy of its secret.
     pub async fn key_create(&self, new: &NewKey) -> Result<(KeyRecord, String), StoreError> {
@@ -136,47 +148,9 @@ impl Store {
         // 43 characters: more than 256 bits.
         let secret = random_alnum(43);
         let hash = Sha256::digest(secret.as_bytes()).to_vec();
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let now = lite::now();
-                lite.write(async |c, _now| Ok(sqlx::query(
-                    "INSERT INTO api_keys (id, secret_sha256, tenant, principal, scopes, rate_per_sec, burst, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&id)
-                .bind(&hash)
-                .bind(&new.tenant)
-                .bind(&new.principal)
-                .bind(serde_json::to_string(&new.scopes)?)
-                .bind(new.rate_per_sec)
-                .bind(new.burst)
-                .bind(lite::us(now))
-                .execute(c)
-                .await?)).await?;
-                return Ok((self.key_record(&id, new, now), format!("{KEY_PREFIX}{id}_{secret}")));
-            }
-        };
-        let row = sqlx::query!(
-            r#"INSERT INTO api_keys (id, secret_sha256, tenant, principal, scopes, rate_per_sec, burst)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
-               RETURNING created_at"#,
-            id,
-            hash,
-            new.tenant,
-            new.principal,
-            &new.scopes,
-            new.rate_per_sec,
-            new.burst,
-        )
-        .fetch_one(pool)
-        .await?;
-        Ok((self.key_record(&id, new, row.created_at), format!("{KEY_PREFIX}{id}_{secret}")))
-    }
-
-    fn key_record(&self, id: &str, new: &NewKey, created_at: DateTime<Utc>) -> KeyRecord {
-        KeyRecord {
-            id: id.to_owned(),
+        let created_at = self.db.key_insert(&id, &hash, new).await?;
+        let record = KeyRecord {
+            id: id.clone(),
             tenant: new.tenant.clone(),
             principal: new.principal.clone(),
             scopes: new.scopes.clone(),
@@ -184,90 +158,25 @@ impl Store {
             burst: new.burst,
             created_at,
             revoked_at: None,
-        }
+        };
+        Ok((record, format!("{KEY_PREFIX}{id}_{secret}")))
     }
 
     /// The live key this presented key names, if its secret matches. Read
     /// on every request, so a revoked key stops working at once.
     pub async fn key_verify(&self, presented: &PresentedKey<'_>) -> Result<Option<KeyRecord>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let row = sqlx::query(
-                    "SELECT id, secret_sha256, tenant, principal, scopes, rate_per_sec, burst, created_at, revoked_at \
-                     FROM api_keys WHERE id = ? AND revoked_at IS NULL",
-                )
-                .bind(presented.id)
-                .fetch_optional(&lite.read)
-                .await?;
-                let Some(r) = row else { return Ok(None) };
-                let hash: Vec<u8> = r.try_get("secret_sha256")?;
-                return if presented.matches(&hash) { key_lite(&r).map(Some) } else { Ok(None) };
-            }
-        };
-        let row = sqlx::query!(
-            r#"SELECT id, secret_sha256, tenant, principal, scopes, rate_per_sec, burst, created_at, revoked_at
-               FROM api_keys WHERE id = $1 AND revoked_at IS NULL"#,
-            presented.id,
-        )
-        .fetch_optional(pool)
-        .await?;
-        Ok(row.filter(|r| presented.matches(&r.secret_sha256)).map(|r| KeyRecord {
-            id: r.id,
-            tenant: r.tenant,
-            principal: r.principal,
-            scopes: r.scopes,
-            rate_per_sec: r.rate_per_sec,
-            burst: r.burst,
-            created_at: r.created_at,
-            revoked_at: r.revoked_at,
-        }))
+        let live = self.db.key_live(presented.id).await?;
+        Ok(live.filter(|(_, hash)| presented.matches(hash)).map(|(key, _)| key))
     }
 
     /// Every key, newest first (revoked ones too).
     pub async fn keys_list(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let rows = sqlx::query(
-                    "SELECT id, tenant, principal, scopes, rate_per_sec, burst, created_at, revoked_at \
-                     FROM api_keys ORDER BY created_at DESC, id",
-                )
-                .fetch_all(&lite.read)
-                .await?;
-                return rows.iter().map(key_lite).collect();
-            }
-        };
-        Ok(sqlx::query_as!(
-            KeyRecord,
-            r#"SELECT id, tenant, principal, scopes, rate_per_sec, burst, created_at, revoked_at
-               FROM api_keys ORDER BY created_at DESC, id"#
-        )
-        .fetch_all(pool)
-        .await?)
+        self.db.keys_list().await
     }
 
     /// Revokes a key; false when no live key has that id.
     pub async fn key_revoke(&self, id: &str) -> Result<bool, StoreError> {
-        let done = match &self.db {
-            Db::Pg(pool) => {
-                sqlx::query!("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", id)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
-            Db::Lite(lite) => lite
-                .write(async |c, now| {
-                    Ok(sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                        .bind(lite::us(now))
-                        .bind(id)
-                        .execute(c)
-                        .await?)
-                })
-                .await?
-                .rows_affected(),
-        };
-        Ok(done == 1)
+        Ok(self.db.key_revoke(id).await? == 1)
     }
 
     /// Records an entry: a log line, and a row in the audit log. Called
@@ -275,111 +184,15 @@ impl Store {
     /// logged, not returned: the action is not undone by it.
     pub async fn audit(&self, entry: &AuditEntry) {
         entry.log();
-        if let Err(error) = self.audit_insert(entry).await {
+        if let Err(error) = self.db.audit_insert(entry).await {
             tracing::error!(%error, action = %entry.action, "could not write the audit log");
         }
     }
 
-    async fn audit_insert(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                lite.write(async |c, now| {
-                    Ok(sqlx::query(
-                        "INSERT INTO audit_log (at, tenant, principal, credential, action, task_id, detail) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(lite::us(now))
-                    .bind(&entry.tenant)
-                    .bind(&entry.principal)
-                    .bind(&entry.credential)
-                    .bind(&entry.action)
-                    .bind(entry.task_id.map(|t| t.0))
-                    .bind(entry.detail.as_ref().map(lite::json))
-                    .execute(c)
-                    .await?)
-                })
-                .await?;
-                return Ok(());
-            }
-        };
-        sqlx::query!(
-            r#"INSERT INTO audit_log (tenant, principal, credential, action, task_id, detail)
-               VALUES ($1, $2, $3, $4, $5, $6)"#,
-            entry.tenant,
-            entry.principal,
-            entry.credential,
-            entry.action,
-            entry.task_id.map(|t| t.0),
-            entry.detail,
-        )
-        .execute(pool)
-        .await?;
-        Ok(())
-    }
-
     /// A task's audit entries, oldest first.
     pub async fn audit_for_task(&self, task: TaskId) -> Result<Vec<AuditEntry>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let rows = sqlx::query(
-                    "SELECT at, tenant, principal, credential, action, task_id, detail \
-                     FROM audit_log WHERE task_id = ? ORDER BY id",
-                )
-                .bind(task.0)
-                .fetch_all(&lite.read)
-                .await?;
-                return rows
-                    .iter()
-                    .map(|r| {
-                        Ok(AuditEntry {
-                            at: Some(lite::at(r.try_get("at")?)),
-                            tenant: r.try_get("tenant")?,
-                            principal: r.try_get("principal")?,
-                            credential: r.try_get("credential")?,
-                            action: r.try_get("action")?,
-                            task_id: r.try_get::<Option<uuid::Uuid>, _>("task_id")?.map(TaskId),
-                            detail: lite::parse_opt(r.try_get("detail")?)?,
-                        })
-                    })
-                    .collect();
-            }
-        };
-        let rows = sqlx::query!(
-            r#"SELECT at, tenant, principal, credential, action, task_id, detail
-               FROM audit_log WHERE task_id = $1 ORDER BY id"#,
-            task.0,
-        )
-        .fetch_all(pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                at: Some(r.at),
-                tenant: r.tenant,
-                principal: r.principal,
-                credential: r.credential,
-                action: r.action,
-                task_id: r.task_id.map(TaskId),
-                detail: r.detail,
-            })
-            .collect())
+        self.db.audit_for_task(task).await
     }
-}
-
-/// An `api_keys` row on the embedded store.
-fn key_lite(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    Ok(KeyRecord {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        principal: r.try_get("principal")?,
-        scopes: serde_json::from_str(&r.try_get::<String, _>("scopes")?)?,
-        rate_per_sec: r.try_get("rate_per_sec")?,
-        burst: r.try_get("burst")?,
-        created_at: lite::at(r.try_get("created_at")?),
-        revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(lite::at),
-    })
 }
 
 #[cfg(test)]

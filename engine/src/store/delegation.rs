@@ -3,17 +3,39 @@
 //! transaction.
 
 use a2a::Message;
-use sqlx::Row;
+use subtle::ConstantTimeEq;
 
-use super::agent::Delegation;
 use super::job::{JobKind, Lease};
-use super::row::{EventRows, Snapshot, task_row};
 use super::task::{lock_task, stamped};
-use super::{Db, Store, Tx, in_tx, lite};
+use super::{Store, in_tx};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::TaskId;
 use crate::task::TaskRecord;
+
+/// A task's delegation checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delegation {
+    pub agent: String,
+    pub remote_task_id: Option<String>,
+    pub remote_context_id: Option<String>,
+    /// The id of the last client message handed to the remote agent.
+    pub forwarded_message_id: Option<String>,
+    /// Its sequence number in our log: written before it is sent.
+    pub forwarded_seq: Option<i64>,
+    /// Equal to `forwarded_seq` once the agent answered that send.
+    pub acked_seq: Option<i64>,
+    /// The remote question (status message id) the forwarded message answers.
+    pub question_id: Option<String>,
+}
+
+impl Delegation {
+    /// Sent, and not known to have arrived: a resumed worker must look
+    /// before sending it again.
+    pub fn unconfirmed(&self) -> Option<i64> {
+        self.forwarded_seq.filter(|seq| self.acked_seq != Some(*seq))
+    }
+}
 
 /// What a worker needs to start a delegation attempt.
 #[derive(Debug, Clone)]
@@ -37,79 +59,65 @@ pub struct Fold {
     pub requeued: bool,
 }
 
+super::seam::statements! {
+    room delegation;
+    /// The task, its checkpoint and the first client message not yet
+    /// forwarded; `None` when there is no such task.
+    db fn delegation_start(task_id: TaskId) -> Option<DelegationStart>;
+    db fn delegation_get(task_id: TaskId) -> Option<Delegation>;
+    db fn delegation_push_token(task_id: TaskId) -> Option<String>;
+    db fn delegation_set_push_token(task_id: TaskId, token: &str) -> ();
+    /// Makes the task's parked delegation due now, waking workers if it was.
+    db fn delegation_wake(task_id: TaskId, jobs_channel: &str) -> ();
+    /// Writes a fold (see [`Written`]); the task row is locked already.
+    tx fn fold_write(
+        channel: &str,
+        jobs_channel: &str,
+        lease: &Lease,
+        checkpoint: Option<&Delegation>,
+        task: &TaskRecord,
+        before: i64,
+        events: &[TaskEvent],
+        settle: bool,
+    ) -> Written;
+    /// Whether a client message came in past what was forwarded.
+    tx fn follow_up_pending(task_id: TaskId) -> bool;
+}
+
 impl Store {
     /// The task, its delegation checkpoint and the next client message to
     /// forward, in one round trip.
     pub async fn delegation_start(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => return self.delegation_start_lite(lite, task_id).await,
-        };
-        let row = sqlx::query!(
-            r#"SELECT t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status,
-                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts, t.artifact_ids,
-                      t.metadata, t.trace_context, t.version, t.created_at, t.status_at,
-                      d.agent AS "agent?", d.remote_task_id, d.remote_context_id, d.forwarded_message_id,
-                      d.forwarded_seq, d.acked_seq, d.question_id,
-                      m.seq AS "next_seq?", m.payload AS "next_payload?"
-               FROM tasks t
-               LEFT JOIN delegations d ON d.task_id = t.id
-               LEFT JOIN LATERAL (
-                   SELECT seq, payload FROM task_events e
-                   WHERE e.task_id = t.id AND e.kind = 'message' AND e.payload->>'role' = 'ROLE_USER'
-                     AND e.seq > COALESCE(d.forwarded_seq, 0)
-                   ORDER BY seq LIMIT 1
-               ) m ON true
-               WHERE t.id = $1"#,
-            task_id.0,
-        )
-        .fetch_optional(pool)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        let task = TaskRecord::try_from(task_row!(r))?;
-        let delegation = r.agent.map(|agent| Delegation {
-            agent,
-            remote_task_id: r.remote_task_id,
-            remote_context_id: r.remote_context_id,
-            forwarded_message_id: r.forwarded_message_id,
-            forwarded_seq: r.forwarded_seq,
-            acked_seq: r.acked_seq,
-            question_id: r.question_id,
-        });
-        let next = match (r.next_seq, r.next_payload) {
-            (Some(seq), Some(payload)) => Some((seq, serde_json::from_value(payload)?)),
-            _ => None,
-        };
-        Ok(Some(DelegationStart { task, delegation, next }))
+        self.db.delegation_start(task_id).await
     }
 
-    /// [`Store::delegation_start`] on the embedded store: the same reads,
-    /// as three statements (no lateral joins).
-    async fn delegation_start_lite(
-        &self,
-        lite: &lite::Lite,
-        task_id: TaskId,
-    ) -> Result<Option<DelegationStart>, StoreError> {
-        let task = match self.task_load(task_id).await {
-            Ok(task) => task,
-            Err(StoreError::TaskNotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let delegation = self.delegation_get(task_id).await?;
-        let after = delegation.as_ref().and_then(|d| d.forwarded_seq).unwrap_or(0);
-        let next = sqlx::query(
-            "SELECT seq, payload FROM task_events WHERE task_id = ? AND kind = 'message' \
-             AND json_extract(payload, '$.role') = 'ROLE_USER' AND seq > ? ORDER BY seq LIMIT 1",
-        )
-        .bind(task_id.0)
-        .bind(after)
-        .fetch_optional(&lite.read)
-        .await?;
-        let next = match next {
-            Some(r) => Some((r.try_get("seq")?, serde_json::from_str(&r.try_get::<String, _>("payload")?)?)),
-            None => None,
-        };
-        Ok(Some(DelegationStart { task, delegation, next }))
+    /// A task's delegation checkpoint, if it has one.
+    pub async fn delegation_get(&self, task_id: TaskId) -> Result<Option<Delegation>, StoreError> {
+        self.db.delegation_get(task_id).await
+    }
+
+    /// The secret a delegation's remote webhook was registered with, if any.
+    pub async fn delegation_push_token(&self, task_id: TaskId) -> Result<Option<String>, StoreError> {
+        self.db.delegation_push_token(task_id).await
+    }
+
+    /// Records the secret a webhook was registered on the remote task with.
+    pub async fn delegation_set_push_token(&self, task_id: TaskId, token: &str) -> Result<(), StoreError> {
+        self.db.delegation_set_push_token(task_id, token).await
+    }
+
+    /// A remote agent pushed about a task's remote task: if `token` is the
+    /// delegation's secret, its parked job is due now (and workers woken).
+    /// False when the token does not match (nothing changes). The push is a
+    /// hint: the worker reads the remote task before trusting anything.
+    pub async fn delegation_pushed(&self, task_id: TaskId, token: &str) -> Result<bool, StoreError> {
+        let Some(expected) = self.delegation_push_token(task_id).await? else { return Ok(false) };
+        // Compared in time independent of where they first differ.
+        if !bool::from(expected.as_bytes().ct_eq(token.as_bytes())) {
+            return Ok(false);
+        }
+        self.db.delegation_wake(task_id, &self.channels.jobs).await?;
+        Ok(true)
     }
 
     /// Writes what a remote exchange produced, in ONE transaction under the
@@ -148,18 +156,18 @@ impl Store {
             // A settlement that may find a follow-up to forward needs the
             // look below; any other is written with everything else.
             let settle_here = finish && task.state.is_terminal();
-            let written = write_fold(
-                tx,
-                &self.channels.events,
-                &self.channels.jobs,
-                lease,
-                checkpoint,
-                &task,
-                before,
-                &events,
-                settle_here,
-            )
-            .await?;
+            let written = tx
+                .fold_write(
+                    &self.channels.events,
+                    &self.channels.jobs,
+                    lease,
+                    checkpoint,
+                    &task,
+                    before,
+                    &events,
+                    settle_here,
+                )
+                .await?;
             if !events.is_empty() && written.task_updated != 1 {
                 return Err(StoreError::Corrupt(format!("task {} changed under its row lock", task.id)));
             }
@@ -173,209 +181,17 @@ impl Store {
             if !finish || settle_here {
                 return Ok(Fold { task, ended, requeued: false });
             }
-            let pending = match tx {
-                Tx::Pg(tx) => {
-                    sqlx::query_scalar!(
-                        r#"SELECT EXISTS (
-                           SELECT 1 FROM task_events
-                           WHERE task_id = $1 AND kind = 'message' AND payload->>'role' = 'ROLE_USER'
-                             AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = $1)
-                       ) AS "pending!""#,
-                        lease.task_id.0,
-                    )
-                    .fetch_one(&mut **tx)
-                    .await?
-                }
-                Tx::Lite(tx) => {
-                    sqlx::query_scalar(
-                        "SELECT EXISTS (SELECT 1 FROM task_events WHERE task_id = ?1 AND kind = 'message' \
-                     AND json_extract(payload, '$.role') = 'ROLE_USER' \
-                     AND seq > (SELECT forwarded_seq FROM delegations WHERE task_id = ?1))",
-                    )
-                    .bind(lease.task_id.0)
-                    .fetch_one(tx.conn())
-                    .await?
-                }
-            };
+            let pending = tx.follow_up_pending(lease.task_id).await?;
             self.finish_or_requeue(tx, lease, pending, JobKind::Delegate).await?;
             Ok(Fold { task, ended, requeued: pending })
         })
     }
 }
 
-/// What the one statement of a fold touched.
-struct Written {
-    task_updated: i64,
-    job_held: i64,
-}
-
-/// Everything a fold writes, in ONE statement: the checkpoint (if any), the
-/// log rows and the snapshot (if any events), the NOTIFY, and the job,
-/// either settled as done (`settle`) or locked to prove the lease holds
-/// until COMMIT. The task row is already locked by this transaction.
-#[allow(clippy::too_many_arguments)]
-async fn write_fold(
-    tx: &mut Tx,
-    channel: &str,
-    jobs_channel: &str,
-    lease: &Lease,
-    checkpoint: Option<&Delegation>,
-    task: &TaskRecord,
-    before: i64,
-    events: &[TaskEvent],
-    settle: bool,
-) -> Result<Written, StoreError> {
-    let d = checkpoint.cloned().unwrap_or_default();
-    let rows = EventRows::of(before + 1, events);
-    let snapshot = Snapshot::of(task)?;
-    let tx = match tx {
-        Tx::Pg(tx) => tx,
-        Tx::Lite(tx) => {
-            return write_fold_lite(tx, channel, jobs_channel, lease, checkpoint, task, before, events, settle).await;
-        }
-    };
-    let row = sqlx::query!(
-        r#"WITH checkpoint AS (
-               INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
-                                        forwarded_seq, acked_seq, question_id)
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE $9
-               ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
-                   remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
-                   forwarded_message_id = EXCLUDED.forwarded_message_id,
-                   forwarded_seq = EXCLUDED.forwarded_seq, acked_seq = EXCLUDED.acked_seq,
-                   question_id = EXCLUDED.question_id, updated_at = now()
-           ),
-           logged AS (
-               INSERT INTO task_events (task_id, seq, kind, payload, created_at)
-               SELECT $1, seq, kind, payload, now()
-               FROM UNNEST($10::bigint[], $11::text[], $12::jsonb[]) AS e(seq, kind, payload)
-           ),
-           folded AS (
-               UPDATE tasks SET state = $13, status = $14, artifact_ids = $15, version = $16, status_at = $17
-               WHERE id = $1 AND version = $18 AND cardinality($10::bigint[]) > 0
-               RETURNING id
-           ),
-           settled AS (
-               UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-               WHERE id = $19 AND lease_token = $20 AND state = 'leased' AND $21
-               RETURNING id
-           ),
-           held AS (
-               SELECT id FROM jobs WHERE id = $19 AND lease_token = $20 AND state = 'leased' AND NOT $21
-               FOR UPDATE
-           ),
-           pushed AS (
-               INSERT INTO push_deliveries (task_id, config_id, seq)
-               SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($24::bigint[]) AS s(seq)
-               WHERE c.task_id = $1
-               RETURNING config_id
-           ),
-           queued AS (
-               INSERT INTO jobs (task_id, kind, payload, max_attempts)
-               SELECT DISTINCT $1, 'push', jsonb_build_object('config', config_id), 1000 FROM pushed
-               ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
-               DO NOTHING
-               RETURNING id
-           )
-           SELECT (SELECT count(*) FROM folded) AS "task_updated!",
-                  (SELECT count(*) FROM settled) + (SELECT count(*) FROM held) AS "job_held!",
-                  CASE WHEN cardinality($10::bigint[]) > 0 THEN pg_notify($22, $23) END AS notified,
-                  CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($25, 'push') END AS jobs_notified"#,
-        lease.task_id.0,
-        d.agent,
-        d.remote_task_id,
-        d.remote_context_id,
-        d.forwarded_message_id,
-        d.forwarded_seq,
-        d.acked_seq,
-        d.question_id,
-        checkpoint.is_some(),
-        &rows.seqs,
-        &rows.kinds,
-        &rows.payloads,
-        snapshot.state,
-        snapshot.status,
-        &snapshot.artifact_ids,
-        task.version,
-        task.status_at,
-        before,
-        lease.job_id.0,
-        lease.token,
-        settle,
-        channel,
-        crate::notify::EventNotice::payload(task),
-        &super::push::pushable(before + 1, events),
-        jobs_channel,
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let _ = row.notified;
-    Ok(Written { task_updated: row.task_updated, job_held: row.job_held })
-}
-
-/// [`write_fold`] on the embedded store: the same writes, one statement each.
-#[allow(clippy::too_many_arguments)]
-async fn write_fold_lite(
-    tx: &mut lite::LiteTx,
-    channel: &str,
-    jobs_channel: &str,
-    lease: &Lease,
-    checkpoint: Option<&Delegation>,
-    task: &TaskRecord,
-    before: i64,
-    events: &[TaskEvent],
-    settle: bool,
-) -> Result<Written, StoreError> {
-    let now = lite::us(tx.now);
-    if let Some(d) = checkpoint {
-        sqlx::query(
-            "INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id, \
-                                      forwarded_seq, acked_seq, question_id, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (task_id) DO UPDATE SET agent = excluded.agent, \
-                 remote_task_id = excluded.remote_task_id, remote_context_id = excluded.remote_context_id, \
-                 forwarded_message_id = excluded.forwarded_message_id, forwarded_seq = excluded.forwarded_seq, \
-                 acked_seq = excluded.acked_seq, question_id = excluded.question_id, updated_at = excluded.updated_at",
-        )
-        .bind(lease.task_id.0)
-        .bind(&d.agent)
-        .bind(&d.remote_task_id)
-        .bind(&d.remote_context_id)
-        .bind(&d.forwarded_message_id)
-        .bind(d.forwarded_seq)
-        .bind(d.acked_seq)
-        .bind(&d.question_id)
-        .bind(now)
-        .execute(tx.conn())
-        .await?;
-    }
-    let mut task_updated = 0;
-    if !events.is_empty() {
-        lite::insert_events(tx, lease.task_id.0, &EventRows::of(before + 1, events), tx.now).await?;
-        task_updated = lite::update_snapshot(tx, task, before).await? as i64;
-    }
-    let held = if settle {
-        sqlx::query(
-            "UPDATE jobs SET state = 'done', finished_at = ?, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND lease_token = ? AND state = 'leased'",
-        )
-        .bind(now)
-        .bind(lease.job_id.0)
-        .bind(lease.token)
-        .execute(tx.conn())
-        .await?
-        .rows_affected()
-    } else {
-        sqlx::query_scalar::<_, i64>("SELECT id FROM jobs WHERE id = ? AND lease_token = ? AND state = 'leased'")
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .fetch_optional(tx.conn())
-            .await?
-            .map_or(0, |_| 1)
-    };
-    lite::enqueue_deliveries(tx, jobs_channel, lease.task_id.0, &super::push::pushable(before + 1, events)).await?;
-    if !events.is_empty() {
-        tx.notify(channel, &crate::notify::EventNotice::payload(task));
-    }
-    Ok(Written { task_updated, job_held: held as i64 })
+/// What the writes of a fold touched.
+pub(super) struct Written {
+    /// Task rows updated: 1 when there were events, else 0.
+    pub task_updated: i64,
+    /// 1 while the lease holds (the job settled, or locked until COMMIT).
+    pub job_held: i64,
 }

@@ -10,18 +10,57 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::in_tx;
-use super::{Db, Store, Tx, lite, notify};
+use super::{Store, Tx};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::{JobId, TaskId};
 
-mod embedded;
 mod model;
 
-use embedded::{CLAIMED, JOB_COLUMNS, claim_lite, job_record_lite, mark_done_lite};
-
-use model::JobRow;
+pub(super) use model::JobRow;
 pub use model::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
+
+super::seam::statements! {
+    room job;
+    /// Whether the lease still holds the job, locking its row until COMMIT.
+    tx fn lease_confirm(lease: &Lease) -> bool;
+    /// `None` when it is a delegation and the task has a live one.
+    tx fn job_insert(task_id: TaskId, job: &NewJob) -> Option<JobId>;
+    /// [`Tx::job_insert`] as a transaction of its own, waking the workers.
+    db fn job_enqueue(task_id: TaskId, job: &NewJob, jobs_channel: &str) -> Option<JobId>;
+    /// The fenced `leased -> done`; rows changed (0: the lease was lost).
+    tx fn job_done(lease: &Lease) -> u64;
+    /// [`Tx::job_done`] as a statement of its own.
+    db fn job_done_alone(lease: &Lease) -> u64;
+    /// Leases up to `limit` due jobs, longest due first.
+    db fn jobs_claim(owner: &str, limit: i64, lease_for: Duration) -> Vec<ClaimRow>;
+    /// [`Db::jobs_claim`], leaving tenants at `cap` leased delegations aside.
+    db fn jobs_claim_fair(owner: &str, limit: i64, lease_for: Duration, cap: i64) -> Vec<ClaimRow>;
+    /// Extends the leases still held; their ids.
+    db fn jobs_heartbeat(leases: &[&Lease], lease_for: Duration) -> Vec<JobId>;
+    /// The fenced `leased -> done` of many; the ids that were.
+    db fn jobs_done_many(leases: &[&Lease]) -> Vec<JobId>;
+    /// Ready after `delay`, or dead when out of attempts: (state, run_at).
+    tx fn job_retry(lease: &Lease, delay: Duration, error: &str) -> Option<(String, DateTime<Utc>)>;
+    /// Ready after `after`, the attempt refunded; when it runs.
+    db fn job_snooze(lease: &Lease, after: Duration, reason: &str) -> Option<DateTime<Utc>>;
+    /// Ready now, the attempt refunded; rows changed.
+    tx fn job_release(lease: &Lease) -> u64;
+    /// Expired leases made ready (or dead, out of attempts): (job, task, state).
+    tx fn jobs_rescue(limit: i64) -> Vec<(JobId, TaskId, String)>;
+    /// A job's state, its row locked.
+    tx fn job_state_lock(job_id: JobId) -> Option<String>;
+    /// Ready now with a fresh set of attempts.
+    tx fn job_reset(job_id: JobId) -> ();
+    /// Dead jobs, most recently dead first.
+    db fn jobs_dead(limit: i64) -> Vec<JobRecord>;
+    /// Oldest first.
+    db fn task_jobs(task_id: TaskId) -> Vec<JobRecord>;
+    /// Done, or (`again`) ready now with the attempt refunded; rows changed.
+    tx fn job_settle(lease: &Lease, again: bool) -> u64;
+    /// `SAVEPOINT`, `RELEASE` or `ROLLBACK TO` (the same SQL on both).
+    tx fn savepoint(sql: &'static str) -> ();
+}
 
 impl Lease {
     /// Confirms, at the end of a transaction, that this lease still holds
@@ -30,25 +69,12 @@ impl Lease {
     /// a task lock never holds its job row meanwhile; if the lease changed
     /// hands while it waited, the whole transaction rolls back.
     pub(super) async fn confirm(&self, tx: &mut Tx) -> Result<(), StoreError> {
-        let held = match tx {
-            Tx::Pg(tx) => {
-                sqlx::query_scalar!(
-                    r#"SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'leased' FOR UPDATE"#,
-                    self.job_id.0,
-                    self.token,
-                )
-                .fetch_optional(&mut **tx)
-                .await?
-            }
-            Tx::Lite(tx) => {
-                sqlx::query_scalar("SELECT id FROM jobs WHERE id = ? AND lease_token = ? AND state = 'leased'")
-                    .bind(self.job_id.0)
-                    .bind(self.token)
-                    .fetch_optional(tx.conn())
-                    .await?
-            }
-        };
-        held.map(|_| ()).ok_or(StoreError::LeaseLost(self.job_id))
+        if tx.lease_confirm(self).await? { Ok(()) } else { Err(StoreError::LeaseLost(self.job_id)) }
+    }
+
+    /// `LeaseLost` unless `rows` (changed by a fenced statement) is one.
+    fn held(&self, rows: u64) -> Result<(), StoreError> {
+        if rows == 0 { Err(StoreError::LeaseLost(self.job_id)) } else { Ok(()) }
     }
 }
 
@@ -56,56 +82,13 @@ impl Lease {
 /// live one, which will carry whatever the new job would have (a task's
 /// delegation is driven by one job at a time).
 pub(super) async fn insert_job(tx: &mut Tx, task_id: TaskId, job: &NewJob) -> Result<Option<JobId>, StoreError> {
-    let tx = match tx {
-        Tx::Pg(tx) => tx,
-        Tx::Lite(tx) => return Ok(lite::insert_job(tx, task_id.0, job).await?.map(JobId)),
-    };
-    let id = sqlx::query_scalar!(
-        r#"INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
-           VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
-           ON CONFLICT (task_id) WHERE kind = 'delegate' AND state IN ('ready', 'leased') DO NOTHING
-           RETURNING id"#,
-        task_id.0,
-        job.kind.as_str(),
-        job.payload,
-        job.priority,
-        job.max_attempts,
-        job.run_at,
-    )
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(id.map(JobId))
+    tx.job_insert(task_id, job).await
 }
 
-/// The fenced `leased -> done` transition.
-async fn mark_done<'e, E: sqlx::PgExecutor<'e>>(executor: E, lease: &Lease) -> Result<(), StoreError> {
-    let done = sqlx::query!(
-        r#"UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-           WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-        lease.job_id.0,
-        lease.token,
-    )
-    .execute(executor)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::LeaseLost(lease.job_id));
-    }
-    Ok(())
-}
-
-/// [`mark_done`] inside a transaction, on either driver.
+/// The fenced `leased -> done` transition inside a transaction.
 pub(super) async fn mark_done_in(tx: &mut Tx, lease: &Lease) -> Result<(), StoreError> {
-    match tx {
-        Tx::Pg(tx) => mark_done(&mut **tx, lease).await,
-        Tx::Lite(tx) => {
-            let now = tx.now;
-            mark_done_lite(tx.conn(), lease, now).await
-        }
-    }
-}
-
-fn seconds(d: Duration) -> f64 {
-    d.as_secs_f64()
+    let rows = tx.job_done(lease).await?;
+    lease.held(rows)
 }
 
 impl Store {
@@ -113,40 +96,7 @@ impl Store {
     /// `None` when the task already has a live delegation that will do the
     /// work (see [`insert_job`]).
     pub async fn job_enqueue(&self, task_id: TaskId, job: &NewJob) -> Result<Option<JobId>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(_) => {
-                return in_tx!(self, |tx| {
-                    let id = insert_job(tx, task_id, job).await?;
-                    if id.is_some() {
-                        notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
-                    }
-                    Ok(id)
-                });
-            }
-        };
-        // One statement, so one round trip: the insert and its wake-up
-        // commit together without an explicit transaction.
-        let row = sqlx::query!(
-            r#"WITH queued AS (
-                   INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
-                   VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
-                   ON CONFLICT (task_id) WHERE kind = 'delegate' AND state IN ('ready', 'leased') DO NOTHING
-                   RETURNING id
-               )
-               SELECT (SELECT id FROM queued) AS id,
-                      CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($7, $2) END AS notified"#,
-            task_id.0,
-            job.kind.as_str(),
-            job.payload,
-            job.priority,
-            job.max_attempts,
-            job.run_at,
-            self.channels.jobs,
-        )
-        .fetch_one(pool)
-        .await?;
-        Ok(row.id.map(JobId))
+        self.db.job_enqueue(task_id, job, &self.channels.jobs).await
     }
 
     /// Claims up to `limit` ready jobs in one statement, longest due first, each under a fresh fencing token and a lease of `lease_for`.
@@ -170,171 +120,17 @@ impl Store {
         lease_for: Duration,
         tenant_cap: Option<i64>,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let Some(cap) = tenant_cap else {
-            return self.claim_any(owner, limit, lease_for).await;
+        let rows = match tenant_cap {
+            None => self.db.jobs_claim(owner, limit, lease_for).await?,
+            Some(cap) => self.db.jobs_claim_fair(owner, limit, lease_for, cap).await?,
         };
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                // The same window and ranks; the one writer needs no SKIP LOCKED.
-                let sql = format!(
-                    "WITH running AS (
-                         SELECT t.tenant, count(*) AS n FROM jobs r JOIN tasks t ON t.id = r.task_id
-                         WHERE r.state = 'leased' AND r.kind = ?5 GROUP BY t.tenant
-                     ), candidates AS (
-                         SELECT j.id, j.kind, j.run_at, t.tenant FROM jobs j JOIN tasks t ON t.id = j.task_id
-                         WHERE j.state = 'ready' AND j.run_at <= ?6
-                           AND (j.kind <> ?5 OR t.tenant NOT IN (SELECT tenant FROM running WHERE n >= ?4))
-                         ORDER BY j.run_at, j.id
-                         LIMIT ?2 * 4
-                     ), allowed AS (
-                         SELECT c.id FROM (
-                             SELECT c.*, row_number() OVER (PARTITION BY c.tenant, c.kind ORDER BY c.run_at, c.id) AS rank
-                             FROM candidates c
-                         ) c
-                         LEFT JOIN running r ON r.tenant = c.tenant
-                         WHERE c.kind <> ?5 OR c.rank + coalesce(r.n, 0) <= ?4
-                     )
-                     UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_owner = ?1,
-                                     lease_token = lease_token + 1, lease_expires_at = ?3
-                     WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM allowed) AND state = 'ready'
-                                  ORDER BY run_at, id LIMIT ?2)
-                     RETURNING {CLAIMED}"
-                );
-                return claim_lite(lite, sql, owner, limit, lease_for, Some(cap)).await;
-            }
-        };
-        // The leased delegations are few (at most every worker's
-        // concurrency), so counting them per tenant is cheap; the ready jobs
-        // are looked at in a bounded window, in claim order, skipping the
-        // tenants already at their cap.
-        let rows = sqlx::query_as!(
-            ClaimRow,
-            r#"WITH running AS (
-                   SELECT t.tenant, count(*) AS n FROM jobs r JOIN tasks t ON t.id = r.task_id
-                   WHERE r.state = 'leased' AND r.kind = $5
-                   GROUP BY t.tenant
-               ), candidates AS (
-                   SELECT j.id, j.kind, j.run_at, t.tenant FROM jobs j JOIN tasks t ON t.id = j.task_id
-                   WHERE j.state = 'ready' AND j.run_at <= now()
-                     AND (j.kind <> $5 OR t.tenant NOT IN (SELECT tenant FROM running WHERE n >= $4))
-                   ORDER BY j.run_at, j.id
-                   LIMIT $2::bigint * 4
-               ), allowed AS (
-                   SELECT c.id FROM (
-                       SELECT c.*, row_number() OVER (PARTITION BY c.tenant, c.kind ORDER BY c.run_at, c.id) AS rank
-                       FROM candidates c
-                   ) c
-                   LEFT JOIN running r ON r.tenant = c.tenant
-                   WHERE c.kind <> $5 OR c.rank + coalesce(r.n, 0) <= $4
-               )
-               UPDATE jobs SET state = 'leased',
-                              attempt = attempt + 1,
-                              lease_owner = $1,
-                              lease_token = lease_token + 1,
-                              lease_expires_at = now() + make_interval(secs => $3)
-               WHERE id IN (
-                   SELECT id FROM jobs
-                   WHERE id IN (SELECT id FROM allowed) AND state = 'ready'
-                   ORDER BY run_at, id
-                   LIMIT $2
-                   FOR UPDATE SKIP LOCKED
-               )
-               RETURNING id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at,
-                         lease_expires_at AS "lease_expires_at!""#,
-            owner,
-            limit,
-            seconds(lease_for),
-            cap,
-            JobKind::Delegate.as_str(),
-        )
-        .fetch_all(pool)
-        .await?;
-        Ok(ClaimRow::into_jobs(rows, owner))
-    }
-
-    async fn claim_any(&self, owner: &str, limit: i64, lease_for: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let sql = format!(
-                    "UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_owner = ?1,
-                                     lease_token = lease_token + 1, lease_expires_at = ?3
-                     WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= ?6
-                                  ORDER BY run_at, id LIMIT ?2)
-                     RETURNING {CLAIMED}"
-                );
-                return claim_lite(lite, sql, owner, limit, lease_for, None).await;
-            }
-        };
-        let rows = sqlx::query_as!(
-            ClaimRow,
-            r#"UPDATE jobs SET state = 'leased',
-                              attempt = attempt + 1,
-                              lease_owner = $1,
-                              lease_token = lease_token + 1,
-                              lease_expires_at = now() + make_interval(secs => $3)
-               WHERE id IN (
-                   SELECT id FROM jobs
-                   WHERE state = 'ready' AND run_at <= now()
-                   ORDER BY run_at, id
-                   LIMIT $2
-                   FOR UPDATE SKIP LOCKED
-               )
-               RETURNING id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at,
-                         lease_expires_at AS "lease_expires_at!""#,
-            owner,
-            limit,
-            seconds(lease_for),
-        )
-        .fetch_all(pool)
-        .await?;
         Ok(ClaimRow::into_jobs(rows, owner))
     }
 
     /// Extends the given leases; returns the ids of those still held (a
     /// lease missing from the answer was lost and its work must stop).
     pub async fn job_heartbeat(&self, leases: &[&Lease], lease_for: Duration) -> Result<Vec<JobId>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let mut tx = lite.begin().await?;
-                let until = lite::us_after(tx.now, lease_for);
-                let mut held = Vec::new();
-                let mut beat = async || {
-                    for lease in leases {
-                        let done = sqlx::query(
-                            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND state = 'leased'",
-                        )
-                        .bind(until)
-                        .bind(lease.job_id.0)
-                        .bind(lease.token)
-                        .execute(tx.conn())
-                        .await?;
-                        if done.rows_affected() == 1 {
-                            held.push(lease.job_id);
-                        }
-                    }
-                    Ok::<_, StoreError>(())
-                };
-                let result = beat().await;
-                return tx.finish(result).await.map(|()| held);
-            }
-        };
-        let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
-        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
-        let held = sqlx::query_scalar!(
-            r#"UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
-               FROM UNNEST($1::bigint[], $2::bigint[]) AS h(id, token)
-               WHERE jobs.id = h.id AND jobs.lease_token = h.token AND jobs.state = 'leased'
-               RETURNING jobs.id"#,
-            &ids,
-            &tokens,
-            seconds(lease_for),
-        )
-        .fetch_all(pool)
-        .await?;
-        Ok(held.into_iter().map(JobId).collect())
+        self.db.jobs_heartbeat(leases, lease_for).await
     }
 
     /// Marks a job done, appending `events` to its task in the same
@@ -343,10 +139,8 @@ impl Store {
         if events.is_empty() {
             // One statement needs no explicit transaction: one round trip
             // instead of three on the queue's hottest path.
-            return match &self.db {
-                Db::Pg(pool) => mark_done(pool, lease).await,
-                Db::Lite(lite) => lite.write(async |c, now| mark_done_lite(c, lease, now).await).await,
-            };
+            let rows = self.db.job_done_alone(lease).await?;
+            return lease.held(rows);
         }
         in_tx!(self, |tx| {
             self.append_in_tx(tx, lease.task_id, events).await?;
@@ -368,35 +162,7 @@ impl Store {
     /// holds; returns the ids that were completed (the others' leases were
     /// lost). For jobs whose completion writes nothing to their tasks.
     pub async fn job_complete_many(&self, leases: &[&Lease]) -> Result<Vec<JobId>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(_) => {
-                return in_tx!(self, |tx| {
-                    let mut done = Vec::new();
-                    for lease in leases {
-                        match mark_done_in(tx, lease).await {
-                            Ok(()) => done.push(lease.job_id),
-                            Err(StoreError::LeaseLost(_)) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(done)
-                });
-            }
-        };
-        let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
-        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
-        let done = sqlx::query_scalar!(
-            r#"UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-               FROM UNNEST($1::bigint[], $2::bigint[]) AS c(id, token)
-               WHERE jobs.id = c.id AND jobs.lease_token = c.token AND jobs.state = 'leased'
-               RETURNING jobs.id"#,
-            &ids,
-            &tokens,
-        )
-        .fetch_all(pool)
-        .await?;
-        Ok(done.into_iter().map(JobId).collect())
+        self.db.jobs_done_many(leases).await
     }
 
     /// Records a failed attempt. With attempts left the job is ready again
@@ -410,42 +176,7 @@ impl Store {
         on_dead: &[TaskEvent],
     ) -> Result<JobFate, StoreError> {
         in_tx!(self, |tx| {
-            let row = match tx {
-                Tx::Pg(tx) => sqlx::query!(
-                    r#"UPDATE jobs SET
-                           state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
-                           run_at = CASE WHEN attempt >= max_attempts THEN run_at
-                                         ELSE now() + make_interval(secs => $3) END,
-                           finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
-                           lease_owner = NULL, lease_expires_at = NULL, last_error = $4
-                       WHERE id = $1 AND lease_token = $2 AND state = 'leased'
-                       RETURNING state, run_at"#,
-                    lease.job_id.0,
-                    lease.token,
-                    seconds(delay),
-                    error,
-                )
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|r| (r.state, r.run_at)),
-                Tx::Lite(tx) => sqlx::query_as::<_, (String, i64)>(
-                    "UPDATE jobs SET
-                         state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
-                         run_at = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?3 END,
-                         finished_at = CASE WHEN attempt >= max_attempts THEN ?4 END,
-                         lease_owner = NULL, lease_expires_at = NULL, last_error = ?5
-                     WHERE id = ?1 AND lease_token = ?2 AND state = 'leased'
-                     RETURNING state, run_at",
-                )
-                .bind(lease.job_id.0)
-                .bind(lease.token)
-                .bind(lite::us_after(tx.now, delay))
-                .bind(lite::us(tx.now))
-                .bind(error)
-                .fetch_optional(tx.conn())
-                .await?
-                .map(|(state, run_at)| (state, lite::at(run_at))),
-            };
+            let row = tx.job_retry(lease, delay, error).await?;
             let (state, run_at) = row.ok_or(StoreError::LeaseLost(lease.job_id))?;
             // No NOTIFY for a retry: nobody can take it before it is due
             // (the retrying worker sets itself a timer for it).
@@ -463,39 +194,7 @@ impl Store {
     /// attempt: for work that is waiting, not failing (a remote task still
     /// running, an agent whose circuit breaker is open).
     pub async fn job_snooze(&self, lease: &Lease, after: Duration, reason: &str) -> Result<DateTime<Utc>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let run_at: Option<i64> = lite
-                    .write(async |c, now| {
-                        Ok(sqlx::query_scalar(
-                            "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_owner = NULL, \
-                     lease_expires_at = NULL, last_error = ? \
-                     WHERE id = ? AND lease_token = ? AND state = 'leased' RETURNING run_at",
-                        )
-                        .bind(lite::us_after(now, after))
-                        .bind(reason)
-                        .bind(lease.job_id.0)
-                        .bind(lease.token)
-                        .fetch_optional(c)
-                        .await?)
-                    })
-                    .await?;
-                return run_at.map(lite::at).ok_or(StoreError::LeaseLost(lease.job_id));
-            }
-        };
-        let run_at = sqlx::query_scalar!(
-            r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now() + make_interval(secs => $3),
-                              lease_owner = NULL, lease_expires_at = NULL, last_error = $4
-               WHERE id = $1 AND lease_token = $2 AND state = 'leased'
-               RETURNING run_at"#,
-            lease.job_id.0,
-            lease.token,
-            seconds(after),
-            reason,
-        )
-        .fetch_optional(pool)
-        .await?;
+        let run_at = self.db.job_snooze(lease, after, reason).await?;
         run_at.ok_or(StoreError::LeaseLost(lease.job_id))
     }
 
@@ -503,33 +202,9 @@ impl Store {
     /// ready at once for another worker.
     pub async fn job_release(&self, lease: &Lease) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
-            let released = match tx {
-                Tx::Pg(tx) => sqlx::query!(
-                    r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now(),
-                                      lease_owner = NULL, lease_expires_at = NULL
-                       WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-                    lease.job_id.0,
-                    lease.token,
-                )
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-                Tx::Lite(tx) => sqlx::query(
-                    "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, \
-                     lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = ? AND lease_token = ? AND state = 'leased'",
-                )
-                .bind(lite::us(tx.now))
-                .bind(lease.job_id.0)
-                .bind(lease.token)
-                .execute(tx.conn())
-                .await?
-                .rows_affected(),
-            };
-            if released == 0 {
-                return Err(StoreError::LeaseLost(lease.job_id));
-            }
-            notify(tx, &self.channels.jobs, "released").await?;
+            let released = tx.job_release(lease).await?;
+            lease.held(released)?;
+            tx.notify(&self.channels.jobs, "released").await?;
             Ok(())
         })
     }
@@ -539,56 +214,18 @@ impl Store {
     /// its task failed, when that was its last attempt.
     pub async fn job_rescue_expired(&self, limit: i64, on_dead: &[TaskEvent]) -> Result<Rescued, StoreError> {
         in_tx!(self, |tx| {
-            let rows: Vec<(i64, uuid::Uuid, String)> = match tx {
-                Tx::Pg(tx) => sqlx::query!(
-                    r#"UPDATE jobs SET
-                       state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
-                       finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
-                       run_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-                       last_error = 'lease expired: the worker holding it stopped heartbeating'
-                   WHERE id IN (
-                       SELECT id FROM jobs
-                       WHERE state = 'leased' AND lease_expires_at < now()
-                       ORDER BY lease_expires_at
-                       LIMIT $1
-                       FOR UPDATE SKIP LOCKED
-                   )
-                   RETURNING id, task_id, state"#,
-                    limit,
-                )
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(|r| (r.id, r.task_id, r.state))
-                .collect(),
-                Tx::Lite(tx) => {
-                    sqlx::query_as(
-                        "UPDATE jobs SET
-                         state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END,
-                         finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
-                         run_at = ?1, lease_owner = NULL, lease_expires_at = NULL,
-                         last_error = 'lease expired: the worker holding it stopped heartbeating'
-                     WHERE id IN (SELECT id FROM jobs WHERE state = 'leased' AND lease_expires_at < ?1
-                                  ORDER BY lease_expires_at LIMIT ?2)
-                     RETURNING id, task_id, state",
-                    )
-                    .bind(lite::us(tx.now))
-                    .bind(limit)
-                    .fetch_all(tx.conn())
-                    .await?
-                }
-            };
+            let rows = tx.jobs_rescue(limit).await?;
             let mut rescued = Rescued::default();
             for (id, task_id, state) in rows {
                 if state == "dead" {
-                    self.fail_task_quietly(tx, TaskId(task_id), on_dead).await?;
-                    rescued.dead.push(JobId(id));
+                    self.fail_task_quietly(tx, task_id, on_dead).await?;
+                    rescued.dead.push(id);
                 } else {
-                    rescued.requeued.push(JobId(id));
+                    rescued.requeued.push(id);
                 }
             }
             if !rescued.requeued.is_empty() {
-                notify(tx, &self.channels.jobs, "rescued").await?;
+                tx.notify(&self.channels.jobs, "rescued").await?;
             }
             Ok(rescued)
         })
@@ -597,91 +234,24 @@ impl Store {
     /// Puts a dead job back in the queue with a fresh set of attempts.
     pub async fn job_requeue(&self, job_id: JobId) -> Result<(), StoreError> {
         in_tx!(self, |tx| {
-            let state = match tx {
-                Tx::Pg(tx) => {
-                    sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id.0)
-                        .fetch_optional(&mut **tx)
-                        .await?
-                }
-                Tx::Lite(tx) => {
-                    sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
-                        .bind(job_id.0)
-                        .fetch_optional(tx.conn())
-                        .await?
-                }
-            };
-            let state = state.ok_or(StoreError::JobNotFound(job_id))?;
+            let state = tx.job_state_lock(job_id).await?.ok_or(StoreError::JobNotFound(job_id))?;
             if state != "dead" {
                 return Err(StoreError::JobNotDead { job: job_id, state });
             }
-            match tx {
-                Tx::Pg(tx) => {
-                    sqlx::query!(
-                        r#"UPDATE jobs SET state = 'ready', attempt = 0, run_at = now(), finished_at = NULL
-                           WHERE id = $1"#,
-                        job_id.0,
-                    )
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                Tx::Lite(tx) => {
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, finished_at = NULL WHERE id = ?",
-                    )
-                    .bind(lite::us(tx.now))
-                    .bind(job_id.0)
-                    .execute(tx.conn())
-                    .await?;
-                }
-            }
-            notify(tx, &self.channels.jobs, "requeued").await?;
+            tx.job_reset(job_id).await?;
+            tx.notify(&self.channels.jobs, "requeued").await?;
             Ok(())
         })
     }
 
     /// Dead-lettered jobs, most recent first.
     pub async fn jobs_dead(&self, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let sql =
-                    format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC LIMIT ?");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(&lite.read).await?;
-                return rows.iter().map(job_record_lite).collect();
-            }
-        };
-        let rows = sqlx::query_as!(
-            JobRow,
-            r#"SELECT id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner,
-                      lease_token, lease_expires_at, last_error, created_at, finished_at
-               FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC LIMIT $1"#,
-            limit,
-        )
-        .fetch_all(pool)
-        .await?;
-        rows.into_iter().map(JobRecord::try_from).collect()
+        self.db.jobs_dead(limit).await
     }
 
     /// Every job of a task, oldest first.
     pub async fn task_jobs(&self, task_id: TaskId) -> Result<Vec<JobRecord>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE task_id = ? ORDER BY id");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task_id.0).fetch_all(&lite.read).await?;
-                return rows.iter().map(job_record_lite).collect();
-            }
-        };
-        let rows = sqlx::query_as!(
-            JobRow,
-            r#"SELECT id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner,
-                      lease_token, lease_expires_at, last_error, created_at, finished_at
-               FROM jobs WHERE task_id = $1 ORDER BY id"#,
-            task_id.0,
-        )
-        .fetch_all(pool)
-        .await?;
-        rows.into_iter().map(JobRecord::try_from).collect()
+        self.db.task_jobs(task_id).await
     }
 
     /// Appends a dead job's failure to its task, unless the task already
@@ -692,17 +262,15 @@ impl Store {
             return Ok(());
         }
         // A savepoint, so a refused fold does not abort the whole transaction.
-        savepoint(tx, "SAVEPOINT fail_task").await?;
+        tx.savepoint("SAVEPOINT fail_task").await?;
         match self.append_in_tx(tx, task_id, events).await {
-            Ok(_) => savepoint(tx, "RELEASE SAVEPOINT fail_task").await?,
-            Err(e) if e.terminal_state().is_some() => savepoint(tx, "ROLLBACK TO SAVEPOINT fail_task").await?,
+            Ok(_) => tx.savepoint("RELEASE SAVEPOINT fail_task").await?,
+            Err(e) if e.terminal_state().is_some() => tx.savepoint("ROLLBACK TO SAVEPOINT fail_task").await?,
             Err(e) => return Err(e),
         }
         Ok(())
     }
-}
 
-impl Store {
     /// Ends a leased job's attempt inside `tx`: done, or, when `again`
     /// (work arrived for it meanwhile, seen under the lock its writers
     /// take), ready at once without spending the attempt, with a wake-up
@@ -714,60 +282,26 @@ impl Store {
         again: bool,
         kind: JobKind,
     ) -> Result<(), StoreError> {
-        let settled = match tx {
-            Tx::Pg(tx) => sqlx::query!(
-                r#"UPDATE jobs SET
-                       state = CASE WHEN $3 THEN 'ready' ELSE 'done' END,
-                       attempt = CASE WHEN $3 THEN attempt - 1 ELSE attempt END,
-                       run_at = CASE WHEN $3 THEN now() ELSE run_at END,
-                       finished_at = CASE WHEN $3 THEN NULL ELSE now() END,
-                       lease_owner = NULL, lease_expires_at = NULL
-                   WHERE id = $1 AND lease_token = $2 AND state = 'leased'"#,
-                lease.job_id.0,
-                lease.token,
-                again,
-            )
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-            Tx::Lite(tx) => sqlx::query(
-                "UPDATE jobs SET
-                     state = CASE WHEN ?3 THEN 'ready' ELSE 'done' END,
-                     attempt = CASE WHEN ?3 THEN attempt - 1 ELSE attempt END,
-                     run_at = CASE WHEN ?3 THEN ?4 ELSE run_at END,
-                     finished_at = CASE WHEN ?3 THEN NULL ELSE ?4 END,
-                     lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased'",
-            )
-            .bind(lease.job_id.0)
-            .bind(lease.token)
-            .bind(again)
-            .bind(lite::us(tx.now))
-            .execute(tx.conn())
-            .await?
-            .rows_affected(),
-        };
-        if settled == 0 {
-            return Err(StoreError::LeaseLost(lease.job_id));
-        }
+        let settled = tx.job_settle(lease, again).await?;
+        lease.held(settled)?;
         if again {
-            notify(tx, &self.channels.jobs, kind.as_str()).await?;
+            tx.notify(&self.channels.jobs, kind.as_str()).await?;
         }
         Ok(())
     }
 }
 
 /// A row a claim returns.
-struct ClaimRow {
-    id: i64,
-    task_id: uuid::Uuid,
-    kind: String,
-    payload: Value,
-    attempt: i32,
-    max_attempts: i32,
-    lease_token: i64,
-    run_at: DateTime<Utc>,
-    lease_expires_at: DateTime<Utc>,
+pub(super) struct ClaimRow {
+    pub(super) id: i64,
+    pub(super) task_id: uuid::Uuid,
+    pub(super) kind: String,
+    pub(super) payload: Value,
+    pub(super) attempt: i32,
+    pub(super) max_attempts: i32,
+    pub(super) lease_token: i64,
+    pub(super) run_at: DateTime<Utc>,
+    pub(super) lease_expires_at: DateTime<Utc>,
 }
 
 impl ClaimRow {
@@ -794,13 +328,4 @@ impl ClaimRow {
         jobs.sort_by_key(|j| j.lease.job_id);
         jobs
     }
-}
-
-/// Runs a savepoint statement (the same SQL on both drivers).
-async fn savepoint(tx: &mut Tx, sql: &'static str) -> Result<(), StoreError> {
-    match tx {
-        Tx::Pg(tx) => sqlx::query(sql).execute(&mut **tx).await?.rows_affected(),
-        Tx::Lite(tx) => sqlx::query(sql).execute(tx.conn()).await?.rows_affected(),
-    };
-    Ok(())
 }

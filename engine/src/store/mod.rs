@@ -18,11 +18,15 @@ mod agent;
 mod delegation;
 mod job;
 mod list;
-mod lite;
+mod outbox;
+mod pg;
 mod plan;
-mod push;
+mod plan_catalog;
+mod push_config;
 mod retention;
 mod row;
+mod seam;
+mod sqlite;
 mod stats;
 mod task;
 
@@ -31,24 +35,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Executor, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
+pub use crate::plan::{ChildPlace, TaskPlan};
+pub use crate::task::asking_child;
 pub use access::{AuditEntry, KeyRecord, NewKey, PresentedKey};
-pub use agent::{AgentRecord, Delegation, Gate};
-pub use delegation::{DelegationStart, Fold};
+pub use agent::{AgentRecord, Gate};
+pub use delegation::{Delegation, DelegationStart, Fold};
 pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
-pub use plan::{ChildPlace, TaskPlan, asking_child};
-pub use push::{DeliveryFate, DeliveryRecord, MAX_PUSH_CONFIGS, Outbox, PendingDelivery, PushConfig};
+pub use outbox::{DeliveryFate, DeliveryRecord, Outbox, PendingDelivery};
+
+pub use push_config::{MAX_PUSH_CONFIGS, PushConfig};
 pub use retention::Swept;
 pub use stats::Stats;
 pub use task::{FollowUp, NewTask, Submission};
 
 use crate::error::StoreError;
 use crate::notify::Channels;
-pub(crate) use lite::{Lite, LiteTx, Notice};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub(crate) use sqlite::{Lite, LiteTx, Notice};
 
 /// How to reach the database and which schema is ours.
 #[derive(Debug, Clone)]
@@ -150,7 +155,8 @@ pub struct Store {
     channels: Channels,
 }
 
-/// The driver a store speaks to.
+/// The driver a store speaks to. The rooms call its statements (declared
+/// with [`seam::statements!`]), never match on it.
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
     Pg(PgPool),
@@ -229,38 +235,12 @@ impl Store {
     /// Creates the schema if needed and applies every pending migration.
     /// Safe to run from several processes at once (sqlx takes an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => return lite.migrate().await,
-        };
-        // The identifier was validated, so quoting it is enough.
-        let create = format!(r#"CREATE SCHEMA IF NOT EXISTS "{}""#, self.schema);
-        pool.execute(sqlx::AssertSqlSafe(create)).await?;
-        // A migration may build an index over a large table or wait for
-        // a running transaction's lock: the session's limits are lifted
-        // for it, on a connection closed afterwards rather than reused.
-        let mut conn = pool.acquire().await?;
-        conn.execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
-            .await?;
-        let migrated = MIGRATOR.run(&mut *conn).await;
-        conn.close_on_drop();
-        migrated?;
-        Ok(())
+        self.db.migrate(&self.schema).await
     }
 
     /// Reverts migrations down to (not including) `target` version; 0 reverts all.
     pub async fn migrate_undo(&self, target: i64) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Pg(pool) => {
-                let mut conn = pool.acquire().await?;
-                conn.execute("SET statement_timeout = 0; SET lock_timeout = 0").await?;
-                let undone = MIGRATOR.undo(&mut *conn, target).await;
-                conn.close_on_drop();
-                undone?;
-            }
-            Db::Lite(lite) => return lite.migrate_undo(target).await,
-        }
-        Ok(())
+        self.db.migrate_undo(target).await
     }
 
     /// Which of this build's migrations the schema lacks (version and
@@ -279,21 +259,7 @@ impl Store {
     /// Every migration this build knows, oldest first: version,
     /// description, and whether the schema has it.
     pub async fn migration_status(&self) -> Result<Vec<(i64, String, bool)>, StoreError> {
-        let (migrator, applied): (&sqlx::migrate::Migrator, Vec<i64>) = match &self.db {
-            Db::Pg(pool) => {
-                let applied = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-                    .fetch_all(pool)
-                    .await;
-                let applied = match applied {
-                    Ok(applied) => applied,
-                    // No migrations table in this schema: nothing applied.
-                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
-                    Err(e) => return Err(e.into()),
-                };
-                (&MIGRATOR, applied)
-            }
-            Db::Lite(lite) => lite.migrations().await?,
-        };
+        let (migrator, applied) = self.db.migrations().await?;
         Ok(migrator
             .iter()
             .filter(|m| m.migration_type.is_up_migration())
@@ -306,37 +272,18 @@ impl Store {
     /// writing meanwhile). `path` must not exist. PostgreSQL is backed up
     /// with its own tools (`pg_dump --schema`), so this refuses it.
     pub async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
-        let Db::Lite(lite) = &self.db else {
-            return Err(StoreError::Unavailable(
-                "a PostgreSQL store is backed up with pg_dump (or the database's own backups), not here".into(),
-            ));
-        };
-        let target = path.to_str().ok_or_else(|| StoreError::Unavailable("the backup path is not UTF-8".into()))?;
-        sqlx::query("VACUUM INTO ?").bind(target).execute(&lite.read).await?;
-        Ok(())
+        self.db.backup_to(path).await
     }
 
     /// How many tasks and jobs the schema holds, all of them (a scan: for
     /// an operator about to drop them, not for a hot path).
     pub async fn task_and_job_counts(&self) -> Result<(i64, i64), StoreError> {
-        const SQL: &str = "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM jobs)";
-        Ok(match &self.db {
-            Db::Pg(pool) => sqlx::query_as(SQL).fetch_one(pool).await?,
-            Db::Lite(lite) => sqlx::query_as(SQL).fetch_one(&lite.read).await?,
-        })
+        self.db.task_and_job_counts().await
     }
 
     /// Round-trips to the database (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Pg(pool) => {
-                sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool).await?;
-            }
-            Db::Lite(lite) => {
-                sqlx::query("SELECT 1").execute(&lite.read).await?;
-            }
-        }
-        Ok(())
+        self.db.ping().await
     }
 
     /// Which driver this store runs on, as operators name it.
@@ -385,10 +332,7 @@ impl Store {
 
     /// Closes every connection (graceful shutdown).
     pub async fn close(&self) {
-        match &self.db {
-            Db::Pg(pool) => pool.close().await,
-            Db::Lite(lite) => lite.close().await,
-        }
+        let _ = self.db.close().await;
     }
 
     /// Begins a transaction on whichever driver this store runs on.
@@ -468,18 +412,26 @@ fn validate_schema(schema: &str) -> Result<&str, StoreError> {
     }
 }
 
-/// Sends a NOTIFY inside the caller's transaction, so it is delivered on
-/// COMMIT and never for work that rolled back. (`pg_notify` returns `void`,
-/// which the compile-time macros cannot type, hence the plain query.) The
-/// embedded store keeps it with the transaction and sends it after COMMIT.
-async fn notify(tx: &mut Tx, channel: &str, payload: &str) -> Result<(), StoreError> {
-    match tx {
-        Tx::Pg(tx) => {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut **tx).await?;
-        }
-        Tx::Lite(tx) => tx.notify(channel, payload),
-    }
-    Ok(())
+seam::statements! {
+    room admin;
+    /// Creates the schema if need be and applies the pending migrations.
+    db fn migrate(schema: &str) -> ();
+    db fn migrate_undo(target: i64) -> ();
+    /// The migrations this build knows, and the versions applied.
+    db fn migrations() -> (&'static sqlx::migrate::Migrator, Vec<i64>);
+    /// A consistent copy of the store at `path`, where the driver can.
+    db fn backup_to(path: &std::path::Path) -> ();
+    db fn task_and_job_counts() -> (i64, i64);
+    db fn ping() -> ();
+    db fn close() -> ();
+}
+
+seam::statements! {
+    room signal;
+    /// Sends a NOTIFY inside the caller's transaction, so it is delivered
+    /// on COMMIT and never for work that rolled back. (The embedded store
+    /// keeps it with the transaction and sends it after COMMIT.)
+    tx fn notify(channel: &str, payload: &str) -> ();
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Db, Store, lite};
+use super::Store;
 use crate::error::StoreError;
 
 /// What one sweep deleted.
@@ -15,6 +15,15 @@ pub struct Swept {
     pub tasks: u64,
     /// Done jobs of tasks that are still kept.
     pub jobs: u64,
+}
+
+super::seam::statements! {
+    room retention;
+    /// Deletes at most `batch` top-level tasks that finished more than
+    /// `older_than` ago (rows others hold are skipped); how many it did.
+    db fn sweep_tasks(older_than: Duration, batch: i64) -> u64;
+    /// Deletes at most `batch` done jobs that finished that long ago.
+    db fn sweep_jobs(older_than: Duration, batch: i64) -> u64;
 }
 
 impl Store {
@@ -28,89 +37,10 @@ impl Store {
         batch: i64,
         max_batches: u32,
     ) -> Result<Swept, StoreError> {
-        let secs = older_than.as_secs_f64();
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => return sweep_lite(lite, older_than, batch, max_batches).await,
-        };
-        let tasks = || async {
-            let deleted = sqlx::query!(
-                r#"DELETE FROM tasks WHERE id IN (
-                       SELECT id FROM tasks
-                       WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
-                         AND status_at < now() - make_interval(secs => $1)
-                       ORDER BY status_at LIMIT $2
-                       FOR UPDATE SKIP LOCKED)"#,
-                secs,
-                batch,
-            )
-            .execute(pool)
-            .await?;
-            Ok(deleted.rows_affected())
-        };
-        let jobs = || async {
-            let deleted = sqlx::query!(
-                r#"DELETE FROM jobs WHERE id IN (
-                       SELECT id FROM jobs
-                       WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)
-                       ORDER BY finished_at LIMIT $2
-                       FOR UPDATE SKIP LOCKED)"#,
-                secs,
-                batch,
-            )
-            .execute(pool)
-            .await?;
-            Ok(deleted.rows_affected())
-        };
-        let swept = Swept {
-            tasks: in_batches(batch, max_batches, tasks).await?,
-            jobs: in_batches(batch, max_batches, jobs).await?,
-        };
-        Ok(swept)
+        let tasks = in_batches(batch, max_batches, || self.db.sweep_tasks(older_than, batch)).await?;
+        let jobs = in_batches(batch, max_batches, || self.db.sweep_jobs(older_than, batch)).await?;
+        Ok(Swept { tasks, jobs })
     }
-}
-
-/// [`Store::retention_sweep`] on the embedded store (one writer: nothing to skip).
-async fn sweep_lite(
-    lite: &lite::Lite,
-    older_than: Duration,
-    batch: i64,
-    max_batches: u32,
-) -> Result<Swept, StoreError> {
-    let before = lite::us(lite::now()) - i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX / 2);
-    let tasks = || async {
-        let deleted = lite
-            .write(async |c, _now| {
-                Ok(sqlx::query(
-                    "DELETE FROM tasks WHERE id IN (
-                     SELECT id FROM tasks
-                     WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
-                       AND status_at < ? ORDER BY status_at LIMIT ?)",
-                )
-                .bind(before)
-                .bind(batch)
-                .execute(c)
-                .await?)
-            })
-            .await?;
-        Ok(deleted.rows_affected())
-    };
-    let jobs = || async {
-        let deleted = lite
-            .write(async |c, _now| {
-                Ok(sqlx::query(
-                    "DELETE FROM jobs WHERE id IN (
-                     SELECT id FROM jobs WHERE state = 'done' AND finished_at < ? ORDER BY finished_at LIMIT ?)",
-                )
-                .bind(before)
-                .bind(batch)
-                .execute(c)
-                .await?)
-            })
-            .await?;
-        Ok(deleted.rows_affected())
-    };
-    Ok(Swept { tasks: in_batches(batch, max_batches, tasks).await?, jobs: in_batches(batch, max_batches, jobs).await? })
 }
 
 /// Runs `delete` (one batch of at most `batch` rows) until a batch comes back

@@ -9,13 +9,13 @@ use uuid::Uuid;
 
 use super::in_tx;
 use super::job::{JobKind, Lease, NewJob, insert_job};
-use super::plan::TaskPlan;
-use super::push::{PushConfig, upsert_push_config};
-use super::row::{EventRows, Snapshot, TaskRow, task_row};
-use super::{Db, Store, Tx, lite};
+use super::push_config::PushConfig;
+use super::row::{EventRows, Snapshot, TaskRow};
+use super::{Store, Tx};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
 use crate::id::{Caller, TaskId};
+use crate::plan::TaskPlan;
 use crate::state::TaskState;
 use crate::task::TaskRecord;
 
@@ -100,6 +100,54 @@ pub struct Submission {
     pub baseline: i64,
 }
 
+super::seam::statements! {
+    room task;
+    /// Claims a caller's idempotency key for a new task; when it did, the
+    /// database's time (which the task's creation then takes).
+    tx fn key_claim(caller: &Caller, key: &str, task_id: TaskId) -> Option<DateTime<Utc>>;
+    /// The task a caller's idempotency key went to.
+    db fn key_owner(caller: &Caller, key: &str) -> Option<TaskId>;
+    /// A new task with its first log rows, and its first job (waking the
+    /// workers for it).
+    tx fn task_insert(
+        task: &TaskRecord,
+        snapshot: &Snapshot,
+        metadata: Option<&Value>,
+        rows: &EventRows,
+        job: Option<&NewJob>,
+        jobs_channel: &str,
+    ) -> ();
+    /// A task's row, locked until COMMIT, and the database's time.
+    tx fn task_lock(task_id: TaskId) -> Option<(TaskRow, DateTime<Utc>)>;
+    /// A fold of a locked task: log rows, snapshot over version `before`,
+    /// outbox rows for the `pushed` seqs, the wake-ups; rows updated.
+    tx fn task_fold_write(
+        task: &TaskRecord,
+        before: i64,
+        rows: &EventRows,
+        pushed: &[i64],
+        jobs_channel: &str,
+        events_channel: &str,
+    ) -> i64;
+    /// The caller's task, with its artifacts.
+    db fn task_get(caller: &Caller, task_id: TaskId) -> Option<TaskRow>;
+    /// Any task, with its artifacts.
+    db fn task_load(task_id: TaskId) -> Option<TaskRow>;
+    /// A task and its last `history` message payloads, oldest first.
+    db fn task_load_with_history(task_id: TaskId, history: i64) -> Option<(TaskRow, Vec<Value>)>;
+    db fn task_events(task_id: TaskId, after_seq: i64, limit: i64) -> Vec<StoredEvent>;
+    /// The last `limit` message payloads, oldest first.
+    db fn task_history(task_id: TaskId, limit: i64) -> Vec<Value>;
+    db fn task_message_after(task_id: TaskId, after: i64) -> Option<(i64, Message)>;
+    /// For a task that waits for input: the child its question names (as
+    /// written), and that child's id if it is in fact a child of the task.
+    db fn task_question(task_id: TaskId) -> Option<(Option<String>, Option<Uuid>)>;
+    /// A task's ending's writes: its waiting jobs (not its webhooks')
+    /// retired; a cancel queued for its remote task and each open child;
+    /// how many jobs were queued.
+    tx fn task_retire(task_id: TaskId, children_reason: &str) -> i64;
+}
+
 impl Store {
     /// Creates a task, its first events and its first job in ONE transaction,
     /// or returns the task an earlier submit with the same key created. Only
@@ -112,23 +160,7 @@ impl Store {
             let created = in_tx!(self, |tx| {
                 // The key's row says when: the database's clock, which the
                 // task's creation and first status take too.
-                let claimed = match tx {
-                    Tx::Pg(tx) => {
-                        sqlx::query_scalar!(
-                            r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
-                                   VALUES ($1, $2, $3, $4)
-                                   ON CONFLICT DO NOTHING
-                                   RETURNING created_at"#,
-                            new.caller.tenant,
-                            new.caller.principal,
-                            new.idempotency_key,
-                            id.0,
-                        )
-                        .fetch_optional(&mut **tx)
-                        .await?
-                    }
-                    Tx::Lite(tx) => claim_key_lite(tx, &new.caller, &new.idempotency_key, id).await?.then_some(tx.now),
-                };
+                let claimed = tx.key_claim(&new.caller, &new.idempotency_key, id).await?;
                 match claimed {
                     Some(now) => Ok(Some(self.insert_task(tx, id, &new, now).await?)),
                     None => Ok(None),
@@ -147,27 +179,7 @@ impl Store {
 
     /// The task an idempotency key went to, if it was used.
     async fn key_owner(&self, caller: &Caller, key: &str) -> Result<Option<TaskId>, StoreError> {
-        let id = match &self.db {
-            Db::Pg(pool) => {
-                sqlx::query_scalar!(
-                    "SELECT task_id FROM idempotency_keys WHERE tenant = $1 AND owner = $2 AND key = $3",
-                    caller.tenant,
-                    caller.principal,
-                    key,
-                )
-                .fetch_optional(pool)
-                .await?
-            }
-            Db::Lite(lite) => {
-                sqlx::query_scalar("SELECT task_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?")
-                    .bind(&caller.tenant)
-                    .bind(&caller.principal)
-                    .bind(key)
-                    .fetch_optional(&lite.read)
-                    .await?
-            }
-        };
-        Ok(id.map(TaskId))
+        self.db.key_owner(caller, key).await
     }
 
     async fn insert_task(
@@ -199,89 +211,15 @@ impl Store {
 
         let snapshot = Snapshot::of(&task)?;
         let metadata = task.metadata.as_ref().map(serde_json::to_value).transpose()?;
-        // The task, its first events, its job and the workers' wake-up in
-        // ONE statement (the foreign keys are checked at its end, when the
-        // task row is there).
+        // The task, its first events, its job and the workers' wake-up.
         let job = new.job.as_ref().filter(|_| !task.state.is_terminal());
         let rows = EventRows::of(1, &events);
-        match tx {
-            Tx::Pg(tx) => {
-                sqlx::query!(
-                    r#"WITH created AS (
-                           INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids,
-                                              metadata, trace_context, version, created_at, status_at)
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                       ),
-                       logged AS (
-                           INSERT INTO task_events (task_id, seq, kind, payload, created_at)
-                           SELECT $1, seq, kind, payload, $12
-                           FROM UNNEST($14::bigint[], $15::text[], $16::jsonb[]) AS e(seq, kind, payload)
-                       ),
-                       queued AS (
-                           INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
-                           SELECT $1, $17, $18, $19, $20, COALESCE($21, now()) WHERE $22
-                           RETURNING id
-                       )
-                       SELECT CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($23, $17) END AS notified"#,
-                    id.0,
-                    task.tenant,
-                    task.owner,
-                    task.context_id,
-                    task.parent_id.map(|p| p.0),
-                    snapshot.state,
-                    snapshot.status,
-                    &snapshot.artifact_ids,
-                    metadata,
-                    task.trace_context,
-                    task.version,
-                    task.created_at,
-                    task.status_at,
-                    &rows.seqs,
-                    &rows.kinds,
-                    &rows.payloads,
-                    job.map_or(JobKind::Delegate.as_str(), |j| j.kind.as_str()),
-                    job.map(|j| j.payload.clone()),
-                    job.map_or(0, |j| j.priority),
-                    job.map_or(1, |j| j.max_attempts),
-                    job.and_then(|j| j.run_at),
-                    job.is_some(),
-                    self.channels.jobs,
-                )
-                .fetch_one(&mut **tx)
-                .await?;
-            }
-            Tx::Lite(tx) => {
-                sqlx::query(
-                    "INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids, \
-                     metadata, trace_context, version, created_at, status_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(id.0)
-                .bind(&task.tenant)
-                .bind(&task.owner)
-                .bind(&task.context_id)
-                .bind(task.parent_id.map(|p| p.0))
-                .bind(snapshot.state)
-                .bind(lite::json(&snapshot.status))
-                .bind(serde_json::to_string(&snapshot.artifact_ids)?)
-                .bind(metadata.as_ref().map(lite::json))
-                .bind(task.trace_context.as_ref().map(lite::json))
-                .bind(task.version)
-                .bind(lite::us(task.created_at))
-                .bind(lite::us(task.status_at))
-                .execute(tx.conn())
-                .await?;
-                lite::insert_events(tx, id.0, &rows, now).await?;
-                if let Some(job) = job {
-                    lite::insert_job(tx, id.0, job).await?;
-                    tx.notify(&self.channels.jobs, job.kind.as_str());
-                }
-            }
-        }
+        tx.task_insert(&task, &snapshot, metadata.as_ref(), &rows, job, &self.channels.jobs).await?;
         if let Some(push) = &new.push_config {
-            upsert_push_config(tx, id, push).await?;
+            tx.config_upsert(id, push).await?;
             // The webhook hears of the task from its first status on.
-            super::push::enqueue_deliveries(tx, &self.channels.jobs, id, &super::push::pushable(1, &events)).await?;
+            super::outbox::enqueue_deliveries(tx, &self.channels.jobs, id, &super::outbox::pushable(1, &events))
+                .await?;
         }
         if let (Some(at), false) = (new.deadline, task.state.is_terminal()) {
             let timer = NewJob { run_at: Some(at), ..NewJob::new(JobKind::Deadline, 5) };
@@ -342,69 +280,14 @@ impl Store {
         if events.is_empty() {
             return Ok(task);
         }
-        let snapshot = Snapshot::of(&task)?;
         let rows = EventRows::of(before + 1, events);
-        let pushed = super::push::pushable(before + 1, events);
+        let pushed = super::outbox::pushable(before + 1, events);
         // The log rows, the snapshot, the webhooks' outbox rows and their
-        // delivery jobs, and the wake-ups, in ONE statement. The row is
-        // locked, so the version guard cannot fail; it is the compare-and-set
-        // that keeps this write correct even if that changes.
-        let updated = match tx {
-            Tx::Pg(tx) => {
-                let written = sqlx::query!(
-                    r#"WITH logged AS (
-                   INSERT INTO task_events (task_id, seq, kind, payload, created_at)
-                   SELECT $1, seq, kind, payload, now()
-                   FROM UNNEST($8::bigint[], $9::text[], $10::jsonb[]) AS e(seq, kind, payload)
-               ),
-               folded AS (
-                   UPDATE tasks SET state = $2, status = $3, artifact_ids = $4, version = $5, status_at = $6
-                   WHERE id = $1 AND version = $7
-                   RETURNING id
-               ),
-               pushed AS (
-                   INSERT INTO push_deliveries (task_id, config_id, seq)
-                   SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($11::bigint[]) AS s(seq)
-                   WHERE c.task_id = $1
-                   RETURNING config_id
-               ),
-               queued AS (
-                   INSERT INTO jobs (task_id, kind, payload, max_attempts)
-                   SELECT DISTINCT $1, 'push', jsonb_build_object('config', config_id), 1000 FROM pushed
-                   ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
-                   DO NOTHING
-                   RETURNING id
-               )
-               SELECT (SELECT count(*) FROM folded) AS "updated!",
-                      CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($12, 'push') END AS jobs_notified,
-                      CASE WHEN true THEN pg_notify($13, $14) END AS events_notified"#,
-                    task_id.0,
-                    snapshot.state,
-                    snapshot.status,
-                    &snapshot.artifact_ids,
-                    task.version,
-                    task.status_at,
-                    before,
-                    &rows.seqs,
-                    &rows.kinds,
-                    &rows.payloads,
-                    &pushed,
-                    self.channels.jobs,
-                    self.channels.events,
-                    crate::notify::EventNotice::payload(&task),
-                )
-                .fetch_one(&mut **tx)
-                .await?;
-                written.updated
-            }
-            Tx::Lite(tx) => {
-                lite::insert_events(tx, task_id.0, &rows, now).await?;
-                let updated = lite::update_snapshot(tx, &task, before).await?;
-                lite::enqueue_deliveries(tx, &self.channels.jobs, task_id.0, &pushed).await?;
-                tx.notify(&self.channels.events, &crate::notify::EventNotice::payload(&task));
-                updated as i64
-            }
-        };
+        // delivery jobs, and the wake-ups. The row is locked, so the version
+        // guard cannot fail; it is the compare-and-set that keeps this write
+        // correct even if that changes.
+        let updated =
+            tx.task_fold_write(&task, before, &rows, &pushed, &self.channels.jobs, &self.channels.events).await?;
         if updated != 1 {
             return Err(StoreError::Corrupt(format!("task {task_id} changed under its row lock")));
         }
@@ -462,6 +345,19 @@ impl Store {
         Ok(task)
     }
 
+    /// Everything that follows a task's end in its own transaction: its
+    /// waiting jobs retired (a deadline timer), its open children told to
+    /// stop, and its remote task, if one is known, canceled. Webhook
+    /// deliveries are not retired: the ending itself is one of them, queued
+    /// by the same transaction, and every earlier one still owes its receiver.
+    pub(super) async fn retire(&self, tx: &mut Tx, task_id: TaskId, children_reason: &str) -> Result<(), StoreError> {
+        let queued = tx.task_retire(task_id, children_reason).await?;
+        if queued > 0 {
+            tx.notify(&self.channels.jobs, JobKind::CancelChild.as_str()).await?;
+        }
+        Ok(())
+    }
+
     /// Ends a child its parent no longer needs (a `cancel_child` job), and
     /// settles the job, in one transaction. A child that already ended is
     /// left as it is.
@@ -478,97 +374,24 @@ impl Store {
 
     /// A caller's task; invisible tasks are reported as not found.
     pub async fn task_get(&self, caller: &Caller, task_id: TaskId) -> Result<TaskRecord, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let sql = format!(
-                    "SELECT {} FROM tasks t WHERE t.id = ? AND t.tenant = ? AND t.owner = ?",
-                    lite::TASK_COLUMNS_WITH_ARTIFACTS
-                );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(task_id.0)
-                    .bind(&caller.tenant)
-                    .bind(&caller.principal)
-                    .fetch_optional(&lite.read)
-                    .await?;
-                return lite::task_row(&row.ok_or(StoreError::TaskNotFound(task_id))?)?.try_into();
-            }
-        };
-        let row = sqlx::query_as!(
-            TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
-                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
-                       WHERE e.task_id = tasks.id AND e.kind = 'artifact') AS artifacts,
-                      artifact_ids,
-                      metadata, trace_context, version, created_at, status_at
-               FROM tasks WHERE id = $1 AND tenant = $2 AND owner = $3"#,
-            task_id.0,
-            caller.tenant,
-            caller.principal,
-        )
-        .fetch_optional(pool)
-        .await?;
-        row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
+        self.db.task_get(caller, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
     }
 
     /// Any task, whoever owns it: for workers and operators, never for callers.
     pub async fn task_load(&self, task_id: TaskId) -> Result<TaskRecord, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let sql = format!("SELECT {} FROM tasks t WHERE t.id = ?", lite::TASK_COLUMNS_WITH_ARTIFACTS);
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task_id.0).fetch_optional(&lite.read).await?;
-                return lite::task_row(&row.ok_or(StoreError::TaskNotFound(task_id))?)?.try_into();
-            }
-        };
-        let row = sqlx::query_as!(
-            TaskRow,
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
-                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
-                       WHERE e.task_id = tasks.id AND e.kind = 'artifact') AS artifacts,
-                      artifact_ids,
-                      metadata, trace_context, version, created_at, status_at
-               FROM tasks WHERE id = $1"#,
-            task_id.0,
-        )
-        .fetch_optional(pool)
-        .await?;
-        row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
+        self.db.task_load(task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
     }
 
     /// A task and the last `history` messages of its conversation (oldest
-    /// first), in one round trip.
+    /// first), in one round trip where the dialect can.
     pub async fn task_load_with_history(
         &self,
         task_id: TaskId,
         history: i64,
     ) -> Result<(TaskRecord, Vec<Message>), StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(_) => {
-                let task = self.task_load(task_id).await?;
-                return Ok((task, self.task_history(task_id, history).await?));
-            }
-        };
-        let r = sqlx::query!(
-            r#"SELECT id, tenant, owner, context_id, parent_id, state, status,
-                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e
-                       WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts,
-                      artifact_ids,
-                      metadata, trace_context, version, created_at, status_at,
-                      (SELECT coalesce(jsonb_agg(payload ORDER BY seq), '[]'::jsonb) FROM (
-                           SELECT seq, payload FROM task_events
-                           WHERE task_id = t.id AND kind = 'message' ORDER BY seq DESC LIMIT $2
-                       ) recent) AS "history!"
-               FROM tasks t WHERE id = $1"#,
-            task_id.0,
-            history,
-        )
-        .fetch_optional(pool)
-        .await?
-        .ok_or(StoreError::TaskNotFound(task_id))?;
-        let task = TaskRecord::try_from(task_row!(r))?;
-        Ok((task, serde_json::from_value(r.history)?))
+        let (row, messages) =
+            self.db.task_load_with_history(task_id, history).await?.ok_or(StoreError::TaskNotFound(task_id))?;
+        Ok((TaskRecord::try_from(row)?, messages_of(messages)?))
     }
 
     /// A task's events after `after_seq`, in log order, at most `limit`.
@@ -578,100 +401,24 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let rows = sqlx::query(
-                    "SELECT seq, kind, payload, created_at FROM task_events \
-                     WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                )
-                .bind(task_id.0)
-                .bind(after_seq)
-                .bind(limit)
-                .fetch_all(&lite.read)
-                .await?;
-                return rows.iter().map(|r| lite::stored_event(task_id, r)).collect();
-            }
-        };
-        let rows = sqlx::query!(
-            r#"SELECT seq, kind, payload, created_at FROM task_events
-               WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
-            task_id.0,
-            after_seq,
-            limit,
-        )
-        .fetch_all(pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredEvent {
-                    task_id,
-                    seq: r.seq,
-                    event: TaskEvent::from_row(&r.kind, r.payload)?,
-                    created_at: r.created_at,
-                })
-            })
-            .collect()
+        self.db.task_events(task_id, after_seq, limit).await
     }
 
     /// The last `limit` messages of a task's conversation, oldest first.
     pub async fn task_history(&self, task_id: TaskId, limit: i64) -> Result<Vec<Message>, StoreError> {
-        let payloads = match &self.db {
-            Db::Pg(pool) => {
-                sqlx::query_scalar!(
-                    r#"SELECT payload AS "payload!" FROM (
-                       SELECT seq, payload FROM task_events
-                       WHERE task_id = $1 AND kind = 'message' ORDER BY seq DESC LIMIT $2
-                   ) recent ORDER BY seq"#,
-                    task_id.0,
-                    limit,
-                )
-                .fetch_all(pool)
-                .await?
-            }
-            Db::Lite(lite) => {
-                let texts: Vec<String> = sqlx::query_scalar(
-                    "SELECT payload FROM (SELECT seq, payload FROM task_events \
-                     WHERE task_id = ? AND kind = 'message' ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                )
-                .bind(task_id.0)
-                .bind(limit)
-                .fetch_all(&lite.read)
-                .await?;
-                texts.iter().map(|t| lite::parse(t)).collect::<Result<_, _>>()?
-            }
-        };
-        payloads.into_iter().map(|p| serde_json::from_value(p).map_err(StoreError::from)).collect()
+        messages_of(self.db.task_history(task_id, limit).await?)
     }
 
     /// The first client message of a task after sequence number `after`,
     /// with its own sequence number: what a delegation forwards next.
     pub async fn task_message_after(&self, task_id: TaskId, after: i64) -> Result<Option<(i64, Message)>, StoreError> {
-        let pool = match &self.db {
-            Db::Pg(pool) => pool,
-            Db::Lite(lite) => {
-                let row: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT seq, payload FROM task_events WHERE task_id = ? AND kind = 'message' AND seq > ? \
-                     AND json_extract(payload, '$.role') = 'ROLE_USER' ORDER BY seq LIMIT 1",
-                )
-                .bind(task_id.0)
-                .bind(after)
-                .fetch_optional(&lite.read)
-                .await?;
-                return row.map(|(seq, p)| Ok((seq, serde_json::from_str(&p)?))).transpose();
-            }
-        };
-        let row = sqlx::query!(
-            r#"SELECT seq, payload FROM task_events
-               WHERE task_id = $1 AND kind = 'message' AND seq > $2 AND payload->>'role' = 'ROLE_USER'
-               ORDER BY seq LIMIT 1"#,
-            task_id.0,
-            after,
-        )
-        .fetch_optional(pool)
-        .await?;
-        row.map(|r| Ok((r.seq, serde_json::from_value(r.payload)?))).transpose()
+        self.db.task_message_after(task_id, after).await
     }
+}
+
+/// Logged message payloads as messages.
+fn messages_of(payloads: Vec<Value>) -> Result<Vec<Message>, StoreError> {
+    payloads.into_iter().map(|p| serde_json::from_value(p).map_err(StoreError::from)).collect()
 }
 
 /// Locks a task row for the rest of the transaction. Fenced writers lock the
@@ -683,22 +430,7 @@ impl Store {
 /// Also returns the database's clock (the transaction's start): the one
 /// clock every stored timestamp comes from.
 pub(super) async fn lock_task(tx: &mut Tx, task_id: TaskId) -> Result<Option<(TaskRow, DateTime<Utc>)>, StoreError> {
-    let tx = match tx {
-        Tx::Pg(tx) => tx,
-        Tx::Lite(tx) => return lite::lock_task(tx, task_id.0).await,
-    };
-    let row = sqlx::query!(
-        r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
-                  metadata, trace_context, version, created_at, status_at, now() AS "now!"
-           FROM tasks WHERE id = $1 FOR UPDATE"#,
-        task_id.0,
-    )
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|r| {
-        let task = task_row!(r);
-        (task, r.now)
-    }))
+    tx.task_lock(task_id).await
 }
 
 /// The events with every status stamped at `at` (the database's time),
@@ -715,22 +447,4 @@ pub(super) fn stamped(events: &[TaskEvent], at: DateTime<Utc>) -> Vec<TaskEvent>
 
 fn visible_to(row: &TaskRow, caller: &Caller) -> bool {
     row.tenant == caller.tenant && row.owner == caller.principal
-}
-
-/// Claims an idempotency key for `task` on the embedded store; false when
-/// it was taken before.
-async fn claim_key_lite(tx: &mut lite::LiteTx, caller: &Caller, key: &str, task: TaskId) -> Result<bool, StoreError> {
-    let now = lite::us(tx.now);
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (tenant, owner, key, task_id, created_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&caller.tenant)
-    .bind(&caller.principal)
-    .bind(key)
-    .bind(task.0)
-    .bind(now)
-    .execute(tx.conn())
-    .await?;
-    Ok(claimed.rows_affected() == 1)
 }

@@ -180,21 +180,21 @@ pub struct Rescued {
 }
 
 /// A `jobs` row.
-pub(super) struct JobRow {
-    pub(super) id: i64,
-    pub(super) task_id: uuid::Uuid,
-    pub(super) kind: String,
-    pub(super) state: String,
-    pub(super) priority: i16,
-    pub(super) attempt: i32,
-    pub(super) max_attempts: i32,
-    pub(super) run_at: DateTime<Utc>,
-    pub(super) lease_owner: Option<String>,
-    pub(super) lease_token: i64,
-    pub(super) lease_expires_at: Option<DateTime<Utc>>,
-    pub(super) last_error: Option<String>,
-    pub(super) created_at: DateTime<Utc>,
-    pub(super) finished_at: Option<DateTime<Utc>>,
+pub(in crate::store) struct JobRow {
+    pub(in crate::store) id: i64,
+    pub(in crate::store) task_id: uuid::Uuid,
+    pub(in crate::store) kind: String,
+    pub(in crate::store) state: String,
+    pub(in crate::store) priority: i16,
+    pub(in crate::store) attempt: i32,
+    pub(in crate::store) max_attempts: i32,
+    pub(in crate::store) run_at: DateTime<Utc>,
+    pub(in crate::store) lease_owner: Option<String>,
+    pub(in crate::store) lease_token: i64,
+    pub(in crate::store) lease_expires_at: Option<DateTime<Utc>>,
+    pub(in crate::store) last_error: Option<String>,
+    pub(in crate::store) created_at: DateTime<Utc>,
+    pub(in crate::store) finished_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<JobRow> for JobRecord {

@@ -3,16 +3,13 @@
 //! parent shows for them, and their rows.
 
 use a2a::{Message, Part, Role};
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::super::job::JobKind;
-use super::super::lite;
-use super::ChildPlace;
 use crate::error::StoreError;
 use crate::event::{ArtifactUpdate, TaskEvent};
 use crate::id::TaskId;
+use crate::plan::ChildPlace;
 use crate::task::TaskRecord;
 
 /// A child's first message: the parts it works on, the client's metadata
@@ -88,85 +85,23 @@ pub(super) fn status_text(task: &TaskRecord) -> Option<String> {
 
 /// Children's columns for one `INSERT … SELECT FROM UNNEST(…)` each.
 #[derive(Default)]
-pub(super) struct ChildRows {
-    pub(super) ids: Vec<Uuid>,
-    pub(super) contexts: Vec<String>,
-    pub(super) positions: Vec<i32>,
-    pub(super) states: Vec<String>,
-    pub(super) statuses: Vec<Value>,
-    pub(super) metadata: Vec<Value>,
-    pub(super) versions: Vec<i64>,
-    pub(super) event_tasks: Vec<Uuid>,
-    pub(super) event_seqs: Vec<i64>,
-    pub(super) event_kinds: Vec<String>,
-    pub(super) event_payloads: Vec<Value>,
-    pub(super) jobs: Vec<Uuid>,
-    pub(super) job_payloads: Vec<Value>,
+pub(in crate::store) struct ChildRows {
+    pub(in crate::store) ids: Vec<Uuid>,
+    pub(in crate::store) contexts: Vec<String>,
+    pub(in crate::store) positions: Vec<i32>,
+    pub(in crate::store) states: Vec<String>,
+    pub(in crate::store) statuses: Vec<Value>,
+    pub(in crate::store) metadata: Vec<Value>,
+    pub(in crate::store) versions: Vec<i64>,
+    pub(in crate::store) event_tasks: Vec<Uuid>,
+    pub(in crate::store) event_seqs: Vec<i64>,
+    pub(in crate::store) event_kinds: Vec<String>,
+    pub(in crate::store) event_payloads: Vec<Value>,
+    pub(in crate::store) jobs: Vec<Uuid>,
+    pub(in crate::store) job_payloads: Vec<Value>,
 }
 
 impl ChildRows {
-    /// The children, their first events and their delegations, on the
-    /// embedded store (a statement per row).
-    pub(super) async fn insert_lite(
-        &self,
-        tx: &mut lite::LiteTx,
-        parent: &TaskRecord,
-        max_attempts: i32,
-        now: DateTime<Utc>,
-        jobs_channel: &str,
-    ) -> Result<(), StoreError> {
-        let at = lite::us(now);
-        for i in 0..self.ids.len() {
-            sqlx::query(
-                "INSERT INTO tasks (id, tenant, owner, context_id, parent_id, position, state, status, metadata, \
-                                    trace_context, version, created_at, status_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(self.ids[i])
-            .bind(&parent.tenant)
-            .bind(&parent.owner)
-            .bind(&self.contexts[i])
-            .bind(parent.id.0)
-            .bind(self.positions[i])
-            .bind(&self.states[i])
-            .bind(lite::json(&self.statuses[i]))
-            .bind(lite::json(&self.metadata[i]))
-            .bind(parent.trace_context.as_ref().map(lite::json))
-            .bind(self.versions[i])
-            .bind(at)
-            .bind(at)
-            .execute(tx.conn())
-            .await?;
-        }
-        for i in 0..self.event_tasks.len() {
-            sqlx::query("INSERT INTO task_events (task_id, seq, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)")
-                .bind(self.event_tasks[i])
-                .bind(self.event_seqs[i])
-                .bind(&self.event_kinds[i])
-                .bind(lite::json(&self.event_payloads[i]))
-                .bind(at)
-                .execute(tx.conn())
-                .await?;
-        }
-        for (task, payload) in self.jobs.iter().zip(&self.job_payloads) {
-            sqlx::query(
-                "INSERT INTO jobs (task_id, kind, payload, max_attempts, run_at, created_at) \
-                 VALUES (?, 'delegate', ?, ?, ?, ?)",
-            )
-            .bind(task)
-            .bind(lite::json(payload))
-            .bind(max_attempts)
-            .bind(at)
-            .bind(at)
-            .execute(tx.conn())
-            .await?;
-        }
-        if !self.jobs.is_empty() {
-            tx.notify(jobs_channel, "delegate");
-        }
-        Ok(())
-    }
-
     pub(super) fn push(&mut self, task: &TaskRecord, position: i32, events: &[TaskEvent]) -> Result<(), StoreError> {
         let snapshot = super::super::row::Snapshot::of(task)?;
         self.ids.push(task.id.0);
@@ -183,43 +118,4 @@ impl ChildRows {
         self.event_payloads.extend(rows.payloads);
         Ok(())
     }
-}
-
-/// [`Store::retire`]'s writes on the embedded store; how many jobs it queued.
-pub(super) async fn retire_lite(
-    tx: &mut lite::LiteTx,
-    task_id: TaskId,
-    children_reason: &str,
-) -> Result<i64, StoreError> {
-    let now = lite::us(tx.now);
-    sqlx::query("UPDATE jobs SET state = 'done', finished_at = ?, last_error = 'task ended' WHERE task_id = ? AND state = 'ready' AND kind <> 'push'")
-        .bind(now)
-        .bind(task_id.0)
-        .execute(tx.conn())
-        .await?;
-    let remote = sqlx::query(
-        "INSERT INTO jobs (task_id, kind, max_attempts, run_at, created_at) \
-         SELECT task_id, ?, 5, ?, ? FROM delegations WHERE task_id = ? AND remote_task_id IS NOT NULL",
-    )
-    .bind(JobKind::CancelRemote.as_str())
-    .bind(now)
-    .bind(now)
-    .bind(task_id.0)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    let children = sqlx::query(
-        "INSERT INTO jobs (task_id, kind, payload, max_attempts, run_at, created_at) \
-         SELECT id, ?, json_object('reason', ?), 5, ?, ? FROM tasks \
-         WHERE parent_id = ? AND state IN ('submitted', 'working', 'input_required', 'auth_required')",
-    )
-    .bind(JobKind::CancelChild.as_str())
-    .bind(children_reason)
-    .bind(now)
-    .bind(now)
-    .bind(task_id.0)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    Ok((remote + children) as i64)
 }

@@ -42,6 +42,20 @@ use uuid::Uuid;
 use super::row::TaskRow;
 use crate::error::StoreError;
 
+pub(in crate::store) mod access;
+pub(in crate::store) mod admin;
+pub(in crate::store) mod agent;
+pub(in crate::store) mod delegation;
+pub(in crate::store) mod job;
+pub(in crate::store) mod list;
+pub(in crate::store) mod outbox;
+pub(in crate::store) mod plan;
+pub(in crate::store) mod plan_catalog;
+pub(in crate::store) mod push_config;
+pub(in crate::store) mod retention;
+pub(in crate::store) mod signal;
+pub(in crate::store) mod stats;
+pub(in crate::store) mod task;
 mod writer;
 
 pub(crate) use writer::LiteTx;
@@ -400,60 +414,6 @@ pub(crate) async fn insert_job(tx: &mut LiteTx, task: Uuid, job: &super::NewJob)
     .fetch_optional(tx.conn())
     .await?;
     Ok(id)
-}
-
-/// The outbox rows for events `seqs` of a task, one per webhook it has,
-/// and each webhook's live delivery job (a wake-up for a new one).
-pub(crate) async fn enqueue_deliveries(
-    tx: &mut LiteTx,
-    jobs_channel: &str,
-    task: Uuid,
-    seqs: &[i64],
-) -> Result<(), StoreError> {
-    if seqs.is_empty() {
-        return Ok(());
-    }
-    let configs: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM push_configs WHERE task_id = ?").bind(task).fetch_all(tx.conn()).await?;
-    let now = us(tx.now);
-    let mut queued = false;
-    for config in &configs {
-        for seq in seqs {
-            sqlx::query(
-                "INSERT INTO push_deliveries (task_id, config_id, seq, next_at, created_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(task)
-            .bind(config)
-            .bind(seq)
-            .bind(now)
-            .bind(now)
-            .execute(tx.conn())
-            .await?;
-        }
-        queued |= ensure_push_job(tx, task, config).await?;
-    }
-    if queued {
-        tx.notify(jobs_channel, "push");
-    }
-    Ok(())
-}
-
-/// Makes sure a webhook has its live delivery job; true when one was created.
-pub(crate) async fn ensure_push_job(tx: &mut LiteTx, task: Uuid, config: &str) -> Result<bool, StoreError> {
-    let now = us(tx.now);
-    let created = sqlx::query(
-        "INSERT INTO jobs (task_id, kind, payload, max_attempts, run_at, created_at) \
-         VALUES (?, 'push', json_object('config', ?), 1000, ?, ?) \
-         ON CONFLICT (task_id, json_extract(payload, '$.config')) WHERE kind = 'push' AND state IN ('ready', 'leased') \
-         DO NOTHING",
-    )
-    .bind(task)
-    .bind(config)
-    .bind(now)
-    .bind(now)
-    .execute(tx.conn())
-    .await?;
-    Ok(created.rows_affected() > 0)
 }
 
 #[cfg(test)]

@@ -4,9 +4,8 @@
 use uuid::Uuid;
 
 use super::super::job::insert_job;
-use super::super::push::upsert_push_config;
-use super::super::{Db, Store, Tx, in_tx, notify};
-use super::{FollowUp, Submission, claim_key_lite, lock_task, visible_to};
+use super::super::{Store, in_tx};
+use super::{FollowUp, Submission, lock_task, visible_to};
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::TaskId;
@@ -46,43 +45,7 @@ impl Store {
         let mut at = task_id;
         // Bounded by the plan depth limit in practice; by this in any case.
         for _ in 0..16 {
-            let row = match &self.db {
-                Db::Pg(pool) => sqlx::query!(
-                    r#"SELECT p.status->'message'->'metadata'->'switchyard'->>'childTaskId' AS named,
-                              (SELECT c.id FROM tasks c
-                               WHERE c.parent_id = p.id
-                                 AND c.id::text = p.status->'message'->'metadata'->'switchyard'->>'childTaskId') AS child
-                       FROM tasks p WHERE p.id = $1 AND p.state IN ('input_required', 'auth_required')"#,
-                    at.0,
-                )
-                .fetch_optional(pool)
-                .await?
-                .map(|r| (r.named, r.child)),
-                Db::Lite(lite) => {
-                    let named: Option<Option<String>> = sqlx::query_scalar(
-                        "SELECT json_extract(status, '$.message.metadata.switchyard.childTaskId') FROM tasks \
-                         WHERE id = ? AND state IN ('input_required', 'auth_required')",
-                    )
-                    .bind(at.0)
-                    .fetch_optional(&lite.read)
-                    .await?;
-                    match named {
-                        None => None,
-                        Some(named) => {
-                            let id = named.as_deref().and_then(|n| Uuid::parse_str(n).ok());
-                            let child = match id {
-                                Some(id) => sqlx::query_scalar("SELECT id FROM tasks WHERE id = ? AND parent_id = ?")
-                                    .bind(id)
-                                    .bind(at.0)
-                                    .fetch_optional(&lite.read)
-                                    .await?,
-                                None => None,
-                            };
-                            Some((named, child))
-                        }
-                    }
-                }
-            };
+            let row = self.db.task_question(at).await?;
             let Some((named, child)) = row else {
                 line.named.push(None);
                 break;
@@ -116,7 +79,7 @@ impl Store {
             // Every question on the line still names what it named before
             // the locks (a name that is no child of its task, an agent's own
             // metadata, is only compared, never followed).
-            let now_named = std::iter::once(&task).chain(&chain).map(super::super::plan::asking_child);
+            let now_named = std::iter::once(&task).chain(&chain).map(crate::task::asking_child);
             if !now_named.eq(line.named.iter().copied()) {
                 return Ok(Some(Continued::AskerChanged));
             }
@@ -125,22 +88,7 @@ impl Store {
             // nothing with it, so the retry can still deliver the answer.
             // (Claimed before the task's state is judged: a resent answer
             // is a duplicate, not a message to a task that no longer asks.)
-            let claimed = match tx {
-                Tx::Pg(tx) => sqlx::query_scalar!(
-                    r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
-                           VALUES ($1, $2, $3, $4)
-                           ON CONFLICT DO NOTHING
-                           RETURNING task_id"#,
-                    caller.tenant,
-                    caller.principal,
-                    idempotency_key,
-                    task_id.0,
-                )
-                .fetch_optional(&mut **tx)
-                .await?
-                .is_some(),
-                Tx::Lite(tx) => claim_key_lite(tx, caller, idempotency_key, task_id).await?,
-            };
+            let claimed = tx.key_claim(caller, idempotency_key, task_id).await?.is_some();
             if !claimed {
                 return Ok(None);
             }
@@ -168,7 +116,7 @@ impl Store {
                         forwarded.context_id = Some(member.context_id.clone());
                         self.append_in_tx(tx, member.id, &[TaskEvent::Message(forwarded)]).await?;
                     }
-                    let place = super::super::plan::ChildPlace::of(&chain[0]).map(|p| p.describe()).unwrap_or_default();
+                    let place = crate::plan::ChildPlace::of(&chain[0]).map(|p| p.describe()).unwrap_or_default();
                     let baseline = task.version + 1;
                     let mut events = vec![
                         TaskEvent::Message(message),
@@ -190,10 +138,10 @@ impl Store {
             // A task whose delegation is still live gets no second one: that
             // job forwards this message after the ones before it.
             if insert_job(tx, carrier, job).await?.is_some() {
-                notify(tx, &self.channels.jobs, job.kind.as_str()).await?;
+                tx.notify(&self.channels.jobs, job.kind.as_str()).await?;
             }
             if let Some(push) = push_config {
-                upsert_push_config(tx, task_id, push).await?;
+                tx.config_upsert(task_id, push).await?;
             }
             Ok(Some(Continued::Done(Box::new(Submission { task, created: true, baseline }))))
         })?;

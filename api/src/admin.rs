@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Principal, same_secret};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Body of `POST /admin/agents`.
 #[derive(Debug, Deserialize)]

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::events::StreamItem;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::validate::{self, Intake};
 use crate::version::{self, Version};
 

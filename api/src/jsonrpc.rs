@@ -16,8 +16,8 @@ use crate::compat;
 use crate::error::ApiError;
 use crate::events::StreamItem;
 use crate::handler::A2aHandler;
-use crate::server::AppState;
 use crate::sse;
+use crate::state::AppState;
 use crate::validate::{self, decode};
 use crate::version::{self, Version};
 

@@ -3,7 +3,8 @@
 //! Layout, from the wire inwards:
 //!
 //! - [`server`]: the router (JSON-RPC at `/`, HTTP+JSON routes at the root
-//!   and under `/{tenant}`, the agent card, health) and the server loop.
+//!   and under `/{tenant}`, the agent card, health) and the server loop;
+//!   [`state`]: what every handler shares.
 //! - [`jsonrpc`], [`rest`]: the two bindings, each a thin decode → call →
 //!   encode layer over the one [`handler`]; [`compat`] translates v0.3
 //!   JSON-RPC in front of the same handler; [`version`] negotiates.
@@ -42,10 +43,12 @@ pub mod remote_push;
 pub mod rest;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod validate;
 pub mod version;
 
 pub use config::ApiConfig;
 pub use connections::{Admission, ConnectionLimits};
 pub use error::ApiError;
-pub use server::{AppState, app, no_delay, serve};
+pub use server::{app, no_delay, serve};
+pub use state::AppState;

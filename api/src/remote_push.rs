@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// `POST /_switchyard/push/{task}`.
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, Path(task): Path<String>) -> Response {

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::sse;
+use crate::state::AppState;
 use crate::validate::{self, decode};
 use crate::version;
 
@@ -68,9 +68,24 @@ async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-fn into_response(result: Result<Response, ApiError>) -> Response {
-    result.unwrap_or_else(|e| fail(&e))
+/// An error as this binding answers it; what every handler returns on
+/// failure, so that `?` is all a handler needs.
+#[derive(Debug)]
+pub(crate) struct RestError(ApiError);
+
+impl From<ApiError> for RestError {
+    fn from(error: ApiError) -> Self {
+        RestError(error)
+    }
 }
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        fail(&self.0)
+    }
+}
+
+type Answer = Result<Response, RestError>;
 
 fn rest_frame(item: crate::events::StreamItem) -> Value {
     match item.event {
@@ -84,21 +99,14 @@ async fn send(
     Path(p): Params,
     Extension(who): Extension<Principal>,
     request: Request<Body>,
-) -> Response {
+) -> Answer {
     let (parts, body) = request.into_parts();
-    into_response(
-        async {
-            check_version(&parts.headers, parts.uri.query())?;
-            validate::json_content_type(&parts.headers)?;
-            let request = validate::send_request(body_json(&state, body).await?)?;
-            let response = state
-                .handler
-                .send_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers))
-                .await?;
-            Ok(ok(response))
-        }
-        .await,
-    )
+    check_version(&parts.headers, parts.uri.query())?;
+    validate::json_content_type(&parts.headers)?;
+    let request = validate::send_request(body_json(&state, body).await?)?;
+    let response =
+        state.handler.send_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers)).await?;
+    Ok(ok(response))
 }
 
 async fn stream(
@@ -106,21 +114,16 @@ async fn stream(
     Path(p): Params,
     Extension(who): Extension<Principal>,
     request: Request<Body>,
-) -> Response {
+) -> Answer {
     let (parts, body) = request.into_parts();
-    into_response(
-        async {
-            check_version(&parts.headers, parts.uri.query())?;
-            validate::json_content_type(&parts.headers)?;
-            let request = validate::send_request(body_json(&state, body).await?)?;
-            let items = state
-                .handler
-                .send_streaming_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers))
-                .await?;
-            Ok(sse::respond(items, rest_frame))
-        }
-        .await,
-    )
+    check_version(&parts.headers, parts.uri.query())?;
+    validate::json_content_type(&parts.headers)?;
+    let request = validate::send_request(body_json(&state, body).await?)?;
+    let items = state
+        .handler
+        .send_streaming_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers))
+        .await?;
+    Ok(sse::respond(items, rest_frame))
 }
 
 fn query_i32(q: &HashMap<String, String>, field: &str) -> Result<Option<i32>, ApiError> {
@@ -133,46 +136,39 @@ async fn list(
     Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Response {
-    into_response(
-        async {
-            check_version(&headers, None)?;
-            let status = q
-                .get("status")
-                .map(|s| {
-                    serde_json::from_value(Value::String(s.clone()))
-                        .map_err(|_| ApiError::invalid_field("status", "must be a TASK_STATE_* name"))
-                })
-                .transpose()?;
-            let status_timestamp_after = q
-                .get("statusTimestampAfter")
-                .map(|t| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .map_err(|_| ApiError::invalid_field("statusTimestampAfter", "must be an ISO 8601 timestamp"))
-                })
-                .transpose()?;
-            let include_artifacts = q
-                .get("includeArtifacts")
-                .map(|b| {
-                    b.parse::<bool>().map_err(|_| ApiError::invalid_field("includeArtifacts", "must be true or false"))
-                })
-                .transpose()?;
-            let request = ListTasksRequest {
-                context_id: q.get("contextId").cloned(),
-                status,
-                page_size: query_i32(&q, "pageSize")?,
-                page_token: q.get("pageToken").cloned(),
-                history_length: query_i32(&q, "historyLength")?,
-                status_timestamp_after,
-                include_artifacts,
-                tenant: None,
-            };
-            let parent = q.get("parentTaskId").map(String::as_str);
-            Ok(ok(state.handler.list_tasks(&tenant(&who, &p)?, request, parent).await?))
-        }
-        .await,
-    )
+) -> Answer {
+    check_version(&headers, None)?;
+    let status = q
+        .get("status")
+        .map(|s| {
+            serde_json::from_value(Value::String(s.clone()))
+                .map_err(|_| ApiError::invalid_field("status", "must be a TASK_STATE_* name"))
+        })
+        .transpose()?;
+    let status_timestamp_after = q
+        .get("statusTimestampAfter")
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::invalid_field("statusTimestampAfter", "must be an ISO 8601 timestamp"))
+        })
+        .transpose()?;
+    let include_artifacts = q
+        .get("includeArtifacts")
+        .map(|b| b.parse::<bool>().map_err(|_| ApiError::invalid_field("includeArtifacts", "must be true or false")))
+        .transpose()?;
+    let request = ListTasksRequest {
+        context_id: q.get("contextId").cloned(),
+        status,
+        page_size: query_i32(&q, "pageSize")?,
+        page_token: q.get("pageToken").cloned(),
+        history_length: query_i32(&q, "historyLength")?,
+        status_timestamp_after,
+        include_artifacts,
+        tenant: None,
+    };
+    let parent = q.get("parentTaskId").map(String::as_str);
+    Ok(ok(state.handler.list_tasks(&tenant(&who, &p)?, request, parent).await?))
 }
 
 /// `{task}` is a bare id, or `id:cancel` / `id:subscribe` (one path segment).
@@ -189,26 +185,18 @@ async fn get_or_subscribe(
     Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Response {
-    into_response(
-        async {
-            check_version(&headers, None)?;
-            let segment = p.get("task").cloned().unwrap_or_default();
-            match split_action(&segment) {
-                (id, None) => {
-                    let request = GetTaskRequest {
-                        id: id.to_owned(),
-                        history_length: query_i32(&q, "historyLength")?,
-                        tenant: None,
-                    };
-                    Ok(ok(state.handler.get_task(&tenant(&who, &p)?, request).await?))
-                }
-                (id, Some("subscribe")) => subscribe(&state, &who, &p, id, &headers).await,
-                (_, Some(action)) => Err(ApiError::MethodNotFound(format!("GET :{action}"))),
-            }
+) -> Answer {
+    check_version(&headers, None)?;
+    let segment = p.get("task").cloned().unwrap_or_default();
+    match split_action(&segment) {
+        (id, None) => {
+            let request =
+                GetTaskRequest { id: id.to_owned(), history_length: query_i32(&q, "historyLength")?, tenant: None };
+            Ok(ok(state.handler.get_task(&tenant(&who, &p)?, request).await?))
         }
-        .await,
-    )
+        (id, Some("subscribe")) => Ok(subscribe(&state, &who, &p, id, &headers).await?),
+        (_, Some(action)) => Err(ApiError::MethodNotFound(format!("GET :{action}")).into()),
+    }
 }
 
 async fn cancel_or_subscribe(
@@ -216,26 +204,21 @@ async fn cancel_or_subscribe(
     Path(p): Params,
     Extension(who): Extension<Principal>,
     request: Request<Body>,
-) -> Response {
+) -> Answer {
     let (parts, body) = request.into_parts();
-    into_response(
-        async {
-            check_version(&parts.headers, parts.uri.query())?;
-            let segment = p.get("task").cloned().unwrap_or_default();
-            match split_action(&segment) {
-                (id, Some("cancel")) => {
-                    validate::json_content_type(&parts.headers)?;
-                    let body = body_json(&state, body).await?;
-                    let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
-                    let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
-                    Ok(ok(state.handler.cancel_task(&tenant(&who, &p)?, request).await?))
-                }
-                (id, Some("subscribe")) => subscribe(&state, &who, &p, id, &parts.headers).await,
-                _ => Err(ApiError::MethodNotFound(format!("POST /tasks/{segment}"))),
-            }
+    check_version(&parts.headers, parts.uri.query())?;
+    let segment = p.get("task").cloned().unwrap_or_default();
+    match split_action(&segment) {
+        (id, Some("cancel")) => {
+            validate::json_content_type(&parts.headers)?;
+            let body = body_json(&state, body).await?;
+            let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
+            let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
+            Ok(ok(state.handler.cancel_task(&tenant(&who, &p)?, request).await?))
         }
-        .await,
-    )
+        (id, Some("subscribe")) => Ok(subscribe(&state, &who, &p, id, &parts.headers).await?),
+        _ => Err(ApiError::MethodNotFound(format!("POST /tasks/{segment}")).into()),
+    }
 }
 
 async fn subscribe(
@@ -255,22 +238,17 @@ async fn create_push(
     Path(p): Params,
     Extension(who): Extension<Principal>,
     request: Request<Body>,
-) -> Response {
+) -> Answer {
     let (parts, body) = request.into_parts();
-    into_response(
-        async {
-            check_version(&parts.headers, parts.uri.query())?;
-            validate::json_content_type(&parts.headers)?;
-            let task = p.get("task").cloned().unwrap_or_default();
-            let mut config: TaskPushNotificationConfig = decode(body_json(&state, body).await?, "body")?;
-            if !config.task_id.is_empty() && config.task_id != task {
-                return Err(ApiError::invalid_field("taskId", "differs from the task in the path"));
-            }
-            config.task_id = task;
-            Ok(ok(state.handler.create_push_config(&tenant(&who, &p)?, config, false).await?))
-        }
-        .await,
-    )
+    check_version(&parts.headers, parts.uri.query())?;
+    validate::json_content_type(&parts.headers)?;
+    let task = p.get("task").cloned().unwrap_or_default();
+    let mut config: TaskPushNotificationConfig = decode(body_json(&state, body).await?, "body")?;
+    if !config.task_id.is_empty() && config.task_id != task {
+        return Err(ApiError::invalid_field("taskId", "differs from the task in the path").into());
+    }
+    config.task_id = task;
+    Ok(ok(state.handler.create_push_config(&tenant(&who, &p)?, config, false).await?))
 }
 
 async fn list_push(
@@ -279,19 +257,14 @@ async fn list_push(
     Extension(who): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Response {
-    into_response(
-        async {
-            check_version(&headers, None)?;
-            let task = p.get("task").cloned().unwrap_or_default();
-            let page_size = query_i32(&q, "pageSize")?;
-            Ok(ok(state
-                .handler
-                .list_push_configs(&tenant(&who, &p)?, &task, page_size, q.get("pageToken").map(String::as_str))
-                .await?))
-        }
-        .await,
-    )
+) -> Answer {
+    check_version(&headers, None)?;
+    let task = p.get("task").cloned().unwrap_or_default();
+    let page_size = query_i32(&q, "pageSize")?;
+    Ok(ok(state
+        .handler
+        .list_push_configs(&tenant(&who, &p)?, &task, page_size, q.get("pageToken").map(String::as_str))
+        .await?))
 }
 
 async fn get_push(
@@ -299,16 +272,10 @@ async fn get_push(
     Path(p): Params,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-) -> Response {
-    into_response(
-        async {
-            check_version(&headers, None)?;
-            let (task, config) =
-                (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-            Ok(ok(state.handler.get_push_config(&tenant(&who, &p)?, &task, &config).await?))
-        }
-        .await,
-    )
+) -> Answer {
+    check_version(&headers, None)?;
+    let (task, config) = (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
+    Ok(ok(state.handler.get_push_config(&tenant(&who, &p)?, &task, &config).await?))
 }
 
 async fn delete_push(
@@ -316,17 +283,11 @@ async fn delete_push(
     Path(p): Params,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-) -> Response {
-    into_response(
-        async {
-            check_version(&headers, None)?;
-            let (task, config) =
-                (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-            state.handler.delete_push_config(&tenant(&who, &p)?, &task, &config).await?;
-            Ok(ok(serde_json::json!({})))
-        }
-        .await,
-    )
+) -> Answer {
+    check_version(&headers, None)?;
+    let (task, config) = (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
+    state.handler.delete_push_config(&tenant(&who, &p)?, &task, &config).await?;
+    Ok(ok(serde_json::json!({})))
 }
 
 async fn extended_card(
@@ -334,15 +295,10 @@ async fn extended_card(
     Path(p): Params,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-) -> Response {
-    into_response(
-        async {
-            check_version(&headers, None)?;
-            let mut response = ok(state.handler.extended_card(&tenant(&who, &p)?).await?);
-            // Per caller: no shared cache may keep it.
-            response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, no-store"));
-            Ok(response)
-        }
-        .await,
-    )
+) -> Answer {
+    check_version(&headers, None)?;
+    let mut response = ok(state.handler.extended_card(&tenant(&who, &p)?).await?);
+    // Per caller: no shared cache may keep it.
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, no-store"));
+    Ok(response)
 }

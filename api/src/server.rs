@@ -9,50 +9,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
-use metrics_exporter_prometheus::PrometheusHandle;
-use switchyard_engine::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, Principal};
-use crate::card::CardCache;
-use crate::config::ApiConfig;
+use crate::auth::Principal;
 use crate::connections::{self, Activity, Admission, ConnectionLimits, Tracking};
 use crate::error::ApiError;
-use crate::handler::A2aHandler;
-use crate::hub::EventHub;
+use crate::state::AppState;
 use crate::{admin, health, jsonrpc, remote_push, rest};
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub handler: A2aHandler,
-    pub auth: Arc<Authenticator>,
-    pub card: Arc<CardCache>,
-    /// The process's metrics recorder, when one is installed.
-    pub metrics: Option<PrometheusHandle>,
-}
-
-impl AppState {
-    /// Wires the handler, the event hub (one LISTEN connection for this
-    /// process, stopped by `shutdown`: the process's servers must have
-    /// drained by then, since blocking sends and streams wait on it) and the
-    /// agent card.
-    pub fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Self {
-        let hub = EventHub::start(store.clone(), shutdown);
-        let card = Arc::new(CardCache::new(&config));
-        let auth = Arc::new(Authenticator::new(config.auth.clone(), store.clone()));
-        let handler = A2aHandler::new(store.clone(), hub, Arc::new(config), card.clone());
-        AppState { store, handler, auth, card, metrics: None }
-    }
-
-    /// Serves this recorder's metrics at `/metrics`.
-    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
-        self.metrics = Some(handle);
-        self
-    }
-}
 
 async fn card(State(state): State<AppState>, headers: HeaderMap) -> Response {
     // The plans come from the same one-second cache routing reads.

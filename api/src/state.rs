@@ -1,0 +1,46 @@
+//! What every handler shares: the application state the router hands each
+//! request (a module of its own, so that the handlers depend on it and not
+//! on the router that calls them).
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchyard_engine::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::card::CardCache;
+use crate::config::ApiConfig;
+use crate::handler::A2aHandler;
+use crate::hub::EventHub;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub handler: A2aHandler,
+    pub auth: Arc<Authenticator>,
+    pub card: Arc<CardCache>,
+    /// The process's metrics recorder, when one is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Wires the handler, the event hub (one LISTEN connection for this
+    /// process, stopped by `shutdown`: the process's servers must have
+    /// drained by then, since blocking sends and streams wait on it) and the
+    /// agent card.
+    pub fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Self {
+        let hub = EventHub::start(store.clone(), shutdown);
+        let card = Arc::new(CardCache::new(&config));
+        let auth = Arc::new(Authenticator::new(config.auth.clone(), store.clone()));
+        let handler = A2aHandler::new(store.clone(), hub, Arc::new(config), card.clone());
+        AppState { store, handler, auth, card, metrics: None }
+    }
+
+    /// Serves this recorder's metrics at `/metrics`.
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+}

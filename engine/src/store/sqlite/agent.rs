@@ -12,7 +12,7 @@ use crate::error::StoreError;
 use crate::store::agent::AgentRecord;
 
 /// The columns of an [`AgentRecord`].
-const AGENT_COLUMNS: &str = "name, url, card, card_fetched_at, consecutive_failures, breaker_open_until";
+pub(super) const AGENT_COLUMNS: &str = "name, url, card, card_fetched_at, consecutive_failures, breaker_open_until";
 
 pub(in crate::store) async fn agent_upsert(lite: &Lite, name: &str, url: &str) -> Result<(), StoreError> {
     lite.write(async |c, now| {

@@ -14,10 +14,11 @@ use crate::id::{JobId, TaskId};
 use crate::store::job::{ClaimRow, JobKind, JobRecord, Lease, NewJob};
 
 /// The columns a claim returns.
-const CLAIMED: &str = "id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at, lease_expires_at";
+pub(super) const CLAIMED: &str =
+    "id, task_id, kind, payload, attempt, max_attempts, lease_token, run_at, lease_expires_at";
 
 /// The columns of a [`JobRecord`].
-const JOB_COLUMNS: &str = "id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner, \
+pub(super) const JOB_COLUMNS: &str = "id, task_id, kind, state, priority, attempt, max_attempts, run_at, lease_owner, \
      lease_token, lease_expires_at, last_error, created_at, finished_at";
 
 pub(in crate::store) async fn lease_confirm(tx: &mut LiteTx, lease: &Lease) -> Result<bool, StoreError> {

@@ -10,7 +10,7 @@ use crate::store::list::{Cursor, TaskFilter};
 use crate::store::row::TaskRow;
 
 /// The filters of ListTasks, numbered `?1`–`?6` as [`bind_filter`] binds them.
-const FILTERS: &str = "t.tenant = ?1 AND t.owner = ?2
+pub(super) const FILTERS: &str = "t.tenant = ?1 AND t.owner = ?2
      AND (?3 IS NULL OR t.context_id = ?3)
      AND (?4 IS NULL OR t.state = ?4)
      AND (?5 IS NULL OR t.status_at >= ?5)

@@ -45,6 +45,8 @@ use crate::error::StoreError;
 pub(in crate::store) mod access;
 pub(in crate::store) mod admin;
 pub(in crate::store) mod agent;
+#[cfg(test)]
+mod checked;
 pub(in crate::store) mod delegation;
 pub(in crate::store) mod job;
 pub(in crate::store) mod list;

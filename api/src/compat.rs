@@ -11,7 +11,7 @@ use switchyard_engine::v03::{self, V03PushConfig, V03Result, V03SendParams};
 use crate::error::ApiError;
 use crate::events::StreamItem;
 use crate::handler::A2aHandler;
-use crate::jsonrpc::Reply;
+use crate::reply::Reply;
 use crate::validate::{self, Intake};
 
 /// Whether `method` is a v0.3 JSON-RPC method name.

@@ -9,24 +9,17 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Principal;
 use crate::compat;
 use crate::error::ApiError;
 use crate::events::StreamItem;
 use crate::handler::A2aHandler;
+use crate::reply::Reply;
 use crate::sse;
 use crate::state::AppState;
 use crate::validate::{self, decode};
 use crate::version::{self, Version};
-
-/// What a method answers: one result, or a stream of them.
-#[derive(Debug)]
-pub enum Reply {
-    Value(Value),
-    Stream(ReceiverStream<StreamItem>),
-}
 
 const V1_METHODS: [&str; 11] = [
     "SendMessage",

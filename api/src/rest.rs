@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use a2a::{CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +18,7 @@ use crate::sse;
 use crate::state::AppState;
 use crate::validate::{self, decode};
 use crate::version;
+use switchyard_engine::Caller;
 
 const CONTENT_TYPE: &str = "application/a2a+json";
 
@@ -32,8 +34,6 @@ pub fn routes() -> Router<AppState> {
         .route("/extendedAgentCard", get(extended_card))
 }
 
-type Params = Path<HashMap<String, String>>;
-
 fn ok(value: impl serde::Serialize) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], serde_json::to_string(&value).unwrap_or_default()).into_response()
 }
@@ -44,17 +44,38 @@ fn fail(e: &ApiError) -> Response {
     e.respond_with(&e.to_rest())
 }
 
-/// REST has no v0.3 here (v0.3 REST lived under `/v1`): a missing header is
-/// served as 1.0, an unknown version refused.
-fn check_version(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
-    version::requested(headers, query).map(|_| ())
+/// The caller of an HTTP+JSON request, checked at the edge: the protocol
+/// version it names (header or query; REST has no v0.3 here, v0.3 REST
+/// lived under `/v1`, so a missing one is served as 1.0 and an unknown one
+/// refused), and who it is in the path's tenant (a tenant the credential
+/// does not cover makes the path's task not found). With the path's other
+/// parameters, which name the task and the webhook.
+pub(crate) struct RestCall {
+    caller: Caller,
+    params: HashMap<String, String>,
 }
 
-/// The caller, from the credential and the path's tenant; a tenant the
-/// credential does not cover makes the path's task not found.
-fn tenant(who: &Principal, params: &HashMap<String, String>) -> Result<switchyard_engine::Caller, ApiError> {
-    let task = params.get("task").map(|segment| split_action(segment).0);
-    who.caller(params.get("tenant").map(String::as_str), task)
+impl RestCall {
+    /// A path parameter (`task`, `config`); empty when the route has none.
+    fn param(&self, name: &str) -> String {
+        self.params.get(name).cloned().unwrap_or_default()
+    }
+}
+
+impl FromRequestParts<AppState> for RestCall {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, RestError> {
+        version::requested(&parts.headers, parts.uri.query())?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::InvalidRequest(format!("the path: {e}")))?;
+        // Set by the authentication layer on every route of this binding.
+        let who = parts.extensions.get::<Principal>().ok_or(ApiError::Internal)?;
+        let task = params.get("task").map(|segment| split_action(segment).0);
+        let caller = who.caller(params.get("tenant").map(String::as_str), task)?;
+        Ok(RestCall { caller, params })
+    }
 }
 
 async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
@@ -94,34 +115,22 @@ fn rest_frame(item: crate::events::StreamItem) -> Value {
     }
 }
 
-async fn send(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    request: Request<Body>,
-) -> Answer {
+async fn send(State(state): State<AppState>, call: RestCall, request: Request<Body>) -> Answer {
     let (parts, body) = request.into_parts();
-    check_version(&parts.headers, parts.uri.query())?;
     validate::json_content_type(&parts.headers)?;
     let request = validate::send_request(body_json(&state, body).await?)?;
     let response =
-        state.handler.send_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers)).await?;
+        state.handler.send_message(&call.caller, request, validate::Intake::from_headers(&parts.headers)).await?;
     Ok(ok(response))
 }
 
-async fn stream(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    request: Request<Body>,
-) -> Answer {
+async fn stream(State(state): State<AppState>, call: RestCall, request: Request<Body>) -> Answer {
     let (parts, body) = request.into_parts();
-    check_version(&parts.headers, parts.uri.query())?;
     validate::json_content_type(&parts.headers)?;
     let request = validate::send_request(body_json(&state, body).await?)?;
     let items = state
         .handler
-        .send_streaming_message(&tenant(&who, &p)?, request, validate::Intake::from_headers(&parts.headers))
+        .send_streaming_message(&call.caller, request, validate::Intake::from_headers(&parts.headers))
         .await?;
     Ok(sse::respond(items, rest_frame))
 }
@@ -130,14 +139,7 @@ fn query_i32(q: &HashMap<String, String>, field: &str) -> Result<Option<i32>, Ap
     q.get(field).map(|v| v.parse().map_err(|_| ApiError::invalid_field(field, "must be an integer"))).transpose()
 }
 
-async fn list(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Answer {
-    check_version(&headers, None)?;
+async fn list(State(state): State<AppState>, call: RestCall, Query(q): Query<HashMap<String, String>>) -> Answer {
     let status = q
         .get("status")
         .map(|s| {
@@ -168,7 +170,7 @@ async fn list(
         tenant: None,
     };
     let parent = q.get("parentTaskId").map(String::as_str);
-    Ok(ok(state.handler.list_tasks(&tenant(&who, &p)?, request, parent).await?))
+    Ok(ok(state.handler.list_tasks(&call.caller, request, parent).await?))
 }
 
 /// `{task}` is a bare id, or `id:cancel` / `id:subscribe` (one path segment).
@@ -181,123 +183,78 @@ fn split_action(segment: &str) -> (&str, Option<&str>) {
 
 async fn get_or_subscribe(
     State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
+    call: RestCall,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Answer {
-    check_version(&headers, None)?;
-    let segment = p.get("task").cloned().unwrap_or_default();
+    let segment = call.param("task");
     match split_action(&segment) {
         (id, None) => {
             let request =
                 GetTaskRequest { id: id.to_owned(), history_length: query_i32(&q, "historyLength")?, tenant: None };
-            Ok(ok(state.handler.get_task(&tenant(&who, &p)?, request).await?))
+            Ok(ok(state.handler.get_task(&call.caller, request).await?))
         }
-        (id, Some("subscribe")) => Ok(subscribe(&state, &who, &p, id, &headers).await?),
+        (id, Some("subscribe")) => Ok(subscribe(&state, &call.caller, id, &headers).await?),
         (_, Some(action)) => Err(ApiError::MethodNotFound(format!("GET :{action}")).into()),
     }
 }
 
-async fn cancel_or_subscribe(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    request: Request<Body>,
-) -> Answer {
+async fn cancel_or_subscribe(State(state): State<AppState>, call: RestCall, request: Request<Body>) -> Answer {
     let (parts, body) = request.into_parts();
-    check_version(&parts.headers, parts.uri.query())?;
-    let segment = p.get("task").cloned().unwrap_or_default();
+    let segment = call.param("task");
     match split_action(&segment) {
         (id, Some("cancel")) => {
             validate::json_content_type(&parts.headers)?;
             let body = body_json(&state, body).await?;
             let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
             let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
-            Ok(ok(state.handler.cancel_task(&tenant(&who, &p)?, request).await?))
+            Ok(ok(state.handler.cancel_task(&call.caller, request).await?))
         }
-        (id, Some("subscribe")) => Ok(subscribe(&state, &who, &p, id, &parts.headers).await?),
+        (id, Some("subscribe")) => Ok(subscribe(&state, &call.caller, id, &parts.headers).await?),
         _ => Err(ApiError::MethodNotFound(format!("POST /tasks/{segment}")).into()),
     }
 }
 
-async fn subscribe(
-    state: &AppState,
-    who: &Principal,
-    p: &HashMap<String, String>,
-    id: &str,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+async fn subscribe(state: &AppState, caller: &Caller, id: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
     let request = SubscribeToTaskRequest { id: id.to_owned(), tenant: None };
-    let items = state.handler.subscribe(&tenant(who, p)?, request, sse::last_event_id(headers)).await?;
+    let items = state.handler.subscribe(caller, request, sse::last_event_id(headers)).await?;
     Ok(sse::respond(items, rest_frame))
 }
 
-async fn create_push(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    request: Request<Body>,
-) -> Answer {
+async fn create_push(State(state): State<AppState>, call: RestCall, request: Request<Body>) -> Answer {
     let (parts, body) = request.into_parts();
-    check_version(&parts.headers, parts.uri.query())?;
     validate::json_content_type(&parts.headers)?;
-    let task = p.get("task").cloned().unwrap_or_default();
+    let task = call.param("task");
     let mut config: TaskPushNotificationConfig = decode(body_json(&state, body).await?, "body")?;
     if !config.task_id.is_empty() && config.task_id != task {
         return Err(ApiError::invalid_field("taskId", "differs from the task in the path").into());
     }
     config.task_id = task;
-    Ok(ok(state.handler.create_push_config(&tenant(&who, &p)?, config, false).await?))
+    Ok(ok(state.handler.create_push_config(&call.caller, config, false).await?))
 }
 
-async fn list_push(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Answer {
-    check_version(&headers, None)?;
-    let task = p.get("task").cloned().unwrap_or_default();
+async fn list_push(State(state): State<AppState>, call: RestCall, Query(q): Query<HashMap<String, String>>) -> Answer {
+    let task = call.param("task");
     let page_size = query_i32(&q, "pageSize")?;
     Ok(ok(state
         .handler
-        .list_push_configs(&tenant(&who, &p)?, &task, page_size, q.get("pageToken").map(String::as_str))
+        .list_push_configs(&call.caller, &task, page_size, q.get("pageToken").map(String::as_str))
         .await?))
 }
 
-async fn get_push(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-) -> Answer {
-    check_version(&headers, None)?;
-    let (task, config) = (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-    Ok(ok(state.handler.get_push_config(&tenant(&who, &p)?, &task, &config).await?))
+async fn get_push(State(state): State<AppState>, call: RestCall) -> Answer {
+    let (task, config) = (call.param("task"), call.param("config"));
+    Ok(ok(state.handler.get_push_config(&call.caller, &task, &config).await?))
 }
 
-async fn delete_push(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-) -> Answer {
-    check_version(&headers, None)?;
-    let (task, config) = (p.get("task").cloned().unwrap_or_default(), p.get("config").cloned().unwrap_or_default());
-    state.handler.delete_push_config(&tenant(&who, &p)?, &task, &config).await?;
+async fn delete_push(State(state): State<AppState>, call: RestCall) -> Answer {
+    let (task, config) = (call.param("task"), call.param("config"));
+    state.handler.delete_push_config(&call.caller, &task, &config).await?;
     Ok(ok(serde_json::json!({})))
 }
 
-async fn extended_card(
-    State(state): State<AppState>,
-    Path(p): Params,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-) -> Answer {
-    check_version(&headers, None)?;
-    let mut response = ok(state.handler.extended_card(&tenant(&who, &p)?).await?);
+async fn extended_card(State(state): State<AppState>, call: RestCall) -> Answer {
+    let mut response = ok(state.handler.extended_card(&call.caller).await?);
     // Per caller: no shared cache may keep it.
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, no-store"));
     Ok(response)

@@ -24,7 +24,9 @@
 //! This crate has no HTTP server and no HTTP client; `api` and `worker`
 //! build on it and meet only through the database.
 
+pub mod agent;
 pub mod card_signature;
+pub mod channel;
 pub mod egress;
 pub mod error;
 pub mod event;
@@ -40,10 +42,11 @@ pub mod trace;
 pub mod v03;
 pub mod wire;
 
+pub use channel::{Channels, EventNotice};
 pub use error::StoreError;
 pub use event::{ArtifactUpdate, StoredEvent, TaskEvent};
 pub use id::{Caller, JobId, TaskId};
-pub use notify::{Channels, EventNotice, Listener, Wake};
+pub use notify::{Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{

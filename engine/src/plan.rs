@@ -16,9 +16,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::agent::AgentRecord;
 use crate::id::TaskId;
 use crate::route::NoRoute;
-use crate::store::AgentRecord;
 use crate::task::TaskRecord;
 
 /// A plan as configured: exactly one of `agent`, `fanout`, `fanout_skill`

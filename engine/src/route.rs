@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::store::AgentRecord;
+use crate::agent::AgentRecord;
 
 /// Routing configured by the operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -14,6 +14,7 @@ mod exact;
 mod first_run;
 mod harness;
 mod interop;
+mod layout;
 mod plans;
 mod strict_agent;
 mod webhooks;

@@ -51,8 +51,8 @@ pub use retention::Swept;
 pub use stats::Stats;
 pub use task::{FollowUp, NewTask, Submission};
 
+use crate::channel::Channels;
 use crate::error::StoreError;
-use crate::notify::Channels;
 pub(crate) use sqlite::{Lite, LiteTx, Notice};
 
 /// How to reach the database and which schema is ours.

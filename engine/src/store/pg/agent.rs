@@ -7,8 +7,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::PgTx;
+use crate::agent::AgentRecord;
 use crate::error::StoreError;
-use crate::store::agent::AgentRecord;
 
 pub(in crate::store) async fn agent_upsert(pool: &PgPool, name: &str, url: &str) -> Result<(), StoreError> {
     sqlx::query!(

@@ -193,7 +193,7 @@ pub(in crate::store) async fn fold_write(
         lease.token,
         settle,
         channel,
-        crate::notify::EventNotice::payload(task),
+        crate::channel::EventNotice::payload(task),
         &pushable(before + 1, events),
         jobs_channel,
     )

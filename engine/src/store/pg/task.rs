@@ -182,7 +182,7 @@ pub(in crate::store) async fn task_fold_write(
         pushed,
         jobs_channel,
         events_channel,
-        crate::notify::EventNotice::payload(task),
+        crate::channel::EventNotice::payload(task),
     )
     .fetch_one(&mut **tx)
     .await?;

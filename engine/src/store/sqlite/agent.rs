@@ -8,8 +8,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{Lite, LiteTx, at, json, parse_opt, us, us_after};
+use crate::agent::AgentRecord;
 use crate::error::StoreError;
-use crate::store::agent::AgentRecord;
 
 /// The columns of an [`AgentRecord`].
 pub(super) const AGENT_COLUMNS: &str = "name, url, card, card_fetched_at, consecutive_failures, breaker_open_until";

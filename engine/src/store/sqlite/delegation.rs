@@ -176,7 +176,7 @@ pub(in crate::store) async fn fold_write(
     };
     outbox_enqueue(tx, jobs_channel, lease.task_id, &pushable(before + 1, events)).await?;
     if !events.is_empty() {
-        tx.notify(channel, &crate::notify::EventNotice::payload(task));
+        tx.notify(channel, &crate::channel::EventNotice::payload(task));
     }
     Ok(Written { task_updated, job_held: held as i64 })
 }

@@ -106,7 +106,7 @@ pub(in crate::store) async fn task_fold_write(
     insert_events(tx, task.id.0, rows, now).await?;
     let updated = update_snapshot(tx, task, before).await?;
     outbox_enqueue(tx, jobs_channel, task.id, pushed).await?;
-    tx.notify(events_channel, &crate::notify::EventNotice::payload(task));
+    tx.notify(events_channel, &crate::channel::EventNotice::payload(task));
     Ok(updated as i64)
 }
 

@@ -1,5 +1,6 @@
 //! ListTasks and the operators' lists, on the embedded store.
 
+use sqlx::Row;
 use uuid::Uuid;
 
 use super::{Lite, TASK_COLUMNS, TASK_COLUMNS_WITH_ARTIFACTS, task_row, us};
@@ -16,11 +17,11 @@ pub(super) const FILTERS: &str = "t.tenant = ?1 AND t.owner = ?2
      AND (?5 IS NULL OR t.status_at >= ?5)
      AND ((?6 IS NULL AND t.parent_id IS NULL) OR t.parent_id = ?6)";
 
-fn bind_filter<'q, O>(
-    query: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>,
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     caller: &'q Caller,
     filter: &'q TaskFilter,
-) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     query
         .bind(&caller.tenant)
         .bind(&caller.principal)
@@ -44,13 +45,7 @@ pub(in crate::store) async fn tasks_page(
            AND (?7 IS NULL OR (t.status_at, t.id) < (?7, ?8))
          ORDER BY t.status_at DESC, t.id DESC LIMIT ?9"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&caller.tenant)
-        .bind(&caller.principal)
-        .bind(&filter.context_id)
-        .bind(filter.state.map(TaskState::as_str))
-        .bind(filter.status_after.map(us))
-        .bind(filter.parent.map(|p| p.0))
+    let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), caller, filter)
         .bind(after.map(|c| us(c.status_at)))
         .bind(after.map(|c| c.id.0).unwrap_or(Uuid::nil()))
         .bind(limit)
@@ -65,9 +60,8 @@ pub(in crate::store) async fn tasks_count(
     filter: &TaskFilter,
 ) -> Result<i64, StoreError> {
     let sql = format!("SELECT count(*) FROM tasks t WHERE {FILTERS}");
-    let (count,): (i64,) =
-        bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), caller, filter).fetch_one(&lite.read).await?;
-    Ok(count)
+    let row = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), caller, filter).fetch_one(&lite.read).await?;
+    Ok(row.try_get(0)?)
 }
 
 pub(in crate::store) async fn tasks_recent(

@@ -2,16 +2,18 @@
 //! translated to v1 in front of the same handler, and results back, so a
 //! v0.3 client sees only v0.3 and the handler only v1 (PROTOCOL.md §15).
 
-use a2a::{CancelTaskRequest, GetTaskRequest, SubscribeToTaskRequest};
+use a2a::GetTaskRequest;
 use serde::Serialize;
 use serde_json::{Value, json};
 use switchyard_engine::Caller;
 use switchyard_engine::v03::{self, V03PushConfig, V03Result, V03SendParams};
 
+use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::events::StreamItem;
 use crate::handler::A2aHandler;
 use crate::reply::Reply;
+use crate::request::{self, PushConfigPage, PushConfigRef, SendRequest, TaskQuery, TaskRef};
 use crate::validate::{self, Intake};
 
 /// Whether `method` is a v0.3 JSON-RPC method name.
@@ -36,13 +38,13 @@ pub async fn dispatch(
     intake.v03 = true;
     match method {
         "message/send" => {
-            let request = send_request(params)?;
-            let response = handler.send_message(caller, request, intake).await?;
+            let request = send_request(params, intake, handler.config())?;
+            let response = handler.send_message(caller, request).await?;
             Ok(reply(v03::send_response_to_v03(&response)))
         }
         "message/stream" => {
-            let request = send_request(params)?;
-            Ok(Reply::Stream(handler.send_streaming_message(caller, request, intake).await?))
+            let request = send_request(params, intake, handler.config())?;
+            Ok(Reply::Stream(handler.send_streaming_message(caller, request).await?))
         }
         "tasks/get" => {
             let request = GetTaskRequest {
@@ -50,16 +52,16 @@ pub async fn dispatch(
                 history_length: optional_i32(&params, "historyLength")?,
                 tenant: None,
             };
-            let task = handler.get_task(caller, request).await?;
+            let task = handler.get_task(caller, TaskQuery::parse(request)?).await?;
             Ok(reply(V03Result::Task(v03::task_to_v03(&task))))
         }
         "tasks/cancel" => {
-            let request = CancelTaskRequest { id: string_field(&params, "id")?, metadata: None, tenant: None };
+            let request = TaskRef::parse(&string_field(&params, "id")?)?;
             let task = handler.cancel_task(caller, request).await?;
             Ok(reply(V03Result::Task(v03::task_to_v03(&task))))
         }
         "tasks/resubscribe" => {
-            let request = SubscribeToTaskRequest { id: string_field(&params, "id")?, tenant: None };
+            let request = TaskRef::parse(&string_field(&params, "id")?)?;
             Ok(Reply::Stream(handler.subscribe(caller, request, None).await?))
         }
         "tasks/pushNotificationConfig/set" => {
@@ -69,16 +71,17 @@ pub async fn dispatch(
                 .cloned()
                 .ok_or_else(|| ApiError::invalid_field("pushNotificationConfig", "is required"))?;
             let nested: V03PushConfig = validate::decode(nested, "pushNotificationConfig")?;
-            let stored = handler.create_push_config(caller, v03::push_config_from_v03(&task_id, nested), true).await?;
+            let config = request::push_config(v03::push_config_from_v03(&task_id, nested), true, handler.config())?;
+            let stored = handler.create_push_config(caller, config).await?;
             Ok(reply(v03::push_config_to_v03(&stored)))
         }
         "tasks/pushNotificationConfig/get" => {
             let task_id = string_field(&params, "id")?;
             let config = match params.get("pushNotificationConfigId").and_then(Value::as_str) {
-                Some(id) => handler.get_push_config(caller, &task_id, id).await?,
+                Some(id) => handler.get_push_config(caller, PushConfigRef::parse(&task_id, id)?).await?,
                 // v0.3 allowed asking for "the" config of a task.
                 None => handler
-                    .list_push_configs(caller, &task_id, Some(1), None)
+                    .list_push_configs(caller, PushConfigPage::parse(&task_id, Some(1), None)?)
                     .await?
                     .configs
                     .into_iter()
@@ -89,13 +92,13 @@ pub async fn dispatch(
         }
         "tasks/pushNotificationConfig/list" => {
             let task_id = string_field(&params, "id")?;
-            let list = handler.list_push_configs(caller, &task_id, None, None).await?;
+            let list = handler.list_push_configs(caller, PushConfigPage::parse(&task_id, None, None)?).await?;
             Ok(reply(list.configs.iter().map(v03::push_config_to_v03).collect::<Vec<_>>()))
         }
         "tasks/pushNotificationConfig/delete" => {
             let task_id = string_field(&params, "id")?;
             let id = string_field(&params, "pushNotificationConfigId")?;
-            handler.delete_push_config(caller, &task_id, &id).await?;
+            handler.delete_push_config(caller, PushConfigRef::parse(&task_id, &id)?).await?;
             Ok(Reply::Value(Value::Null))
         }
         "agent/getAuthenticatedExtendedCard" => {
@@ -141,18 +144,21 @@ fn optional_i32(params: &Value, field: &str) -> Result<Option<i32>, ApiError> {
 
 /// `MessageSendParams` (v0.3) → `SendMessageRequest` (v1), then the same
 /// checks as a v1 request gets (sizes, roles, parts, NUL characters).
-fn send_request(params: Value) -> Result<a2a::SendMessageRequest, ApiError> {
+fn send_request(params: Value, intake: Intake, config: &ApiConfig) -> Result<SendRequest, ApiError> {
     validate::no_nul(&params)?;
     let params: V03SendParams = validate::decode(params, "params")?;
     let request = v03::send_request_from_v03(params).map_err(|e| ApiError::invalid_field("message.parts", e.0))?;
-    validate::send_request(
-        serde_json::to_value(request).map_err(|_| ApiError::invalid_field("message", "is not valid"))?,
-    )
+    let json = serde_json::to_value(request).map_err(|_| ApiError::invalid_field("message", "is not valid"))?;
+    SendRequest::parse(json, intake, config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(params: Value) -> Result<SendRequest, ApiError> {
+        send_request(params, Intake::default(), &ApiConfig::new("http://127.0.0.1:8080"))
+    }
 
     #[test]
     fn v03_messages_become_v1_requests() {
@@ -161,30 +167,29 @@ mod tests {
             {"kind": "file", "file": {"uri": "https://x/y.png", "mimeType": "image/png", "name": "y.png"}},
             {"kind": "data", "data": {"a": 1}},
         ]}, "configuration": {"blocking": false, "historyLength": 2}});
-        let request = send_request(params).expect("translates");
+        let request = parse(params).expect("translates");
         assert_eq!(request.message.role, a2a::Role::User);
         assert_eq!(request.message.parts.len(), 3);
         assert_eq!(request.message.parts[1].filename.as_deref(), Some("y.png"));
-        let config = request.configuration.expect("configuration");
-        assert_eq!((config.return_immediately, config.history_length), (Some(true), Some(2)));
+        assert_eq!((request.return_immediately, request.history), (true, 2));
     }
 
     #[test]
     fn bad_v03_messages_name_the_field() {
         let unknown_kind = json!({"message": {"messageId": "m", "role": "user", "parts": [{"kind": "video"}]}});
-        let ApiError::InvalidParams { field, .. } = send_request(unknown_kind).expect_err("refused") else {
+        let ApiError::InvalidParams { field, .. } = parse(unknown_kind).expect_err("refused") else {
             panic!("invalid params")
         };
         assert_eq!(field.as_deref(), Some("params.message.parts[0].kind"));
         let agent_role =
             json!({"message": {"messageId": "m", "role": "agent", "parts": [{"kind": "text", "text": "x"}]}});
-        let ApiError::InvalidParams { field, .. } = send_request(agent_role).expect_err("refused") else {
+        let ApiError::InvalidParams { field, .. } = parse(agent_role).expect_err("refused") else {
             panic!("invalid params")
         };
         assert_eq!(field.as_deref(), Some("message.role"));
         let both = json!({"message": {"messageId": "m", "role": "user",
                           "parts": [{"kind": "file", "file": {"uri": "u", "bytes": "aGk="}}]}});
-        assert!(matches!(send_request(both), Err(ApiError::InvalidParams { .. })));
+        assert!(matches!(parse(both), Err(ApiError::InvalidParams { .. })));
     }
 
     #[test]

@@ -19,10 +19,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::auth::Principal;
+use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::events::StreamItem;
+use crate::request::{self, PushConfigPage, PushConfigRef, SendRequest, TaskList, TaskQuery, TaskRef};
 use crate::state::AppState;
-use crate::validate::{self, Intake};
+use crate::validate::Intake;
 use crate::version::{self, Version};
 
 /// The fully qualified service name, as in the card's gRPC interface.
@@ -125,13 +127,17 @@ async fn traced<T>(
 
 /// A `SendMessageRequest` from the proto, checked by the same rules as a
 /// JSON one (the message is required: the proto would default it).
-fn send_request(request: &proto::SendMessageRequest) -> Result<a2a::SendMessageRequest, ApiError> {
+fn send_request(
+    request: &proto::SendMessageRequest,
+    headers: &HeaderMap,
+    config: &ApiConfig,
+) -> Result<SendRequest, ApiError> {
     if request.message.is_none() {
         return Err(ApiError::invalid_field("message", "is required"));
     }
     let native = pbconv::from_proto_send_message_request(request);
     let json = serde_json::to_value(&native).map_err(|_| ApiError::invalid_field("message", "is not valid"))?;
-    validate::send_request(json)
+    SendRequest::parse(json, Intake::from_headers(headers), config)
 }
 
 /// A task stream as gRPC messages; an error ends the stream with its status.
@@ -155,8 +161,8 @@ impl A2aService for GrpcBinding {
                 let message = request.get_ref();
                 let task = message.message.as_ref().map(|m| m.task_id.as_str()).filter(|t| !t.is_empty());
                 let (caller, headers) = self.caller(&request, "SendMessage", &message.tenant, task).await?;
-                let native = send_request(message)?;
-                let response = self.state.handler.send_message(&caller, native, Intake::from_headers(&headers)).await?;
+                let native = send_request(message, &headers, self.state.handler.config())?;
+                let response = self.state.handler.send_message(&caller, native).await?;
                 Ok(pbconv::to_proto_send_message_response(&response))
             }),
         )
@@ -176,9 +182,8 @@ impl A2aService for GrpcBinding {
                 let message = request.get_ref();
                 let task = message.message.as_ref().map(|m| m.task_id.as_str()).filter(|t| !t.is_empty());
                 let (caller, headers) = self.caller(&request, "SendStreamingMessage", &message.tenant, task).await?;
-                let native = send_request(message)?;
-                let items =
-                    self.state.handler.send_streaming_message(&caller, native, Intake::from_headers(&headers)).await?;
+                let native = send_request(message, &headers, self.state.handler.config())?;
+                let items = self.state.handler.send_streaming_message(&caller, native).await?;
                 Ok(streamed(items))
             }),
         )
@@ -190,7 +195,8 @@ impl A2aService for GrpcBinding {
         traced(span, async {
             let get = request.get_ref();
             let (caller, _) = self.caller(&request, "GetTask", &get.tenant, Some(&get.id)).await?;
-            let task = self.state.handler.get_task(&caller, pbconv::from_proto_get_task_request(get)).await?;
+            let request = TaskQuery::parse(pbconv::from_proto_get_task_request(get))?;
+            let task = self.state.handler.get_task(&caller, request).await?;
             Ok(pbconv::to_proto_task(&task))
         })
         .await
@@ -207,8 +213,8 @@ impl A2aService for GrpcBinding {
                 return Err(ApiError::invalid_field("pageSize", "must be between 1 and 100"));
             }
             let (caller, _) = self.caller(&request, "ListTasks", &list.tenant, None).await?;
-            let native = pbconv::from_proto_list_tasks_request(list);
-            let page = self.state.handler.list_tasks(&caller, native, None).await?;
+            let request = TaskList::parse(pbconv::from_proto_list_tasks_request(list), None)?;
+            let page = self.state.handler.list_tasks(&caller, request).await?;
             Ok(pbconv::to_proto_list_tasks_response(&page))
         })
         .await
@@ -219,7 +225,7 @@ impl A2aService for GrpcBinding {
         traced(span, async {
             let cancel = request.get_ref();
             let (caller, _) = self.caller(&request, "CancelTask", &cancel.tenant, Some(&cancel.id)).await?;
-            let task = self.state.handler.cancel_task(&caller, pbconv::from_proto_cancel_task_request(cancel)).await?;
+            let task = self.state.handler.cancel_task(&caller, TaskRef::parse(&cancel.id)?).await?;
             Ok(pbconv::to_proto_task(&task))
         })
         .await
@@ -235,8 +241,7 @@ impl A2aService for GrpcBinding {
         traced(span, async {
             let subscribe = request.get_ref();
             let (caller, _) = self.caller(&request, "SubscribeToTask", &subscribe.tenant, Some(&subscribe.id)).await?;
-            let native = pbconv::from_proto_subscribe_to_task_request(subscribe);
-            Ok(streamed(self.state.handler.subscribe(&caller, native, None).await?))
+            Ok(streamed(self.state.handler.subscribe(&caller, TaskRef::parse(&subscribe.id)?, None).await?))
         })
         .await
     }
@@ -251,7 +256,8 @@ impl A2aService for GrpcBinding {
             let method = "CreateTaskPushNotificationConfig";
             let (caller, _) = self.caller(&request, method, &config.tenant, Some(&config.task_id)).await?;
             let native = pbconv::from_proto_create_task_push_notification_config_request(config);
-            let stored = self.state.handler.create_push_config(&caller, native, false).await?;
+            let native = request::push_config(native, false, self.state.handler.config())?;
+            let stored = self.state.handler.create_push_config(&caller, native).await?;
             Ok(pbconv::to_proto_task_push_notification_config(&stored))
         })
         .await
@@ -266,7 +272,8 @@ impl A2aService for GrpcBinding {
             let get = request.get_ref();
             let method = "GetTaskPushNotificationConfig";
             let (caller, _) = self.caller(&request, method, &get.tenant, Some(&get.task_id)).await?;
-            let config = self.state.handler.get_push_config(&caller, &get.task_id, &get.id).await?;
+            let config =
+                self.state.handler.get_push_config(&caller, PushConfigRef::parse(&get.task_id, &get.id)?).await?;
             Ok(pbconv::to_proto_task_push_notification_config(&config))
         })
         .await
@@ -283,7 +290,11 @@ impl A2aService for GrpcBinding {
             let (caller, _) = self.caller(&request, method, &list.tenant, Some(&list.task_id)).await?;
             let size = Some(list.page_size).filter(|s| *s != 0);
             let token = Some(list.page_token.as_str()).filter(|t| !t.is_empty());
-            let page = self.state.handler.list_push_configs(&caller, &list.task_id, size, token).await?;
+            let page = self
+                .state
+                .handler
+                .list_push_configs(&caller, PushConfigPage::parse(&list.task_id, size, token)?)
+                .await?;
             Ok(pbconv::to_proto_list_task_push_notification_configs_response(&page))
         })
         .await
@@ -311,7 +322,7 @@ impl A2aService for GrpcBinding {
             let delete = request.get_ref();
             let method = "DeleteTaskPushNotificationConfig";
             let (caller, _) = self.caller(&request, method, &delete.tenant, Some(&delete.task_id)).await?;
-            self.state.handler.delete_push_config(&caller, &delete.task_id, &delete.id).await
+            self.state.handler.delete_push_config(&caller, PushConfigRef::parse(&delete.task_id, &delete.id)?).await
         })
         .await
     }

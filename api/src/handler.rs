@@ -1,18 +1,17 @@
 //! The one A2A request handler: a method per operation. The bindings
-//! (JSON-RPC, HTTP+JSON, and the v0.3 layer) decode, call, and encode.
+//! (JSON-RPC, HTTP+JSON, gRPC and the v0.3 layer) decode, check the request
+//! into its [`crate::request`] type, call, and encode: what a method here
+//! receives is already valid.
 
 use std::sync::Arc;
 
-use a2a::{
-    CancelTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, SendMessageRequest, SendMessageResponse,
-    SubscribeToTaskRequest, Task, TaskPushNotificationConfig,
-};
+use a2a::{ListTasksResponse, SendMessageResponse, Task, TaskPushNotificationConfig};
 use serde_json::json;
 use switchyard_engine::plan::{Node, PlanError, PlanSpec, Resolver};
 use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
-    AuditEntry, Caller, FollowUp, JobKind, MAX_PUSH_CONFIGS, NewJob, NewTask, PushConfig, Store, StoreError,
-    TaskFilter, TaskId, TaskPlan, TaskRecord, TaskState,
+    AuditEntry, Caller, FollowUp, JobKind, NewJob, NewTask, PushConfig, Store, StoreError, TaskPlan, TaskRecord,
+    TaskState,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -22,12 +21,8 @@ use crate::error::ApiError;
 use crate::events::{Start, StreamCounts, StreamItem, StreamPermit, stream_task, wait_until_settled};
 use crate::hub::EventHub;
 use crate::page;
-use crate::validate::{self, Intake, history_length};
-
-/// The job kind that carries a task to a remote agent.
-/// ListTasks page sizes (PROTOCOL.md §5.4 L5).
-const DEFAULT_PAGE: i32 = 50;
-const MAX_PAGE: i32 = 100;
+use crate::request::{self, PushConfigPage, PushConfigRef, SendRequest, TaskList, TaskQuery, TaskRef, Turn};
+use crate::validate::MAX_HISTORY;
 
 /// Serves the A2A operations over the store.
 #[derive(Debug, Clone)]
@@ -112,19 +107,12 @@ impl A2aHandler {
 
     /// `SendMessage`: accept (create or continue a task), then by default wait,
     /// bounded, until it ends or asks for input.
-    pub async fn send_message(
-        &self,
-        caller: &Caller,
-        request: SendMessageRequest,
-        intake: Intake,
-    ) -> Result<SendMessageResponse, ApiError> {
-        let config = request.configuration.as_ref();
-        let history = history_length(config.and_then(|c| c.history_length), "configuration.historyLength")?;
-        let return_immediately = config.and_then(|c| c.return_immediately).unwrap_or(false);
+    pub async fn send_message(&self, caller: &Caller, request: SendRequest) -> Result<SendMessageResponse, ApiError> {
+        let (history, return_immediately) = (request.history, request.return_immediately);
         // Subscribed before the task exists, so no change after it can be
         // missed and the wait needs no read of its own before the first wake.
         let subscription = self.hub.subscribe();
-        let (task, created, baseline) = self.accept(caller, request, intake).await?;
+        let (task, created, baseline) = self.accept(caller, request).await?;
         record_task(&task);
         // A resent message whose task already waits or ended is answered at
         // once: there is nothing new to wait for.
@@ -159,15 +147,11 @@ impl A2aHandler {
     pub async fn send_streaming_message(
         &self,
         caller: &Caller,
-        request: SendMessageRequest,
-        intake: Intake,
+        request: SendRequest,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
-        let history = history_length(
-            request.configuration.as_ref().and_then(|c| c.history_length),
-            "configuration.historyLength",
-        )?;
+        let history = request.history;
         let permit = self.stream_permit(caller)?;
-        let (task, _, _) = self.accept(caller, request, intake).await?;
+        let (task, _, _) = self.accept(caller, request).await?;
         record_task(&task);
         let (task, messages) = self.complete(&task, history).await?;
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot, permit))
@@ -175,28 +159,16 @@ impl A2aHandler {
 
     /// Creates a task, or continues the one the message names, durably;
     /// false when the message was seen before and nothing new was written.
-    async fn accept(
-        &self,
-        caller: &Caller,
-        request: SendMessageRequest,
-        intake: Intake,
-    ) -> Result<(TaskRecord, bool, i64), ApiError> {
-        let SendMessageRequest { message, configuration, metadata, .. } = request;
-        if let Some(key) = &intake.idempotency_key {
-            validate::identifier(key, "Idempotency-Key")?;
-        }
-        let key = intake.idempotency_key.unwrap_or_else(|| message.message_id.clone());
+    async fn accept(&self, caller: &Caller, request: SendRequest) -> Result<(TaskRecord, bool, i64), ApiError> {
+        let SendRequest { message, metadata, idempotency_key: key, trace_context, push_config, turn, .. } = request;
         // Our own span's context when tracing is on, so later work is a child
         // of this request; else the caller's, as sent. The task keeps it, and
         // so does the job, whose span the worker opens on claiming it.
-        let trace = switchyard_engine::trace::current().or(intake.trace_context);
-        let push_config = configuration.and_then(|c| c.task_push_notification_config);
+        let trace = switchyard_engine::trace::current().or(trace_context);
         let job =
             NewJob { payload: json!({ "trace": trace }), ..NewJob::new(JobKind::Delegate, self.config.max_attempts) };
-        match message.task_id.as_deref().filter(|id| !id.is_empty()) {
-            Some(raw) => {
-                let task_id = validate::task_id(raw)?;
-                let push_config = push_config.map(|p| self.push_config_from(task_id, p, intake.v03)).transpose()?;
+        match turn {
+            Turn::Continue(task_id) => {
                 let follow_up = FollowUp {
                     caller: caller.clone(),
                     task_id,
@@ -221,12 +193,10 @@ impl A2aHandler {
                 }
                 Ok((submission.task, submission.created, submission.baseline))
             }
-            None => {
+            Turn::Start(start) => {
+                let request::Start { deadline, plan: adhoc, target } = *start;
                 // Route now, so a message nobody can take is rejected at once
                 // with the reason, and the job names its agent.
-                let deadline = deadline(message.metadata.as_ref(), self.config.default_ttl)?;
-                let adhoc = PlanSpec::from_metadata(message.metadata.as_ref()).map_err(plan_refused)?;
-                let target = Target::from_metadata(message.metadata.as_ref());
                 let registry = self.registry.get(&self.store).await?;
                 // A message the cached registry cannot take may name an agent
                 // or plan registered a moment ago: look again before refusing it.
@@ -242,11 +212,8 @@ impl A2aHandler {
                     }
                     Ok(Routed::Plan(plan)) => (None, Some(plan), None),
                     Err(PlanError::NoRoute(reason)) => (None, None, Some(reason)),
-                    Err(invalid @ PlanError::Invalid(_)) => return Err(plan_refused(invalid)),
+                    Err(invalid @ PlanError::Invalid(_)) => return Err(request::plan_refused(invalid)),
                 };
-                // The id is filled in by the store; validate the rest now.
-                let push_config =
-                    push_config.map(|p| self.push_config_from(TaskId(uuid::Uuid::nil()), p, intake.v03)).transpose()?;
                 let new = NewTask {
                     caller: caller.clone(),
                     context_id: message.context_id.clone().filter(|c| !c.is_empty()),
@@ -293,101 +260,21 @@ impl A2aHandler {
         })
     }
 
-    /// Validates a client's webhook (its URL through the SSRF guard, every
-    /// field's size and form) and gives it an id if it has none.
-    fn push_config_from(
-        &self,
-        task_id: TaskId,
-        config: TaskPushNotificationConfig,
-        v03: bool,
-    ) -> Result<PushConfig, ApiError> {
-        let url = config.url.trim();
-        if url.len() > 2048 {
-            return Err(ApiError::invalid_field("url", "must be at most 2048 characters"));
-        }
-        self.config.egress.check_url(url).map_err(|refused| ApiError::invalid_field("url", refused.0))?;
-        let header_safe = |s: &str| !s.contains(['\r', '\n']);
-        if let Some(token) = &config.token
-            && (!header_safe(token) || token.len() > 4096)
-        {
-            return Err(ApiError::invalid_field("token", "must be at most 4096 bytes, with no line breaks"));
-        }
-        if let Some(auth) = &config.authentication {
-            let scheme_ok = !auth.scheme.trim().is_empty()
-                && auth.scheme.len() <= 64
-                && auth.scheme.chars().all(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(c));
-            let credentials_ok = auth.credentials.as_deref().is_none_or(|c| header_safe(c) && c.len() <= 4096);
-            if !scheme_ok || !credentials_ok {
-                return Err(ApiError::invalid_field(
-                    "authentication",
-                    "needs a scheme (a token of at most 64 characters) and credentials of at most 4096 bytes, \
-                     with no line breaks",
-                ));
-            }
-        }
-        let id = config.id.filter(|id| !id.is_empty()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        if id.len() > 256 {
-            return Err(ApiError::invalid_field("id", "must be at most 256 characters"));
-        }
-        Ok(PushConfig {
-            task_id,
-            id,
-            url: url.to_owned(),
-            token: config.token,
-            authentication: config.authentication.map(|a| json!({ "scheme": a.scheme, "credentials": a.credentials })),
-            version: if v03 { "0.3" } else { "1.0" }.to_owned(),
-        })
-    }
-
     /// The named plans, for the card and the admin API.
     pub async fn plans(&self) -> Result<Vec<PlanSpec>, ApiError> {
         Ok(self.registry.get(&self.store).await?.plans.clone())
     }
 
     /// `GetTask`.
-    pub async fn get_task(&self, caller: &Caller, request: GetTaskRequest) -> Result<Task, ApiError> {
-        let history = history_length(request.history_length, "historyLength")?;
-        let task = self.store.task_get(caller, validate::task_id(&request.id)?).await?;
-        self.render(&task, history).await
+    pub async fn get_task(&self, caller: &Caller, request: TaskQuery) -> Result<Task, ApiError> {
+        let task = self.store.task_get(caller, request.id).await?;
+        self.render(&task, request.history).await
     }
 
     /// `ListTasks`: the caller's top-level tasks, newest status first; with
     /// `parent` (an extension: `parentTaskId`), that task's children.
-    pub async fn list_tasks(
-        &self,
-        caller: &Caller,
-        request: ListTasksRequest,
-        parent: Option<&str>,
-    ) -> Result<ListTasksResponse, ApiError> {
-        let page_size = request.page_size.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&page_size) {
-            return Err(ApiError::invalid_field("pageSize", format!("must be between 1 and {MAX_PAGE}")));
-        }
-        // Lists carry no history unless asked: it costs a read per task.
-        let history = match request.history_length {
-            None => 0,
-            some => history_length(some, "historyLength")?,
-        };
-        let state = match &request.status {
-            None => None,
-            Some(s) => Some(
-                TaskState::from_a2a(s).ok_or_else(|| ApiError::invalid_field("status", "must name a task state"))?,
-            ),
-        };
-        if let Some(context) = &request.context_id {
-            validate::identifier(context, "contextId")?;
-        }
-        if let Some(token) = &request.page_token {
-            validate::identifier(token, "pageToken")?;
-        }
-        let filter = TaskFilter {
-            context_id: request.context_id.clone().filter(|c| !c.is_empty()),
-            state,
-            status_after: request.status_timestamp_after,
-            parent: parent.map(|p| validate::task_id_field(p, "parentTaskId")).transpose()?,
-        };
-        let after = page::decode(request.page_token.as_deref().unwrap_or(""), &filter)?;
-        let with_artifacts = request.include_artifacts == Some(true);
+    pub async fn list_tasks(&self, caller: &Caller, request: TaskList) -> Result<ListTasksResponse, ApiError> {
+        let TaskList { filter, page_size, after, history, with_artifacts } = request;
         let page = self.store.task_list(caller, &filter, i64::from(page_size), after, with_artifacts).await?;
         let mut tasks = Vec::with_capacity(page.tasks.len());
         for record in &page.tasks {
@@ -407,17 +294,17 @@ impl A2aHandler {
     }
 
     /// `CancelTask`: idempotent on a canceled task, refused on other terminal ones.
-    pub async fn cancel_task(&self, caller: &Caller, request: CancelTaskRequest) -> Result<Task, ApiError> {
-        let task_id = validate::task_id(&request.id)?;
+    pub async fn cancel_task(&self, caller: &Caller, request: TaskRef) -> Result<Task, ApiError> {
+        let task_id = request.id;
         let task = match self.store.task_cancel(caller, task_id, None).await {
             Ok(task) => task,
             Err(StoreError::Rejected { source: switchyard_engine::FoldError::Terminal(state), .. }) => {
-                return Err(ApiError::TaskNotCancelable { task: request.id, state });
+                return Err(ApiError::TaskNotCancelable { task: request.named, state });
             }
             Err(e) => return Err(e.into()),
         };
         self.store.audit(&AuditEntry::for_task(caller, "task.cancel", task_id)).await;
-        self.render(&task, validate::MAX_HISTORY).await
+        self.render(&task, MAX_HISTORY).await
     }
 
     /// `SubscribeToTask`; with `resume_after` (an SSE `Last-Event-ID`) it
@@ -425,10 +312,10 @@ impl A2aHandler {
     pub async fn subscribe(
         &self,
         caller: &Caller,
-        request: SubscribeToTaskRequest,
+        request: TaskRef,
         resume_after: Option<i64>,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
-        let task = self.store.task_get(caller, validate::task_id(&request.id)?).await?;
+        let task = self.store.task_get(caller, request.id).await?;
         let permit = self.stream_permit(caller)?;
         let start = match resume_after {
             Some(seq) => Start::After(seq),
@@ -441,22 +328,19 @@ impl A2aHandler {
             None => Start::Subscribe,
         };
         let messages = match start {
-            Start::Snapshot | Start::Subscribe => self.history(&task, validate::MAX_HISTORY).await?,
+            Start::Snapshot | Start::Subscribe => self.history(&task, MAX_HISTORY).await?,
             Start::After(_) => Vec::new(),
         };
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, start, permit))
     }
 
-    /// `CreateTaskPushNotificationConfig` (replaces a config with the same
-    /// id); `v03` when it came through the v0.3 binding.
+    /// `CreateTaskPushNotificationConfig` (replaces a config with the same id).
     pub async fn create_push_config(
         &self,
         caller: &Caller,
-        config: TaskPushNotificationConfig,
-        v03: bool,
+        config: PushConfig,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
-        let task_id = validate::task_id_in(&config.task_id, "taskId")?;
-        let config = self.push_config_from(task_id, config, v03)?;
+        let task_id = config.task_id;
         let stored = self.store.push_config_put(caller, &config).await?;
         // The host only: paths and tokens may be secrets.
         let host = switchyard_engine::egress::Target::parse(&stored.url).map(|t| t.host).unwrap_or_default();
@@ -469,37 +353,24 @@ impl A2aHandler {
     pub async fn get_push_config(
         &self,
         caller: &Caller,
-        task_id: &str,
-        id: &str,
+        request: PushConfigRef,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
-        let task = validate::task_id_in(task_id, "taskId")?;
-        validate::identifier(id, "id")?;
+        let PushConfigRef { task, named_task, id } = request;
         self.store
-            .push_config_get(caller, task, id)
+            .push_config_get(caller, task, &id)
             .await?
             .map(push_config_to)
-            .ok_or_else(|| ApiError::PushConfigNotFound { task: task_id.to_owned(), config: id.to_owned() })
+            .ok_or(ApiError::PushConfigNotFound { task: named_task, config: id })
     }
 
-    /// `ListTaskPushNotificationConfigs`: pages in id order; the token is the
-    /// last id of the previous page.
+    /// `ListTaskPushNotificationConfigs`.
     pub async fn list_push_configs(
         &self,
         caller: &Caller,
-        task_id: &str,
-        page_size: Option<i32>,
-        page_token: Option<&str>,
+        request: PushConfigPage,
     ) -> Result<a2a::ListTaskPushNotificationConfigsResponse, ApiError> {
-        let task = validate::task_id_in(task_id, "taskId")?;
-        let size = i64::from(page_size.unwrap_or(MAX_PUSH_CONFIGS as i32));
-        if !(1..=MAX_PUSH_CONFIGS).contains(&size) {
-            return Err(ApiError::invalid_field("pageSize", format!("must be between 1 and {MAX_PUSH_CONFIGS}")));
-        }
-        let after = page_token.filter(|t| !t.is_empty());
-        if let Some(token) = after {
-            validate::identifier(token, "pageToken")?;
-        }
-        let mut configs = self.store.push_config_list(caller, task, size + 1, after).await?;
+        let PushConfigPage { task, size, after } = request;
+        let mut configs = self.store.push_config_list(caller, task, size + 1, after.as_deref()).await?;
         let next = if configs.len() as i64 > size {
             configs.truncate(size as usize);
             configs.last().map(|c| c.id.clone())
@@ -513,10 +384,9 @@ impl A2aHandler {
     }
 
     /// `DeleteTaskPushNotificationConfig`: idempotent.
-    pub async fn delete_push_config(&self, caller: &Caller, task_id: &str, id: &str) -> Result<(), ApiError> {
-        let task = validate::task_id_in(task_id, "taskId")?;
-        validate::identifier(id, "id")?;
-        self.store.push_config_delete(caller, task, id).await?;
+    pub async fn delete_push_config(&self, caller: &Caller, request: PushConfigRef) -> Result<(), ApiError> {
+        let PushConfigRef { task, id, .. } = request;
+        self.store.push_config_delete(caller, task, &id).await?;
         self.store
             .audit(&AuditEntry::for_task(caller, "push_config.delete", task).with_detail(json!({ "id": id })))
             .await;
@@ -559,41 +429,12 @@ impl A2aHandler {
     }
 }
 
-/// The task's deadline: message metadata `switchyard.deadline` (RFC 3339)
-/// or `switchyard.timeoutSeconds`, else the configured default, else none.
 /// Names the task on the request's span, so a trace shows which task a
 /// request created or continued.
 fn record_task(task: &TaskRecord) {
     let span = tracing::Span::current();
     span.record("a2a.task.id", tracing::field::display(task.id));
     span.record("a2a.context.id", task.context_id.as_str());
-}
-
-fn deadline(
-    metadata: Option<&std::collections::HashMap<String, serde_json::Value>>,
-    default_ttl: Option<std::time::Duration>,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    let hint = metadata.and_then(|m| m.get("switchyard"));
-    if let Some(at) = hint.and_then(|h| h.get("deadline")) {
-        let parsed = at.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-        let at = parsed.ok_or_else(|| {
-            ApiError::invalid_field("message.metadata.switchyard.deadline", "must be an RFC 3339 timestamp")
-        })?;
-        return Ok(Some(at.with_timezone(&chrono::Utc)));
-    }
-    if let Some(secs) = hint.and_then(|h| h.get("timeoutSeconds")) {
-        let secs = secs.as_f64().filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9).ok_or_else(|| {
-            ApiError::invalid_field("message.metadata.switchyard.timeoutSeconds", "must be a positive number")
-        })?;
-        let ttl = chrono::Duration::milliseconds((secs * 1000.0) as i64);
-        return Ok(Some(chrono::Utc::now() + ttl));
-    }
-    Ok(default_ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).map(|ttl| chrono::Utc::now() + ttl))
-}
-
-/// A plan the client asked for that cannot be run as asked: invalid params.
-fn plan_refused(e: PlanError) -> ApiError {
-    ApiError::invalid_field("message.metadata.switchyard", e.to_string())
 }
 
 fn push_config_to(config: PushConfig) -> TaskPushNotificationConfig {

@@ -1,8 +1,8 @@
 //! The JSON-RPC 2.0 binding: `POST /`, decode → call → encode.
 
 use a2a::{
-    CancelTaskRequest, DeleteTaskPushNotificationConfigRequest, GetTaskPushNotificationConfigRequest, GetTaskRequest,
-    ListTaskPushNotificationConfigsRequest, ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig,
+    CancelTaskRequest, DeleteTaskPushNotificationConfigRequest, GetTaskPushNotificationConfigRequest,
+    ListTaskPushNotificationConfigsRequest, SubscribeToTaskRequest,
 };
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::events::StreamItem;
 use crate::handler::A2aHandler;
 use crate::reply::Reply;
+use crate::request::{self, PushConfigPage, PushConfigRef, SendRequest, TaskList, TaskQuery, TaskRef};
 use crate::sse;
 use crate::state::AppState;
 use crate::validate::{self, decode};
@@ -90,10 +91,10 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
         Ok(caller) => caller,
         Err(e) => return error(id, &e, version),
     };
-    let key = validate::Intake::from_headers(&parts.headers);
+    let intake = validate::Intake::from_headers(&parts.headers);
     let reply = match version {
-        Version::V1 => dispatch(&state.handler, &caller, &method, params, key, &parts.headers).await,
-        Version::V03 => compat::dispatch(&state.handler, &caller, &method, params, key).await,
+        Version::V1 => dispatch(&state.handler, &caller, &method, params, intake, &parts.headers).await,
+        Version::V03 => compat::dispatch(&state.handler, &caller, &method, params, intake).await,
     };
     match reply {
         Ok(Reply::Value(result)) => (
@@ -177,42 +178,50 @@ async fn dispatch(
     caller: &switchyard_engine::Caller,
     method: &str,
     params: Value,
-    key: validate::Intake,
+    intake: validate::Intake,
     headers: &HeaderMap,
 ) -> Result<Reply, ApiError> {
+    let config = handler.config();
     match method {
-        "SendMessage" => value(handler.send_message(caller, validate::send_request(params)?, key).await),
-        "SendStreamingMessage" => {
-            Ok(Reply::Stream(handler.send_streaming_message(caller, validate::send_request(params)?, key).await?))
-        }
-        "GetTask" => value(handler.get_task(caller, decode::<GetTaskRequest>(params, "params")?).await),
+        "SendMessage" => value(handler.send_message(caller, SendRequest::parse(params, intake, config)?).await),
+        "SendStreamingMessage" => Ok(Reply::Stream(
+            handler.send_streaming_message(caller, SendRequest::parse(params, intake, config)?).await?,
+        )),
+        "GetTask" => value(handler.get_task(caller, TaskQuery::parse(decode(params, "params")?)?).await),
         "ListTasks" => {
             // `parentTaskId` beside the standard fields lists a task's children.
             let parent = params.get("parentTaskId").map(|p| p.as_str().map(str::to_owned));
             let parent = parent
                 .map(|p| p.ok_or_else(|| ApiError::invalid_field("params.parentTaskId", "must be a task id")))
                 .transpose()?;
-            value(handler.list_tasks(caller, decode::<ListTasksRequest>(params, "params")?, parent.as_deref()).await)
+            let request = TaskList::parse(decode(params, "params")?, parent.as_deref())?;
+            value(handler.list_tasks(caller, request).await)
         }
-        "CancelTask" => value(handler.cancel_task(caller, decode::<CancelTaskRequest>(params, "params")?).await),
+        "CancelTask" => {
+            let request = decode::<CancelTaskRequest>(params, "params")?;
+            value(handler.cancel_task(caller, TaskRef::parse(&request.id)?).await)
+        }
         "SubscribeToTask" => {
             let request = decode::<SubscribeToTaskRequest>(params, "params")?;
+            let request = TaskRef::parse(&request.id)?;
             Ok(Reply::Stream(handler.subscribe(caller, request, sse::last_event_id(headers)).await?))
         }
-        "CreateTaskPushNotificationConfig" => value(
-            handler.create_push_config(caller, decode::<TaskPushNotificationConfig>(params, "params")?, false).await,
-        ),
+        "CreateTaskPushNotificationConfig" => {
+            let config = request::push_config(decode(params, "params")?, false, config)?;
+            value(handler.create_push_config(caller, config).await)
+        }
         "GetTaskPushNotificationConfig" => {
             let r = decode::<GetTaskPushNotificationConfigRequest>(params, "params")?;
-            value(handler.get_push_config(caller, &r.task_id, &r.id).await)
+            value(handler.get_push_config(caller, PushConfigRef::parse(&r.task_id, &r.id)?).await)
         }
         "ListTaskPushNotificationConfigs" => {
             let r = decode::<ListTaskPushNotificationConfigsRequest>(params, "params")?;
-            value(handler.list_push_configs(caller, &r.task_id, r.page_size, r.page_token.as_deref()).await)
+            let request = PushConfigPage::parse(&r.task_id, r.page_size, r.page_token.as_deref())?;
+            value(handler.list_push_configs(caller, request).await)
         }
         "DeleteTaskPushNotificationConfig" => {
             let r = decode::<DeleteTaskPushNotificationConfigRequest>(params, "params")?;
-            handler.delete_push_config(caller, &r.task_id, &r.id).await?;
+            handler.delete_push_config(caller, PushConfigRef::parse(&r.task_id, &r.id)?).await?;
             Ok(Reply::Value(json!({})))
         }
         "GetExtendedAgentCard" => value(handler.extended_card(caller).await),

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod page;
 pub mod remote_push;
 pub mod reply;
+pub mod request;
 pub mod rest;
 pub mod server;
 pub mod sse;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use a2a::{CancelTaskRequest, GetTaskRequest, ListTasksRequest, SubscribeToTaskRequest, TaskPushNotificationConfig};
+use a2a::{GetTaskRequest, ListTasksRequest, TaskPushNotificationConfig};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::request::{self, PushConfigPage, PushConfigRef, SendRequest, TaskList, TaskQuery, TaskRef};
 use crate::sse;
 use crate::state::AppState;
 use crate::validate::{self, decode};
@@ -118,20 +119,17 @@ fn rest_frame(item: crate::events::StreamItem) -> Value {
 async fn send(State(state): State<AppState>, call: RestCall, request: Request<Body>) -> Answer {
     let (parts, body) = request.into_parts();
     validate::json_content_type(&parts.headers)?;
-    let request = validate::send_request(body_json(&state, body).await?)?;
-    let response =
-        state.handler.send_message(&call.caller, request, validate::Intake::from_headers(&parts.headers)).await?;
-    Ok(ok(response))
+    let intake = validate::Intake::from_headers(&parts.headers);
+    let request = SendRequest::parse(body_json(&state, body).await?, intake, state.handler.config())?;
+    Ok(ok(state.handler.send_message(&call.caller, request).await?))
 }
 
 async fn stream(State(state): State<AppState>, call: RestCall, request: Request<Body>) -> Answer {
     let (parts, body) = request.into_parts();
     validate::json_content_type(&parts.headers)?;
-    let request = validate::send_request(body_json(&state, body).await?)?;
-    let items = state
-        .handler
-        .send_streaming_message(&call.caller, request, validate::Intake::from_headers(&parts.headers))
-        .await?;
+    let intake = validate::Intake::from_headers(&parts.headers);
+    let request = SendRequest::parse(body_json(&state, body).await?, intake, state.handler.config())?;
+    let items = state.handler.send_streaming_message(&call.caller, request).await?;
     Ok(sse::respond(items, rest_frame))
 }
 
@@ -169,8 +167,8 @@ async fn list(State(state): State<AppState>, call: RestCall, Query(q): Query<Has
         include_artifacts,
         tenant: None,
     };
-    let parent = q.get("parentTaskId").map(String::as_str);
-    Ok(ok(state.handler.list_tasks(&call.caller, request, parent).await?))
+    let request = TaskList::parse(request, q.get("parentTaskId").map(String::as_str))?;
+    Ok(ok(state.handler.list_tasks(&call.caller, request).await?))
 }
 
 /// `{task}` is a bare id, or `id:cancel` / `id:subscribe` (one path segment).
@@ -192,7 +190,7 @@ async fn get_or_subscribe(
         (id, None) => {
             let request =
                 GetTaskRequest { id: id.to_owned(), history_length: query_i32(&q, "historyLength")?, tenant: None };
-            Ok(ok(state.handler.get_task(&call.caller, request).await?))
+            Ok(ok(state.handler.get_task(&call.caller, TaskQuery::parse(request)?).await?))
         }
         (id, Some("subscribe")) => Ok(subscribe(&state, &call.caller, id, &headers).await?),
         (_, Some(action)) => Err(ApiError::MethodNotFound(format!("GET :{action}")).into()),
@@ -205,10 +203,10 @@ async fn cancel_or_subscribe(State(state): State<AppState>, call: RestCall, requ
     match split_action(&segment) {
         (id, Some("cancel")) => {
             validate::json_content_type(&parts.headers)?;
-            let body = body_json(&state, body).await?;
-            let metadata = body.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok());
-            let request = CancelTaskRequest { id: id.to_owned(), metadata, tenant: None };
-            Ok(ok(state.handler.cancel_task(&call.caller, request).await?))
+            // The body may carry metadata, which cancelation does not use;
+            // it is read so that a malformed one is refused.
+            body_json(&state, body).await?;
+            Ok(ok(state.handler.cancel_task(&call.caller, TaskRef::parse(id)?).await?))
         }
         (id, Some("subscribe")) => Ok(subscribe(&state, &call.caller, id, &parts.headers).await?),
         _ => Err(ApiError::MethodNotFound(format!("POST /tasks/{segment}")).into()),
@@ -216,8 +214,7 @@ async fn cancel_or_subscribe(State(state): State<AppState>, call: RestCall, requ
 }
 
 async fn subscribe(state: &AppState, caller: &Caller, id: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let request = SubscribeToTaskRequest { id: id.to_owned(), tenant: None };
-    let items = state.handler.subscribe(caller, request, sse::last_event_id(headers)).await?;
+    let items = state.handler.subscribe(caller, TaskRef::parse(id)?, sse::last_event_id(headers)).await?;
     Ok(sse::respond(items, rest_frame))
 }
 
@@ -230,26 +227,24 @@ async fn create_push(State(state): State<AppState>, call: RestCall, request: Req
         return Err(ApiError::invalid_field("taskId", "differs from the task in the path").into());
     }
     config.task_id = task;
-    Ok(ok(state.handler.create_push_config(&call.caller, config, false).await?))
+    let config = request::push_config(config, false, state.handler.config())?;
+    Ok(ok(state.handler.create_push_config(&call.caller, config).await?))
 }
 
 async fn list_push(State(state): State<AppState>, call: RestCall, Query(q): Query<HashMap<String, String>>) -> Answer {
     let task = call.param("task");
-    let page_size = query_i32(&q, "pageSize")?;
-    Ok(ok(state
-        .handler
-        .list_push_configs(&call.caller, &task, page_size, q.get("pageToken").map(String::as_str))
-        .await?))
+    let request = PushConfigPage::parse(&task, query_i32(&q, "pageSize")?, q.get("pageToken").map(String::as_str))?;
+    Ok(ok(state.handler.list_push_configs(&call.caller, request).await?))
 }
 
 async fn get_push(State(state): State<AppState>, call: RestCall) -> Answer {
     let (task, config) = (call.param("task"), call.param("config"));
-    Ok(ok(state.handler.get_push_config(&call.caller, &task, &config).await?))
+    Ok(ok(state.handler.get_push_config(&call.caller, PushConfigRef::parse(&task, &config)?).await?))
 }
 
 async fn delete_push(State(state): State<AppState>, call: RestCall) -> Answer {
     let (task, config) = (call.param("task"), call.param("config"));
-    state.handler.delete_push_config(&call.caller, &task, &config).await?;
+    state.handler.delete_push_config(&call.caller, PushConfigRef::parse(&task, &config)?).await?;
     Ok(ok(serde_json::json!({})))
 }
 

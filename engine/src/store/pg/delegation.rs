@@ -153,24 +153,11 @@ pub(in crate::store) async fn fold_write(
            held AS (
                SELECT id FROM jobs WHERE id = $19 AND lease_token = $20 AND state = 'leased' AND NOT $21
                FOR UPDATE
-           ),
-           pushed AS (
-               INSERT INTO push_deliveries (task_id, config_id, seq)
-               SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($24::bigint[]) AS s(seq)
-               WHERE c.task_id = $1
-               RETURNING config_id
-           ),
-           queued AS (
-               INSERT INTO jobs (task_id, kind, payload, max_attempts)
-               SELECT DISTINCT $1, 'push', jsonb_build_object('config', config_id), 1000 FROM pushed
-               ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
-               DO NOTHING
-               RETURNING id
            )
            SELECT (SELECT count(*) FROM folded) AS "task_updated!",
                   (SELECT count(*) FROM settled) + (SELECT count(*) FROM held) AS "job_held!",
                   CASE WHEN cardinality($10::bigint[]) > 0 THEN pg_notify($22, $23) END AS notified,
-                  CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($25, 'push') END AS jobs_notified"#,
+                  CASE WHEN cardinality($24::bigint[]) > 0 THEN outbox_enqueue($1, $24, $25) END AS pushes_queued"#,
         lease.task_id.0,
         d.agent,
         d.remote_task_id,

@@ -18,28 +18,9 @@ pub(in crate::store) async fn outbox_enqueue(
     task_id: TaskId,
     seqs: &[i64],
 ) -> Result<(), StoreError> {
-    sqlx::query!(
-        r#"WITH pushed AS (
-               INSERT INTO push_deliveries (task_id, config_id, seq)
-               SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($2::bigint[]) AS s(seq)
-               WHERE c.task_id = $1
-               RETURNING config_id
-           ),
-           queued AS (
-               INSERT INTO jobs (task_id, kind, payload, max_attempts)
-               SELECT DISTINCT $1, $3, jsonb_build_object('config', config_id), 1000 FROM pushed
-               ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
-               DO NOTHING
-               RETURNING id
-           )
-           SELECT CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($4, $3) END AS notified"#,
-        task_id.0,
-        seqs,
-        JobKind::Push.as_str(),
-        jobs_channel,
-    )
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query_scalar!("SELECT outbox_enqueue($1, $2, $3)", task_id.0, seqs, jobs_channel)
+        .fetch_one(&mut **tx)
+        .await?;
     Ok(())
 }
 

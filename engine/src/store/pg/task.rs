@@ -152,22 +152,9 @@ pub(in crate::store) async fn task_fold_write(
                    UPDATE tasks SET state = $2, status = $3, artifact_ids = $4, version = $5, status_at = $6
                    WHERE id = $1 AND version = $7
                    RETURNING id
-               ),
-               pushed AS (
-                   INSERT INTO push_deliveries (task_id, config_id, seq)
-                   SELECT $1, c.id, s.seq FROM push_configs c, UNNEST($11::bigint[]) AS s(seq)
-                   WHERE c.task_id = $1
-                   RETURNING config_id
-               ),
-               queued AS (
-                   INSERT INTO jobs (task_id, kind, payload, max_attempts)
-                   SELECT DISTINCT $1, 'push', jsonb_build_object('config', config_id), 1000 FROM pushed
-                   ON CONFLICT (task_id, (payload->>'config')) WHERE kind = 'push' AND state IN ('ready', 'leased')
-                   DO NOTHING
-                   RETURNING id
                )
                SELECT (SELECT count(*) FROM folded) AS "updated!",
-                      CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($12, 'push') END AS jobs_notified,
+                      CASE WHEN cardinality($11::bigint[]) > 0 THEN outbox_enqueue($1, $11, $12) END AS pushes_queued,
                       CASE WHEN true THEN pg_notify($13, $14) END AS events_notified"#,
         task.id.0,
         snapshot.state,

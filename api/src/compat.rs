@@ -120,8 +120,8 @@ pub fn error_to_v03(error: &ApiError) -> Value {
 
 /// A stream item in v0.3 shape: bare objects with `kind`, `final` on status.
 pub fn stream_item_to_v03(item: &StreamItem) -> Result<Value, ApiError> {
-    let response = item.event.as_ref().map_err(Clone::clone)?;
-    Ok(serde_json::to_value(v03::stream_response_to_v03(response)).unwrap_or(Value::Null))
+    let event = item.event.as_ref().map_err(Clone::clone)?;
+    Ok(serde_json::to_value(v03::stream_response_to_v03(&event.response)).unwrap_or(Value::Null))
 }
 
 fn string_field(params: &Value, field: &str) -> Result<String, ApiError> {

@@ -6,19 +6,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use a2a::StreamResponse;
-use switchyard_engine::wire::to_stream_response;
-use switchyard_engine::{Caller, Store, TaskEvent, TaskRecord, TaskState};
+use switchyard_engine::{Caller, Store, TaskRecord};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::hub::{EventHub, Subscription, TaskFeed};
+use crate::rendered::Rendered;
 
-/// One item of a stream: the log position (the SSE `id`) and the event.
+/// One item of a stream: the log position (the SSE `id`) and the event,
+/// shared with the other streams of its task in this process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamItem {
     pub seq: i64,
-    pub event: Result<StreamResponse, ApiError>,
+    pub event: Result<Arc<Rendered>, ApiError>,
 }
 
 /// Where a stream starts.
@@ -123,7 +124,8 @@ async fn produce(
     let mut last = match start {
         Start::Snapshot | Start::Subscribe => {
             let snapshot = task.to_a2a((!history.is_empty()).then_some(history));
-            if tx.send(StreamItem { seq: task.version, event: Ok(StreamResponse::Task(snapshot)) }).await.is_err() {
+            let snapshot = Rendered::new(StreamResponse::Task(snapshot));
+            if tx.send(StreamItem { seq: task.version, event: Ok(snapshot) }).await.is_err() {
                 return Ok(());
             }
             if task.state.is_terminal() || (start == Start::Subscribe && stopped) {
@@ -136,17 +138,16 @@ async fn produce(
         Start::After(seq) => seq,
     };
     loop {
-        let events = feed.after(store, last, PAGE).await?;
+        let events = feed.after(store, last, PAGE, &context_id).await?;
         let full = events.len() as i64 == PAGE;
-        for stored in events {
-            last = stored.seq;
-            let stop = ends_stream(&stored.event);
-            if let Some(response) = to_stream_response(&stored, &context_id)
-                && tx.send(StreamItem { seq: stored.seq, event: Ok(response) }).await.is_err()
+        for event in events {
+            last = event.seq;
+            if let Some(rendered) = event.rendered
+                && tx.send(StreamItem { seq: event.seq, event: Ok(rendered) }).await.is_err()
             {
                 return Ok(());
             }
-            if stop {
+            if event.stop {
                 return Ok(());
             }
         }
@@ -157,17 +158,6 @@ async fn produce(
                 () = tx.closed() => return Ok(()),
             }
         }
-    }
-}
-
-/// A stream closes after a terminal state, and after an interrupted one:
-/// the client must answer (a new request) before anything else happens.
-fn ends_stream(event: &TaskEvent) -> bool {
-    match event {
-        TaskEvent::Status(status) => {
-            TaskState::from_a2a(&status.state).is_some_and(|s| s.is_terminal() || s.is_interrupted())
-        }
-        _ => false,
     }
 }
 

@@ -143,7 +143,7 @@ fn send_request(
 /// A task stream as gRPC messages; an error ends the stream with its status.
 fn streamed(items: tokio_stream::wrappers::ReceiverStream<StreamItem>) -> Streamed {
     Box::pin(items.map(|item| match item.event {
-        Ok(event) => Ok(pbconv::to_proto_stream_response(&event)),
+        Ok(event) => Ok(pbconv::to_proto_stream_response(&event.response)),
         Err(e) => Err(e.to_grpc()),
     }))
 }

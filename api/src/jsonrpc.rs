@@ -108,16 +108,27 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
     }
 }
 
-/// One SSE `data:` payload: a complete JSON-RPC response.
-fn frame(id: &Value, version: Version, item: StreamItem) -> Value {
-    let outcome = match version {
-        Version::V1 => item.event.map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
-        Version::V03 => compat::stream_item_to_v03(&item),
+/// One SSE `data:` payload: a complete JSON-RPC response. A v1 result is
+/// the event as serialized once for every stream of its task, wrapped.
+fn frame(id: &Value, version: Version, item: StreamItem) -> Vec<u8> {
+    let outcome = match (version, item.event) {
+        (Version::V1, Ok(event)) => {
+            let mut out = Vec::with_capacity(event.json.len() + 48);
+            out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+            out.extend_from_slice(id.to_string().as_bytes());
+            out.extend_from_slice(b",\"result\":");
+            out.extend_from_slice(&event.json);
+            out.push(b'}');
+            return out;
+        }
+        (Version::V1, Err(e)) => Err(e),
+        (Version::V03, event) => compat::stream_item_to_v03(&StreamItem { seq: item.seq, event }),
     };
-    match outcome {
+    let response = match outcome {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
         Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": render_error(&e, version)}),
-    }
+    };
+    response.to_string().into_bytes()
 }
 
 fn render_error(e: &ApiError, version: Version) -> Value {

@@ -40,6 +40,7 @@ pub mod limit;
 pub mod metrics;
 pub mod page;
 pub mod remote_push;
+pub mod rendered;
 pub mod reply;
 pub mod request;
 pub mod rest;

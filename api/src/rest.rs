@@ -109,10 +109,11 @@ impl IntoResponse for RestError {
 
 type Answer = Result<Response, RestError>;
 
-fn rest_frame(item: crate::events::StreamItem) -> Value {
+fn rest_frame(item: crate::events::StreamItem) -> Vec<u8> {
     match item.event {
-        Ok(event) => serde_json::to_value(event).unwrap_or(Value::Null),
-        Err(e) => e.to_rest(),
+        // Serialized once for every stream of the task.
+        Ok(event) => event.json.to_vec(),
+        Err(e) => e.to_rest().to_string().into_bytes(),
     }
 }
 

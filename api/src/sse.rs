@@ -12,10 +12,9 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use tokio::time::MissedTickBehavior;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
 
 use crate::events::StreamItem;
 
@@ -23,48 +22,34 @@ use crate::events::StreamItem;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const KEEP_ALIVE_LINE: &[u8] = b": keep-alive\n";
 
-/// One SSE event: its `id`, then its data, a `data:` line per line.
-fn render(seq: i64, data: &str) -> Bytes {
-    let mut out = String::with_capacity(data.len() + 32);
+/// One SSE event: its `id`, then its data on one `data:` line — compact
+/// JSON has no line break (serde escapes those inside strings) — written
+/// straight into the frame's buffer.
+fn render(seq: i64, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 32);
     if seq > 0 {
-        out.push_str(&format!("id: {seq}\n"));
+        out.extend_from_slice(format!("id: {seq}\n").as_bytes());
     }
-    for line in data.split('\n') {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push('\n');
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
 
-/// Renders a task stream; `frame` turns each item into the `data:` JSON.
-pub fn respond<F>(mut items: ReceiverStream<StreamItem>, frame: F) -> Response
+/// Renders a task stream; `frame` turns each item into the `data:` JSON
+/// (compact, so one line).
+/// The body is the stream itself, keep-alives merged in: no task or channel
+/// of its own between the producer and the connection.
+pub fn respond<F>(items: ReceiverStream<StreamItem>, frame: F) -> Response
 where
-    F: Fn(StreamItem) -> Value + Send + Sync + 'static,
+    F: Fn(StreamItem) -> Vec<u8> + Send + Sync + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        let mut alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-        alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            let bytes = tokio::select! {
-                item = items.next() => match item {
-                    Some(item) => {
-                        let seq = item.seq;
-                        render(seq, &frame(item).to_string())
-                    }
-                    None => return,
-                },
-                _ = alive.tick() => Bytes::from_static(KEEP_ALIVE_LINE),
-                () = tx.closed() => return,
-            };
-            if tx.send(bytes).await.is_err() {
-                return;
-            }
-        }
-    });
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let mut alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let alive = IntervalStream::new(alive).map(|_| Some(Bytes::from_static(KEEP_ALIVE_LINE)));
+    // `None` after the last event ends the body (the keep-alives never end).
+    let events = items.map(move |item| Some(render(item.seq, &frame(item)))).chain(tokio_stream::once(None));
+    let body = Body::from_stream(events.merge(alive).map_while(|bytes| bytes.map(Ok::<_, Infallible>)));
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -84,8 +69,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_is_its_id_and_one_data_line_per_line() {
-        assert_eq!(render(7, "{\"a\":\n1}"), Bytes::from("id: 7\ndata: {\"a\":\ndata: 1}\n\n"));
-        assert_eq!(render(0, "x"), Bytes::from("data: x\n\n"));
+    fn an_event_is_its_id_and_one_data_line() {
+        let data = serde_json::to_vec(&serde_json::json!({"text": "two\nlines"})).expect("serializes");
+        assert_eq!(render(7, &data), Bytes::from("id: 7\ndata: {\"text\":\"two\\nlines\"}\n\n"));
+        assert_eq!(render(0, b"\"x\""), Bytes::from("data: \"x\"\n\n"));
     }
 }

@@ -83,6 +83,9 @@ pub(crate) fn switchyard(url: &str, schema: &str, args: &[&str]) -> anyhow::Resu
         // one machine needs.
         .env("SWITCHYARD_ANONYMOUS", "true")
         .env("SWITCHYARD_EGRESS_ALLOW", "127.0.0.0/8,::1")
+        // Every subscriber of a fan-out benchmark is the same anonymous
+        // principal: the default cap (64 streams each) would refuse the rest.
+        .env("SWITCHYARD_MAX_STREAMS_PER_PRINCIPAL", "1000")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -105,7 +108,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// `switchyard demo-agent --pause 0ms` and `switchyard dev --concurrency 64`
+/// `switchyard demo-agent --pause 0ms` (or another pause) and `switchyard dev --concurrency 64`
 /// (gRPC served too) on one database, the config naming the agent `demo` (the default) plus
 /// `extra` TOML, both answering; dropped, both stop.
 pub(crate) struct DevStack {
@@ -120,8 +123,14 @@ pub(crate) struct DevStack {
 
 impl DevStack {
     pub(crate) async fn start(db_url: &str, name: &str, extra: &str) -> anyhow::Result<DevStack> {
+        DevStack::start_paced(db_url, name, extra, "0ms").await
+    }
+
+    /// The same with the demo agent pausing `pause` between steps (a
+    /// stream's chunks arrive that far apart).
+    pub(crate) async fn start_paced(db_url: &str, name: &str, extra: &str, pause: &str) -> anyhow::Result<DevStack> {
         let agent_listen = format!("127.0.0.1:{}", free_port()?);
-        let agent = switchyard(db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", "0ms"])?;
+        let agent = switchyard(db_url, "switchyard", &["demo-agent", "--listen", &agent_listen, "--pause", pause])?;
         let config = std::env::temp_dir().join(format!("switchyard-{name}.toml"));
         std::fs::write(
             &config,

@@ -3,7 +3,7 @@
 //! `cargo bench --bench sse_fanout` (needs `DATABASE_URL`; the role must be
 //! allowed to create a database). It starts `switchyard demo-agent` (20 ms
 //! between steps) and `switchyard dev` on a database of its own
-//! (`perf_sse`, recreated), sends `stream 40` with `returnImmediately`, and
+//! (`perf_sse`, recreated), sends `stream N` with `returnImmediately`, and
 //! subscribes N clients at once over HTTP+JSON (`GET /tasks/{id}:subscribe`).
 //! Each event's latency is from its commit (`task_events.created_at`, the
 //! database's clock) to its arrival at a subscriber (this host's clock: the
@@ -15,7 +15,8 @@
 //!
 //! The subscribers are tokio tasks reading raw bytes and splitting lines,
 //! so the client is not the bottleneck a Python one is at 100 streams.
-//! Knobs: `BENCH_SUBSCRIBERS` (default "1 10 100"), `BENCH_NOISE`.
+//! Knobs: `BENCH_SUBSCRIBERS` (default "1 10 100"), `BENCH_NOISE`,
+//! `BENCH_CHUNKS` (the stream's length, default 100: 2 s at 20 ms each).
 
 // A benchmark reports on stdout; that is its output, not stray logging.
 #![allow(clippy::print_stdout)]
@@ -89,6 +90,7 @@ async fn run(
     db: &mut PgConnection,
     subscribers: usize,
     noisy: usize,
+    chunks: usize,
 ) -> anyhow::Result<(Vec<f64>, usize, usize)> {
     let rest = stack.broker.trim_end_matches('/').to_owned();
     let http = reqwest::Client::builder().pool_max_idle_per_host(subscribers + 4).tcp_nodelay(true).build()?;
@@ -98,7 +100,7 @@ async fn run(
         .post(format!("{rest}/message:send"))
         .header("A2A-Version", "1.0")
         .json(&json!({"message": {"messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER",
-                                  "parts": [{"text": "stream 40"}]},
+                                  "parts": [{"text": format!("stream {chunks}")}]},
                       "configuration": {"returnImmediately": true}}))
         .send()
         .await?
@@ -143,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         .filter_map(|n| n.parse().ok())
         .collect();
     let noisy = common::env_usize("BENCH_NOISE", 8);
+    let chunks = common::env_usize("BENCH_CHUNKS", 100);
     let mut admin = PgConnection::connect(&url).await?;
     admin.execute("DROP DATABASE IF EXISTS perf_sse WITH (FORCE)").await?;
     admin.execute("CREATE DATABASE perf_sse").await?;
@@ -150,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let stack = DevStack::start_paced(&db_url, "sse-fanout", "", "20ms").await?;
     let mut db = PgConnection::connect(&db_url).await?;
     // Warm up: connections, the card cache, plans.
-    run(&stack, &mut db, 2, 0).await?;
+    run(&stack, &mut db, 2, 0, 10).await?;
 
     println!(
         "| subscribers | other clients meanwhile | events seen (min–max) | samples | p50 ms | p90 ms | p99 ms | max ms |"
@@ -158,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     for &n in &counts {
         for others in [0, noisy] {
-            let (latencies, fewest, most) = run(&stack, &mut db, n, others).await?;
+            let (latencies, fewest, most) = run(&stack, &mut db, n, others, chunks).await?;
             println!(
                 "| {n} | {others} | {fewest}–{most} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
                 latencies.len(),

@@ -45,6 +45,10 @@ pub enum StoreError {
     /// its directory cannot be written): why, in words for an operator.
     #[error("{0}")]
     Unavailable(String),
+    /// A write shared with other callers' (a batch of new tasks) failed as
+    /// a whole: nothing of it was written; `transient` when the cause was.
+    #[error("{reason}")]
+    Batch { reason: String, transient: bool },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
@@ -73,6 +77,7 @@ impl StoreError {
                 }
                 _ => false,
             },
+            StoreError::Batch { transient, .. } => *transient,
             _ => false,
         }
     }

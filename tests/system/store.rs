@@ -339,6 +339,94 @@ async fn retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else(
     }
 }
 
+/// Submits arriving together: on PostgreSQL they share transactions (the
+/// new-task batcher), on the embedded store its writer groups them. Either
+/// way a key creates one task, a key used twice at once and a key already
+/// taken answer with that task, and nothing else is written for them.
+async fn concurrent_submits_create_one_task_per_key(db: TestDb) {
+    let first = new_task("first");
+    let taken = db.store.task_submit(first.clone()).await.expect("submit");
+    let mut submits = Vec::new();
+    for i in 0..48 {
+        submits.push((format!("unique-{i}"), new_task(&format!("task {i}"))));
+    }
+    for i in 0..8 {
+        let mut twin = new_task(&format!("twin {i}"));
+        twin.idempotency_key = "twin".into();
+        submits.push(("twin".into(), twin));
+        let mut again = new_task(&format!("again {i}"));
+        again.idempotency_key = first.idempotency_key.clone();
+        submits.push(("taken".into(), again));
+    }
+    let running: Vec<_> = submits
+        .into_iter()
+        .map(|(label, new)| {
+            let store = db.store.clone();
+            tokio::spawn(async move { (label, store.task_submit(new).await.expect("submit")) })
+        })
+        .collect();
+    let mut by_key: std::collections::HashMap<String, Vec<switchyard_engine::Submission>> = Default::default();
+    for handle in running {
+        let (label, submission) = handle.await.expect("joins");
+        by_key.entry(label).or_default().push(submission);
+    }
+    for (label, submissions) in &by_key {
+        let created = submissions.iter().filter(|s| s.created).count();
+        let expected = usize::from(label != "taken");
+        assert_eq!(created, expected, "{label}: {created} created");
+        let ids: std::collections::HashSet<_> = submissions.iter().map(|s| s.task.id).collect();
+        assert_eq!(ids.len(), 1, "{label}: every submit of one key answers with one task");
+    }
+    assert_eq!(by_key["taken"][0].task.id, taken.task.id);
+    let created: Vec<_> = by_key.values().flatten().filter(|s| s.created).collect();
+    for submission in &created {
+        assert_eq!(db.store.task_jobs(submission.task.id).await.expect("jobs").len(), 1, "one job each");
+        assert_eq!(status_trail(&db.store, submission.task.id).await, ["submitted"]);
+    }
+    if db.driver == crate::harness::Driver::Postgres {
+        // Tasks written in one transaction share its start time.
+        let times: std::collections::HashSet<_> = created.iter().map(|s| s.task.created_at).collect();
+        assert!(
+            times.len() < created.len(),
+            "{} tasks in {} transactions: nothing was batched",
+            created.len(),
+            times.len()
+        );
+        let pool = db.store.pg_pool().expect("PostgreSQL");
+        let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(pool).await.expect("count");
+        let keys: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(pool).await.expect("count");
+        assert_eq!((tasks, keys), (50, 50), "the first, 48 unique and the twin: nothing else");
+    }
+}
+
+/// A batch the database refuses for one member's value is written again a
+/// member at a time: that member fails, every other is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_the_database_refuses_fails_alone_not_its_batch() {
+    let Some(db) = TestDb::new().await else { return };
+    let running: Vec<_> = (0..24)
+        .map(|i| {
+            let store = db.store.clone();
+            // PostgreSQL stores no NUL in JSON text: this one is refused.
+            let text = if i == 11 { "bad\u{0}value".to_owned() } else { format!("fine {i}") };
+            tokio::spawn(async move { (i, store.task_submit(new_task(&text)).await) })
+        })
+        .collect();
+    for handle in running {
+        let (i, outcome) = handle.await.expect("joins");
+        match outcome {
+            Ok(submission) if i != 11 => assert!(submission.created, "{i}"),
+            Err(error) if i == 11 => assert!(error.is_unstorable_input(), "refused for its value: {error}"),
+            other => panic!("submit {i}: {other:?}"),
+        }
+    }
+    let pool = db.store.pg_pool().expect("PostgreSQL");
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(pool).await.expect("count");
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(pool).await.expect("count");
+    assert_eq!((tasks, keys), (23, 23));
+}
+
 on_both_drivers!(
     submit_writes_task_log_and_job_in_one_go,
     idempotency_keys_are_per_caller,
@@ -351,4 +439,5 @@ on_both_drivers!(
     history_returns_the_latest_messages_oldest_first,
     migrations_revert_and_reapply,
     retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else,
+    concurrent_submits_create_one_task_per_key,
 );

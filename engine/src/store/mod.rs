@@ -153,6 +153,9 @@ pub struct Store {
     db: Db,
     schema: Arc<str>,
     channels: Channels,
+    /// On PostgreSQL, where concurrent new tasks share a transaction
+    /// (`task/batch.rs`); started on first use, so in the caller's runtime.
+    batch: Option<Arc<std::sync::OnceLock<task::batch::Batcher>>>,
 }
 
 /// The driver a store speaks to. The rooms call its statements (declared
@@ -184,7 +187,12 @@ impl Store {
         let schema = validate_schema(&config.schema)?;
         if is_sqlite_url(&config.url) {
             let lite = Lite::open(&config.url, config.max_connections, config.read_only)?;
-            return Ok(Store { db: Db::Lite(lite), schema: schema.into(), channels: Channels::for_schema(schema) });
+            return Ok(Store {
+                db: Db::Lite(lite),
+                schema: schema.into(),
+                channels: Channels::for_schema(schema),
+                batch: None,
+            });
         }
         let limits = config.session.settings();
         let options = PgConnectOptions::from_str(&config.url)?
@@ -198,7 +206,12 @@ impl Store {
             .acquire_timeout(config.acquire_timeout)
             .test_before_acquire(false)
             .connect_lazy_with(options);
-        Ok(Store { db: Db::Pg(pool), schema: schema.into(), channels: Channels::for_schema(schema) })
+        Ok(Store {
+            db: Db::Pg(pool),
+            schema: schema.into(),
+            channels: Channels::for_schema(schema),
+            batch: Some(Arc::default()),
+        })
     }
 
     /// Connects and checks the database answers.
@@ -302,6 +315,13 @@ impl Store {
     /// The NOTIFY channels this store signals on.
     pub fn channels(&self) -> &Channels {
         &self.channels
+    }
+
+    /// The new-task batcher, on PostgreSQL; its lanes write with a handle
+    /// that does not batch.
+    fn batcher(&self) -> Option<&task::batch::Batcher> {
+        let cell = self.batch.as_ref()?;
+        Some(cell.get_or_init(|| task::batch::Batcher::start(Store { batch: None, ..self.clone() })))
     }
 
     /// The PostgreSQL pool, for listeners and for tests that inspect rows;

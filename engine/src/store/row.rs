@@ -34,6 +34,30 @@ macro_rules! task_row {
 }
 pub(super) use task_row;
 
+/// A caller's idempotency key, claimed for a new task.
+pub(super) struct KeyClaim {
+    pub tenant: String,
+    pub owner: String,
+    pub key: String,
+    pub task_id: TaskId,
+}
+
+impl KeyClaim {
+    pub(super) fn of(caller: &crate::id::Caller, key: &str, task_id: TaskId) -> KeyClaim {
+        KeyClaim { tenant: caller.tenant.clone(), owner: caller.principal.clone(), key: key.to_owned(), task_id }
+    }
+}
+
+/// A new task's rows, ready to write: the task, its snapshot, its first
+/// log rows and its first job. A task is born with no artifacts.
+pub(super) struct NewTaskRows {
+    pub task: TaskRecord,
+    pub snapshot: Snapshot,
+    pub metadata: Option<Value>,
+    pub rows: EventRows,
+    pub job: Option<crate::store::job::NewJob>,
+}
+
 /// Events as the columns of `task_events` rows, numbered from `first_seq`,
 /// for one `INSERT … SELECT FROM UNNEST(…)`.
 pub(super) struct EventRows {

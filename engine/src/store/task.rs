@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::in_tx;
 use super::job::{JobKind, Lease, NewJob, insert_job};
 use super::push_config::PushConfig;
-use super::row::{EventRows, Snapshot, TaskRow};
+use super::row::{EventRows, KeyClaim, NewTaskRows, Snapshot, TaskRow};
 use super::{Store, Tx};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
@@ -20,6 +20,7 @@ use crate::state::TaskState;
 use crate::task::TaskRecord;
 
 mod answer;
+pub(super) mod batch;
 
 /// A task to create, with the message that asks for it.
 #[derive(Debug, Clone)]
@@ -102,21 +103,15 @@ pub struct Submission {
 
 super::seam::statements! {
     room task;
-    /// Claims a caller's idempotency key for a new task; when it did, the
-    /// database's time (which the task's creation then takes).
-    tx fn key_claim(caller: &Caller, key: &str, task_id: TaskId) -> Option<DateTime<Utc>>;
+    /// Claims callers' idempotency keys for new tasks, in the order given;
+    /// for each key that was free, its task and the database's time (which
+    /// the task's creation then takes).
+    tx fn keys_claim(claims: &[KeyClaim]) -> Vec<(TaskId, DateTime<Utc>)>;
     /// The task a caller's idempotency key went to.
     db fn key_owner(caller: &Caller, key: &str) -> Option<TaskId>;
-    /// A new task with its first log rows, and its first job (waking the
-    /// workers for it).
-    tx fn task_insert(
-        task: &TaskRecord,
-        snapshot: &Snapshot,
-        metadata: Option<&Value>,
-        rows: &EventRows,
-        job: Option<&NewJob>,
-        jobs_channel: &str,
-    ) -> ();
+    /// New tasks with their first log rows and their first jobs (waking
+    /// the workers for them), in one statement however many.
+    tx fn tasks_insert(tasks: &[NewTaskRows], jobs_channel: &str) -> ();
     /// A task's row, locked until COMMIT, and the database's time.
     tx fn task_lock(task_id: TaskId) -> Option<(TaskRow, DateTime<Utc>)>;
     /// A fold of a locked task: log rows, snapshot over version `before`,
@@ -153,6 +148,17 @@ impl Store {
     /// or returns the task an earlier submit with the same key created. Only
     /// after COMMIT does this return, so an acknowledged task is on disk.
     pub async fn task_submit(&self, new: NewTask) -> Result<Submission, StoreError> {
+        // A plain new task on PostgreSQL joins the concurrent others in one
+        // transaction (`batch.rs`); a key already taken is looked up below.
+        if new.push_config.is_none()
+            && new.deadline.is_none()
+            && new.plan.is_none()
+            && let Some(batcher) = self.batcher()
+            && let Some(created) = batcher.submit(new.clone()).await
+            && let Some(task) = created?
+        {
+            return Ok(Submission { baseline: task.version, task, created: true });
+        }
         // Two loops at most: a concurrent submit of the same key that rolls
         // back after we saw its key leaves the key free for us.
         for _ in 0..3 {
@@ -160,9 +166,9 @@ impl Store {
             let created = in_tx!(self, |tx| {
                 // The key's row says when: the database's clock, which the
                 // task's creation and first status take too.
-                let claimed = tx.key_claim(&new.caller, &new.idempotency_key, id).await?;
-                match claimed {
-                    Some(now) => Ok(Some(self.insert_task(tx, id, &new, now).await?)),
+                let claim = KeyClaim::of(&new.caller, &new.idempotency_key, id);
+                match tx.keys_claim(std::slice::from_ref(&claim)).await?.first() {
+                    Some((_, now)) => Ok(Some(self.insert_task(tx, id, &new, *now).await?)),
                     None => Ok(None),
                 }
             })?;
@@ -189,6 +195,34 @@ impl Store {
         new: &NewTask,
         now: DateTime<Utc>,
     ) -> Result<TaskRecord, StoreError> {
+        let (born, events, message) = Store::born(id, new, now)?;
+        let task = born.task.clone();
+        tx.tasks_insert(std::slice::from_ref(&born), &self.channels.jobs).await?;
+        if let Some(push) = &new.push_config {
+            tx.config_upsert(id, push).await?;
+            // The webhook hears of the task from its first status on.
+            super::outbox::enqueue_deliveries(tx, &self.channels.jobs, id, &super::outbox::pushable(1, &events))
+                .await?;
+        }
+        if let (Some(at), false) = (new.deadline, task.state.is_terminal()) {
+            let timer = NewJob { run_at: Some(at), ..NewJob::new(JobKind::Deadline, 5) };
+            insert_job(tx, id, &timer).await?;
+        }
+        if let (Some(plan), false) = (&new.plan, task.state.is_terminal()) {
+            self.plan_start(tx, &task, plan, &message, now).await?;
+        }
+        // No NOTIFY on the events channel: nobody can be streaming a task
+        // whose id the caller has not been told yet.
+        Ok(task)
+    }
+
+    /// A new task's rows at the database's time `now`, its first events,
+    /// and its message as stored (naming the task and its context).
+    pub(super) fn born(
+        id: TaskId,
+        new: &NewTask,
+        now: DateTime<Utc>,
+    ) -> Result<(NewTaskRows, Vec<TaskEvent>, Message), StoreError> {
         let context_id = new.context_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
         let mut message = new.message.clone();
         message.task_id = Some(id.to_string());
@@ -212,25 +246,9 @@ impl Store {
         let snapshot = Snapshot::of(&task)?;
         let metadata = task.metadata.as_ref().map(serde_json::to_value).transpose()?;
         // The task, its first events, its job and the workers' wake-up.
-        let job = new.job.as_ref().filter(|_| !task.state.is_terminal());
+        let job = new.job.clone().filter(|_| !task.state.is_terminal());
         let rows = EventRows::of(1, &events);
-        tx.task_insert(&task, &snapshot, metadata.as_ref(), &rows, job, &self.channels.jobs).await?;
-        if let Some(push) = &new.push_config {
-            tx.config_upsert(id, push).await?;
-            // The webhook hears of the task from its first status on.
-            super::outbox::enqueue_deliveries(tx, &self.channels.jobs, id, &super::outbox::pushable(1, &events))
-                .await?;
-        }
-        if let (Some(at), false) = (new.deadline, task.state.is_terminal()) {
-            let timer = NewJob { run_at: Some(at), ..NewJob::new(JobKind::Deadline, 5) };
-            insert_job(tx, id, &timer).await?;
-        }
-        if let (Some(plan), false) = (&new.plan, task.state.is_terminal()) {
-            self.plan_start(tx, &task, plan, &message, now).await?;
-        }
-        // No NOTIFY on the events channel: nobody can be streaming a task
-        // whose id the caller has not been told yet.
-        Ok(task)
+        Ok((NewTaskRows { task, snapshot, metadata, rows, job }, events, message))
     }
 
     /// Appends events to a task's log and folds them into its snapshot, in

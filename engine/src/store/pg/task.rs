@@ -9,30 +9,33 @@ use super::PgTx;
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
 use crate::id::{Caller, TaskId};
-use crate::store::job::{JobKind, NewJob};
-use crate::store::row::{EventRows, Snapshot, TaskRow, task_row};
+use crate::store::job::JobKind;
+use crate::store::row::{EventRows, KeyClaim, NewTaskRows, Snapshot, TaskRow, task_row};
 use crate::task::TaskRecord;
 
-/// The key's row says when: the database's clock, which the task's
+/// The keys' rows say when: the database's clock, which each task's
 /// creation and first status take too.
-pub(in crate::store) async fn key_claim(
+pub(in crate::store) async fn keys_claim(
     tx: &mut PgTx,
-    caller: &Caller,
-    key: &str,
-    task_id: TaskId,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(sqlx::query_scalar!(
+    claims: &[KeyClaim],
+) -> Result<Vec<(TaskId, DateTime<Utc>)>, StoreError> {
+    let tenants: Vec<&str> = claims.iter().map(|c| c.tenant.as_str()).collect();
+    let owners: Vec<&str> = claims.iter().map(|c| c.owner.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.key.as_str()).collect();
+    let ids: Vec<uuid::Uuid> = claims.iter().map(|c| c.task_id.0).collect();
+    let rows = sqlx::query!(
         r#"INSERT INTO idempotency_keys (tenant, owner, key, task_id)
-                                   VALUES ($1, $2, $3, $4)
-                                   ON CONFLICT DO NOTHING
-                                   RETURNING created_at"#,
-        caller.tenant,
-        caller.principal,
-        key,
-        task_id.0,
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::uuid[])
+           ON CONFLICT DO NOTHING
+           RETURNING task_id, created_at"#,
+        &tenants as &[&str],
+        &owners as &[&str],
+        &keys as &[&str],
+        &ids,
     )
-    .fetch_optional(&mut **tx)
-    .await?)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|r| (TaskId(r.task_id), r.created_at)).collect())
 }
 
 pub(in crate::store) async fn key_owner(
@@ -51,63 +54,136 @@ pub(in crate::store) async fn key_owner(
     Ok(id.map(TaskId))
 }
 
-/// The task, its first events, its job and the workers' wake-up in ONE
-/// statement (the foreign keys are checked at its end, when the task row
-/// is there).
-#[allow(clippy::too_many_arguments)]
-pub(in crate::store) async fn task_insert(
+/// Every task, its first log rows and its job in ONE statement, however
+/// many tasks; one wake-up per kind of job queued. A task is born with no
+/// artifacts.
+pub(in crate::store) async fn tasks_insert(
     tx: &mut PgTx,
-    task: &TaskRecord,
-    snapshot: &Snapshot,
-    metadata: Option<&Value>,
-    rows: &EventRows,
-    job: Option<&NewJob>,
+    tasks: &[NewTaskRows],
     jobs_channel: &str,
 ) -> Result<(), StoreError> {
+    let mut t = TaskColumns::default();
+    let mut e = EventColumns::default();
+    let mut j = JobColumns::default();
+    for born in tasks {
+        let task = &born.task;
+        t.ids.push(task.id.0);
+        t.tenants.push(task.tenant.as_str());
+        t.owners.push(task.owner.as_str());
+        t.contexts.push(task.context_id.as_str());
+        t.parents.push(task.parent_id.map(|p| p.0));
+        t.states.push(born.snapshot.state);
+        t.statuses.push(born.snapshot.status.clone());
+        t.metadata.push(born.metadata.clone());
+        t.traces.push(task.trace_context.clone());
+        t.versions.push(task.version);
+        t.created.push(task.created_at);
+        t.status_at.push(task.status_at);
+        for ((seq, kind), payload) in born.rows.seqs.iter().zip(&born.rows.kinds).zip(&born.rows.payloads) {
+            e.tasks.push(task.id.0);
+            e.seqs.push(*seq);
+            e.kinds.push(kind.as_str());
+            e.payloads.push(payload.clone());
+            e.created.push(task.created_at);
+        }
+        if let Some(job) = &born.job {
+            j.tasks.push(task.id.0);
+            j.kinds.push(job.kind.as_str());
+            j.payloads.push(job.payload.clone());
+            j.priorities.push(job.priority);
+            j.max_attempts.push(job.max_attempts);
+            j.run_at.push(job.run_at);
+        }
+    }
     sqlx::query!(
         r#"WITH created AS (
-                           INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids,
-                                              metadata, trace_context, version, created_at, status_at)
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                       ),
-                       logged AS (
-                           INSERT INTO task_events (task_id, seq, kind, payload, created_at)
-                           SELECT $1, seq, kind, payload, $12
-                           FROM UNNEST($14::bigint[], $15::text[], $16::jsonb[]) AS e(seq, kind, payload)
-                       ),
-                       queued AS (
-                           INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
-                           SELECT $1, $17, $18, $19, $20, COALESCE($21, now()) WHERE $22
-                           RETURNING id
-                       )
-                       SELECT CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($23, $17) END AS notified"#,
-        task.id.0,
-        task.tenant,
-        task.owner,
-        task.context_id,
-        task.parent_id.map(|p| p.0),
-        snapshot.state,
-        snapshot.status,
-        &snapshot.artifact_ids,
-        metadata,
-        task.trace_context,
-        task.version,
-        task.created_at,
-        task.status_at,
-        &rows.seqs,
-        &rows.kinds,
-        &rows.payloads,
-        job.map_or(JobKind::Delegate.as_str(), |j| j.kind.as_str()),
-        job.map(|j| j.payload.clone()),
-        job.map_or(0, |j| j.priority),
-        job.map_or(1, |j| j.max_attempts),
-        job.and_then(|j| j.run_at),
-        job.is_some(),
+               INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids,
+                                  metadata, trace_context, version, created_at, status_at)
+               SELECT id, tenant, owner, context_id, parent_id, state, status, '{}', metadata, trace_context,
+                      version, created_at, status_at
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::jsonb[],
+                           $8::jsonb[], $9::jsonb[], $10::bigint[], $11::timestamptz[], $12::timestamptz[])
+                    AS t(id, tenant, owner, context_id, parent_id, state, status, metadata, trace_context,
+                         version, created_at, status_at)
+           ),
+           logged AS (
+               INSERT INTO task_events (task_id, seq, kind, payload, created_at)
+               SELECT * FROM UNNEST($13::uuid[], $14::bigint[], $15::text[], $16::jsonb[], $17::timestamptz[])
+           ),
+           queued AS (
+               INSERT INTO jobs (task_id, kind, payload, priority, max_attempts, run_at)
+               SELECT task_id, kind, payload, priority, max_attempts, COALESCE(run_at, now())
+               FROM UNNEST($18::uuid[], $19::text[], $20::jsonb[], $21::smallint[], $22::int[], $23::timestamptz[])
+                    AS j(task_id, kind, payload, priority, max_attempts, run_at)
+               RETURNING kind
+           )
+           SELECT count(pg_notify($24, kind)) AS "notified!" FROM (SELECT DISTINCT kind FROM queued) kinds"#,
+        &t.ids,
+        &t.tenants as &[&str],
+        &t.owners as &[&str],
+        &t.contexts as &[&str],
+        &t.parents as &[Option<uuid::Uuid>],
+        &t.states as &[&str],
+        &t.statuses,
+        &t.metadata as &[Option<Value>],
+        &t.traces as &[Option<Value>],
+        &t.versions,
+        &t.created,
+        &t.status_at,
+        &e.tasks,
+        &e.seqs,
+        &e.kinds as &[&str],
+        &e.payloads,
+        &e.created,
+        &j.tasks,
+        &j.kinds as &[&str],
+        &j.payloads,
+        &j.priorities,
+        &j.max_attempts,
+        &j.run_at as &[Option<DateTime<Utc>>],
         jobs_channel,
     )
     .fetch_one(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The tasks' columns, one array each, for `UNNEST`.
+#[derive(Default)]
+struct TaskColumns<'a> {
+    ids: Vec<uuid::Uuid>,
+    tenants: Vec<&'a str>,
+    owners: Vec<&'a str>,
+    contexts: Vec<&'a str>,
+    parents: Vec<Option<uuid::Uuid>>,
+    states: Vec<&'a str>,
+    statuses: Vec<Value>,
+    metadata: Vec<Option<Value>>,
+    traces: Vec<Option<Value>>,
+    versions: Vec<i64>,
+    created: Vec<DateTime<Utc>>,
+    status_at: Vec<DateTime<Utc>>,
+}
+
+/// The tasks' first log rows, flattened.
+#[derive(Default)]
+struct EventColumns<'a> {
+    tasks: Vec<uuid::Uuid>,
+    seqs: Vec<i64>,
+    kinds: Vec<&'a str>,
+    payloads: Vec<Value>,
+    created: Vec<DateTime<Utc>>,
+}
+
+/// The tasks' first jobs.
+#[derive(Default)]
+struct JobColumns<'a> {
+    tasks: Vec<uuid::Uuid>,
+    kinds: Vec<&'a str>,
+    payloads: Vec<Value>,
+    priorities: Vec<i16>,
+    max_attempts: Vec<i32>,
+    run_at: Vec<Option<DateTime<Utc>>>,
 }
 
 /// Locks a task row for the rest of the transaction, with the database's

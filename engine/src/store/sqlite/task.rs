@@ -12,29 +12,33 @@ use super::{
 use crate::error::StoreError;
 use crate::event::StoredEvent;
 use crate::id::{Caller, TaskId};
-use crate::store::job::{JobKind, NewJob};
-use crate::store::row::{EventRows, Snapshot, TaskRow};
+use crate::store::job::JobKind;
+use crate::store::row::{EventRows, KeyClaim, NewTaskRows, TaskRow};
 use crate::task::TaskRecord;
 
-/// The transaction's time when the key was free and is now the task's.
-pub(in crate::store) async fn key_claim(
+/// The transaction's time, for each key that was free and is now its task's.
+pub(in crate::store) async fn keys_claim(
     tx: &mut LiteTx,
-    caller: &Caller,
-    key: &str,
-    task_id: TaskId,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (tenant, owner, key, task_id, created_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&caller.tenant)
-    .bind(&caller.principal)
-    .bind(key)
-    .bind(task_id.0)
-    .bind(us(tx.now))
-    .execute(tx.conn())
-    .await?;
-    Ok((claimed.rows_affected() == 1).then_some(tx.now))
+    claims: &[KeyClaim],
+) -> Result<Vec<(TaskId, DateTime<Utc>)>, StoreError> {
+    let mut claimed = Vec::with_capacity(claims.len());
+    for claim in claims {
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant, owner, key, task_id, created_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&claim.tenant)
+        .bind(&claim.owner)
+        .bind(&claim.key)
+        .bind(claim.task_id.0)
+        .bind(us(tx.now))
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() == 1 {
+            claimed.push((claim.task_id, tx.now));
+        }
+    }
+    Ok(claimed)
 }
 
 pub(in crate::store) async fn key_owner(lite: &Lite, caller: &Caller, key: &str) -> Result<Option<TaskId>, StoreError> {
@@ -48,40 +52,39 @@ pub(in crate::store) async fn key_owner(lite: &Lite, caller: &Caller, key: &str)
     Ok(id.map(TaskId))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(in crate::store) async fn task_insert(
+/// One task after another: the embedded store's writer already commits
+/// concurrent transactions in groups.
+pub(in crate::store) async fn tasks_insert(
     tx: &mut LiteTx,
-    task: &TaskRecord,
-    snapshot: &Snapshot,
-    metadata: Option<&Value>,
-    rows: &EventRows,
-    job: Option<&NewJob>,
+    tasks: &[NewTaskRows],
     jobs_channel: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids, \
-         metadata, trace_context, version, created_at, status_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(task.id.0)
-    .bind(&task.tenant)
-    .bind(&task.owner)
-    .bind(&task.context_id)
-    .bind(task.parent_id.map(|p| p.0))
-    .bind(snapshot.state)
-    .bind(json(&snapshot.status))
-    .bind(serde_json::to_string(&snapshot.artifact_ids)?)
-    .bind(metadata.map(json))
-    .bind(task.trace_context.as_ref().map(json))
-    .bind(task.version)
-    .bind(us(task.created_at))
-    .bind(us(task.status_at))
-    .execute(tx.conn())
-    .await?;
-    insert_events(tx, task.id.0, rows, task.created_at).await?;
-    if let Some(job) = job {
-        insert_job(tx, task.id.0, job).await?;
-        tx.notify(jobs_channel, job.kind.as_str());
+    for born in tasks {
+        let (task, snapshot) = (&born.task, &born.snapshot);
+        sqlx::query(
+            "INSERT INTO tasks (id, tenant, owner, context_id, parent_id, state, status, artifact_ids, \
+             metadata, trace_context, version, created_at, status_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?, ?)",
+        )
+        .bind(task.id.0)
+        .bind(&task.tenant)
+        .bind(&task.owner)
+        .bind(&task.context_id)
+        .bind(task.parent_id.map(|p| p.0))
+        .bind(snapshot.state)
+        .bind(json(&snapshot.status))
+        .bind(born.metadata.as_ref().map(json))
+        .bind(task.trace_context.as_ref().map(json))
+        .bind(task.version)
+        .bind(us(task.created_at))
+        .bind(us(task.status_at))
+        .execute(tx.conn())
+        .await?;
+        insert_events(tx, task.id.0, &born.rows, task.created_at).await?;
+        if let Some(job) = &born.job {
+            insert_job(tx, task.id.0, job).await?;
+            tx.notify(jobs_channel, job.kind.as_str());
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::super::job::insert_job;
+use super::super::row::KeyClaim;
 use super::super::{Store, in_tx};
 use super::{FollowUp, Submission, lock_task, visible_to};
 use crate::error::StoreError;
@@ -88,7 +89,8 @@ impl Store {
             // nothing with it, so the retry can still deliver the answer.
             // (Claimed before the task's state is judged: a resent answer
             // is a duplicate, not a message to a task that no longer asks.)
-            let claimed = tx.key_claim(caller, idempotency_key, task_id).await?.is_some();
+            let claim = KeyClaim::of(caller, idempotency_key, task_id);
+            let claimed = !tx.keys_claim(std::slice::from_ref(&claim)).await?.is_empty();
             if !claimed {
                 return Ok(None);
             }

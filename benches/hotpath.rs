@@ -52,16 +52,19 @@ async fn load(url: &str, clients: usize, seconds: u64) -> anyhow::Result<(usize,
     Ok((all.len(), all, elapsed))
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct DbStats {
     commits: i64,
     rollbacks: i64,
     inserted: i64,
     updated: i64,
     statements: Option<i64>,
+    /// Per table: rows inserted, updated, deleted.
+    tables: std::collections::BTreeMap<String, (i64, i64, i64)>,
 }
 
-async fn db_stats(admin: &mut PgConnection) -> anyhow::Result<DbStats> {
+/// `admin` on the server's maintenance database, `perf` on the benchmark's.
+async fn db_stats(admin: &mut PgConnection, perf: &mut PgConnection) -> anyhow::Result<DbStats> {
     // Statistics are cached per transaction and flushed by backends lazily.
     admin.execute("SELECT pg_stat_clear_snapshot()").await?;
     let row: (i64, i64, i64, i64) = sqlx::query_as(
@@ -78,7 +81,15 @@ async fn db_stats(admin: &mut PgConnection) -> anyhow::Result<DbStats> {
     .await
     .ok()
     .flatten();
-    Ok(DbStats { commits: row.0, rollbacks: row.1, inserted: row.2, updated: row.3, statements })
+    // Switchyard's own tables, by the counters PostgreSQL keeps per table
+    // (that database holds nothing else).
+    perf.execute("SELECT pg_stat_clear_snapshot()").await?;
+    let tables: Vec<(String, i64, i64, i64)> =
+        sqlx::query_as("SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables")
+            .fetch_all(&mut *perf)
+            .await?;
+    let tables = tables.into_iter().map(|(name, i, u, d)| (name, (i, u, d))).collect();
+    Ok(DbStats { commits: row.0, rollbacks: row.1, inserted: row.2, updated: row.3, statements, tables })
 }
 
 async fn top_statements(admin: &mut PgConnection, tasks: f64) -> Vec<(f64, String)> {
@@ -105,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     let db_url = with_database(&url, DATABASE)?;
 
     let stack = DevStack::start(&db_url, "hotpath", "").await?;
+    let mut perf = PgConnection::connect(&db_url).await?;
     let (broker, agent) = (stack.broker.clone(), stack.agent.clone());
     // Warm up both paths (connections, the card cache, plans).
     load(&broker, 4, 2).await?;
@@ -127,10 +139,10 @@ async fn main() -> anyhow::Result<()> {
         }
         // Let the last run's stragglers settle before counting.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = db_stats(&mut admin).await?;
+        let before = db_stats(&mut admin, &mut perf).await?;
         let (done, latencies, elapsed) = load(&broker, n, seconds).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = db_stats(&mut admin).await?;
+        let after = db_stats(&mut admin, &mut perf).await?;
         let p50 = percentile(&latencies, 0.5);
         println!(
             "| {n} | through Switchyard | {:.0} | {:.2} (+{:.2}) | {:.2} |",
@@ -162,6 +174,17 @@ async fn main() -> anyhow::Result<()> {
             per(after.inserted, before.inserted),
             per(after.updated, before.updated),
         );
+    }
+    for (n, tasks, before, after, _) in &per_task {
+        println!();
+        println!("Rows per task by table, {n} client(s) (inserted / updated / deleted):");
+        for (table, (i, u, d)) in &after.tables {
+            let (bi, bu, bd) = before.tables.get(table).copied().unwrap_or_default();
+            let per = |a: &i64, b: i64| (a - b) as f64 / tasks;
+            if (i - bi, u - bu, d - bd) != (0, 0, 0) {
+                println!("  {table:24} {:6.2} / {:6.2} / {:6.2}", per(i, bi), per(u, bu), per(d, bd));
+            }
+        }
     }
     for (n, _, _, _, top) in &per_task {
         if top.is_empty() {

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::hub::{EventHub, Subscription, TaskFeed};
-use crate::rendered::Rendered;
+use crate::rendered::{FeedEvent, Rendered};
 
 /// One item of a stream: the log position (the SSE `id`) and the event,
 /// shared with the other streams of its task in this process.
@@ -25,16 +25,20 @@ pub struct StreamItem {
 /// Where a stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// With a snapshot of the task as it is, then what follows it, until a
-    /// state after the snapshot stops it (a message that answers a question
-    /// streams on from the question's state).
+    /// The stream of a message (`SendStreamingMessage`): a snapshot of the
+    /// task as it is, then what follows it, until a terminal or interrupted
+    /// state after the snapshot ends it (a message that answers a question
+    /// streams on from the question's state) — the client must answer
+    /// before anything more happens.
     Snapshot,
-    /// A subscription: the snapshot, then what follows; a task that is
-    /// already waiting for input has nothing more to say, and the stream
-    /// closes after the snapshot.
+    /// A subscription (`SubscribeToTask`): the snapshot, then what follows,
+    /// across questions and their answers, until the task ends — a watcher
+    /// (a dashboard, a second client) sees the answer arrive and the task
+    /// finish.
     Subscribe,
-    /// Resuming a stream: every event after this sequence number, no
-    /// snapshot; at or past the event that stopped the stream, it closes at once.
+    /// A subscription resumed (`Last-Event-ID`): every event after this
+    /// sequence number, no snapshot, until the task ends; at or past a
+    /// terminal event, it closes at once.
     After(i64),
 }
 
@@ -120,7 +124,9 @@ async fn produce(
 ) -> Result<(), ApiError> {
     let id = task.id;
     let context_id = task.context_id.clone();
-    let stopped = task.state.is_terminal() || task.state.is_interrupted();
+    let terminal = task.state.is_terminal();
+    // What ends this stream: a message's, also the task stopping to ask.
+    let ends = |event: &FeedEvent| if start == Start::Snapshot { event.stop } else { event.terminal };
     let mut last = match start {
         Start::Snapshot | Start::Subscribe => {
             let snapshot = task.to_a2a((!history.is_empty()).then_some(history));
@@ -128,13 +134,13 @@ async fn produce(
             if tx.send(StreamItem { seq: task.version, event: Ok(snapshot) }).await.is_err() {
                 return Ok(());
             }
-            if task.state.is_terminal() || (start == Start::Subscribe && stopped) {
+            if terminal {
                 return Ok(());
             }
             task.version
         }
-        // Nothing after the event the stream stopped at: done.
-        Start::After(seq) if stopped && seq >= task.version => return Ok(()),
+        // Nothing after the event the task ended with: done.
+        Start::After(seq) if terminal && seq >= task.version => return Ok(()),
         Start::After(seq) => seq,
     };
     loop {
@@ -142,12 +148,13 @@ async fn produce(
         let full = events.len() as i64 == PAGE;
         for event in events {
             last = event.seq;
+            let end = ends(&event);
             if let Some(rendered) = event.rendered
                 && tx.send(StreamItem { seq: event.seq, event: Ok(rendered) }).await.is_err()
             {
                 return Ok(());
             }
-            if event.stop {
+            if end {
                 return Ok(());
             }
         }

@@ -30,8 +30,11 @@ impl Rendered {
 #[derive(Debug, Clone)]
 pub struct FeedEvent {
     pub seq: i64,
-    /// A terminal or interrupted status: a stream closes after it.
+    /// A terminal or interrupted status: the stream of the message that
+    /// led to it closes after it.
     pub stop: bool,
+    /// A terminal status: every stream closes after it, subscriptions too.
+    pub terminal: bool,
     /// What subscribers are sent; `None` for what a stream does not carry
     /// (messages).
     pub rendered: Option<Arc<Rendered>>,
@@ -42,18 +45,27 @@ impl FeedEvent {
         FeedEvent {
             seq: stored.seq,
             stop: ends_stream(&stored.event),
+            terminal: ends_task(&stored.event),
             rendered: to_stream_response(stored, context_id).map(Rendered::new),
         }
     }
 }
 
-/// A stream closes after a terminal state, and after an interrupted one:
-/// the client must answer (a new request) before anything else happens.
+/// A message's stream closes after a terminal state, and after an
+/// interrupted one: the client must answer (a new request) before anything
+/// else happens.
 fn ends_stream(event: &TaskEvent) -> bool {
+    status_state(event).is_some_and(|s| s.is_terminal() || s.is_interrupted())
+}
+
+/// The task is over: nothing more will be said about it.
+fn ends_task(event: &TaskEvent) -> bool {
+    status_state(event).is_some_and(TaskState::is_terminal)
+}
+
+fn status_state(event: &TaskEvent) -> Option<TaskState> {
     match event {
-        TaskEvent::Status(status) => {
-            TaskState::from_a2a(&status.state).is_some_and(|s| s.is_terminal() || s.is_interrupted())
-        }
-        _ => false,
+        TaskEvent::Status(status) => TaskState::from_a2a(&status.state),
+        _ => None,
     }
 }

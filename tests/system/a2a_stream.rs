@@ -179,17 +179,49 @@ async fn streams_close_where_they_stop_even_when_they_start_there(db: TestDb) {
         assert!(rest.is_empty(), "nothing after {last}: {rest:?}");
     }
 
-    // A task waiting for input: the snapshot, then the stream ends.
+    // A task waiting for input: a subscription stays open across the
+    // question, sees the answer arrive and the task finish, then ends.
     let (asking, asking_text) = start().await;
     db.store
         .task_append(asking, &[TaskEvent::status_with_text(TaskState::InputRequired, "which one?")], None)
         .await
         .expect("ask");
     let mut subscribed = api.sse(&format!("/tasks/{asking_text}:subscribe"), None, &[("A2A-Version", "1.0")]).await;
-    let all =
-        tokio::time::timeout(closes, subscribed.rest()).await.expect("the subscription closes after the snapshot");
-    assert_eq!(kinds(&all, Clone::clone), ["task"]);
-    assert_eq!(all[0].data["task"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED");
+    let snapshot = subscribed.next().await.expect("the snapshot");
+    assert_eq!(snapshot.data["task"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED");
+    let held = tokio::time::timeout(Duration::from_millis(500), subscribed.next()).await;
+    assert!(held.is_err(), "the subscription stays open while the task waits: {held:?}");
+    let answered = db
+        .store
+        .task_append(
+            asking,
+            &[TaskEvent::status(TaskState::Working, None), TaskEvent::status(TaskState::Completed, None)],
+            None,
+        )
+        .await
+        .expect("answered and finished");
+    let rest = tokio::time::timeout(closes, subscribed.rest()).await.expect("the subscription closes at the end");
+    let states: Vec<_> = rest.iter().map(|e| e.data["statusUpdate"]["status"]["state"].clone()).collect();
+    assert_eq!(states, [json!("TASK_STATE_WORKING"), json!("TASK_STATE_COMPLETED")]);
+    assert_eq!(rest.last().and_then(|e| e.id), Some(answered.version));
+
+    // Resumed from a question: on to the end as well.
+    let (asked, asked_text) = start().await;
+    let question = db
+        .store
+        .task_append(asked, &[TaskEvent::status_with_text(TaskState::InputRequired, "which?")], None)
+        .await
+        .expect("ask");
+    let last = question.version.to_string();
+    let mut resumed = api
+        .sse(&format!("/tasks/{asked_text}:subscribe"), None, &[("A2A-Version", "1.0"), ("Last-Event-ID", &last)])
+        .await;
+    let held = tokio::time::timeout(Duration::from_millis(500), resumed.next()).await;
+    assert!(held.is_err(), "a resumed subscription stays open while the task waits: {held:?}");
+    db.store.task_append(asked, &[TaskEvent::status(TaskState::Canceled, None)], None).await.expect("cancel");
+    let rest = tokio::time::timeout(closes, resumed.rest()).await.expect("it closes at the end");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].data["statusUpdate"]["status"]["state"], "TASK_STATE_CANCELED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ const DOMAIN: &str = "a2a-protocol.org";
 pub enum ApiError {
     #[error("the request body is malformed: {0}")]
     Parse(String),
-    #[error("invalid JSON-RPC request: {0}")]
+    #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("method {0:?} does not exist")]
     MethodNotFound(String),
@@ -37,6 +37,9 @@ pub enum ApiError {
     PushConfigNotFound { task: String, config: String },
     #[error("the request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body is not declared as JSON (HTTP 415 on both JSON bindings).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
     #[error("permission denied: {0}")]
@@ -71,6 +74,9 @@ impl ApiError {
             Parse(_) => (-32700, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "PARSE_ERROR"),
             InvalidRequest(_) => (-32600, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "INVALID_REQUEST"),
             PayloadTooLarge(_) => (-32600, StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_EXHAUSTED", "INVALID_REQUEST"),
+            UnsupportedMediaType(_) => {
+                (-32600, StatusCode::UNSUPPORTED_MEDIA_TYPE, "INVALID_ARGUMENT", "UNSUPPORTED_MEDIA_TYPE")
+            }
             MethodNotFound(_) => (-32601, StatusCode::NOT_FOUND, "UNIMPLEMENTED", "METHOD_NOT_FOUND"),
             InvalidParams { .. } => (-32602, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "INVALID_PARAMS"),
             TaskNotFound(_) | PushConfigNotFound { .. } => {

@@ -139,9 +139,13 @@ fn render_error(e: &ApiError, version: Version) -> Value {
 }
 
 /// JSON-RPC errors travel with HTTP 200 (the binding leaves the status
-/// open); only a body too large to read gets its own status.
+/// open); only a body that cannot be read as JSON at all — too large, or
+/// not declared as JSON — gets its own HTTP status, as on HTTP+JSON.
 fn error(id: Value, e: &ApiError, version: Version) -> Response {
-    let status = if matches!(e, ApiError::PayloadTooLarge(_)) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::OK };
+    let status = match e {
+        ApiError::PayloadTooLarge(_) | ApiError::UnsupportedMediaType(_) => e.classify().http,
+        _ => StatusCode::OK,
+    };
     let body = json!({"jsonrpc": "2.0", "id": id, "error": render_error(e, version)});
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

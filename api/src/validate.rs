@@ -211,12 +211,12 @@ pub fn json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError
         .map(|v| v.trim().to_ascii_lowercase());
     match media.as_deref() {
         Some("application/json" | "application/a2a+json") => Ok(()),
-        Some(other) => Err(ApiError::InvalidRequest(format!(
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type {other:?} is not accepted: send application/json or application/a2a+json"
         ))),
-        None => {
-            Err(ApiError::InvalidRequest("a Content-Type is required: application/json or application/a2a+json".into()))
-        }
+        None => Err(ApiError::UnsupportedMediaType(
+            "a Content-Type is required: application/json or application/a2a+json".into(),
+        )),
     }
 }
 

@@ -167,7 +167,10 @@ async fn a_post_that_does_not_say_json_changes_nothing(db: TestDb) {
             request = request.header("content-type", t);
         }
         let response = request.send().await.expect("post");
-        assert_eq!(response.status(), 400, "{path} {content_type:?}");
+        assert_eq!(response.status(), 415, "{path} {content_type:?}");
+        let refusal: serde_json::Value = response.json().await.expect("a google.rpc.Status body");
+        assert_eq!(refusal["error"]["details"][0]["reason"], "UNSUPPORTED_MEDIA_TYPE", "{refusal}");
+        assert!(!refusal.to_string().contains("JSON-RPC"), "the HTTP+JSON binding speaks of itself: {refusal}");
     }
     let rpc = json!({"jsonrpc": "2.0", "id": 1, "method": "CancelTask", "params": {"id": id}}).to_string();
     let response = api
@@ -179,6 +182,7 @@ async fn a_post_that_does_not_say_json_changes_nothing(db: TestDb) {
         .send()
         .await
         .expect("post");
+    assert_eq!(response.status(), 415);
     let answer: serde_json::Value = response.json().await.expect("json");
     assert_eq!(answer["error"]["code"], -32600, "{answer}");
     // Nothing was created or canceled.

@@ -10,6 +10,7 @@ mod connections;
 mod contract;
 mod delegation;
 mod deploy;
+mod errors;
 mod exact;
 mod first_run;
 mod harness;

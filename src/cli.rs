@@ -461,6 +461,11 @@ pub(crate) struct ServeArgs {
     /// Streams (SSE) one principal may hold open per api process.
     #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 64)]
     pub(crate) max_streams_per_principal: usize,
+    /// Refuse a JSON request that names a field A2A does not define (by
+    /// default it is ignored, as the specification asks, and counted in
+    /// `switchyard_json_unknown_fields_total`).
+    #[arg(long, env = "SWITCHYARD_STRICT_JSON")]
+    pub(crate) strict_json: bool,
     /// How long a new connection (HTTP or gRPC) may take to send its first
     /// byte, and an HTTP/1 request its headers; it is closed after that.
     #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -507,6 +512,7 @@ impl ServeArgs {
             default_ttl: self.task_ttl,
             admin_token,
             max_streams_per_principal: self.max_streams_per_principal.max(1),
+            strict_json: self.strict_json,
             grpc_url,
             ..ApiConfig::new(public_url)
         })

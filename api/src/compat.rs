@@ -70,7 +70,8 @@ pub async fn dispatch(
                 .get("pushNotificationConfig")
                 .cloned()
                 .ok_or_else(|| ApiError::invalid_field("pushNotificationConfig", "is required"))?;
-            let nested: V03PushConfig = validate::decode(nested, "pushNotificationConfig")?;
+            let strict = handler.config().strict_json;
+            let nested: V03PushConfig = validate::decode(nested, "pushNotificationConfig", strict)?;
             let config = request::push_config(v03::push_config_from_v03(&task_id, nested), true, handler.config())?;
             let stored = handler.create_push_config(caller, config).await?;
             Ok(reply(v03::push_config_to_v03(&stored)))
@@ -146,7 +147,7 @@ fn optional_i32(params: &Value, field: &str) -> Result<Option<i32>, ApiError> {
 /// checks as a v1 request gets (sizes, roles, parts, NUL characters).
 fn send_request(params: Value, intake: Intake, config: &ApiConfig) -> Result<SendRequest, ApiError> {
     validate::no_nul(&params)?;
-    let params: V03SendParams = validate::decode(params, "params")?;
+    let params: V03SendParams = validate::decode(params, "params", config.strict_json)?;
     let request = v03::send_request_from_v03(params).map_err(|e| ApiError::invalid_field("message.parts", e.0))?;
     let json = serde_json::to_value(request).map_err(|_| ApiError::invalid_field("message", "is not valid"))?;
     SendRequest::parse(json, intake, config)

@@ -43,6 +43,9 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     /// Streams (SSE) one principal may hold open in this process at once.
     pub max_streams_per_principal: usize,
+    /// Refuse a JSON request naming a field the model does not know,
+    /// rather than ignore it (it is counted and logged either way).
+    pub strict_json: bool,
     /// Signs the agent card, when configured.
     pub card_signer: Option<switchyard_engine::card_signature::CardSigner>,
 }
@@ -65,6 +68,7 @@ impl ApiConfig {
             agent_egress: Egress::agents(),
             auth: AuthConfig::default(),
             max_streams_per_principal: 64,
+            strict_json: false,
             card_signer: None,
         }
     }

@@ -15,6 +15,7 @@ use crate::compat;
 use crate::error::ApiError;
 use crate::events::StreamItem;
 use crate::handler::A2aHandler;
+use crate::protojson;
 use crate::reply::Reply;
 use crate::request::{self, PushConfigPage, PushConfigRef, SendRequest, TaskList, TaskQuery, TaskRef};
 use crate::sse;
@@ -185,6 +186,12 @@ fn read_envelope(envelope: Value) -> Result<(Value, String, Value), (Value, ApiE
         Some(p @ Value::Object(_)) => p,
         Some(_) => return Err((id, ApiError::invalid_field("params", "must be an object"))),
     };
+    // Proto field names become JSON names before anything reads them
+    // (the tenant, the task a credential is scoped to, validation).
+    let mut params = params;
+    if let Err(e) = protojson::normalize(&mut params, "") {
+        return Err((id, e));
+    }
     Ok((id, method, params))
 }
 
@@ -197,45 +204,49 @@ async fn dispatch(
     headers: &HeaderMap,
 ) -> Result<Reply, ApiError> {
     let config = handler.config();
+    let strict = config.strict_json;
     match method {
         "SendMessage" => value(handler.send_message(caller, SendRequest::parse(params, intake, config)?).await),
         "SendStreamingMessage" => Ok(Reply::Stream(
             handler.send_streaming_message(caller, SendRequest::parse(params, intake, config)?).await?,
         )),
-        "GetTask" => value(handler.get_task(caller, TaskQuery::parse(decode(params, "params")?)?).await),
+        "GetTask" => value(handler.get_task(caller, TaskQuery::parse(decode(params, "params", strict)?)?).await),
         "ListTasks" => {
-            // `parentTaskId` beside the standard fields lists a task's children.
-            let parent = params.get("parentTaskId").map(|p| p.as_str().map(str::to_owned));
+            // `parentTaskId` beside the standard fields lists a task's
+            // children; taken out, so it is not counted as unknown.
+            let mut params = params;
+            let parent = params.as_object_mut().and_then(|p| p.remove("parentTaskId"));
+            let parent = parent.map(|p| p.as_str().map(str::to_owned));
             let parent = parent
                 .map(|p| p.ok_or_else(|| ApiError::invalid_field("params.parentTaskId", "must be a task id")))
                 .transpose()?;
-            let request = TaskList::parse(decode(params, "params")?, parent.as_deref())?;
+            let request = TaskList::parse(decode(params, "params", strict)?, parent.as_deref())?;
             value(handler.list_tasks(caller, request).await)
         }
         "CancelTask" => {
-            let request = decode::<CancelTaskRequest>(params, "params")?;
+            let request = decode::<CancelTaskRequest>(params, "params", strict)?;
             value(handler.cancel_task(caller, TaskRef::parse(&request.id)?).await)
         }
         "SubscribeToTask" => {
-            let request = decode::<SubscribeToTaskRequest>(params, "params")?;
+            let request = decode::<SubscribeToTaskRequest>(params, "params", strict)?;
             let request = TaskRef::parse(&request.id)?;
             Ok(Reply::Stream(handler.subscribe(caller, request, sse::last_event_id(headers)).await?))
         }
         "CreateTaskPushNotificationConfig" => {
-            let config = request::push_config(decode(params, "params")?, false, config)?;
+            let config = request::push_config(decode(params, "params", strict)?, false, config)?;
             value(handler.create_push_config(caller, config).await)
         }
         "GetTaskPushNotificationConfig" => {
-            let r = decode::<GetTaskPushNotificationConfigRequest>(params, "params")?;
+            let r = decode::<GetTaskPushNotificationConfigRequest>(params, "params", strict)?;
             value(handler.get_push_config(caller, PushConfigRef::parse(&r.task_id, &r.id)?).await)
         }
         "ListTaskPushNotificationConfigs" => {
-            let r = decode::<ListTaskPushNotificationConfigsRequest>(params, "params")?;
+            let r = decode::<ListTaskPushNotificationConfigsRequest>(params, "params", strict)?;
             let request = PushConfigPage::parse(&r.task_id, r.page_size, r.page_token.as_deref())?;
             value(handler.list_push_configs(caller, request).await)
         }
         "DeleteTaskPushNotificationConfig" => {
-            let r = decode::<DeleteTaskPushNotificationConfigRequest>(params, "params")?;
+            let r = decode::<DeleteTaskPushNotificationConfigRequest>(params, "params", strict)?;
             handler.delete_push_config(caller, PushConfigRef::parse(&r.task_id, &r.id)?).await?;
             Ok(Reply::Value(json!({})))
         }

@@ -39,6 +39,7 @@ pub mod jsonrpc;
 pub mod limit;
 pub mod metrics;
 pub mod page;
+pub mod protojson;
 pub mod remote_push;
 pub mod rendered;
 pub mod reply;

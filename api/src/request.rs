@@ -69,7 +69,7 @@ impl SendRequest {
     /// with two content members or an empty `messageId`), decodes it and
     /// checks the rest, the headers' additions included.
     pub fn parse(raw: Value, intake: Intake, config: &ApiConfig) -> Result<SendRequest, ApiError> {
-        let request = well_formed(raw)?;
+        let request = well_formed(raw, config.strict_json)?;
         let SendMessageRequest { message, configuration, metadata, .. } = request;
         if message.role != Role::User {
             return Err(ApiError::invalid_field("message.role", "must be ROLE_USER"));
@@ -111,7 +111,7 @@ impl SendRequest {
 }
 
 /// The checks serde cannot make, on the raw JSON, then the decoding.
-fn well_formed(raw: Value) -> Result<SendMessageRequest, ApiError> {
+fn well_formed(raw: Value, strict: bool) -> Result<SendMessageRequest, ApiError> {
     validate::no_nul(&raw)?;
     let message = raw.get("message").ok_or_else(|| ApiError::invalid_field("message", "is required"))?;
     if !message.is_object() {
@@ -154,7 +154,7 @@ fn well_formed(raw: Value) -> Result<SendMessageRequest, ApiError> {
     if let Some(Value::String(tenant)) = raw.get("tenant") {
         identifier(tenant, "tenant")?;
     }
-    validate::decode(raw, "params")
+    validate::decode(raw, "params", strict)
 }
 
 /// `GetTask`.

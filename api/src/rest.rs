@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::protojson;
 use crate::request::{self, PushConfigPage, PushConfigRef, SendRequest, TaskList, TaskQuery, TaskRef};
 use crate::sse;
 use crate::state::AppState;
@@ -85,8 +86,10 @@ async fn body_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Parse(format!("not valid JSON: {e}")))?;
+    let mut value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Parse(format!("not valid JSON: {e}")))?;
     validate::no_nul(&value)?;
+    // Proto field names become JSON names before anything reads them.
+    protojson::normalize(&mut value, "")?;
     Ok(value)
 }
 
@@ -223,7 +226,8 @@ async fn create_push(State(state): State<AppState>, call: RestCall, request: Req
     let (parts, body) = request.into_parts();
     validate::json_content_type(&parts.headers)?;
     let task = call.param("task");
-    let mut config: TaskPushNotificationConfig = decode(body_json(&state, body).await?, "body")?;
+    let strict = state.handler.config().strict_json;
+    let mut config: TaskPushNotificationConfig = decode(body_json(&state, body).await?, "body", strict)?;
     if !config.task_id.is_empty() && config.task_id != task {
         return Err(ApiError::invalid_field("taskId", "differs from the task in the path").into());
     }

@@ -113,18 +113,39 @@ pub fn tenant(value: &str) -> Result<(), ApiError> {
 }
 
 /// Decodes a request object, turning serde's complaint into an error
-/// naming the field it is about (`what` and the path below it).
-pub fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
+/// naming the field it is about (`what` and the path below it). A field
+/// the model does not know is ignored, as the specification asks of
+/// receivers, but counted (`switchyard_json_unknown_fields_total`) and
+/// logged at debug with its path; with `strict` (`--strict-json`) it is
+/// refused, by name.
+pub fn decode<T: DeserializeOwned>(value: Value, what: &str, strict: bool) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::invalid_field(what, "must be a JSON object"));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = match e.path().to_string().as_str() {
+    let mut track = serde_path_to_error::Track::new();
+    let mut unknown = Vec::new();
+    let decoded = serde_ignored::deserialize(serde_path_to_error::Deserializer::new(value, &mut track), |path| {
+        unknown.push(path.to_string());
+    });
+    let decoded = decoded.map_err(|e| {
+        let field = match track.path().to_string().as_str() {
             "." => what.to_owned(),
             path => format!("{what}.{path}"),
         };
-        ApiError::invalid_field(&field, e.into_inner().to_string())
-    })
+        ApiError::invalid_field(&field, e.to_string())
+    })?;
+    for path in unknown {
+        let field = format!("{what}.{path}");
+        metrics::counter!("switchyard_json_unknown_fields_total").increment(1);
+        tracing::debug!(%field, "a field this server does not know was ignored");
+        if strict {
+            return Err(ApiError::invalid_field(
+                &field,
+                "is not a field of this request (the server runs --strict-json)",
+            ));
+        }
+    }
+    Ok(decoded)
 }
 
 /// What a request's headers add to a message: an `Idempotency-Key`

@@ -28,6 +28,7 @@ mod a2a_stream;
 
 mod listener;
 mod processes;
+mod protojson;
 mod proxy;
 mod query_plans;
 mod queue;

@@ -230,7 +230,8 @@ async fn a_webhook_gets_every_event_in_order_with_its_credentials_in_either_vers
     assert!(all.ends_with(&heard), "a suffix of the log, in order: {heard:?} of {all:?}");
     assert!(receiver.of("rest").iter().all(|r| r.token.as_deref() == Some("tok-r")));
 
-    // v0.3: a config created through v0.3 gets `kind`-tagged bodies.
+    // v0.3: a config created through v0.3 hears the whole task as it stood
+    // at each event (`kind: task`), as v0.3 receivers expect.
     let params = json!({
         "message": {"kind": "message", "messageId": uuid::Uuid::new_v4().to_string(), "role": "user",
                     "parts": [{"kind": "text", "text": "echo old"}]},
@@ -239,15 +240,30 @@ async fn a_webhook_gets_every_event_in_order_with_its_credentials_in_either_vers
     let answer = stack.rpc("message/send", params, &[]).await;
     assert!(answer["result"]["id"].is_string(), "{answer}");
     eventually(WAIT, "the v0.3 webhook heard the end", || async {
-        receiver.of("v03").iter().any(|r| r.body["kind"] == "status-update" && r.body["final"] == true)
+        receiver.of("v03").iter().any(|r| r.body["status"]["state"] == "completed")
     })
     .await;
     let got = receiver.of("v03");
-    let kinds: Vec<&str> = got.iter().filter_map(|r| r.body["kind"].as_str()).collect();
-    assert_eq!(kinds, ["status-update", "status-update", "artifact-update", "status-update"], "{got:?}");
-    assert_eq!(got[0].body["status"]["state"], "submitted");
-    assert_eq!(got[2].body["artifact"]["parts"][0], json!({"kind": "text", "text": "old"}));
-    assert_eq!(got[3].body["status"]["state"], "completed");
+    assert!(got.iter().all(|r| r.body["kind"] == "task" && r.body["id"] == answer["result"]["id"]), "{got:?}");
+    let states: Vec<&str> = got.iter().filter_map(|r| r.body["status"]["state"].as_str()).collect();
+    assert_eq!(states, ["submitted", "working", "working", "completed"], "{got:?}");
+    assert!(got[1].body.get("artifacts").is_none_or(|a| a.as_array().is_some_and(Vec::is_empty)), "{got:?}");
+    assert_eq!(got[2].body["artifacts"][0]["parts"][0], json!({"kind": "text", "text": "old"}), "as of the chunk");
+    assert_eq!(got[3].body["artifacts"][0]["parts"][0], json!({"kind": "text", "text": "old"}));
+    // The official v0.3 SDK's own model takes every one of them.
+    let bodies = Value::Array(got.iter().map(|r| r.body.clone()).collect()).to_string();
+    let python = tokio::task::spawn_blocking(crate::interop::python_sdk_v03).await.expect("venv");
+    let mut check = std::process::Command::new(python)
+        .args(["-c", "import sys, json\nfrom a2a.types import Task\nfor body in json.load(sys.stdin):\n    Task.model_validate(body)\nprint('ok')"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    use std::io::Write;
+    check.stdin.take().expect("stdin").write_all(bodies.as_bytes()).expect("write");
+    let out = check.wait_with_output().expect("python ran");
+    assert!(out.status.success(), "the v0.3 SDK refused a webhook body: {}", String::from_utf8_lossy(&out.stderr));
     assert!(got.iter().all(|r| r.token.as_deref() == Some("tok-3") && r.authorization.is_none()));
 }
 

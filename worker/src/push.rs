@@ -1,7 +1,9 @@
 //! Webhook delivery: a `push` job drains one webhook's outbox, in log order.
 //!
-//! Each delivery is a POST of the event as an A2A `StreamResponse` (v1, or
-//! the v0.3 shape for a webhook registered through v0.3), with the
+//! Each delivery is a POST of the event as an A2A `StreamResponse` (v1) —
+//! or, for a webhook registered through v0.3, of the whole task as it stood
+//! at that event (a v0.3 `Task`, `kind: task`, which is what v0.3 receivers
+//! and the v0.3 SDK expect) — with the
 //! webhook's `Authorization` and token headers and the task's trace
 //! context. Any 2xx delivers it. A failure is retried after a durable,
 //! growing delay (a `Retry-After` honoured) while the job waits without
@@ -16,7 +18,9 @@
 use std::time::Duration;
 
 use switchyard_engine::egress::Egress;
-use switchyard_engine::{ClaimedJob, DeliveryFate, Outbox, PendingDelivery, RetryPolicy, StoreError, wire};
+use switchyard_engine::{
+    Caller, ClaimedJob, DeliveryFate, Outbox, PendingDelivery, RetryPolicy, Store, StoreError, TaskId, TaskRecord, wire,
+};
 
 use crate::handler::{JobContext, Outcome};
 
@@ -115,14 +119,30 @@ impl Pusher {
             // decided (a crash in between only sends them again).
             let mut delivered = Vec::new();
             let mut stop = None;
+            // A v0.3 webhook hears the task as it stood at each event.
+            let mut as_of = (outbox.config.version == "0.3").then(|| TaskAsOf::new(task));
             for delivery in &outbox.pending {
                 if delivery.next_at > outbox.now {
                     let after = (delivery.next_at - outbox.now).to_std().unwrap_or_default();
                     stop = Some(Outcome::Snooze { after, reason: format!("webhook {config_id}: retry not due yet") });
                     break;
                 }
+                let body = match as_of.as_mut() {
+                    Some(fold) => match fold.at(store, delivery.event.seq).await {
+                        Ok(task) => Some(serde_json::to_value(switchyard_engine::v03::task_to_v03(&task))),
+                        Err(e) => return wait_for_store(&e),
+                    },
+                    None => wire::to_stream_response(&delivery.event, &outbox.context_id)
+                        .map(|response| serde_json::to_value(&response)),
+                };
+                // Nothing a webhook announces (a message; not written to the
+                // outbox, kept safe).
+                let Some(Ok(body)) = body else {
+                    delivered.push(delivery.id);
+                    continue;
+                };
                 let started = std::time::Instant::now();
-                match self.post(&client, &outbox, delivery).await {
+                match self.post(&client, &outbox, delivery, &body).await {
                     Ok(()) => {
                         delivered.push(delivery.id);
                         metrics::counter!("switchyard_push_deliveries_total", "outcome" => "delivered").increment(1);
@@ -236,17 +256,14 @@ impl Pusher {
         Ok(client)
     }
 
-    async fn post(&self, client: &reqwest::Client, outbox: &Outbox, delivery: &PendingDelivery) -> Result<(), Failed> {
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        outbox: &Outbox,
+        delivery: &PendingDelivery,
+        body: &serde_json::Value,
+    ) -> Result<(), Failed> {
         let config = &outbox.config;
-        let Some(response) = wire::to_stream_response(&delivery.event, &outbox.context_id) else {
-            // Nothing a webhook announces (not written to the outbox; kept safe).
-            return Ok(());
-        };
-        let body = if config.version == "0.3" {
-            serde_json::to_value(switchyard_engine::v03::stream_response_to_v03(&response)).unwrap_or_default()
-        } else {
-            serde_json::to_value(&response).unwrap_or_default()
-        };
         let mut request = client
             .post(&config.url)
             .header(reqwest::header::CONTENT_TYPE, "application/a2a+json")
@@ -287,6 +304,45 @@ impl Pusher {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         Err(Failed { message: format!("POST to {host}: HTTP {status}"), retry_after, refused: false })
+    }
+}
+
+/// A task folded from its log up to a given event, forward only: what a
+/// v0.3 webhook is sent for each of its deliveries, in order.
+struct TaskAsOf {
+    task: TaskId,
+    /// The task so far, and the last event folded into it.
+    folded: Option<(TaskRecord, i64)>,
+}
+
+impl TaskAsOf {
+    fn new(task: TaskId) -> Self {
+        TaskAsOf { task, folded: None }
+    }
+
+    /// The task as it stood right after event `seq`, in the v1 model.
+    async fn at(&mut self, store: &Store, seq: i64) -> Result<a2a::Task, StoreError> {
+        let (mut task, mut last) = match self.folded.take() {
+            Some(folded) => folded,
+            None => {
+                let now = store.task_load(self.task).await?;
+                let caller = Caller::new(now.tenant.clone(), now.owner.clone());
+                let mut start = TaskRecord::genesis(now.id, &caller, now.context_id.clone(), now.created_at);
+                start.metadata = now.metadata.clone();
+                (start, 0)
+            }
+        };
+        while last < seq {
+            let events = store.task_events(self.task, last, seq - last).await?;
+            let Some(end) = events.last().map(|e| e.seq) else { break };
+            for stored in &events {
+                task.apply(&stored.event).map_err(|source| StoreError::Rejected { task: self.task, source })?;
+            }
+            last = end;
+        }
+        let wire = task.to_a2a(None);
+        self.folded = Some((task, last));
+        Ok(wire)
     }
 }
 

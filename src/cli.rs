@@ -425,6 +425,12 @@ pub(crate) struct ServeArgs {
     /// advertises it (default: the gRPC listen address).
     #[arg(long, env = "SWITCHYARD_GRPC_PUBLIC_ADDRESS", requires = "grpc_listen")]
     pub(crate) grpc_public_address: Option<String>,
+    /// A PEM certificate chain: the gRPC port then speaks TLS only (rustls).
+    #[arg(long, env = "SWITCHYARD_GRPC_TLS_CERT", requires_all = ["grpc_listen", "grpc_tls_key"])]
+    pub(crate) grpc_tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--grpc-tls-cert`.
+    #[arg(long, env = "SWITCHYARD_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub(crate) grpc_tls_key: Option<PathBuf>,
     /// On shutdown, how long open requests may finish.
     #[arg(long, env = "SWITCHYARD_HTTP_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) http_drain_timeout: Duration,
@@ -489,6 +495,16 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections.max(1),
         })
+    }
+
+    /// The gRPC port's TLS identity, read now, so a missing or unreadable
+    /// file stops the start with its name.
+    pub(crate) fn grpc_tls(&self) -> anyhow::Result<Option<tonic::transport::Identity>> {
+        let (Some(cert), Some(key)) = (&self.grpc_tls_cert, &self.grpc_tls_key) else { return Ok(None) };
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("reading the gRPC TLS {what} {}: {e}", path.display()))
+        };
+        Ok(Some(tonic::transport::Identity::from_pem(read(cert, "certificate")?, read(key, "key")?)))
     }
 
     pub(crate) fn api_config(&self, bound: SocketAddr, grpc: Option<SocketAddr>) -> anyhow::Result<ApiConfig> {

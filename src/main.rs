@@ -255,7 +255,8 @@ fn banner(
     writeln!(out, "Switchyard dev is running")?;
     writeln!(out, "  A2A API     {api}  (JSON-RPC and HTTP+JSON, A2A 1.0; JSON-RPC 0.3)")?;
     if let Some(grpc) = &args.grpc_listen {
-        writeln!(out, "  gRPC        {grpc}")?;
+        let tls = if args.grpc_tls_cert.is_some() { "  (TLS)" } else { "" };
+        writeln!(out, "  gRPC        {grpc}{tls}")?;
     }
     writeln!(out, "  Agent Card  {api}/.well-known/agent-card.json")?;
     if let Some(demo) = demo {
@@ -396,6 +397,7 @@ async fn serve(
     let Listeners { http: listener, grpc } = listeners;
     let bound = listener.local_addr()?;
     let grpc_bound = grpc.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
+    let grpc_tls = args.grpc_tls()?;
     let mut auth = file.auth()?;
     auth.anonymous |= security.anonymous;
     let config = switchyard_api::ApiConfig {
@@ -424,6 +426,7 @@ async fn serve(
                 shutdown.clone(),
                 args.http_drain_timeout,
                 admission.clone(),
+                grpc_tls,
             )
             .await
             .context("serving gRPC"),

@@ -346,13 +346,15 @@ fn undecodable_is_invalid(
 
 /// Serves the gRPC binding on `listener` until `shutdown` fires, then lets
 /// open calls finish for up to `drain_timeout` (open streams are cut then),
-/// as the HTTP server does. HTTP/2 only, `TCP_NODELAY` on every connection.
+/// as the HTTP server does. HTTP/2 only, `TCP_NODELAY` on every connection;
+/// over TLS (rustls) when `tls` holds a certificate chain and its key.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
     drain_timeout: std::time::Duration,
     admission: crate::connections::Admission,
+    tls: Option<tonic::transport::Identity>,
 ) -> Result<(), tonic::transport::Error> {
     let stopped = shutdown.clone();
     let drained = async move {
@@ -361,7 +363,7 @@ pub async fn serve(
         tracing::warn!(?drain_timeout, "gRPC calls still open after the drain timeout; closing them");
     };
     tokio::select! {
-        served = serve_until(listener, state, shutdown, admission) => served,
+        served = serve_until(listener, state, shutdown, admission, tls) => served,
         () = drained => Ok(()),
     }
 }
@@ -371,11 +373,16 @@ async fn serve_until(
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
     admission: crate::connections::Admission,
+    tls: Option<tonic::transport::Identity>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = admitted(listener, admission, shutdown.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(reporter, state.store.clone(), shutdown.clone()));
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    server
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .max_concurrent_streams(256)

@@ -292,3 +292,70 @@ async fn bad_bytes_in_paths_queries_and_grpc_fields_are_the_clients_fault() {
         }
     }
 }
+
+/// A throwaway CA, and a certificate it signed for `localhost` and
+/// 127.0.0.1: (the CA's PEM, the server's chain PEM, its key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::from_params(&params, &ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+    server.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    let server = server.signed_by(&key, &issuer).expect("server certificate");
+    (ca.pem(), server.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_speaks_tls_when_given_a_certificate_and_nothing_else() {
+    let Some(db) = TestDb::new().await else { return };
+    let (ca, chain, key) = certificates();
+    let dir = std::env::temp_dir().join(format!("{}-tls", db.schema));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_path, chain).expect("cert");
+    std::fs::write(&key_path, key).expect("key");
+    let (port, grpc) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let listen = format!("127.0.0.1:{port}");
+    let (cert, key) = (cert_path.to_string_lossy().into_owned(), key_path.to_string_lossy().into_owned());
+    let args = ["serve", "--listen", &listen, "--grpc-listen", &grpc, "--grpc-tls-cert", &cert, "--grpc-tls-key", &key];
+    let _serve = switchyard(&db, &args).spawn().expect("serve");
+    eventually(Duration::from_secs(30), "serve up", || async { http_get(port, "/readyz").await.is_some() }).await;
+
+    // A client trusting the CA connects and sends.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{grpc}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let mut client = A2aServiceClient::new(channel);
+    let sent = client.send_message(request(send("over tls"), None, Some("1.0"))).await.expect("send").into_inner();
+    assert!(matches!(sent.payload, Some(proto::send_message_response::Payload::Task(_))), "{sent:?}");
+
+    // Plaintext gets nowhere; nor does a client that does not trust the CA.
+    let plain = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(channel) => {
+            A2aServiceClient::new(channel).send_message(request(send("x"), None, Some("1.0"))).await.is_err()
+        }
+    };
+    assert!(refused, "a plaintext call was served");
+    let stranger = tonic::transport::ClientTlsConfig::new().domain_name("localhost");
+    let untrusted = Channel::from_shared(format!("https://{grpc}")).expect("uri").tls_config(stranger).expect("tls");
+    let refused = match untrusted.connect().await {
+        Err(_) => true,
+        Ok(channel) => {
+            A2aServiceClient::new(channel).send_message(request(send("x"), None, Some("1.0"))).await.is_err()
+        }
+    };
+    assert!(refused, "a client that does not trust the CA was served");
+}

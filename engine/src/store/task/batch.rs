@@ -131,9 +131,9 @@ impl Store {
             }
             Err(error) if error.is_transient() => {
                 tracing::warn!(%error, members = batch.len(), "a batch of new tasks failed; none was acknowledged");
-                let (reason, transient) = (format!("the task was not created: {error}"), error.is_transient());
+                let reason = format!("the task was not created: {error}");
                 for member in batch {
-                    let _ = member.reply.send(Err(StoreError::Batch { reason: reason.clone(), transient }));
+                    let _ = member.reply.send(Err(StoreError::Batch { reason: reason.clone(), transient: true }));
                 }
             }
             Err(error) => {

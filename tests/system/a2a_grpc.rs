@@ -296,14 +296,23 @@ async fn bad_bytes_in_paths_queries_and_grpc_fields_are_the_clients_fault() {
 /// A throwaway CA, and a certificate it signed for `localhost` and
 /// 127.0.0.1: (the CA's PEM, the server's chain PEM, its key PEM).
 fn certificates() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType};
+    // Distinct names: a certificate whose issuer is its own subject reads
+    // as self-signed to OpenSSL-based clients.
+    let named = |name: &str| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn
+    };
     let ca_key = KeyPair::generate().expect("CA key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.distinguished_name = named("Switchyard test CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = params.self_signed(&ca_key).expect("CA certificate");
     let issuer = rcgen::Issuer::from_params(&params, &ca_key);
     let key = KeyPair::generate().expect("server key");
     let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+    server.distinguished_name = named("localhost");
     server.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
     let server = server.signed_by(&key, &issuer).expect("server certificate");
     (ca.pem(), server.pem(), key.serialize_pem())
@@ -339,6 +348,22 @@ async fn grpc_speaks_tls_when_given_a_certificate_and_nothing_else() {
     let mut client = A2aServiceClient::new(channel);
     let sent = client.send_message(request(send("over tls"), None, Some("1.0"))).await.expect("send").into_inner();
     assert!(matches!(sent.payload, Some(proto::send_message_response::Payload::Task(_))), "{sent:?}");
+
+    // The official Python SDK's client, trusting only the CA, does too.
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca).expect("ca");
+    let python = tokio::task::spawn_blocking(crate::interop::python_sdk).await.expect("venv");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_tls_client.py");
+    let run = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(format!("http://{listen}"))
+        .arg(&ca_path)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("in time").expect("python ran");
+    assert!(out.status.success(), "the Python client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert!(report["task_id"].is_string(), "{report}");
 
     // Plaintext gets nowhere; nor does a client that does not trust the CA.
     let plain = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await;

@@ -277,8 +277,12 @@ impl Subscription {
         let rx = routes.tasks.entry(task).or_insert_with(|| watch::channel(Mark::default()).0).subscribe();
         let seen = *rx.borrow();
         let oldest = routes.recent.front().map_or(routes.sent + 1, |(number, _)| *number);
+        // Numbered consecutively: the signals since `from` are the ring's
+        // tail, usually a handful, never the whole ring under the lock.
+        let newer = usize::try_from(routes.sent.saturating_sub(self.from)).unwrap_or(usize::MAX);
+        let skip = routes.recent.len().saturating_sub(newer);
         let missed = oldest > self.from + 1
-            || routes.recent.iter().any(|(number, signal)| *number > self.from && signal.wakes(task, settled_only));
+            || routes.recent.iter().skip(skip).any(|(_, signal)| signal.wakes(task, settled_only));
         self.watching = Some(Watch { task, rx, seen });
         missed
     }

@@ -4,7 +4,7 @@ use a2a::{
     CancelTaskRequest, DeleteTaskPushNotificationConfigRequest, GetTaskPushNotificationConfigRequest,
     ListTaskPushNotificationConfigsRequest, SubscribeToTaskRequest,
 };
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -111,7 +111,7 @@ pub async fn endpoint(State(state): State<AppState>, request: Request<Body>) -> 
 
 /// One SSE `data:` payload: a complete JSON-RPC response. A v1 result is
 /// the event as serialized once for every stream of its task, wrapped.
-fn frame(id: &Value, version: Version, item: StreamItem) -> Vec<u8> {
+fn frame(id: &Value, version: Version, item: StreamItem) -> Bytes {
     let outcome = match (version, item.event) {
         (Version::V1, Ok(event)) => {
             let mut out = Vec::with_capacity(event.json.len() + 48);
@@ -120,7 +120,7 @@ fn frame(id: &Value, version: Version, item: StreamItem) -> Vec<u8> {
             out.extend_from_slice(b",\"result\":");
             out.extend_from_slice(&event.json);
             out.push(b'}');
-            return out;
+            return Bytes::from(out);
         }
         (Version::V1, Err(e)) => Err(e),
         (Version::V03, event) => compat::stream_item_to_v03(&StreamItem { seq: item.seq, event }),
@@ -129,7 +129,7 @@ fn frame(id: &Value, version: Version, item: StreamItem) -> Vec<u8> {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
         Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": render_error(&e, version)}),
     };
-    response.to_string().into_bytes()
+    Bytes::from(response.to_string())
 }
 
 fn render_error(e: &ApiError, version: Version) -> Value {

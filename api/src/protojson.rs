@@ -19,11 +19,38 @@ const FREE_FORM: [&str; 2] = ["metadata", "data"];
 /// its JSON name. A field given both ways in one object is refused, naming
 /// it.
 pub fn normalize(value: &mut Value, path: &str) -> Result<(), ApiError> {
+    rename(value).map_err(|Twice { mut at, json, proto }| {
+        // Built only for the error, from the inside out: no path is
+        // assembled for a request that has no conflict.
+        at.push(path.to_owned());
+        at.retain(|segment| !segment.is_empty());
+        at.reverse();
+        let field =
+            at.iter().fold(String::new(), |field, segment| match (field.is_empty(), segment.starts_with('[')) {
+                (true, _) | (false, true) => field + segment,
+                (false, false) => field + "." + segment,
+            });
+        let field = if field.is_empty() { json.clone() } else { format!("{field}.{json}") };
+        ApiError::invalid_field(&field, format!("is given twice, as {json} and as {proto}: give one"))
+    })
+}
+
+/// A field given both ways: where (innermost segment first), and its names.
+struct Twice {
+    at: Vec<String>,
+    json: String,
+    proto: String,
+}
+
+fn rename(value: &mut Value) -> Result<(), Twice> {
     match value {
-        Value::Object(fields) => normalize_object(fields, path),
+        Value::Object(fields) => rename_fields(fields),
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                normalize(item, &format!("{path}[{i}]"))?;
+                rename(item).map_err(|mut twice| {
+                    twice.at.push(format!("[{i}]"));
+                    twice
+                })?;
             }
             Ok(())
         }
@@ -31,15 +58,12 @@ pub fn normalize(value: &mut Value, path: &str) -> Result<(), ApiError> {
     }
 }
 
-fn normalize_object(fields: &mut Map<String, Value>, path: &str) -> Result<(), ApiError> {
+fn rename_fields(fields: &mut Map<String, Value>) -> Result<(), Twice> {
     let proto_names: Vec<String> = fields.keys().filter(|k| is_proto_name(k)).cloned().collect();
     for proto in proto_names {
         let json = json_name(&proto);
         if fields.contains_key(&json) {
-            return Err(ApiError::invalid_field(
-                &join(path, &json),
-                format!("is given twice, as {json} and as {proto}: give one"),
-            ));
+            return Err(Twice { at: Vec::new(), json, proto });
         }
         if let Some(inner) = fields.remove(&proto) {
             fields.insert(json, inner);
@@ -47,14 +71,13 @@ fn normalize_object(fields: &mut Map<String, Value>, path: &str) -> Result<(), A
     }
     for (name, inner) in fields.iter_mut() {
         if !FREE_FORM.contains(&name.as_str()) {
-            normalize(inner, &join(path, name))?;
+            rename(inner).map_err(|mut twice| {
+                twice.at.push(name.clone());
+                twice
+            })?;
         }
     }
     Ok(())
-}
-
-fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
 }
 
 /// A proto field name with an underscore: lower-case letters and digits in

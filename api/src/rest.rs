@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use a2a::{GetTaskRequest, ListTasksRequest, TaskPushNotificationConfig};
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -112,11 +112,11 @@ impl IntoResponse for RestError {
 
 type Answer = Result<Response, RestError>;
 
-fn rest_frame(item: crate::events::StreamItem) -> Vec<u8> {
+fn rest_frame(item: crate::events::StreamItem) -> Bytes {
     match item.event {
-        // Serialized once for every stream of the task.
-        Ok(event) => event.json.to_vec(),
-        Err(e) => e.to_rest().to_string().into_bytes(),
+        // Serialized once for every stream of the task; shared, not copied.
+        Ok(event) => event.json.clone(),
+        Err(e) => Bytes::from(e.to_rest().to_string()),
     }
 }
 

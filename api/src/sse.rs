@@ -42,7 +42,7 @@ fn render(seq: i64, data: &[u8]) -> Bytes {
 /// of its own between the producer and the connection.
 pub fn respond<F>(items: ReceiverStream<StreamItem>, frame: F) -> Response
 where
-    F: Fn(StreamItem) -> Vec<u8> + Send + Sync + 'static,
+    F: Fn(StreamItem) -> Bytes + Send + Sync + 'static,
 {
     let mut alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     alive.set_missed_tick_behavior(MissedTickBehavior::Delay);

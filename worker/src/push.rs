@@ -90,6 +90,7 @@ impl Pusher {
         };
         let store = ctx.store();
         let task = job.lease.task_id;
+        let mut as_of: Option<TaskAsOf> = None;
         loop {
             let outbox = match store.push_outbox(task, config_id, BATCH).await {
                 Ok(Some(outbox)) => outbox,
@@ -119,8 +120,11 @@ impl Pusher {
             // decided (a crash in between only sends them again).
             let mut delivered = Vec::new();
             let mut stop = None;
-            // A v0.3 webhook hears the task as it stood at each event.
-            let mut as_of = (outbox.config.version == "0.3").then(|| TaskAsOf::new(task));
+            // A v0.3 webhook hears the task as it stood at each event; the
+            // fold goes on from batch to batch.
+            if outbox.config.version == "0.3" && as_of.is_none() {
+                as_of = Some(TaskAsOf::new(task));
+            }
             for delivery in &outbox.pending {
                 if delivery.next_at > outbox.now {
                     let after = (delivery.next_at - outbox.now).to_std().unwrap_or_default();
@@ -322,7 +326,8 @@ impl TaskAsOf {
 
     /// The task as it stood right after event `seq`, in the v1 model.
     async fn at(&mut self, store: &Store, seq: i64) -> Result<a2a::Task, StoreError> {
-        let (mut task, mut last) = match self.folded.take() {
+        // Forward only: a delivery before the fold's place starts it again.
+        let (mut task, mut last) = match self.folded.take().filter(|(_, last)| *last <= seq) {
             Some(folded) => folded,
             None => {
                 let now = store.task_load(self.task).await?;

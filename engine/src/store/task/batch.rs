@@ -51,6 +51,13 @@ struct Pending {
     reply: oneshot::Sender<Answer>,
 }
 
+impl Pending {
+    /// The key's place in the one order every batch claims keys in.
+    fn key(&self) -> (&str, &str, &str) {
+        (&self.new.caller.tenant, &self.new.caller.principal, &self.new.idempotency_key)
+    }
+}
+
 impl Batcher {
     /// Starts the lanes on `store`, a handle that does not batch (the
     /// lanes write with it).
@@ -114,9 +121,7 @@ impl Store {
         if batch.is_empty() {
             return;
         }
-        let key =
-            |m: &Pending| (m.new.caller.tenant.clone(), m.new.caller.principal.clone(), m.new.idempotency_key.clone());
-        batch.sort_by_key(key);
+        batch.sort_by(|a, b| a.key().cmp(&b.key()));
         let written = self.write_members(&batch).await;
         match written {
             Ok(created) => {

@@ -51,9 +51,9 @@ pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
     AgentRecord, AuditEntry, ChildPlace, ClaimedJob, Cursor, Delegation, DelegationStart, DeliveryFate, DeliveryRecord,
-    Fold, FollowUp, Gate, JobFate, JobKind, JobRecord, JobState, KeyRecord, Lease, MAX_PUSH_CONFIGS, NewJob, NewKey,
-    NewTask, Outbox, PendingDelivery, PresentedKey, PushConfig, Rescued, SessionLimits, Stats, Store, StoreConfig,
-    Submission, Swept, TaskFilter, TaskPage, TaskPlan, asking_child, is_sqlite_url,
+    Fold, FoldRequest, FollowUp, Gate, JobFate, JobKind, JobRecord, JobState, KeyRecord, Lease, MAX_PUSH_CONFIGS,
+    NewJob, NewKey, NewTask, Outbox, PendingDelivery, PresentedKey, PushConfig, Rescued, SessionLimits, Stats, Store,
+    StoreConfig, Submission, Swept, TaskFilter, TaskPage, TaskPlan, asking_child, is_sqlite_url,
 };
 pub use task::{FoldError, TaskRecord};
 

@@ -119,6 +119,77 @@ async fn a_worker_killed_while_the_agent_works_on_an_answer_does_not_send_it_aga
     assert_eq!(answers.len(), 1, "the resumed worker re-attached instead of sending again: {answers:?}");
 }
 
+/// A worker writes what concurrent exchanges of different tasks produced
+/// in shared transactions; killed while such batches are in flight, it
+/// loses no task, none ends twice, and no message reaches the agent more
+/// often than its task made attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_batches_in_flight_finishes_every_task_once() {
+    const TASKS: usize = 120;
+    let agent = StrictAgent::start().await;
+    let Some(stack) = Stack::start(&agent.url).await else { return };
+    let mut worker = stack.worker("w1", &["--concurrency", "64"]);
+    let mut ids = Vec::with_capacity(TASKS);
+    for i in 0..TASKS {
+        ids.push(stack.send(&format!("silent {}", 20 + (i % 7) * 10)).await);
+    }
+    let completed = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state = 'completed'")
+            .fetch_one(stack.db.pool())
+            .await
+            .expect("count");
+        n as usize
+    };
+    eventually(WAIT, "a quarter of the tasks done", || async { completed().await >= TASKS / 4 }).await;
+    sigkill(&worker);
+    let _ = worker.wait().await;
+    let killed_at = completed().await;
+    let _next = stack.worker("w2", &["--concurrency", "64"]);
+    eventually(WAIT, "every task done", || async { completed().await == TASKS }).await;
+    assert!(killed_at < TASKS, "the kill came while tasks were in flight ({killed_at} done)");
+
+    let endings: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT task_id::text, count(*) FROM task_events WHERE kind = 'status' \
+         AND payload->>'state' IN ('TASK_STATE_COMPLETED', 'TASK_STATE_FAILED', 'TASK_STATE_CANCELED') \
+         GROUP BY task_id",
+    )
+    .fetch_all(stack.db.pool())
+    .await
+    .expect("endings");
+    assert_eq!(endings.len(), TASKS);
+    assert!(endings.iter().all(|(_, n)| *n == 1), "a task ended twice: {endings:?}");
+    let mut accepted: std::collections::HashMap<String, usize> = Default::default();
+    for received in agent.received().into_iter().filter(|r| r.verdict == Verdict::Accepted) {
+        *accepted.entry(received.message_id).or_default() += 1;
+    }
+    assert_eq!(accepted.len(), TASKS, "every task's message reached the agent");
+    // A first message whose answer the killed worker never recorded names
+    // no remote task to look at, so its next attempt sends it again (same
+    // messageId); nothing else reaches the agent twice.
+    let attempts: std::collections::HashMap<String, i32> = sqlx::query_as(
+        "SELECT d.forwarded_message_id, j.attempt FROM delegations d JOIN jobs j ON j.task_id = d.task_id \
+         WHERE j.kind = 'delegate'",
+    )
+    .fetch_all(stack.db.pool())
+    .await
+    .expect("attempts")
+    .into_iter()
+    .collect();
+    for (message_id, taken) in &accepted {
+        let attempts = attempts.get(message_id).copied().unwrap_or(1);
+        assert!(*taken as i32 <= attempts, "{message_id} taken {taken} times in {attempts} attempts");
+    }
+    // The worker did write in batches: endings that share a transaction share its time.
+    let (rows, times): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT created_at) FROM task_events \
+         WHERE kind = 'status' AND payload->>'state' = 'TASK_STATE_COMPLETED'",
+    )
+    .fetch_one(stack.db.pool())
+    .await
+    .expect("times");
+    assert!(times < rows, "{rows} endings in {times} transactions: nothing was batched");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_given_before_the_first_is_delivered_reach_the_agent_once_each_in_order() {
     let agent = StrictAgent::start().await;

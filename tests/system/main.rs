@@ -3,6 +3,7 @@
 //! gets a schema of its own, so they run in parallel.
 
 mod api;
+mod batch;
 mod chaos;
 mod client;
 mod conformance;

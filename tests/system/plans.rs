@@ -546,14 +546,28 @@ async fn a_hundred_children_stream_into_the_parent_exactly_once_each() {
     // artifact id -> chunks seen, in order
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     let mut last = None;
+    let mut parent = None;
     while let Some(event) = tokio::time::timeout(WAIT, sse.next()).await.expect("an event in time") {
         let result = &event.data["result"];
+        if let Some(id) = result.get("task").and_then(|t| t["id"].as_str()) {
+            parent.get_or_insert_with(|| id.to_owned());
+        }
+        if let Some(id) = result.get("artifactUpdate").and_then(|u| u["taskId"].as_str()) {
+            parent.get_or_insert_with(|| id.to_owned());
+        }
         if let Some(update) = result.get("artifactUpdate") {
             let artifact = &update["artifact"];
             let id = artifact["artifactId"].as_str().expect("artifact id").to_owned();
             assert!(artifact["metadata"]["switchyard"]["childTaskId"].is_string(), "{artifact}");
+            // As A2A has a client rebuild it: a chunk appends, anything
+            // else replaces (a worker that re-attached to a child's remote
+            // task folds the whole artifact again).
+            let parts = seen.entry(id.clone()).or_default();
+            if update["append"] != json!(true) {
+                parts.clear();
+            }
             for part in artifact["parts"].as_array().expect("parts") {
-                seen.entry(id.clone()).or_default().push(part["text"].as_str().unwrap_or("").to_owned());
+                parts.push(part["text"].as_str().unwrap_or("").to_owned());
             }
         }
         if let Some(status) = result.get("statusUpdate") {
@@ -561,6 +575,16 @@ async fn a_hundred_children_stream_into_the_parent_exactly_once_each() {
         }
     }
     assert_eq!(last.as_deref(), Some("TASK_STATE_COMPLETED"));
+    // What the parent holds, apart from what its stream told.
+    let parent = parent.expect("the stream named its task");
+    let stored = stack.rpc("GetTask", json!({"id": parent})).await;
+    let artifacts = stored["result"]["artifacts"].as_array().expect("artifacts");
+    assert_eq!(artifacts.len(), 100, "one artifact per child in the parent");
+    for artifact in artifacts {
+        let texts: Vec<&str> =
+            artifact["parts"].as_array().expect("parts").iter().map(|p| p["text"].as_str().unwrap_or("")).collect();
+        assert_eq!(texts, ["chunk 0;", "chunk 1;"], "stored artifact {}: every chunk once", artifact["artifactId"]);
+    }
     assert_eq!(seen.len(), 100, "one artifact per child");
     for (id, chunks) in &seen {
         assert_eq!(chunks, &["chunk 0;", "chunk 1;"], "artifact {id}: every chunk once, in order");

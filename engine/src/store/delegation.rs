@@ -59,6 +59,10 @@ pub struct Fold {
     pub requeued: bool,
 }
 
+pub(super) mod batch;
+
+pub use batch::FoldRequest;
+
 super::seam::statements! {
     room delegation;
     /// The task, its checkpoint and the first client message not yet
@@ -80,6 +84,10 @@ super::seam::statements! {
         events: &[TaskEvent],
         settle: bool,
     ) -> Written;
+    /// [`Tx::fold_write`] of many folds of different tasks, set-based;
+    /// every row locked and every lease confirmed already. What each wrote,
+    /// in the order given.
+    tx fn folds_write(channel: &str, jobs_channel: &str, folds: &[FoldWrite<'_>]) -> Vec<Written>;
     /// Whether a client message came in past what was forwarded.
     tx fn follow_up_pending(task_id: TaskId) -> bool;
 }
@@ -137,7 +145,28 @@ impl Store {
     /// delegation that has forwarded something can have a follow-up (a task
     /// asks for input only after its agent saw the first message), so one
     /// that never did settles as done and no handler can spin it forever.
+    ///
+    /// On PostgreSQL, concurrent folds of different tasks share one
+    /// transaction (`delegation/batch.rs`), each answered as it would be alone.
     pub async fn delegation_fold(
+        &self,
+        lease: &Lease,
+        checkpoint: Option<&Delegation>,
+        events: &[TaskEvent],
+        finish: bool,
+    ) -> Result<Fold, StoreError> {
+        if let Some(batcher) = self.fold_batcher() {
+            let fold =
+                FoldRequest { lease: lease.clone(), checkpoint: checkpoint.cloned(), events: events.to_vec(), finish };
+            if let Some(answer) = batcher.fold(fold).await {
+                return answer;
+            }
+        }
+        self.fold_alone(lease, checkpoint, events, finish).await
+    }
+
+    /// [`Store::delegation_fold`] in a transaction of its own.
+    async fn fold_alone(
         &self,
         lease: &Lease,
         checkpoint: Option<&Delegation>,
@@ -186,6 +215,17 @@ impl Store {
             Ok(Fold { task, ended, requeued: pending })
         })
     }
+}
+
+/// One fold of a batch, as [`Tx::folds_write`] takes it: what
+/// [`Tx::fold_write`] takes for one.
+pub(super) struct FoldWrite<'a> {
+    pub lease: &'a Lease,
+    pub checkpoint: Option<&'a Delegation>,
+    pub task: &'a TaskRecord,
+    pub before: i64,
+    pub events: &'a [TaskEvent],
+    pub settle: bool,
 }
 
 /// What the writes of a fold touched.

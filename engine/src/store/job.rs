@@ -15,6 +15,7 @@ use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::{JobId, TaskId};
 
+pub(super) mod batch;
 mod model;
 
 pub(super) use model::JobRow;
@@ -24,6 +25,9 @@ super::seam::statements! {
     room job;
     /// Whether the lease still holds the job, locking its row until COMMIT.
     tx fn lease_confirm(lease: &Lease) -> bool;
+    /// [`Tx::lease_confirm`] of many, rows locked in id order; the jobs
+    /// whose lease still holds.
+    tx fn leases_confirm(leases: &[&Lease]) -> Vec<JobId>;
     /// `None` when it is a delegation and the task has a live one.
     tx fn job_insert(task_id: TaskId, job: &NewJob) -> Option<JobId>;
     /// [`Tx::job_insert`] as a transaction of its own, waking the workers.
@@ -137,6 +141,12 @@ impl Store {
     /// transaction; nothing is written unless the lease still holds at COMMIT.
     pub async fn job_complete(&self, lease: &Lease, events: &[TaskEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
+            // Concurrent completions share one fenced statement.
+            if let Some(batcher) = self.done_batcher()
+                && let Some(done) = batcher.complete(lease).await
+            {
+                return done;
+            }
             // One statement needs no explicit transaction: one round trip
             // instead of three on the queue's hottest path.
             let rows = self.db.job_done_alone(lease).await?;

@@ -16,6 +16,7 @@
 mod access;
 mod agent;
 mod delegation;
+mod group;
 mod job;
 mod list;
 mod outbox;
@@ -41,7 +42,7 @@ pub use crate::plan::{ChildPlace, TaskPlan};
 pub use crate::task::asking_child;
 pub use access::{AuditEntry, KeyRecord, NewKey, PresentedKey};
 pub use agent::{AgentRecord, Gate};
-pub use delegation::{Delegation, DelegationStart, Fold};
+pub use delegation::{Delegation, DelegationStart, Fold, FoldRequest};
 pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use outbox::{DeliveryFate, DeliveryRecord, Outbox, PendingDelivery};
@@ -153,9 +154,18 @@ pub struct Store {
     db: Db,
     schema: Arc<str>,
     channels: Channels,
-    /// On PostgreSQL, where concurrent new tasks share a transaction
-    /// (`task/batch.rs`); started on first use, so in the caller's runtime.
-    batch: Option<Arc<std::sync::OnceLock<task::batch::Batcher>>>,
+    /// On PostgreSQL, where concurrent writes of different tasks share a
+    /// transaction (`group.rs`); each kind's lanes start on first use, so
+    /// in the caller's runtime.
+    batch: Option<Arc<Batchers>>,
+}
+
+/// The group-commit lanes of one store, one set per kind of write.
+#[derive(Debug, Default)]
+struct Batchers {
+    submit: std::sync::OnceLock<task::batch::Batcher>,
+    fold: std::sync::OnceLock<delegation::batch::Batcher>,
+    done: std::sync::OnceLock<job::batch::Batcher>,
 }
 
 /// The driver a store speaks to. The rooms call its statements (declared
@@ -320,8 +330,26 @@ impl Store {
     /// The new-task batcher, on PostgreSQL; its lanes write with a handle
     /// that does not batch.
     fn batcher(&self) -> Option<&task::batch::Batcher> {
-        let cell = self.batch.as_ref()?;
-        Some(cell.get_or_init(|| task::batch::Batcher::start(Store { batch: None, ..self.clone() })))
+        let cell = &self.batch.as_ref()?.submit;
+        Some(cell.get_or_init(|| task::batch::Batcher::start(self.unbatched())))
+    }
+
+    /// The delegation-fold batcher, on PostgreSQL.
+    fn fold_batcher(&self) -> Option<&delegation::batch::Batcher> {
+        let cell = &self.batch.as_ref()?.fold;
+        Some(cell.get_or_init(|| delegation::batch::Batcher::start(self.unbatched())))
+    }
+
+    /// The job-completion batcher, on PostgreSQL.
+    fn done_batcher(&self) -> Option<&job::batch::Batcher> {
+        let cell = &self.batch.as_ref()?.done;
+        Some(cell.get_or_init(|| job::batch::Batcher::start(self.unbatched())))
+    }
+
+    /// This store without group commit: what the lanes write with, and
+    /// what a member that cannot share a batch is written with.
+    fn unbatched(&self) -> Store {
+        Store { batch: None, ..self.clone() }
     }
 
     /// The PostgreSQL pool, for listeners and for tests that inspect rows;

@@ -6,7 +6,7 @@ use super::PgTx;
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::TaskId;
-use crate::store::delegation::{Delegation, DelegationStart, Written};
+use crate::store::delegation::{Delegation, DelegationStart, FoldWrite, Written};
 use crate::store::job::Lease;
 use crate::store::outbox::pushable;
 use crate::store::row::{EventRows, Snapshot, task_row};
@@ -188,6 +188,159 @@ pub(in crate::store) async fn fold_write(
     .await?;
     let _ = row.notified;
     Ok(Written { task_updated: row.task_updated, job_held: row.job_held })
+}
+
+/// [`fold_write`] of many tasks in ONE statement, each table written with
+/// one set-based statement over arrays; every task row is locked and every
+/// lease confirmed (its job row locked) already, in id order.
+pub(in crate::store) async fn folds_write(
+    tx: &mut PgTx,
+    channel: &str,
+    jobs_channel: &str,
+    folds: &[FoldWrite<'_>],
+) -> Result<Vec<Written>, StoreError> {
+    #[derive(Default)]
+    struct Checkpoints {
+        task: Vec<uuid::Uuid>,
+        agent: Vec<String>,
+        remote_task_id: Vec<Option<String>>,
+        remote_context_id: Vec<Option<String>>,
+        forwarded_message_id: Vec<Option<String>>,
+        forwarded_seq: Vec<Option<i64>>,
+        acked_seq: Vec<Option<i64>>,
+        question_id: Vec<Option<String>>,
+    }
+    #[derive(Default)]
+    struct Snapshots {
+        task: Vec<uuid::Uuid>,
+        state: Vec<String>,
+        status: Vec<serde_json::Value>,
+        artifact_ids: Vec<serde_json::Value>,
+        version: Vec<i64>,
+        status_at: Vec<chrono::DateTime<chrono::Utc>>,
+        before: Vec<i64>,
+        notice: Vec<String>,
+    }
+    let mut cp = Checkpoints::default();
+    let mut sn = Snapshots::default();
+    let (mut ev_task, mut ev_seq, mut ev_kind, mut ev_payload) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut push_task, mut push_seq) = (Vec::new(), Vec::new());
+    let (mut settle_id, mut settle_token) = (Vec::new(), Vec::new());
+    for fold in folds {
+        let id = fold.task.id.0;
+        if let Some(d) = fold.checkpoint {
+            cp.task.push(id);
+            cp.agent.push(d.agent.clone());
+            cp.remote_task_id.push(d.remote_task_id.clone());
+            cp.remote_context_id.push(d.remote_context_id.clone());
+            cp.forwarded_message_id.push(d.forwarded_message_id.clone());
+            cp.forwarded_seq.push(d.forwarded_seq);
+            cp.acked_seq.push(d.acked_seq);
+            cp.question_id.push(d.question_id.clone());
+        }
+        if !fold.events.is_empty() {
+            let rows = EventRows::of(fold.before + 1, fold.events);
+            ev_task.extend(std::iter::repeat_n(id, rows.seqs.len()));
+            ev_seq.extend(rows.seqs);
+            ev_kind.extend(rows.kinds);
+            ev_payload.extend(rows.payloads);
+            let snapshot = Snapshot::of(fold.task)?;
+            sn.task.push(id);
+            sn.state.push(snapshot.state.to_owned());
+            sn.status.push(snapshot.status);
+            sn.artifact_ids.push(serde_json::Value::from(snapshot.artifact_ids));
+            sn.version.push(fold.task.version);
+            sn.status_at.push(fold.task.status_at);
+            sn.before.push(fold.before);
+            sn.notice.push(crate::channel::EventNotice::payload(fold.task));
+            for seq in pushable(fold.before + 1, fold.events) {
+                push_task.push(id);
+                push_seq.push(seq);
+            }
+        }
+        if fold.settle {
+            settle_id.push(fold.lease.job_id.0);
+            settle_token.push(fold.lease.token);
+        }
+    }
+    let row = sqlx::query!(
+        r#"WITH checkpoint AS (
+               INSERT INTO delegations (task_id, agent, remote_task_id, remote_context_id, forwarded_message_id,
+                                        forwarded_seq, acked_seq, question_id)
+               SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                                    $7::bigint[], $8::text[])
+               ON CONFLICT (task_id) DO UPDATE SET agent = EXCLUDED.agent,
+                   remote_task_id = EXCLUDED.remote_task_id, remote_context_id = EXCLUDED.remote_context_id,
+                   forwarded_message_id = EXCLUDED.forwarded_message_id,
+                   forwarded_seq = EXCLUDED.forwarded_seq, acked_seq = EXCLUDED.acked_seq,
+                   question_id = EXCLUDED.question_id, updated_at = now()
+           ),
+           logged AS (
+               INSERT INTO task_events (task_id, seq, kind, payload, created_at)
+               SELECT t, s, k, p, now() FROM UNNEST($9::uuid[], $10::bigint[], $11::text[], $12::jsonb[]) AS e(t, s, k, p)
+           ),
+           folded AS (
+               UPDATE tasks SET state = u.state, status = u.status,
+                      artifact_ids = ARRAY(SELECT jsonb_array_elements_text(u.artifact_ids)),
+                      version = u.version, status_at = u.status_at
+               FROM UNNEST($13::uuid[], $14::text[], $15::jsonb[], $16::jsonb[], $17::bigint[], $18::timestamptz[],
+                           $19::bigint[]) AS u(id, state, status, artifact_ids, version, status_at, before)
+               WHERE tasks.id = u.id AND tasks.version = u.before
+               RETURNING tasks.id
+           ),
+           settled AS (
+               UPDATE jobs SET state = 'done', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+               FROM UNNEST($20::bigint[], $21::bigint[]) AS c(id, token)
+               WHERE jobs.id = c.id AND jobs.lease_token = c.token AND jobs.state = 'leased'
+               RETURNING jobs.id
+           ),
+           notified AS (
+               SELECT pg_notify($22, n) FROM UNNEST($23::text[]) AS n
+           ),
+           pushed AS (
+               SELECT outbox_enqueue(t, array_agg(s ORDER BY s), $24) FROM UNNEST($25::uuid[], $26::bigint[]) AS p(t, s)
+               GROUP BY t
+           )
+           SELECT ARRAY(SELECT id FROM folded) AS "folded!", ARRAY(SELECT id FROM settled) AS "settled!",
+                  (SELECT count(*) FROM notified) AS "notified!", (SELECT count(*) FROM pushed) AS "pushed!""#,
+        &cp.task,
+        &cp.agent,
+        &cp.remote_task_id as &[Option<String>],
+        &cp.remote_context_id as &[Option<String>],
+        &cp.forwarded_message_id as &[Option<String>],
+        &cp.forwarded_seq as &[Option<i64>],
+        &cp.acked_seq as &[Option<i64>],
+        &cp.question_id as &[Option<String>],
+        &ev_task,
+        &ev_seq,
+        &ev_kind,
+        &ev_payload,
+        &sn.task,
+        &sn.state,
+        &sn.status,
+        &sn.artifact_ids,
+        &sn.version,
+        &sn.status_at,
+        &sn.before,
+        &settle_id,
+        &settle_token,
+        channel,
+        &sn.notice,
+        jobs_channel,
+        &push_task,
+        &push_seq,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let (_, _) = (row.notified, row.pushed);
+    Ok(folds
+        .iter()
+        .map(|fold| Written {
+            task_updated: i64::from(row.folded.contains(&fold.task.id.0)),
+            // A lease not settled here was confirmed, its row locked, before.
+            job_held: i64::from(!fold.settle || row.settled.contains(&fold.lease.job_id.0)),
+        })
+        .collect())
 }
 
 pub(in crate::store) async fn follow_up_pending(tx: &mut PgTx, task_id: TaskId) -> Result<bool, StoreError> {

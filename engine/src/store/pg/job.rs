@@ -22,6 +22,22 @@ pub(in crate::store) async fn lease_confirm(tx: &mut PgTx, lease: &Lease) -> Res
     Ok(held.is_some())
 }
 
+pub(in crate::store) async fn leases_confirm(tx: &mut PgTx, leases: &[&Lease]) -> Result<Vec<JobId>, StoreError> {
+    let ids: Vec<i64> = leases.iter().map(|l| l.job_id.0).collect();
+    let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+    let held = sqlx::query_scalar!(
+        r#"SELECT j.id FROM jobs j JOIN UNNEST($1::bigint[], $2::bigint[]) AS c(id, token)
+                  ON j.id = c.id AND j.lease_token = c.token
+           WHERE j.state = 'leased'
+           ORDER BY j.id FOR UPDATE OF j"#,
+        &ids,
+        &tokens,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(held.into_iter().map(JobId).collect())
+}
+
 pub(in crate::store) async fn job_insert(
     tx: &mut PgTx,
     task_id: TaskId,

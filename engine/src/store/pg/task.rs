@@ -206,6 +206,28 @@ pub(in crate::store) async fn task_lock(
     }))
 }
 
+pub(in crate::store) async fn tasks_lock(
+    tx: &mut PgTx,
+    task_ids: &[TaskId],
+) -> Result<(Vec<TaskRow>, DateTime<Utc>), StoreError> {
+    let ids: Vec<uuid::Uuid> = task_ids.iter().map(|id| id.0).collect();
+    // Rows are locked as the sort hands them up, so in id order.
+    let rows = sqlx::query!(
+        r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
+                  metadata, trace_context, version, created_at, status_at, now() AS "now!"
+           FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+        &ids,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let now = match rows.first() {
+        Some(row) => row.now,
+        // None of them exists (a rare batch): the time still comes from the database.
+        None => sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut **tx).await?,
+    };
+    Ok((rows.into_iter().map(|r| task_row!(r)).collect(), now))
+}
+
 /// The log rows, the snapshot, the webhooks' outbox rows and their delivery
 /// jobs, and the wake-ups, in ONE statement; the task rows updated.
 pub(in crate::store) async fn task_fold_write(

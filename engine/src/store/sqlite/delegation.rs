@@ -7,7 +7,7 @@ use super::{Lite, LiteTx, TASK_COLUMNS_WITH_ARTIFACTS, insert_events, task_row, 
 use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::TaskId;
-use crate::store::delegation::{Delegation, DelegationStart, Written};
+use crate::store::delegation::{Delegation, DelegationStart, FoldWrite, Written};
 use crate::store::job::Lease;
 use crate::store::outbox::pushable;
 use crate::store::row::EventRows;
@@ -190,4 +190,20 @@ pub(in crate::store) async fn follow_up_pending(tx: &mut LiteTx, task_id: TaskId
     .bind(task_id.0)
     .fetch_one(tx.conn())
     .await?)
+}
+
+/// One writer holds the whole file: a batch is its folds one after another.
+pub(in crate::store) async fn folds_write(
+    tx: &mut LiteTx,
+    channel: &str,
+    jobs_channel: &str,
+    folds: &[FoldWrite<'_>],
+) -> Result<Vec<Written>, StoreError> {
+    let mut written = Vec::with_capacity(folds.len());
+    for f in folds {
+        written.push(
+            fold_write(tx, channel, jobs_channel, f.lease, f.checkpoint, f.task, f.before, f.events, f.settle).await?,
+        );
+    }
+    Ok(written)
 }

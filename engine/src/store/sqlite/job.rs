@@ -31,6 +31,16 @@ pub(in crate::store) async fn lease_confirm(tx: &mut LiteTx, lease: &Lease) -> R
     Ok(held.is_some())
 }
 
+pub(in crate::store) async fn leases_confirm(tx: &mut LiteTx, leases: &[&Lease]) -> Result<Vec<JobId>, StoreError> {
+    let mut held = Vec::with_capacity(leases.len());
+    for lease in leases {
+        if lease_confirm(tx, lease).await? {
+            held.push(lease.job_id);
+        }
+    }
+    Ok(held)
+}
+
 pub(in crate::store) async fn job_insert(
     tx: &mut LiteTx,
     task_id: TaskId,

@@ -96,6 +96,21 @@ pub(in crate::store) async fn task_lock(
     lock_task(tx, task_id.0).await
 }
 
+/// The embedded store has one writer: its transaction holds every row, so
+/// "locking" many is reading them.
+pub(in crate::store) async fn tasks_lock(
+    tx: &mut LiteTx,
+    task_ids: &[TaskId],
+) -> Result<(Vec<TaskRow>, DateTime<Utc>), StoreError> {
+    let mut rows = Vec::with_capacity(task_ids.len());
+    for id in task_ids {
+        if let Some((row, _)) = lock_task(tx, id.0).await? {
+            rows.push(row);
+        }
+    }
+    Ok((rows, tx.now))
+}
+
 pub(in crate::store) async fn task_fold_write(
     tx: &mut LiteTx,
     task: &TaskRecord,

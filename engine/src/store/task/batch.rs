@@ -1,39 +1,28 @@
-//! Group commit of new tasks on PostgreSQL: submits that arrive while
-//! others are being written wait for the next transaction and share it —
-//! one BEGIN, one statement claiming every key, one inserting every task,
-//! its first events and its job, one COMMIT — instead of a transaction
-//! each. The embedded store does the same in its writer.
+//! Group commit of new tasks on PostgreSQL (see `store/group.rs`): one
+//! BEGIN, one statement claiming every key, one inserting every task, its
+//! first events and its job, one COMMIT — instead of a transaction each.
 //!
-//! No one waits for company: a lane takes what is queued when it is free,
-//! so a lone submit goes at once, and under load a batch is whatever
-//! arrived during the previous one. Exactness is the single submit's:
-//! each key is claimed in the batch's transaction, keys in one global
-//! order (so two batches never wait on each other in a circle); a member
-//! whose key was taken is answered "not created" and looked up by its
-//! caller as before; a member whose rows cannot be built fails alone,
-//! before anything is claimed; a batch the database refuses for what one
-//! member holds is written again one member at a time, so only that one
-//! fails; a COMMIT that fails for the database's sake fails every member,
-//! none of them acknowledged.
+//! Exactness is the single submit's: each key is claimed in the batch's
+//! transaction, keys in one global order (so two batches never wait on
+//! each other in a circle); a member whose key was taken is answered "not
+//! created" and looked up by its caller as before; a member whose rows
+//! cannot be built fails alone, before anything is claimed; a batch the
+//! database refuses for what one member holds is written again one member
+//! at a time, so only that one fails; a COMMIT that fails for the
+//! database's sake fails every member, none of them acknowledged.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::NewTask;
 use crate::error::StoreError;
 use crate::id::TaskId;
+use crate::store::group::Lanes;
 use crate::store::row::KeyClaim;
 use crate::store::{Store, in_tx};
 use crate::task::TaskRecord;
-
-/// Transactions writing batches at once: while one commits, the next
-/// gathers and writes.
-const LANES: usize = 2;
-/// The most tasks one transaction takes.
-const MAX_BATCH: usize = 64;
 
 /// The created task, or `None` when the key went to another task.
 type Answer = Result<Option<TaskRecord>, StoreError>;
@@ -41,7 +30,7 @@ type Answer = Result<Option<TaskRecord>, StoreError>;
 /// The queue of submits waiting for a lane.
 #[derive(Debug)]
 pub(in crate::store) struct Batcher {
-    queue: mpsc::Sender<Pending>,
+    lanes: Lanes<Pending>,
 }
 
 #[derive(Debug)]
@@ -62,45 +51,24 @@ impl Batcher {
     /// Starts the lanes on `store`, a handle that does not batch (the
     /// lanes write with it).
     pub(in crate::store) fn start(store: Store) -> Batcher {
-        let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..LANES {
-            tokio::spawn(lane(store.clone(), rx.clone()));
+        Batcher {
+            lanes: Lanes::start(store, "submit", |store: Store, batch| async move { store.write_batch(batch).await }),
         }
-        Batcher { queue }
     }
 
     /// Writes `new` in the next batch. `None` when no lane runs any more
     /// (their runtime ended): the caller writes it alone.
     pub(in crate::store) async fn submit(&self, new: NewTask) -> Option<Answer> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Pending { new, id: TaskId::new(), reply }).await.ok()?;
+        if !self.lanes.send(Pending { new, id: TaskId::new(), reply }).await {
+            return None;
+        }
         Some(answer.await.unwrap_or_else(|_| {
             Err(StoreError::Batch {
                 reason: "the batch this submit was in was abandoned; whether it committed is unknown".into(),
                 transient: true,
             })
         }))
-    }
-}
-
-/// Takes whatever is queued (at least one), writes it, and again.
-async fn lane(store: Store, queue: Arc<Mutex<mpsc::Receiver<Pending>>>) {
-    loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        metrics::histogram!("switchyard_submit_batch_size").record(batch.len() as f64);
-        store.write_batch(batch).await;
     }
 }
 

@@ -72,9 +72,12 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 }
 
 /// `switchyard ARGS` on database `url` and `schema`, killed when dropped;
-/// its stdout discarded, its warnings on stderr, no trace export.
+/// its stdout discarded, its warnings on stderr, no trace export. The
+/// binary built with this bench, or `SWITCHYARD_BIN` (to compare builds in
+/// one invocation).
 pub(crate) fn switchyard(url: &str, schema: &str, args: &[&str]) -> anyhow::Result<Child> {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let binary = std::env::var_os("SWITCHYARD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_switchyard").into());
+    Command::new(binary)
         .args(args)
         .env("DATABASE_URL", url)
         .env("SWITCHYARD_SCHEMA", schema)

@@ -37,10 +37,13 @@ KIT=${KIT:-$ROOT/../shared/peers}
 BEFORE=${BEFORE:?a directory collected from the commit before}
 AFTER=${AFTER:?a directory collected from the commit after}
 export DUR=${DUR:-15} RUNS=${RUNS:-1} CONCS=${CONCS:-"1 32"}
-export PGSSLMODE=disable DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
+export PGSSLMODE=disable
+# The project's benches only: the kit's scripts read DATABASE_URL too.
+BENCH_DB=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
 
 section() { printf '\n===== %s (%s) =====\n' "$1" "$(date -u +%H:%M:%S)"; }
 
+if [ -z "${SKIP_KIT:-}" ]; then
 section "A2A: calibration, peers, Switchyard before"
 SY_BIN=$BEFORE/switchyard SCENARIOS="bare_axum echo_mem_w1 broker_db_w1 switchyard_dev switchyard_demo0" \
   python3 "$KIT/a2a/run_a2a_bench.py"
@@ -53,12 +56,13 @@ CLIENTS="4 16" python3 "$KIT/pg/run_pg_bench.py"
 
 section "Queues: graphile-worker"
 VARIANTS="graphile_localqueue" python3 "$KIT/nodeq/run_nodeq.py"
+fi
 
 for side in BEFORE AFTER; do
   dir=${!side}
   section "hotpath, $side"
-  SWITCHYARD_BIN=$dir/switchyard BENCH_SECONDS=${BENCH_SECONDS:-8} "$dir/hotpath" --bench
+  DATABASE_URL=$BENCH_DB SWITCHYARD_BIN=$dir/switchyard BENCH_SECONDS=${BENCH_SECONDS:-8} "$dir/hotpath" --bench
   section "queue, $side"
-  "$dir/queue" --bench
+  DATABASE_URL=$BENCH_DB "$dir/queue" --bench
 done
 section "done"

@@ -620,6 +620,7 @@ impl WorkerArgs {
         credentials: std::collections::HashMap<String, switchyard_worker::delegate::AgentCredentials>,
         trusted_cards: Option<std::sync::Arc<jsonwebtoken::jwk::JwkSet>>,
         bindings: std::collections::HashMap<String, Vec<String>>,
+        blocking: std::collections::HashSet<String>,
     ) -> switchyard_worker::delegate::DelegationSettings {
         switchyard_worker::delegate::DelegationSettings {
             timeout: self.remote_timeout,
@@ -635,6 +636,7 @@ impl WorkerArgs {
             credentials,
             trusted_cards,
             bindings,
+            blocking,
         }
     }
 

@@ -176,6 +176,9 @@ struct AgentEntry {
     /// The bindings to call it over, in order of preference (default
     /// JSONRPC, GRPC, HTTP+JSON).
     bindings: Option<Vec<String>>,
+    /// `stream` (the default) or `blocking`: how a task nobody follows as a
+    /// stream is sent to this agent (docs/delegation.md).
+    call: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +214,13 @@ impl FileConfig {
             );
         }
         for agent in &config.agents {
+            if let Some(call) = &agent.call {
+                anyhow::ensure!(
+                    call == "stream" || call == "blocking",
+                    "agent {:?}: call must be \"stream\" or \"blocking\", got {call:?}",
+                    agent.name
+                );
+            }
             for binding in agent.bindings.iter().flatten() {
                 anyhow::ensure!(
                     switchyard_worker::delegate::BINDINGS.iter().any(|b| b.eq_ignore_ascii_case(binding)),
@@ -320,6 +330,7 @@ impl FileConfig {
             client_cert: None,
             client_key: None,
             bindings: None,
+            call: None,
         });
         self.default_agent.get_or_insert_with(|| name.to_owned());
     }
@@ -417,6 +428,11 @@ impl FileConfig {
                 Some((a.name.clone(), bindings.iter().map(|b| b.to_ascii_uppercase()).collect()))
             })
             .collect()
+    }
+
+    /// The agents a task nobody streams is sent to with one blocking call.
+    pub(crate) fn blocking_agents(&self) -> std::collections::HashSet<String> {
+        self.agents.iter().filter(|a| a.call.as_deref() == Some("blocking")).map(|a| a.name.clone()).collect()
     }
 
     /// What each agent with credentials gets presented, read from the
@@ -586,12 +602,14 @@ mod tests {
         let config = FileConfig::parse(&uncommented).expect("the commented examples are valid");
         assert_eq!(config.agents.len(), 1);
         assert_eq!(config.agent_bindings().get("demo").map(Vec::len), Some(3));
+        assert!(config.blocking_agents().is_empty(), "the example keeps the default, streaming");
 
         for (text, key) in [
             ("[auth]\nanonymus = true\n", "anonymus"),
             ("[[agents]]\nname = \"a\"\nurl = \"http://a\"\nbinding = [\"GRPC\"]\n", "binding"),
             ("[plan_limit]\nwidth = 2\n", "plan_limit"),
             ("[[agents]]\nname = \"a\"\nurl = \"http://a\"\nbindings = [\"SOAP\"]\n", "SOAP"),
+            ("[[agents]]\nname = \"a\"\nurl = \"http://a\"\ncall = \"sometimes\"\n", "sometimes"),
         ] {
             let err = format!("{:#}", FileConfig::parse(text).expect_err(key));
             assert!(err.contains(key), "{key}: {err}");

@@ -16,6 +16,9 @@
 //! | `message TEXT` | answers with a Message, no task |
 //! | `hang` | works forever (until canceled) |
 //!
+//! It also answers `GetTask`, `SubscribeToTask`, `CancelTask` and
+//! `ListTasks` (filtered by `contextId` only).
+//!
 //! `GET /received` reports how many times each messageId arrived, and
 //! `GET /traces` the `traceparent` it last came with, so tests can check what
 //! a broker delivered.
@@ -474,6 +477,21 @@ async fn answer(agent: Agent, traceparent: Option<String>, call: Value) -> Respo
             Some(task) => rpc_result(&id, serde_json::to_value(task).unwrap_or(Value::Null)),
             None => rpc_error(&id, -32001, "task not found"),
         },
+        // Only the context filter, which a broker uses to find the task a
+        // message it never heard the answer to made.
+        "ListTasks" => {
+            let context = params.get("contextId").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let ids: Vec<String> = agent
+                .lock()
+                .tasks
+                .iter()
+                .filter(|(_, t)| context.is_empty() || t.context_id == context)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let tasks: Vec<Task> = ids.iter().filter_map(|t| agent.snapshot(t)).collect();
+            let size = tasks.len();
+            rpc_result(&id, json!({ "tasks": tasks, "nextPageToken": "", "pageSize": size, "totalSize": size }))
+        }
         "SubscribeToTask" => match params.get("id").and_then(Value::as_str) {
             Some(t) if agent.snapshot(t).is_some() => stream(&agent, id, t.to_owned()),
             _ => rpc_error(&id, -32001, "task not found"),

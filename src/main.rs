@@ -469,6 +469,7 @@ async fn work(
         file.agent_credentials()?,
         file.trusted_cards()?,
         file.agent_bindings(),
+        file.blocking_agents(),
     );
     let dispatcher = Dispatcher::new(delegation, args.push(file.egress()?)).context("building the HTTP clients")?;
     let worker = Worker::new(store, args.worker_config(), dispatcher)?;

@@ -112,7 +112,7 @@ impl A2aHandler {
         // Subscribed before the task exists, so no change after it can be
         // missed and the wait needs no read of its own before the first wake.
         let subscription = self.hub.subscribe();
-        let (task, created, baseline) = self.accept(caller, request).await?;
+        let (task, created, baseline) = self.accept(caller, request, false).await?;
         record_task(&task);
         // A resent message whose task already waits or ended is answered at
         // once: there is nothing new to wait for.
@@ -151,7 +151,7 @@ impl A2aHandler {
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
         let history = request.history;
         let permit = self.stream_permit(caller)?;
-        let (task, _, _) = self.accept(caller, request).await?;
+        let (task, _, _) = self.accept(caller, request, true).await?;
         record_task(&task);
         let (task, messages) = self.complete(&task, history).await?;
         Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot, permit))
@@ -159,14 +159,22 @@ impl A2aHandler {
 
     /// Creates a task, or continues the one the message names, durably;
     /// false when the message was seen before and nothing new was written.
-    async fn accept(&self, caller: &Caller, request: SendRequest) -> Result<(TaskRecord, bool, i64), ApiError> {
+    /// `stream`: the client follows this send as a stream, so the worker
+    /// streams from the agent too (incremental output as it comes) rather
+    /// than take the cheaper blocking call.
+    async fn accept(
+        &self,
+        caller: &Caller,
+        request: SendRequest,
+        stream: bool,
+    ) -> Result<(TaskRecord, bool, i64), ApiError> {
         let SendRequest { message, metadata, idempotency_key: key, trace_context, push_config, turn, .. } = request;
         // Our own span's context when tracing is on, so later work is a child
         // of this request; else the caller's, as sent. The task keeps it, and
         // so does the job, whose span the worker opens on claiming it.
         let trace = switchyard_engine::trace::current().or(trace_context);
-        let job =
-            NewJob { payload: json!({ "trace": trace }), ..NewJob::new(JobKind::Delegate, self.config.max_attempts) };
+        let payload = if stream { json!({ "trace": trace, "stream": true }) } else { json!({ "trace": trace }) };
+        let job = NewJob { payload, ..NewJob::new(JobKind::Delegate, self.config.max_attempts) };
         match turn {
             Turn::Continue(task_id) => {
                 let follow_up = FollowUp {
@@ -208,7 +216,9 @@ impl A2aHandler {
                 };
                 let (job, plan, reject_reason) = match routed {
                     Ok(Routed::Agent(agent)) => {
-                        (Some(NewJob { payload: json!({ "agent": agent, "trace": trace }), ..job }), None, None)
+                        let mut job = job;
+                        job.payload["agent"] = json!(agent);
+                        (Some(job), None, None)
                     }
                     Ok(Routed::Plan(plan)) => (None, Some(plan), None),
                     Err(PlanError::NoRoute(reason)) => (None, None, Some(reason)),

@@ -210,6 +210,34 @@ pub(crate) async fn rpc_call(
     request.send().await.expect("rpc").json().await.expect("a JSON-RPC response")
 }
 
+/// Sends `message` as a stream (`SendStreamingMessage`, JSON-RPC), reads
+/// the stream's first event (the new task) and hangs up; the task's id. A
+/// task sent this way is followed as a stream, so its worker streams from
+/// the agent too.
+pub(crate) async fn stream_started(
+    http: &reqwest::Client,
+    url: &str,
+    message: Value,
+    headers: &[(&str, &str)],
+) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {"message": message}});
+    let mut request = http.post(url).header("accept", "text/event-stream").json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send().await.expect("stream");
+    let mut seen = Vec::new();
+    while let Some(chunk) = response.chunk().await.expect("the stream's first event") {
+        seen.extend_from_slice(&chunk);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find(|l| l.starts_with("data:")).filter(|_| text.contains("\n\n")) {
+            let event: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).expect("an event");
+            return event["result"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{event}")).to_owned();
+        }
+    }
+    panic!("the stream ended before its first event: {}", String::from_utf8_lossy(&seen));
+}
+
 /// A minimal valid v1 message.
 pub(crate) fn message(text: &str) -> Value {
     json!({"messageId": uuid::Uuid::new_v4().to_string(), "role": "ROLE_USER", "parts": [{"text": text}]})

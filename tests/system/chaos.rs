@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::process::Child;
 
-use crate::api::{message, rpc_call};
+use crate::api::{message, rpc_call, stream_started};
 use crate::harness::{TestDb, agent_config, eventually};
 use crate::processes::{free_port, http_get, switchyard};
 use crate::proxy::Proxy;
@@ -52,6 +52,9 @@ async fn faults_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() 
     let agent = StrictAgent::start().await;
     let Some(db) = TestDb::new().await else { return };
     let config = agent_config(&db, "strict", &agent.url);
+    // Tasks nobody streams take the blocking call (see below).
+    let entry = std::fs::read_to_string(&config).expect("config") + "call = \"blocking\"\n";
+    std::fs::write(&config, entry).expect("config");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     // Slot 0's worker through `cutting`; the other workers and serve through
@@ -79,6 +82,12 @@ async fn faults_at_random_lose_nothing_and_repeat_nothing_the_agent_would_see() 
     let mut ids = Vec::new();
     for n in 0..TASKS {
         let text = scripts[n % scripts.len()];
+        // Every script both ways: followed as a stream (the worker streams
+        // from the agent) and not (the worker's blocking call).
+        if (n / scripts.len()).is_multiple_of(2) {
+            ids.push(stream_started(&http, &base, message(text), &headers).await);
+            continue;
+        }
         let reply = rpc_call(
             &http,
             &base,

@@ -71,6 +71,8 @@ struct Inner {
     received: Vec<Received>,
     cancels: Vec<String>,
     looks: usize,
+    /// Streams opened (sends as a stream, subscriptions).
+    streams: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -136,9 +138,14 @@ impl StrictAgent {
         self.lock().cancels.clone()
     }
 
-    /// How many times a task was looked at (`GetTask`).
+    /// How many times a task was looked at (`GetTask`, `ListTasks`).
     pub(crate) fn looks(&self) -> usize {
         self.lock().looks
+    }
+
+    /// How many streams were opened.
+    pub(crate) fn streams(&self) -> usize {
+        self.lock().streams
     }
 
     pub(crate) fn state(&self, task_id: &str) -> Option<TaskState> {
@@ -206,7 +213,8 @@ impl StrictAgent {
         let mut inner = self.lock();
         let Some(task_id) = message.task_id.clone() else {
             let task_id = uuid::Uuid::new_v4().to_string();
-            let context_id = uuid::Uuid::new_v4().to_string();
+            // The client's context when it names one, as A2A agents do.
+            let context_id = message.context_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let words: Vec<&str> = text.split_whitespace().collect();
             let number = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
             let script = match words.first().copied() {
@@ -334,6 +342,7 @@ impl StrictAgent {
     /// snapshot first when `snapshot`. `split` cuts every frame into pieces
     /// that fall inside characters and line ends.
     fn stream(&self, id: Value, task_id: String, from: usize, snapshot: bool, split: bool) -> Response {
+        self.lock().streams += 1;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         let agent = self.clone();
         let late =
@@ -459,8 +468,16 @@ async fn rpc(State(agent): State<StrictAgent>, Json(call): Json<Value>) -> Respo
             let Ok(request) = serde_json::from_value::<SendMessageRequest>(params) else {
                 return rpc_error(&id, json!({"code": -32602, "message": "invalid params"}));
             };
+            let blocking = !request.configuration.as_ref().and_then(|c| c.return_immediately).unwrap_or(false);
             match agent.take(request.message) {
                 Ok((task_id, _)) => {
+                    // A blocking send answers once the task settles (or
+                    // asks), as the spec has it.
+                    while blocking
+                        && agent.state(&task_id).is_some_and(|s| !s.is_terminal() && s != TaskState::InputRequired)
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     let task = agent.snapshot(&task_id, None);
                     rpc_result(&id, json!({ "task": task }))
                 }
@@ -474,6 +491,22 @@ async fn rpc(State(agent): State<StrictAgent>, Json(call): Json<Value>) -> Respo
             }
             None => rpc_error(&id, json!({"code": -32001, "message": "task not found"})),
         },
+        "ListTasks" => {
+            agent.lock().looks += 1;
+            let context = params.get("contextId").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let ids: Vec<String> = agent
+                .lock()
+                .tasks
+                .iter()
+                .filter(|(_, t)| context.is_empty() || t.task.context_id == context)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let tasks: Vec<Task> = ids.iter().filter_map(|t| agent.snapshot(t, Some(20))).collect();
+            rpc_result(
+                &id,
+                json!({ "tasks": tasks, "nextPageToken": "", "pageSize": tasks.len(), "totalSize": tasks.len() }),
+            )
+        }
         "GetTask" => {
             agent.lock().looks += 1;
             let history = params.get("historyLength").and_then(Value::as_u64).map(|h| h as usize);

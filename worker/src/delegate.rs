@@ -8,7 +8,7 @@
 //! that send; a worker resuming after a crash between the two looks at the
 //! remote task before deciding to send it again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,6 +174,10 @@ pub struct DelegationSettings {
     /// Per agent (by name), the bindings to call it over, in order of
     /// preference (default [`BINDINGS`]).
     pub bindings: HashMap<String, Vec<String>>,
+    /// The agents (by name) a task nobody follows as a stream is sent to
+    /// with one blocking call (`call = "blocking"`); the others are streamed
+    /// from whenever their card offers it.
+    pub blocking: HashSet<String>,
 }
 
 impl Default for DelegationSettings {
@@ -189,6 +193,7 @@ impl Default for DelegationSettings {
             credentials: HashMap::new(),
             trusted_cards: None,
             bindings: HashMap::new(),
+            blocking: HashSet::new(),
         }
     }
 }
@@ -586,6 +591,10 @@ impl Delegator {
             since: None,
             client: &client,
             streaming: card.capabilities.streaming == Some(true),
+            // Streamed from, unless nobody streams the task and the
+            // operator chose the blocking call for this agent.
+            wants_stream: job.payload.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false)
+                || !self.settings.blocking.contains(name),
             silence: self.settings.timeout,
             deadline: Instant::now() + self.settings.attach_budget,
             // Past one budget of following, look once per wake-up and park.

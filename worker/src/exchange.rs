@@ -77,7 +77,12 @@ pub(crate) struct Run<'a> {
     /// When the oldest unwritten change was made.
     pub(crate) since: Option<Instant>,
     pub(crate) client: &'a RemoteAgent,
+    /// The agent streams (its card says so).
     pub(crate) streaming: bool,
+    /// The client follows this task as a stream, so the agent is streamed
+    /// from whenever it can be; otherwise a first message goes by the
+    /// cheapest call, a blocking send (see [`Run::send`]).
+    pub(crate) wants_stream: bool,
     /// How long a stream may stay silent before we look at the task instead.
     pub(crate) silence: Duration,
     /// When this attempt stops following and parks.
@@ -155,9 +160,14 @@ impl Run<'_> {
             return Err(RunError::Store(StoreError::Corrupt(format!("forwarded message {seq} is not in the log"))));
         };
         let Some(remote) = self.delegation.remote_task_id.clone() else {
-            // The first message, never answered: the agent named no task, so
-            // it may not have one. Send the same message (same id) again.
-            return self.send(found, message).await;
+            // The first message, never answered: the agent named no task.
+            // It went out in a context named after our task, so a task it
+            // made for it is found there; only if there is none (or the
+            // agent cannot list tasks) is the same message (same id) sent again.
+            return match self.find_made().await {
+                Some(made) => self.adopt(made).await,
+                None => self.send(found, message).await,
+            };
         };
         let task = self.client.get_task(&remote, RESUME_HISTORY).await?;
         if !arrived(&task, &message.message_id, self.delegation.question_id.as_deref()) {
@@ -191,6 +201,13 @@ impl Run<'_> {
         // transaction on the hot path.
         if self.delegation.remote_task_id.is_some() {
             self.flush().await?;
+        } else if self.ctx.lease().attempt > 1
+            && let Some(made) = self.find_made().await
+        {
+            // A first message is not recorded before it is sent, so an
+            // attempt after one that ended unheard (a crash, a lost lease)
+            // looks for the task it may have made first.
+            return self.adopt(made).await;
         }
         if self.task.state != TaskState::Working {
             self.stage(&[TaskEvent::status(TaskState::Working, None)])?;
@@ -206,9 +223,18 @@ impl Run<'_> {
             extensions: latest.extensions.clone(),
             reference_task_ids: None,
         };
-        if message.task_id.is_none() {
-            message.context_id = None;
+        // A first message goes out in a context of its own, named after our
+        // task: a worker that never hears the answer (killed, or the call
+        // cut off) finds the task it made there instead of sending again.
+        let first = message.task_id.is_none();
+        if first {
+            message.context_id = Some(self.made_in());
         }
+        // The cheapest call that stays exact: a blocking send answers in one
+        // exchange (an agent streaming to us spends more per task), and a
+        // first message's task can always be found again by its context.
+        // v0.3 agents cannot list tasks, so they keep the forms below.
+        let blocking = first && !self.wants_stream && self.client.can_list();
         let request = SendMessageRequest {
             message,
             configuration: Some(SendMessageConfiguration {
@@ -217,33 +243,82 @@ impl Run<'_> {
                 history_length: Some(0),
                 // Without streaming, do not hold a connection open for the
                 // whole task: take the acknowledgement, then poll (and park).
-                return_immediately: (!self.streaming).then_some(true),
+                return_immediately: (!self.streaming && !blocking).then_some(true),
             }),
             metadata: None,
             tenant: None,
         };
-        let result = if self.streaming {
+        let result = if blocking {
+            match self.client.send(&request).await {
+                Ok(response) => self.answered(response)?,
+                // Still at work when the call gave up, or the answer was
+                // lost on the way: follow the task it made, if it made one.
+                Err(error) => match self.find_made().await {
+                    Some(made) => self.answered(SendMessageResponse::Task(made))?,
+                    None => return Err(error.into()),
+                },
+            }
+        } else if self.streaming {
             let events = self.client.send_streaming(&request).await?;
             self.follow(events).await?
         } else {
-            match self.client.send(&request).await? {
-                SendMessageResponse::Task(t) => {
-                    if self.fold(StreamResponse::Task(t))? {
-                        Settled::Yes
-                    } else {
-                        Settled::No
-                    }
-                }
-                SendMessageResponse::Message(m) => {
-                    self.fold(StreamResponse::Message(m))?;
-                    Settled::Yes
-                }
-            }
+            let response = self.client.send(&request).await?;
+            self.answered(response)?
         };
         match (result, self.delegation.remote_task_id.clone()) {
             (Settled::No | Settled::Quiet, Some(remote)) => self.attach(&remote).await,
             (other, _) => Ok(other),
         }
+    }
+
+    /// Folds the answer to a non-streaming send.
+    fn answered(&mut self, response: SendMessageResponse) -> Result<Settled, RunError> {
+        Ok(match response {
+            SendMessageResponse::Task(t) => {
+                if self.fold(StreamResponse::Task(t))? {
+                    Settled::Yes
+                } else {
+                    Settled::No
+                }
+            }
+            SendMessageResponse::Message(m) => {
+                self.fold(StreamResponse::Message(m))?;
+                Settled::Yes
+            }
+        })
+    }
+
+    /// The context a first message is sent in: our task's id, which no
+    /// other task's messages use.
+    fn made_in(&self) -> String {
+        self.task.id.to_string()
+    }
+
+    /// The remote task our first message made, found in the context it was
+    /// sent in; `None` when there is none, or the agent cannot list tasks
+    /// (then the message can only be sent again).
+    async fn find_made(&self) -> Option<Task> {
+        match self.client.tasks_in_context(&self.made_in(), RESUME_HISTORY).await {
+            Ok(tasks) => tasks.and_then(|tasks| tasks.into_iter().next()),
+            Err(error) => {
+                tracing::debug!(%error, "the agent did not list the tasks of the first message's context");
+                None
+            }
+        }
+    }
+
+    /// Takes over the remote task our first message made (found by
+    /// [`Run::find_made`]) as if its answer had arrived: checkpointed, folded,
+    /// then followed. The message is not sent again.
+    async fn adopt(&mut self, made: Task) -> Result<Settled, RunError> {
+        tracing::info!(remote = %made.id, "the first message's task was found in its context; not sent again");
+        self.checkpoint(&made.id, &made.context_id);
+        self.flush().await?;
+        let remote = made.id.clone();
+        if self.fold(StreamResponse::Task(made))? {
+            return Ok(Settled::Yes);
+        }
+        self.attach(&remote).await
     }
 
     /// Follows a remote task we know by id until it settles or the budget

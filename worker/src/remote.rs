@@ -193,6 +193,11 @@ impl RemoteAgent {
         }
     }
 
+    /// Whether this interface can list a context's tasks (v0.3 cannot).
+    pub fn can_list(&self) -> bool {
+        !matches!(self, RemoteAgent::JsonRpcV03(_))
+    }
+
     pub async fn send(&self, request: &SendMessageRequest) -> Result<SendMessageResponse, RemoteError> {
         match self {
             RemoteAgent::JsonRpc(a) => a.call("SendMessage", json!(request)).await,
@@ -238,6 +243,40 @@ impl RemoteAgent {
                 .get_task(&a2a::GetTaskRequest { id: task_id.into(), history_length: Some(history), tenant: None })
                 .await
                 .map_err(|e| RemoteError::from_sdk(&e)),
+        }
+    }
+
+    /// The remote tasks in `context_id`, with their last `history`
+    /// messages; `None` when this interface cannot list tasks (v0.3 has no
+    /// such method).
+    pub async fn tasks_in_context(&self, context_id: &str, history: i32) -> Result<Option<Vec<Task>>, RemoteError> {
+        /// Only the tasks: agents differ in which paging fields they send.
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            #[serde(default)]
+            tasks: Vec<Task>,
+        }
+        match self {
+            RemoteAgent::JsonRpc(a) => {
+                let params = json!({ "contextId": context_id, "historyLength": history, "pageSize": 10 });
+                let listed: Listed = a.call("ListTasks", params).await?;
+                Ok(Some(listed.tasks))
+            }
+            RemoteAgent::JsonRpcV03(_) => Ok(None),
+            RemoteAgent::Grpc(a) => a.tasks_in_context(context_id, history).await.map(Some),
+            RemoteAgent::Sdk(c) => {
+                let request = a2a::ListTasksRequest {
+                    context_id: Some(context_id.into()),
+                    status: None,
+                    page_size: Some(10),
+                    page_token: None,
+                    history_length: Some(history),
+                    status_timestamp_after: None,
+                    include_artifacts: Some(true),
+                    tenant: None,
+                };
+                c.list_tasks(&request).await.map(|r| Some(r.tasks)).map_err(|e| RemoteError::from_sdk(&e))
+            }
         }
     }
 

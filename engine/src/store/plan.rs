@@ -152,7 +152,10 @@ impl Store {
                 match child.node {
                     Node::Agent { agent } => {
                         rows.jobs.push(id.0);
-                        rows.job_payloads.push(json!({ "agent": agent, "trace": parent.trace_context }));
+                        // A plan's children stream from their agents: a plan's
+                        // output is followed as it comes (its parent's stream).
+                        rows.job_payloads
+                            .push(json!({ "agent": agent, "trace": parent.trace_context, "stream": true }));
                     }
                     node => plans.push((record, TaskPlan { node, max_attempts }, message)),
                 }

@@ -188,6 +188,20 @@ impl GrpcAgent {
         Ok(a2a_pb::pbconv::from_proto_task(&task))
     }
 
+    pub async fn tasks_in_context(&self, context_id: &str, history: i32) -> Result<Vec<Task>, RemoteError> {
+        let message = a2a_pb::proto::ListTasksRequest {
+            context_id: context_id.into(),
+            page_size: Some(10),
+            history_length: Some(history),
+            include_artifacts: Some(true),
+            tenant: self.tenant.clone(),
+            ..Default::default()
+        };
+        let request = self.request(message, true);
+        let listed = self.unary("ListTasks", |mut c| async move { c.list_tasks(request).await }).await?;
+        Ok(listed.tasks.iter().map(a2a_pb::pbconv::from_proto_task).collect())
+    }
+
     pub async fn cancel(&self, task_id: &str) -> Result<Task, RemoteError> {
         let message =
             a2a_pb::proto::CancelTaskRequest { id: task_id.into(), tenant: self.tenant.clone(), ..Default::default() };

@@ -92,16 +92,18 @@ async fn db_stats(admin: &mut PgConnection, perf: &mut PgConnection) -> anyhow::
     Ok(DbStats { commits: row.0, rollbacks: row.1, inserted: row.2, updated: row.3, statements, tables })
 }
 
-async fn top_statements(admin: &mut PgConnection, tasks: f64) -> Vec<(f64, String)> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements s
-         JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1 ORDER BY calls DESC LIMIT 16",
+/// The statements that took the database's time, most first: calls and
+/// milliseconds of execution per task, and the statement's start.
+async fn top_statements(admin: &mut PgConnection, tasks: f64) -> Vec<(f64, f64, String)> {
+    let rows: Vec<(i64, f64, String)> = sqlx::query_as(
+        "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements s
+         JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1 ORDER BY total_exec_time DESC LIMIT 16",
     )
     .bind(DATABASE)
     .fetch_all(&mut *admin)
     .await
     .unwrap_or_default();
-    rows.into_iter().map(|(calls, q)| (calls as f64 / tasks, q.chars().take(110).collect())).collect()
+    rows.into_iter().map(|(calls, ms, q)| (calls as f64 / tasks, ms / tasks, q.chars().take(110).collect())).collect()
 }
 
 #[tokio::main]
@@ -191,9 +193,9 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         println!();
-        println!("Statements per task, {n} client(s):");
-        for (calls, query) in top {
-            println!("  {calls:6.2}  {query}");
+        println!("Statements by the database's time, {n} client(s) (calls and execution ms per task):");
+        for (calls, ms, query) in top {
+            println!("  {calls:6.2}  {ms:6.3}  {query}");
         }
     }
     Ok(())

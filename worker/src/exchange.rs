@@ -206,7 +206,10 @@ impl Run<'_> {
         {
             // A first message is not recorded before it is sent, so an
             // attempt after one that ended unheard (a crash, a lost lease)
-            // looks for the task it may have made first.
+            // looks for the task it may have made first. (An attempt given
+            // back at a drain keeps its number, so a send cut off by the
+            // drain timeout is not looked for here; draining waits for
+            // in-flight work first, so that takes a call longer than it.)
             return self.adopt(made).await;
         }
         if self.task.state != TaskState::Working {

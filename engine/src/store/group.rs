@@ -17,9 +17,14 @@ use tokio::sync::{Mutex, mpsc};
 
 use super::Store;
 
-/// Transactions writing batches of one kind at once: while one commits,
-/// the next gathers and writes.
+/// Transactions writing batches of one kind at once, by default: while one
+/// commits, the next gathers and writes.
 pub(super) const LANES: usize = 2;
+/// Lanes for writes of work already underway (folds, completions). One:
+/// members gather while the batch before them commits, so batches grow
+/// with the load, where a second lane took the next member at once and
+/// batches stayed at one or two. A lone write still goes at once.
+pub(super) const FOLD_LANES: usize = 1;
 /// The most members one transaction takes.
 pub(super) const MAX_BATCH: usize = 64;
 
@@ -33,7 +38,7 @@ impl<P: Send + 'static> Lanes<P> {
     /// Starts the lanes on `store` (a handle that does not batch: the lanes
     /// write with it). `write` takes a batch and answers each member
     /// through whatever reply channel the member carries.
-    pub(super) fn start<W, F>(store: Store, kind: &'static str, write: W) -> Lanes<P>
+    pub(super) fn start<W, F>(store: Store, kind: &'static str, lanes: usize, write: W) -> Lanes<P>
     where
         W: Fn(Store, Vec<P>) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send,
@@ -41,7 +46,7 @@ impl<P: Send + 'static> Lanes<P> {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
         let write = Arc::new(write);
-        for _ in 0..LANES {
+        for _ in 0..lanes.max(1) {
             let (store, rx, write) = (store.clone(), rx.clone(), write.clone());
             tokio::spawn(async move {
                 while let Some(batch) = gather(&rx).await {

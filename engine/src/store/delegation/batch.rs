@@ -27,7 +27,7 @@ use crate::error::StoreError;
 use crate::event::TaskEvent;
 use crate::id::{JobId, TaskId};
 use crate::store::Store;
-use crate::store::group::Lanes;
+use crate::store::group::{FOLD_LANES, Lanes};
 use crate::store::in_tx;
 use crate::store::job::Lease;
 use crate::store::row::TaskRow;
@@ -59,7 +59,7 @@ struct Pending {
 impl Batcher {
     pub(in crate::store) fn start(store: Store) -> Batcher {
         Batcher {
-            lanes: Lanes::start(store, "fold", |store: Store, batch: Vec<Pending>| async move {
+            lanes: Lanes::start(store, "fold", FOLD_LANES, |store: Store, batch: Vec<Pending>| async move {
                 store.fold_members(batch.into_iter().map(|p| (p.fold, p.reply)).collect()).await;
             }),
         }
@@ -118,9 +118,9 @@ impl Store {
         out
     }
 
-    /// Writes a batch and answers each member; a member written alone
-    /// (see the module's note) is answered by a task of its own, so the
-    /// lane goes on to the next batch meanwhile.
+    /// Writes a batch and answers each member; a member that must be
+    /// written alone (see the module's note) is answered by a task of its
+    /// own, so the lane goes on to the next batch meanwhile.
     ///
     /// Folds of one task are written one after another by its lease's
     /// holder, so a batch never holds two; if one does, the first shares
@@ -131,8 +131,15 @@ impl Store {
         let (mut together, mut alone): (Vec<usize>, Vec<usize>) =
             (0..folds.len()).partition(|&i| seen.insert(folds[i].lease.task_id));
         let mut answers: Vec<Option<Answer>> = (0..folds.len()).map(|_| None).collect();
-        // One member alone costs fewer statements than a batch of one.
-        if together.len() > 1 {
+        if together.len() == 1 {
+            // One member alone costs fewer statements than a batch of one;
+            // the lane writes it itself, so what arrives meanwhile gathers
+            // into the next batch.
+            let member = together[0];
+            let fold = folds[member];
+            answers[member] =
+                Some(self.fold_alone(&fold.lease, fold.checkpoint.as_ref(), &fold.events, fold.finish).await);
+        } else {
             together.sort_by_key(|&i| folds[i].lease.task_id);
             match self.fold_batch(&folds, &together).await {
                 Ok(outcomes) => {
@@ -157,8 +164,6 @@ impl Store {
                     alone.extend(together);
                 }
             }
-        } else {
-            alone.extend(together);
         }
         alone.sort_unstable();
         let mut alone = alone.into_iter().peekable();

@@ -12,7 +12,7 @@ use super::Lease;
 use crate::error::StoreError;
 use crate::id::JobId;
 use crate::store::Store;
-use crate::store::group::Lanes;
+use crate::store::group::{FOLD_LANES, Lanes};
 
 #[derive(Debug)]
 pub(in crate::store) struct Batcher {
@@ -28,7 +28,9 @@ struct Pending {
 impl Batcher {
     pub(in crate::store) fn start(store: Store) -> Batcher {
         Batcher {
-            lanes: Lanes::start(store, "done", |store: Store, batch| async move { store.done_batch(batch).await }),
+            lanes: Lanes::start(store, "done", FOLD_LANES, |store: Store, batch| async move {
+                store.done_batch(batch).await
+            }),
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::NewTask;
 use crate::error::StoreError;
 use crate::id::TaskId;
-use crate::store::group::Lanes;
+use crate::store::group::{LANES, Lanes};
 use crate::store::row::KeyClaim;
 use crate::store::{Store, in_tx};
 use crate::task::TaskRecord;
@@ -52,7 +52,12 @@ impl Batcher {
     /// lanes write with it).
     pub(in crate::store) fn start(store: Store) -> Batcher {
         Batcher {
-            lanes: Lanes::start(store, "submit", |store: Store, batch| async move { store.write_batch(batch).await }),
+            lanes: Lanes::start(
+                store,
+                "submit",
+                LANES,
+                |store: Store, batch| async move { store.write_batch(batch).await },
+            ),
         }
     }
 

@@ -25,8 +25,8 @@ super::seam::statements! {
     room job;
     /// Whether the lease still holds the job, locking its row until COMMIT.
     tx fn lease_confirm(lease: &Lease) -> bool;
-    /// [`Tx::lease_confirm`] of many, rows locked in id order; the jobs
-    /// whose lease still holds.
+    /// [`Tx::lease_confirm`] of many, skipping rows another transaction
+    /// holds; the jobs whose lease still holds and that were locked.
     tx fn leases_confirm(leases: &[&Lease]) -> Vec<JobId>;
     /// `None` when it is a delegation and the task has a live one.
     tx fn job_insert(task_id: TaskId, job: &NewJob) -> Option<JobId>;

@@ -114,9 +114,8 @@ super::seam::statements! {
     tx fn tasks_insert(tasks: &[NewTaskRows], jobs_channel: &str) -> ();
     /// A task's row, locked until COMMIT, and the database's time.
     tx fn task_lock(task_id: TaskId) -> Option<(TaskRow, DateTime<Utc>)>;
-    /// [`Tx::task_lock`] of many, locked in id order (the one order every
-    /// writer of several tasks takes them in); those that exist, and the
-    /// database's time.
+    /// [`Tx::task_lock`] of many, those no other transaction holds (the
+    /// others are skipped, never waited for); and the database's time.
     tx fn tasks_lock(task_ids: &[TaskId]) -> (Vec<TaskRow>, DateTime<Utc>);
     /// A fold of a locked task: log rows, snapshot over version `before`,
     /// outbox rows for the `pushed` seqs, the wake-ups; rows updated.

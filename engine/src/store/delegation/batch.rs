@@ -1,14 +1,19 @@
 //! Group commit of delegation folds on PostgreSQL (see `store/group.rs`):
 //! what concurrent remote exchanges of *different* tasks produced is
-//! written in one transaction — one statement locking every task row (in
-//! id order), one confirming every lease (its job row locked, in id
-//! order), one set-based statement writing every checkpoint, log row,
-//! snapshot, settlement, outbox row and wake-up, one COMMIT.
+//! written in one transaction — one statement locking every task row, one
+//! confirming every lease (its job row locked), one set-based statement
+//! writing every checkpoint, log row, snapshot, settlement, outbox row and
+//! wake-up, one COMMIT. Rows are locked with `SKIP LOCKED`: a batch never
+//! waits for a row another transaction holds, so one stalled transaction
+//! cannot hold up every fold behind it, and two batches never wait on each
+//! other; a member whose task or job row the batch could not take is
+//! written alone, where it waits by itself and is judged exactly.
 //!
 //! Exactness is the single fold's ([`Store::delegation_fold`]), member by
-//! member: a member whose task is gone, whose lease was taken over, or
-//! whose events the task refuses is answered that error and writes
-//! nothing, while its batch-mates commit; a member whose task had already
+//! member: a member whose task is gone or whose lease was taken over is
+//! written alone and answered that error there; one whose events the task
+//! refuses is answered that error and writes nothing, while its
+//! batch-mates commit; a member whose task had already
 //! ended writes its checkpoint (and settles) but not its events, as alone.
 //! Two kinds of fold take more than the batch's statements — a child's,
 //! whose change reaches its parent (another row lock, taken in the
@@ -131,15 +136,10 @@ impl Store {
         let (mut together, mut alone): (Vec<usize>, Vec<usize>) =
             (0..folds.len()).partition(|&i| seen.insert(folds[i].lease.task_id));
         let mut answers: Vec<Option<Answer>> = (0..folds.len()).map(|_| None).collect();
-        if together.len() == 1 {
-            // One member alone costs fewer statements than a batch of one;
-            // the lane writes it itself, so what arrives meanwhile gathers
-            // into the next batch.
-            let member = together[0];
-            let fold = folds[member];
-            answers[member] =
-                Some(self.fold_alone(&fold.lease, fold.checkpoint.as_ref(), &fold.events, fold.finish).await);
-        } else {
+        // Even one member goes through the batch's statements (one more
+        // than alone): the lane itself writes it, so what arrives meanwhile
+        // gathers into the next batch, and it never waits on a row lock.
+        {
             together.sort_by_key(|&i| folds[i].lease.task_id);
             match self.fold_batch(&folds, &together).await {
                 Ok(outcomes) => {
@@ -244,15 +244,18 @@ impl Store {
 }
 
 /// What one member writes, decided as the single fold decides it, in the
-/// same order of checks: the task exists, its events apply, the lease
-/// holds. `None` when it must be written alone.
+/// same order of checks: the task is there, its events apply, the lease
+/// holds. `None` when it must be written alone (a row not taken, a lease
+/// not confirmed, a child's fold, a settlement that may requeue).
 fn plan(
     fold: &FoldRequest,
     row: Option<TaskRow>,
     held: &HashSet<JobId>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<Planned>, StoreError> {
-    let row = row.ok_or(StoreError::TaskNotFound(fold.lease.task_id))?;
+    // Not taken: held by another transaction, or gone. Alone, it waits
+    // for the row, or is told the task is not found.
+    let Some(row) = row else { return Ok(None) };
     let mut task = TaskRecord::try_from(row)?;
     let ended = task.state.is_terminal();
     let before = task.version;
@@ -260,8 +263,10 @@ fn plan(
     for event in &events {
         task.apply(event).map_err(|source| StoreError::Rejected { task: task.id, source })?;
     }
+    // Not confirmed: lost, or its row held by another transaction (a
+    // rescue, say). Alone, it is told which.
     if !held.contains(&fold.lease.job_id) {
-        return Err(StoreError::LeaseLost(fold.lease.job_id));
+        return Ok(None);
     }
     let reaches_parent = task.parent_id.is_some() && !events.is_empty();
     let may_requeue = fold.finish && !task.state.is_terminal();

@@ -29,7 +29,7 @@ pub(in crate::store) async fn leases_confirm(tx: &mut PgTx, leases: &[&Lease]) -
         r#"SELECT j.id FROM jobs j JOIN UNNEST($1::bigint[], $2::bigint[]) AS c(id, token)
                   ON j.id = c.id AND j.lease_token = c.token
            WHERE j.state = 'leased'
-           ORDER BY j.id FOR UPDATE OF j"#,
+           ORDER BY j.id FOR UPDATE OF j SKIP LOCKED"#,
         &ids,
         &tokens,
     )

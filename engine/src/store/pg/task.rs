@@ -211,11 +211,13 @@ pub(in crate::store) async fn tasks_lock(
     task_ids: &[TaskId],
 ) -> Result<(Vec<TaskRow>, DateTime<Utc>), StoreError> {
     let ids: Vec<uuid::Uuid> = task_ids.iter().map(|id| id.0).collect();
-    // Rows are locked as the sort hands them up, so in id order.
+    // A row another transaction holds is skipped, not waited for: a batch
+    // never waits behind one member's task (its caller writes that one
+    // alone, and waits alone).
     let rows = sqlx::query!(
         r#"SELECT id, tenant, owner, context_id, parent_id, state, status, NULL::jsonb AS artifacts, artifact_ids,
                   metadata, trace_context, version, created_at, status_at, now() AS "now!"
-           FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+           FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED"#,
         &ids,
     )
     .fetch_all(&mut **tx)

@@ -139,30 +139,28 @@ impl Store {
         // Even one member goes through the batch's statements (one more
         // than alone): the lane itself writes it, so what arrives meanwhile
         // gathers into the next batch, and it never waits on a row lock.
-        {
-            together.sort_by_key(|&i| folds[i].lease.task_id);
-            match self.fold_batch(&folds, &together).await {
-                Ok(outcomes) => {
-                    for (member, outcome) in outcomes {
-                        match outcome {
-                            Some(answer) => answers[member] = Some(answer),
-                            None => alone.push(member),
-                        }
+        together.sort_by_key(|&i| folds[i].lease.task_id);
+        match self.fold_batch(&folds, &together).await {
+            Ok(outcomes) => {
+                for (member, outcome) in outcomes {
+                    match outcome {
+                        Some(answer) => answers[member] = Some(answer),
+                        None => alone.push(member),
                     }
                 }
-                Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, members = together.len(), "a batch of folds failed; none was written");
-                    let reason = format!("the fold was not written: {error}");
-                    for member in together {
-                        answers[member] = Some(Err(StoreError::Batch { reason: reason.clone(), transient: true }));
-                    }
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, members = together.len(), "a batch of folds failed; none was written");
+                let reason = format!("the fold was not written: {error}");
+                for member in together {
+                    answers[member] = Some(Err(StoreError::Batch { reason: reason.clone(), transient: true }));
                 }
-                Err(error) => {
-                    // Refused for what one member holds: nothing was
-                    // written, so each is written alone and only that one fails.
-                    tracing::debug!(%error, members = together.len(), "a batch of folds was refused; writing each alone");
-                    alone.extend(together);
-                }
+            }
+            Err(error) => {
+                // Refused for what one member holds: nothing was
+                // written, so each is written alone and only that one fails.
+                tracing::debug!(%error, members = together.len(), "a batch of folds was refused; writing each alone");
+                alone.extend(together);
             }
         }
         alone.sort_unstable();

@@ -371,6 +371,35 @@ async fn wake_ups_follow_commits_and_never_rollbacks(db: TestDb) {
     }
 }
 
+/// A remote agent's push wakes a parked delegation at once; one that lands
+/// while the job is leased (the worker still reading the remote task) is
+/// kept, and the park that follows is due now, not after its interval.
+/// A wrong secret wakes nothing.
+async fn a_push_wakes_a_parked_delegation_and_one_mid_look_is_kept(db: TestDb) {
+    let task = submit(&db.store, "push me").await;
+    let checkpoint = Delegation { agent: "a".into(), remote_task_id: Some("r-1".into()), ..Delegation::default() };
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    db.store.delegation_fold(&job.lease, Some(&checkpoint), &[], false).await.expect("checkpoint");
+    db.store.delegation_set_push_token(task, "secret").await.expect("token");
+    assert!(!db.store.delegation_pushed(task, "guess").await.expect("forged"), "a wrong secret is refused");
+    let parked = db.store.job_snooze(&job.lease, Duration::from_secs(60), "remote working").await.expect("park");
+    assert!(!parked.woken, "no push came: parked for its interval");
+    assert!(db.store.job_claim("w", 1, LEASE).await.expect("claim").is_empty(), "not due for a minute");
+
+    // Pushed while parked: due now.
+    assert!(db.store.delegation_pushed(task, "secret").await.expect("pushed"));
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("claim").remove(0);
+    // Pushed while leased: the park keeps it.
+    assert!(db.store.delegation_pushed(task, "secret").await.expect("pushed mid-look"));
+    let parked = db.store.job_snooze(&job.lease, Duration::from_secs(60), "remote working").await.expect("park");
+    assert!(parked.woken, "the push that came mid-look is not lost");
+    let job = db.store.job_claim("w", 1, LEASE).await.expect("due at once").remove(0);
+    // Consumed: the next park waits its interval again.
+    let parked = db.store.job_snooze(&job.lease, Duration::from_secs(60), "remote working").await.expect("park");
+    assert!(!parked.woken, "a wake-up is used once");
+    assert!(db.store.job_claim("w", 1, LEASE).await.expect("claim").is_empty());
+}
+
 /// Concurrent writers: each call returns only once its write is committed
 /// (readers see it at once), a write that fails takes no other with it,
 /// and a write abandoned mid-way (its caller gone) is all or nothing and
@@ -433,6 +462,7 @@ on_both_drivers!(
     agents_keep_cards_and_breakers_open_and_probe,
     listing_pages_through_a_callers_tasks_newest_first,
     wake_ups_follow_commits_and_never_rollbacks,
+    a_push_wakes_a_parked_delegation_and_one_mid_look_is_kept,
 );
 
 fn embedded(dir: &std::path::Path) -> StoreConfig {

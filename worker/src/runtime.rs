@@ -460,8 +460,12 @@ impl<H: Handler> JobRun<H> {
             Outcome::Done(events) if delegation => finish_delegation(&self.store, lease, &events).await.map(|()| None),
             Outcome::Done(events) => complete(&self.store, lease, &events).await.map(|()| None),
             Outcome::Snooze { after, reason } => {
-                let at = self.store.job_snooze(lease, after, &reason).await?;
-                tracing::info!(job = %lease.job_id, %reason, %at, "job parked");
+                let parked = self.store.job_snooze(lease, after, &reason).await?;
+                if parked.woken {
+                    tracing::info!(job = %lease.job_id, %reason, "job woken while it looked; due now");
+                    return Ok(Some(std::time::Duration::ZERO));
+                }
+                tracing::info!(job = %lease.job_id, %reason, at = %parked.until, "job parked");
                 Ok(Some(after))
             }
             Outcome::Fail { reason } => {

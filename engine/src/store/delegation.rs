@@ -115,8 +115,8 @@ impl Store {
     }
 
     /// A remote agent pushed about a task's remote task: if `token` is the
-    /// delegation's secret, its parked job is due now (and workers woken).
-    /// False when the token does not match (nothing changes). The push is a
+    /// delegation's secret, its parked job is due now (and workers woken);
+    /// a job being worked on keeps the wake-up until it parks. False when the token does not match (nothing changes). The push is a
     /// hint: the worker reads the remote task before trusting anything.
     pub async fn delegation_pushed(&self, task_id: TaskId, token: &str) -> Result<bool, StoreError> {
         let Some(expected) = self.delegation_push_token(task_id).await? else { return Ok(false) };

@@ -19,7 +19,7 @@ pub(super) mod batch;
 mod model;
 
 pub(super) use model::JobRow;
-pub use model::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
+pub use model::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Parked, Rescued};
 
 super::seam::statements! {
     room job;
@@ -46,8 +46,8 @@ super::seam::statements! {
     db fn jobs_done_many(leases: &[&Lease]) -> Vec<JobId>;
     /// Ready after `delay`, or dead when out of attempts: (state, run_at).
     tx fn job_retry(lease: &Lease, delay: Duration, error: &str) -> Option<(String, DateTime<Utc>)>;
-    /// Ready after `after`, the attempt refunded; when it runs.
-    db fn job_snooze(lease: &Lease, after: Duration, reason: &str) -> Option<DateTime<Utc>>;
+    /// Ready after `after` (now, if woken while leased), the attempt refunded.
+    db fn job_snooze(lease: &Lease, after: Duration, reason: &str) -> Option<Parked>;
     /// Ready now, the attempt refunded; rows changed.
     tx fn job_release(lease: &Lease) -> u64;
     /// Expired leases made ready (or dead, out of attempts): (job, task, state).
@@ -202,10 +202,12 @@ impl Store {
 
     /// Puts a job aside until `after` has passed, without spending its
     /// attempt: for work that is waiting, not failing (a remote task still
-    /// running, an agent whose circuit breaker is open).
-    pub async fn job_snooze(&self, lease: &Lease, after: Duration, reason: &str) -> Result<DateTime<Utc>, StoreError> {
-        let run_at = self.db.job_snooze(lease, after, reason).await?;
-        run_at.ok_or(StoreError::LeaseLost(lease.job_id))
+    /// running, an agent whose circuit breaker is open). A wake-up that
+    /// came while the job was leased (`delegation_pushed`) is not lost: the
+    /// job is then due at once.
+    pub async fn job_snooze(&self, lease: &Lease, after: Duration, reason: &str) -> Result<Parked, StoreError> {
+        let parked = self.db.job_snooze(lease, after, reason).await?;
+        parked.ok_or(StoreError::LeaseLost(lease.job_id))
     }
 
     /// Gives a job back without spending its attempt (graceful shutdown):

@@ -43,7 +43,7 @@ pub use crate::task::asking_child;
 pub use access::{AuditEntry, KeyRecord, NewKey, PresentedKey};
 pub use agent::{AgentRecord, Gate};
 pub use delegation::{Delegation, DelegationStart, Fold, FoldRequest};
-pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Rescued};
+pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Parked, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};
 pub use outbox::{DeliveryFate, DeliveryRecord, Outbox, PendingDelivery};
 

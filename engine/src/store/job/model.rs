@@ -170,6 +170,16 @@ pub struct JobRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A job put aside by `Store::job_snooze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parked {
+    /// When it is due again.
+    pub until: DateTime<Utc>,
+    /// A wake-up came while it was leased (a remote agent's push): it is
+    /// due now, not after the interval it asked for.
+    pub woken: bool,
+}
+
 /// What one sweep of expired leases did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rescued {

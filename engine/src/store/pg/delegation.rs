@@ -92,11 +92,14 @@ pub(in crate::store) async fn delegation_wake(
 ) -> Result<(), StoreError> {
     sqlx::query!(
         r#"WITH woken AS (
-                   UPDATE jobs SET run_at = now()
-                   WHERE task_id = $1 AND kind = 'delegate' AND state = 'ready' AND run_at > now()
-                   RETURNING id
+                   UPDATE jobs SET run_at = CASE WHEN state = 'ready' THEN now() ELSE run_at END,
+                                   woken_at = CASE WHEN state = 'leased' THEN now() END
+                   WHERE task_id = $1 AND kind = 'delegate'
+                     AND ((state = 'ready' AND run_at > now()) OR state = 'leased')
+                   RETURNING state
                )
-               SELECT CASE WHEN EXISTS (SELECT 1 FROM woken) THEN pg_notify($2, 'delegate') END AS notified"#,
+               SELECT CASE WHEN EXISTS (SELECT 1 FROM woken WHERE state = 'ready') THEN pg_notify($2, 'delegate') END
+                      AS notified"#,
         task_id.0,
         jobs_channel,
     )

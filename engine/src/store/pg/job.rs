@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use super::PgTx;
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
-use crate::store::job::{ClaimRow, JobKind, JobRecord, JobRow, Lease, NewJob};
+use crate::store::job::{ClaimRow, JobKind, JobRecord, JobRow, Lease, NewJob, Parked};
 
 pub(in crate::store) async fn lease_confirm(tx: &mut PgTx, lease: &Lease) -> Result<bool, StoreError> {
     let held = sqlx::query_scalar!(
@@ -261,19 +261,21 @@ pub(in crate::store) async fn job_snooze(
     lease: &Lease,
     after: Duration,
     reason: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(sqlx::query_scalar!(
-        r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = now() + make_interval(secs => $3),
-                              lease_owner = NULL, lease_expires_at = NULL, last_error = $4
+) -> Result<Option<Parked>, StoreError> {
+    Ok(sqlx::query!(
+        r#"UPDATE jobs SET state = 'ready', attempt = attempt - 1,
+                              run_at = CASE WHEN woken_at IS NULL THEN now() + make_interval(secs => $3) ELSE now() END,
+                              woken_at = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = $4
                WHERE id = $1 AND lease_token = $2 AND state = 'leased'
-               RETURNING run_at"#,
+               RETURNING run_at, run_at <= now() AS "woken!""#,
         lease.job_id.0,
         lease.token,
         after.as_secs_f64(),
         reason,
     )
     .fetch_optional(pool)
-    .await?)
+    .await?
+    .map(|r| Parked { until: r.run_at, woken: r.woken && !after.is_zero() }))
 }
 
 pub(in crate::store) async fn job_release(tx: &mut PgTx, lease: &Lease) -> Result<u64, StoreError> {

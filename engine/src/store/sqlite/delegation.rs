@@ -97,6 +97,12 @@ pub(in crate::store) async fn delegation_wake(
 ) -> Result<(), StoreError> {
     let woken = lite
         .write(async |c, now| {
+            // A leased job keeps the wake-up until it parks (`job_snooze`).
+            sqlx::query("UPDATE jobs SET woken_at = ?1 WHERE task_id = ?2 AND kind = 'delegate' AND state = 'leased'")
+                .bind(us(now))
+                .bind(task_id.0)
+                .execute(&mut *c)
+                .await?;
             Ok(sqlx::query(
                 "UPDATE jobs SET run_at = ?1 \
                  WHERE task_id = ?2 AND kind = 'delegate' AND state = 'ready' AND run_at > ?1",

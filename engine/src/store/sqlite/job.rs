@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{Lite, LiteTx, at, insert_job, parse, us, us_after};
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
-use crate::store::job::{ClaimRow, JobKind, JobRecord, Lease, NewJob};
+use crate::store::job::{ClaimRow, JobKind, JobRecord, Lease, NewJob, Parked};
 
 /// The columns a claim returns.
 pub(super) const CLAIMED: &str =
@@ -254,15 +254,17 @@ pub(in crate::store) async fn job_snooze(
     lease: &Lease,
     after: Duration,
     reason: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let run_at: Option<i64> = lite
+) -> Result<Option<Parked>, StoreError> {
+    let parked: Option<(i64, bool)> = lite
         .write(async |c, now| {
-            Ok(sqlx::query_scalar(
-                "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_owner = NULL, \
-                 lease_expires_at = NULL, last_error = ? \
-                 WHERE id = ? AND lease_token = ? AND state = 'leased' RETURNING run_at",
+            Ok(sqlx::query_as(
+                "UPDATE jobs SET state = 'ready', attempt = attempt - 1, \
+                 run_at = CASE WHEN woken_at IS NULL THEN ?1 ELSE ?2 END, woken_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, last_error = ?3 \
+                 WHERE id = ?4 AND lease_token = ?5 AND state = 'leased' RETURNING run_at, run_at <= ?2",
             )
             .bind(us_after(now, after))
+            .bind(us(now))
             .bind(reason)
             .bind(lease.job_id.0)
             .bind(lease.token)
@@ -270,7 +272,7 @@ pub(in crate::store) async fn job_snooze(
             .await?)
         })
         .await?;
-    Ok(run_at.map(at))
+    Ok(parked.map(|(run_at, woken)| Parked { until: at(run_at), woken: woken && !after.is_zero() }))
 }
 
 pub(in crate::store) async fn job_release(tx: &mut LiteTx, lease: &Lease) -> Result<u64, StoreError> {

@@ -63,6 +63,18 @@ fn interface(url: &str, binding: &str, version: &str) -> Value {
     json!({ "url": url, "protocolBinding": binding, "protocolVersion": version })
 }
 
+/// Where v0.3 clients reach this server, by transport: JSON-RPC at the
+/// root, HTTP+JSON under `/v1`, gRPC (`a2a.v1.A2AService`) on the gRPC
+/// port when there is one.
+pub fn v03_interfaces(config: &ApiConfig) -> Vec<(String, &'static str)> {
+    let url = &config.public_url;
+    let mut interfaces = vec![(url.clone(), "JSONRPC"), (url.clone(), "HTTP+JSON")];
+    if let Some(grpc) = &config.grpc_url {
+        interfaces.push((grpc.clone(), "GRPC"));
+    }
+    interfaces
+}
+
 /// The v1 card, plus the top-level fields a v0.3 client reads (v1 clients
 /// ignore them): one card both generations can use.
 fn card_json(config: &ApiConfig, plans: &[PlanSpec]) -> Value {
@@ -109,15 +121,15 @@ fn card_json(config: &ApiConfig, plans: &[PlanSpec]) -> Value {
     if let Some(grpc) = &config.grpc_url {
         interfaces.push(interface(grpc, "GRPC", "1.0"));
     }
-    interfaces.push(interface(url, "JSONRPC", "0.3"));
+    let v03 = v03_interfaces(config);
+    interfaces.extend(v03.iter().map(|(url, binding)| interface(url, binding, "0.3")));
     value["supportedInterfaces"] = Value::Array(interfaces);
-    // v0.3 fields, derived from the 0.3 interfaces: v0.3 clients reach us
-    // over JSON-RPC only (v0.3 gRPC is another service, and v0.3 REST
-    // another set of routes, neither served).
+    // v0.3 fields, derived from the 0.3 interfaces.
     value["url"] = json!(url);
     value["protocolVersion"] = json!("0.3.0");
     value["preferredTransport"] = json!("JSONRPC");
-    value["additionalInterfaces"] = json!([{ "url": url, "transport": "JSONRPC" }]);
+    value["additionalInterfaces"] =
+        v03.iter().map(|(url, transport)| json!({ "url": url, "transport": transport })).collect();
     value["supportsAuthenticatedExtendedCard"] = json!(true);
     declare_security(&mut value, config);
     value

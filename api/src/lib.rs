@@ -7,9 +7,12 @@
 //!   [`state`]: what every handler shares.
 //! - [`jsonrpc`], [`rest`]: the two bindings, each a thin decode → call →
 //!   encode layer over the one [`handler`]; [`compat`] translates v0.3
-//!   JSON-RPC in front of the same handler; [`version`] negotiates.
-//! - [`grpc`]: the gRPC binding (A2A v1.0 `A2AService`) on its own port,
-//!   over the same handler.
+//!   JSON-RPC in front of the same handler, and [`compat_rest`] and
+//!   [`compat_grpc`] put v0.3's HTTP+JSON and gRPC in front of [`compat`]
+//!   (their protobuf model in [`compat_proto`]); [`version`] negotiates.
+//! - [`grpc`]: the gRPC binding (A2A v1.0 `A2AService`, and v0.3's beside
+//!   it) on its own port, over the same handler; [`grpc_call`]: a call's
+//!   span and status, for both.
 //! - [`handler`]: one method per A2A operation, over the engine's store.
 //! - [`validate`], [`page`]: input checks and opaque page tokens.
 //! - [`events`], [`sse`], [`hub`]: task streams read from the event log,
@@ -27,11 +30,15 @@ pub mod admin;
 pub mod auth;
 pub mod card;
 pub mod compat;
+pub mod compat_grpc;
+pub mod compat_proto;
+pub mod compat_rest;
 pub mod config;
 pub mod connections;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod grpc_call;
 pub mod handler;
 pub mod health;
 pub mod hub;

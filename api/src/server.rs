@@ -16,7 +16,7 @@ use crate::auth::Principal;
 use crate::connections::{self, Activity, Admission, ConnectionLimits, Tracking};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{admin, health, jsonrpc, remote_push, rest};
+use crate::{admin, compat_rest, health, jsonrpc, remote_push, rest};
 
 async fn card(State(state): State<AppState>, headers: HeaderMap) -> Response {
     // The plans come from the same one-second cache routing reads.
@@ -135,6 +135,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", post(jsonrpc::endpoint))
         .merge(rest::routes())
         .nest("/{tenant}", rest::routes())
+        .route_service("/v1/{*rest}", v1_or_v03(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(a2a)
@@ -155,6 +156,31 @@ pub fn app(state: AppState) -> Router {
         })
         .with_state(state)
         .layer(axum::middleware::from_fn(clean_uri))
+}
+
+/// `/v1/…`: v0.3's HTTP+JSON binding, or the v1.0 binding for a tenant
+/// named `v1` when the request says it speaks 1.0 (see [`compat_rest`]).
+fn v1_or_v03(
+    state: AppState,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    use tower::ServiceExt;
+    let tenant_v1: Router = Router::new().nest("/{tenant}", rest::routes()).with_state(state.clone());
+    let v03: Router = compat_rest::routes().with_state(state);
+    tower::service_fn(move |request: axum::extract::Request| {
+        let router = match compat_rest::v1_or_v03(request.headers(), request.uri().query()) {
+            crate::version::Version::V1 => tenant_v1.clone(),
+            crate::version::Version::V03 => v03.clone(),
+        };
+        router.oneshot(request)
+    })
 }
 
 /// Refuses a request whose path or query holds bytes no handler should

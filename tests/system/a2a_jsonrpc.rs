@@ -296,7 +296,14 @@ async fn the_agent_card_is_served_cached_and_truthful(db: TestDb) {
         .iter()
         .map(|i| (i["protocolBinding"].as_str().unwrap_or(""), i["protocolVersion"].as_str().unwrap_or("")))
         .collect();
-    assert_eq!(bindings, [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3")]);
+    assert_eq!(bindings, [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3"), ("HTTP+JSON", "0.3")]);
+    let v03: Vec<&str> = card["additionalInterfaces"]
+        .as_array()
+        .expect("v0.3 interfaces")
+        .iter()
+        .map(|i| i["transport"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(v03, ["JSONRPC", "HTTP+JSON"], "the v0.3 face names the same bindings");
     assert_eq!(card["supportedInterfaces"][0]["url"], api.base.as_str());
     let (legacy_status, _, legacy) = api.get("/.well-known/agent.json").await;
     assert_eq!((legacy_status, &legacy), (200, &card));

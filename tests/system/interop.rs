@@ -19,7 +19,7 @@ use crate::processes::{free_port, http_get, switchyard};
 const PACKAGES: [&str; 2] = ["a2a-sdk[http-server,grpc]==1.3.0", "uvicorn==0.54.0"];
 
 /// The last SDK of the v0.3 protocol, for v0.3 agents and clients.
-const PACKAGES_V03: [&str; 2] = ["a2a-sdk[http-server]==0.3.26", "uvicorn==0.54.0"];
+const PACKAGES_V03: [&str; 2] = ["a2a-sdk[http-server,grpc]==0.3.26", "uvicorn==0.54.0"];
 
 /// One virtualenv per SDK for the whole run, created on first use and
 /// kept under `target/` so later runs reuse it.
@@ -63,10 +63,16 @@ pub(crate) fn venv(name: &'static str, packages: &[&str]) -> PathBuf {
 /// completion when the script says it is listening; returns its report.
 async fn run_client(db: &TestDb, base: &str, binding: &str, version: &str) -> Vec<Value> {
     let python = tokio::task::spawn_blocking(python_sdk).await.expect("venv");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_client.py");
+    run_script(db, python, "python_client.py", &[base, binding, version]).await
+}
+
+/// Runs a client script with `args`, driving what it streams (see [`run_client`]).
+async fn run_script(db: &TestDb, python: PathBuf, script: &str, args: &[&str]) -> Vec<Value> {
+    let mode = format!("{script} {}", args.join(" "));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(script);
     let mut child = tokio::process::Command::new(python)
         .arg(script)
-        .args([base, binding, version])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -89,7 +95,7 @@ async fn run_client(db: &TestDb, base: &str, binding: &str, version: &str) -> Ve
         report.push(event);
     }
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exit").expect("wait");
-    assert!(status.success(), "the python client failed in {binding} {version}: {report:?}");
+    assert!(status.success(), "{mode} failed: {report:?}");
     report
 }
 
@@ -163,6 +169,65 @@ async fn the_official_python_client_works_in_every_mode() {
         assert_eq!(errors["cancel_completed"], "TaskNotCancelableError", "{mode}");
         assert_eq!(errors["list_bad_page"], "InvalidParamsError", "{mode}");
         assert_eq!(errors["push_config_unknown"], "TaskNotFoundError", "{mode}");
+    }
+}
+
+/// The official SDK 0.3.x client over each of its transports — JSON-RPC,
+/// HTTP+JSON (`/v1/…`) and gRPC (`a2a.v1.A2AService`) — finds each on the
+/// card's v0.3 face and sends, reads, registers a webhook, cancels, streams
+/// and resubscribes, and gets errors as errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_v03_client_works_over_every_v03_binding() {
+    let Some(db) = TestDb::new().await else { return };
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = std::env::temp_dir().join(format!("{}-interop-v03.toml", db.schema));
+    let toml = "default_agent = \"stub\"\n[[agents]]\nname = \"stub\"\nurl = \"http://127.0.0.1:9\"\n";
+    std::fs::write(&config, toml).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let _server = switchyard(&db, &["serve", "--listen", &listen, "--grpc-listen", &grpc, "--config", &config])
+        .spawn()
+        .expect("serve");
+    eventually(Duration::from_secs(30), "the server up", || async { http_get(port, "/readyz").await.is_some() }).await;
+    let base = format!("http://{listen}");
+    let python = tokio::task::spawn_blocking(python_sdk_v03).await.expect("venv");
+
+    for transport in ["JSONRPC", "HTTP+JSON", "GRPC"] {
+        let report = run_script(&db, python.clone(), "python_client_v03.py", &[&base, transport]).await;
+        let card = step(&report, "card");
+        assert_eq!(card["streaming"], true, "{transport}");
+        let expected = if transport == "GRPC" { grpc.clone() } else { base.clone() };
+        assert_eq!(card["url"], expected.as_str(), "{transport}: offered on the card's v0.3 face");
+        let sent = step(&report, "send");
+        assert_eq!(sent["state"], "TASK_STATE_SUBMITTED", "{transport}");
+        let got = step(&report, "get");
+        assert_eq!(
+            (got["task_id"].clone(), got["history"].clone()),
+            (sent["task_id"].clone(), 1.into()),
+            "{transport}"
+        );
+        let hook = step(&report, "push_config");
+        assert_eq!(
+            (hook["created"].as_str(), hook["url"].as_str(), hook["token"].as_str()),
+            (Some("hook-1"), Some("https://hooks.example.com/a2a"), Some("tok")),
+            "{transport}"
+        );
+        assert_eq!(hook["task_id"], sent["task_id"], "{transport}");
+        assert_eq!(step(&report, "cancel")["state"], "TASK_STATE_CANCELED", "{transport}");
+        let streamed = step(&report, "stream_done")["events"].clone();
+        assert_eq!(
+            streamed,
+            serde_json::json!(["task", "status_update:TASK_STATE_WORKING", "status_update:TASK_STATE_COMPLETED"]),
+            "{transport}"
+        );
+        let subscribed: Vec<Value> = step(&report, "subscribe_done")["events"].as_array().expect("events").clone();
+        assert_eq!(subscribed.first(), Some(&Value::from("task")), "{transport}: {subscribed:?}");
+        assert_eq!(subscribed.last(), Some(&Value::from("status_update:TASK_STATE_COMPLETED")), "{transport}");
+        let errors = step(&report, "errors");
+        for (name, raised) in errors.as_object().expect("errors").iter().filter(|(k, _)| *k != "step") {
+            assert_ne!(raised, "no error", "{transport}: {name}");
+        }
     }
 }
 

@@ -253,7 +253,7 @@ fn banner(
     let api = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
     let mut out = std::io::stdout().lock();
     writeln!(out, "Switchyard dev is running")?;
-    writeln!(out, "  A2A API     {api}  (JSON-RPC and HTTP+JSON, A2A 1.0; JSON-RPC 0.3)")?;
+    writeln!(out, "  A2A API     {api}  (JSON-RPC and HTTP+JSON, A2A 1.0 and 0.3)")?;
     if let Some(grpc) = &args.grpc_listen {
         let tls = if args.grpc_tls_cert.is_some() { "  (TLS)" } else { "" };
         writeln!(out, "  gRPC        {grpc}{tls}")?;

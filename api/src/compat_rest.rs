@@ -3,10 +3,11 @@
 //! served through the same v0.3 layer as v0.3 JSON-RPC
 //! ([`crate::compat::dispatch`]), so the three v0.3 bindings answer alike.
 //!
-//! `/v1/…` is also where a v1.0 client reaches a tenant named `v1`; a
-//! v1.0 client says so in `A2A-Version` (the spec requires it), and a
-//! request without that header is a v0.3 request (the spec's rule), so
-//! the header decides ([`v1_or_v03`]).
+//! `/v1/…` would also read as the v1.0 binding's routes for a tenant named
+//! `v1`, which is why no tenant may take that name. A request there that
+//! says it speaks 1.0 (`A2A-Version`) goes to the v1.0 binding, which
+//! refuses the tenant by name; without the header it is a v0.3 request
+//! (the spec's rule) — see [`v1_or_v03`].
 
 use std::collections::HashMap;
 
@@ -43,9 +44,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/card", get(card))
 }
 
-/// Whether a request under `/v1` is a v1.0 request (for the tenant `v1`):
-/// only when it names 1.x. A version this server does not speak goes to
-/// v1.0 too, which refuses it in its own words.
+/// Whether a request under `/v1` is a v1.0 request: only when it names
+/// 1.x. A version this server does not speak goes to v1.0 too, which
+/// refuses it in its own words.
 pub fn v1_or_v03(headers: &HeaderMap, query: Option<&str>) -> Version {
     match version::requested(headers, query) {
         Ok(None | Some(Version::V03)) => Version::V03,

@@ -158,8 +158,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(clean_uri))
 }
 
-/// `/v1/…`: v0.3's HTTP+JSON binding, or the v1.0 binding for a tenant
-/// named `v1` when the request says it speaks 1.0 (see [`compat_rest`]).
+/// `/v1/…`: v0.3's HTTP+JSON binding, or, for a request that says it
+/// speaks 1.0, the v1.0 binding, which refuses `v1` as a tenant name with
+/// a message that says so (see [`compat_rest`]).
 fn v1_or_v03(
     state: AppState,
 ) -> impl tower::Service<

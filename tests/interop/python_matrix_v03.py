@@ -1,7 +1,8 @@
 """One row of the compatibility matrix, with the official Python SDK 0.3.x
-client over JSON-RPC: through Switchyard to each named agent.
+client over one of its transports: through Switchyard to each named agent.
 
-Usage: python_matrix_v03.py BASE_URL AGENT...
+Usage: python_matrix_v03.py BASE_URL TRANSPORT AGENT...
+  TRANSPORT: JSONRPC, HTTP+JSON or GRPC
 
 The same report as python_matrix_v1.py, in v0.3's words translated to
 v1's (states as TASK_STATE_*, event kinds as the v1 payload names), so the
@@ -35,12 +36,18 @@ def texts(parts):
     return [p.root.text for p in parts if isinstance(p.root, TextPart)]
 
 
-async def main(base, agents):
+async def main(base, transport, agents):
     async with httpx.AsyncClient(timeout=60) as http:
         card = await A2ACardResolver(http, base).get_agent_card()
+        extra = {}
+        if transport == "GRPC":
+            import grpc
+
+            extra["grpc_channel_factory"] = grpc.aio.insecure_channel
 
         def client(streaming):
-            return ClientFactory(ClientConfig(streaming=streaming, httpx_client=http)).create(card)
+            config = ClientConfig(streaming=streaming, httpx_client=http, supported_transports=[transport], **extra)
+            return ClientFactory(config).create(card)
 
         blocking, streaming = client(False), client(True)
         for agent in agents:
@@ -69,4 +76,4 @@ async def main(base, agents):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2:]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))

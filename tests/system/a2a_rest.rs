@@ -1,7 +1,7 @@
 //! The HTTP+JSON binding: routes, tenants, and `google.rpc.Status` errors.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use switchyard_engine::{TaskEvent, TaskState};
 
 use crate::api::{Api, message};
@@ -101,6 +101,48 @@ async fn tenant_prefixed_routes_scope_every_task(db: TestDb) {
     assert_eq!(rpc["result"]["id"], id.as_str(), "the JSON-RPC tenant is the same tenant");
 }
 
+/// `/v1/…` is v0.3's HTTP+JSON binding. A request there that says it
+/// speaks 1.0 is a v1.0 request for the tenant `v1`, a name no tenant may
+/// take, and is told so; without the header it is v0.3 (the spec's rule).
+async fn v1_paths_are_v03_unless_the_request_says_1_0(db: TestDb) {
+    let api = Api::start(&db).await;
+    let (status, refused) = api.rest(Method::POST, "/v1/message:send", Some(json!({"message": message("hi")}))).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["details"][1]["fieldViolations"][0]["field"], "tenant", "{refused}");
+
+    // v0.3: no header. The body is v0.3's ProtoJSON (`content`, not `parts`).
+    let v03 = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = api.http.request(method, format!("{}{path}", api.base));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        async move {
+            let response = request.send().await.expect("send");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let body = json!({"message": {"messageId": "m-1", "role": "ROLE_USER", "content": [{"text": "hi"}]},
+                      "configuration": {"blocking": false}});
+    let (status, sent) = v03(Method::POST, "/v1/message:send", Some(body)).await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["task"]["status"]["state"], "TASK_STATE_SUBMITTED");
+    assert_eq!(sent["task"]["history"][0]["content"][0]["text"], "hi", "v0.3 shapes back");
+    let v03_id = sent["task"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        api.rest(Method::GET, &format!("/tasks/{v03_id}"), None).await.0,
+        200,
+        "a v0.3 task is a default-tenant task"
+    );
+    let (status, canceled) = v03(Method::POST, &format!("/v1/tasks/{v03_id}:cancel"), Some(json!({}))).await;
+    assert_eq!((status, &canceled["status"]["state"]), (200, &json!("TASK_STATE_CANCELLED")));
+    // Refusals keep their HTTP status; a v1-shaped body is not a v0.3 request.
+    let (status, _) = v03(Method::GET, "/v1/tasks/00000000-0000-0000-0000-000000000000", None).await;
+    assert_eq!(status, 404);
+    let (status, body) = v03(Method::POST, "/v1/message:send", Some(json!({"message": message("hi")}))).await;
+    assert_eq!(status, 400, "{body}");
+}
+
 async fn the_admin_api_registers_agents_only_for_its_token_holder(db: TestDb) {
     let closed = Api::start(&db).await;
     let (status, _) = closed.rest(Method::GET, "/admin/agents", None).await;
@@ -168,7 +210,7 @@ async fn a_post_that_does_not_say_json_changes_nothing(db: TestDb) {
         }
         let response = request.send().await.expect("post");
         assert_eq!(response.status(), 415, "{path} {content_type:?}");
-        let refusal: serde_json::Value = response.json().await.expect("a google.rpc.Status body");
+        let refusal: Value = response.json().await.expect("a google.rpc.Status body");
         assert_eq!(refusal["error"]["details"][0]["reason"], "UNSUPPORTED_MEDIA_TYPE", "{refusal}");
         assert!(!refusal.to_string().contains("JSON-RPC"), "the HTTP+JSON binding speaks of itself: {refusal}");
     }
@@ -183,7 +225,7 @@ async fn a_post_that_does_not_say_json_changes_nothing(db: TestDb) {
         .await
         .expect("post");
     assert_eq!(response.status(), 415);
-    let answer: serde_json::Value = response.json().await.expect("json");
+    let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["error"]["code"], -32600, "{answer}");
     // Nothing was created or canceled.
     let (_, task) = api.rest(Method::GET, &format!("/tasks/{id}"), None).await;
@@ -261,6 +303,7 @@ crate::harness::on_both_drivers!(
     every_operation_has_its_route,
     errors_are_google_rpc_status_with_the_right_http_status,
     tenant_prefixed_routes_scope_every_task,
+    v1_paths_are_v03_unless_the_request_says_1_0,
     the_admin_api_registers_agents_only_for_its_token_holder,
     a_post_that_does_not_say_json_changes_nothing,
 );

@@ -231,6 +231,72 @@ async fn the_official_v03_client_works_over_every_v03_binding() {
     }
 }
 
+/// Switchyard's copy of the v0.3 proto (`api/proto/a2a_v03.proto`) is the
+/// official SDK 0.3.x's, field by field: every message, field, number,
+/// type, JSON name and oneof it declares is the SDK's, every enum has the
+/// same values, and every method the same types. What it leaves out is
+/// only what its header says it leaves out.
+#[tokio::test]
+async fn the_v03_proto_is_the_official_sdks() {
+    use prost::Message as _;
+    let python = tokio::task::spawn_blocking(python_sdk_v03).await.expect("venv");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python_v03_descriptor.py");
+    let out = tokio::process::Command::new(python).arg(script).output().await.expect("python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let official: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+
+    let set = prost_types::FileDescriptorSet::decode(switchyard_api::compat_proto::DESCRIPTOR).expect("descriptor set");
+    let ours = set.file.iter().find(|f| f.package() == "a2a.v1").expect("the a2a.v1 file");
+    assert_eq!(official["package"], "a2a.v1");
+    let type_name = |f: &prost_types::FieldDescriptorProto| f.type_name().trim_start_matches('.').to_owned();
+    let left_out: &[(&str, &str)] = &[
+        ("AgentCard", "security_schemes"),
+        ("AgentCard", "security"),
+        ("AgentCard", "signatures"),
+        ("AgentSkill", "security"),
+    ];
+    for message in &ours.message_type {
+        let name = message.name();
+        let theirs = official["messages"][name].as_object().unwrap_or_else(|| panic!("{name}: not in the SDK"));
+        for field in &message.field {
+            let oneof = field.oneof_index.map(|i| message.oneof_decl[i as usize].name().to_owned()).unwrap_or_default();
+            let mine = serde_json::json!({
+                "number": field.number(),
+                "type": field.r#type() as i32,
+                "repeated": field.label() == prost_types::field_descriptor_proto::Label::Repeated,
+                "json_name": field.json_name(),
+                "type_name": type_name(field),
+                "oneof": oneof,
+            });
+            assert_eq!(Some(&mine), theirs.get(field.name()), "{name}.{}", field.name());
+        }
+        for field in theirs.keys() {
+            let declared = message.field.iter().any(|f| f.name() == field);
+            assert!(declared || left_out.contains(&(name, field.as_str())), "{name}.{field} is missing");
+        }
+    }
+    for e in &ours.enum_type {
+        let values: serde_json::Map<String, Value> =
+            e.value.iter().map(|v| (v.name().to_owned(), v.number().into())).collect();
+        assert_eq!(official["enums"][e.name()], Value::Object(values), "enum {}", e.name());
+    }
+    let service = &ours.service[0];
+    assert_eq!(official["service"], format!("a2a.v1.{}", service.name()));
+    let methods: serde_json::Map<String, Value> = service
+        .method
+        .iter()
+        .map(|m| {
+            let method = serde_json::json!({
+                "input": m.input_type().trim_start_matches('.'),
+                "output": m.output_type().trim_start_matches('.'),
+                "streaming": m.server_streaming(),
+            });
+            (m.name().to_owned(), method)
+        })
+        .collect();
+    assert_eq!(official["methods"], Value::Object(methods), "the service's methods");
+}
+
 /// Delegation to an agent built on the official Python SDK: a plain answer,
 /// and the input-required round trip, through real serve and worker processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

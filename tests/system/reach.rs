@@ -156,8 +156,10 @@ async fn every_client_binding_reaches_every_agent_binding() {
         let args: Vec<&str> = [broker.base.as_str(), binding].into_iter().chain(agents).collect();
         rows.push((format!("{binding} 1.0"), row(v1.clone(), "python_matrix_v1.py", &args).await));
     }
-    let args: Vec<&str> = std::iter::once(broker.base.as_str()).chain(agents).collect();
-    rows.push(("JSONRPC 0.3".into(), row(v03, "python_matrix_v03.py", &args).await));
+    for transport in ["JSONRPC", "HTTP+JSON", "GRPC"] {
+        let args: Vec<&str> = [broker.base.as_str(), transport].into_iter().chain(agents).collect();
+        rows.push((format!("{transport} 0.3"), row(v03.clone(), "python_matrix_v03.py", &args).await));
+    }
 
     for (client, reports) in &rows {
         assert_eq!(reports.len(), agents.len(), "{client}: {reports:?}");

@@ -171,8 +171,7 @@ async fn the_admin_api_registers_agents_only_for_its_token_holder(db: TestDb) {
     let bad =
         api.http.post(&url).bearer_auth("s3cret").json(&json!({"name": "bad name!", "url": "https://x"})).send().await;
     assert_eq!(bad.expect("post").status().as_u16(), 400);
-    let listed: serde_json::Value =
-        api.http.get(&url).bearer_auth("s3cret").send().await.expect("get").json().await.expect("json");
+    let listed: Value = api.http.get(&url).bearer_auth("s3cret").send().await.expect("get").json().await.expect("json");
     let names: Vec<&str> =
         listed["agents"].as_array().expect("agents").iter().filter_map(|a| a["name"].as_str()).collect();
     assert!(names.contains(&"remote-1"), "{listed}");

@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tasks/{task}/pushNotificationConfigs", post(create_push).get(list_push))
         .route("/v1/tasks/{task}/pushNotificationConfigs/{config}", get(get_push).delete(delete_push))
         .route("/v1/card", get(card))
+        .fallback(|| async { RestError(ApiError::MethodNotFound("no such v0.3 endpoint".into())) })
 }
 
 /// Whether a request under `/v1` is a v1.0 request: only when it names

@@ -141,6 +141,8 @@ async fn v1_paths_are_v03_unless_the_request_says_1_0(db: TestDb) {
     assert_eq!(status, 404);
     let (status, body) = v03(Method::POST, "/v1/message:send", Some(json!({"message": message("hi")}))).await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = v03(Method::GET, "/v1/nowhere", None).await;
+    assert_eq!((status, body["error"]["code"].as_i64()), (404, Some(404)), "{body}");
 }
 
 async fn the_admin_api_registers_agents_only_for_its_token_holder(db: TestDb) {

@@ -717,6 +717,13 @@ async fn racing_answers_to_a_changing_asker_are_both_delivered() {
         let pair = stack.send_to("both", "ask").await;
         assert_eq!(state(&pair), "TASK_STATE_INPUT_REQUIRED", "{pair}");
         let id = pair["id"].as_str().expect("id").to_owned();
+        // The send returned at the first question; the race is between two
+        // children that both ask, so the second must have asked too.
+        eventually(WAIT, "both children ask", || async {
+            let children = stack.children(&id).await;
+            children.len() == 2 && children.iter().all(|c| state(c) == "TASK_STATE_INPUT_REQUIRED")
+        })
+        .await;
         let answer = |text: String| {
             let mut m = message(&text);
             m["taskId"] = json!(id);

@@ -32,12 +32,25 @@ impl RemoteError {
                 let retry_after = tonic_types::StatusExt::get_details_retry_info(status).and_then(|r| r.retry_delay);
                 RemoteError::Transient { message, retry_after }
             }
-            _ => {
-                let code = a2a_grpc::errors::status_to_a2a_error(status).code;
-                RemoteError::Permanent { message, code: Some(code) }
-            }
+            _ => RemoteError::Permanent { message, code: Some(a2a_code(status)) },
         }
     }
+}
+
+/// The A2A error code a status carries: its `ErrorInfo` reason (in A2A's
+/// domain) by the official table, else the spec's code for its status.
+fn a2a_code(status: &tonic::Status) -> i32 {
+    use a2a::error_code;
+    tonic_types::StatusExt::get_details_error_info(status)
+        .filter(|info| info.domain == a2a::errordetails::PROTOCOL_DOMAIN)
+        .and_then(|info| a2a::reason_to_error_code(&info.reason))
+        .unwrap_or(match status.code() {
+            tonic::Code::NotFound => error_code::TASK_NOT_FOUND,
+            tonic::Code::FailedPrecondition => error_code::TASK_NOT_CANCELABLE,
+            tonic::Code::Unimplemented => error_code::METHOD_NOT_FOUND,
+            tonic::Code::InvalidArgument => error_code::INVALID_PARAMS,
+            _ => error_code::INTERNAL_ERROR,
+        })
 }
 
 /// An A2A v1.0 gRPC endpoint (`lf.a2a.v1.A2AService`), called through
@@ -260,4 +273,30 @@ fn grpc_span(method: &str, endpoint: &str) -> tracing::Span {
         server.address = address,
         server.port = port,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use a2a::error_code;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    #[test]
+    fn the_code_is_the_error_infos_reason_else_the_statuss() {
+        let with = |code: tonic::Code, domain: &str, reason: &str| {
+            tonic::Status::with_error_details(code, "x", ErrorDetails::with_error_info(reason, domain, []))
+        };
+        let domain = a2a::errordetails::PROTOCOL_DOMAIN;
+        let cases = [
+            (with(tonic::Code::FailedPrecondition, domain, "UNSUPPORTED_OPERATION"), error_code::UNSUPPORTED_OPERATION),
+            (with(tonic::Code::FailedPrecondition, domain, "TASK_NOT_CANCELABLE"), error_code::TASK_NOT_CANCELABLE),
+            (with(tonic::Code::NotFound, "elsewhere.example", "UNSUPPORTED_OPERATION"), error_code::TASK_NOT_FOUND),
+            (tonic::Status::new(tonic::Code::InvalidArgument, "x"), error_code::INVALID_PARAMS),
+            (tonic::Status::new(tonic::Code::Unimplemented, "x"), error_code::METHOD_NOT_FOUND),
+            (tonic::Status::new(tonic::Code::PermissionDenied, "x"), error_code::INTERNAL_ERROR),
+        ];
+        for (status, code) in cases {
+            assert_eq!(a2a_code(&status), code, "{status:?}");
+        }
+    }
 }

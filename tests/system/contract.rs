@@ -371,6 +371,35 @@ async fn wake_ups_follow_commits_and_never_rollbacks(db: TestDb) {
     }
 }
 
+/// The delegations of one claim read what they start from (the task, its
+/// checkpoint, the next message to forward) together: one read, made by
+/// the first to ask, serves them all — seen here because a change made
+/// after it is not in what the second gets, while a job claimed alone
+/// reads afresh.
+async fn the_delegations_of_one_claim_read_their_starts_together(db: TestDb) {
+    let first = submit(&db.store, "first").await;
+    let second = submit(&db.store, "second").await;
+    let jobs = db.store.job_claim("w", 10, LEASE).await.expect("claim");
+    assert_eq!(jobs.len(), 2);
+    let job = |task| jobs.iter().find(|j| j.lease.task_id == task).expect("claimed");
+    let a = db.store.delegation_start_claimed(job(first)).await.expect("start").expect("task");
+    assert_eq!((a.task.id, a.next.as_ref().and_then(|(_, m)| m.text())), (first, Some("first")));
+    // The second task changes after the claim's one read.
+    db.store.task_append(second, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
+    let b = db.store.delegation_start_claimed(job(second)).await.expect("start").expect("task");
+    assert_eq!((b.task.id, b.task.state), (second, TaskState::Submitted), "read with the first, before the change");
+    assert_eq!(b.next.as_ref().and_then(|(_, m)| m.text()), Some("second"));
+    let fresh = db.store.delegation_start(second).await.expect("start").expect("task");
+    assert_eq!(fresh.task.state, TaskState::Working);
+
+    // Claimed alone: read when asked.
+    let third = submit(&db.store, "third").await;
+    let alone = db.store.job_claim("w", 10, LEASE).await.expect("claim").remove(0);
+    db.store.task_append(third, &[TaskEvent::status(TaskState::Working, None)], None).await.expect("working");
+    let c = db.store.delegation_start_claimed(&alone).await.expect("start").expect("task");
+    assert_eq!((c.task.id, c.task.state), (third, TaskState::Working));
+}
+
 /// A remote agent's push wakes a parked delegation at once; one that lands
 /// while the job is leased (the worker still reading the remote task) is
 /// kept, and the park that follows is due now, not after its interval.
@@ -463,6 +492,7 @@ on_both_drivers!(
     listing_pages_through_a_callers_tasks_newest_first,
     wake_ups_follow_commits_and_never_rollbacks,
     a_push_wakes_a_parked_delegation_and_one_mid_look_is_kept,
+    the_delegations_of_one_claim_read_their_starts_together,
 );
 
 fn embedded(dir: &std::path::Path) -> StoreConfig {

@@ -528,8 +528,9 @@ impl Delegator {
 
     async fn try_delegate(&self, job: &ClaimedJob, ctx: &JobContext) -> Result<Outcome, Stop> {
         let store = ctx.store();
-        // One round trip: the task, its checkpoint, the next message to send.
-        let Some(start) = store.delegation_start(job.lease.task_id).await? else {
+        // The task, its checkpoint, the next message to send, in one round
+        // trip (shared with the delegations claimed with this one).
+        let Some(start) = store.delegation_start_claimed(job).await? else {
             return Ok(Outcome::Done(Vec::new()));
         };
         let task = start.task;

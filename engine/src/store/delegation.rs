@@ -5,7 +5,7 @@
 use a2a::Message;
 use subtle::ConstantTimeEq;
 
-use super::job::{JobKind, Lease};
+use super::job::{ClaimedJob, JobKind, Lease};
 use super::task::{lock_task, stamped};
 use super::{Store, in_tx};
 use crate::error::StoreError;
@@ -68,6 +68,8 @@ super::seam::statements! {
     /// The task, its checkpoint and the first client message not yet
     /// forwarded; `None` when there is no such task.
     db fn delegation_start(task_id: TaskId) -> Option<DelegationStart>;
+    /// [`Db::delegation_start`] of many tasks in one round trip (those that exist).
+    db fn delegations_start(task_ids: &[TaskId]) -> Vec<DelegationStart>;
     db fn delegation_get(task_id: TaskId) -> Option<Delegation>;
     db fn delegation_push_token(task_id: TaskId) -> Option<String>;
     db fn delegation_set_push_token(task_id: TaskId, token: &str) -> ();
@@ -97,6 +99,27 @@ impl Store {
     /// forward, in one round trip.
     pub async fn delegation_start(&self, task_id: TaskId) -> Result<Option<DelegationStart>, StoreError> {
         self.db.delegation_start(task_id).await
+    }
+
+    /// [`Store::delegation_start`] for a claimed job: the delegations of
+    /// one claim read theirs together, in one round trip made by whichever
+    /// asks first (the others wait for it); a job claimed alone, or whose
+    /// claim's read failed, reads its own.
+    pub async fn delegation_start_claimed(&self, job: &ClaimedJob) -> Result<Option<DelegationStart>, StoreError> {
+        if let Some(claimed) = &job.claimed {
+            let read = claimed
+                .read
+                .get_or_init(|| async {
+                    let starts = self.db.delegations_start(&claimed.tasks).await;
+                    let starts = starts.inspect_err(|error| tracing::debug!(%error, "the claim's read failed"));
+                    starts.ok().map(|starts| starts.into_iter().map(|s| (s.task.id, s)).collect())
+                })
+                .await;
+            if let Some(starts) = read {
+                return Ok(starts.get(&job.lease.task_id).cloned());
+            }
+        }
+        self.delegation_start(job.lease.task_id).await
     }
 
     /// A task's delegation checkpoint, if it has one.

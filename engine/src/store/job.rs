@@ -4,6 +4,7 @@
 //! (`lease_token`): zero rows changed means the lease was lost, and the
 //! caller hears `LeaseLost` instead of silently overwriting a newer holder.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +19,7 @@ use crate::id::{JobId, TaskId};
 pub(super) mod batch;
 mod model;
 
+use model::ClaimedStarts;
 pub(super) use model::JobRow;
 pub use model::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Parked, Rescued};
 
@@ -128,7 +130,19 @@ impl Store {
             None => self.db.jobs_claim(owner, limit, lease_for).await?,
             Some(cap) => self.db.jobs_claim_fair(owner, limit, lease_for, cap).await?,
         };
-        Ok(ClaimRow::into_jobs(rows, owner))
+        let mut jobs = ClaimRow::into_jobs(rows, owner);
+        // The claim's delegations read what they start from together, in
+        // one round trip, when the first of them starts (not here: the
+        // claim hands its jobs over at once).
+        let delegate = |j: &ClaimedJob| j.kind() == Ok(JobKind::Delegate);
+        let tasks: Vec<TaskId> = jobs.iter().filter(|j| delegate(j)).map(|j| j.lease.task_id).collect();
+        if tasks.len() > 1 {
+            let claimed = Arc::new(ClaimedStarts { tasks, read: Default::default() });
+            for job in jobs.iter_mut().filter(|j| delegate(j)) {
+                job.claimed = Some(claimed.clone());
+            }
+        }
+        Ok(jobs)
     }
 
     /// Extends the given leases; returns the ids of those still held (a
@@ -335,6 +349,7 @@ impl ClaimRow {
                 kind_name: r.kind,
                 payload: r.payload,
                 due_at: r.run_at,
+                claimed: None,
             })
             .collect();
         jobs.sort_by_key(|j| j.lease.job_id);

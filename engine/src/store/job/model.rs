@@ -1,14 +1,17 @@
 //! What a job is: its kinds, its lifecycle, the lease that proves who
 //! holds it, and the records operators see.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
+use crate::store::DelegationStart;
 
 /// What a job does. Stored by name in `jobs.kind`; a name this build does
 /// not know (written by a newer version during a rolling upgrade) stays a
@@ -99,6 +102,18 @@ pub struct ClaimedJob {
     pub payload: Value,
     /// When the job became due; claim latency is the time from then to the claim.
     pub due_at: DateTime<Utc>,
+    /// The delegations of the claim this job came in, whose starts are read
+    /// together (see `Store::delegation_start_claimed`).
+    pub(crate) claimed: Option<Arc<ClaimedStarts>>,
+}
+
+/// What the delegations of one claim start from (the task, its checkpoint,
+/// the next message), read in one round trip by whichever of them asks
+/// first while the others wait for it; `None` inside when the read failed.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimedStarts {
+    pub(crate) tasks: Vec<TaskId>,
+    pub(crate) read: tokio::sync::OnceCell<Option<HashMap<TaskId, DelegationStart>>>,
 }
 
 /// What became of a job that failed an attempt.

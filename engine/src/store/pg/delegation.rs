@@ -16,10 +16,22 @@ pub(in crate::store) async fn delegation_start(
     pool: &PgPool,
     task_id: TaskId,
 ) -> Result<Option<DelegationStart>, StoreError> {
-    let row = sqlx::query!(
-        r#"SELECT t.id, t.tenant, t.owner, t.context_id, t.parent_id, t.state, t.status,
-                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts, t.artifact_ids,
-                      t.metadata, t.trace_context, t.version, t.created_at, t.status_at,
+    Ok(delegations_start(pool, &[task_id]).await?.pop())
+}
+
+pub(in crate::store) async fn delegations_start(
+    pool: &PgPool,
+    task_ids: &[TaskId],
+) -> Result<Vec<DelegationStart>, StoreError> {
+    let ids: Vec<uuid::Uuid> = task_ids.iter().map(|t| t.0).collect();
+    let rows = sqlx::query!(
+        // The columns the tasks table declares NOT NULL are said so: over
+        // `= ANY(…)` the query's plan no longer proves it to sqlx.
+        r#"SELECT t.id AS "id!", t.tenant AS "tenant!", t.owner AS "owner!", t.context_id AS "context_id!",
+                      t.parent_id, t.state AS "state!", t.status AS "status!",
+                      (SELECT jsonb_agg(e.payload ORDER BY e.seq) FROM task_events e WHERE e.task_id = t.id AND e.kind = 'artifact') AS artifacts,
+                      t.artifact_ids AS "artifact_ids!", t.metadata, t.trace_context, t.version AS "version!",
+                      t.created_at AS "created_at!", t.status_at AS "status_at!",
                       d.agent AS "agent?", d.remote_task_id, d.remote_context_id, d.forwarded_message_id,
                       d.forwarded_seq, d.acked_seq, d.question_id,
                       m.seq AS "next_seq?", m.payload AS "next_payload?"
@@ -31,27 +43,30 @@ pub(in crate::store) async fn delegation_start(
                      AND e.seq > COALESCE(d.forwarded_seq, 0)
                    ORDER BY seq LIMIT 1
                ) m ON true
-               WHERE t.id = $1"#,
-        task_id.0,
+               WHERE t.id = ANY($1::uuid[])"#,
+        &ids,
     )
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    let Some(r) = row else { return Ok(None) };
-    let task = TaskRecord::try_from(task_row!(r))?;
-    let delegation = r.agent.map(|agent| Delegation {
-        agent,
-        remote_task_id: r.remote_task_id,
-        remote_context_id: r.remote_context_id,
-        forwarded_message_id: r.forwarded_message_id,
-        forwarded_seq: r.forwarded_seq,
-        acked_seq: r.acked_seq,
-        question_id: r.question_id,
-    });
-    let next = match (r.next_seq, r.next_payload) {
-        (Some(seq), Some(payload)) => Some((seq, serde_json::from_value(payload)?)),
-        _ => None,
-    };
-    Ok(Some(DelegationStart { task, delegation, next }))
+    rows.into_iter()
+        .map(|r| {
+            let task = TaskRecord::try_from(task_row!(r))?;
+            let delegation = r.agent.map(|agent| Delegation {
+                agent,
+                remote_task_id: r.remote_task_id,
+                remote_context_id: r.remote_context_id,
+                forwarded_message_id: r.forwarded_message_id,
+                forwarded_seq: r.forwarded_seq,
+                acked_seq: r.acked_seq,
+                question_id: r.question_id,
+            });
+            let next = match (r.next_seq, r.next_payload) {
+                (Some(seq), Some(payload)) => Some((seq, serde_json::from_value(payload)?)),
+                _ => None,
+            };
+            Ok(DelegationStart { task, delegation, next })
+        })
+        .collect()
 }
 
 pub(in crate::store) async fn delegation_get(pool: &PgPool, task_id: TaskId) -> Result<Option<Delegation>, StoreError> {

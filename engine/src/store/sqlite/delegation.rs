@@ -41,6 +41,18 @@ pub(in crate::store) async fn delegation_start(
     Ok(Some(DelegationStart { task, delegation, next }))
 }
 
+/// [`delegation_start`] of each: reads of the embedded store are local.
+pub(in crate::store) async fn delegations_start(
+    lite: &Lite,
+    task_ids: &[TaskId],
+) -> Result<Vec<DelegationStart>, StoreError> {
+    let mut starts = Vec::with_capacity(task_ids.len());
+    for task_id in task_ids {
+        starts.extend(delegation_start(lite, *task_id).await?);
+    }
+    Ok(starts)
+}
+
 pub(in crate::store) async fn delegation_get(lite: &Lite, task_id: TaskId) -> Result<Option<Delegation>, StoreError> {
     let row = sqlx::query(
         "SELECT agent, remote_task_id, remote_context_id, forwarded_message_id, forwarded_seq, acked_seq, \

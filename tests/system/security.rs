@@ -123,6 +123,17 @@ async fn credentials_decide_who_sees_what_on_every_operation_and_binding() {
     let (status, created) = api.rpc(&ann, "SendMessage", request.clone()).await;
     assert_eq!(status, 200, "{created}");
     let id = created["result"]["task"]["id"].as_str().expect("task id").to_owned();
+    // v0.3's HTTP+JSON binding is behind the same door, with the same scoping.
+    let v03 = |key: Option<&str>| {
+        let mut request = api.http.get(format!("{}/v1/tasks/{id}", api.base));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        async move { request.send().await.expect("get").status().as_u16() }
+    };
+    assert_eq!(v03(None).await, 401);
+    assert_eq!(v03(Some(ann[0].1)).await, 200, "Ann's task, over v0.3");
+    assert_eq!(v03(Some(bob.as_str())).await, 404, "not Bob's");
     let (status, _) = api
         .rpc(
             &ann,

@@ -267,7 +267,32 @@ mod tests {
         let plan = PlanSpec { name: "research".into(), fanout: Some(vec!["a".into()]), ..PlanSpec::default() };
         let doc = CardDocument::build(&ApiConfig::new("http://broker.example:8080/"), &[plan]);
         let card: AgentCard = serde_json::from_value(doc.json()).expect("a v1 card");
-        assert_eq!(card.supported_interfaces.len(), 3);
+        let declared: Vec<(&str, &str)> = card
+            .supported_interfaces
+            .iter()
+            .map(|i| (i.protocol_binding.as_str(), i.protocol_version.as_str()))
+            .collect();
+        assert_eq!(declared, [("JSONRPC", "1.0"), ("HTTP+JSON", "1.0"), ("JSONRPC", "0.3"), ("HTTP+JSON", "0.3")]);
+        let json = doc.json();
+        let v03: Vec<&str> = json["additionalInterfaces"]
+            .as_array()
+            .expect("v0.3")
+            .iter()
+            .filter_map(|i| i["transport"].as_str())
+            .collect();
+        assert_eq!(v03, ["JSONRPC", "HTTP+JSON"]);
+        let with_grpc = ApiConfig {
+            grpc_url: Some("broker.example:50051".into()),
+            ..ApiConfig::new("http://broker.example:8080/")
+        };
+        let doc_grpc = CardDocument::build(&with_grpc, &[]);
+        let transports: Vec<(String, String)> = doc_grpc.json()["additionalInterfaces"]
+            .as_array()
+            .expect("v0.3")
+            .iter()
+            .map(|i| (i["transport"].as_str().unwrap_or("").to_owned(), i["url"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        assert_eq!(transports[2], ("GRPC".to_owned(), "broker.example:50051".to_owned()), "{transports:?}");
         assert!(card.skills.iter().any(|s| s.id == "research" && s.tags.contains(&"fanout".to_owned())));
         assert!(card.supported_interfaces.iter().all(|i| i.url == "http://broker.example:8080"));
         assert_eq!(card.capabilities.streaming, Some(true));

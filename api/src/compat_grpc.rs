@@ -78,11 +78,6 @@ fn streamed(items: tokio_stream::wrappers::ReceiverStream<StreamItem>) -> Stream
     }))
 }
 
-fn push_config(value: Value) -> Result<pb::TaskPushNotificationConfig, ApiError> {
-    let config = serde_json::from_value(value).map_err(|_| ApiError::Internal)?;
-    Ok(proto::push_config_to_pb(&config))
-}
-
 /// One server span per call, as on the v1.0 service.
 fn span<T>(request: &Request<T>, method: &str) -> tracing::Span {
     span_for(request, SERVICE, method)
@@ -160,7 +155,7 @@ impl pb::a2a_service_server::A2aService for V03Binding {
             let task = proto::task_name(&request.get_ref().parent, "parent")?;
             let (caller, intake) = self.caller(&request, Some(&task)).await?;
             let params = proto::set_push_params(&task, request.into_inner())?;
-            push_config(self.call(&caller, "tasks/pushNotificationConfig/set", params, intake).await?)
+            proto::push_config_result(self.call(&caller, "tasks/pushNotificationConfig/set", params, intake).await?)
         })
         .await
     }
@@ -173,7 +168,7 @@ impl pb::a2a_service_server::A2aService for V03Binding {
             let (task, config) = proto::push_config_name(&request.get_ref().name, "name")?;
             let (caller, intake) = self.caller(&request, Some(&task)).await?;
             let params = json!({ "id": task, "pushNotificationConfigId": config });
-            push_config(self.call(&caller, "tasks/pushNotificationConfig/get", params, intake).await?)
+            proto::push_config_result(self.call(&caller, "tasks/pushNotificationConfig/get", params, intake).await?)
         })
         .await
     }
@@ -186,11 +181,7 @@ impl pb::a2a_service_server::A2aService for V03Binding {
             let task = proto::task_name(&request.get_ref().parent, "parent")?;
             let (caller, intake) = self.caller(&request, Some(&task)).await?;
             let listed = self.call(&caller, "tasks/pushNotificationConfig/list", json!({ "id": task }), intake).await?;
-            let configs = match listed {
-                Value::Array(items) => items.into_iter().map(push_config).collect::<Result<_, _>>()?,
-                _ => Vec::new(),
-            };
-            Ok(pb::ListTaskPushNotificationConfigResponse { configs, next_page_token: String::new() })
+            proto::push_configs_result(listed)
         })
         .await
     }

@@ -387,6 +387,21 @@ pub fn result(value: Value) -> Result<V03Result, ApiError> {
     serde_json::from_value(value).map_err(|_| ApiError::Internal)
 }
 
+/// A JSON-RPC layer result that is one webhook config.
+pub fn push_config_result(value: Value) -> Result<pb::TaskPushNotificationConfig, ApiError> {
+    let config = serde_json::from_value(value).map_err(|_| ApiError::Internal)?;
+    Ok(push_config_to_pb(&config))
+}
+
+/// A JSON-RPC layer result that is a task's webhook configs.
+pub fn push_configs_result(value: Value) -> Result<pb::ListTaskPushNotificationConfigResponse, ApiError> {
+    let configs = match value {
+        Value::Array(items) => items.into_iter().map(push_config_result).collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    Ok(pb::ListTaskPushNotificationConfigResponse { configs, next_page_token: String::new() })
+}
+
 /// A JSON-RPC layer result that is a task.
 pub fn task_result(value: Value) -> Result<pb::Task, ApiError> {
     match result(value)? {

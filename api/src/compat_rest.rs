@@ -210,11 +210,6 @@ async fn cancel_or_subscribe(
     }
 }
 
-fn push_config(value: Value) -> Result<pb::TaskPushNotificationConfig, ApiError> {
-    let config = serde_json::from_value(value).map_err(|_| ApiError::Internal)?;
-    Ok(proto::push_config_to_pb(&config))
-}
-
 async fn create_push(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
@@ -226,7 +221,7 @@ async fn create_push(
     let create: pb::CreateTaskPushNotificationConfigRequest = body(&state, &parts.headers, raw).await?;
     let params = proto::set_push_params(&task, create)?;
     let stored = call(&state, &caller, "tasks/pushNotificationConfig/set", params, Intake::default()).await?;
-    Ok(ok(&push_config(stored)?))
+    Ok(ok(&proto::push_config_result(stored)?))
 }
 
 async fn list_push(
@@ -239,11 +234,7 @@ async fn list_push(
     let caller = caller(&parts, Some(&task))?;
     let listed =
         call(&state, &caller, "tasks/pushNotificationConfig/list", json!({ "id": task }), Intake::default()).await?;
-    let configs = match listed {
-        Value::Array(items) => items.into_iter().map(push_config).collect::<Result<_, _>>()?,
-        _ => Vec::new(),
-    };
-    Ok(ok(&pb::ListTaskPushNotificationConfigResponse { configs, next_page_token: String::new() }))
+    Ok(ok(&proto::push_configs_result(listed)?))
 }
 
 async fn get_push(
@@ -256,7 +247,7 @@ async fn get_push(
     let caller = caller(&parts, Some(&task))?;
     let params = json!({ "id": task, "pushNotificationConfigId": config });
     let stored = call(&state, &caller, "tasks/pushNotificationConfig/get", params, Intake::default()).await?;
-    Ok(ok(&push_config(stored)?))
+    Ok(ok(&proto::push_config_result(stored)?))
 }
 
 async fn delete_push(

@@ -485,6 +485,19 @@ pub(crate) struct ServeArgs {
     /// process's descriptor limit (`ulimit -n`).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 1024)]
     pub(crate) max_connections: usize,
+    /// Serve the web console at /console (admin credentials; open to anyone
+    /// only where anonymous calls are allowed and no admin token is set).
+    #[arg(long, env = "SWITCHYARD_CONSOLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) console: bool,
+    /// Signs the console's session cookies. Give every api process of a
+    /// deployment the same one so a sign-in holds across them and restarts;
+    /// unset, each process signs with a random key of its own.
+    #[arg(long, env = "SWITCHYARD_CONSOLE_SECRET", hide_env_values = true)]
+    pub(crate) console_secret: Option<String>,
+    /// Link template for a task's trace in the console, `{trace_id}`
+    /// replaced (e.g. http://jaeger:16686/trace/{trace_id}).
+    #[arg(long, env = "SWITCHYARD_TRACE_URL")]
+    pub(crate) trace_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -530,6 +543,13 @@ impl ServeArgs {
             max_streams_per_principal: self.max_streams_per_principal.max(1),
             strict_json: self.strict_json,
             grpc_url,
+            console: {
+                let secret = self.console_secret.as_deref().filter(|s| !s.is_empty());
+                let mut console = switchyard_api::console::ConsoleConfig::new(secret);
+                console.enabled = self.console;
+                console.trace_url = self.trace_url.clone().filter(|t| !t.is_empty());
+                console
+            },
             ..ApiConfig::new(public_url)
         })
     }

@@ -259,6 +259,14 @@ fn banner(
         writeln!(out, "  gRPC        {grpc}{tls}")?;
     }
     writeln!(out, "  Agent Card  {api}/.well-known/agent-card.json")?;
+    if args.console {
+        let who = if anonymous && args.admin_token.is_none() && args.admin_token_file.is_none() {
+            "open to anyone who can reach it"
+        } else {
+            "sign in with an admin credential"
+        };
+        writeln!(out, "  Console     {api}/console  ({who})")?;
+    }
     if let Some(demo) = demo {
         writeln!(out, "  Demo agent  {demo}  (registered as \"demo\", the default agent)")?;
     }

@@ -28,6 +28,11 @@ fn error(status: StatusCode, message: &str) -> Response {
 /// Who may use the admin API: the holder of the admin token, or a caller
 /// whose key or token carries the admin scope. Anything else is refused.
 async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    admin_principal(state, headers).await.map_err(|e| e.respond_with(&e.to_rest()))
+}
+
+/// The admin API's rule, for every door that applies it (the console too).
+pub(crate) async fn admin_principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     if let Some(expected) = state.handler.config().admin_token.as_deref() {
         let given =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -35,17 +40,12 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Principal, R
             return Ok(Principal::admin_token());
         }
     }
-    let refuse = |e: ApiError| e.respond_with(&e.to_rest());
-    match state.auth.authenticate(headers).await {
-        Ok(who) if who.admin => Ok(who),
-        Ok(who) if who.is_anonymous() => {
-            Err(refuse(ApiError::Unauthenticated("the admin API needs an admin key, token or the admin token".into())))
+    match state.auth.authenticate(headers).await? {
+        who if who.admin => Ok(who),
+        who if who.is_anonymous() => {
+            Err(ApiError::Unauthenticated("the admin API needs an admin key, token or the admin token".into()))
         }
-        Ok(_) => Err(refuse(ApiError::Forbidden(format!(
-            "the credential lacks the {:?} scope",
-            state.auth.config().admin_scope
-        )))),
-        Err(e) => Err(refuse(e)),
+        _ => Err(ApiError::Forbidden(format!("the credential lacks the {:?} scope", state.auth.config().admin_scope))),
     }
 }
 
@@ -104,16 +104,8 @@ pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::
         Ok(agent) => agent,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"name\", \"url\"}}: {e}")),
     };
-    let name_ok = !agent.name.is_empty()
-        && agent.name.len() <= 63
-        && agent.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !name_ok {
-        return error(StatusCode::BAD_REQUEST, "name: 1-63 letters, digits, '_', '.', '-'");
-    }
-    // Where the agent is, as written: workers check again, after DNS, on
-    // every connection.
-    if let Err(refused) = state.handler.config().agent_egress.check_url(&agent.url) {
-        return error(StatusCode::BAD_REQUEST, &format!("url: {refused}"));
+    if let Err(refused) = check_agent(&state, &agent.name, &agent.url) {
+        return error(StatusCode::BAD_REQUEST, &refused);
     }
     match state.store.agent_upsert(&agent.name, &agent.url).await {
         Ok(()) => {
@@ -125,6 +117,20 @@ pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::
             error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
         }
     }
+}
+
+/// What an agent to register must be, wherever it is registered from: a
+/// name of 1-63 letters, digits, '_', '.', '-', and a URL the agents'
+/// egress policy allows.
+pub(crate) fn check_agent(state: &AppState, name: &str, url: &str) -> Result<(), String> {
+    let name_ok =
+        !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !name_ok {
+        return Err("name: 1-63 letters, digits, '_', '.', '-'".into());
+    }
+    // Where the agent is, as written: workers check again, after DNS, on
+    // every connection.
+    state.handler.config().agent_egress.check_url(url).map(|_| ()).map_err(|refused| format!("url: {refused}"))
 }
 
 /// `DELETE /admin/agents/{name}`.

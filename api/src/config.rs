@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub strict_json: bool,
     /// Signs the agent card, when configured.
     pub card_signer: Option<switchyard_engine::card_signature::CardSigner>,
+    /// The web console at `/console`.
+    pub console: crate::console::ConsoleConfig,
 }
 
 impl ApiConfig {
@@ -70,6 +72,7 @@ impl ApiConfig {
             max_streams_per_principal: 64,
             strict_json: false,
             card_signer: None,
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 }

@@ -100,6 +100,12 @@ impl A2aHandler {
         &self.config
     }
 
+    /// This process's wake-ups for task events (the console follows a task
+    /// through it as a subscriber does).
+    pub fn hub(&self) -> &EventHub {
+        &self.hub
+    }
+
     /// Streams (and blocking sends) waiting on task events in this process.
     pub fn stream_subscribers(&self) -> usize {
         self.hub.subscribers()

@@ -21,6 +21,7 @@
 //! - [`auth`], [`limit`]: who is calling (API keys, JWT, or anonymous by
 //!   explicit choice) and how often they may.
 //! - [`admin`]: the admin API for remote agents and plans (admin scope).
+//! - [`console`]: the operators' web pages at `/console` (admin scope).
 //! - [`remote_push`]: remote agents' pushes, which wake parked delegations.
 //! - [`metrics`]: Prometheus metrics, with deployment-wide gauges read from
 //!   the database at scrape time.
@@ -35,6 +36,7 @@ pub mod compat_proto;
 pub mod compat_rest;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod grpc;

@@ -137,8 +137,10 @@ pub fn app(state: AppState) -> Router {
         .nest("/{tenant}", rest::routes())
         .route_service("/v1/{*rest}", v1_or_v03(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    let console = crate::console::routes(state.handler.config().console.enabled);
     Router::new()
         .merge(a2a)
+        .merge(console)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))

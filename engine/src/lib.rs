@@ -50,10 +50,11 @@ pub use notify::{Listener, Wake};
 pub use retry::RetryPolicy;
 pub use state::TaskState;
 pub use store::{
-    AgentRecord, AuditEntry, ChildPlace, ClaimedJob, Cursor, Delegation, DelegationStart, DeliveryFate, DeliveryRecord,
-    Fold, FoldRequest, FollowUp, Gate, JobFate, JobKind, JobRecord, JobState, KeyRecord, Lease, MAX_PUSH_CONFIGS,
-    NewJob, NewKey, NewTask, Outbox, PendingDelivery, PresentedKey, PushConfig, Rescued, SessionLimits, Stats, Store,
-    StoreConfig, Submission, Swept, TaskFilter, TaskPage, TaskPlan, asking_child, is_sqlite_url,
+    AgentLoad, AgentRecord, AuditEntry, ChildPlace, ClaimedJob, ConsoleFilter, ConsoleTask, Counts, Cursor, Delegation,
+    DelegationStart, DeliveryFate, DeliveryRecord, Fold, FoldRequest, FollowUp, Gate, JobFate, JobKind, JobRecord,
+    JobState, KeyRecord, Lease, MAX_PUSH_CONFIGS, MinuteStat, NewJob, NewKey, NewTask, Outbox, PendingDelivery,
+    PresentedKey, PushConfig, Rescued, SessionLimits, Stats, Store, StoreConfig, Submission, Swept, TaskFilter,
+    TaskPage, TaskPlan, asking_child, id_range, is_sqlite_url,
 };
 pub use task::{FoldError, TaskRecord};
 

@@ -67,7 +67,7 @@ async fn run_client(db: &TestDb, base: &str, binding: &str, version: &str) -> Ve
 }
 
 /// Runs a client script with `args`, driving what it streams (see [`run_client`]).
-async fn run_script(db: &TestDb, python: PathBuf, script: &str, args: &[&str]) -> Vec<Value> {
+pub(crate) async fn run_script(db: &TestDb, python: PathBuf, script: &str, args: &[&str]) -> Vec<Value> {
     let mode = format!("{script} {}", args.join(" "));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(script);
     let mut child = tokio::process::Command::new(python)

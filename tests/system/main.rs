@@ -4,10 +4,12 @@
 
 mod api;
 mod batch;
+mod browser;
 mod chaos;
 mod client;
 mod conformance;
 mod connections;
+mod console;
 mod contract;
 mod delegation;
 mod deploy;

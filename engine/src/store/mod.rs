@@ -15,6 +15,7 @@
 
 mod access;
 mod agent;
+mod console;
 mod delegation;
 mod group;
 mod job;
@@ -42,6 +43,7 @@ pub use crate::plan::{ChildPlace, TaskPlan};
 pub use crate::task::asking_child;
 pub use access::{AuditEntry, KeyRecord, NewKey, PresentedKey};
 pub use agent::{AgentRecord, Gate};
+pub use console::{AgentLoad, ConsoleFilter, ConsoleTask, Counts, MinuteStat, id_range};
 pub use delegation::{Delegation, DelegationStart, Fold, FoldRequest};
 pub use job::{ClaimedJob, JobFate, JobKind, JobRecord, JobState, Lease, NewJob, Parked, Rescued};
 pub use list::{Cursor, TaskFilter, TaskPage};

@@ -5,6 +5,7 @@
 pub(in crate::store) mod access;
 pub(in crate::store) mod admin;
 pub(in crate::store) mod agent;
+pub(in crate::store) mod console;
 pub(in crate::store) mod delegation;
 pub(in crate::store) mod job;
 pub(in crate::store) mod list;

@@ -70,6 +70,8 @@ fn filled(text: &str) -> String {
         ("{JOB_COLUMNS}", super::job::JOB_COLUMNS),
         ("{CLAIMED}", super::job::CLAIMED),
         ("{FILTERS}", super::list::FILTERS),
+        ("{TERMINAL}", super::console::TERMINAL),
+        ("{OPEN}", super::console::OPEN),
         ("{columns}", super::TASK_COLUMNS_WITH_ARTIFACTS),
     ];
     parts.iter().fold(text.to_owned(), |sql, (placeholder, value)| sql.replace(placeholder, value))

@@ -47,6 +47,7 @@ pub(in crate::store) mod admin;
 pub(in crate::store) mod agent;
 #[cfg(test)]
 mod checked;
+pub(in crate::store) mod console;
 pub(in crate::store) mod delegation;
 pub(in crate::store) mod job;
 pub(in crate::store) mod list;

@@ -1,0 +1,114 @@
+//! The console: every task, job, agent and dead letter on web pages, for
+//! the operator paged at night and the team debugging a chain of agents.
+//!
+//! Pages are rendered on the server ([`maud`] escapes every value put in
+//! them) with one small script for what must be live: a task's page
+//! follows the task's events as a subscriber does, lists refresh on a
+//! timer. Nothing is fetched from anywhere but this server, so it works
+//! with no network, and `cargo build` needs nothing else.
+//!
+//! - [`session`]: who may look (the admin API's rule), the signed session
+//!   cookie, and the check every action carries against cross-site requests.
+//! - [`layout`]: the page around every page, and the small pieces they share.
+//! - [`overview`], [`tasks`], [`task`], [`agents`], [`queues`], [`plans`]:
+//!   one module per page, each with its actions.
+
+mod agents;
+mod layout;
+mod overview;
+mod plans;
+mod queues;
+mod session;
+mod task;
+mod tasks;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+/// How the console is served.
+#[derive(Clone)]
+pub struct ConsoleConfig {
+    /// Served at all (`--console false` turns it off).
+    pub enabled: bool,
+    /// A link template for a task's trace, `{trace_id}` replaced.
+    pub trace_url: Option<String>,
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// Signs session cookies and the forms' anti-forgery tokens.
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("enabled", &self.enabled)
+            .field("trace_url", &self.trace_url)
+            .field("session_ttl", &self.session_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig::new(None)
+    }
+}
+
+impl ConsoleConfig {
+    /// Sessions signed with a key derived from `secret`, so that every api
+    /// process of a deployment accepts the others' sessions and a restart
+    /// keeps them; without one, a random key of this process's own.
+    pub fn new(secret: Option<&str>) -> Self {
+        use sha2::Digest;
+        let key = match secret {
+            Some(secret) => sha2::Sha256::digest(format!("switchyard console session\0{secret}")).into(),
+            None => rand::random(),
+        };
+        ConsoleConfig { enabled: true, trace_url: None, session_ttl: Duration::from_secs(12 * 3600), key }
+    }
+}
+
+/// The console's routes, under `/console`; empty when it is off.
+pub fn routes(enabled: bool) -> Router<AppState> {
+    if !enabled {
+        return Router::new();
+    }
+    Router::new()
+        .route("/console", get(overview::page))
+        .route("/console/", get(overview::page))
+        .route("/console/login", get(session::sign_in_form).post(session::sign_in))
+        .route("/console/logout", post(session::sign_out))
+        .route("/console/assets/console.css", get(stylesheet))
+        .route("/console/assets/console.js", get(script))
+        .route("/console/tasks", get(tasks::page))
+        .route("/console/tasks/{id}", get(task::page))
+        .route("/console/tasks/{id}/live", get(task::live))
+        .route("/console/tasks/{id}/cancel", post(task::cancel))
+        .route("/console/tasks/{id}/answer", post(task::answer))
+        .route("/console/agents", get(agents::page).post(agents::add))
+        .route("/console/agents/{name}/remove", post(agents::remove))
+        .route("/console/queues", get(queues::page))
+        .route("/console/jobs/{id}/{action}", post(queues::job_action))
+        .route("/console/deliveries/{id}/{action}", post(queues::delivery_action))
+        .route("/console/dead", post(queues::all_action))
+        .route("/console/plans", get(plans::page))
+}
+
+async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", include_str!("assets/console.css"))
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("assets/console.js"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body)
+        .into_response()
+}

@@ -494,6 +494,9 @@ pub(crate) struct ServeArgs {
     /// unset, each process signs with a random key of its own.
     #[arg(long, env = "SWITCHYARD_CONSOLE_SECRET", hide_env_values = true)]
     pub(crate) console_secret: Option<String>,
+    /// How long a console sign-in lasts.
+    #[arg(long, env = "SWITCHYARD_CONSOLE_SESSION", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub(crate) console_session: Duration,
     /// Link template for a task's trace in the console, `{trace_id}`
     /// replaced (e.g. http://jaeger:16686/trace/{trace_id}).
     #[arg(long, env = "SWITCHYARD_TRACE_URL")]
@@ -547,6 +550,7 @@ impl ServeArgs {
                 let secret = self.console_secret.as_deref().filter(|s| !s.is_empty());
                 let mut console = switchyard_api::console::ConsoleConfig::new(secret);
                 console.enabled = self.console;
+                console.session_ttl = self.console_session.max(Duration::from_secs(1));
                 console.trace_url = self.trace_url.clone().filter(|t| !t.is_empty());
                 console
             },

@@ -174,6 +174,13 @@ impl Browser {
         }
     }
 
+    /// The window as a PNG.
+    pub(crate) async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let encoded = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap_or_default()).expect("base64 PNG")
+    }
+
     /// Says yes to the page's "are you sure?" question.
     pub(crate) async fn accept_prompt(&self) {
         let started = Instant::now();

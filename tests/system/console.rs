@@ -18,6 +18,9 @@ const TOKEN: &str = "console-admin-s3cret";
 struct Stack {
     db: TestDb,
     port: u16,
+    /// Where the agent `down` would be, were it up.
+    down: u16,
+    agent: String,
     http: reqwest::Client,
     _processes: Vec<Child>,
 }
@@ -38,7 +41,8 @@ impl Stack {
             &config,
             format!(
                 "default_agent = \"demo\"\n[[agents]]\nname = \"demo\"\nurl = \"http://{agent_listen}\"\n\
-                 [[agents]]\nname = \"down\"\nurl = \"http://127.0.0.1:{down}\"\n"
+                 [[agents]]\nname = \"down\"\nurl = \"http://127.0.0.1:{down}\"\n\
+                 [[plans]]\nname = \"both\"\nfanout = [\"demo\", \"demo\"]\njoin = \"all\"\n"
             ),
         )
         .expect("config");
@@ -56,7 +60,14 @@ impl Stack {
         })
         .await;
         let http = reqwest::Client::builder().timeout(WAIT).build().expect("client");
-        Some(Stack { db, port, http, _processes: vec![agent, serve, worker] })
+        Some(Stack {
+            db,
+            port,
+            down,
+            agent: format!("http://{agent_listen}/"),
+            http,
+            _processes: vec![agent, serve, worker],
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -72,7 +83,8 @@ impl Stack {
     async fn send_traced(&self, text: &str, agent: Option<&str>, traceparent: Option<&str>) -> String {
         let mut msg = message(text);
         if let Some(agent) = agent {
-            msg["metadata"] = json!({"switchyard": {"agent": agent}});
+            let key = if agent.starts_with("plan:") { "skill" } else { "agent" };
+            msg["metadata"] = json!({"switchyard": {key: agent.trim_start_matches("plan:")}});
         }
         let params = json!({"message": msg, "configuration": {"returnImmediately": true}});
         let mut headers = vec![("A2A-Version", "1.0")];
@@ -109,14 +121,26 @@ async fn sign_in(browser: &Browser, stack: &Stack, credential: &str) {
     browser.type_into(&field, &format!("{credential}{ENTER}")).await;
 }
 
+/// Saves a screenshot of the page under `target/console-screenshots/` and
+/// checks it is not blank: a page with content compresses far worse than
+/// an empty one.
+async fn screenshot(browser: &Browser, name: &str) {
+    let png = browser.screenshot().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    std::fs::write(dir.join(format!("{name}.png")), &png).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    assert!(png.len() > 15_000, "{name}: the screenshot looks blank ({} bytes)", png.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
     let Some(stack) = Stack::start(&["--trace-url", "http://traces.example/trace/{trace_id}"]).await else { return };
     let Some(browser) = Browser::start().await else { return };
 
     // Tasks made through A2A: one by the official Python client, one that
-    // asks a question, one that streams slowly, one that runs until
-    // canceled, one for an agent that is down (its job dies).
+    // asks a question, one that runs until canceled, one for an agent that
+    // is down (its job dies), one running a plan.
     let python = tokio::task::spawn_blocking(crate::interop::python_sdk).await.expect("venv");
     let report = crate::interop::run_script(
         &stack.db,
@@ -129,35 +153,91 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
     let asking = stack.send("ask", None).await;
     let hanging = stack.send("hang", None).await;
     let dead = stack.send("echo never", Some("down")).await;
+    let planned = stack.send("echo both ways", Some("plan:both")).await;
     eventually(WAIT, "the tasks settled", || async {
         stack.state(&asking).await == "input_required"
             && stack.state(&hanging).await == "working"
             && stack.state(&dead).await == "failed"
             && stack.state(&from_python).await == "completed"
+            && stack.state(&planned).await == "completed"
     })
     .await;
 
-    // Not signed in: the sign-in form. A wrong credential is refused there.
+    // Not signed in: the sign-in form. A wrong credential is refused there;
+    // the admin token is typed and sent with the keyboard alone.
     browser.goto(&stack.url("/console/tasks")).await;
     assert!(browser.url().await.contains("/console/login"), "{}", browser.url().await);
+    screenshot(&browser, "sign-in").await;
     sign_in(&browser, &stack, "not-the-token").await;
     browser.wait_for_text(WAIT, "the refusal", |t| t.contains("Not signed in")).await;
     sign_in(&browser, &stack, TOKEN).await;
     let overview = browser.wait_for_text(WAIT, "the overview", |t| t.contains("Tasks by state")).await;
-    assert!(overview.contains("dead job"), "the dead job is an alert: {overview}");
+    assert!(overview.contains("1 dead job"), "the dead job is an alert: {overview}");
     assert!(overview.contains("input-required"), "{overview}");
+    screenshot(&browser, "overview").await;
     // The session cookie is out of scripts' reach.
     assert_eq!(browser.script("return document.cookie").await, json!(""));
 
-    // The list: every task, newest first; filtered by state.
+    // Find the failed task from the overview, see why and which agent,
+    // and requeue its dead job, all from the browser.
+    browser.click(&browser.find("a[href='/console/tasks?state=failed']").await).await;
+    browser.wait_for_text(WAIT, "the failed tasks", |t| t.contains(&dead[..13])).await;
+    browser.click(&browser.find(&format!("a[href='/console/tasks/{dead}']")).await).await;
+    let failed = browser.wait_for_text(WAIT, "the failed task's page", |t| t.contains("Jobs and attempts")).await;
+    assert!(failed.contains("down"), "which agent: {failed}");
+    assert!(failed.contains("connection refused") || failed.contains("could not connect"), "why: {failed}");
+    screenshot(&browser, "failed-task").await;
+    // The agent comes up; the requeued job runs (and finds its task ended).
+    let _revived =
+        switchyard(&stack.db, &["demo-agent", "--listen", &format!("127.0.0.1:{}", stack.down), "--pause", "0ms"])
+            .spawn()
+            .expect("agent");
+    browser.click(&browser.find("form[action$='/requeue'] button").await).await;
+    eventually(WAIT, "the requeued job ran", || async {
+        let states: Vec<(String, i32)> =
+            sqlx::query_as("SELECT state, attempt FROM jobs WHERE task_id = $1::uuid AND kind = 'delegate'")
+                .bind(&dead)
+                .fetch_all(stack.db.pool())
+                .await
+                .expect("jobs");
+        states.iter().all(|(s, attempt)| s == "done" && *attempt >= 1) && !states.is_empty()
+    })
+    .await;
+
+    // The list: every task, newest first; each filter narrows it as the
+    // store says.
     browser.goto(&stack.url("/console/tasks")).await;
     let list = browser.wait_for_text(WAIT, "the list", |t| t.contains(&from_python[..13])).await;
-    for task in [&asking, &hanging, &dead] {
+    for task in [&asking, &hanging, &dead, &planned] {
         assert!(list.contains(&task[..13]), "{task} listed: {list}");
     }
-    browser.goto(&stack.url("/console/tasks?state=input_required")).await;
-    let filtered = browser.wait_for_text(WAIT, "the filtered list", |t| t.contains(&asking[..13])).await;
-    assert!(!filtered.contains(&hanging[..13]) && !filtered.contains(&dead[..13]), "{filtered}");
+    screenshot(&browser, "tasks").await;
+    let filters = [
+        ("state=input_required".to_owned(), vec![asking.clone()]),
+        ("agent=down".to_owned(), vec![dead.clone()]),
+        ("plan=both".to_owned(), vec![planned.clone()]),
+        (format!("id={}", &hanging[..30]), vec![hanging.clone()]),
+    ];
+    for (query, expected) in &filters {
+        browser.goto(&stack.url(&format!("/console/tasks?{query}"))).await;
+        browser.find("#task-rows").await;
+        let shown: Vec<String> = browser
+            .script("return [...document.querySelectorAll('#task-rows a.id')].map(a => a.title)")
+            .await
+            .as_array()
+            .expect("ids")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let shown: Vec<String> = shown.into_iter().filter(|id| !id.is_empty()).collect();
+        assert!(expected.iter().all(|e| shown.contains(e)), "{query}: {shown:?}");
+        let top_level: Vec<&String> = shown.iter().filter(|id| !expected.contains(id)).collect();
+        assert!(top_level.is_empty() || query.starts_with("agent"), "{query} shows others: {shown:?}");
+    }
+    // The filter form, used as a person would.
+    browser.goto(&stack.url("/console/tasks")).await;
+    browser.type_into(&browser.find("form.filters input[name=agent]").await, &format!("down{ENTER}")).await;
+    browser.wait_for_text(WAIT, "the form's filter", |t| t.contains(&dead[..13]) && !t.contains(&asking[..13])).await;
 
     // A new task appears on the open first page without a reload.
     browser.goto(&stack.url("/console/tasks")).await;
@@ -180,56 +260,84 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
     for section in ["Conversation", "Artifacts", "Timeline", "Jobs and attempts", "Audit trail", "remote task"] {
         assert!(page.contains(section), "{section} on the task page: {page}");
     }
+    let rows = browser.all("table.timeline tbody tr").await.len();
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM task_events WHERE task_id = $1::uuid")
+        .bind(&streamed)
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(rows as i64, logged, "the timeline is the log");
     // Its trace, through the configured link template.
     let trace_link = browser.find("a[href^='http://traces.example/trace/']").await;
     assert_eq!(browser.text(&trace_link).await, trace, "the caller's trace");
+    screenshot(&browser, "task").await;
+
+    // The plan's tree: both children, each a link with its state.
+    browser.goto(&stack.url(&format!("/console/tasks/{planned}"))).await;
+    let children = browser.all("ol.children li").await;
+    assert_eq!(children.len(), 2, "a fan-out of two");
+    for child in &children {
+        let text = browser.text(child).await;
+        assert!(text.contains("completed") && text.contains("demo"), "{text}");
+    }
+    screenshot(&browser, "plan").await;
 
     // The Python client's task: its conversation as sent.
     browser.goto(&stack.url(&format!("/console/tasks/{from_python}"))).await;
     browser.wait_for_text(WAIT, "the python task", |t| t.contains("echo from the python client")).await;
 
-    // Answer the question from the console, with the keyboard.
+    // The question, answered in the page: it reaches the agent once and the
+    // task completes while the page watches.
     browser.goto(&stack.url(&format!("/console/tasks/{asking}"))).await;
+    browser.wait_for_text(WAIT, "the question", |t| t.contains("what is your answer?")).await;
     let answer = browser.find("#answer-text").await;
     browser.type_into(&answer, "forty-two").await;
     browser.click(&browser.find("form.answer button").await).await;
-    eventually(WAIT, "the answer reached the agent", || async { stack.state(&asking).await == "completed" }).await;
-    browser.wait_for_text(WAIT, "the answer on the page", |t| t.contains("forty-two")).await;
+    browser
+        .wait_for_text(WAIT, "the answer on the page", |t| t.contains("answer: forty-two") && t.contains("completed"))
+        .await;
+    assert_eq!(stack.state(&asking).await, "completed");
+    let answers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_events WHERE task_id = $1::uuid AND kind = 'message' AND payload::text LIKE '%forty-two%'",
+    )
+    .bind(&asking)
+    .fetch_one(stack.db.pool())
+    .await
+    .expect("count");
+    assert_eq!(answers, 1, "the answer was sent once");
 
-    // Cancel the hanging task (the button asks first; the test says yes).
+    // Cancel the hanging task (the button asks first; the test says yes):
+    // canceled here, and at the agent.
     browser.goto(&stack.url(&format!("/console/tasks/{hanging}"))).await;
     browser.click(&browser.find("form[action$='/cancel'] button").await).await;
     browser.accept_prompt().await;
     eventually(WAIT, "the task canceled", || async { stack.state(&hanging).await == "canceled" }).await;
     let canceled = browser.wait_for_text(WAIT, "canceled on the page", |t| t.contains("canceled by admin")).await;
     assert!(canceled.contains("task.cancel"), "audited: {canceled}");
-
-    // The dead job: on the queue page, requeued from there.
-    browser.goto(&stack.url("/console/queues")).await;
-    let queues = browser.wait_for_text(WAIT, "the queue page", |t| t.contains("Dead jobs (1)")).await;
-    assert!(queues.contains("delegate"), "{queues}");
-    browser
-        .click(
-            &browser
-                .find("#dead-jobs ~ div form[action$='/requeue'] button, table form[action$='/requeue'] button")
-                .await,
-        )
-        .await;
-    eventually(WAIT, "the job requeued", || async {
-        let states: Vec<String> =
-            sqlx::query_scalar("SELECT state FROM jobs WHERE task_id = $1::uuid AND kind = 'delegate'")
-                .bind(&dead)
-                .fetch_all(stack.db.pool())
-                .await
-                .expect("jobs");
-        !states.iter().any(|s| s == "dead")
+    let remote: String = sqlx::query_scalar("SELECT remote_task_id FROM delegations WHERE task_id = $1::uuid")
+        .bind(&hanging)
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("remote id");
+    eventually(WAIT, "the agent's task canceled", || async {
+        let answer =
+            rpc_call(&stack.http, &stack.agent, "GetTask", json!({"id": remote}), &[("A2A-Version", "1.0")]).await;
+        answer["result"]["status"]["state"] == "TASK_STATE_CANCELED"
     })
     .await;
+
+    // Queues and plans.
+    browser.goto(&stack.url("/console/queues")).await;
+    browser.wait_for_text(WAIT, "the queue page", |t| t.contains("Jobs by kind and state")).await;
+    screenshot(&browser, "queues").await;
+    browser.goto(&stack.url("/console/plans")).await;
+    browser.wait_for_text(WAIT, "the plans page", |t| t.contains("both") && t.contains(&planned[..13])).await;
 
     // Agents: the card and the breaker; one added and removed.
     browser.goto(&stack.url("/console/agents")).await;
     let agents = browser.wait_for_text(WAIT, "the agents", |t| t.contains("Consecutive failures")).await;
-    assert!(agents.contains("demo") && agents.contains("down"), "{agents}");
+    assert!(agents.contains("demo") && agents.contains("down") && agents.contains("Repeats, streams"), "{agents}");
+    screenshot(&browser, "agents").await;
     browser.type_into(&browser.find("form.add input[name=name]").await, "extra").await;
     browser.type_into(&browser.find("form.add input[name=url]").await, "http://127.0.0.1:9/a2a").await;
     browser.click(&browser.find("form.add button").await).await;
@@ -248,12 +356,15 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
 
     // A phone's width: nothing wider than the screen but the scrolling tables.
     browser.set_size(390, 844).await;
-    for path in ["/console", "/console/tasks".to_owned().as_str(), &format!("/console/tasks/{streamed}")] {
+    for path in
+        ["/console", "/console/tasks", &format!("/console/tasks/{streamed}"), "/console/agents", "/console/queues"]
+    {
         browser.goto(&stack.url(path)).await;
         browser.find("#main").await;
         let overflow = browser.script("return document.documentElement.scrollWidth - window.innerWidth").await;
         assert!(overflow.as_i64().is_some_and(|o| o <= 0), "{path} overflows a phone's width by {overflow}px");
     }
+    screenshot(&browser, "task-list-phone").await;
     browser.close().await;
 }
 
@@ -349,6 +460,50 @@ async fn console_actions_refuse_forged_requests_and_the_console_can_be_off() {
         .await
         .expect("get");
     assert_eq!(missing.status(), 404);
+
+    // A key without the admin scope is refused at the sign-in.
+    let created = switchyard(&stack.db, &["keys", "create", "--tenant", "acme", "--principal", "ann"])
+        .output()
+        .await
+        .expect("keys create");
+    let key = String::from_utf8_lossy(&created.stdout).lines().last().expect("a key").trim().to_owned();
+    let refused = http
+        .post(stack.url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("credential", &key)]))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().get("set-cookie").is_none(), "no session for it");
+    assert!(refused.text().await.expect("html").contains("Not allowed"), "says why");
+
+    // An expired session is no session (an api whose sign-ins last 1 s).
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _short =
+        switchyard(&stack.db, &["serve", "--listen", &listen, "--admin-token", TOKEN, "--console-session", "1s"])
+            .spawn()
+            .expect("serve");
+    eventually(WAIT, "the short-session api up", || async {
+        http_get(port, "/readyz").await.is_some_and(|r| r.0 == 200)
+    })
+    .await;
+    let short = format!("http://127.0.0.1:{port}");
+    let signed_in = http
+        .post(format!("{short}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("credential", TOKEN)]))
+        .send()
+        .await
+        .expect("sign in");
+    let session =
+        signed_in.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
+    let fresh = http.get(format!("{short}/console/tasks")).header("cookie", &session).send().await.expect("page");
+    assert_eq!(fresh.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let stale = http.get(format!("{short}/console/tasks")).header("cookie", &session).send().await.expect("page");
+    assert!(stale.status().is_redirection(), "an expired session is sent to sign in: {}", stale.status());
 
     // `--console false`: no console at all.
     let port = free_port();

@@ -29,14 +29,8 @@ pub(super) async fn page(
         Ok(viewer) => viewer,
         Err(refusal) => return refusal.into_response(),
     };
-    let read = async {
-        Ok::<_, switchyard_engine::StoreError>((
-            state.store.console_counts().await?,
-            state.store.console_minutes().await?,
-            state.store.stats().await?,
-        ))
-    };
-    let (counts, minutes, stats) = match read.await {
+    let read = tokio::try_join!(state.store.console_counts(), state.store.console_minutes(), state.store.stats());
+    let (counts, minutes, stats) = match read {
         Ok(read) => read,
         Err(e) => return layout::unavailable(e),
     };

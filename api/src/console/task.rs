@@ -16,8 +16,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_engine::{
-    AuditEntry, Caller, Delegation, DeliveryRecord, JobRecord, StoreError, StoredEvent, TaskEvent, TaskId, TaskRecord,
-    TaskState,
+    AuditEntry, Caller, Delegation, DeliveryRecord, JobRecord, PushConfig, StoreError, StoredEvent, TaskEvent, TaskId,
+    TaskRecord, TaskState,
 };
 
 use super::layout::{self, Section};
@@ -38,26 +38,39 @@ struct Dossier {
     events: Vec<StoredEvent>,
     jobs: Vec<JobRecord>,
     delegation: Option<Delegation>,
+    /// The agent it is delegated to, even if never reached.
+    agent: Option<String>,
     children: Vec<(TaskRecord, Option<String>)>,
+    webhooks: Vec<PushConfig>,
     deliveries: Vec<DeliveryRecord>,
     audit: Vec<AuditEntry>,
 }
 
 async fn dossier(state: &AppState, id: TaskId) -> Result<Dossier, StoreError> {
-    let task = state.store.task_load(id).await?;
-    // Read as its owner, which brings the artifacts folded from the log.
-    let task = state.store.task_get(&Caller::new(&task.tenant, &task.owner), id).await?;
+    let mut task = state.store.task_load(id).await?;
     let events = state.store.task_events(id, 0, MAX_EVENTS).await?;
+    // The artifacts, folded from the log just read rather than read twice.
+    let updates: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            TaskEvent::Artifact(update) => Some(update.clone()),
+            _ => None,
+        })
+        .collect();
+    task.artifacts = switchyard_engine::task::fold_artifacts(&updates).unwrap_or_default();
     let jobs = state.store.task_jobs(id).await?;
     let delegation = state.store.delegation_get(id).await?;
+    let (agent, _) = state.store.console_label(id).await?;
     let mut children = Vec::new();
     for child in state.store.task_children(id).await?.into_iter().take(200) {
         let agent = state.store.delegation_get(child.id).await?.map(|d| d.agent);
         children.push((child, agent));
     }
+    let owner = Caller::new(&task.tenant, &task.owner);
+    let webhooks = state.store.push_config_list(&owner, id, 100, None).await?;
     let deliveries = state.store.console_deliveries(id, 100).await?;
     let audit = state.store.audit_for_task(id).await?;
-    Ok(Dossier { task, events, jobs, delegation, children, deliveries, audit })
+    Ok(Dossier { task, events, jobs, delegation, agent, children, webhooks, deliveries, audit })
 }
 
 fn not_an_id(id: &str) -> Response {
@@ -144,6 +157,8 @@ fn render(viewer: &Viewer, d: &Dossier, trace_url: Option<&str>) -> Markup {
                     a href={ "/console/tasks?agent=" (del.agent) } { (del.agent) }
                     " · remote task "
                     @if let Some(remote) = &del.remote_task_id { code { (remote) } } @else { "not known yet" }
+                } @else if let Some(agent) = &d.agent {
+                    a href={ "/console/tasks?agent=" (agent) } { (agent) } " · not reached (no remote task)"
                 } @else if !d.children.is_empty() { "a plan: see its children below" } @else { "—" }
             }
             dt { "Trace" }
@@ -208,9 +223,16 @@ fn render(viewer: &Viewer, d: &Dossier, trace_url: Option<&str>) -> Markup {
                 }
             } }
         }
-        @if !d.deliveries.is_empty() {
+        @if !d.webhooks.is_empty() || !d.deliveries.is_empty() {
             section aria-labelledby="webhooks" {
-                h2 #webhooks { "Webhook deliveries" }
+                h2 #webhooks { "Webhooks" }
+                ul .plain {
+                    @for hook in &d.webhooks {
+                        li { (hook.id) " → " code { (switchyard_engine::egress::redacted(&hook.url)) }
+                            " (A2A " (hook.version) ")" }
+                    }
+                }
+                h3 { "Deliveries" }
                 div .scroll { table {
                     thead { tr { th { "Delivery" } th { "Webhook" } th { "URL" } th .num { "Event" } th { "State" } th .num { "Attempts" } th { "Last error" } } }
                     tbody {

@@ -22,7 +22,7 @@ use crate::task::TaskRecord;
 pub struct ConsoleFilter {
     pub state: Option<TaskState>,
     pub tenant: Option<String>,
-    /// Tasks delegated to this agent.
+    /// Tasks delegated (or to be delegated) to this agent.
     pub agent: Option<String>,
     /// Tasks running this plan (the top of the tree, not its children).
     pub plan: Option<String>,
@@ -113,6 +113,14 @@ impl Store {
                 Ok(ConsoleTask { task: TaskRecord::try_from(row)?, agent, plan })
             })
             .collect()
+    }
+
+    /// The agent a task was (or is to be) delegated to, and the plan it
+    /// runs: what its delegation row says, else what its delegate job was
+    /// given (a task whose agent was never reached has no delegation).
+    pub async fn console_label(&self, task: TaskId) -> Result<(Option<String>, Option<String>), StoreError> {
+        let labels = self.db.console_labels(&[task.0]).await?;
+        Ok(labels.into_iter().next().map(|(_, agent, plan)| (agent, plan)).unwrap_or_default())
     }
 
     /// Tasks by state, tenant and agent.

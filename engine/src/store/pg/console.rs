@@ -29,7 +29,10 @@ pub(in crate::store) async fn console_tasks(
              AND ($4::text IS NULL OR t.state = $4)
              AND ($5::text IS NULL OR t.tenant = $5)
              AND ($6::text IS NULL OR t.context_id = $6)
-             AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM delegations d WHERE d.task_id = t.id AND d.agent = $7))
+             AND ($7::text IS NULL
+                  OR EXISTS (SELECT 1 FROM delegations d WHERE d.task_id = t.id AND d.agent = $7)
+                  OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.kind = 'delegate'
+                                                    AND j.payload->>'agent' = $7))
              AND ($8::text IS NULL OR EXISTS (SELECT 1 FROM task_plans p
                                               WHERE p.task_id = t.id AND p.plan->>'plan' = $8))
            ORDER BY t.id DESC
@@ -53,44 +56,54 @@ pub(in crate::store) async fn console_labels(
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, Option<String>, Option<String>)>, StoreError> {
     Ok(sqlx::query!(
-        r#"SELECT i.id AS "id!", d.agent AS "agent?", p.plan->>'plan' AS "plan?"
+        r#"SELECT i.id AS "id!",
+                  COALESCE(d.agent, (SELECT j.payload->>'agent' FROM jobs j
+                                     WHERE j.task_id = i.id AND j.kind = 'delegate' ORDER BY j.id LIMIT 1))
+                      AS "agent?",
+                  p.plan->>'plan' AS "plan?"
            FROM unnest($1::uuid[]) AS i(id)
            LEFT JOIN delegations d ON d.task_id = i.id
-           LEFT JOIN task_plans p ON p.task_id = i.id
-           WHERE d.task_id IS NOT NULL OR p.task_id IS NOT NULL"#,
+           LEFT JOIN task_plans p ON p.task_id = i.id"#,
         ids,
     )
     .fetch_all(pool)
     .await?
     .into_iter()
+    .filter(|r| r.agent.is_some() || r.plan.is_some())
     .map(|r| (r.id, r.agent, r.plan))
     .collect())
 }
 
 pub(in crate::store) async fn console_counts(pool: &PgPool) -> Result<Counts, StoreError> {
-    let by_state = sqlx::query!(r#"SELECT state, count(*) AS "n!" FROM tasks GROUP BY state ORDER BY state"#)
+    // Each is a scan of its own: run side by side, on connections of their own.
+    let by_state = async {
+        let rows = sqlx::query!(r#"SELECT state, count(*) AS "n!" FROM tasks GROUP BY state ORDER BY state"#)
+            .fetch_all(pool)
+            .await?;
+        Ok::<_, StoreError>(rows.into_iter().map(|r| (r.state, r.n)).collect())
+    };
+    let by_tenant = async {
+        let rows =
+            sqlx::query!(r#"SELECT tenant, count(*) AS "n!" FROM tasks GROUP BY tenant ORDER BY 2 DESC, 1 LIMIT 50"#)
+                .fetch_all(pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| (r.tenant, r.n)).collect())
+    };
+    let by_agent = async {
+        let rows = sqlx::query!(
+            r#"SELECT agent, count(*) AS "n!" FROM delegations GROUP BY agent ORDER BY 2 DESC, 1 LIMIT 50"#
+        )
         .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.state, r.n))
-        .collect();
-    let by_tenant =
-        sqlx::query!(r#"SELECT tenant, count(*) AS "n!" FROM tasks GROUP BY tenant ORDER BY 2 DESC, 1 LIMIT 50"#)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.tenant, r.n))
-            .collect();
-    let by_agent =
-        sqlx::query!(r#"SELECT agent, count(*) AS "n!" FROM delegations GROUP BY agent ORDER BY 2 DESC, 1 LIMIT 50"#)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.agent, r.n))
-            .collect();
-    let dead_deliveries = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM push_deliveries WHERE state = 'dead'"#)
-        .fetch_one(pool)
         .await?;
+        Ok(rows.into_iter().map(|r| (r.agent, r.n)).collect())
+    };
+    let dead_deliveries = async {
+        Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM push_deliveries WHERE state = 'dead'"#)
+            .fetch_one(pool)
+            .await?)
+    };
+    let (by_state, by_tenant, by_agent, dead_deliveries) =
+        tokio::try_join!(by_state, by_tenant, by_agent, dead_deliveries)?;
     Ok(Counts { by_state, by_tenant, by_agent, dead_deliveries })
 }
 

@@ -28,7 +28,10 @@ pub(in crate::store) async fn console_tasks(
            AND (?4 IS NULL OR t.state = ?4)
            AND (?5 IS NULL OR t.tenant = ?5)
            AND (?6 IS NULL OR t.context_id = ?6)
-           AND (?7 IS NULL OR EXISTS (SELECT 1 FROM delegations d WHERE d.task_id = t.id AND d.agent = ?7))
+           AND (?7 IS NULL
+                OR EXISTS (SELECT 1 FROM delegations d WHERE d.task_id = t.id AND d.agent = ?7)
+                OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.kind = 'delegate'
+                                                  AND json_extract(j.payload, '$.agent') = ?7))
            AND (?8 IS NULL OR EXISTS (SELECT 1 FROM task_plans p
                                       WHERE p.task_id = t.id AND json_extract(p.plan, '$.plan') = ?8))
          ORDER BY t.id DESC LIMIT ?9"
@@ -56,7 +59,9 @@ pub(in crate::store) async fn console_labels(
     // A page is small: one short read per task beats building IN lists.
     for id in ids {
         let row = sqlx::query(
-            "SELECT (SELECT agent FROM delegations WHERE task_id = ?1) AS agent,
+            "SELECT COALESCE((SELECT agent FROM delegations WHERE task_id = ?1),
+                             (SELECT json_extract(payload, '$.agent') FROM jobs
+                              WHERE task_id = ?1 AND kind = 'delegate' ORDER BY id LIMIT 1)) AS agent,
                     (SELECT json_extract(plan, '$.plan') FROM task_plans WHERE task_id = ?1) AS plan",
         )
         .bind(id)

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 use super::session::Viewer;
 
@@ -164,12 +164,6 @@ pub(super) fn task_link(id: &str) -> Markup {
 /// Text shown as it is, preserving lines.
 pub(super) fn pre(text: &str) -> Markup {
     html! { pre { (text) } }
-}
-
-/// Markup already escaped (static assets only).
-#[allow(dead_code)]
-pub(super) fn raw(text: &'static str) -> PreEscaped<&'static str> {
-    PreEscaped(text)
 }
 
 #[cfg(test)]

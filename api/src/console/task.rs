@@ -47,8 +47,27 @@ struct Dossier {
 }
 
 async fn dossier(state: &AppState, id: TaskId) -> Result<Dossier, StoreError> {
-    let mut task = state.store.task_load(id).await?;
-    let events = state.store.task_events(id, 0, MAX_EVENTS).await?;
+    let store = &state.store;
+    let mut task = store.task_load(id).await?;
+    // The rest is read side by side: none depends on another.
+    let children = async {
+        let mut children = Vec::new();
+        for child in store.task_children(id).await?.into_iter().take(200) {
+            let agent = store.console_label(child.id).await?.0;
+            children.push((child, agent));
+        }
+        Ok(children)
+    };
+    let (events, jobs, delegation, (agent, _), children, webhooks, deliveries, audit) = tokio::try_join!(
+        store.task_events(id, 0, MAX_EVENTS),
+        store.task_jobs(id),
+        store.delegation_get(id),
+        store.console_label(id),
+        children,
+        store.push_configs_of(id, 100),
+        store.console_deliveries(id, 100),
+        store.audit_for_task(id),
+    )?;
     // The artifacts, folded from the log just read rather than read twice.
     let updates: Vec<_> = events
         .iter()
@@ -58,18 +77,6 @@ async fn dossier(state: &AppState, id: TaskId) -> Result<Dossier, StoreError> {
         })
         .collect();
     task.artifacts = switchyard_engine::task::fold_artifacts(&updates).unwrap_or_default();
-    let jobs = state.store.task_jobs(id).await?;
-    let delegation = state.store.delegation_get(id).await?;
-    let (agent, _) = state.store.console_label(id).await?;
-    let mut children = Vec::new();
-    for child in state.store.task_children(id).await?.into_iter().take(200) {
-        let agent = state.store.delegation_get(child.id).await?.map(|d| d.agent);
-        children.push((child, agent));
-    }
-    let owner = Caller::new(&task.tenant, &task.owner);
-    let webhooks = state.store.push_config_list(&owner, id, 100, None).await?;
-    let deliveries = state.store.console_deliveries(id, 100).await?;
-    let audit = state.store.audit_for_task(id).await?;
     Ok(Dossier { task, events, jobs, delegation, agent, children, webhooks, deliveries, audit })
 }
 
@@ -94,25 +101,37 @@ pub(super) async fn page(
         Err(refusal) => return refusal.into_response(),
     };
     let Ok(id) = id.parse::<TaskId>() else { return not_an_id(&id) };
+    let started = std::time::Instant::now();
     let dossier = match dossier(&state, id).await {
         Ok(dossier) => dossier,
         Err(StoreError::TaskNotFound(_)) => return not_found(id),
         Err(e) => return layout::unavailable(e),
     };
+    let read = started.elapsed();
     let trace_url = state.handler.config().console.trace_url.clone();
     let body = render(&viewer, &dossier, trace_url.as_deref());
     let title = format!("Task {id}");
-    if query.part.is_some() {
-        return axum::response::Html(body.into_string()).into_response();
-    }
-    let live = !dossier.task.state.is_terminal();
-    let main = html! {
-        div #live data-live={ "/console/tasks/" (id) "?part=main" }
-            data-stream=[live.then(|| format!("/console/tasks/{id}/live"))] {
-            (body)
-        }
+    let mut response = if query.part.is_some() {
+        axum::response::Html(body.into_string()).into_response()
+    } else {
+        let live = !dossier.task.state.is_terminal();
+        let main = html! {
+            div #live data-live={ "/console/tasks/" (id) "?part=main" }
+                data-stream=[live.then(|| format!("/console/tasks/{id}/live"))] {
+                (body)
+            }
+        };
+        layout::page(&title, &viewer, Section::Tasks, main)
     };
-    layout::page(&title, &viewer, Section::Tasks, main)
+    let timing = format!(
+        "read;dur={:.1}, render;dur={:.1}",
+        read.as_secs_f64() * 1000.0,
+        (started.elapsed() - read).as_secs_f64() * 1000.0
+    );
+    if let Ok(timing) = axum::http::HeaderValue::from_str(&timing) {
+        response.headers_mut().insert("server-timing", timing);
+    }
+    response
 }
 
 fn trace_id(task: &TaskRecord) -> Option<String> {

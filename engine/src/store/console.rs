@@ -62,7 +62,8 @@ pub struct MinuteStat {
     pub p99_ms: f64,
 }
 
-/// What an agent is doing and how it did in the last hour.
+/// What an agent is doing and how it did in the last hour (counted from
+/// open tasks and the last hour's endings only, never the whole history).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentLoad {
     pub agent: String,
@@ -133,7 +134,7 @@ impl Store {
         self.db.console_minutes().await
     }
 
-    /// Every agent that has held a delegation, with its load.
+    /// Every agent with a delegated task open or ended in the last hour, with its load.
     pub async fn console_agents(&self) -> Result<Vec<AgentLoad>, StoreError> {
         self.db.console_agents().await
     }

@@ -82,6 +82,12 @@ impl Store {
         self.db.config_get(task_id, id).await
     }
 
+    /// A task's webhooks, whoever's the task is: for operators (the
+    /// console), never for callers.
+    pub async fn push_configs_of(&self, task_id: TaskId, limit: i64) -> Result<Vec<PushConfig>, StoreError> {
+        self.db.config_list(task_id, limit, None).await
+    }
+
     /// A page of a caller's task's webhooks in id order, starting after `after`.
     pub async fn push_config_list(
         &self,

@@ -131,14 +131,15 @@ pub(in crate::store) async fn console_agents(pool: &PgPool) -> Result<Vec<AgentL
         r#"SELECT d.agent AS "agent!",
                   count(*) FILTER (WHERE t.state IN ('submitted', 'working', 'input_required', 'auth_required'))
                       AS "in_flight!",
-                  count(*) FILTER (WHERE t.state = 'completed' AND t.status_at > now() - interval '1 hour')
-                      AS "completed!",
-                  count(*) FILTER (WHERE t.state IN ('failed', 'rejected') AND t.status_at > now() - interval '1 hour')
-                      AS "failed!",
+                  count(*) FILTER (WHERE t.state = 'completed') AS "completed!",
+                  count(*) FILTER (WHERE t.state IN ('failed', 'rejected')) AS "failed!",
                   avg(EXTRACT(EPOCH FROM t.status_at - t.created_at)::float8 * 1000)
-                      FILTER (WHERE t.state IN ('completed', 'failed', 'canceled', 'rejected')
-                                AND t.status_at > now() - interval '1 hour') AS "mean_ms"
-           FROM delegations d JOIN tasks t ON t.id = d.task_id
+                      FILTER (WHERE t.state IN ('completed', 'failed', 'canceled', 'rejected')) AS "mean_ms"
+           FROM tasks t JOIN delegations d ON d.task_id = t.id
+           -- Open tasks and the last hour's endings only, each through its
+           -- partial index: never the whole history.
+           WHERE t.state IN ('submitted', 'working', 'input_required', 'auth_required')
+              OR (t.state IN ('completed', 'failed', 'canceled', 'rejected') AND t.status_at > now() - interval '1 hour')
            GROUP BY d.agent ORDER BY d.agent"#
     )
     .fetch_all(pool)

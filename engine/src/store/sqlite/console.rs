@@ -139,11 +139,11 @@ pub(in crate::store) async fn console_agents(lite: &Lite) -> Result<Vec<AgentLoa
     let sql = format!(
         "SELECT d.agent AS agent,
                 sum(t.state IN {OPEN}) AS in_flight,
-                sum(t.state = 'completed' AND t.status_at > ?1) AS completed,
-                sum(t.state IN ('failed', 'rejected') AND t.status_at > ?1) AS failed,
-                avg(CASE WHEN t.state IN {TERMINAL} AND t.status_at > ?1
-                         THEN (t.status_at - t.created_at) / 1000.0 END) AS mean_ms
-         FROM delegations d JOIN tasks t ON t.id = d.task_id
+                sum(t.state = 'completed') AS completed,
+                sum(t.state IN ('failed', 'rejected')) AS failed,
+                avg(CASE WHEN t.state IN {TERMINAL} THEN (t.status_at - t.created_at) / 1000.0 END) AS mean_ms
+         FROM tasks t JOIN delegations d ON d.task_id = t.id
+         WHERE t.state IN {OPEN} OR (t.state IN {TERMINAL} AND t.status_at > ?1)
          GROUP BY d.agent ORDER BY d.agent"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since).fetch_all(&lite.read).await?;

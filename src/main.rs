@@ -408,7 +408,7 @@ async fn serve(
     let grpc_tls = args.grpc_tls()?;
     let mut auth = file.auth()?;
     auth.anonymous |= security.anonymous;
-    let config = switchyard_api::ApiConfig {
+    let mut config = switchyard_api::ApiConfig {
         routing: file.routing(),
         plan_limits: file.plan_limits(),
         egress: file.egress()?,
@@ -417,6 +417,8 @@ async fn serve(
         auth,
         ..args.api_config(bound, grpc_bound)?
     };
+    // The console checks stored cards' signatures against the keys workers use.
+    config.console.trusted_cards = file.trusted_cards()?;
     if config.auth.anonymous {
         tracing::warn!("anonymous access is on: requests without credentials are served");
     }

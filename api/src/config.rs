@@ -49,7 +49,7 @@ pub struct ApiConfig {
     /// Signs the agent card, when configured.
     pub card_signer: Option<switchyard_engine::card_signature::CardSigner>,
     /// The web console at `/console`.
-    pub console: crate::console::ConsoleConfig,
+    pub console: ConsoleConfig,
 }
 
 impl ApiConfig {
@@ -72,7 +72,60 @@ impl ApiConfig {
             max_streams_per_principal: 64,
             strict_json: false,
             card_signer: None,
-            console: crate::console::ConsoleConfig::default(),
+            console: ConsoleConfig::default(),
+        }
+    }
+}
+
+/// How the console is served.
+#[derive(Clone)]
+pub struct ConsoleConfig {
+    /// Served at all (`--console false` turns it off).
+    pub enabled: bool,
+    /// A link template for a task's trace, `{trace_id}` replaced.
+    pub trace_url: Option<String>,
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// The keys signed agent cards are verified against (`[trust]`), to
+    /// say on the agents page whether a stored card's signature holds.
+    pub trusted_cards: Option<std::sync::Arc<jsonwebtoken::jwk::JwkSet>>,
+    /// Signs session cookies and the forms' anti-forgery tokens.
+    pub(crate) key: [u8; 32],
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("enabled", &self.enabled)
+            .field("trace_url", &self.trace_url)
+            .field("session_ttl", &self.session_ttl)
+            .field("trusted_cards", &self.trusted_cards.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig::new(None)
+    }
+}
+
+impl ConsoleConfig {
+    /// Sessions signed with a key derived from `secret`, so that every api
+    /// process of a deployment accepts the others' sessions and a restart
+    /// keeps them; without one, a random key of this process's own.
+    pub fn new(secret: Option<&str>) -> Self {
+        use sha2::Digest;
+        let key = match secret {
+            Some(secret) => sha2::Sha256::digest(format!("switchyard console session\0{secret}")).into(),
+            None => rand::random(),
+        };
+        ConsoleConfig {
+            enabled: true,
+            trace_url: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            trusted_cards: None,
+            key,
         }
     }
 }

@@ -142,18 +142,15 @@ impl Browser {
         self.call(reqwest::Method::POST, "/actions", Some(actions)).await;
     }
 
-    pub(crate) async fn text(&self, element: &Element) -> String {
-        self.call(reqwest::Method::GET, &format!("/element/{}/text", element.0), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// The visible text of the whole page.
+    /// The visible text of the whole page; empty while a page is being
+    /// replaced by the next (a form's redirect, a live refresh).
     pub(crate) async fn page_text(&self) -> String {
-        let body = self.find("body").await;
-        self.text(&body).await
+        let script = json!({"script": "return document.body ? document.body.innerText : ''", "args": []});
+        let answer: Value = match self.http.post(format!("{}/execute/sync", self.session)).json(&script).send().await {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        answer["value"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Runs a script in the page; its return value.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::process::Child;
 
 use crate::api::{message, rpc_call};
@@ -102,6 +102,15 @@ impl Stack {
             .await
             .expect("state")
     }
+}
+
+/// A task's context id, as the store holds it.
+async fn context_of(stack: &Stack, task: &str) -> String {
+    sqlx::query_scalar("SELECT context_id FROM tasks WHERE id = $1::uuid")
+        .bind(task)
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("context")
 }
 
 /// A form body, as a browser encodes one.
@@ -217,6 +226,9 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
         ("agent=down".to_owned(), vec![dead.clone()]),
         ("plan=both".to_owned(), vec![planned.clone()]),
         (format!("id={}", &hanging[..30]), vec![hanging.clone()]),
+        (format!("context={}", context_of(&stack, &asking).await), vec![asking.clone()]),
+        ("since=2099-01-01T00:00".to_owned(), vec![]),
+        ("tenant=nobody".to_owned(), vec![]),
     ];
     for (query, expected) in &filters {
         browser.goto(&stack.url(&format!("/console/tasks?{query}"))).await;
@@ -231,8 +243,8 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
             .collect();
         let shown: Vec<String> = shown.into_iter().filter(|id| !id.is_empty()).collect();
         assert!(expected.iter().all(|e| shown.contains(e)), "{query}: {shown:?}");
-        let top_level: Vec<&String> = shown.iter().filter(|id| !expected.contains(id)).collect();
-        assert!(top_level.is_empty() || query.starts_with("agent"), "{query} shows others: {shown:?}");
+        let others: Vec<&String> = shown.iter().filter(|id| !expected.contains(id)).collect();
+        assert!(others.is_empty(), "{query} shows others: {shown:?}");
     }
     // The filter form, used as a person would.
     browser.goto(&stack.url("/console/tasks")).await;
@@ -268,16 +280,20 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
         .expect("count");
     assert_eq!(rows as i64, logged, "the timeline is the log");
     // Its trace, through the configured link template.
-    let trace_link = browser.find("a[href^='http://traces.example/trace/']").await;
-    assert_eq!(browser.text(&trace_link).await, trace, "the caller's trace");
+    browser.find("a[href^='http://traces.example/trace/']").await;
+    let linked =
+        browser.script("return document.querySelector(\"a[href^='http://traces.example/trace/']\").innerText").await;
+    assert_eq!(linked, json!(trace), "the caller's trace");
     screenshot(&browser, "task").await;
 
     // The plan's tree: both children, each a link with its state.
     browser.goto(&stack.url(&format!("/console/tasks/{planned}"))).await;
-    let children = browser.all("ol.children li").await;
-    assert_eq!(children.len(), 2, "a fan-out of two");
-    for child in &children {
-        let text = browser.text(child).await;
+    browser.find("ol.children").await;
+    let children =
+        browser.script("return [...document.querySelectorAll('ol.children li')].map(li => li.innerText)").await;
+    let children: Vec<&str> = children.as_array().expect("children").iter().filter_map(Value::as_str).collect();
+    assert_eq!(children.len(), 2, "a fan-out of two: {children:?}");
+    for text in &children {
         assert!(text.contains("completed") && text.contains("demo"), "{text}");
     }
     screenshot(&browser, "plan").await;
@@ -305,6 +321,18 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
     .await
     .expect("count");
     assert_eq!(answers, 1, "the answer was sent once");
+    let remote: String = sqlx::query_scalar("SELECT remote_task_id FROM delegations WHERE task_id = $1::uuid")
+        .bind(&asking)
+        .fetch_one(stack.db.pool())
+        .await
+        .expect("remote id");
+    let at_agent =
+        rpc_call(&stack.http, &stack.agent, "GetTask", json!({"id": remote}), &[("A2A-Version", "1.0")]).await;
+    let answered: Vec<&Value> = at_agent["result"]["artifacts"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a.to_string().contains("answer: forty-two")).collect())
+        .unwrap_or_default();
+    assert_eq!(answered.len(), 1, "the agent got the answer once: {at_agent}");
 
     // Cancel the hanging task (the button asks first; the test says yes):
     // canceled here, and at the agent.

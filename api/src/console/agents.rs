@@ -30,12 +30,13 @@ async fn render(state: &AppState, viewer: &Viewer, problem: Option<&str>, status
         Ok(read) => read,
         Err(e) => return layout::unavailable(e),
     };
+    let trusted = state.handler.config().console.trusted_cards.as_deref();
     let main = html! {
         h1 { "Agents" }
         @if let Some(problem) = problem { p .error role="alert" { (problem) } }
         @if agents.is_empty() { p { "No agent is registered." } }
         @for agent in &agents {
-            (agent_card(viewer, agent, loads.iter().find(|l| l.agent == agent.name)))
+            (agent_card(viewer, agent, loads.iter().find(|l| l.agent == agent.name), trusted))
         }
         section aria-labelledby="add-agent" {
             h2 #add-agent { "Add an agent" }
@@ -52,7 +53,25 @@ async fn render(state: &AppState, viewer: &Viewer, problem: Option<&str>, status
     response
 }
 
-fn agent_card(viewer: &Viewer, agent: &AgentRecord, load: Option<&AgentLoad>) -> Markup {
+/// What can be said of a stored card's signature.
+fn signature(card: &Value, trusted: Option<&jsonwebtoken::jwk::JwkSet>) -> String {
+    let signed = card.get("signatures").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
+    match (signed, trusted) {
+        (false, _) => "unsigned".into(),
+        (true, None) => "signed (no [trust] keys here to verify it against)".into(),
+        (true, Some(keys)) => match switchyard_engine::card_signature::verify(card, keys) {
+            Ok(kid) => format!("signature verified (key {kid})"),
+            Err(why) => format!("signature does NOT verify: {why}"),
+        },
+    }
+}
+
+fn agent_card(
+    viewer: &Viewer,
+    agent: &AgentRecord,
+    load: Option<&AgentLoad>,
+    trusted: Option<&jsonwebtoken::jwk::JwkSet>,
+) -> Markup {
     let card = agent.card.as_ref();
     let text = |key: &str| card.and_then(|c| c.get(key)).and_then(Value::as_str).map(str::to_owned);
     let skills: Vec<&Value> =
@@ -62,7 +81,6 @@ fn agent_card(viewer: &Viewer, agent: &AgentRecord, load: Option<&AgentLoad>) ->
         .and_then(Value::as_array)
         .map(|s| s.iter().collect())
         .unwrap_or_default();
-    let signed = card.and_then(|c| c.get("signatures")).and_then(Value::as_array).is_some_and(|s| !s.is_empty());
     let open_until = agent.breaker_open_until.filter(|until| *until > Utc::now());
     html! {
         article .agent aria-labelledby={ "agent-" (agent.name) } {
@@ -84,7 +102,7 @@ fn agent_card(viewer: &Viewer, agent: &AgentRecord, load: Option<&AgentLoad>) ->
                         (text("name").unwrap_or_default())
                         @if let Some(version) = text("version") { " · version " (version) }
                         @if let Some(at) = agent.card_fetched_at { " · fetched " (layout::time(at)) }
-                        " · " @if signed { "signed" } @else { "unsigned" }
+                        " · " (card.map(|c| signature(c, trusted)).unwrap_or_default())
                     } @else { "not fetched yet (workers fetch it on first use)" }
                 }
                 @if !interfaces.is_empty() {
@@ -168,5 +186,21 @@ pub(super) async fn remove(
         }
         Ok(false) => render(&state, &viewer, Some("no such agent"), StatusCode::NOT_FOUND).await,
         Err(e) => layout::unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cards_signature_is_described_as_far_as_it_can_be_checked() {
+        let unsigned = json!({"name": "a"});
+        let signed = json!({"name": "a", "signatures": [{"protected": "e30", "signature": "AA"}]});
+        let no_keys = jsonwebtoken::jwk::JwkSet { keys: vec![] };
+        assert_eq!(signature(&unsigned, None), "unsigned");
+        assert_eq!(signature(&unsigned, Some(&no_keys)), "unsigned");
+        assert!(signature(&signed, None).contains("no [trust] keys"));
+        assert!(signature(&signed, Some(&no_keys)).starts_with("signature does NOT verify"));
     }
 }

@@ -22,57 +22,13 @@ mod session;
 mod task;
 mod tasks;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub use crate::config::ConsoleConfig;
 use crate::state::AppState;
-
-/// How the console is served.
-#[derive(Clone)]
-pub struct ConsoleConfig {
-    /// Served at all (`--console false` turns it off).
-    pub enabled: bool,
-    /// A link template for a task's trace, `{trace_id}` replaced.
-    pub trace_url: Option<String>,
-    /// How long a sign-in lasts.
-    pub session_ttl: Duration,
-    /// Signs session cookies and the forms' anti-forgery tokens.
-    key: [u8; 32],
-}
-
-impl std::fmt::Debug for ConsoleConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsoleConfig")
-            .field("enabled", &self.enabled)
-            .field("trace_url", &self.trace_url)
-            .field("session_ttl", &self.session_ttl)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for ConsoleConfig {
-    fn default() -> Self {
-        ConsoleConfig::new(None)
-    }
-}
-
-impl ConsoleConfig {
-    /// Sessions signed with a key derived from `secret`, so that every api
-    /// process of a deployment accepts the others' sessions and a restart
-    /// keeps them; without one, a random key of this process's own.
-    pub fn new(secret: Option<&str>) -> Self {
-        use sha2::Digest;
-        let key = match secret {
-            Some(secret) => sha2::Sha256::digest(format!("switchyard console session\0{secret}")).into(),
-            None => rand::random(),
-        };
-        ConsoleConfig { enabled: true, trace_url: None, session_ttl: Duration::from_secs(12 * 3600), key }
-    }
-}
 
 /// The console's routes, under `/console`; empty when it is off.
 pub fn routes(enabled: bool) -> Router<AppState> {

@@ -506,11 +506,11 @@ async fn console_actions_refuse_forged_requests_and_the_console_can_be_off() {
     assert!(refused.headers().get("set-cookie").is_none(), "no session for it");
     assert!(refused.text().await.expect("html").contains("Not allowed"), "says why");
 
-    // An expired session is no session (an api whose sign-ins last 1 s).
+    // An expired session is no session (an api whose sign-ins last 2 s).
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _short =
-        switchyard(&stack.db, &["serve", "--listen", &listen, "--admin-token", TOKEN, "--console-session", "1s"])
+        switchyard(&stack.db, &["serve", "--listen", &listen, "--admin-token", TOKEN, "--console-session", "2s"])
             .spawn()
             .expect("serve");
     eventually(WAIT, "the short-session api up", || async {
@@ -529,7 +529,7 @@ async fn console_actions_refuse_forged_requests_and_the_console_can_be_off() {
         signed_in.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
     let fresh = http.get(format!("{short}/console/tasks")).header("cookie", &session).send().await.expect("page");
     assert_eq!(fresh.status(), 200);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let stale = http.get(format!("{short}/console/tasks")).header("cookie", &session).send().await.expect("page");
     assert!(stale.status().is_redirection(), "an expired session is sent to sign in: {}", stale.status());
 

@@ -207,7 +207,10 @@ pub(super) async fn sign_in(State(state): State<AppState>, headers: HeaderMap, F
     };
     state.store.audit(&who.audit("console.signin")).await;
     let config = &state.handler.config().console;
-    let expires = chrono::Utc::now().timestamp() + i64::try_from(config.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    // In milliseconds: a session of a few seconds must not end early by a
+    // rounded-down second.
+    let ttl = i64::try_from(config.session_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let expires = chrono::Utc::now().timestamp_millis().saturating_add(ttl);
     let value = sign(&config.key, credential, expires);
     let secure = if state.handler.config().public_url.starts_with("https://") { "; Secure" } else { "" };
     let cookie = format!(
@@ -258,7 +261,8 @@ fn mac(key: &[u8; 32], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// `payload.signature`, the payload holding the credential and its expiry.
+/// `payload.signature`, the payload holding the credential and its expiry
+/// (Unix milliseconds).
 fn sign(key: &[u8; 32], credential: &str, expires: i64) -> String {
     let payload = B64.encode(serde_json::json!({ "c": credential, "e": expires }).to_string());
     let signature = B64.encode(mac(key, payload.as_bytes()));
@@ -274,7 +278,7 @@ fn verify(key: &[u8; 32], value: &str) -> Option<(String, String)> {
     }
     let decoded: serde_json::Value = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
     let expires = decoded.get("e")?.as_i64()?;
-    if expires <= chrono::Utc::now().timestamp() {
+    if expires <= chrono::Utc::now().timestamp_millis() {
         return None;
     }
     Some((decoded.get("c")?.as_str()?.to_owned(), payload.to_owned()))
@@ -292,7 +296,7 @@ mod tests {
     #[test]
     fn a_session_verifies_only_as_signed_and_until_it_expires() {
         let key = [7u8; 32];
-        let later = chrono::Utc::now().timestamp() + 60;
+        let later = chrono::Utc::now().timestamp_millis() + 60_000;
         let value = sign(&key, "sy_live_abc", later);
         let (credential, payload) = verify(&key, &value).expect("valid");
         assert_eq!(credential, "sy_live_abc");
@@ -302,7 +306,7 @@ mod tests {
         let forged = B64.encode(serde_json::json!({ "c": "other", "e": later }).to_string());
         let (_, signature) = value.split_once('.').expect("dot");
         assert!(verify(&key, &format!("{forged}.{signature}")).is_none());
-        assert!(verify(&key, &sign(&key, "sy_live_abc", chrono::Utc::now().timestamp() - 1)).is_none());
+        assert!(verify(&key, &sign(&key, "sy_live_abc", chrono::Utc::now().timestamp_millis() - 1)).is_none());
         assert!(verify(&key, "garbage").is_none());
     }
 

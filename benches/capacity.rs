@@ -12,8 +12,8 @@
 //! `BENCH_SECONDS` (default 8):
 //!
 //! - **simple**: `echo` to one agent;
-//! - **streamed**: `stream 10`, ten artifact chunks;
-//! - **fan-out**: a plan of 4 children, joined by "all";
+//! - **streamed**: `stream 10` and `stream 40`, artifact chunks;
+//! - **fan-out**: plans of 2 and of 4 children, joined by "all";
 //! - **webhook**: `echo` with a webhook on the task (its deliveries to a
 //!   receiver in this process counted in, waited for before counting).
 //!
@@ -215,17 +215,20 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let extra = "[[plans]]\nname = \"fan4\"\nfanout = [\"demo\", \"demo\", \"demo\", \"demo\"]\njoin = \"all\"\n\n\
+                 [[plans]]\nname = \"fan2\"\nfanout = [\"demo\", \"demo\"]\njoin = \"all\"\n\n\
                  [push]\nallow = [\"127.0.0.0/8\"]\n";
     let stack = DevStack::start(&db_url, "capacity", extra).await?;
     let mut perf = PgConnection::connect(&db_url).await?;
     let broker = stack.broker.clone();
     load(&broker, 4, 2, "echo warm", None, None).await?;
 
-    let fan = json!({"switchyard": {"skill": "fan4"}});
+    let fan = |n: usize| Some(json!({"switchyard": {"skill": format!("fan{n}")}}));
     let shapes: Vec<(&str, &'static str, Option<Value>, Option<String>)> = vec![
         ("simple", "echo the quick brown fox", None, None),
         ("streamed, 10 chunks", "stream 10", None, None),
-        ("fan-out of 4", "echo fanned", Some(fan), None),
+        ("streamed, 40 chunks", "stream 40", None, None),
+        ("fan-out of 2", "echo fanned", fan(2), None),
+        ("fan-out of 4", "echo fanned", fan(4), None),
         ("with a webhook", "echo hooked", None, Some(hook.clone())),
     ];
     println!("Per task at {clients} clients, {seconds} s each (PostgreSQL's CPU from /proc, all its processes):");
@@ -328,7 +331,8 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("| run | measured ms/task | from its work ms/task | error |");
         println!("| --- | ---: | ---: | ---: |");
-        for (name, c) in ["simple", "streamed", "fan-out", "webhook"].iter().zip(&fitted) {
+        let names = ["simple", "streamed 10", "streamed 40", "fan-out of 2", "fan-out of 4", "webhook"];
+        for (name, c) in names.iter().zip(&fitted) {
             println!(
                 "| {name}, {clients} clients | {:.2} | {:.2} | {:+.0} % |",
                 c.cpu_ms,

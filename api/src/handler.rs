@@ -89,7 +89,9 @@ impl A2aHandler {
     }
 
     /// A permit for one more open stream of this caller.
-    fn stream_permit(&self, caller: &Caller) -> Result<StreamPermit, ApiError> {
+    /// One stream slot of `caller`'s, held until the permit is dropped: the
+    /// A2A streams and the console's live pages share the cap.
+    pub fn stream_permit(&self, caller: &Caller) -> Result<StreamPermit, ApiError> {
         let limit = self.config.max_streams_per_principal;
         self.streams.acquire(caller, limit).ok_or(ApiError::RateLimited { retry_after: 1 }).inspect_err(|_| {
             tracing::warn!(tenant = %caller.tenant, principal = %caller.principal, limit, "too many open streams");

@@ -398,7 +398,7 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_actions_refuse_forged_requests_and_the_console_can_be_off() {
-    let Some(stack) = Stack::start(&[]).await else { return };
+    let Some(stack) = Stack::start(&["--max-streams-per-principal", "1"]).await else { return };
     let hanging = stack.send("hang", None).await;
     // Signed in over HTTP as a browser would be: the session cookie.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
@@ -427,6 +427,16 @@ async fn console_actions_refuse_forged_requests_and_the_console_can_be_off() {
     let csrf =
         html.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("a token").to_owned();
     let cancel = stack.url(&format!("/console/tasks/{hanging}/cancel"));
+
+    // A live page is a stream: one is allowed here, a second is refused
+    // (429) until the first closes.
+    let live = stack.url(&format!("/console/tasks/{hanging}/live"));
+    let first = http.get(&live).header("cookie", &session).send().await.expect("live");
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    let second = http.get(&live).header("cookie", &session).send().await.expect("live");
+    assert_eq!(second.status(), 429);
+    drop(first);
 
     // A form without this session's token, or from another site, is refused.
     let refused = http

@@ -420,14 +420,24 @@ pub(super) async fn live(
     OriginalUri(uri): OriginalUri,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refusal) = session::viewer(&state, &headers, &uri.to_string()).await {
-        return refusal.into_response();
-    }
+    let viewer = match session::viewer(&state, &headers, &uri.to_string()).await {
+        Ok(viewer) => viewer,
+        Err(refusal) => return refusal.into_response(),
+    };
     let Ok(id) = id.parse::<TaskId>() else { return not_an_id(&id) };
+    // A live page is a stream like any other: it counts against its
+    // viewer's cap (`--max-streams-per-principal`); refused, the browser
+    // retries on its own.
+    let tenant = viewer.who.tenant.clone().unwrap_or_else(|| "console".into());
+    let permit = match state.handler.stream_permit(&Caller::new(tenant, viewer.who.principal.clone())) {
+        Ok(permit) => permit,
+        Err(e) => return e.respond_with(&e.to_rest()),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
     let mut subscription = state.handler.hub().subscribe();
     let store = state.store.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         // A page is followed for at most this long; the browser reconnects.
         let until = tokio::time::Instant::now() + Duration::from_secs(600);
         let mut seen = None;

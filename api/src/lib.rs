@@ -21,7 +21,8 @@
 //! - [`auth`], [`limit`]: who is calling (API keys, JWT, or anonymous by
 //!   explicit choice) and how often they may.
 //! - [`admin`]: the admin API for remote agents and plans (admin scope).
-//! - [`console`]: the operators' web pages at `/console` (admin scope).
+//! - [`console`]: the operators' web pages at `/console` (admin scope);
+//!   [`console_state`]: what they share between viewers.
 //! - [`remote_push`]: remote agents' pushes, which wake parked delegations.
 //! - [`metrics`]: Prometheus metrics, with deployment-wide gauges read from
 //!   the database at scrape time.
@@ -37,6 +38,7 @@ pub mod compat_rest;
 pub mod config;
 pub mod connections;
 pub mod console;
+pub mod console_state;
 pub mod error;
 pub mod events;
 pub mod grpc;

@@ -23,6 +23,8 @@ pub struct AppState {
     pub card: Arc<CardCache>,
     /// The process's metrics recorder, when one is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// What the console's pages share between viewers.
+    pub console: Arc<crate::console_state::ConsoleShared>,
 }
 
 impl AppState {
@@ -35,7 +37,7 @@ impl AppState {
         let card = Arc::new(CardCache::new(&config));
         let auth = Arc::new(Authenticator::new(config.auth.clone(), store.clone()));
         let handler = A2aHandler::new(store.clone(), hub, Arc::new(config), card.clone());
-        AppState { store, handler, auth, card, metrics: None }
+        AppState { store, handler, auth, card, metrics: None, console: Arc::default() }
     }
 
     /// Serves this recorder's metrics at `/metrics`.

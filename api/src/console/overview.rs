@@ -11,7 +11,29 @@ use switchyard_engine::MinuteStat;
 
 use super::layout::{self, Section};
 use super::session;
+use crate::console_state::OverviewReading;
 use crate::state::AppState;
+
+/// How long one reading of the counts serves every viewer: they scan every
+/// task, and an overview open in many browsers must not scan that often.
+pub(super) const FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The figures, read again only when the last reading is older than
+/// [`FRESH`]; concurrent viewers wait for one reading rather than each
+/// making their own.
+async fn reading(state: &AppState) -> Result<OverviewReading, switchyard_engine::StoreError> {
+    let mut cached = state.console.overview.lock().await;
+    if let Some((when, reading)) = cached.as_ref()
+        && when.elapsed() < FRESH
+    {
+        return Ok(reading.clone());
+    }
+    let (counts, minutes, stats) =
+        tokio::try_join!(state.store.console_counts(), state.store.console_minutes(), state.store.stats())?;
+    let reading = OverviewReading { counts, minutes, stats, at: Utc::now() };
+    *cached = Some((std::time::Instant::now(), reading.clone()));
+    Ok(reading)
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Part {
@@ -29,9 +51,8 @@ pub(super) async fn page(
         Ok(viewer) => viewer,
         Err(refusal) => return refusal.into_response(),
     };
-    let read = tokio::try_join!(state.store.console_counts(), state.store.console_minutes(), state.store.stats());
-    let (counts, minutes, stats) = match read {
-        Ok(read) => read,
+    let OverviewReading { counts, minutes, stats, at } = match reading(&state).await {
+        Ok(reading) => reading,
         Err(e) => return layout::unavailable(e),
     };
     let dead_deliveries = counts.dead_deliveries;
@@ -42,6 +63,7 @@ pub(super) async fn page(
     let main = html! {
         div data-live="/console?part=main" data-every="5000" {
             h1 { "Overview" }
+            p .as-of { "As of " (layout::time(at)) " (counted at most every " (FRESH.as_secs()) " s)" }
             @if dead_jobs > 0 || dead_deliveries > 0 || !open_breakers.is_empty() {
                 ul .alerts role="status" {
                     @if dead_jobs > 0 {
@@ -68,7 +90,7 @@ pub(super) async fn page(
             }
             section aria-labelledby="hour" {
                 h2 #hour { "The last hour" }
-                (charts(&minutes, Utc::now()))
+                (charts(&minutes, at))
             }
             div .columns {
                 section aria-labelledby="by-tenant" {

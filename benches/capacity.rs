@@ -111,14 +111,7 @@ async fn counters(admin: &mut PgConnection, perf: &mut PgConnection) -> anyhow::
             .bind(DATABASE)
             .fetch_one(&mut *admin)
             .await?;
-    let statements: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(calls)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
-    )
-    .bind(DATABASE)
-    .fetch_one(&mut *admin)
-    .await
-    .ok()
-    .flatten();
+    let statements = common::statements(&mut *admin, DATABASE).await;
     let rows: i64 = sqlx::query_scalar(
         "SELECT COALESCE(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables",
     )
@@ -159,7 +152,11 @@ async fn load(
     metadata: Option<Value>,
     hook: Option<String>,
 ) -> anyhow::Result<(usize, Duration)> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).tcp_nodelay(true).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(60))
+        .build()?;
     let broker = broker.to_owned();
     let (all, elapsed) = common::closed_loop(clients, seconds, move || {
         let (http, broker, metadata, hook) = (http.clone(), broker.clone(), metadata.clone(), hook.clone());

@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let listen = format!("127.0.0.1:{}", free_port()?);
     let _serve = switchyard(&url, SCHEMA, &["serve", "--listen", &listen])?;
     let base = format!("http://{listen}");
-    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let http = reqwest::Client::builder().tcp_nodelay(true).timeout(std::time::Duration::from_secs(60)).build()?;
     for _ in 0..300 {
         if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
             break;

@@ -73,14 +73,7 @@ async fn db_stats(admin: &mut PgConnection, perf: &mut PgConnection) -> anyhow::
     .bind(DATABASE)
     .fetch_one(&mut *admin)
     .await?;
-    let statements: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(calls)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
-    )
-    .bind(DATABASE)
-    .fetch_one(&mut *admin)
-    .await
-    .ok()
-    .flatten();
+    let statements = common::statements(&mut *admin, DATABASE).await;
     // Switchyard's own tables, by the counters PostgreSQL keeps per table
     // (that database holds nothing else).
     perf.execute("SELECT pg_stat_clear_snapshot()").await?;

@@ -23,7 +23,7 @@ pub(crate) async fn show(
     let delegation = store.delegation_get(id).await?;
     let tree = descendants(store, id).await?;
     let audit = store.audit_for_task(id).await?;
-    let trace_id = trace_id(&task);
+    let trace_id = task.trace_id();
     let trace_link = trace_id.as_deref().zip(trace_url).map(|(id, template)| template.replace("{trace_id}", id));
 
     if as_json {
@@ -223,11 +223,6 @@ pub(crate) async fn list(
 }
 
 /// The W3C trace id the task was created under, if any.
-fn trace_id(task: &TaskRecord) -> Option<String> {
-    let parent = task.trace_context.as_ref()?.get("traceparent")?.as_str()?;
-    parent.split('-').nth(1).map(str::to_owned)
-}
-
 fn summary(event: &TaskEvent) -> String {
     let clip = |s: &str| {
         let s = s.replace('\n', " ");

@@ -260,7 +260,8 @@ fn banner(
     }
     writeln!(out, "  Agent Card  {api}/.well-known/agent-card.json")?;
     if args.console {
-        let who = if anonymous && args.admin_token.is_none() && args.admin_token_file.is_none() {
+        let admin_token = args.admin_token.is_some() || args.admin_token_file.is_some();
+        let who = if switchyard_api::console::open_to_anyone(anonymous, admin_token) {
             "open to anyone who can reach it"
         } else {
             "sign in with an admin credential"

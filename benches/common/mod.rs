@@ -96,6 +96,19 @@ pub(crate) fn switchyard(url: &str, schema: &str, args: &[&str]) -> anyhow::Resu
         .context("spawning switchyard")
 }
 
+/// Statements run in `database` so far (BEGIN and COMMIT included), when
+/// `pg_stat_statements` is loaded; `admin` is any connection to the server.
+pub(crate) async fn statements(admin: &mut sqlx::PgConnection, database: &str) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT sum(calls)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
+    )
+    .bind(database)
+    .fetch_one(admin)
+    .await
+    .ok()
+    .flatten()
+}
+
 /// The same server's URL for another database.
 pub(crate) fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
     let mut parsed = reqwest::Url::parse(url)?;

@@ -50,6 +50,13 @@ pub enum FoldError {
 }
 
 impl TaskRecord {
+    /// The W3C trace id of the request that created the task, if it came
+    /// with one (what `tasks show` and the console link to).
+    pub fn trace_id(&self) -> Option<String> {
+        let parent = self.trace_context.as_ref()?.get("traceparent")?.as_str()?;
+        parent.split('-').nth(1).map(str::to_owned)
+    }
+
     /// The record a new task starts from, before its first event.
     pub fn genesis(id: TaskId, caller: &Caller, context_id: String, now: DateTime<Utc>) -> Self {
         TaskRecord {

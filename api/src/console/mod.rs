@@ -30,6 +30,13 @@ use axum::routing::{get, post};
 pub use crate::config::ConsoleConfig;
 use crate::state::AppState;
 
+/// Whether the console is open to anyone who can reach it: the deployment
+/// takes anonymous calls and has no admin token (the one rule, for the
+/// pages and for what `dev` says at start).
+pub fn open_to_anyone(anonymous: bool, admin_token: bool) -> bool {
+    anonymous && !admin_token
+}
+
 /// The console's routes, under `/console`; empty when it is off.
 pub fn routes(enabled: bool) -> Router<AppState> {
     if !enabled {

@@ -93,32 +93,31 @@ pub(super) async fn page(
                 (charts(&minutes, at))
             }
             div .columns {
-                section aria-labelledby="by-tenant" {
-                    h2 #by-tenant { "By tenant" }
-                    table {
-                        thead { tr { th { "Tenant" } th .num { "Tasks" } } }
-                        tbody {
-                            @for (tenant, n) in &counts.by_tenant {
-                                tr { td { a href={ "/console/tasks?tenant=" (tenant) } { (tenant) } } td .num { (n) } }
-                            }
-                        }
-                    }
-                }
-                section aria-labelledby="by-agent" {
-                    h2 #by-agent { "By agent" }
-                    table {
-                        thead { tr { th { "Agent" } th .num { "Delegated tasks" } } }
-                        tbody {
-                            @for (agent, n) in &counts.by_agent {
-                                tr { td { a href={ "/console/tasks?agent=" (agent) } { (agent) } } td .num { (n) } }
-                            }
-                        }
-                    }
-                }
+                (count_table("by-tenant", "By tenant", "Tenant", "Tasks", "tenant", &counts.by_tenant))
+                (count_table("by-agent", "By agent", "Agent", "Delegated tasks", "agent", &counts.by_agent))
             }
         }
     };
     layout::part_or_page(query.part.is_some(), "Overview", &viewer, Section::Overview, main)
+}
+
+/// A section listing counts by a name, each name a link to the task list
+/// filtered by it (`filter=name`).
+fn count_table(id: &str, title: &str, named: &str, counted: &str, filter: &str, rows: &[(String, i64)]) -> Markup {
+    let encode = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    html! {
+        section aria-labelledby=(id) {
+            h2 #(id) { (title) }
+            table {
+                thead { tr { th { (named) } th .num { (counted) } } }
+                tbody {
+                    @for (name, n) in rows {
+                        tr { td { a href={ "/console/tasks?" (filter) "=" (encode(name)) } { (name) } } td .num { (n) } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Tasks ended per minute, and their p50 and p99 durations, over the last

@@ -127,6 +127,38 @@ pub(super) struct OneForm {
     csrf: String,
 }
 
+/// A kind of dead letter.
+#[derive(Debug, Clone, Copy)]
+enum Letter {
+    Job,
+    Delivery,
+}
+
+/// Requeues or discards one dead letter: true when done, false when it is
+/// no longer dead (or gone); `None` for an action there is not.
+async fn act(state: &AppState, letter: Letter, action: &str, id: i64) -> Option<Result<bool, StoreError>> {
+    let store = &state.store;
+    Some(match (letter, action) {
+        (Letter::Job, "requeue") => match store.job_requeue(JobId(id)).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::JobNotFound(_) | StoreError::JobNotDead { .. }) => Ok(false),
+            Err(e) => Err(e),
+        },
+        (Letter::Job, "discard") => store.job_discard(JobId(id)).await,
+        (Letter::Delivery, "requeue") => match store.push_requeue(id).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::DeliveryNotDead(_)) => Ok(false),
+            Err(e) => Err(e),
+        },
+        (Letter::Delivery, "discard") => store.delivery_discard(id).await,
+        _ => return None,
+    })
+}
+
+fn no_such_action() -> Response {
+    (StatusCode::NOT_FOUND, layout::bare("No such action", "Dead letters are requeued or discarded.")).into_response()
+}
+
 /// `POST /console/jobs/{id}/{requeue|discard}`.
 pub(super) async fn job_action(
     State(state): State<AppState>,
@@ -134,24 +166,7 @@ pub(super) async fn job_action(
     Path((id, action)): Path<(i64, String)>,
     Form(form): Form<OneForm>,
 ) -> Response {
-    let viewer = match acting(&state, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
-        Err(refused) => return refused,
-    };
-    let job = JobId(id);
-    let done = match action.as_str() {
-        "requeue" => match state.store.job_requeue(job).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::JobNotFound(_) | StoreError::JobNotDead { .. }) => Ok(false),
-            Err(e) => Err(e),
-        },
-        "discard" => state.store.job_discard(job).await,
-        _ => {
-            return (StatusCode::NOT_FOUND, layout::bare("No such action", "Jobs are requeued or discarded."))
-                .into_response();
-        }
-    };
-    finish(&state, &viewer, &headers, done, &format!("job.{action}"), json!({ "job": id })).await
+    one(&state, &headers, &form, Letter::Job, id, &action).await
 }
 
 /// `POST /console/deliveries/{id}/{requeue|discard}`.
@@ -161,28 +176,20 @@ pub(super) async fn delivery_action(
     Path((id, action)): Path<(i64, String)>,
     Form(form): Form<OneForm>,
 ) -> Response {
-    let viewer = match acting(&state, &headers, &form.csrf).await {
+    one(&state, &headers, &form, Letter::Delivery, id, &action).await
+}
+
+async fn one(state: &AppState, headers: &HeaderMap, form: &OneForm, letter: Letter, id: i64, action: &str) -> Response {
+    let viewer = match acting(state, headers, &form.csrf).await {
         Ok(viewer) => viewer,
         Err(refused) => return refused,
     };
-    let done = match action.as_str() {
-        "requeue" => requeue_delivery(&state, id).await,
-        "discard" => state.store.delivery_discard(id).await,
-        _ => {
-            return (StatusCode::NOT_FOUND, layout::bare("No such action", "Deliveries are requeued or discarded."))
-                .into_response();
-        }
+    let Some(done) = act(state, letter, action, id).await else { return no_such_action() };
+    let (audited, detail) = match letter {
+        Letter::Job => (format!("job.{action}"), json!({ "job": id })),
+        Letter::Delivery => (format!("webhook.{action}"), json!({ "delivery": id })),
     };
-    finish(&state, &viewer, &headers, done, &format!("webhook.{action}"), json!({ "delivery": id })).await
-}
-
-/// Requeues a delivery if it is (still) dead.
-async fn requeue_delivery(state: &AppState, id: i64) -> Result<bool, StoreError> {
-    let dead = state.store.push_deliveries(Some("dead"), DEAD).await?;
-    if !dead.iter().any(|d| d.id == id) {
-        return Ok(false);
-    }
-    state.store.push_requeue(id).await.map(|()| true)
+    finish(state, &viewer, headers, done, &audited, detail).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,29 +213,28 @@ pub(super) async fn all_action(
     };
     let kind = form.kind.as_deref().filter(|k| !k.is_empty());
     let result = async {
-        let mut count = 0u64;
-        match (form.what.as_str(), form.action.as_str()) {
-            ("jobs", action @ ("requeue" | "discard")) => {
-                for job in state.store.jobs_dead(DEAD).await?.iter().filter(|j| kind.is_none_or(|k| j.kind == k)) {
-                    let done = if action == "requeue" {
-                        state.store.job_requeue(job.id).await.is_ok()
-                    } else {
-                        state.store.job_discard(job.id).await?
-                    };
-                    count += u64::from(done);
-                }
-            }
-            ("deliveries", action @ ("requeue" | "discard")) => {
-                for d in state.store.push_deliveries(Some("dead"), DEAD).await? {
-                    let done = if action == "requeue" {
-                        state.store.push_requeue(d.id).await.is_ok()
-                    } else {
-                        state.store.delivery_discard(d.id).await?
-                    };
-                    count += u64::from(done);
-                }
-            }
+        if !matches!(form.action.as_str(), "requeue" | "discard") {
+            return Ok(None);
+        }
+        let ids: Vec<i64> = match form.what.as_str() {
+            "jobs" => state
+                .store
+                .jobs_dead(DEAD)
+                .await?
+                .iter()
+                .filter(|j| kind.is_none_or(|k| j.kind == k))
+                .map(|j| j.id.0)
+                .collect(),
+            "deliveries" => state.store.push_deliveries(Some("dead"), DEAD).await?.iter().map(|d| d.id).collect(),
             _ => return Ok(None),
+        };
+        let letter = if form.what == "jobs" { Letter::Job } else { Letter::Delivery };
+        let mut count = 0u64;
+        for id in ids {
+            match act(&state, letter, &form.action, id).await {
+                Some(done) => count += u64::from(done?),
+                None => return Ok(None),
+            }
         }
         Ok::<_, StoreError>(Some(count))
     };

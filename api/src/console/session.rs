@@ -93,10 +93,9 @@ pub(super) async fn viewer(state: &AppState, headers: &HeaderMap, path: &str) ->
     }
 }
 
-/// Whether the console is open to anyone: the deployment takes anonymous
-/// calls and has no admin token.
+/// Whether this deployment's console is open to anyone (see [`super::open_to_anyone`]).
 pub(super) fn open(state: &AppState) -> bool {
-    state.auth.config().anonymous && state.handler.config().admin_token.is_none()
+    super::open_to_anyone(state.auth.config().anonymous, state.handler.config().admin_token.is_some())
 }
 
 fn config_key(state: &AppState) -> [u8; 32] {

@@ -65,7 +65,7 @@ async fn dossier(state: &AppState, id: TaskId) -> Result<Dossier, StoreError> {
         store.console_label(id),
         children,
         store.push_configs_of(id, 100),
-        store.console_deliveries(id, 100),
+        store.push_deliveries_of(id, 100),
         store.audit_for_task(id),
     )?;
     // The artifacts, folded from the log just read rather than read twice.
@@ -134,15 +134,10 @@ pub(super) async fn page(
     response
 }
 
-fn trace_id(task: &TaskRecord) -> Option<String> {
-    let parent = task.trace_context.as_ref()?.get("traceparent")?.as_str()?;
-    parent.split('-').nth(1).map(str::to_owned)
-}
-
 fn render(viewer: &Viewer, d: &Dossier, trace_url: Option<&str>) -> Markup {
     let task = &d.task;
     let id = task.id.to_string();
-    let trace = trace_id(task);
+    let trace = task.trace_id();
     let trace_link = trace.as_deref().zip(trace_url).map(|(t, template)| template.replace("{trace_id}", t));
     let asking = matches!(task.state, TaskState::InputRequired | TaskState::AuthRequired);
     html! {
@@ -450,9 +445,11 @@ pub(super) async fn live(
             if seen != Some(task.version) {
                 seen = Some(task.version);
                 let name = if task.state.is_terminal() { "ended" } else { "changed" };
-                if tx.send(Ok(Event::default().event(name).data(task.version.to_string()))).await.is_err()
-                    || task.state.is_terminal()
-                {
+                // A browser that stops reading is not waited for past the
+                // page's time.
+                let event = Ok(Event::default().event(name).data(task.version.to_string()));
+                let sent = tokio::time::timeout_at(until, tx.send(event)).await;
+                if !matches!(sent, Ok(Ok(()))) || task.state.is_terminal() {
                     return;
                 }
                 // Many changes in a burst (a streamed artifact) are one re-read.
@@ -476,16 +473,11 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<CancelForm>,
 ) -> Response {
-    let viewer = match acting(&state, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (viewer, task) = match acting_on(&state, &headers, &form.csrf, &id).await {
+        Ok(acting) => acting,
         Err(refused) => return refused,
     };
-    let Ok(id) = id.parse::<TaskId>() else { return not_an_id(&id) };
-    let task = match state.store.task_load(id).await {
-        Ok(task) => task,
-        Err(StoreError::TaskNotFound(_)) => return not_found(id),
-        Err(e) => return layout::unavailable(e),
-    };
+    let id = task.id;
     let text = format!("canceled by {} from the console", viewer.who.principal);
     let reason = a2a::Message::new(a2a::Role::Agent, vec![Part::text(&text)]);
     match state.store.task_cancel(&Caller::new(&task.tenant, &task.owner), id, Some(reason)).await {
@@ -514,16 +506,11 @@ pub(super) async fn answer(
     Path(id): Path<String>,
     Form(form): Form<AnswerForm>,
 ) -> Response {
-    let viewer = match acting(&state, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (viewer, task) = match acting_on(&state, &headers, &form.csrf, &id).await {
+        Ok(acting) => acting,
         Err(refused) => return refused,
     };
-    let Ok(id) = id.parse::<TaskId>() else { return not_an_id(&id) };
-    let task = match state.store.task_load(id).await {
-        Ok(task) => task,
-        Err(StoreError::TaskNotFound(_)) => return not_found(id),
-        Err(e) => return layout::unavailable(e),
-    };
+    let id = task.id;
     let text = form.text.trim();
     if text.is_empty() {
         return (StatusCode::BAD_REQUEST, layout::bare("Nothing sent", "The answer is empty.")).into_response();
@@ -548,6 +535,23 @@ pub(super) async fn answer(
     }
     audit(&state, &viewer, "task.answer", &task, json!({ "via": "console" })).await;
     Redirect::to(&format!("/console/tasks/{id}")).into_response()
+}
+
+/// The viewer of a form post about task `id`, and that task: refused
+/// unless the form is this console's, the id one, and the task there.
+async fn acting_on(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+    id: &str,
+) -> Result<(Viewer, TaskRecord), Response> {
+    let viewer = acting(state, headers, csrf).await?;
+    let Ok(id) = id.parse::<TaskId>() else { return Err(not_an_id(id)) };
+    match state.store.task_load(id).await {
+        Ok(task) => Ok((viewer, task)),
+        Err(StoreError::TaskNotFound(_)) => Err(not_found(id)),
+        Err(e) => Err(layout::unavailable(e)),
+    }
 }
 
 /// The viewer of a form post, refused unless the form is this console's.

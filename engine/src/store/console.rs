@@ -1,6 +1,6 @@
 //! What the console reads and changes that no A2A operation does: every
 //! tenant's tasks under an operator's filters, the overview's counts, each
-//! agent's load, a task's webhook deliveries, and discarding dead letters.
+//! agent's load, and discarding dead letters.
 //!
 //! Task ids are UUIDv7, so "newest first" is the primary key read
 //! backwards, and "created since" and "id starts with" are ranges of it:
@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Store;
-use super::outbox::DeliveryRecord;
 use super::row::TaskRow;
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
@@ -87,8 +86,6 @@ super::seam::statements! {
     /// Tasks that ended in the last hour, by minute, by the database's clock.
     db fn console_minutes() -> Vec<MinuteStat>;
     db fn console_agents() -> Vec<AgentLoad>;
-    /// A task's webhook deliveries, newest first.
-    db fn console_deliveries(task: TaskId, limit: i64) -> Vec<DeliveryRecord>;
     /// Deletes a dead job; false when it is not dead (or gone).
     db fn console_job_discard(job: JobId) -> bool;
     /// Deletes a dead delivery; false when it is not dead (or gone).
@@ -137,11 +134,6 @@ impl Store {
     /// Every agent with a delegated task open or ended in the last hour, with its load.
     pub async fn console_agents(&self) -> Result<Vec<AgentLoad>, StoreError> {
         self.db.console_agents().await
-    }
-
-    /// A task's webhook deliveries, newest first.
-    pub async fn console_deliveries(&self, task: TaskId, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.db.console_deliveries(task, limit).await
     }
 
     /// Deletes a dead job (a dead letter an operator gave up on).

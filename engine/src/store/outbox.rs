@@ -80,7 +80,7 @@ super::seam::statements! {
     /// Queues a job for up to `limit` webhooks with pending deliveries and none.
     tx fn outbox_adopt_orphans(limit: i64) -> u64;
     /// Newest first; `state` pending, delivered or dead, or all.
-    db fn deliveries_list(state: Option<&str>, limit: i64) -> Vec<DeliveryRecord>;
+    db fn deliveries_list(state: Option<&str>, task: Option<TaskId>, limit: i64) -> Vec<DeliveryRecord>;
     /// A dead delivery pending again, its webhook's job live.
     tx fn delivery_requeue(delivery: i64) -> ();
 }
@@ -168,7 +168,12 @@ impl Store {
     /// Deliveries for operators: `state` one of pending, delivered, dead
     /// (or all), newest first.
     pub async fn push_deliveries(&self, state: Option<&str>, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.db.deliveries_list(state, limit).await
+        self.db.deliveries_list(state, None, limit).await
+    }
+
+    /// One task's deliveries, in any state, newest first.
+    pub async fn push_deliveries_of(&self, task: TaskId, limit: i64) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.db.deliveries_list(None, Some(task), limit).await
     }
 
     /// Puts a dead delivery back in its webhook's outbox with a fresh set of

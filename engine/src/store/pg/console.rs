@@ -7,7 +7,6 @@ use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::state::TaskState;
 use crate::store::console::{AgentLoad, ConsoleFilter, Counts, MinuteStat};
-use crate::store::outbox::DeliveryRecord;
 use crate::store::row::TaskRow;
 
 pub(in crate::store) async fn console_tasks(
@@ -151,38 +150,6 @@ pub(in crate::store) async fn console_agents(pool: &PgPool) -> Result<Vec<AgentL
         completed: r.completed,
         failed: r.failed,
         mean_ms: r.mean_ms,
-    })
-    .collect())
-}
-
-pub(in crate::store) async fn console_deliveries(
-    pool: &PgPool,
-    task: TaskId,
-    limit: i64,
-) -> Result<Vec<DeliveryRecord>, StoreError> {
-    Ok(sqlx::query!(
-        r#"SELECT d.id, d.task_id, d.config_id, c.url, d.seq, d.state, d.attempts, d.next_at, d.last_error,
-                  d.finished_at
-           FROM push_deliveries d JOIN push_configs c ON c.task_id = d.task_id AND c.id = d.config_id
-           WHERE d.task_id = $1
-           ORDER BY d.id DESC LIMIT $2"#,
-        task.0,
-        limit,
-    )
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|r| DeliveryRecord {
-        id: r.id,
-        task_id: TaskId(r.task_id),
-        config_id: r.config_id,
-        url: crate::egress::redacted(&r.url),
-        seq: r.seq,
-        state: r.state,
-        attempts: r.attempts,
-        next_at: r.next_at,
-        last_error: r.last_error,
-        finished_at: r.finished_at,
     })
     .collect())
 }

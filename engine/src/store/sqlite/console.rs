@@ -8,7 +8,6 @@ use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::state::TaskState;
 use crate::store::console::{AgentLoad, ConsoleFilter, Counts, MinuteStat};
-use crate::store::outbox::DeliveryRecord;
 use crate::store::row::TaskRow;
 
 pub(super) const TERMINAL: &str = "('completed', 'failed', 'canceled', 'rejected')";
@@ -155,39 +154,6 @@ pub(in crate::store) async fn console_agents(lite: &Lite) -> Result<Vec<AgentLoa
                 completed: r.try_get("completed")?,
                 failed: r.try_get("failed")?,
                 mean_ms: r.try_get("mean_ms")?,
-            })
-        })
-        .collect()
-}
-
-pub(in crate::store) async fn console_deliveries(
-    lite: &Lite,
-    task: TaskId,
-    limit: i64,
-) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT d.id, d.task_id, d.config_id, c.url, d.seq, d.state, d.attempts, d.next_at, d.last_error, \
-                d.finished_at \
-         FROM push_deliveries d JOIN push_configs c ON c.task_id = d.task_id AND c.id = d.config_id \
-         WHERE d.task_id = ?1 ORDER BY d.id DESC LIMIT ?2",
-    )
-    .bind(task.0)
-    .bind(limit)
-    .fetch_all(&lite.read)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(DeliveryRecord {
-                id: r.try_get("id")?,
-                task_id: TaskId(r.try_get("task_id")?),
-                config_id: r.try_get("config_id")?,
-                url: crate::egress::redacted(&r.try_get::<String, _>("url")?),
-                seq: r.try_get("seq")?,
-                state: r.try_get("state")?,
-                attempts: r.try_get("attempts")?,
-                next_at: at(r.try_get("next_at")?),
-                last_error: r.try_get("last_error")?,
-                finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(at),
             })
         })
         .collect()

@@ -198,16 +198,18 @@ pub(in crate::store) async fn outbox_adopt_orphans(tx: &mut LiteTx, limit: i64) 
 pub(in crate::store) async fn deliveries_list(
     lite: &Lite,
     state: Option<&str>,
+    task: Option<TaskId>,
     limit: i64,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT d.id, d.task_id, d.config_id, c.url, d.seq, d.state, d.attempts, d.next_at, d.last_error, \
                 d.finished_at \
          FROM push_deliveries d JOIN push_configs c ON c.task_id = d.task_id AND c.id = d.config_id \
-         WHERE ?1 IS NULL OR d.state = ?1 ORDER BY d.id DESC LIMIT ?2",
+         WHERE (?1 IS NULL OR d.state = ?1) AND (?3 IS NULL OR d.task_id = ?3) ORDER BY d.id DESC LIMIT ?2",
     )
     .bind(state)
     .bind(limit)
+    .bind(task.map(|t| t.0))
     .fetch_all(&lite.read)
     .await?;
     rows.iter()

@@ -348,6 +348,29 @@ pub(crate) struct DatabaseArgs {
     /// (and where the other commands look for it).
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard", global = true)]
     pub(crate) data_dir: PathBuf,
+    /// On PostgreSQL, how much task creation time one partition of the event
+    /// log covers; retention drops a whole window once all of it is older
+    /// than --retention (at least 1s; ignored by the embedded store).
+    #[arg(long, env = "SWITCHYARD_LOG_WINDOW", default_value = "1d", value_parser = parse_log_window, global = true)]
+    pub(crate) log_window: Duration,
+    /// A streaming replica of the PostgreSQL database for the reads the api
+    /// serves (GetTask, ListTasks, streams' logs, the console): each read
+    /// goes there once it has replayed everything committed before the read
+    /// began, else to the primary.
+    #[arg(long, env = "SWITCHYARD_READ_DATABASE_URL", global = true)]
+    pub(crate) read_database_url: Option<String>,
+    /// How long a read waits for the replica to catch up before it reads the primary.
+    #[arg(long, env = "SWITCHYARD_READ_WAIT", default_value = "50ms", value_parser = humantime::parse_duration, global = true)]
+    pub(crate) read_wait: Duration,
+}
+
+/// A log window: a duration of at least a second.
+fn parse_log_window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if window < Duration::from_secs(1) {
+        return Err(format!("{text} is shorter than a second"));
+    }
+    Ok(window)
 }
 
 /// What a command may do with the embedded store when no database URL is given.
@@ -374,8 +397,19 @@ impl DatabaseArgs {
             max_connections: self.db_max_connections.max(2),
             schema: self.schema.clone(),
             read_only: embedded == Embedded::Read,
+            log_window: self.log_window,
+            read_url: self.read_database_url.clone().filter(|url| !url.is_empty()),
+            read_wait: self.read_wait,
             ..StoreConfig::new(url)
         };
+        if let Some(read) = self.read_database_url.as_deref().filter(|url| !url.is_empty()) {
+            let postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+            anyhow::ensure!(
+                postgres(read) && self.database_url.as_deref().is_some_and(postgres),
+                "--read-database-url names a streaming replica of a PostgreSQL store: give PostgreSQL URLs for both \
+                 it and --database-url"
+            );
+        }
         if let Some(url) = &self.database_url {
             let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
             if !postgres && !switchyard_engine::is_sqlite_url(url) {

@@ -52,9 +52,9 @@ pub use state::TaskState;
 pub use store::{
     AgentLoad, AgentRecord, AuditEntry, ChildPlace, ClaimedJob, ConsoleFilter, ConsoleTask, Counts, Cursor, Delegation,
     DelegationStart, DeliveryFate, DeliveryRecord, Fold, FoldRequest, FollowUp, Gate, JobFate, JobKind, JobRecord,
-    JobState, KeyRecord, Lease, MAX_PUSH_CONFIGS, MinuteStat, NewJob, NewKey, NewTask, Outbox, PendingDelivery,
-    PresentedKey, PushConfig, Rescued, SessionLimits, Stats, Store, StoreConfig, Submission, Swept, TaskFilter,
-    TaskPage, TaskPlan, asking_child, id_range, is_sqlite_url,
+    JobState, KeyRecord, Lease, LogRotation, MAX_PUSH_CONFIGS, MinuteStat, NewJob, NewKey, NewTask, Outbox,
+    PendingDelivery, PresentedKey, PushConfig, ReadRoutes, Rescued, SessionLimits, Stats, Store, StoreConfig,
+    Submission, Swept, TaskFilter, TaskPage, TaskPlan, asking_child, id_range, is_sqlite_url,
 };
 pub use task::{FoldError, TaskRecord};
 

@@ -400,6 +400,9 @@ async fn an_operator_follows_and_acts_on_tasks_in_a_real_browser() {
 async fn console_actions_refuse_forged_requests_and_the_console_can_be_off() {
     let Some(stack) = Stack::start(&["--max-streams-per-principal", "1"]).await else { return };
     let hanging = stack.send("hang", None).await;
+    // Running at its agent before anything is tried on it, so that "not
+    // canceled" below reads one state whatever the machine's load.
+    eventually(WAIT, "the hanging task working", || async { stack.state(&hanging).await == "working" }).await;
     // Signed in over HTTP as a browser would be: the session cookie.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let signed_in = http

@@ -121,6 +121,11 @@ impl TestDb {
     }
 
     pub(crate) async fn on(driver: Driver) -> Option<TestDb> {
+        TestDb::with_log_window(driver, StoreConfig::new("").log_window).await
+    }
+
+    /// The same, with the event log partitioned into windows of `log_window`.
+    pub(crate) async fn with_log_window(driver: Driver, log_window: Duration) -> Option<TestDb> {
         let schema = format!("t_{}_{}", unix_now(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let (url, dir) = match driver {
             Driver::Postgres => (server().await?.url.clone(), None),
@@ -129,7 +134,8 @@ impl TestDb {
                 (format!("sqlite://{}", dir.join("switchyard.db").display()), Some(dir))
             }
         };
-        let config = StoreConfig { schema: schema.clone(), max_connections: 16, ..StoreConfig::new(url.clone()) };
+        let config =
+            StoreConfig { schema: schema.clone(), max_connections: 16, log_window, ..StoreConfig::new(url.clone()) };
         let store = Store::connect(&config).await.expect("connect to the test database");
         store.migrate().await.expect("migrate the test schema");
         Some(TestDb { store, url, schema, driver, dir })

@@ -30,6 +30,7 @@ mod a2a_rest;
 mod a2a_stream;
 
 mod listener;
+mod log_windows;
 mod processes;
 mod protojson;
 mod proxy;
@@ -37,6 +38,7 @@ mod query_plans;
 mod queue;
 mod races;
 mod reach;
+mod replica;
 mod schema;
 mod security;
 mod store;

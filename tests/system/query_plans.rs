@@ -25,13 +25,16 @@ const LARGE: [&str; 5] = ["tasks", "task_events", "idempotency_keys", "jobs", "p
 const TASKS: i64 = 100_000;
 
 /// Fills the schema as a deployment's history would: mostly finished
-/// tasks, a tenth still open, two log rows, a key and a job each.
+/// tasks, a tenth still open, two log rows, a key and a job each; ids are
+/// UUIDv7 of their creation time, as the store makes them (so the log
+/// lies in its windows, here the history before the test's migration).
 async fn fill(db: &TestDb) {
     let pool = db.pool();
     let statements = [
         format!(
             "INSERT INTO tasks (id, tenant, owner, context_id, state, status, version, created_at, status_at)
-             SELECT gen_random_uuid(), 'acme', 'user' || (g % 50), 'ctx-' || (g % 20000),
+             SELECT (lpad(to_hex((extract(epoch FROM now() - make_interval(secs => g)) * 1000)::bigint), 12, '0')
+                     || substr(md5(g::text), 1, 20))::uuid, 'acme', 'user' || (g % 50), 'ctx-' || (g % 20000),
                     s.state, jsonb_build_object('state', s.state), 2,
                     now() - make_interval(secs => g), now() - make_interval(secs => g)
              FROM generate_series(1, {TASKS}) g,
@@ -116,16 +119,33 @@ async fn explaining(db: &TestDb) -> Option<Store> {
 /// no large table scanned whole, and each of `indexes` used.
 async fn check<F, Fut>(captured: &Captured, what: &str, indexes: &[&str], operation: F)
 where
-    F: FnOnce() -> Fut,
+    F: Fn() -> Fut,
     Fut: Future<Output = ()>,
 {
     captured.take();
     operation().await;
-    let plans = captured.take();
+    let mut plans = captured.take();
+    // tracing caches whether anyone listens at a call site across the
+    // whole process; while the rest of the suite's subscribers come and
+    // go on other threads, a NOTICE can pass unheard. Asked again, the
+    // plan is the same plan.
+    for _ in 0..2 {
+        if plans.is_empty() {
+            operation().await;
+            plans = captured.take();
+        }
+    }
     assert!(!plans.is_empty(), "{what}: no plan came back");
     for plan in &plans {
         for table in LARGE {
-            assert!(!plan.contains(&format!("Seq Scan on {table} ")), "{what}: a whole scan of {table}:\n{plan}");
+            // A partitioned table's partitions are named after it. The log's
+            // default partition is the exception: it holds only what no
+            // window covers (the events of tasks kept past their window's
+            // end), and retention's orphan pass reads it whole.
+            let partition = format!("Seq Scan on {table}_");
+            let whole = plan.contains(&format!("Seq Scan on {table} "))
+                || plan.match_indices(&partition).any(|(at, _)| !plan[at + partition.len()..].starts_with("default "));
+            assert!(!whole, "{what}: a whole scan of {table}:\n{plan}");
         }
     }
     for index in indexes {

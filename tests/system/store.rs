@@ -333,6 +333,12 @@ async fn retention_deletes_long_finished_tasks_with_their_rows_and_nothing_else(
         ("jobs", "SELECT count(*) FROM jobs WHERE task_id = $1"),
         ("idempotency_keys", "SELECT count(*) FROM idempotency_keys WHERE task_id = $1"),
     ] {
+        // On PostgreSQL the log is partitioned by creation time and a
+        // deleted task's events go with their window (log_windows.rs).
+        if table == "task_events" && db.driver == crate::harness::Driver::Postgres {
+            assert!(count(sql, recent_done.0).await > 0 && count(sql, old_open.0).await > 0);
+            continue;
+        }
         assert_eq!(count(sql, old_done.0).await, 0, "{table}: the old finished task's rows are gone");
         assert!(count(sql, recent_done.0).await > 0, "{table}: a recent one is kept");
         assert!(count(sql, old_open.0).await > 0, "{table}: an open task is kept however old");

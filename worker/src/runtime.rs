@@ -275,7 +275,8 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Runs the periodic sweeps in the background, at most once a minute and
 /// never two at once in this process (several workers sweeping at once only
 /// skip each other's rows): the webhook outbox's orphans given a delivery
-/// job, then, when retention is set, what finished long ago deleted.
+/// job, then, when retention is set, what finished long ago deleted, and
+/// the event log's windows made ahead (and, with retention, dropped).
 #[derive(Debug)]
 struct Sweeper {
     retention: Option<std::time::Duration>,
@@ -305,21 +306,40 @@ impl Sweeper {
                 }
                 Err(error) => tracing::warn!(%error, "webhook outbox sweep failed; will retry"),
             }
-            if let Some(retention) = retention {
-                match store.retention_sweep(retention, 500, 20).await {
-                    Ok(swept) if swept.tasks > 0 || swept.jobs > 0 => {
+            let rotated = match retention {
+                Some(retention) => store.retention_sweep(retention, 500, 20).await.map(|swept| {
+                    if swept.tasks > 0 || swept.jobs > 0 || swept.log_orphans > 0 {
                         metrics::counter!("switchyard_retention_deleted_total", "what" => "tasks")
                             .increment(swept.tasks);
                         metrics::counter!("switchyard_retention_deleted_total", "what" => "jobs").increment(swept.jobs);
+                        metrics::counter!("switchyard_retention_deleted_total", "what" => "log_orphans")
+                            .increment(swept.log_orphans);
                         tracing::info!(
                             tasks = swept.tasks,
                             jobs = swept.jobs,
+                            log_orphans = swept.log_orphans,
                             "retention: deleted what finished long ago"
                         );
                     }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "retention sweep failed; will retry"),
+                    swept.log
+                }),
+                // Kept for good: the log's windows are still made ahead.
+                None => store.log_rotate(None).await,
+            };
+            match rotated {
+                Ok(log) => {
+                    metrics::counter!("switchyard_log_windows_total", "what" => "created").increment(log.created);
+                    metrics::counter!("switchyard_log_windows_total", "what" => "dropped").increment(log.dropped);
+                    if log.created > 0 || log.dropped > 0 {
+                        tracing::info!(
+                            created = log.created,
+                            dropped = log.dropped,
+                            moved_events = log.moved,
+                            "the event log's windows rotated"
+                        );
+                    }
                 }
+                Err(error) => tracing::warn!(%error, "retention sweep failed; will retry"),
             }
             running.store(false, Ordering::SeqCst);
         });

@@ -48,7 +48,7 @@ struct Dossier {
 
 async fn dossier(state: &AppState, id: TaskId) -> Result<Dossier, StoreError> {
     let store = &state.store;
-    let mut task = store.task_load(id).await?;
+    let mut task = store.task_view(id).await?;
     // The rest is read side by side: none depends on another.
     let children = async {
         let mut children = Vec::new();
@@ -438,7 +438,7 @@ pub(super) async fn live(
         let mut seen = None;
         while tokio::time::Instant::now() < until && !tx.is_closed() {
             subscription.changed(id, Duration::from_secs(15)).await;
-            let task = match store.task_load(id).await {
+            let task = match store.task_view(id).await {
                 Ok(task) => task,
                 Err(_) => return,
             };

@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Store;
 use super::row::TaskRow;
+use super::{Store, client_read};
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::state::TaskState;
@@ -101,10 +101,14 @@ impl Store {
         before: Option<TaskId>,
         limit: i64,
     ) -> Result<Vec<ConsoleTask>, StoreError> {
-        let rows = self.db.console_tasks(filter, before, limit).await?;
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let (rows, labels) = client_read!(self, |db| async {
+            let rows = db.console_tasks(filter, before, limit).await?;
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+            Ok((rows, db.console_labels(&ids).await?))
+        }
+        .await)?;
         let mut labels: std::collections::HashMap<Uuid, (Option<String>, Option<String>)> =
-            self.db.console_labels(&ids).await?.into_iter().map(|(id, agent, plan)| (id, (agent, plan))).collect();
+            labels.into_iter().map(|(id, agent, plan)| (id, (agent, plan))).collect();
         rows.into_iter()
             .map(|row| {
                 let (agent, plan) = labels.remove(&row.id).unwrap_or_default();
@@ -117,23 +121,23 @@ impl Store {
     /// runs: what its delegation row says, else what its delegate job was
     /// given (a task whose agent was never reached has no delegation).
     pub async fn console_label(&self, task: TaskId) -> Result<(Option<String>, Option<String>), StoreError> {
-        let labels = self.db.console_labels(&[task.0]).await?;
+        let labels = client_read!(self, |db| db.console_labels(&[task.0]).await)?;
         Ok(labels.into_iter().next().map(|(_, agent, plan)| (agent, plan)).unwrap_or_default())
     }
 
     /// Tasks by state, tenant and agent.
     pub async fn console_counts(&self) -> Result<Counts, StoreError> {
-        self.db.console_counts().await
+        client_read!(self, |db| db.console_counts().await)
     }
 
     /// The last hour's endings, by minute (minutes without any are left out).
     pub async fn console_minutes(&self) -> Result<Vec<MinuteStat>, StoreError> {
-        self.db.console_minutes().await
+        client_read!(self, |db| db.console_minutes().await)
     }
 
     /// Every agent with a delegated task open or ended in the last hour, with its load.
     pub async fn console_agents(&self) -> Result<Vec<AgentLoad>, StoreError> {
-        self.db.console_agents().await
+        client_read!(self, |db| db.console_agents().await)
     }
 
     /// Deletes a dead job (a dead letter an operator gave up on).

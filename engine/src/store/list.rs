@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Store;
 use super::row::TaskRow;
+use super::{Store, client_read};
 use crate::error::StoreError;
 use crate::id::{Caller, TaskId};
 use crate::state::TaskState;
@@ -68,8 +68,11 @@ impl Store {
         with_artifacts: bool,
     ) -> Result<TaskPage, StoreError> {
         // One more row than asked tells whether another page exists.
-        let rows = self.db.tasks_page(caller, filter, page_size + 1, after, with_artifacts).await?;
-        let total = self.db.tasks_count(caller, filter).await?;
+        let (rows, total) = client_read!(self, |db| async {
+            let rows = db.tasks_page(caller, filter, page_size + 1, after, with_artifacts).await?;
+            Ok((rows, db.tasks_count(caller, filter).await?))
+        }
+        .await)?;
         page(rows, total, page_size)
     }
 

@@ -50,7 +50,7 @@ pub use list::{Cursor, TaskFilter, TaskPage};
 pub use outbox::{DeliveryFate, DeliveryRecord, Outbox, PendingDelivery};
 
 pub use push_config::{MAX_PUSH_CONFIGS, PushConfig};
-pub use retention::Swept;
+pub use retention::{LogRotation, Swept};
 pub use stats::Stats;
 pub use task::{FollowUp, NewTask, Submission};
 
@@ -71,6 +71,17 @@ pub struct StoreConfig {
     /// How long PostgreSQL lets one of this process's sessions hold what it
     /// holds; ignored by the embedded store (one process, nothing to cut).
     pub session: SessionLimits,
+    /// On PostgreSQL, how much task creation time one partition of the
+    /// event log covers: retention drops a window whole once all of it is
+    /// past `--retention`. Narrower windows free space sooner, at one more
+    /// table each.
+    pub log_window: Duration,
+    /// A streaming replica of the PostgreSQL store for the reads an api
+    /// serves to clients (`pg/replica.rs`); none reads the primary.
+    pub read_url: Option<String>,
+    /// How long such a read waits for the replica to replay what the
+    /// primary had committed when the read began, before reading the primary.
+    pub read_wait: Duration,
 }
 
 /// The limits every PostgreSQL session of a process carries, so that a
@@ -146,8 +157,21 @@ impl StoreConfig {
             acquire_timeout: Duration::from_secs(10),
             read_only: false,
             session: SessionLimits::DEFAULT,
+            log_window: Duration::from_secs(86_400),
+            read_url: None,
+            read_wait: Duration::from_millis(50),
         }
     }
+}
+
+/// Where clients' reads went (see [`Store::read_routes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadRoutes {
+    pub replica: u64,
+    /// Read on the primary: the replica had not caught up within the wait.
+    pub lagging: u64,
+    /// Read on the primary: the replica failed or did not answer.
+    pub down: u64,
 }
 
 /// A handle on the store; cheap to clone (it shares its pools).
@@ -160,6 +184,10 @@ pub struct Store {
     /// transaction (`group.rs`); each kind's lanes start on first use, so
     /// in the caller's runtime.
     batch: Option<Arc<Batchers>>,
+    /// The width of the event log's partitions (see [`StoreConfig::log_window`]).
+    log_window: Duration,
+    /// Where clients' reads may go instead of the primary (PostgreSQL only).
+    replica: Option<Arc<pg::replica::Replica>>,
 }
 
 /// The group-commit lanes of one store, one set per kind of write.
@@ -198,31 +226,105 @@ impl Store {
     pub fn connect_lazy(config: &StoreConfig) -> Result<Store, StoreError> {
         let schema = validate_schema(&config.schema)?;
         if is_sqlite_url(&config.url) {
+            if config.read_url.is_some() {
+                return Err(StoreError::Unavailable(
+                    "a read replica is for a PostgreSQL store; the embedded store has none".into(),
+                ));
+            }
             let lite = Lite::open(&config.url, config.max_connections, config.read_only)?;
             return Ok(Store {
                 db: Db::Lite(lite),
                 schema: schema.into(),
                 channels: Channels::for_schema(schema),
                 batch: None,
+                log_window: config.log_window,
+                replica: None,
             });
         }
         let limits = config.session.settings();
-        let options = PgConnectOptions::from_str(&config.url)?
-            .options([("search_path", schema)])
-            .options(limits.iter().map(|(name, value)| (*name, value.as_str())));
-        // No liveness ping per checkout: it is a round trip on every query,
-        // and a dead connection fails its query anyway, which callers treat
-        // as transient (sqlx then discards it).
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
+        let pool_for = |url: &str, acquire_timeout: Duration| -> Result<PgPool, StoreError> {
+            let options = PgConnectOptions::from_str(url)?
+                .options([("search_path", schema)])
+                .options(limits.iter().map(|(name, value)| (*name, value.as_str())));
+            // No liveness ping per checkout: it is a round trip on every query,
+            // and a dead connection fails its query anyway, which callers treat
+            // as transient (sqlx then discards it).
+            Ok(PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(acquire_timeout)
+                .test_before_acquire(false)
+                .connect_lazy_with(options))
+        };
+        let pool = pool_for(&config.url, config.acquire_timeout)?;
+        // A replica that cannot give a connection at once is treated as down.
+        let replica = match config.read_url.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) => Some(Arc::new(pg::replica::Replica::new(
+                pool_for(url, config.read_wait.max(Duration::from_millis(200)))?,
+                config.read_wait,
+            ))),
+            None => None,
+        };
         Ok(Store {
             db: Db::Pg(pool),
             schema: schema.into(),
             channels: Channels::for_schema(schema),
             batch: Some(Arc::default()),
+            log_window: config.log_window,
+            replica,
+        })
+    }
+
+    /// Where a client's read goes (see [`client_read`]): the replica's
+    /// handle when one is configured and has replayed everything the
+    /// primary had committed when this was called (`pg/replica.rs`), else
+    /// `None` — the primary, counted with the reason.
+    pub(crate) async fn replica_for_read(&self) -> Option<Db> {
+        let (Some(replica), Db::Pg(primary)) = (&self.replica, &self.db) else { return None };
+        let route = replica.route(primary).await;
+        if route == pg::replica::Route::Replica {
+            return Some(Db::Pg(replica.pool.clone()));
+        }
+        self.read_on_primary(route);
+        None
+    }
+
+    /// A read the replica answered.
+    pub(crate) fn read_on_replica(&self) {
+        if let Some(replica) = &self.replica {
+            replica.count(pg::replica::Route::Replica);
+            metrics::counter!("switchyard_store_reads_total", "from" => "replica").increment(1);
+        }
+    }
+
+    /// A read the replica failed midway: it is read again on the primary,
+    /// and the replica left alone for a while.
+    pub(crate) fn read_failed_on_replica(&self, error: &StoreError) {
+        if let Some(replica) = &self.replica {
+            tracing::warn!(%error, "a read on the replica failed; reading the primary for a while");
+            replica.mark_down();
+            self.read_on_primary(pg::replica::Route::Down);
+        }
+    }
+
+    fn read_on_primary(&self, route: pg::replica::Route) {
+        if let Some(replica) = &self.replica {
+            replica.count(route);
+            let why = if route == pg::replica::Route::Lagging { "replica lagging" } else { "replica down" };
+            metrics::counter!("switchyard_store_reads_total", "from" => "primary", "why" => why).increment(1);
+        }
+    }
+
+    /// Where clients' reads went since this store was opened: to the
+    /// replica, and to the primary because the replica lagged or was down;
+    /// `None` without a replica.
+    pub fn read_routes(&self) -> Option<ReadRoutes> {
+        let replica = self.replica.as_ref()?;
+        let count =
+            |route: pg::replica::Route| replica.counts[route as usize].load(std::sync::atomic::Ordering::Relaxed);
+        Some(ReadRoutes {
+            replica: count(pg::replica::Route::Replica),
+            lagging: count(pg::replica::Route::Lagging),
+            down: count(pg::replica::Route::Down),
         })
     }
 
@@ -259,8 +361,12 @@ impl Store {
 
     /// Creates the schema if needed and applies every pending migration.
     /// Safe to run from several processes at once (sqlx takes an advisory lock).
+    /// Then makes the event log's windows for now and the next few, so
+    /// that a store migrated before its workers start logs into windows.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.db.migrate(&self.schema).await
+        self.db.migrate(&self.schema).await?;
+        self.log_rotate(None).await?;
+        Ok(())
     }
 
     /// Reverts migrations down to (not including) `target` version; 0 reverts all.
@@ -432,6 +538,42 @@ macro_rules! in_tx {
     }};
 }
 pub(crate) use in_tx;
+
+/// Runs `$read` — an expression over `$db: &Db` — as one of the reads an
+/// api serves to a client: on the replica when one is configured and has
+/// replayed everything the primary had committed when the read began,
+/// else, or when the replica fails it midway, on the primary. (A macro for
+/// the reason [`in_tx`] is one.)
+macro_rules! client_read {
+    ($store:expr, |$db:ident| $read:expr) => {{
+        let store = $store;
+        match store.replica_for_read().await {
+            Some(replica) => {
+                let on_replica: Result<_, $crate::error::StoreError> = {
+                    let $db = &replica;
+                    $read
+                };
+                match on_replica {
+                    Ok(value) => {
+                        store.read_on_replica();
+                        Ok(value)
+                    }
+                    Err(error) if error.is_transient() => {
+                        store.read_failed_on_replica(&error);
+                        let $db = &store.db;
+                        $read
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            None => {
+                let $db = &store.db;
+                $read
+            }
+        }
+    }};
+}
+pub(crate) use client_read;
 
 /// Ends a PostgreSQL transaction according to `result` (see [`in_tx`]).
 async fn finish<T>(tx: Transaction<'static, Postgres>, result: Result<T, StoreError>) -> Result<T, StoreError> {

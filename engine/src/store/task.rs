@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::in_tx;
 use super::job::{JobKind, Lease, NewJob, insert_job};
 use super::push_config::PushConfig;
 use super::row::{EventRows, KeyClaim, NewTaskRows, Snapshot, TaskRow};
 use super::{Store, Tx};
+use super::{client_read, in_tx};
 use crate::error::StoreError;
 use crate::event::{StoredEvent, TaskEvent};
 use crate::id::{Caller, TaskId};
@@ -395,7 +395,15 @@ impl Store {
 
     /// A caller's task; invisible tasks are reported as not found.
     pub async fn task_get(&self, caller: &Caller, task_id: TaskId) -> Result<TaskRecord, StoreError> {
-        self.db.task_get(caller, task_id).await?.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
+        let row = client_read!(self, |db| db.task_get(caller, task_id).await)?;
+        row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
+    }
+
+    /// Any task, for an operator's page: as [`Store::task_load`], read
+    /// where a client's read is (the replica when it is current).
+    pub async fn task_view(&self, task_id: TaskId) -> Result<TaskRecord, StoreError> {
+        let row = client_read!(self, |db| db.task_load(task_id).await)?;
+        row.ok_or(StoreError::TaskNotFound(task_id))?.try_into()
     }
 
     /// Any task, whoever owns it: for workers and operators, never for callers.
@@ -415,19 +423,20 @@ impl Store {
         Ok((TaskRecord::try_from(row)?, messages_of(messages)?))
     }
 
-    /// A task's events after `after_seq`, in log order, at most `limit`.
+    /// A task's events after `after_seq`, in log order, at most `limit`
+    /// (a stream's replay and live reads: a client's read).
     pub async fn task_events(
         &self,
         task_id: TaskId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.db.task_events(task_id, after_seq, limit).await
+        client_read!(self, |db| db.task_events(task_id, after_seq, limit).await)
     }
 
     /// The last `limit` messages of a task's conversation, oldest first.
     pub async fn task_history(&self, task_id: TaskId, limit: i64) -> Result<Vec<Message>, StoreError> {
-        messages_of(self.db.task_history(task_id, limit).await?)
+        messages_of(client_read!(self, |db| db.task_history(task_id, limit).await)?)
     }
 
     /// The first client message of a task after sequence number `after`,

@@ -13,6 +13,7 @@ pub(in crate::store) mod outbox;
 pub(in crate::store) mod plan;
 pub(in crate::store) mod plan_catalog;
 pub(in crate::store) mod push_config;
+pub(in crate::store) mod replica;
 pub(in crate::store) mod retention;
 pub(in crate::store) mod signal;
 pub(in crate::store) mod stats;

@@ -17,8 +17,9 @@
 //! - **webhook**: `echo` with a webhook on the task (its deliveries to a
 //!   receiver in this process counted in, waited for before counting).
 //!
-//! Per task it reports PostgreSQL CPU (user and system time of every
-//! `postgres` process, from `/proc`, the `VACUUM` of what the run left
+//! Per task it reports PostgreSQL CPU (user and system time of the
+//! cluster's processes — its postmaster and its children, not a replica's
+//! beside it — from `/proc`, the `VACUUM` of what the run left
 //! behind included: it is the run's cost, and left to autovacuum it would
 //! land in the next run's figures), WAL bytes (`pg_current_wal_lsn()`
 //! before and after; nothing else writes meanwhile), WAL flushes
@@ -73,33 +74,6 @@ struct Cost {
     statements: Option<f64>,
 }
 
-/// User + system CPU seconds of every process named `postgres`.
-fn postgres_cpu() -> anyhow::Result<f64> {
-    let ticks: f64 = String::from_utf8(std::process::Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-        .trim()
-        .parse()
-        .unwrap_or(100.0);
-    let mut total = 0u64;
-    for entry in std::fs::read_dir("/proc")? {
-        let entry = entry?;
-        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // `pid (comm) state …`: the name may hold spaces; fields follow the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        if &stat[open + 1..close] != "postgres" {
-            continue;
-        }
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the state.
-        let (utime, stime) = (fields.get(11), fields.get(12));
-        total += utime.and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-            + stime.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    }
-    Ok(total as f64 / ticks)
-}
-
 async fn counters(admin: &mut PgConnection, perf: &mut PgConnection) -> anyhow::Result<Counters> {
     admin.execute("SELECT pg_stat_clear_snapshot()").await?;
     perf.execute("SELECT pg_stat_clear_snapshot()").await?;
@@ -117,7 +91,14 @@ async fn counters(admin: &mut PgConnection, perf: &mut PgConnection) -> anyhow::
     )
     .fetch_one(&mut *perf)
     .await?;
-    Ok(Counters { cpu: postgres_cpu()?, wal, syncs, rows, transactions, statements })
+    Ok(Counters {
+        cpu: common::cluster_cpu(&common::port_of(&std::env::var("DATABASE_URL").unwrap_or_default()))?,
+        wal,
+        syncs,
+        rows,
+        transactions,
+        statements,
+    })
 }
 
 /// The counters once the run's maintenance is paid: a `VACUUM` of what it

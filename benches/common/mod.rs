@@ -109,6 +109,42 @@ pub(crate) async fn statements(admin: &mut sqlx::PgConnection, database: &str) -
     .flatten()
 }
 
+/// User + system CPU seconds of one PostgreSQL cluster: its postmaster
+/// (the PID its socket's lock file for `port` names) and every process it
+/// started — not another cluster's on the same machine (a replica's).
+pub(crate) fn cluster_cpu(port: &str) -> anyhow::Result<f64> {
+    let lock = std::fs::read_to_string(format!("/var/run/postgresql/.s.PGSQL.{port}.lock"))
+        .with_context(|| format!("the lock file of the PostgreSQL on port {port}"))?;
+    let postmaster: u32 = lock.lines().next().unwrap_or("").trim().parse().context("the postmaster's PID")?;
+    let ticks: f64 = String::from_utf8(std::process::Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
+        .trim()
+        .parse()
+        .unwrap_or(100.0);
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid …`: the name may hold spaces; fields follow the last ')'.
+        let Some(close) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
+        if pid != postmaster && ppid != Some(postmaster) {
+            continue;
+        }
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the state.
+        let (utime, stime) = (fields.get(11), fields.get(12));
+        total += utime.and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + stime.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(total as f64 / ticks)
+}
+
+/// The port of a PostgreSQL URL (5432 when it names none).
+pub(crate) fn port_of(url: &str) -> String {
+    reqwest::Url::parse(url).ok().and_then(|u| u.port()).unwrap_or(5432).to_string()
+}
+
 /// The same server's URL for another database.
 pub(crate) fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
     let mut parsed = reqwest::Url::parse(url)?;

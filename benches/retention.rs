@@ -178,12 +178,12 @@ async fn run(pool: &PgPool, url: &str, arm: &Arm, events: i64, per_task: i64) ->
         let mut deleted = 0;
         loop {
             let batch = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {schema}.tasks WHERE id IN (
+                "DELETE FROM {schema}.tasks WHERE id = ANY(ARRAY(
                      SELECT id FROM {schema}.tasks
                      WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
                        AND status_at < now() - make_interval(secs => $1)
                      ORDER BY status_at LIMIT $2
-                     FOR UPDATE SKIP LOCKED)"
+                     FOR UPDATE SKIP LOCKED))"
             )))
             .bind(retention.as_secs_f64())
             .bind(500_i64)

@@ -191,14 +191,16 @@ async fn permanent_failures_and_panics_are_told_apart(db: TestDb) {
         vec![|| panic!("handler bug"), || Outcome::Fail { reason: "agent said 400".into() }],
         AtomicUsize::new(0),
     );
-    let (shutdown, worker) = spawn(&db, config("w"), script);
+    // A lease no busy machine outlasts: an expiry would write its own
+    // last_error over the crash's.
+    let (shutdown, worker) = spawn(&db, WorkerConfig { lease: Duration::from_secs(30), ..config("w") }, script);
     eventually(WAIT, "finished", || async { db.store.task_jobs(task).await.expect("jobs")[0].state == JobState::Done })
         .await;
     shutdown.cancel();
     worker.await.expect("the worker survives a panicking handler");
     let job = &db.store.task_jobs(task).await.expect("jobs")[0];
     assert_eq!(job.attempt, 2, "the panic cost one attempt");
-    assert!(job.last_error.as_deref().unwrap_or_default().contains("crashed"));
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("crashed"), "{:?}", job.last_error);
     assert_eq!(status_trail(&db.store, task).await, ["submitted", "failed"]);
 }
 

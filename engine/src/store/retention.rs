@@ -81,7 +81,8 @@ super::seam::statements! {
     /// kept to the default partition; `None` (nothing done) when more than
     /// `most_kept` are kept or the log's lock was not had at once.
     db fn log_window_drop(window: &LogWindow, most_kept: i64) -> Option<u64>;
-    /// Deletes at most `batch` log rows outside every window whose task is gone.
+    /// Deletes the log rows outside every window of at most `batch` tasks
+    /// that are gone; how many rows.
     db fn log_orphans_sweep(batch: i64) -> u64;
 }
 

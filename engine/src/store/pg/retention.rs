@@ -8,14 +8,19 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::store::retention::{LogWindow, LogWindows};
 
+// The batch is handed to the DELETE as an array (`= ANY(ARRAY(…))`), not
+// as `IN (subquery)`: when most rows are due (retention first turned on,
+// or a sweep behind) the planner would join the subquery against a scan of
+// the whole table, once per batch — quadratic in the backlog. An array
+// is looked up by the primary key whatever the estimates.
 pub(in crate::store) async fn sweep_tasks(pool: &PgPool, older_than: Duration, batch: i64) -> Result<u64, StoreError> {
     let deleted = sqlx::query!(
-        r#"DELETE FROM tasks WHERE id IN (
+        r#"DELETE FROM tasks WHERE id = ANY(ARRAY(
                        SELECT id FROM tasks
                        WHERE state IN ('completed', 'failed', 'canceled', 'rejected') AND parent_id IS NULL
                          AND status_at < now() - make_interval(secs => $1)
                        ORDER BY status_at LIMIT $2
-                       FOR UPDATE SKIP LOCKED)"#,
+                       FOR UPDATE SKIP LOCKED))"#,
         older_than.as_secs_f64(),
         batch,
     )
@@ -26,11 +31,11 @@ pub(in crate::store) async fn sweep_tasks(pool: &PgPool, older_than: Duration, b
 
 pub(in crate::store) async fn sweep_jobs(pool: &PgPool, older_than: Duration, batch: i64) -> Result<u64, StoreError> {
     let deleted = sqlx::query!(
-        r#"DELETE FROM jobs WHERE id IN (
+        r#"DELETE FROM jobs WHERE id = ANY(ARRAY(
                        SELECT id FROM jobs
                        WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)
                        ORDER BY finished_at LIMIT $2
-                       FOR UPDATE SKIP LOCKED)"#,
+                       FOR UPDATE SKIP LOCKED))"#,
         older_than.as_secs_f64(),
         batch,
     )
@@ -179,10 +184,10 @@ async fn kept<'e>(e: impl sqlx::PgExecutor<'e>, window: &LogWindow) -> Result<i6
 
 pub(in crate::store) async fn log_orphans_sweep(pool: &PgPool, batch: i64) -> Result<u64, StoreError> {
     let deleted = sqlx::query!(
-        r#"DELETE FROM task_events_default WHERE (task_id, seq) IN (
-               SELECT e.task_id, e.seq FROM task_events_default e
+        r#"DELETE FROM task_events_default WHERE task_id = ANY(ARRAY(
+               SELECT DISTINCT e.task_id FROM task_events_default e
                WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = e.task_id)
-               LIMIT $1)"#,
+               LIMIT $1))"#,
         batch,
     )
     .execute(pool)

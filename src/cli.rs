@@ -362,6 +362,39 @@ pub(crate) struct DatabaseArgs {
     /// How long a read waits for the replica to catch up before it reads the primary.
     #[arg(long, env = "SWITCHYARD_READ_WAIT", default_value = "50ms", value_parser = humantime::parse_duration, global = true)]
     pub(crate) read_wait: Duration,
+    /// Another store beside --database-url (which is the store named
+    /// "default"): NAME=URL, a PostgreSQL database with its own workers,
+    /// holding the tenants --tenant-store places on it. Repeatable; in the
+    /// environment, space-separated.
+    #[arg(long = "store-url", env = "SWITCHYARD_STORE_URLS", value_delimiter = ' ', value_parser = parse_pair, global = true)]
+    pub(crate) store_urls: Vec<Pair>,
+    /// TENANT=STORE: that tenant's tasks live on that store; a tenant not
+    /// named lives on "default". Repeatable; in the environment,
+    /// space-separated.
+    #[arg(long = "tenant-store", env = "SWITCHYARD_TENANT_STORES", value_delimiter = ' ', value_parser = parse_pair, global = true)]
+    pub(crate) tenant_stores: Vec<Pair>,
+    /// The store a command works on: a `worker`'s, and the one store
+    /// `webhooks` and `jobs requeue` act on (default "default"). Without it,
+    /// `migrate`, `agents`, `plans`, `tasks` and `jobs dead` cover every
+    /// store (`keys` always works on "default", which holds the keys).
+    #[arg(long, env = "SWITCHYARD_STORE", global = true)]
+    pub(crate) store: Option<String>,
+}
+
+/// `NAME=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pair {
+    pub(crate) name: String,
+    pub(crate) value: String,
+}
+
+fn parse_pair(text: &str) -> Result<Pair, String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => {
+            Ok(Pair { name: name.to_owned(), value: value.to_owned() })
+        }
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
 }
 
 /// A log window: a duration of at least a second.
@@ -390,6 +423,70 @@ impl DatabaseArgs {
     /// The embedded store's file.
     pub(crate) fn embedded_path(&self) -> PathBuf {
         self.data_dir.join("switchyard.db")
+    }
+
+    /// The store a one-store command works on (`--store`, else the default).
+    pub(crate) fn selected(&self) -> &str {
+        self.store.as_deref().unwrap_or(switchyard_engine::DEFAULT_STORE)
+    }
+
+    /// The names of every configured store, the default first; an unknown
+    /// `--store`, a misnamed store or a tenant placed on no store refused.
+    pub(crate) fn store_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = vec![switchyard_engine::DEFAULT_STORE.to_owned()];
+        for Pair { name, value } in &self.store_urls {
+            anyhow::ensure!(
+                switchyard_engine::stores::valid_name(name),
+                "--store-url {name}=…: a store's name is letters, digits, '-' and '_' (at most 63)"
+            );
+            anyhow::ensure!(!names.contains(name), "--store-url: store {name:?} is given twice");
+            anyhow::ensure!(
+                value.starts_with("postgres://") || value.starts_with("postgresql://"),
+                "--store-url {name}=…: each further store is a PostgreSQL database (postgres://…)"
+            );
+            names.push(name.clone());
+        }
+        if let Some(store) = &self.store {
+            anyhow::ensure!(
+                names.contains(store),
+                "--store {store:?}: no such store (configured: {})",
+                names.join(", ")
+            );
+        }
+        for Pair { name: tenant, value: store } in &self.tenant_stores {
+            anyhow::ensure!(
+                names.contains(store),
+                "--tenant-store {tenant}={store}: no such store (configured: {})",
+                names.join(", ")
+            );
+        }
+        Ok(names)
+    }
+
+    /// The placement of tenants on stores (tenant → store name).
+    pub(crate) fn placement(&self) -> Vec<(String, String)> {
+        self.tenant_stores.iter().map(|p| (p.name.clone(), p.value.clone())).collect()
+    }
+
+    /// The configuration of the store called `name` (the default one is
+    /// --database-url, or the embedded store, as `embedded` allows).
+    pub(crate) fn store_config_of(&self, name: &str, embedded: Embedded) -> anyhow::Result<StoreConfig> {
+        if name == switchyard_engine::DEFAULT_STORE {
+            return self.store_config(embedded);
+        }
+        let Some(pair) = self.store_urls.iter().find(|p| p.name == name) else {
+            anyhow::bail!("no store named {name:?}");
+        };
+        anyhow::ensure!(
+            self.database_url.as_deref().is_some_and(|u| !switchyard_engine::is_sqlite_url(u)),
+            "--store-url needs the default store on PostgreSQL too (--database-url postgres://…)"
+        );
+        Ok(StoreConfig {
+            max_connections: self.db_max_connections.max(2),
+            schema: self.schema.clone(),
+            log_window: self.log_window,
+            ..StoreConfig::new(pair.value.clone())
+        })
     }
 
     pub(crate) fn store_config(&self, embedded: Embedded) -> anyhow::Result<StoreConfig> {
@@ -594,7 +691,7 @@ impl ServeArgs {
 }
 
 /// How the worker claims and holds jobs.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct WorkerArgs {
     /// Shown as the lease owner (default: host, pid and a random suffix).
     #[arg(long, env = "SWITCHYARD_WORKER_ID")]
@@ -690,6 +787,7 @@ impl WorkerArgs {
                 reply_bytes: self.remote_max_reply_bytes,
             },
             push_receiver: self.push_receiver_url.clone().filter(|u| !u.is_empty()),
+            push_store: None,
             egress: std::sync::Arc::new(egress),
             credentials,
             trusted_cards,

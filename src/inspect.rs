@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use switchyard_engine::{ChildPlace, Store, StoredEvent, TaskEvent, TaskId, TaskRecord, TaskState};
+use switchyard_engine::{ChildPlace, Store, StoredEvent, Stores, TaskEvent, TaskId, TaskRecord, TaskState};
 
 /// Prints one task: summary, delegation, event timeline, jobs, children.
 pub(crate) async fn show(
@@ -185,9 +185,31 @@ fn children_json(tree: &[(usize, TaskRecord)], depth: usize, from: usize, to: us
     Value::Array(items.collect())
 }
 
-/// Prints recent tasks across callers.
+/// The store holding task `id`, of those given, with its name: a task id
+/// is unique across stores (a UUIDv7), so the first that has it is the one.
+/// A store that does not answer is said on stderr and passed over, unless
+/// none answered.
+pub(crate) async fn find(stores: &Stores, id: TaskId) -> anyhow::Result<(String, Store)> {
+    let mut failures = Vec::new();
+    for (name, store) in stores.all() {
+        match store.task_load(id).await {
+            Ok(_) => return Ok((name.to_owned(), store.clone())),
+            Err(switchyard_engine::StoreError::TaskNotFound(_)) => {}
+            Err(error) => failures.push(format!("store {name:?}: {error}")),
+        }
+    }
+    if failures.len() == stores.len() {
+        anyhow::bail!("no store answered: {}", failures.join("; "));
+    }
+    for failure in &failures {
+        eprintln!("warning: {failure} (not searched)");
+    }
+    anyhow::bail!("task {id} not found")
+}
+
+/// Prints recent tasks across callers, from every store, newest change first.
 pub(crate) async fn list(
-    store: &Store,
+    stores: &Stores,
     tenant: Option<&str>,
     state: Option<&str>,
     limit: i64,
@@ -195,26 +217,56 @@ pub(crate) async fn list(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let state = state.map(|s| s.to_lowercase().parse::<TaskState>()).transpose().context("--state")?;
-    let tasks = store.tasks_recent(tenant, state, limit).await?;
+    let mut tasks = Vec::new();
+    let mut answered = 0;
+    for (name, store) in stores.all() {
+        // A tenant lives on one store: only that one is asked.
+        if tenant.is_some_and(|t| stores.name_at(stores.index_of(t)) != name) {
+            continue;
+        }
+        match store.tasks_recent(tenant, state, limit).await {
+            Ok(found) => {
+                answered += 1;
+                tasks.extend(found.into_iter().map(|t| (name, t)));
+            }
+            Err(error) if stores.sharded() => eprintln!("warning: store {name:?} did not answer: {error}"),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    anyhow::ensure!(answered > 0, "no store answered");
+    tasks.sort_by_key(|(_, t)| std::cmp::Reverse((t.status_at, t.id)));
+    tasks.truncate(usize::try_from(limit).unwrap_or(0));
     if as_json {
         let rows: Vec<Value> = tasks
             .iter()
-            .map(|t| {
-                json!({"id": t.id.to_string(), "state": t.state.as_str(), "tenant": t.tenant,
+            .map(|(store, t)| {
+                json!({"id": t.id.to_string(), "state": t.state.as_str(), "tenant": t.tenant, "store": store,
                             "contextId": t.context_id, "createdAt": t.created_at, "statusAt": t.status_at})
             })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    writeln!(out, "{:<36}  {:<14}  {:<12}  {:<23}  {:>9}", "TASK", "STATE", "TENANT", "LAST CHANGE", "AGE")?;
-    for t in &tasks {
+    // The store column only where there is more than one store.
+    let column = |store: &str| if stores.sharded() { format!("{store:<10}  ") } else { String::new() };
+    writeln!(
+        out,
+        "{:<36}  {:<14}  {:<12}  {}{:<23}  {:>9}",
+        "TASK",
+        "STATE",
+        "TENANT",
+        column("STORE"),
+        "LAST CHANGE",
+        "AGE"
+    )?;
+    for (store, t) in &tasks {
         writeln!(
             out,
-            "{:<36}  {:<14}  {:<12}  {:<23}  {:>9}",
+            "{:<36}  {:<14}  {:<12}  {}{:<23}  {:>9}",
             t.id,
             t.state.as_str(),
             t.tenant,
+            column(store),
             stamp(t.status_at),
             human(Utc::now() - t.created_at)
         )?;

@@ -7,6 +7,7 @@ mod demo_agent;
 mod inspect;
 mod telemetry;
 
+use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use switchyard_api::AppState;
 use switchyard_engine::plan::{PlanLimits, PlanSpec};
-use switchyard_engine::{JobId, SessionLimits, Store, StoreConfig};
+use switchyard_engine::{DEFAULT_STORE, JobId, SessionLimits, Store, StoreConfig, Stores};
 use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -70,19 +71,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { db, file, security, serve: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
             let listeners = bind(&args).await?;
-            let store = open(&db, Embedded::Refuse).await?;
-            ensure_migrated(&store).await?;
-            file.register(&store).await?;
+            let stores = open_stores(&db, Embedded::Refuse, None, Down::Serve).await?;
+            for (name, store) in stores.all() {
+                match ensure_migrated(store).await {
+                    Ok(()) => file.register(store).await?,
+                    // A further store that is down is served once it is back;
+                    // every other store's tenants are served meanwhile.
+                    Err(error) if name != DEFAULT_STORE && unreachable(&error) => {
+                        tracing::error!(store = name, error = %format!("{error:#}"), "a store is unreachable; its tenants are refused until it answers");
+                    }
+                    Err(error) => return Err(error.context(format!("store {name:?}"))),
+                }
+            }
             file.probe_agents(&security);
-            serve(store, &file, &security, &args, listeners, shutdown_on_signal()).await
+            serve(stores, &file, &security, &args, listeners, shutdown_on_signal()).await
         }
         Command::Worker { db, file, security, worker: args } => {
             let file = FileConfig::load(file.path.as_deref())?;
-            let store = open_leasing(&db, Embedded::Refuse, args.lease).await?;
+            let store = open_leasing(&db, db.selected(), Embedded::Refuse, args.lease).await?;
             ensure_migrated(&store).await?;
             file.register(&store).await?;
             file.probe_agents(&security);
-            work(store, &file, &security, &args, shutdown_on_signal()).await
+            work(db.selected(), store, &file, &security, &args, shutdown_on_signal()).await
         }
         Command::Dev { db, file, mut security, serve: serve_args, worker: mut worker_args } => {
             let mut file = FileConfig::load(file.path.as_deref())?;
@@ -120,9 +130,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             // Bound before the banner says anything runs.
             let listeners = bind(&serve_args).await?;
-            let store = open_leasing(&db, Embedded::Create, worker_args.lease).await?;
-            store.migrate().await.context("migrating the database")?;
-            file.register(&store).await?;
+            let stores =
+                open_stores(&db, Embedded::Create, Some(SessionLimits::within_lease(worker_args.lease)), Down::Refuse)
+                    .await?;
+            for (name, store) in stores.all() {
+                store.migrate().await.with_context(|| format!("migrating store {name:?}"))?;
+                file.register(store).await?;
+            }
+            let store = stores.default_store().clone();
             let demo = match demo {
                 Some((url, listener)) => {
                     std::fs::create_dir_all(&db.data_dir)
@@ -143,38 +158,60 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             };
             banner(&serve_args, &db, demo.as_deref(), &store, security.anonymous)?;
-            let (api, worker) = tokio::join!(
-                serve(store.clone(), &file, &security, &serve_args, listeners, shutdown.clone()),
-                work(store.clone(), &file, &security, &worker_args, shutdown.clone())
+            // A worker per store, as a deployment runs its own per store.
+            // (Only the default store's serves --metrics-listen: one port.)
+            let quiet = WorkerArgs { metrics_listen: None, ..worker_args.clone() };
+            let workers = join_all(
+                stores
+                    .all()
+                    .map(|(name, store)| {
+                        let args = if name == DEFAULT_STORE { &worker_args } else { &quiet };
+                        Box::pin(work(name, store.clone(), &file, &security, args, shutdown.clone())) as Pinned<'_, _>
+                    })
+                    .collect(),
             );
-            // Both have drained: close the store (the embedded one folds its
+            let (api, workers) = tokio::join!(
+                serve(stores.clone(), &file, &security, &serve_args, listeners, shutdown.clone()),
+                workers
+            );
+            // Both have drained: close the stores (the embedded one folds its
             // write-ahead log back into the file as its last connection goes).
-            store.close().await;
-            api.and(worker)
+            for (_, store) in stores.all() {
+                store.close().await;
+            }
+            workers.into_iter().fold(api, anyhow::Result::and)
         }
         Command::Agents { db, file, security, command } => {
             let file = FileConfig::load(file.path.as_deref())?;
-            agents(open(&db, Embedded::Existing).await?, &file, &security, command).await
+            agents(registries(&db).await?, &file, &security, command).await
         }
-        Command::Keys { db, command } => keys(open(&db, Embedded::Existing).await?, command).await,
-        Command::Plans { db, command } => plans(open(&db, Embedded::Existing).await?, command).await,
+        // API keys live on the default store: a credential is checked before
+        // its tenant is known.
+        Command::Keys { db, command } => keys(open_named(&db, DEFAULT_STORE, Embedded::Existing).await?, command).await,
+        Command::Plans { db, command } => plans(registries(&db).await?, command).await,
         Command::Webhooks { db, command } => webhooks(open(&db, Embedded::Existing).await?, command).await,
         Command::Tasks { db, command } => {
             let mut out = std::io::stdout().lock();
             match command {
                 TasksCommand::Show { task_id, json, trace_url } => {
-                    let store = open(&db, Embedded::Read).await?;
+                    let id = task_id.parse().map_err(|_| anyhow::anyhow!("{task_id:?} is not a task id"))?;
+                    let (_, store) = inspect::find(&inspected(&db, Embedded::Read).await?, id).await?;
                     inspect::show(&store, &task_id, json, trace_url.as_deref(), &mut out).await
                 }
                 TasksCommand::List { tenant, state, limit, json } => {
-                    let store = open(&db, Embedded::Read).await?;
-                    inspect::list(&store, tenant.as_deref(), state.as_deref(), limit, json, &mut out).await
+                    let stores = inspected(&db, Embedded::Read).await?;
+                    inspect::list(&stores, tenant.as_deref(), state.as_deref(), limit, json, &mut out).await
                 }
                 // A write: the embedded store only when no other process holds it.
                 TasksCommand::Cancel { task_id, reason } => {
-                    cancel_task(open(&db, Embedded::Existing).await?, &task_id, reason, &mut out).await
+                    let id = task_id.parse().map_err(|_| anyhow::anyhow!("{task_id:?} is not a task id"))?;
+                    let (_, store) = inspect::find(&inspected(&db, Embedded::Existing).await?, id).await?;
+                    cancel_task(store, &task_id, reason, &mut out).await
                 }
             }
+        }
+        Command::Jobs { db, command: JobsCommand::Dead { limit } } => {
+            jobs_dead(&inspected(&db, Embedded::Existing).await?, limit).await
         }
         Command::Jobs { db, command } => jobs(open(&db, Embedded::Existing).await?, command).await,
         Command::Config { command } => {
@@ -285,10 +322,106 @@ fn banner(
     Ok(())
 }
 
+/// The store a one-store command works on (`--store`, else the default).
 async fn open(db: &DatabaseArgs, embedded: Embedded) -> anyhow::Result<Store> {
+    open_named(db, db.selected(), embedded).await
+}
+
+async fn open_named(db: &DatabaseArgs, name: &str, embedded: Embedded) -> anyhow::Result<Store> {
+    db.store_names()?;
     // The store's error names the host, the port and the reason (or, for
     // the embedded store, the file and who holds it).
-    Ok(Store::connect(&db.store_config(embedded)?).await?)
+    Store::connect(&db.store_config_of(name, embedded)?).await.with_context(|| format!("store {name:?}"))
+}
+
+type Pinned<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs every future to its end, concurrently; their outputs in order.
+async fn join_all<T>(mut futures: Vec<Pinned<'_, T>>) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match Future::poll(future.as_mut(), cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future ended")).collect()
+}
+
+/// The stores an inspecting command looks at: the one `--store` names,
+/// else every store (one that does not answer is passed over, said).
+async fn inspected(db: &DatabaseArgs, embedded: Embedded) -> anyhow::Result<Stores> {
+    match &db.store {
+        Some(name) => Ok(Stores::one(open_named(db, name, embedded).await?)),
+        None => open_stores(db, embedded, None, Down::Serve).await,
+    }
+}
+
+/// The stores a registry command (`agents`, `plans`) works on: the one
+/// `--store` names, else every store, each of which must answer.
+async fn registries(db: &DatabaseArgs) -> anyhow::Result<Stores> {
+    match &db.store {
+        Some(name) => Ok(Stores::one(open_named(db, name, Embedded::Existing).await?)),
+        None => open_stores(db, Embedded::Existing, None, Down::Refuse).await,
+    }
+}
+
+/// What to do about a further store that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Down {
+    /// Refuse to start (`dev`, `migrate`).
+    Refuse,
+    /// Open it anyway and serve the other stores' tenants (`serve`, and
+    /// the reads of `tasks` and `jobs`); its own are refused until it answers.
+    Serve,
+}
+
+/// Every configured store, the default first (which must answer).
+async fn open_stores(
+    db: &DatabaseArgs,
+    embedded: Embedded,
+    session: Option<SessionLimits>,
+    down: Down,
+) -> anyhow::Result<Stores> {
+    let names = db.store_names()?;
+    let config = |name: &str| -> anyhow::Result<StoreConfig> {
+        let config = db.store_config_of(name, embedded)?;
+        Ok(match session {
+            Some(session) => StoreConfig { session, ..config },
+            None => config,
+        })
+    };
+    let default = Store::connect(&config(DEFAULT_STORE)?).await.context("store \"default\"")?;
+    let mut others = Vec::new();
+    for name in &names[1..] {
+        let config = config(name)?;
+        let store = match Store::connect(&config).await {
+            Ok(store) => store,
+            Err(error) if down == Down::Serve => {
+                tracing::error!(store = %name, %error, "a store is unreachable; its tenants are refused until it answers");
+                Store::connect_lazy(&config)?
+            }
+            Err(error) => return Err(error).with_context(|| format!("store {name:?}")),
+        };
+        others.push((name.clone(), store));
+    }
+    Ok(Stores::new(default, others, &db.placement())?)
+}
+
+/// Whether `error` says a store did not answer (rather than, say, that its
+/// schema is behind).
+fn unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<switchyard_engine::StoreError>()
+            .is_some_and(|e| matches!(e, switchyard_engine::StoreError::Unreachable { .. }) || e.is_transient())
+    })
 }
 
 /// Refuses to start on a schema that lacks this build's migrations (never
@@ -310,13 +443,26 @@ async fn ensure_migrated(store: &Store) -> anyhow::Result<()> {
 
 /// The store for a process that holds leases: no transaction of its may
 /// outlive half of one (see [`SessionLimits::within_lease`]).
-async fn open_leasing(db: &DatabaseArgs, embedded: Embedded, lease: Duration) -> anyhow::Result<Store> {
-    let config = StoreConfig { session: SessionLimits::within_lease(lease), ..db.store_config(embedded)? };
-    Ok(Store::connect(&config).await?)
+async fn open_leasing(db: &DatabaseArgs, name: &str, embedded: Embedded, lease: Duration) -> anyhow::Result<Store> {
+    db.store_names()?;
+    let config = StoreConfig { session: SessionLimits::within_lease(lease), ..db.store_config_of(name, embedded)? };
+    Store::connect(&config).await.with_context(|| format!("store {name:?}"))
 }
 
+/// Migrates (or reverts) the store `--store` names, else every store.
 async fn migrate(db: &DatabaseArgs, undo: bool, yes: bool) -> anyhow::Result<()> {
-    let store = open(db, Embedded::Existing).await?;
+    let names = match &db.store {
+        Some(name) => vec![name.clone()],
+        None => db.store_names()?,
+    };
+    for name in names {
+        let store = open_named(db, &name, Embedded::Existing).await?;
+        migrate_one(&store, undo, yes).await.with_context(|| format!("store {name:?}"))?;
+    }
+    Ok(())
+}
+
+async fn migrate_one(store: &Store, undo: bool, yes: bool) -> anyhow::Result<()> {
     if undo {
         let held = match store.task_and_job_counts().await {
             Ok((tasks, jobs)) => format!("with {tasks} tasks and {jobs} jobs in them"),
@@ -396,7 +542,7 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Listeners> {
 }
 
 async fn serve(
-    store: Store,
+    stores: Stores,
     file: &FileConfig,
     security: &SecurityArgs,
     args: &ServeArgs,
@@ -427,7 +573,7 @@ async fn serve(
     // The event hub outlives the drain: a blocking send or a stream still
     // open during it is answered as soon as its task moves.
     let hub_stop = CancellationToken::new();
-    let state = AppState::new(store, config, hub_stop.clone()).with_metrics(metrics_handle()?);
+    let state = AppState::new(stores, config, hub_stop.clone()).with_metrics(metrics_handle()?);
     let admission = args.admission();
     let grpc = async {
         match grpc {
@@ -455,6 +601,7 @@ async fn serve(
 }
 
 async fn work(
+    name: &str,
     store: Store,
     file: &FileConfig,
     security: &SecurityArgs,
@@ -463,7 +610,10 @@ async fn work(
 ) -> anyhow::Result<()> {
     if let Some(listen) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-        let state = switchyard_api::metrics::MetricsState { store: store.clone(), handle: metrics_handle()? };
+        let state = switchyard_api::metrics::MetricsState {
+            stores: vec![(name.to_owned(), store.clone())],
+            handle: metrics_handle()?,
+        };
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let app = switchyard_api::metrics::router(state);
@@ -475,21 +625,25 @@ async fn work(
             }
         });
     }
-    let delegation = args.delegation(
+    let mut delegation = args.delegation(
         file.agent_egress(&security.egress_allow)?,
         file.agent_credentials()?,
         file.trusted_cards()?,
         file.agent_bindings(),
         file.blocking_agents(),
     );
+    delegation.push_store = (name != DEFAULT_STORE).then(|| name.to_owned());
     let dispatcher = Dispatcher::new(delegation, args.push(file.egress()?)).context("building the HTTP clients")?;
     let worker = Worker::new(store, args.worker_config(), dispatcher)?;
     worker.run(shutdown).await?;
     Ok(())
 }
 
+/// `agents`: a change goes to every store (each keeps its own registry,
+/// read by its own workers), or to the one `--store` names; `list` reads
+/// the first of them.
 async fn agents(
-    store: Store,
+    stores: Stores,
     file: &FileConfig,
     security: &SecurityArgs,
     command: AgentsCommand,
@@ -506,14 +660,19 @@ async fn agents(
                 switchyard_worker::delegate::fetch_card(&url, &egress, credentials.get(&name), trusted.as_deref())
                     .await
                     .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
-            store.agent_upsert(&name, &url).await?;
-            store.agent_set_card(&name, &card).await?;
-            audit(&store, "admin.agent.add", serde_json::json!({ "agent": name, "url": url })).await;
+            for (store_name, store) in stores.all() {
+                let done = async {
+                    store.agent_upsert(&name, &url).await?;
+                    store.agent_set_card(&name, &card).await
+                };
+                done.await.with_context(|| format!("store {store_name:?}"))?;
+                audit(store, "admin.agent.add", serde_json::json!({ "agent": name, "url": url })).await;
+            }
             writeln!(out, "agent {name} registered ({})", card["name"].as_str().unwrap_or("unnamed"))?;
         }
         AgentsCommand::List => {
             writeln!(out, "{:<20} {:<40} {:>8}  SKILLS", "NAME", "URL", "FAILURES")?;
-            for agent in store.agents_list().await? {
+            for agent in stores.default_store().agents_list().await? {
                 let skills: Vec<String> = agent
                     .card
                     .as_ref()
@@ -527,8 +686,12 @@ async fn agents(
             }
         }
         AgentsCommand::Remove { name } => {
-            anyhow::ensure!(store.agent_remove(&name).await?, "no agent named {name:?} is registered");
-            audit(&store, "admin.agent.remove", serde_json::json!({ "agent": name })).await;
+            let mut removed = false;
+            for (store_name, store) in stores.all() {
+                removed |= store.agent_remove(&name).await.with_context(|| format!("store {store_name:?}"))?;
+                audit(store, "admin.agent.remove", serde_json::json!({ "agent": name })).await;
+            }
+            anyhow::ensure!(removed, "no agent named {name:?} is registered");
             writeln!(out, "agent {name} removed")?;
         }
     }
@@ -637,19 +800,22 @@ async fn keys(store: Store, command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn plans(store: Store, command: PlansCommand) -> anyhow::Result<()> {
+/// `plans`: as [`agents`], a change goes to every store (or `--store`'s).
+async fn plans(stores: Stores, command: PlansCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         PlansCommand::Add { json } => {
             let plan: PlanSpec =
                 serde_json::from_str(&json).context("the plan is not valid JSON in the [[plans]] shape")?;
             plan.validate(&PlanLimits::default())?;
-            store.plan_put(&plan).await?;
+            for (store_name, store) in stores.all() {
+                store.plan_put(&plan).await.with_context(|| format!("store {store_name:?}"))?;
+            }
             writeln!(out, "plan {} stored", plan.name)?;
         }
         PlansCommand::List => {
             writeln!(out, "{:<20} {:<10} MEMBERS", "NAME", "KIND")?;
-            for plan in store.plans_list().await? {
+            for plan in stores.default_store().plans_list().await? {
                 let (kind, members) = if let Some(steps) = &plan.pipeline {
                     ("pipeline", steps.join(" -> "))
                 } else if let Some(members) = &plan.fanout {
@@ -663,7 +829,11 @@ async fn plans(store: Store, command: PlansCommand) -> anyhow::Result<()> {
             }
         }
         PlansCommand::Remove { name } => {
-            anyhow::ensure!(store.plan_delete(&name).await?, "no plan named {name:?}");
+            let mut removed = false;
+            for (store_name, store) in stores.all() {
+                removed |= store.plan_delete(&name).await.with_context(|| format!("store {store_name:?}"))?;
+            }
+            anyhow::ensure!(removed, "no plan named {name:?}");
             writeln!(out, "plan {name} removed")?;
         }
     }
@@ -711,30 +881,52 @@ async fn webhooks(store: Store, command: WebhooksCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `jobs dead`: the dead-lettered jobs of every store inspected, newest
+/// first (a job's id is its store's: `jobs requeue` takes `--store`).
+async fn jobs_dead(stores: &Stores, limit: i64) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut dead = Vec::new();
+    for (name, store) in stores.all() {
+        match store.jobs_dead(limit).await {
+            Ok(jobs) => dead.extend(jobs.into_iter().map(|job| (name, job))),
+            Err(error) if stores.sharded() => eprintln!("warning: store {name:?} did not answer: {error}"),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    dead.sort_by_key(|(_, job)| std::cmp::Reverse(job.finished_at));
+    dead.truncate(usize::try_from(limit).unwrap_or(0));
+    let column = |store: &str| if stores.sharded() { format!("{store:<10} ") } else { String::new() };
+    writeln!(
+        out,
+        "{}{:<10} {:<38} {:<10} {:>8}  {:<25} LAST ERROR",
+        column("STORE"),
+        "JOB",
+        "TASK",
+        "KIND",
+        "ATTEMPTS",
+        "DIED AT"
+    )?;
+    for (store, job) in dead {
+        let died = job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+        writeln!(
+            out,
+            "{}{:<10} {:<38} {:<10} {:>8}  {:<25} {}",
+            column(store),
+            job.id,
+            job.task_id,
+            job.kind,
+            format!("{}/{}", job.attempt, job.max_attempts),
+            died,
+            job.last_error.unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
 async fn jobs(store: Store, command: JobsCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        JobsCommand::Dead { limit } => {
-            let dead = store.jobs_dead(limit).await?;
-            writeln!(
-                out,
-                "{:<10} {:<38} {:<10} {:>8}  {:<25} LAST ERROR",
-                "JOB", "TASK", "KIND", "ATTEMPTS", "DIED AT"
-            )?;
-            for job in dead {
-                let died = job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
-                writeln!(
-                    out,
-                    "{:<10} {:<38} {:<10} {:>8}  {:<25} {}",
-                    job.id,
-                    job.task_id,
-                    job.kind,
-                    format!("{}/{}", job.attempt, job.max_attempts),
-                    died,
-                    job.last_error.unwrap_or_default()
-                )?;
-            }
-        }
+        JobsCommand::Dead { limit } => jobs_dead(&Stores::one(store), limit).await?,
         JobsCommand::Requeue { job_id } => {
             store.job_requeue(JobId(job_id)).await?;
             writeln!(out, "job {job_id} requeued")?;

@@ -59,6 +59,44 @@ async fn read_body(state: &AppState, body: axum::body::Body) -> Result<axum::bod
     crate::validate::body_bytes(body, ADMIN_BODY_BYTES, timeout).await.map_err(|e| e.respond_with(&e.to_rest()))
 }
 
+/// Applies a registry change to every store, the default first: each store
+/// keeps its own registry of agents and plans, read by its own workers, so
+/// that nothing a task needs lies on another store. The first store that
+/// fails stops it, named; every change here is idempotent, so sending the
+/// request again finishes it. Evaluates to the outcome per store, in order.
+macro_rules! every_store {
+    ($state:expr, |$store:ident| $change:expr) => {{
+        let mut outcomes = Vec::new();
+        let mut failed = None;
+        for (name, $store) in $state.stores.all() {
+            match $change.await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(error) => {
+                    failed = Some((name.to_owned(), error));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => Ok(outcomes),
+            Some(failure) => Err(failure),
+        }
+    }};
+}
+
+/// The answer when a store failed a change.
+fn unavailable(state: &AppState, what: &str, (store, failure): (String, switchyard_engine::StoreError)) -> Response {
+    tracing::error!(error = %failure, store, "{what}");
+    if state.stores.sharded() {
+        let message = format!(
+            "store {store:?} is unavailable; the stores before it (in the order configured) have the change: send \
+             the request again once it answers"
+        );
+        return error(StatusCode::SERVICE_UNAVAILABLE, &message);
+    }
+    error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
+}
+
 /// Records an admin change (in the audit log, and as a log line).
 async fn audit(state: &AppState, who: &Principal, action: &str, detail: Value) {
     state.store.audit(&who.audit(action).with_detail(detail)).await;
@@ -107,15 +145,12 @@ pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::
     if let Err(refused) = check_agent(&state, &agent.name, &agent.url) {
         return error(StatusCode::BAD_REQUEST, &refused);
     }
-    match state.store.agent_upsert(&agent.name, &agent.url).await {
-        Ok(()) => {
+    match every_store!(state, |store| store.agent_upsert(&agent.name, &agent.url)) {
+        Ok(_) => {
             audit(&state, &who, "admin.agent.add", json!({ "agent": agent.name, "url": agent.url })).await;
             (StatusCode::CREATED, Json(json!({ "name": agent.name, "url": agent.url }))).into_response()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "registering an agent");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
-        }
+        Err(failure) => unavailable(&state, "registering an agent", failure),
     }
 }
 
@@ -139,16 +174,13 @@ pub async fn remove(State(state): State<AppState>, headers: HeaderMap, Path(name
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    match state.store.agent_remove(&name).await {
-        Ok(true) => {
+    match every_store!(state, |store| store.agent_remove(&name)) {
+        Ok(removed) if removed.contains(&true) => {
             audit(&state, &who, "admin.agent.remove", json!({ "agent": name })).await;
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, "no such agent"),
-        Err(e) => {
-            tracing::error!(error = %e, "removing an agent");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
-        }
+        Ok(_) => error(StatusCode::NOT_FOUND, "no such agent"),
+        Err(failure) => unavailable(&state, "removing an agent", failure),
     }
 }
 
@@ -196,15 +228,12 @@ pub async fn plans_put(
     if let Err(e) = spec.validate(&state.handler.config().plan_limits) {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    match state.store.plan_put(&spec).await {
-        Ok(()) => {
+    match every_store!(state, |store| store.plan_put(&spec)) {
+        Ok(_) => {
             audit(&state, &who, "admin.plan.put", json!({ "plan": spec.name })).await;
             (StatusCode::OK, Json(json!(spec))).into_response()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "storing a plan");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
-        }
+        Err(failure) => unavailable(&state, "storing a plan", failure),
     }
 }
 
@@ -214,15 +243,12 @@ pub async fn plans_remove(State(state): State<AppState>, headers: HeaderMap, Pat
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    match state.store.plan_delete(&name).await {
-        Ok(true) => {
+    match every_store!(state, |store| store.plan_delete(&name)) {
+        Ok(removed) if removed.contains(&true) => {
             audit(&state, &who, "admin.plan.remove", json!({ "plan": name })).await;
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, "no such plan"),
-        Err(e) => {
-            tracing::error!(error = %e, "removing a plan");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
-        }
+        Ok(_) => error(StatusCode::NOT_FOUND, "no such plan"),
+        Err(failure) => unavailable(&state, "removing a plan", failure),
     }
 }

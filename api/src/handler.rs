@@ -10,8 +10,8 @@ use serde_json::json;
 use switchyard_engine::plan::{Node, PlanError, PlanSpec, Resolver};
 use switchyard_engine::route::{self, Target};
 use switchyard_engine::{
-    AuditEntry, Caller, FollowUp, JobKind, NewJob, NewTask, PushConfig, Store, StoreError, TaskPlan, TaskRecord,
-    TaskState,
+    AuditEntry, Caller, FollowUp, JobKind, NewJob, NewTask, PushConfig, Store, StoreError, Stores, TaskPlan,
+    TaskRecord, TaskState,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -27,12 +27,22 @@ use crate::validate::MAX_HISTORY;
 /// Serves the A2A operations over the store.
 #[derive(Debug, Clone)]
 pub struct A2aHandler {
-    store: Store,
-    hub: EventHub,
+    stores: Stores,
+    /// One per store, in the order of `stores`: a caller's requests go to
+    /// the store its tenant lives on, and nothing crosses to another.
+    shards: Arc<[Shard]>,
     config: Arc<ApiConfig>,
-    registry: RegistryCache,
     card: Arc<CardCache>,
     streams: StreamCounts,
+}
+
+/// What the handler keeps per store: the store, its wake-ups (one LISTEN
+/// connection each) and its registry of agents and plans.
+#[derive(Debug)]
+struct Shard {
+    store: Store,
+    hub: EventHub,
+    registry: RegistryCache,
 }
 
 /// How long the api routes from the agents and plans it last read. An
@@ -84,8 +94,30 @@ enum Routed {
 }
 
 impl A2aHandler {
-    pub fn new(store: Store, hub: EventHub, config: Arc<ApiConfig>, card: Arc<CardCache>) -> Self {
-        A2aHandler { store, hub, config, registry: RegistryCache::default(), card, streams: StreamCounts::default() }
+    /// `hubs`: one per store, in the order of `stores`.
+    pub fn new(stores: Stores, hubs: Vec<EventHub>, config: Arc<ApiConfig>, card: Arc<CardCache>) -> Self {
+        assert_eq!(hubs.len(), stores.len(), "one event hub per store");
+        let shards = stores
+            .all()
+            .zip(hubs)
+            .map(|((_, store), hub)| Shard { store: store.clone(), hub, registry: RegistryCache::default() })
+            .collect();
+        A2aHandler { stores, shards, config, card, streams: StreamCounts::default() }
+    }
+
+    /// The shard `caller`'s tenant lives on.
+    fn on(&self, caller: &Caller) -> &Shard {
+        &self.shards[self.stores.index_of(&caller.tenant)]
+    }
+
+    /// The stores this handler serves.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The store `caller`'s tenant lives on.
+    pub fn store_for(&self, caller: &Caller) -> &Store {
+        &self.on(caller).store
     }
 
     /// A permit for one more open stream of this caller.
@@ -102,40 +134,43 @@ impl A2aHandler {
         &self.config
     }
 
-    /// This process's wake-ups for task events (the console follows a task
-    /// through it as a subscriber does).
-    pub fn hub(&self) -> &EventHub {
-        &self.hub
+    /// This process's wake-ups for the events of the store called `store`
+    /// (the console follows a task through it as a subscriber does).
+    pub fn hub_of(&self, store: &str) -> Option<&EventHub> {
+        let index = self.stores.all().position(|(name, _)| name == store)?;
+        Some(&self.shards[index].hub)
     }
 
     /// Streams (and blocking sends) waiting on task events in this process.
     pub fn stream_subscribers(&self) -> usize {
-        self.hub.subscribers()
+        self.shards.iter().map(|s| s.hub.subscribers()).sum()
     }
 
     /// `SendMessage`: accept (create or continue a task), then by default wait,
     /// bounded, until it ends or asks for input.
     pub async fn send_message(&self, caller: &Caller, request: SendRequest) -> Result<SendMessageResponse, ApiError> {
+        let shard = self.on(caller);
         let (history, return_immediately) = (request.history, request.return_immediately);
         // Subscribed before the task exists, so no change after it can be
         // missed and the wait needs no read of its own before the first wake.
-        let subscription = self.hub.subscribe();
+        let subscription = shard.hub.subscribe();
         let (task, created, baseline) = self.accept(caller, request, false).await?;
         record_task(&task);
         // A resent message whose task already waits or ended is answered at
         // once: there is nothing new to wait for.
         let settled = !created && (task.state.is_terminal() || task.state.is_interrupted());
         if return_immediately || settled {
-            return Ok(SendMessageResponse::Task(self.render(&task, history).await?));
+            return Ok(SendMessageResponse::Task(Self::render(&shard.store, &task, history).await?));
         }
         // One more message than asked for: the last tells whether the agent
         // answered with a Message.
         let wanted = history.max(1);
         let (task, messages) =
-            wait_until_settled(&self.store, subscription, task, baseline, wanted, self.config.blocking_timeout).await?;
+            wait_until_settled(&shard.store, subscription, task, baseline, wanted, self.config.blocking_timeout)
+                .await?;
         let mut messages = match messages {
             Some(messages) => messages,
-            None => self.store.task_history(task.id, wanted).await?,
+            None => shard.store.task_history(task.id, wanted).await?,
         };
         // An agent that answered with a Message, not a task, gets its answer
         // passed on as it came (the task stays recorded for operators): the
@@ -157,12 +192,13 @@ impl A2aHandler {
         caller: &Caller,
         request: SendRequest,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
+        let shard = self.on(caller);
         let history = request.history;
         let permit = self.stream_permit(caller)?;
         let (task, _, _) = self.accept(caller, request, true).await?;
         record_task(&task);
-        let (task, messages) = self.complete(&task, history).await?;
-        Ok(stream_task(self.store.clone(), &self.hub, task, messages, Start::Snapshot, permit))
+        let (task, messages) = Self::complete(&shard.store, &task, history).await?;
+        Ok(stream_task(shard.store.clone(), &shard.hub, task, messages, Start::Snapshot, permit))
     }
 
     /// Creates a task, or continues the one the message names, durably;
@@ -176,6 +212,7 @@ impl A2aHandler {
         request: SendRequest,
         stream: bool,
     ) -> Result<(TaskRecord, bool, i64), ApiError> {
+        let shard = self.on(caller);
         let SendRequest { message, metadata, idempotency_key: key, trace_context, push_config, turn, .. } = request;
         // Our own span's context when tracing is on, so later work is a child
         // of this request; else the caller's, as sent. The task keeps it, and
@@ -194,7 +231,7 @@ impl A2aHandler {
                     job,
                     push_config,
                 };
-                let submission = self.store.task_continue(follow_up).await?;
+                let submission = shard.store.task_continue(follow_up).await?;
                 // A key seen before answers with the task it went to; if the
                 // resend names another task, it is not a resend but a
                 // mistake, and silently answering with that task would hide it.
@@ -205,7 +242,7 @@ impl A2aHandler {
                     ));
                 }
                 if submission.created {
-                    self.store.audit(&AuditEntry::for_task(caller, "task.message", task_id)).await;
+                    shard.store.audit(&AuditEntry::for_task(caller, "task.message", task_id)).await;
                 }
                 Ok((submission.task, submission.created, submission.baseline))
             }
@@ -213,12 +250,12 @@ impl A2aHandler {
                 let request::Start { deadline, plan: adhoc, target } = *start;
                 // Route now, so a message nobody can take is rejected at once
                 // with the reason, and the job names its agent.
-                let registry = self.registry.get(&self.store).await?;
+                let registry = shard.registry.get(&shard.store).await?;
                 // A message the cached registry cannot take may name an agent
                 // or plan registered a moment ago: look again before refusing it.
                 let routed = match self.route(&target, adhoc.as_ref(), &registry) {
                     Err(PlanError::NoRoute(_)) => {
-                        self.route(&target, adhoc.as_ref(), &*self.registry.refresh(&self.store).await?)
+                        self.route(&target, adhoc.as_ref(), &*shard.registry.refresh(&shard.store).await?)
                     }
                     routed => routed,
                 };
@@ -246,7 +283,7 @@ impl A2aHandler {
                     deadline,
                     plan,
                 };
-                let submission = self.store.task_submit(new).await?;
+                let submission = shard.store.task_submit(new).await?;
                 if submission.created {
                     // The task row names its owner and creation time: a log
                     // line is enough, and the hot path takes no extra write.
@@ -279,26 +316,30 @@ impl A2aHandler {
     }
 
     /// The named plans, for the card and the admin API.
+    /// (The default store's: every store is given the same registry.)
     pub async fn plans(&self) -> Result<Vec<PlanSpec>, ApiError> {
-        Ok(self.registry.get(&self.store).await?.plans.clone())
+        let shard = &self.shards[0];
+        Ok(shard.registry.get(&shard.store).await?.plans.clone())
     }
 
     /// `GetTask`.
     pub async fn get_task(&self, caller: &Caller, request: TaskQuery) -> Result<Task, ApiError> {
-        let task = self.store.task_get(caller, request.id).await?;
-        self.render(&task, request.history).await
+        let shard = self.on(caller);
+        let task = shard.store.task_get(caller, request.id).await?;
+        Self::render(&shard.store, &task, request.history).await
     }
 
     /// `ListTasks`: the caller's top-level tasks, newest status first; with
     /// `parent` (an extension: `parentTaskId`), that task's children.
     pub async fn list_tasks(&self, caller: &Caller, request: TaskList) -> Result<ListTasksResponse, ApiError> {
+        let shard = self.on(caller);
         let TaskList { filter, page_size, after, history, with_artifacts } = request;
-        let page = self.store.task_list(caller, &filter, i64::from(page_size), after, with_artifacts).await?;
+        let page = shard.store.task_list(caller, &filter, i64::from(page_size), after, with_artifacts).await?;
         let mut tasks = Vec::with_capacity(page.tasks.len());
         for record in &page.tasks {
             // The page read the artifacts if they were asked for, so no
             // record needs completing.
-            let messages = self.history(record, history).await?;
+            let messages = Self::history(&shard.store, record, history).await?;
             let mut task = record.to_a2a((!messages.is_empty()).then_some(messages));
             task.artifacts = with_artifacts.then(|| task.artifacts.unwrap_or_default());
             tasks.push(task);
@@ -313,16 +354,17 @@ impl A2aHandler {
 
     /// `CancelTask`: idempotent on a canceled task, refused on other terminal ones.
     pub async fn cancel_task(&self, caller: &Caller, request: TaskRef) -> Result<Task, ApiError> {
+        let shard = self.on(caller);
         let task_id = request.id;
-        let task = match self.store.task_cancel(caller, task_id, None).await {
+        let task = match shard.store.task_cancel(caller, task_id, None).await {
             Ok(task) => task,
             Err(StoreError::Rejected { source: switchyard_engine::FoldError::Terminal(state), .. }) => {
                 return Err(ApiError::TaskNotCancelable { task: request.named, state });
             }
             Err(e) => return Err(e.into()),
         };
-        self.store.audit(&AuditEntry::for_task(caller, "task.cancel", task_id)).await;
-        self.render(&task, MAX_HISTORY).await
+        shard.store.audit(&AuditEntry::for_task(caller, "task.cancel", task_id)).await;
+        Self::render(&shard.store, &task, MAX_HISTORY).await
     }
 
     /// `SubscribeToTask`; with `resume_after` (an SSE `Last-Event-ID`) it
@@ -333,7 +375,8 @@ impl A2aHandler {
         request: TaskRef,
         resume_after: Option<i64>,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
-        let task = self.store.task_get(caller, request.id).await?;
+        let shard = self.on(caller);
+        let task = shard.store.task_get(caller, request.id).await?;
         let permit = self.stream_permit(caller)?;
         let start = match resume_after {
             Some(seq) => Start::After(seq),
@@ -346,10 +389,10 @@ impl A2aHandler {
             None => Start::Subscribe,
         };
         let messages = match start {
-            Start::Snapshot | Start::Subscribe => self.history(&task, MAX_HISTORY).await?,
+            Start::Snapshot | Start::Subscribe => Self::history(&shard.store, &task, MAX_HISTORY).await?,
             Start::After(_) => Vec::new(),
         };
-        Ok(stream_task(self.store.clone(), &self.hub, task, messages, start, permit))
+        Ok(stream_task(shard.store.clone(), &shard.hub, task, messages, start, permit))
     }
 
     /// `CreateTaskPushNotificationConfig` (replaces a config with the same id).
@@ -358,12 +401,13 @@ impl A2aHandler {
         caller: &Caller,
         config: PushConfig,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
+        let shard = self.on(caller);
         let task_id = config.task_id;
-        let stored = self.store.push_config_put(caller, &config).await?;
+        let stored = shard.store.push_config_put(caller, &config).await?;
         // The host only: paths and tokens may be secrets.
         let host = switchyard_engine::egress::Target::parse(&stored.url).map(|t| t.host).unwrap_or_default();
         let entry = AuditEntry::for_task(caller, "push_config.create", task_id);
-        self.store.audit(&entry.with_detail(json!({ "id": stored.id, "host": host }))).await;
+        shard.store.audit(&entry.with_detail(json!({ "id": stored.id, "host": host }))).await;
         Ok(push_config_to(stored))
     }
 
@@ -373,8 +417,10 @@ impl A2aHandler {
         caller: &Caller,
         request: PushConfigRef,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
+        let shard = self.on(caller);
         let PushConfigRef { task, named_task, id } = request;
-        self.store
+        shard
+            .store
             .push_config_get(caller, task, &id)
             .await?
             .map(push_config_to)
@@ -387,8 +433,9 @@ impl A2aHandler {
         caller: &Caller,
         request: PushConfigPage,
     ) -> Result<a2a::ListTaskPushNotificationConfigsResponse, ApiError> {
+        let shard = self.on(caller);
         let PushConfigPage { task, size, after } = request;
-        let mut configs = self.store.push_config_list(caller, task, size + 1, after.as_deref()).await?;
+        let mut configs = shard.store.push_config_list(caller, task, size + 1, after.as_deref()).await?;
         let next = if configs.len() as i64 > size {
             configs.truncate(size as usize);
             configs.last().map(|c| c.id.clone())
@@ -403,9 +450,11 @@ impl A2aHandler {
 
     /// `DeleteTaskPushNotificationConfig`: idempotent.
     pub async fn delete_push_config(&self, caller: &Caller, request: PushConfigRef) -> Result<(), ApiError> {
+        let shard = self.on(caller);
         let PushConfigRef { task, id, .. } = request;
-        self.store.push_config_delete(caller, task, &id).await?;
-        self.store
+        shard.store.push_config_delete(caller, task, &id).await?;
+        shard
+            .store
             .audit(&AuditEntry::for_task(caller, "push_config.delete", task).with_detail(json!({ "id": id })))
             .await;
         Ok(())
@@ -418,20 +467,21 @@ impl A2aHandler {
         if caller.credential.as_deref().is_none_or(|c| c == crate::auth::ANONYMOUS) {
             return Err(ApiError::Unauthenticated("the extended agent card is for authenticated callers".into()));
         }
-        let registry = self.registry.get(&self.store).await?;
+        let shard = self.on(caller);
+        let registry = shard.registry.get(&shard.store).await?;
         let public = self.card.for_plans(registry.plans.clone());
         crate::card::extended(&public, &registry.agents)
     }
 
-    async fn history(&self, task: &TaskRecord, length: i64) -> Result<Vec<a2a::Message>, ApiError> {
+    async fn history(store: &Store, task: &TaskRecord, length: i64) -> Result<Vec<a2a::Message>, ApiError> {
         if length == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.store.task_history(task.id, length).await?)
+        Ok(store.task_history(task.id, length).await?)
     }
 
-    async fn render(&self, task: &TaskRecord, history: i64) -> Result<Task, ApiError> {
-        let (task, messages) = self.complete(task, history).await?;
+    async fn render(store: &Store, task: &TaskRecord, history: i64) -> Result<Task, ApiError> {
+        let (task, messages) = Self::complete(store, task, history).await?;
         Ok(task.to_a2a((!messages.is_empty()).then_some(messages)))
     }
 
@@ -439,11 +489,15 @@ impl A2aHandler {
     /// record a write returned has only its artifacts' ids, so it is read
     /// again (with the history, in the same round trip); one that is
     /// complete costs the history's read alone, if any.
-    async fn complete(&self, task: &TaskRecord, history: i64) -> Result<(TaskRecord, Vec<a2a::Message>), ApiError> {
+    async fn complete(
+        store: &Store,
+        task: &TaskRecord,
+        history: i64,
+    ) -> Result<(TaskRecord, Vec<a2a::Message>), ApiError> {
         if task.has_all_artifacts() {
-            return Ok((task.clone(), self.history(task, history).await?));
+            return Ok((task.clone(), Self::history(store, task, history).await?));
         }
-        Ok(self.store.task_load_with_history(task.id, history).await?)
+        Ok(store.task_load_with_history(task.id, history).await?)
     }
 }
 

@@ -19,9 +19,35 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// The process can do its work: the database answers within the timeout,
-/// and its schema has every migration this build needs.
+/// and its schema has every migration this build needs. An api serving
+/// several stores is ready while any of them is — it serves the tenants of
+/// those that answer, and pulling it from a load balancer for one store's
+/// outage would take every other store's tenants down with it — and says
+/// each store's state (`stores`).
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    ready(&state.store).await
+    if !state.stores.sharded() {
+        return ready(&state.store).await;
+    }
+    let checks: Vec<_> = state
+        .stores
+        .all()
+        .map(|(name, store)| {
+            let store = store.clone();
+            (name.to_owned(), tokio::spawn(async move { ready(&store).await }))
+        })
+        .collect();
+    let mut stores = serde_json::Map::new();
+    let mut any = false;
+    for (name, check) in checks {
+        let (status, Json(body)) = check.await.unwrap_or_else(|_| {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": "check failed" })))
+        });
+        any |= status.is_success();
+        stores.insert(name, body);
+    }
+    let status = if any { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let summary = if any { "ready" } else { "unavailable" };
+    (status, Json(json!({ "status": summary, "stores": stores })))
 }
 
 /// Readiness against `store`, for the api and the workers alike.

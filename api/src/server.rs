@@ -31,7 +31,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("switchyard_streams_active").set(state.handler.stream_subscribers() as f64);
     match state.metrics {
         Some(handle) => {
-            crate::metrics::render(State(crate::metrics::MetricsState { store: state.store, handle })).await
+            let stores = state.stores.all().map(|(name, store)| (name.to_owned(), store.clone())).collect();
+            crate::metrics::render(State(crate::metrics::MetricsState { stores, handle })).await
         }
         None => crate::metrics::disabled().await,
     }

@@ -13,6 +13,7 @@
 //! - [`store`]: PostgreSQL — submit, append-and-fold, cancel, and the job
 //!   queue (claim, lease, heartbeat, complete, retry, dead-letter, rescue,
 //!   requeue). All SQL in Switchyard lives here.
+//! - [`stores`]: several stores, and which tenant lives on which.
 //! - [`notify`]: LISTEN/NOTIFY wake-ups with reconnects.
 //! - [`trace`]: the W3C trace context stored with a task and continued later.
 //! - [`wire`]: log events as A2A stream responses.
@@ -37,6 +38,7 @@ pub mod retry;
 pub mod route;
 pub mod state;
 pub mod store;
+pub mod stores;
 pub mod task;
 pub mod trace;
 pub mod v03;
@@ -56,6 +58,7 @@ pub use store::{
     PendingDelivery, PresentedKey, PushConfig, ReadRoutes, Rescued, SessionLimits, Stats, Store, StoreConfig,
     Submission, Swept, TaskFilter, TaskPage, TaskPlan, asking_child, id_range, is_sqlite_url,
 };
+pub use stores::{DEFAULT_STORE, PlacementError, Stores};
 pub use task::{FoldError, TaskRecord};
 
 /// Re-exported so dependants name the same A2A types the store speaks.

@@ -464,7 +464,7 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
     let asking = stack.send("ask").await;
     assert_eq!(state(&asking), "TASK_STATE_INPUT_REQUIRED");
     let open = scrape(format!("{}/metrics", stack.base)).await;
-    assert!(open.contains("switchyard_tasks{state=\"input_required\"} 1"), "{open}");
+    assert!(open.contains("switchyard_tasks{store=\"default\",state=\"input_required\"} 1"), "{open}");
 
     assert_eq!(state(&stack.send("echo counted").await), "TASK_STATE_COMPLETED");
     assert_eq!(state(&stack.send("status 400").await), "TASK_STATE_FAILED");
@@ -474,13 +474,13 @@ async fn metrics_describe_the_queue_the_tasks_and_the_workers() {
     let api = scrape(format!("{}/metrics", stack.base)).await;
     for expected in [
         // Open tasks only: finished ones are counted by the workers' counters.
-        "switchyard_tasks{state=\"input_required\"} 0",
-        "switchyard_tasks{state=\"working\"} 0",
+        "switchyard_tasks{store=\"default\",state=\"input_required\"} 0",
+        "switchyard_tasks{store=\"default\",state=\"working\"} 0",
         "switchyard_tasks_received_total{outcome=\"accepted\"} 3",
-        "switchyard_jobs{state=\"ready\",kind=\"delegate\"} 0",
-        "switchyard_jobs{state=\"dead\",kind=\"delegate\"} 0",
+        "switchyard_jobs{store=\"default\",state=\"ready\",kind=\"delegate\"} 0",
+        "switchyard_jobs{store=\"default\",state=\"dead\",kind=\"delegate\"} 0",
         "switchyard_queue_oldest_ready_seconds",
-        "switchyard_agent_breaker_open{agent=\"demo\"} 0",
+        "switchyard_agent_breaker_open{store=\"default\",agent=\"demo\"} 0",
     ] {
         assert!(api.contains(expected), "api metrics lack {expected:?}:\n{api}");
     }

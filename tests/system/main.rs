@@ -41,6 +41,7 @@ mod reach;
 mod replica;
 mod schema;
 mod security;
+mod shards;
 mod store;
 mod traces;
 mod worker;

@@ -20,6 +20,8 @@ use tokio::sync::watch;
 struct Fault {
     /// Nothing passes, on open connections or new ones.
     cut: bool,
+    /// New connections are closed at once (a server that is down).
+    down: bool,
     resets: u32,
     silences: u32,
 }
@@ -54,6 +56,10 @@ impl Proxy {
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let born = *watch.borrow();
+                if born.down {
+                    drop(client);
+                    continue;
+                }
                 let (upstream, watch, fault, trigger, ports) =
                     (upstream.clone(), watch.clone(), fault.clone(), cut_after_begin.clone(), upstream_ports.clone());
                 tokio::spawn(async move {
@@ -81,6 +87,20 @@ impl Proxy {
     /// Resets every open connection (new ones still pass).
     pub(crate) fn reset_all(&self) {
         self.fault.send_modify(|f| f.resets += 1);
+    }
+
+    /// Down, as a stopped server is: every open connection reset, every
+    /// new one closed at once, until [`Proxy::up`].
+    pub(crate) fn down(&self) {
+        self.fault.send_modify(|f| {
+            f.down = true;
+            f.resets += 1;
+        });
+    }
+
+    /// Accepts new connections again after [`Proxy::down`].
+    pub(crate) fn up(&self) {
+        self.fault.send_modify(|f| f.down = false);
     }
 
     /// The connections open now pass nothing more and never close (a

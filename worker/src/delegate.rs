@@ -165,6 +165,9 @@ pub struct DelegationSettings {
     /// parked on an agent that pushes registers a webhook there, so its
     /// push wakes it. `None`: parked delegations only poll.
     pub push_receiver: Option<String>,
+    /// The store this worker serves, when not the default: named in the
+    /// receiver's URL, since the api serves several.
+    pub push_store: Option<String>,
     /// Where agents may be (the SSRF guard and its allow-list).
     pub egress: Arc<Egress>,
     /// Per agent (by name), what to present to it.
@@ -189,6 +192,7 @@ impl Default for DelegationSettings {
             attach_budget: Duration::from_secs(300),
             limits: Limits::default(),
             push_receiver: None,
+            push_store: None,
             egress: Arc::new(Egress::agents()),
             credentials: HashMap::new(),
             trusted_cards: None,
@@ -635,7 +639,12 @@ impl Delegator {
             }
         }
         let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        let url = format!("{}/_switchyard/push/{task}", receiver.trim_end_matches('/'));
+        let mut url = format!("{}/_switchyard/push/{task}", receiver.trim_end_matches('/'));
+        if let Some(store) = &self.settings.push_store {
+            // A store name is a plain identifier (`stores::valid_name`).
+            url.push_str("?store=");
+            url.push_str(store);
+        }
         match run.client.register_push(remote, &url, &token).await {
             Ok(true) => {
                 if let Err(error) = store.delegation_set_push_token(task, &token).await {

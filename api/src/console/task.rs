@@ -429,7 +429,8 @@ pub(super) async fn live(
         Err(e) => return e.respond_with(&e.to_rest()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
-    let mut subscription = state.handler.hub().subscribe();
+    let mut subscription =
+        state.handler.hub_of(switchyard_engine::DEFAULT_STORE).expect("the default store").subscribe();
     let store = state.store.clone();
     tokio::spawn(async move {
         let _permit = permit;

@@ -10,7 +10,7 @@ use switchyard_engine::{Counts, MinuteStat, Stats};
 pub struct ConsoleShared {
     /// The overview's last reading and when it was taken: its counts scan
     /// every task, so one reading serves every viewer for a while.
-    pub(crate) overview: tokio::sync::Mutex<Option<(std::time::Instant, OverviewReading)>>,
+    pub(crate) overview: tokio::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, OverviewReading)>>,
 }
 
 /// The overview's figures, as read at `at`.

@@ -222,9 +222,11 @@ async fn two_stores_serve_their_own_tenants_and_either_serves_with_the_other_dow
 
     // Each tenant on its store: a task, a plan with its children, a
     // cancel and a webhook, and nothing of it on the other store.
+    let mut first = std::collections::HashMap::new();
     for (tenant, own, other) in [("acme", &db.store, &eu.store), ("globex", &eu.store, &db.store)] {
         let task = client.completes(tenant, &format!("echo hello {tenant}")).await;
         let id = task["id"].as_str().expect("id");
+        first.insert(tenant, id.to_owned());
         assert_eq!(task["artifacts"][0]["parts"][0]["text"], format!("hello {tenant}"), "{task}");
         assert_eq!(rows(own, id).await.0, 1, "{tenant}'s task on its store");
         assert_eq!(rows(other, id).await.0, 0, "{tenant}'s task not on the other store");
@@ -270,6 +272,27 @@ async fn two_stores_serve_their_own_tenants_and_either_serves_with_the_other_dow
             body["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_str()).collect();
         assert_eq!(listed.len(), 4, "{tenant}: its echo, plan, cancel and webhook tasks: {body}");
         assert!([id, parent, long.as_str(), hooked.as_str()].iter().all(|t| listed.contains(t)), "{body}");
+    }
+
+    // The console shows one store at a time, switched in its header, in a
+    // real browser; a task's page finds its task on whichever store holds it.
+    if let Some(browser) = crate::browser::Browser::start().await {
+        let console = format!("http://{listen}/console");
+        browser.goto(&format!("{console}/tasks")).await;
+        let text = browser.wait_for_text(WAIT, "the default store's tasks", |t| t.contains("acme")).await;
+        assert!(!text.contains("globex"), "only the default store's tenants: {text}");
+        let switch = browser.find("nav.stores a[href^='/console/store/eu']").await;
+        browser.click(&switch).await;
+        let text = browser.wait_for_text(WAIT, "the eu store's tasks", |t| t.contains("globex")).await;
+        assert!(!text.contains("acme"), "only the eu store's tenants: {text}");
+        assert!(browser.url().await.ends_with("/console/tasks"), "back on the page it was switched from");
+        let current = browser.find("nav.stores a[aria-current]").await;
+        let label = browser.script("return document.querySelector('nav.stores a[aria-current]').textContent").await;
+        assert_eq!(label, "eu", "{current:?}");
+        // A default store's task, reached by its link while eu is chosen.
+        browser.goto(&format!("{console}/tasks/{}", first["acme"])).await;
+        browser.wait_for_text(WAIT, "acme's task page", |t| t.contains("acme /") && t.contains("Tenant")).await;
+        browser.close().await;
     }
 
     // A remote agent's push names the store its task lives on: one this

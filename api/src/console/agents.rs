@@ -26,10 +26,11 @@ pub(super) async fn page(State(state): State<AppState>, headers: HeaderMap, Orig
 }
 
 async fn render(state: &AppState, viewer: &Viewer, problem: Option<&str>, status: StatusCode) -> Response {
-    let (agents, loads) = match tokio::try_join!(state.store.agents_list(), state.store.console_agents()) {
-        Ok(read) => read,
-        Err(e) => return layout::unavailable(e),
-    };
+    let (agents, loads) =
+        match tokio::try_join!(viewer.store(state).agents_list(), viewer.store(state).console_agents()) {
+            Ok(read) => read,
+            Err(e) => return layout::unavailable(e),
+        };
     let trusted = state.handler.config().console.trusted_cards.as_deref();
     let main = html! {
         h1 { "Agents" }
@@ -154,11 +155,14 @@ pub(super) async fn add(State(state): State<AppState>, headers: HeaderMap, Form(
     if let Err(problem) = crate::admin::check_agent(&state, name, url) {
         return render(&state, &viewer, Some(&problem), StatusCode::BAD_REQUEST).await;
     }
-    if let Err(e) = state.store.agent_upsert(name, url).await {
-        return layout::unavailable(e);
+    // Every store keeps its own registry (as the admin API writes it).
+    for (_, store) in state.stores.all() {
+        if let Err(e) = store.agent_upsert(name, url).await {
+            return layout::unavailable(e);
+        }
     }
     let entry = viewer.who.audit("admin.agent.add").with_detail(json!({ "agent": name, "url": url, "via": "console" }));
-    state.store.audit(&entry).await;
+    viewer.store(&state).audit(&entry).await;
     Redirect::to("/console/agents").into_response()
 }
 
@@ -178,10 +182,20 @@ pub(super) async fn remove(
         Ok(viewer) => viewer,
         Err(refused) => return refused,
     };
-    match state.store.agent_remove(&name).await {
+    let mut removed = Ok(false);
+    for (_, store) in state.stores.all() {
+        match store.agent_remove(&name).await {
+            Ok(gone) => removed = removed.map(|before| before || gone),
+            Err(e) => {
+                removed = Err(e);
+                break;
+            }
+        }
+    }
+    match removed {
         Ok(true) => {
             let entry = viewer.who.audit("admin.agent.remove").with_detail(json!({ "agent": name, "via": "console" }));
-            state.store.audit(&entry).await;
+            viewer.store(&state).audit(&entry).await;
             Redirect::to("/console/agents").into_response()
         }
         Ok(false) => render(&state, &viewer, Some("no such agent"), StatusCode::NOT_FOUND).await,

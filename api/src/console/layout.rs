@@ -50,6 +50,7 @@ pub(super) fn document(title: &str, body: Markup) -> Html<String> {
 
 /// A page of the console: navigation, who is signed in, then `main`.
 pub(super) fn page(title: &str, viewer: &Viewer, section: Section, main: Markup) -> Response {
+    let next = percent_encoding::utf8_percent_encode(&viewer.path, percent_encoding::NON_ALPHANUMERIC).to_string();
     let body = html! {
         a .skip href="#main" { "Skip to content" }
         header .top {
@@ -60,6 +61,19 @@ pub(super) fn page(title: &str, viewer: &Viewer, section: Section, main: Markup)
                         li {
                             @if s == section { a href=(href) aria-current="page" { (label) } }
                             @else { a href=(href) { (label) } }
+                        }
+                    }
+                }
+            }
+            @if viewer.stores.len() > 1 {
+                nav .stores aria-label="Store" {
+                    span { "Store" }
+                    ul {
+                        @for name in &viewer.stores {
+                            li {
+                                @if *name == viewer.store { a href={ "/console/store/" (name) "?next=" (next) } aria-current="true" { (name) } }
+                                @else { a href={ "/console/store/" (name) "?next=" (next) } { (name) } }
+                            }
                         }
                     }
                 }
@@ -114,8 +128,13 @@ pub(super) fn part_or_page(part: bool, title: &str, viewer: &Viewer, section: Se
 }
 
 /// The hidden field every form posts.
+/// What every form carries: the anti-forgery token, and the store the
+/// page showed (an action acts on that store).
 pub(super) fn csrf(viewer: &Viewer) -> Markup {
-    html! { input type="hidden" name="csrf" value=(viewer.csrf); }
+    html! {
+        input type="hidden" name="csrf" value=(viewer.csrf);
+        @if viewer.stores.len() > 1 { input type="hidden" name="store" value=(viewer.store); }
+    }
 }
 
 /// A one-button form posting to `action`.

@@ -12,6 +12,7 @@
 //! - [`layout`]: the page around every page, and the small pieces they share.
 //! - [`overview`], [`tasks`], [`task`], [`agents`], [`queues`], [`plans`]:
 //!   one module per page, each with its actions.
+//! - [`store_choice`]: which store the pages show, when there are several.
 
 mod agents;
 mod layout;
@@ -19,6 +20,7 @@ mod overview;
 mod plans;
 mod queues;
 mod session;
+mod store_choice;
 mod task;
 mod tasks;
 
@@ -61,6 +63,7 @@ pub fn routes(enabled: bool) -> Router<AppState> {
         .route("/console/deliveries/{id}/{action}", post(queues::delivery_action))
         .route("/console/dead", post(queues::all_action))
         .route("/console/plans", get(plans::page))
+        .route("/console/store/{name}", get(store_choice::switch))
         .layer(axum::middleware::from_fn(server_timing))
 }
 

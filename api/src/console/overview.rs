@@ -21,17 +21,18 @@ pub(super) const FRESH: std::time::Duration = std::time::Duration::from_secs(10)
 /// The figures, read again only when the last reading is older than
 /// [`FRESH`]; concurrent viewers wait for one reading rather than each
 /// making their own.
-async fn reading(state: &AppState) -> Result<OverviewReading, switchyard_engine::StoreError> {
+/// One reading per store.
+async fn reading(state: &AppState, viewer: &session::Viewer) -> Result<OverviewReading, switchyard_engine::StoreError> {
     let mut cached = state.console.overview.lock().await;
-    if let Some((when, reading)) = cached.as_ref()
+    if let Some((when, reading)) = cached.get(&viewer.store)
         && when.elapsed() < FRESH
     {
         return Ok(reading.clone());
     }
-    let (counts, minutes, stats) =
-        tokio::try_join!(state.store.console_counts(), state.store.console_minutes(), state.store.stats())?;
+    let store = viewer.store(state);
+    let (counts, minutes, stats) = tokio::try_join!(store.console_counts(), store.console_minutes(), store.stats())?;
     let reading = OverviewReading { counts, minutes, stats, at: Utc::now() };
-    *cached = Some((std::time::Instant::now(), reading.clone()));
+    cached.insert(viewer.store.clone(), (std::time::Instant::now(), reading.clone()));
     Ok(reading)
 }
 
@@ -51,7 +52,7 @@ pub(super) async fn page(
         Ok(viewer) => viewer,
         Err(refusal) => return refusal.into_response(),
     };
-    let OverviewReading { counts, minutes, stats, at } = match reading(&state).await {
+    let OverviewReading { counts, minutes, stats, at } = match reading(&state, &viewer).await {
         Ok(reading) => reading,
         Err(e) => return layout::unavailable(e),
     };

@@ -19,14 +19,14 @@ pub(super) async fn page(State(state): State<AppState>, headers: HeaderMap, Orig
         Ok(viewer) => viewer,
         Err(refusal) => return refusal.into_response(),
     };
-    let plans = match state.store.plans_list().await {
+    let plans = match viewer.store(&state).plans_list().await {
         Ok(plans) => plans,
         Err(e) => return layout::unavailable(e),
     };
     let mut recent = Vec::with_capacity(plans.len());
     for plan in &plans {
         let filter = ConsoleFilter { plan: Some(plan.name.clone()), ..ConsoleFilter::default() };
-        match state.store.console_tasks(&filter, None, RECENT).await {
+        match viewer.store(&state).console_tasks(&filter, None, RECENT).await {
             Ok(tasks) => recent.push(tasks),
             Err(e) => return layout::unavailable(e),
         }

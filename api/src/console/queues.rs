@@ -26,9 +26,9 @@ pub(super) async fn page(State(state): State<AppState>, headers: HeaderMap, Orig
         Err(refusal) => return refusal.into_response(),
     };
     let read = tokio::try_join!(
-        state.store.stats(),
-        state.store.jobs_dead(DEAD),
-        state.store.push_deliveries(Some("dead"), DEAD)
+        viewer.store(&state).stats(),
+        viewer.store(&state).jobs_dead(DEAD),
+        viewer.store(&state).push_deliveries(Some("dead"), DEAD)
     );
     let (stats, dead_jobs, dead_deliveries) = match read {
         Ok(read) => read,
@@ -125,6 +125,8 @@ fn bulk(viewer: &Viewer, what: &str, kinds: &[&str]) -> maud::Markup {
 #[derive(Debug, Deserialize)]
 pub(super) struct OneForm {
     csrf: String,
+    /// The store the letter is on (a job's id is its store's).
+    store: Option<String>,
 }
 
 /// A kind of dead letter.
@@ -136,8 +138,14 @@ enum Letter {
 
 /// Requeues or discards one dead letter: true when done, false when it is
 /// no longer dead (or gone); `None` for an action there is not.
-async fn act(state: &AppState, letter: Letter, action: &str, id: i64) -> Option<Result<bool, StoreError>> {
-    let store = &state.store;
+async fn act(
+    state: &AppState,
+    viewer: &Viewer,
+    letter: Letter,
+    action: &str,
+    id: i64,
+) -> Option<Result<bool, StoreError>> {
+    let store = viewer.store(state);
     Some(match (letter, action) {
         (Letter::Job, "requeue") => match store.job_requeue(JobId(id)).await {
             Ok(()) => Ok(true),
@@ -180,11 +188,12 @@ pub(super) async fn delivery_action(
 }
 
 async fn one(state: &AppState, headers: &HeaderMap, form: &OneForm, letter: Letter, id: i64, action: &str) -> Response {
-    let viewer = match acting(state, headers, &form.csrf).await {
+    let mut viewer = match acting(state, headers, &form.csrf).await {
         Ok(viewer) => viewer,
         Err(refused) => return refused,
     };
-    let Some(done) = act(state, letter, action, id).await else { return no_such_action() };
+    super::store_choice::from_form(state, &mut viewer, form.store.as_deref());
+    let Some(done) = act(state, &viewer, letter, action, id).await else { return no_such_action() };
     let (audited, detail) = match letter {
         Letter::Job => (format!("job.{action}"), json!({ "job": id })),
         Letter::Delivery => (format!("webhook.{action}"), json!({ "delivery": id })),
@@ -195,6 +204,7 @@ async fn one(state: &AppState, headers: &HeaderMap, form: &OneForm, letter: Lett
 #[derive(Debug, Deserialize)]
 pub(super) struct AllForm {
     csrf: String,
+    store: Option<String>,
     what: String,
     action: String,
     kind: Option<String>,
@@ -207,31 +217,34 @@ pub(super) async fn all_action(
     headers: HeaderMap,
     Form(form): Form<AllForm>,
 ) -> Response {
-    let viewer = match acting(&state, &headers, &form.csrf).await {
+    let mut viewer = match acting(&state, &headers, &form.csrf).await {
         Ok(viewer) => viewer,
         Err(refused) => return refused,
     };
+    super::store_choice::from_form(&state, &mut viewer, form.store.as_deref());
     let kind = form.kind.as_deref().filter(|k| !k.is_empty());
     let result = async {
         if !matches!(form.action.as_str(), "requeue" | "discard") {
             return Ok(None);
         }
         let ids: Vec<i64> = match form.what.as_str() {
-            "jobs" => state
-                .store
+            "jobs" => viewer
+                .store(&state)
                 .jobs_dead(DEAD)
                 .await?
                 .iter()
                 .filter(|j| kind.is_none_or(|k| j.kind == k))
                 .map(|j| j.id.0)
                 .collect(),
-            "deliveries" => state.store.push_deliveries(Some("dead"), DEAD).await?.iter().map(|d| d.id).collect(),
+            "deliveries" => {
+                viewer.store(&state).push_deliveries(Some("dead"), DEAD).await?.iter().map(|d| d.id).collect()
+            }
             _ => return Ok(None),
         };
         let letter = if form.what == "jobs" { Letter::Job } else { Letter::Delivery };
         let mut count = 0u64;
         for id in ids {
-            match act(&state, letter, &form.action, id).await {
+            match act(&state, &viewer, letter, &form.action, id).await {
                 Some(done) => count += u64::from(done?),
                 None => return Ok(None),
             }
@@ -242,7 +255,7 @@ pub(super) async fn all_action(
         Ok(Some(count)) => {
             let detail =
                 json!({ "what": form.what, "action": form.action, "kind": kind, "count": count, "via": "console" });
-            state.store.audit(&viewer.who.audit("dead.bulk").with_detail(detail)).await;
+            viewer.store(&state).audit(&viewer.who.audit("dead.bulk").with_detail(detail)).await;
             Redirect::to("/console/queues").into_response()
         }
         Ok(None) => (
@@ -266,7 +279,7 @@ async fn finish(
         Ok(true) => {
             let mut detail = detail;
             detail["via"] = json!("console");
-            state.store.audit(&viewer.who.audit(action).with_detail(detail)).await;
+            viewer.store(state).audit(&viewer.who.audit(action).with_detail(detail)).await;
             // Back where the button was (the queue or the task's page).
             let back = headers
                 .get(axum::http::header::REFERER)

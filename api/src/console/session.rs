@@ -40,6 +40,19 @@ pub(super) struct Viewer {
     pub open: bool,
     /// The anti-forgery token this viewer's forms carry.
     pub csrf: String,
+    /// The store the pages show (see [`super::store_choice`]), and every
+    /// store's name, for the switch in the header.
+    pub store: String,
+    pub stores: Vec<String>,
+    /// The page's own path, for coming back to it after a switch.
+    pub path: String,
+}
+
+impl Viewer {
+    /// The store the pages show.
+    pub(super) fn store<'a>(&self, state: &'a AppState) -> &'a switchyard_engine::Store {
+        super::store_choice::store(state, &self.store)
+    }
 }
 
 /// Why a page is not shown.
@@ -69,25 +82,25 @@ const QUERY: &percent_encoding::AsciiSet =
 /// Who is looking, from the session cookie; `path` is where to come back
 /// to after signing in.
 pub(super) async fn viewer(state: &AppState, headers: &HeaderMap, path: &str) -> Result<Viewer, Refusal> {
+    let store = super::store_choice::chosen(state, headers);
+    let stores = state.stores.all().map(|(name, _)| name.to_owned()).collect();
+    let viewing = |who, open, csrf| Viewer { who, open, csrf, store, stores, path: path.to_owned() };
     let session = cookie(headers).and_then(|value| verify(&config_key(state), value));
     let Some((credential, payload)) = session else {
         if open(state) {
-            return Ok(Viewer {
-                who: Principal {
-                    tenant: None,
-                    principal: "console".into(),
-                    credential: "anonymous".into(),
-                    admin: true,
-                    rate: None,
-                },
-                open: true,
-                csrf: token(&config_key(state), "open"),
-            });
+            let who = Principal {
+                tenant: None,
+                principal: "console".into(),
+                credential: "anonymous".into(),
+                admin: true,
+                rate: None,
+            };
+            return Ok(viewing(who, true, token(&config_key(state), "open")));
         }
         return Err(Refusal::SignIn { next: path.to_owned() });
     };
     match credential_principal(state, &credential).await {
-        Ok(who) => Ok(Viewer { who, open: false, csrf: token(&config_key(state), &payload) }),
+        Ok(who) => Ok(viewing(who, false, token(&config_key(state), &payload))),
         Err(crate::ApiError::Forbidden(why)) => Err(Refusal::Forbidden(why)),
         Err(_) => Err(Refusal::SignIn { next: path.to_owned() }),
     }

@@ -46,8 +46,8 @@ struct Dossier {
     audit: Vec<AuditEntry>,
 }
 
-async fn dossier(state: &AppState, id: TaskId) -> Result<Dossier, StoreError> {
-    let store = &state.store;
+async fn dossier(state: &AppState, viewer: &Viewer, id: TaskId) -> Result<Dossier, StoreError> {
+    let store = viewer.store(state);
     let mut task = store.task_view(id).await?;
     // The rest is read side by side: none depends on another.
     let children = async {
@@ -96,13 +96,17 @@ pub(super) async fn page(
     Path(id): Path<String>,
     Query(query): Query<PartQuery>,
 ) -> Response {
-    let viewer = match session::viewer(&state, &headers, &uri.to_string()).await {
+    let mut viewer = match session::viewer(&state, &headers, &uri.to_string()).await {
         Ok(viewer) => viewer,
         Err(refusal) => return refusal.into_response(),
     };
     let Ok(id) = id.parse::<TaskId>() else { return not_an_id(&id) };
     let started = std::time::Instant::now();
-    let dossier = match dossier(&state, id).await {
+    let found = match super::store_choice::locate(&state, &mut viewer, id).await {
+        Ok(_) => dossier(&state, &viewer, id).await,
+        Err(e) => Err(e),
+    };
+    let dossier = match found {
         Ok(dossier) => dossier,
         Err(StoreError::TaskNotFound(_)) => return not_found(id),
         Err(e) => return layout::unavailable(e),
@@ -415,7 +419,7 @@ pub(super) async fn live(
     OriginalUri(uri): OriginalUri,
     Path(id): Path<String>,
 ) -> Response {
-    let viewer = match session::viewer(&state, &headers, &uri.to_string()).await {
+    let mut viewer = match session::viewer(&state, &headers, &uri.to_string()).await {
         Ok(viewer) => viewer,
         Err(refusal) => return refusal.into_response(),
     };
@@ -429,9 +433,15 @@ pub(super) async fn live(
         Err(e) => return e.respond_with(&e.to_rest()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
-    let mut subscription =
-        state.handler.hub_of(switchyard_engine::DEFAULT_STORE).expect("the default store").subscribe();
-    let store = state.store.clone();
+    if let Err(e) = super::store_choice::locate(&state, &mut viewer, id).await {
+        return match e {
+            StoreError::TaskNotFound(_) => not_found(id),
+            e => layout::unavailable(e),
+        };
+    }
+    let Some(hub) = state.handler.hub_of(&viewer.store) else { return not_found(id) };
+    let mut subscription = hub.subscribe();
+    let store = viewer.store(&state).clone();
     tokio::spawn(async move {
         let _permit = permit;
         // A page is followed for at most this long; the browser reconnects.
@@ -481,7 +491,7 @@ pub(super) async fn cancel(
     let id = task.id;
     let text = format!("canceled by {} from the console", viewer.who.principal);
     let reason = a2a::Message::new(a2a::Role::Agent, vec![Part::text(&text)]);
-    match state.store.task_cancel(&Caller::new(&task.tenant, &task.owner), id, Some(reason)).await {
+    match viewer.store(&state).task_cancel(&Caller::new(&task.tenant, &task.owner), id, Some(reason)).await {
         Ok(_) => {}
         Err(e) if e.terminal_state().is_some() => {
             let why = format!("The task is {} already; only an open task can be canceled.", task.state);
@@ -546,9 +556,9 @@ async fn acting_on(
     csrf: &str,
     id: &str,
 ) -> Result<(Viewer, TaskRecord), Response> {
-    let viewer = acting(state, headers, csrf).await?;
+    let mut viewer = acting(state, headers, csrf).await?;
     let Ok(id) = id.parse::<TaskId>() else { return Err(not_an_id(id)) };
-    match state.store.task_load(id).await {
+    match super::store_choice::locate(state, &mut viewer, id).await {
         Ok(task) => Ok((viewer, task)),
         Err(StoreError::TaskNotFound(_)) => Err(not_found(id)),
         Err(e) => Err(layout::unavailable(e)),
@@ -566,5 +576,5 @@ async fn audit(state: &AppState, viewer: &Viewer, action: &str, task: &TaskRecor
     let mut entry = viewer.who.audit(action).with_detail(detail);
     entry.task_id = Some(task.id);
     entry.tenant = Some(task.tenant.clone());
-    state.store.audit(&entry).await;
+    viewer.store(state).audit(&entry).await;
 }

@@ -140,7 +140,7 @@ pub(super) async fn page(
             return response;
         }
     };
-    let mut tasks = match state.store.console_tasks(&filter, before, PAGE + 1).await {
+    let mut tasks = match viewer.store(&state).console_tasks(&filter, before, PAGE + 1).await {
         Ok(tasks) => tasks,
         Err(e) => return layout::unavailable(e),
     };

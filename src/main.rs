@@ -137,7 +137,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 store.migrate().await.with_context(|| format!("migrating store {name:?}"))?;
                 file.register(store).await?;
             }
-            let store = stores.default_store().clone();
             let demo = match demo {
                 Some((url, listener)) => {
                     std::fs::create_dir_all(&db.data_dir)
@@ -157,7 +156,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     None
                 }
             };
-            banner(&serve_args, &db, demo.as_deref(), &store, security.anonymous)?;
+            banner(&serve_args, &db, demo.as_deref(), &stores, security.anonymous)?;
             // A worker per store, as a deployment runs its own per store.
             // (Only the default store's serves --metrics-listen: one port.)
             let quiet = WorkerArgs { metrics_listen: None, ..worker_args.clone() };
@@ -284,9 +283,10 @@ fn banner(
     args: &ServeArgs,
     db: &DatabaseArgs,
     demo: Option<&str>,
-    store: &Store,
+    stores: &Stores,
     anonymous: bool,
 ) -> anyhow::Result<()> {
+    let store = stores.default_store();
     let api = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
     let mut out = std::io::stdout().lock();
     writeln!(out, "Switchyard dev is running")?;
@@ -311,6 +311,14 @@ fn banner(
     match store.driver() {
         "sqlite" => writeln!(out, "  Store       embedded (SQLite), {}", db.embedded_path().display())?,
         _ => writeln!(out, "  Store       PostgreSQL, schema \"{}\"", store.schema())?,
+    }
+    if stores.sharded() {
+        let others: Vec<&str> = stores.all().skip(1).map(|(name, _)| name).collect();
+        writeln!(
+            out,
+            "  Stores      default, {} (a worker each; tenants placed by --tenant-store)",
+            others.join(", ")
+        )?;
     }
     let url = if args.listen.to_string() == "127.0.0.1:8080" { String::new() } else { format!(" --url {api}") };
     let key = if anonymous { "" } else { " (with SWITCHYARD_API_KEY set: the config requires credentials)" };

@@ -164,6 +164,52 @@ pub struct Authenticator {
     store: Store,
     jwks: Option<Jwks>,
     limits: RateLimits,
+    /// Keys verified lately, for when their store cannot be asked.
+    verified: VerifiedKeys,
+}
+
+/// How long a key verified by the store still admits its holder while the
+/// store holding the keys cannot be reached. Every request asks the store
+/// first: this changes nothing while it answers (a revoked key is refused
+/// at once), and during an outage of the default store it keeps the
+/// tenants of the other stores served — a key cannot be revoked then anyway.
+const STALE_IF_UNREACHABLE: Duration = Duration::from_secs(15 * 60);
+
+/// The most keys remembered (the oldest go first).
+const VERIFIED_KEYS: usize = 10_000;
+
+/// Keys the store verified, by a hash of the whole presented key (never
+/// the key itself), with when.
+#[derive(Debug, Default)]
+struct VerifiedKeys(std::sync::Mutex<std::collections::HashMap<[u8; 32], (Instant, Principal)>>);
+
+impl VerifiedKeys {
+    fn digest(key: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(key.as_bytes()).into()
+    }
+
+    fn remember(&self, key: &str, principal: &Principal) {
+        let digest = Self::digest(key);
+        let mut keys = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if keys.len() >= VERIFIED_KEYS && !keys.contains_key(&digest) {
+            let oldest = keys.iter().min_by_key(|(_, (at, _))| *at).map(|(digest, _)| *digest);
+            if let Some(oldest) = oldest {
+                keys.remove(&oldest);
+            }
+        }
+        keys.insert(digest, (Instant::now(), principal.clone()));
+    }
+
+    fn recall(&self, key: &str) -> Option<Principal> {
+        let keys = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, principal) = keys.get(&Self::digest(key))?;
+        (at.elapsed() < STALE_IF_UNREACHABLE).then(|| principal.clone())
+    }
+
+    fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&Self::digest(key));
+    }
 }
 
 impl Authenticator {
@@ -174,7 +220,7 @@ impl Authenticator {
             JwtKeys::JwksUrl(url) => Some(Jwks::new(JwksSource::Url(url.clone()))),
         });
         let limits = RateLimits::new(config.rate);
-        Authenticator { config, store, jwks, limits }
+        Authenticator { config, store, jwks, limits, verified: VerifiedKeys::default() }
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -219,8 +265,21 @@ impl Authenticator {
     async fn api_key(&self, key: &str) -> Result<Principal, ApiError> {
         let invalid = || ApiError::Unauthenticated("the API key is not valid".into());
         let presented = PresentedKey::parse(key).ok_or_else(invalid)?;
-        let record = self.store.key_verify(&presented).await?.ok_or_else(invalid)?;
-        Ok(Principal {
+        let record = match self.store.key_verify(&presented).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                self.verified.forget(key);
+                return Err(invalid());
+            }
+            Err(e) if e.is_transient() => {
+                let Some(principal) = self.verified.recall(key) else { return Err(e.into()) };
+                tracing::warn!(error = %e, credential = %principal.credential, "the keys' store is unreachable: a key it verified lately admits its holder");
+                metrics::counter!("switchyard_auth_keys_recalled_total").increment(1);
+                return Ok(principal);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let principal = Principal {
             admin: record.scopes.contains(&self.config.admin_scope),
             rate: record.rate_per_sec.map(|per_sec| Rate {
                 per_sec,
@@ -229,7 +288,9 @@ impl Authenticator {
             tenant: Some(record.tenant),
             principal: record.principal,
             credential: format!("key:{}", record.id),
-        })
+        };
+        self.verified.remember(key, &principal);
+        Ok(principal)
     }
 
     async fn jwt(&self, token: &str) -> Result<Principal, ApiError> {
@@ -451,6 +512,24 @@ fn verification_key(jwk: &Jwk) -> Result<(DecodingKey, Algorithm), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_verified_lately_are_recalled_by_the_whole_key_and_forgotten_when_refused() {
+        let keys = VerifiedKeys::default();
+        let ann = Principal { tenant: Some("acme".into()), ..Principal::anonymous() };
+        keys.remember("sy_abc_secret1", &ann);
+        assert_eq!(keys.recall("sy_abc_secret1"), Some(ann.clone()));
+        // The same id with another secret is another key.
+        assert_eq!(keys.recall("sy_abc_secret2"), None);
+        keys.forget("sy_abc_secret1");
+        assert_eq!(keys.recall("sy_abc_secret1"), None);
+        // Bounded: the oldest goes first.
+        for n in 0..=VERIFIED_KEYS {
+            keys.remember(&format!("sy_k{n}_s"), &ann);
+        }
+        assert_eq!(keys.0.lock().expect("keys").len(), VERIFIED_KEYS);
+        assert_eq!(keys.recall(&format!("sy_k{VERIFIED_KEYS}_s")), Some(ann));
+    }
 
     #[test]
     fn a_credential_fixes_the_tenant_and_a_foreign_one_is_not_found() {

@@ -214,6 +214,12 @@ async fn two_stores_serve_their_own_tenants_and_either_serves_with_the_other_dow
         }) && http_get(agent_port, "/.well-known/agent-card.json").await.is_some()
     })
     .await;
+    // An API key of a tenant on the further store (keys live on "default").
+    let mut keys = switchyard(&db, &["keys", "create", "--tenant", "globex", "--principal", "gail"]);
+    env(&mut keys);
+    let created = keys.output().await.expect("keys create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let key = String::from_utf8_lossy(&created.stdout).lines().last().expect("the key").trim().to_owned();
     let client = Client {
         http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
         base: format!("http://{listen}"),
@@ -295,6 +301,17 @@ async fn two_stores_serve_their_own_tenants_and_either_serves_with_the_other_dow
         browser.close().await;
     }
 
+    // The key works (and is remembered as verified).
+    let warmed = client
+        .http
+        .post(format!("{}/message:send", client.base))
+        .header("x-api-key", &key)
+        .json(&json!({"message": message("echo keyed")}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(warmed.status(), 200);
+
     // A remote agent's push names the store its task lives on: one this
     // api does not serve is refused like a wrong token.
     let push = |store: &'static str| {
@@ -316,6 +333,26 @@ async fn two_stores_serve_their_own_tenants_and_either_serves_with_the_other_dow
         assert_eq!(body["error"]["status"], "UNAVAILABLE", "{body}");
         assert!(started.elapsed() < Duration::from_secs(20), "refused in time: {:?}", started.elapsed());
         client.completes(served, "echo the other store serves").await;
+        if refused == "acme" {
+            // The keys' store is down: a key it verified lately still
+            // admits its holder (whose tenant is on the store that is up);
+            // one it never verified cannot be checked, and is refused 503.
+            let with_key = |key: String| {
+                let http = client.http.clone();
+                let url = format!("{}/message:send", client.base);
+                async move {
+                    let body = json!({"message": message("echo with a key")});
+                    let response = http.post(url).header("x-api-key", key).json(&body).send().await.expect("send");
+                    (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+                }
+            };
+            let (status, body) = with_key(key.clone()).await;
+            assert_eq!(status, 200, "a key verified before the outage: {body}");
+            assert_eq!(body["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{body}");
+            assert_eq!(rows(&eu.store, body["task"]["id"].as_str().expect("id")).await.0, 1, "on globex's store");
+            let (status, body) = with_key("sy_0123456789ab_abcdefghijklmnopqrstuvwxyz012345".into()).await;
+            assert_eq!(status, 503, "a key never verified, while the keys' store is down: {body}");
+        }
         let (status, body) = http_get(port, "/readyz").await.expect("readyz");
         assert_eq!(status, 200, "an api with one store up is ready: {body}");
         let metrics = http_get(port, "/metrics").await.expect("metrics").1;

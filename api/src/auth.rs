@@ -265,19 +265,18 @@ impl Authenticator {
     async fn api_key(&self, key: &str) -> Result<Principal, ApiError> {
         let invalid = || ApiError::Unauthenticated("the API key is not valid".into());
         let presented = PresentedKey::parse(key).ok_or_else(invalid)?;
-        let record = match self.store.key_verify(&presented).await {
-            Ok(Some(record)) => record,
-            Ok(None) => {
+        // Bounded like every store call of a request (a store that stops
+        // answering would otherwise hold the caller until TCP gives up).
+        let verified = tokio::time::timeout(crate::handler::STORE_DEADLINE, self.store.key_verify(&presented)).await;
+        let record = match verified {
+            Ok(Ok(Some(record))) => record,
+            Ok(Ok(None)) => {
                 self.verified.forget(key);
                 return Err(invalid());
             }
-            Err(e) if e.is_transient() => {
-                let Some(principal) = self.verified.recall(key) else { return Err(e.into()) };
-                tracing::warn!(error = %e, credential = %principal.credential, "the keys' store is unreachable: a key it verified lately admits its holder");
-                metrics::counter!("switchyard_auth_keys_recalled_total").increment(1);
-                return Ok(principal);
-            }
-            Err(e) => return Err(e.into()),
+            Ok(Err(e)) if e.is_transient() => return self.recall(key, &e.to_string()).ok_or_else(|| e.into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return self.recall(key, "no answer in time").ok_or(ApiError::Unavailable),
         };
         let principal = Principal {
             admin: record.scopes.contains(&self.config.admin_scope),
@@ -291,6 +290,15 @@ impl Authenticator {
         };
         self.verified.remember(key, &principal);
         Ok(principal)
+    }
+
+    /// The holder of a key verified lately, while the keys' store cannot
+    /// be reached (see [`STALE_IF_UNREACHABLE`]).
+    fn recall(&self, key: &str, why: &str) -> Option<Principal> {
+        let principal = self.verified.recall(key)?;
+        tracing::warn!(why, credential = %principal.credential, "the keys' store is unreachable: a key it verified lately admits its holder");
+        metrics::counter!("switchyard_auth_keys_recalled_total").increment(1);
+        Some(principal)
     }
 
     async fn jwt(&self, token: &str) -> Result<Principal, ApiError> {

@@ -3,6 +3,7 @@
 //! into its [`crate::request`] type, call, and encode: what a method here
 //! receives is already valid.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use a2a::{ListTasksResponse, SendMessageResponse, Task, TaskPushNotificationConfig};
@@ -154,23 +155,22 @@ impl A2aHandler {
         // Subscribed before the task exists, so no change after it can be
         // missed and the wait needs no read of its own before the first wake.
         let subscription = shard.hub.subscribe();
-        let (task, created, baseline) = self.accept(caller, request, false).await?;
+        let (task, created, baseline) = bounded(self.accept(caller, request, false)).await?;
         record_task(&task);
         // A resent message whose task already waits or ended is answered at
         // once: there is nothing new to wait for.
         let settled = !created && (task.state.is_terminal() || task.state.is_interrupted());
         if return_immediately || settled {
-            return Ok(SendMessageResponse::Task(Self::render(&shard.store, &task, history).await?));
+            return Ok(SendMessageResponse::Task(bounded(Self::render(&shard.store, &task, history)).await?));
         }
         // One more message than asked for: the last tells whether the agent
         // answered with a Message.
         let wanted = history.max(1);
-        let (task, messages) =
-            wait_until_settled(&shard.store, subscription, task, baseline, wanted, self.config.blocking_timeout)
-                .await?;
+        let wait = wait_until_settled(&shard.store, subscription, task, baseline, wanted, self.config.blocking_timeout);
+        let (task, messages) = bounded_for(self.config.blocking_timeout + STORE_DEADLINE, wait).await?;
         let mut messages = match messages {
             Some(messages) => messages,
-            None => shard.store.task_history(task.id, wanted).await?,
+            None => bounded(async { Ok(shard.store.task_history(task.id, wanted).await?) }).await?,
         };
         // An agent that answered with a Message, not a task, gets its answer
         // passed on as it came (the task stays recorded for operators): the
@@ -192,13 +192,16 @@ impl A2aHandler {
         caller: &Caller,
         request: SendRequest,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
-        let shard = self.on(caller);
-        let history = request.history;
-        let permit = self.stream_permit(caller)?;
-        let (task, _, _) = self.accept(caller, request, true).await?;
-        record_task(&task);
-        let (task, messages) = Self::complete(&shard.store, &task, history).await?;
-        Ok(stream_task(shard.store.clone(), &shard.hub, task, messages, Start::Snapshot, permit))
+        bounded(async {
+            let shard = self.on(caller);
+            let history = request.history;
+            let permit = self.stream_permit(caller)?;
+            let (task, _, _) = self.accept(caller, request, true).await?;
+            record_task(&task);
+            let (task, messages) = Self::complete(&shard.store, &task, history).await?;
+            Ok(stream_task(shard.store.clone(), &shard.hub, task, messages, Start::Snapshot, permit))
+        })
+        .await
     }
 
     /// Creates a task, or continues the one the message names, durably;
@@ -318,53 +321,65 @@ impl A2aHandler {
     /// The named plans, for the card and the admin API.
     /// (The default store's: every store is given the same registry.)
     pub async fn plans(&self) -> Result<Vec<PlanSpec>, ApiError> {
-        let shard = &self.shards[0];
-        Ok(shard.registry.get(&shard.store).await?.plans.clone())
+        bounded(async {
+            let shard = &self.shards[0];
+            Ok(shard.registry.get(&shard.store).await?.plans.clone())
+        })
+        .await
     }
 
     /// `GetTask`.
     pub async fn get_task(&self, caller: &Caller, request: TaskQuery) -> Result<Task, ApiError> {
-        let shard = self.on(caller);
-        let task = shard.store.task_get(caller, request.id).await?;
-        Self::render(&shard.store, &task, request.history).await
+        bounded(async {
+            let shard = self.on(caller);
+            let task = shard.store.task_get(caller, request.id).await?;
+            Self::render(&shard.store, &task, request.history).await
+        })
+        .await
     }
 
     /// `ListTasks`: the caller's top-level tasks, newest status first; with
     /// `parent` (an extension: `parentTaskId`), that task's children.
     pub async fn list_tasks(&self, caller: &Caller, request: TaskList) -> Result<ListTasksResponse, ApiError> {
-        let shard = self.on(caller);
-        let TaskList { filter, page_size, after, history, with_artifacts } = request;
-        let page = shard.store.task_list(caller, &filter, i64::from(page_size), after, with_artifacts).await?;
-        let mut tasks = Vec::with_capacity(page.tasks.len());
-        for record in &page.tasks {
-            // The page read the artifacts if they were asked for, so no
-            // record needs completing.
-            let messages = Self::history(&shard.store, record, history).await?;
-            let mut task = record.to_a2a((!messages.is_empty()).then_some(messages));
-            task.artifacts = with_artifacts.then(|| task.artifacts.unwrap_or_default());
-            tasks.push(task);
-        }
-        Ok(ListTasksResponse {
-            tasks,
-            next_page_token: page.next.map(|c| page::encode(c, &filter)).unwrap_or_default(),
-            page_size,
-            total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
+        bounded(async {
+            let shard = self.on(caller);
+            let TaskList { filter, page_size, after, history, with_artifacts } = request;
+            let page = shard.store.task_list(caller, &filter, i64::from(page_size), after, with_artifacts).await?;
+            let mut tasks = Vec::with_capacity(page.tasks.len());
+            for record in &page.tasks {
+                // The page read the artifacts if they were asked for, so no
+                // record needs completing.
+                let messages = Self::history(&shard.store, record, history).await?;
+                let mut task = record.to_a2a((!messages.is_empty()).then_some(messages));
+                task.artifacts = with_artifacts.then(|| task.artifacts.unwrap_or_default());
+                tasks.push(task);
+            }
+            Ok(ListTasksResponse {
+                tasks,
+                next_page_token: page.next.map(|c| page::encode(c, &filter)).unwrap_or_default(),
+                page_size,
+                total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
+            })
         })
+        .await
     }
 
     /// `CancelTask`: idempotent on a canceled task, refused on other terminal ones.
     pub async fn cancel_task(&self, caller: &Caller, request: TaskRef) -> Result<Task, ApiError> {
-        let shard = self.on(caller);
-        let task_id = request.id;
-        let task = match shard.store.task_cancel(caller, task_id, None).await {
-            Ok(task) => task,
-            Err(StoreError::Rejected { source: switchyard_engine::FoldError::Terminal(state), .. }) => {
-                return Err(ApiError::TaskNotCancelable { task: request.named, state });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        shard.store.audit(&AuditEntry::for_task(caller, "task.cancel", task_id)).await;
-        Self::render(&shard.store, &task, MAX_HISTORY).await
+        bounded(async {
+            let shard = self.on(caller);
+            let task_id = request.id;
+            let task = match shard.store.task_cancel(caller, task_id, None).await {
+                Ok(task) => task,
+                Err(StoreError::Rejected { source: switchyard_engine::FoldError::Terminal(state), .. }) => {
+                    return Err(ApiError::TaskNotCancelable { task: request.named, state });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            shard.store.audit(&AuditEntry::for_task(caller, "task.cancel", task_id)).await;
+            Self::render(&shard.store, &task, MAX_HISTORY).await
+        })
+        .await
     }
 
     /// `SubscribeToTask`; with `resume_after` (an SSE `Last-Event-ID`) it
@@ -375,24 +390,27 @@ impl A2aHandler {
         request: TaskRef,
         resume_after: Option<i64>,
     ) -> Result<ReceiverStream<StreamItem>, ApiError> {
-        let shard = self.on(caller);
-        let task = shard.store.task_get(caller, request.id).await?;
-        let permit = self.stream_permit(caller)?;
-        let start = match resume_after {
-            Some(seq) => Start::After(seq),
-            None if task.state.is_terminal() => {
-                return Err(ApiError::UnsupportedOperation(format!(
-                    "task {} is {}; there is nothing left to subscribe to",
-                    task.id, task.state
-                )));
-            }
-            None => Start::Subscribe,
-        };
-        let messages = match start {
-            Start::Snapshot | Start::Subscribe => Self::history(&shard.store, &task, MAX_HISTORY).await?,
-            Start::After(_) => Vec::new(),
-        };
-        Ok(stream_task(shard.store.clone(), &shard.hub, task, messages, start, permit))
+        bounded(async {
+            let shard = self.on(caller);
+            let task = shard.store.task_get(caller, request.id).await?;
+            let permit = self.stream_permit(caller)?;
+            let start = match resume_after {
+                Some(seq) => Start::After(seq),
+                None if task.state.is_terminal() => {
+                    return Err(ApiError::UnsupportedOperation(format!(
+                        "task {} is {}; there is nothing left to subscribe to",
+                        task.id, task.state
+                    )));
+                }
+                None => Start::Subscribe,
+            };
+            let messages = match start {
+                Start::Snapshot | Start::Subscribe => Self::history(&shard.store, &task, MAX_HISTORY).await?,
+                Start::After(_) => Vec::new(),
+            };
+            Ok(stream_task(shard.store.clone(), &shard.hub, task, messages, start, permit))
+        })
+        .await
     }
 
     /// `CreateTaskPushNotificationConfig` (replaces a config with the same id).
@@ -401,14 +419,17 @@ impl A2aHandler {
         caller: &Caller,
         config: PushConfig,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
-        let shard = self.on(caller);
-        let task_id = config.task_id;
-        let stored = shard.store.push_config_put(caller, &config).await?;
-        // The host only: paths and tokens may be secrets.
-        let host = switchyard_engine::egress::Target::parse(&stored.url).map(|t| t.host).unwrap_or_default();
-        let entry = AuditEntry::for_task(caller, "push_config.create", task_id);
-        shard.store.audit(&entry.with_detail(json!({ "id": stored.id, "host": host }))).await;
-        Ok(push_config_to(stored))
+        bounded(async {
+            let shard = self.on(caller);
+            let task_id = config.task_id;
+            let stored = shard.store.push_config_put(caller, &config).await?;
+            // The host only: paths and tokens may be secrets.
+            let host = switchyard_engine::egress::Target::parse(&stored.url).map(|t| t.host).unwrap_or_default();
+            let entry = AuditEntry::for_task(caller, "push_config.create", task_id);
+            shard.store.audit(&entry.with_detail(json!({ "id": stored.id, "host": host }))).await;
+            Ok(push_config_to(stored))
+        })
+        .await
     }
 
     /// `GetTaskPushNotificationConfig`.
@@ -417,14 +438,17 @@ impl A2aHandler {
         caller: &Caller,
         request: PushConfigRef,
     ) -> Result<TaskPushNotificationConfig, ApiError> {
-        let shard = self.on(caller);
-        let PushConfigRef { task, named_task, id } = request;
-        shard
-            .store
-            .push_config_get(caller, task, &id)
-            .await?
-            .map(push_config_to)
-            .ok_or(ApiError::PushConfigNotFound { task: named_task, config: id })
+        bounded(async {
+            let shard = self.on(caller);
+            let PushConfigRef { task, named_task, id } = request;
+            shard
+                .store
+                .push_config_get(caller, task, &id)
+                .await?
+                .map(push_config_to)
+                .ok_or(ApiError::PushConfigNotFound { task: named_task, config: id })
+        })
+        .await
     }
 
     /// `ListTaskPushNotificationConfigs`.
@@ -433,44 +457,53 @@ impl A2aHandler {
         caller: &Caller,
         request: PushConfigPage,
     ) -> Result<a2a::ListTaskPushNotificationConfigsResponse, ApiError> {
-        let shard = self.on(caller);
-        let PushConfigPage { task, size, after } = request;
-        let mut configs = shard.store.push_config_list(caller, task, size + 1, after.as_deref()).await?;
-        let next = if configs.len() as i64 > size {
-            configs.truncate(size as usize);
-            configs.last().map(|c| c.id.clone())
-        } else {
-            None
-        };
-        Ok(a2a::ListTaskPushNotificationConfigsResponse {
-            configs: configs.into_iter().map(push_config_to).collect(),
-            next_page_token: next,
+        bounded(async {
+            let shard = self.on(caller);
+            let PushConfigPage { task, size, after } = request;
+            let mut configs = shard.store.push_config_list(caller, task, size + 1, after.as_deref()).await?;
+            let next = if configs.len() as i64 > size {
+                configs.truncate(size as usize);
+                configs.last().map(|c| c.id.clone())
+            } else {
+                None
+            };
+            Ok(a2a::ListTaskPushNotificationConfigsResponse {
+                configs: configs.into_iter().map(push_config_to).collect(),
+                next_page_token: next,
+            })
         })
+        .await
     }
 
     /// `DeleteTaskPushNotificationConfig`: idempotent.
     pub async fn delete_push_config(&self, caller: &Caller, request: PushConfigRef) -> Result<(), ApiError> {
-        let shard = self.on(caller);
-        let PushConfigRef { task, id, .. } = request;
-        shard.store.push_config_delete(caller, task, &id).await?;
-        shard
-            .store
-            .audit(&AuditEntry::for_task(caller, "push_config.delete", task).with_detail(json!({ "id": id })))
-            .await;
-        Ok(())
+        bounded(async {
+            let shard = self.on(caller);
+            let PushConfigRef { task, id, .. } = request;
+            shard.store.push_config_delete(caller, task, &id).await?;
+            shard
+                .store
+                .audit(&AuditEntry::for_task(caller, "push_config.delete", task).with_detail(json!({ "id": id })))
+                .await;
+            Ok(())
+        })
+        .await
     }
 
     /// `GetExtendedAgentCard`, for authenticated callers only: the public
     /// card plus every skill the registered agents offer (what a caller can
     /// route to by `switchyard.skill`), never their URLs.
     pub async fn extended_card(&self, caller: &Caller) -> Result<a2a::AgentCard, ApiError> {
-        if caller.credential.as_deref().is_none_or(|c| c == crate::auth::ANONYMOUS) {
-            return Err(ApiError::Unauthenticated("the extended agent card is for authenticated callers".into()));
-        }
-        let shard = self.on(caller);
-        let registry = shard.registry.get(&shard.store).await?;
-        let public = self.card.for_plans(registry.plans.clone());
-        crate::card::extended(&public, &registry.agents)
+        bounded(async {
+            if caller.credential.as_deref().is_none_or(|c| c == crate::auth::ANONYMOUS) {
+                return Err(ApiError::Unauthenticated("the extended agent card is for authenticated callers".into()));
+            }
+            let shard = self.on(caller);
+            let registry = shard.registry.get(&shard.store).await?;
+            let public = self.card.for_plans(registry.plans.clone());
+            crate::card::extended(&public, &registry.agents)
+        })
+        .await
     }
 
     async fn history(store: &Store, task: &TaskRecord, length: i64) -> Result<Vec<a2a::Message>, ApiError> {
@@ -498,6 +531,38 @@ impl A2aHandler {
             return Ok((task.clone(), Self::history(store, task, history).await?));
         }
         Ok(store.task_load_with_history(task.id, history).await?)
+    }
+}
+
+/// The longest a request's work on its store may take, the waits it was
+/// asked for aside. The store's sessions end a statement after 10 s
+/// (`SessionLimits`), so this fires only when the store stops answering
+/// altogether — a partition drops packets rather than refusing them, and
+/// TCP would take many minutes to say so — and the caller is told
+/// `UNAVAILABLE` rather than held. (A write cut off this way is either
+/// committed or not; a resend with the same message id finds out which.)
+pub const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `work`, within [`STORE_DEADLINE`].
+fn bounded<'a, T: 'a>(
+    work: impl Future<Output = Result<T, ApiError>> + 'a,
+) -> impl Future<Output = Result<T, ApiError>> + 'a {
+    bounded_for(STORE_DEADLINE, work)
+}
+
+/// `work`, within `limit`. Boxed at once: the request's own future, which
+/// is moved as a whole, stays small.
+fn bounded_for<'a, T: 'a>(
+    limit: std::time::Duration,
+    work: impl Future<Output = Result<T, ApiError>> + 'a,
+) -> impl Future<Output = Result<T, ApiError>> + 'a {
+    let work = Box::pin(work);
+    async move {
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            tracing::warn!(?limit, "the store did not answer in time");
+            metrics::counter!("switchyard_store_deadline_exceeded_total").increment(1);
+            Err(ApiError::Unavailable)
+        })
     }
 }
 

@@ -3,8 +3,8 @@
 //! 5434; `.ci/run` runs it), one `serve` over both, a worker per store, the
 //! demo agent, and clients of two tenants over HTTP+JSON. Each tenant's
 //! tasks, plans' children and webhooks stay on its store; either store
-//! down, the other's tenant is served, and the down one's is refused
-//! cleanly until it is back.
+//! down (or cut off), the other's tenant is served, and the down one's is
+//! refused cleanly until it is back.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -365,6 +365,24 @@ async fn two_stores_serve_their_own_tenants_and_either_serves_with_the_other_dow
         })
         .await;
     }
+
+    // Partitioned — every packet held, nothing refused, the worst kind of
+    // down: the store's tenant is answered 503 within the api's deadline
+    // on a store's work (not held until TCP gives up), the other store's
+    // tenant is served meanwhile, and after the partition heals the first
+    // is served again.
+    away.cut();
+    let started = std::time::Instant::now();
+    let (status, body) = client.get("globex", &first["globex"]).await;
+    assert_eq!(status, 503, "globex during the partition: {body}");
+    assert!(started.elapsed() < Duration::from_secs(25), "answered within the deadline: {:?}", started.elapsed());
+    client.completes("acme", "echo during the partition").await;
+    away.heal();
+    eventually(WAIT, "globex served after the partition", || async {
+        client.get("globex", &first["globex"]).await.0 == 200
+    })
+    .await;
+    client.completes("globex", "echo after the partition").await;
 
     // The operator's view covers every store.
     let mut list = switchyard(&db, &["tasks", "list", "--limit", "100"]);

@@ -267,7 +267,7 @@ impl Authenticator {
         let presented = PresentedKey::parse(key).ok_or_else(invalid)?;
         // Bounded like every store call of a request (a store that stops
         // answering would otherwise hold the caller until TCP gives up).
-        let verified = tokio::time::timeout(crate::handler::STORE_DEADLINE, self.store.key_verify(&presented)).await;
+        let verified = tokio::time::timeout(crate::deadline::STORE_DEADLINE, self.store.key_verify(&presented)).await;
         let record = match verified {
             Ok(Ok(Some(record))) => record,
             Ok(Ok(None)) => {

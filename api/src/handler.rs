@@ -3,7 +3,6 @@
 //! into its [`crate::request`] type, call, and encode: what a method here
 //! receives is already valid.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use a2a::{ListTasksResponse, SendMessageResponse, Task, TaskPushNotificationConfig};
@@ -18,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::card::CardCache;
 use crate::config::ApiConfig;
+use crate::deadline::{STORE_DEADLINE, bounded, bounded_for};
 use crate::error::ApiError;
 use crate::events::{Start, StreamCounts, StreamItem, StreamPermit, stream_task, wait_until_settled};
 use crate::hub::EventHub;
@@ -531,38 +531,6 @@ impl A2aHandler {
             return Ok((task.clone(), Self::history(store, task, history).await?));
         }
         Ok(store.task_load_with_history(task.id, history).await?)
-    }
-}
-
-/// The longest a request's work on its store may take, the waits it was
-/// asked for aside. The store's sessions end a statement after 10 s
-/// (`SessionLimits`), so this fires only when the store stops answering
-/// altogether — a partition drops packets rather than refusing them, and
-/// TCP would take many minutes to say so — and the caller is told
-/// `UNAVAILABLE` rather than held. (A write cut off this way is either
-/// committed or not; a resend with the same message id finds out which.)
-pub const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// `work`, within [`STORE_DEADLINE`].
-fn bounded<'a, T: 'a>(
-    work: impl Future<Output = Result<T, ApiError>> + 'a,
-) -> impl Future<Output = Result<T, ApiError>> + 'a {
-    bounded_for(STORE_DEADLINE, work)
-}
-
-/// `work`, within `limit`. Boxed at once: the request's own future, which
-/// is moved as a whole, stays small.
-fn bounded_for<'a, T: 'a>(
-    limit: std::time::Duration,
-    work: impl Future<Output = Result<T, ApiError>> + 'a,
-) -> impl Future<Output = Result<T, ApiError>> + 'a {
-    let work = Box::pin(work);
-    async move {
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            tracing::warn!(?limit, "the store did not answer in time");
-            metrics::counter!("switchyard_store_deadline_exceeded_total").increment(1);
-            Err(ApiError::Unavailable)
-        })
     }
 }
 

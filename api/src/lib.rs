@@ -26,6 +26,7 @@
 //! - [`remote_push`]: remote agents' pushes, which wake parked delegations.
 //! - [`metrics`]: Prometheus metrics, with deployment-wide gauges read from
 //!   the database at scrape time.
+//! - [`deadline`]: the bound on a request's work on its store.
 //! - [`error`]: the one error type and its mapping to A2A codes and HTTP.
 
 pub mod admin;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod connections;
 pub mod console;
 pub mod console_state;
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod grpc;

@@ -94,6 +94,17 @@ impl StoreError {
         }
     }
 
+    /// Whether PostgreSQL knew no such schema, table or column (3F000,
+    /// 42P01, 42703): on a read replica, a schema behind the primary's.
+    pub fn is_schema_missing(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|c| matches!(c.as_ref(), "3F000" | "42P01" | "42703"))
+            }
+            _ => false,
+        }
+    }
+
     /// The state a refused change found the task in, when that is the reason.
     pub fn terminal_state(&self) -> Option<TaskState> {
         match self {

@@ -558,7 +558,10 @@ macro_rules! client_read {
                         store.read_on_replica();
                         Ok(value)
                     }
-                    Err(error) if error.is_transient() => {
+                    // A replica that fails, or lacks a table or column
+                    // the primary has (its schema behind the primary's,
+                    // whatever its replay position said): the primary.
+                    Err(error) if error.is_transient() || error.is_schema_missing() => {
                         store.read_failed_on_replica(&error);
                         let $db = &store.db;
                         $read

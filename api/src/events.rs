@@ -144,7 +144,10 @@ async fn produce(
         Start::After(seq) => seq,
     };
     loop {
-        let events = feed.after(store, last, PAGE, &context_id).await?;
+        // Bounded like a request's other work on its store: a stream on a
+        // store cut off ends (the client resumes from its last event)
+        // rather than hold its connection silently until TCP gives up.
+        let events = crate::deadline::bounded(async { Ok(feed.after(store, last, PAGE, &context_id).await?) }).await?;
         let full = events.len() as i64 == PAGE;
         for event in events {
             last = event.seq;

@@ -668,14 +668,8 @@ async fn agents(
                 switchyard_worker::delegate::fetch_card(&url, &egress, credentials.get(&name), trusted.as_deref())
                     .await
                     .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
-            for (store_name, store) in stores.all() {
-                let done = async {
-                    store.agent_upsert(&name, &url).await?;
-                    store.agent_set_card(&name, &card).await
-                };
-                done.await.with_context(|| format!("store {store_name:?}"))?;
-                audit(store, "admin.agent.add", serde_json::json!({ "agent": name, "url": url })).await;
-            }
+            stores.agent_upsert(&name, &url, Some(&card)).await?;
+            audit(stores.default_store(), "admin.agent.add", serde_json::json!({ "agent": name, "url": url })).await;
             writeln!(out, "agent {name} registered ({})", card["name"].as_str().unwrap_or("unnamed"))?;
         }
         AgentsCommand::List => {
@@ -694,11 +688,8 @@ async fn agents(
             }
         }
         AgentsCommand::Remove { name } => {
-            let mut removed = false;
-            for (store_name, store) in stores.all() {
-                removed |= store.agent_remove(&name).await.with_context(|| format!("store {store_name:?}"))?;
-                audit(store, "admin.agent.remove", serde_json::json!({ "agent": name })).await;
-            }
+            let removed = stores.agent_remove(&name).await?;
+            audit(stores.default_store(), "admin.agent.remove", serde_json::json!({ "agent": name })).await;
             anyhow::ensure!(removed, "no agent named {name:?} is registered");
             writeln!(out, "agent {name} removed")?;
         }
@@ -816,9 +807,7 @@ async fn plans(stores: Stores, command: PlansCommand) -> anyhow::Result<()> {
             let plan: PlanSpec =
                 serde_json::from_str(&json).context("the plan is not valid JSON in the [[plans]] shape")?;
             plan.validate(&PlanLimits::default())?;
-            for (store_name, store) in stores.all() {
-                store.plan_put(&plan).await.with_context(|| format!("store {store_name:?}"))?;
-            }
+            stores.plan_put(&plan).await?;
             writeln!(out, "plan {} stored", plan.name)?;
         }
         PlansCommand::List => {
@@ -837,10 +826,7 @@ async fn plans(stores: Stores, command: PlansCommand) -> anyhow::Result<()> {
             }
         }
         PlansCommand::Remove { name } => {
-            let mut removed = false;
-            for (store_name, store) in stores.all() {
-                removed |= store.plan_delete(&name).await.with_context(|| format!("store {store_name:?}"))?;
-            }
+            let removed = stores.plan_delete(&name).await?;
             anyhow::ensure!(removed, "no plan named {name:?}");
             writeln!(out, "plan {name} removed")?;
         }

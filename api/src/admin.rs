@@ -59,34 +59,10 @@ async fn read_body(state: &AppState, body: axum::body::Body) -> Result<axum::bod
     crate::validate::body_bytes(body, ADMIN_BODY_BYTES, timeout).await.map_err(|e| e.respond_with(&e.to_rest()))
 }
 
-/// Applies a registry change to every store, the default first: each store
-/// keeps its own registry of agents and plans, read by its own workers, so
-/// that nothing a task needs lies on another store. The first store that
-/// fails stops it, named; every change here is idempotent, so sending the
-/// request again finishes it. Evaluates to the outcome per store, in order.
-macro_rules! every_store {
-    ($state:expr, |$store:ident| $change:expr) => {{
-        let mut outcomes = Vec::new();
-        let mut failed = None;
-        for (name, $store) in $state.stores.all() {
-            match $change.await {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(error) => {
-                    failed = Some((name.to_owned(), error));
-                    break;
-                }
-            }
-        }
-        match failed {
-            None => Ok(outcomes),
-            Some(failure) => Err(failure),
-        }
-    }};
-}
-
 /// The answer when a store failed a change.
-fn unavailable(state: &AppState, what: &str, (store, failure): (String, switchyard_engine::StoreError)) -> Response {
-    tracing::error!(error = %failure, store, "{what}");
+fn unavailable(state: &AppState, what: &str, failed: switchyard_engine::StoreFailed) -> Response {
+    let store = failed.store;
+    tracing::error!(error = %failed.error, store, "{what}");
     if state.stores.sharded() {
         let message = format!(
             "store {store:?} is unavailable; the stores before it (in the order configured) have the change: send \
@@ -145,8 +121,8 @@ pub async fn add(State(state): State<AppState>, headers: HeaderMap, body: axum::
     if let Err(refused) = check_agent(&state, &agent.name, &agent.url) {
         return error(StatusCode::BAD_REQUEST, &refused);
     }
-    match every_store!(state, |store| store.agent_upsert(&agent.name, &agent.url)) {
-        Ok(_) => {
+    match state.stores.agent_upsert(&agent.name, &agent.url, None).await {
+        Ok(()) => {
             audit(&state, &who, "admin.agent.add", json!({ "agent": agent.name, "url": agent.url })).await;
             (StatusCode::CREATED, Json(json!({ "name": agent.name, "url": agent.url }))).into_response()
         }
@@ -174,12 +150,12 @@ pub async fn remove(State(state): State<AppState>, headers: HeaderMap, Path(name
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    match every_store!(state, |store| store.agent_remove(&name)) {
-        Ok(removed) if removed.contains(&true) => {
+    match state.stores.agent_remove(&name).await {
+        Ok(true) => {
             audit(&state, &who, "admin.agent.remove", json!({ "agent": name })).await;
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(_) => error(StatusCode::NOT_FOUND, "no such agent"),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such agent"),
         Err(failure) => unavailable(&state, "removing an agent", failure),
     }
 }
@@ -228,8 +204,8 @@ pub async fn plans_put(
     if let Err(e) = spec.validate(&state.handler.config().plan_limits) {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    match every_store!(state, |store| store.plan_put(&spec)) {
-        Ok(_) => {
+    match state.stores.plan_put(&spec).await {
+        Ok(()) => {
             audit(&state, &who, "admin.plan.put", json!({ "plan": spec.name })).await;
             (StatusCode::OK, Json(json!(spec))).into_response()
         }
@@ -243,12 +219,12 @@ pub async fn plans_remove(State(state): State<AppState>, headers: HeaderMap, Pat
         Ok(who) => who,
         Err(refused) => return refused,
     };
-    match every_store!(state, |store| store.plan_delete(&name)) {
-        Ok(removed) if removed.contains(&true) => {
+    match state.stores.plan_delete(&name).await {
+        Ok(true) => {
             audit(&state, &who, "admin.plan.remove", json!({ "plan": name })).await;
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(_) => error(StatusCode::NOT_FOUND, "no such plan"),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such plan"),
         Err(failure) => unavailable(&state, "removing a plan", failure),
     }
 }

@@ -58,7 +58,7 @@ pub use store::{
     PendingDelivery, PresentedKey, PushConfig, ReadRoutes, Rescued, SessionLimits, Stats, Store, StoreConfig,
     Submission, Swept, TaskFilter, TaskPage, TaskPlan, asking_child, id_range, is_sqlite_url,
 };
-pub use stores::{DEFAULT_STORE, PlacementError, Stores};
+pub use stores::{DEFAULT_STORE, PlacementError, StoreFailed, Stores};
 pub use task::{FoldError, TaskRecord};
 
 /// Re-exported so dependants name the same A2A types the store speaks.

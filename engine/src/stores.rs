@@ -16,7 +16,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::Store;
+use serde_json::Value;
+
+use crate::plan::PlanSpec;
+use crate::{Store, StoreError};
 
 /// The name of the store that holds the API keys and every tenant not
 /// placed on another.
@@ -127,6 +130,65 @@ impl Stores {
     /// More than the default store.
     pub fn sharded(&self) -> bool {
         self.inner.list.len() > 1
+    }
+}
+
+/// A registry change that stopped at a store: the stores before it (in
+/// the order configured) have it, this one and those after do not.
+#[derive(Debug, thiserror::Error)]
+#[error("store {store:?}: {error}")]
+pub struct StoreFailed {
+    pub store: String,
+    #[source]
+    pub error: StoreError,
+}
+
+/// The registry of agents and plans is kept on every store, since each
+/// store's workers read their own: a change goes to each in turn, the
+/// default first, and stops at the first that fails. Every change here is
+/// idempotent, so making it again finishes it.
+impl Stores {
+    /// Registers (or re-points) an agent, with its card when one was fetched.
+    pub async fn agent_upsert(&self, name: &str, url: &str, card: Option<&Value>) -> Result<(), StoreFailed> {
+        for (store_name, store) in self.all() {
+            let done = async {
+                store.agent_upsert(name, url).await?;
+                match card {
+                    Some(card) => store.agent_set_card(name, card).await,
+                    None => Ok(()),
+                }
+            };
+            done.await.map_err(|error| StoreFailed { store: store_name.to_owned(), error })?;
+        }
+        Ok(())
+    }
+
+    /// Removes an agent; whether any store had it.
+    pub async fn agent_remove(&self, name: &str) -> Result<bool, StoreFailed> {
+        let mut removed = false;
+        for (store_name, store) in self.all() {
+            removed |=
+                store.agent_remove(name).await.map_err(|error| StoreFailed { store: store_name.to_owned(), error })?;
+        }
+        Ok(removed)
+    }
+
+    /// Adds or replaces a plan.
+    pub async fn plan_put(&self, spec: &PlanSpec) -> Result<(), StoreFailed> {
+        for (store_name, store) in self.all() {
+            store.plan_put(spec).await.map_err(|error| StoreFailed { store: store_name.to_owned(), error })?;
+        }
+        Ok(())
+    }
+
+    /// Removes a plan; whether any store had it.
+    pub async fn plan_delete(&self, name: &str) -> Result<bool, StoreFailed> {
+        let mut removed = false;
+        for (store_name, store) in self.all() {
+            removed |=
+                store.plan_delete(name).await.map_err(|error| StoreFailed { store: store_name.to_owned(), error })?;
+        }
+        Ok(removed)
     }
 }
 

@@ -345,3 +345,28 @@ pub(crate) fn agent_config(db: &TestDb, agent: &str, url: &str) -> String {
         .expect("config");
     path.to_string_lossy().into_owned()
 }
+
+/// Another PostgreSQL cluster on this machine beside the test database's
+/// (a replica, a second store): the URL in `env` (then it must answer, as
+/// `recovery` says: a replica in recovery, or a primary), else the test
+/// database's URL on `port` if such a cluster answers there; `None`, said
+/// on stderr, when there is none (the test then passes without running).
+pub(crate) async fn other_cluster(db: &TestDb, env: &str, port: u16, recovery: bool, made_by: &str) -> Option<String> {
+    let (url, required) = match std::env::var(env) {
+        Ok(url) if !url.is_empty() => (url, true),
+        _ => (db.url.replacen(":5432/", &format!(":{port}/"), 1), false),
+    };
+    let check = async {
+        let pool = sqlx::PgPool::connect(&url).await.ok()?;
+        sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&pool).await.ok()
+    };
+    let what = if recovery { "streaming replica" } else { "PostgreSQL primary" };
+    match tokio::time::timeout(Duration::from_secs(3), check).await {
+        Ok(Some(state)) if state == recovery => Some(url),
+        _ if required => panic!("{env}={url} is not a {what} that answers"),
+        _ => {
+            eprintln!("no {what} at {url} ({made_by} makes one); not run");
+            None
+        }
+    }
+}

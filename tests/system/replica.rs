@@ -13,32 +13,15 @@ use std::time::Duration;
 use switchyard_engine::{ReadRoutes, Store, StoreConfig, TaskEvent, TaskFilter, TaskId};
 use tokio::sync::Mutex;
 
-use crate::harness::{TestDb, agent_config, caller, eventually, submit, user_message};
+use crate::harness::{TestDb, agent_config, caller, eventually, other_cluster, submit, user_message};
 use crate::processes::{free_port, http_get, switchyard};
 use crate::proxy::Proxy;
 
 static TURN: Mutex<()> = Mutex::const_new(());
 
-/// The replica's URL: `SWITCHYARD_TEST_REPLICA_URL` (then it must answer),
-/// else the primary's URL on port 5433 if a replica answers there; `None`,
-/// said on stderr, when there is none (the case then passes without running).
+/// The replica's URL (`SWITCHYARD_TEST_REPLICA_URL`, else port 5433).
 async fn replica_url(db: &TestDb) -> Option<String> {
-    let (url, required) = match std::env::var("SWITCHYARD_TEST_REPLICA_URL") {
-        Ok(url) if !url.is_empty() => (url, true),
-        _ => (db.url.replacen(":5432/", ":5433/", 1), false),
-    };
-    let check = async {
-        let pool = sqlx::PgPool::connect(&url).await.ok()?;
-        sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&pool).await.ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(3), check).await {
-        Ok(Some(true)) => Some(url),
-        _ if required => panic!("SWITCHYARD_TEST_REPLICA_URL={url} is not a replica that answers"),
-        _ => {
-            eprintln!("replica: no streaming replica at {url} (tests/local-replica.sh makes one); not run");
-            None
-        }
-    }
+    other_cluster(db, "SWITCHYARD_TEST_REPLICA_URL", 5433, true, "tests/local-replica.sh").await
 }
 
 /// A store of the test's schema whose clients' reads may go to `replica`.

@@ -13,32 +13,15 @@ use serde_json::{Value, json};
 use switchyard_engine::{Store, StoreConfig};
 
 use crate::api::message;
-use crate::harness::{TestDb, eventually};
+use crate::harness::{TestDb, eventually, other_cluster};
 use crate::processes::{free_port, http_get, switchyard};
 use crate::proxy::Proxy;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The second cluster's URL: `SWITCHYARD_TEST_SHARD_URL` (then it must
-/// answer), else the test database's URL on port 5434 if a cluster answers
-/// there; `None`, said on stderr, when there is none (then not run).
+/// The second cluster's URL (`SWITCHYARD_TEST_SHARD_URL`, else port 5434).
 async fn shard_url(db: &TestDb) -> Option<String> {
-    let (url, required) = match std::env::var("SWITCHYARD_TEST_SHARD_URL") {
-        Ok(url) if !url.is_empty() => (url, true),
-        _ => (db.url.replacen(":5432/", ":5434/", 1), false),
-    };
-    let check = async {
-        let pool = sqlx::PgPool::connect(&url).await.ok()?;
-        sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(&pool).await.ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(3), check).await {
-        Ok(Some(true)) => Some(url),
-        _ if required => panic!("SWITCHYARD_TEST_SHARD_URL={url} is not a PostgreSQL that answers"),
-        _ => {
-            eprintln!("shards: no second PostgreSQL at {url} (tests/local-shard.sh makes one); not run");
-            None
-        }
-    }
+    other_cluster(db, "SWITCHYARD_TEST_SHARD_URL", 5434, false, "tests/local-shard.sh").await
 }
 
 /// The test's schema on the second cluster, dropped when the test ends.
@@ -312,15 +295,20 @@ async fn two_stores_serve_their_own_tenants_and_either_serves_with_the_other_dow
         .expect("send");
     assert_eq!(warmed.status(), 200);
 
-    // A remote agent's push names the store its task lives on: one this
-    // api does not serve is refused like a wrong token.
-    let push = |store: &'static str| {
+    // A remote agent's push names the store its task lives on: the token
+    // a globex delegation registered is checked on the eu store (and found
+    // nowhere else); a store this api does not serve is refused like a
+    // wrong token.
+    let delegated: switchyard_engine::TaskId = first["globex"].parse().expect("a task id");
+    eu.store.delegation_set_push_token(delegated, "the-token").await.expect("token");
+    let push = |query: &'static str| {
         let http = client.http.clone();
-        let url = format!("http://{listen}/_switchyard/push/{}?store={store}", uuid::Uuid::now_v7());
-        async move { http.post(url).header("x-a2a-notification-token", "x").send().await.expect("push").status() }
+        let url = format!("http://{listen}/_switchyard/push/{delegated}{query}");
+        async move { http.post(url).header("x-a2a-notification-token", "the-token").send().await.expect("push").status() }
     };
-    assert_eq!(push("eu").await, 401);
-    assert_eq!(push("nowhere").await, 401);
+    assert_eq!(push("?store=eu").await, 200, "the push reaches the eu store's delegation");
+    assert_eq!(push("").await, 401, "the default store holds no such delegation");
+    assert_eq!(push("?store=nowhere").await, 401);
 
     // Either store down: the other's tenant is served as before; the down
     // one's tenant is refused as unavailable (503, never lost nor hung),

@@ -155,11 +155,9 @@ pub(super) async fn add(State(state): State<AppState>, headers: HeaderMap, Form(
     if let Err(problem) = crate::admin::check_agent(&state, name, url) {
         return render(&state, &viewer, Some(&problem), StatusCode::BAD_REQUEST).await;
     }
-    // Every store keeps its own registry (as the admin API writes it).
-    for (_, store) in state.stores.all() {
-        if let Err(e) = store.agent_upsert(name, url).await {
-            return layout::unavailable(e);
-        }
+    // On every store (as the admin API writes it).
+    if let Err(failed) = state.stores.agent_upsert(name, url, None).await {
+        return layout::unavailable(failed);
     }
     let entry = viewer.who.audit("admin.agent.add").with_detail(json!({ "agent": name, "url": url, "via": "console" }));
     viewer.store(&state).audit(&entry).await;
@@ -182,17 +180,7 @@ pub(super) async fn remove(
         Ok(viewer) => viewer,
         Err(refused) => return refused,
     };
-    let mut removed = Ok(false);
-    for (_, store) in state.stores.all() {
-        match store.agent_remove(&name).await {
-            Ok(gone) => removed = removed.map(|before| before || gone),
-            Err(e) => {
-                removed = Err(e);
-                break;
-            }
-        }
-    }
-    match removed {
+    match state.stores.agent_remove(&name).await {
         Ok(true) => {
             let entry = viewer.who.audit("admin.agent.remove").with_detail(json!({ "agent": name, "via": "console" }));
             viewer.store(&state).audit(&entry).await;

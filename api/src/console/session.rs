@@ -258,12 +258,17 @@ pub(super) async fn sign_out(State(state): State<AppState>, headers: HeaderMap, 
 
 /// The session cookie's value, if the request has one.
 fn cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_named(headers, COOKIE)
+}
+
+/// The value of the cookie called `name`, if the request has one.
+pub(super) fn cookie_named<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE).and_then(|rest| rest.strip_prefix('=')))
+        .find_map(|pair| pair.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
 }
 
 fn mac(key: &[u8; 32], data: &[u8]) -> Vec<u8> {

@@ -18,12 +18,7 @@ const COOKIE: &str = "switchyard_store";
 
 /// The store the viewer chose, if it is one this api serves; else the default.
 pub(super) fn chosen(state: &AppState, headers: &HeaderMap) -> String {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE).and_then(|rest| rest.strip_prefix('=')))
+    super::session::cookie_named(headers, COOKIE)
         .filter(|name| state.stores.named(name).is_some())
         .unwrap_or(DEFAULT_STORE)
         .to_owned()

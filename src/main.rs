@@ -3,27 +3,32 @@
 mod cli;
 mod client;
 mod config_file;
+mod database_args;
 mod demo_agent;
 mod inspect;
+mod open;
+mod operator;
 mod telemetry;
 
-use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use switchyard_api::AppState;
-use switchyard_engine::plan::{PlanLimits, PlanSpec};
-use switchyard_engine::{DEFAULT_STORE, JobId, SessionLimits, Store, StoreConfig, Stores};
+use switchyard_engine::{DEFAULT_STORE, SessionLimits, Store, Stores};
 use switchyard_worker::{Dispatcher, Worker};
 use tokio_util::sync::CancellationToken;
 
 use cli::{
-    AgentsCommand, Cli, Command, ConfigCommand, DatabaseArgs, Embedded, JobsCommand, KeysCommand, PlansCommand,
-    SecurityArgs, ServeArgs, TasksCommand, WebhooksCommand, WorkerArgs,
+    Cli, Command, ConfigCommand, DatabaseArgs, Embedded, JobsCommand, SecurityArgs, ServeArgs, TasksCommand, WorkerArgs,
 };
 use config_file::FileConfig;
+use open::{
+    Down, Pinned, ensure_migrated, inspected, join_all, open, open_leasing, open_named, open_stores, registries,
+    unreachable,
+};
+use operator::{agents, cancel_task, jobs, jobs_dead, keys, plans, webhooks};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -330,133 +335,6 @@ fn banner(
     Ok(())
 }
 
-/// The store a one-store command works on (`--store`, else the default).
-async fn open(db: &DatabaseArgs, embedded: Embedded) -> anyhow::Result<Store> {
-    open_named(db, db.selected(), embedded).await
-}
-
-async fn open_named(db: &DatabaseArgs, name: &str, embedded: Embedded) -> anyhow::Result<Store> {
-    db.store_names()?;
-    // The store's error names the host, the port and the reason (or, for
-    // the embedded store, the file and who holds it).
-    Store::connect(&db.store_config_of(name, embedded)?).await.with_context(|| format!("store {name:?}"))
-}
-
-type Pinned<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Runs every future to its end, concurrently; their outputs in order.
-async fn join_all<T>(mut futures: Vec<Pinned<'_, T>>) -> Vec<T> {
-    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match Future::poll(future.as_mut(), cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future ended")).collect()
-}
-
-/// The stores an inspecting command looks at: the one `--store` names,
-/// else every store (one that does not answer is passed over, said).
-async fn inspected(db: &DatabaseArgs, embedded: Embedded) -> anyhow::Result<Stores> {
-    match &db.store {
-        Some(name) => Ok(Stores::one(open_named(db, name, embedded).await?)),
-        None => open_stores(db, embedded, None, Down::Serve).await,
-    }
-}
-
-/// The stores a registry command (`agents`, `plans`) works on: the one
-/// `--store` names, else every store, each of which must answer.
-async fn registries(db: &DatabaseArgs) -> anyhow::Result<Stores> {
-    match &db.store {
-        Some(name) => Ok(Stores::one(open_named(db, name, Embedded::Existing).await?)),
-        None => open_stores(db, Embedded::Existing, None, Down::Refuse).await,
-    }
-}
-
-/// What to do about a further store that does not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Down {
-    /// Refuse to start (`dev`, `migrate`).
-    Refuse,
-    /// Open it anyway and serve the other stores' tenants (`serve`, and
-    /// the reads of `tasks` and `jobs`); its own are refused until it answers.
-    Serve,
-}
-
-/// Every configured store, the default first (which must answer).
-async fn open_stores(
-    db: &DatabaseArgs,
-    embedded: Embedded,
-    session: Option<SessionLimits>,
-    down: Down,
-) -> anyhow::Result<Stores> {
-    let names = db.store_names()?;
-    let config = |name: &str| -> anyhow::Result<StoreConfig> {
-        let config = db.store_config_of(name, embedded)?;
-        Ok(match session {
-            Some(session) => StoreConfig { session, ..config },
-            None => config,
-        })
-    };
-    let default = Store::connect(&config(DEFAULT_STORE)?).await.context("store \"default\"")?;
-    let mut others = Vec::new();
-    for name in &names[1..] {
-        let config = config(name)?;
-        let store = match Store::connect(&config).await {
-            Ok(store) => store,
-            Err(error) if down == Down::Serve => {
-                tracing::error!(store = %name, %error, "a store is unreachable; its tenants are refused until it answers");
-                Store::connect_lazy(&config)?
-            }
-            Err(error) => return Err(error).with_context(|| format!("store {name:?}")),
-        };
-        others.push((name.clone(), store));
-    }
-    Ok(Stores::new(default, others, &db.placement())?)
-}
-
-/// Whether `error` says a store did not answer (rather than, say, that its
-/// schema is behind).
-fn unreachable(error: &anyhow::Error) -> bool {
-    error.chain().any(|e| {
-        e.downcast_ref::<switchyard_engine::StoreError>()
-            .is_some_and(|e| matches!(e, switchyard_engine::StoreError::Unreachable { .. }) || e.is_transient())
-    })
-}
-
-/// Refuses to start on a schema that lacks this build's migrations (never
-/// migrated, or a misspelled `--schema`), saying which and what to run.
-async fn ensure_migrated(store: &Store) -> anyhow::Result<()> {
-    let missing = store.missing_migrations().await?;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = missing.iter().map(|(version, what)| format!("{version} ({what})")).collect();
-    anyhow::bail!(
-        "the schema {:?} lacks {} of this build's migrations: {}; run `switchyard migrate` with the same \
-         --database-url and --schema first",
-        store.schema(),
-        missing.len(),
-        names.join(", ")
-    )
-}
-
-/// The store for a process that holds leases: no transaction of its may
-/// outlive half of one (see [`SessionLimits::within_lease`]).
-async fn open_leasing(db: &DatabaseArgs, name: &str, embedded: Embedded, lease: Duration) -> anyhow::Result<Store> {
-    db.store_names()?;
-    let config = StoreConfig { session: SessionLimits::within_lease(lease), ..db.store_config_of(name, embedded)? };
-    Store::connect(&config).await.with_context(|| format!("store {name:?}"))
-}
-
 /// Migrates (or reverts) the store `--store` names, else every store.
 async fn migrate(db: &DatabaseArgs, undo: bool, yes: bool) -> anyhow::Result<()> {
     let names = match &db.store {
@@ -644,288 +522,6 @@ async fn work(
     let dispatcher = Dispatcher::new(delegation, args.push(file.egress()?)).context("building the HTTP clients")?;
     let worker = Worker::new(store, args.worker_config(), dispatcher)?;
     worker.run(shutdown).await?;
-    Ok(())
-}
-
-/// `agents`: a change goes to every store (each keeps its own registry,
-/// read by its own workers), or to the one `--store` names; `list` reads
-/// the first of them.
-async fn agents(
-    stores: Stores,
-    file: &FileConfig,
-    security: &SecurityArgs,
-    command: AgentsCommand,
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match command {
-        AgentsCommand::Add { name, url } => {
-            let egress = std::sync::Arc::new(file.agent_egress(&security.egress_allow)?);
-            let credentials = file.agent_credentials()?;
-            // With signed cards required, an unsigned or tampered card is
-            // refused here too (workers verify it again on every fetch).
-            let trusted = file.trusted_cards()?;
-            let card =
-                switchyard_worker::delegate::fetch_card(&url, &egress, credentials.get(&name), trusted.as_deref())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{url} does not serve a usable Agent Card: {e}"))?;
-            stores.agent_upsert(&name, &url, Some(&card)).await?;
-            audit(stores.default_store(), "admin.agent.add", serde_json::json!({ "agent": name, "url": url })).await;
-            writeln!(out, "agent {name} registered ({})", card["name"].as_str().unwrap_or("unnamed"))?;
-        }
-        AgentsCommand::List => {
-            writeln!(out, "{:<20} {:<40} {:>8}  SKILLS", "NAME", "URL", "FAILURES")?;
-            for agent in stores.default_store().agents_list().await? {
-                let skills: Vec<String> = agent
-                    .card
-                    .as_ref()
-                    .and_then(|c| c["skills"].as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|s| s["id"].as_str().map(str::to_owned))
-                    .collect();
-                let skills = if agent.card.is_none() { "(card not fetched yet)".to_owned() } else { skills.join(",") };
-                writeln!(out, "{:<20} {:<40} {:>8}  {skills}", agent.name, agent.url, agent.consecutive_failures)?;
-            }
-        }
-        AgentsCommand::Remove { name } => {
-            let removed = stores.agent_remove(&name).await?;
-            audit(stores.default_store(), "admin.agent.remove", serde_json::json!({ "agent": name })).await;
-            anyhow::ensure!(removed, "no agent named {name:?} is registered");
-            writeln!(out, "agent {name} removed")?;
-        }
-    }
-    Ok(())
-}
-
-/// Records an operator's change in the audit log (and as a log line); the
-/// operator is whoever runs the command with the database's credentials.
-async fn audit(store: &Store, action: &str, detail: serde_json::Value) {
-    let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-    let entry = switchyard_engine::AuditEntry {
-        credential: Some("cli".into()),
-        ..switchyard_engine::AuditEntry::new(operator, action)
-    };
-    store.audit(&entry.with_detail(detail)).await;
-}
-
-/// `tasks cancel`: an operator's cancel of any open task, as its owner's
-/// would be (children, remote task and webhooks follow), audited as theirs.
-async fn cancel_task(store: Store, task_id: &str, reason: Option<String>, out: &mut impl Write) -> anyhow::Result<()> {
-    let id: switchyard_engine::TaskId = task_id.parse().map_err(|_| anyhow::anyhow!("{task_id:?} is not a task id"))?;
-    let task = store.task_load(id).await.with_context(|| format!("task {task_id}"))?;
-    let owner = switchyard_engine::Caller::new(&task.tenant, &task.owner);
-    let text = reason.unwrap_or_else(|| "canceled by an operator".to_owned());
-    let message = a2a::Message::new(a2a::Role::Agent, vec![a2a::Part::text(&text)]);
-    match store.task_cancel(&owner, id, Some(message)).await {
-        Ok(_) => {}
-        Err(e) if e.terminal_state().is_some_and(|s| s != switchyard_engine::TaskState::Canceled) => {
-            anyhow::bail!("task {task_id} is {} already; only an open task can be canceled", task.state)
-        }
-        Err(e) => return Err(e).with_context(|| format!("canceling task {task_id}")),
-    }
-    audit(&store, "task.cancel", serde_json::json!({ "task": task_id, "reason": text })).await;
-    writeln!(out, "task {task_id} canceled")?;
-    Ok(())
-}
-
-async fn keys(store: Store, command: KeysCommand) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match command {
-        KeysCommand::Create { tenant, principal, scopes, rate, burst } => {
-            switchyard_api::validate::tenant(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-            anyhow::ensure!(
-                !principal.is_empty() && principal.len() <= 256 && !principal.chars().any(char::is_control),
-                "--principal: 1-256 printable characters"
-            );
-            if let Some(rate) = rate {
-                anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number");
-            }
-            anyhow::ensure!(burst.is_none() || rate.is_some(), "--burst needs --rate");
-            let new = switchyard_engine::NewKey {
-                tenant,
-                principal,
-                scopes,
-                rate_per_sec: rate,
-                burst: burst.map(|b| i32::try_from(b.max(1)).unwrap_or(i32::MAX)),
-            };
-            let (record, key) = store.key_create(&new).await?;
-            audit(
-                &store,
-                "keys.create",
-                serde_json::json!({ "key": record.id, "tenant": record.tenant, "principal": record.principal, "scopes": record.scopes }),
-            )
-            .await;
-            writeln!(
-                out,
-                "key {} for {}/{} created{}; it is shown once, here:",
-                record.id,
-                record.tenant,
-                record.principal,
-                if record.scopes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (scopes: {})", record.scopes.join(","))
-                }
-            )?;
-            writeln!(out, "{key}")?;
-        }
-        KeysCommand::List => {
-            writeln!(
-                out,
-                "{:<14} {:<20} {:<20} {:<12} {:<10} {:<25} REVOKED",
-                "ID", "TENANT", "PRINCIPAL", "SCOPES", "RATE", "CREATED"
-            )?;
-            for key in store.keys_list().await? {
-                let rate = key.rate_per_sec.map_or_else(|| "default".to_owned(), |r| format!("{r}/s"));
-                writeln!(
-                    out,
-                    "{:<14} {:<20} {:<20} {:<12} {:<10} {:<25} {}",
-                    key.id,
-                    key.tenant,
-                    key.principal,
-                    if key.scopes.is_empty() { "-".to_owned() } else { key.scopes.join(",") },
-                    rate,
-                    key.created_at.format("%Y-%m-%d %H:%M:%S"),
-                    key.revoked_at.map_or_else(|| "-".to_owned(), |at| at.format("%Y-%m-%d %H:%M:%S").to_string()),
-                )?;
-            }
-        }
-        KeysCommand::Revoke { id } => {
-            anyhow::ensure!(store.key_revoke(&id).await?, "no live key has id {id:?}");
-            audit(&store, "keys.revoke", serde_json::json!({ "key": id })).await;
-            writeln!(out, "key {id} revoked")?;
-        }
-    }
-    Ok(())
-}
-
-/// `plans`: as [`agents`], a change goes to every store (or `--store`'s).
-async fn plans(stores: Stores, command: PlansCommand) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match command {
-        PlansCommand::Add { json } => {
-            let plan: PlanSpec =
-                serde_json::from_str(&json).context("the plan is not valid JSON in the [[plans]] shape")?;
-            plan.validate(&PlanLimits::default())?;
-            stores.plan_put(&plan).await?;
-            writeln!(out, "plan {} stored", plan.name)?;
-        }
-        PlansCommand::List => {
-            writeln!(out, "{:<20} {:<10} MEMBERS", "NAME", "KIND")?;
-            for plan in stores.default_store().plans_list().await? {
-                let (kind, members) = if let Some(steps) = &plan.pipeline {
-                    ("pipeline", steps.join(" -> "))
-                } else if let Some(members) = &plan.fanout {
-                    ("fanout", format!("{} (join {})", members.join(", "), plan.join.as_deref().unwrap_or("all")))
-                } else if let Some(skill) = &plan.fanout_skill {
-                    ("fanout", format!("skill {skill} (join {})", plan.join.as_deref().unwrap_or("all")))
-                } else {
-                    ("delegate", plan.agent.clone().unwrap_or_default())
-                };
-                writeln!(out, "{:<20} {:<10} {members}", plan.name, kind)?;
-            }
-        }
-        PlansCommand::Remove { name } => {
-            let removed = stores.plan_delete(&name).await?;
-            anyhow::ensure!(removed, "no plan named {name:?}");
-            writeln!(out, "plan {name} removed")?;
-        }
-    }
-    Ok(())
-}
-
-async fn webhooks(store: Store, command: WebhooksCommand) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let (state, limit) = match command {
-        WebhooksCommand::Requeue { delivery_id } => {
-            store.push_requeue(delivery_id).await?;
-            writeln!(out, "delivery {delivery_id} requeued")?;
-            return Ok(());
-        }
-        WebhooksCommand::Dead { limit } => (Some("dead".to_owned()), limit),
-        WebhooksCommand::List { state, limit } => (state, limit),
-    };
-    if let Some(state) = &state {
-        anyhow::ensure!(
-            ["pending", "delivered", "dead"].contains(&state.as_str()),
-            "--state is pending, delivered or dead"
-        );
-    }
-    writeln!(
-        out,
-        "{:<8} {:<38} {:<16} {:>5} {:<9} {:>8}  {:<40} LAST ERROR",
-        "ID", "TASK", "WEBHOOK", "SEQ", "STATE", "ATTEMPTS", "URL"
-    )?;
-    for d in store.push_deliveries(state.as_deref(), limit).await? {
-        // The URL's path and query may carry secrets of the receiver's: the host only.
-        let host = d.url.split('/').take(3).collect::<Vec<_>>().join("/");
-        writeln!(
-            out,
-            "{:<8} {:<38} {:<16} {:>5} {:<9} {:>8}  {:<40} {}",
-            d.id,
-            d.task_id,
-            d.config_id,
-            d.seq,
-            d.state,
-            d.attempts,
-            host,
-            d.last_error.unwrap_or_default()
-        )?;
-    }
-    Ok(())
-}
-
-/// `jobs dead`: the dead-lettered jobs of every store inspected, newest
-/// first (a job's id is its store's: `jobs requeue` takes `--store`).
-async fn jobs_dead(stores: &Stores, limit: i64) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let mut dead = Vec::new();
-    for (name, store) in stores.all() {
-        match store.jobs_dead(limit).await {
-            Ok(jobs) => dead.extend(jobs.into_iter().map(|job| (name, job))),
-            Err(error) if stores.sharded() => eprintln!("warning: store {name:?} did not answer: {error}"),
-            Err(error) => return Err(error.into()),
-        }
-    }
-    dead.sort_by_key(|(_, job)| std::cmp::Reverse(job.finished_at));
-    dead.truncate(usize::try_from(limit).unwrap_or(0));
-    let column = |store: &str| if stores.sharded() { format!("{store:<10} ") } else { String::new() };
-    writeln!(
-        out,
-        "{}{:<10} {:<38} {:<10} {:>8}  {:<25} LAST ERROR",
-        column("STORE"),
-        "JOB",
-        "TASK",
-        "KIND",
-        "ATTEMPTS",
-        "DIED AT"
-    )?;
-    for (store, job) in dead {
-        let died = job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
-        writeln!(
-            out,
-            "{}{:<10} {:<38} {:<10} {:>8}  {:<25} {}",
-            column(store),
-            job.id,
-            job.task_id,
-            job.kind,
-            format!("{}/{}", job.attempt, job.max_attempts),
-            died,
-            job.last_error.unwrap_or_default()
-        )?;
-    }
-    Ok(())
-}
-
-async fn jobs(store: Store, command: JobsCommand) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match command {
-        JobsCommand::Dead { limit } => jobs_dead(&Stores::one(store), limit).await?,
-        JobsCommand::Requeue { job_id } => {
-            store.job_requeue(JobId(job_id)).await?;
-            writeln!(out, "job {job_id} requeued")?;
-        }
-    }
     Ok(())
 }
 
